@@ -1,0 +1,2 @@
+global using FloatView = ILGPU.ArrayView<float>;
+global using IntView = ILGPU.ArrayView<int>;
