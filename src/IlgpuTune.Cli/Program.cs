@@ -1,0 +1,6 @@
+using Cocona;
+using IlgpuTune.Cli;
+
+var app = CoconaLiteLikeBuilder.Create(args);
+app.AddCommands<EngineCommands>();
+app.Run();

@@ -1,0 +1,102 @@
+// Size-bucketed caching allocator (like PyTorch's): freed blocks go to a free list keyed by their rounded size and are
+// handed out again, so a training step in steady state never calls the driver allocator. Counters follow torch.cuda:
+// allocated = bytes held by live tensors, reserved = allocated + cached, peak = max allocated.
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace IlgpuTune.Core;
+
+public sealed class Block
+{
+    internal Block(long bytes, byte[]? host, MemoryBuffer1D<byte, Stride1D.Dense>? device)
+    {
+        Bytes = bytes;
+        Host = host;
+        Buffer = device;
+    }
+
+    /// <summary>Rounded (bucket) size in bytes.</summary>
+    public long Bytes { get; }
+
+    /// <summary>Storage on the managed CPU path.</summary>
+    public byte[]? Host { get; }
+
+    /// <summary>Storage on an ILGPU accelerator.</summary>
+    public MemoryBuffer1D<byte, Stride1D.Dense>? Buffer { get; }
+}
+
+public sealed class CachingAllocator : IDisposable
+{
+    private readonly Accelerator? _accelerator;
+    private readonly Dictionary<long, Stack<Block>> _free = new();
+    private readonly Lock _lock = new();
+
+    public CachingAllocator(Accelerator? accelerator) => _accelerator = accelerator;
+
+    public long AllocatedBytes { get; private set; }
+    public long ReservedBytes { get; private set; }
+    public long PeakAllocatedBytes { get; private set; }
+
+    /// <summary>Number of times the underlying allocator (driver or GC) was called.</summary>
+    public long BackendAllocations { get; private set; }
+
+    /// <summary>Bucket size: ≤512 B → 512; else rounded up to a quarter of its power of two (waste ≤ 25%).</summary>
+    public static long RoundSize(long bytes)
+    {
+        if (bytes <= 512) return 512;
+        long p = 1L << (63 - System.Numerics.BitOperations.LeadingZeroCount((ulong)bytes));
+        long step = Math.Max(512, p / 4);
+        return (bytes + step - 1) / step * step;
+    }
+
+    public Block Rent(long bytes)
+    {
+        long size = RoundSize(bytes);
+        lock (_lock)
+        {
+            if (!_free.TryGetValue(size, out var stack) || !stack.TryPop(out var block))
+            {
+                block = _accelerator is null
+                    ? new Block(size, GC.AllocateUninitializedArray<byte>(checked((int)size)), null)
+                    : new Block(size, null, _accelerator.Allocate1D<byte>(size));
+                BackendAllocations++;
+                ReservedBytes += size;
+            }
+            AllocatedBytes += size;
+            PeakAllocatedBytes = Math.Max(PeakAllocatedBytes, AllocatedBytes);
+            return block;
+        }
+    }
+
+    public void Return(Block block)
+    {
+        lock (_lock)
+        {
+            AllocatedBytes -= block.Bytes;
+            if (!_free.TryGetValue(block.Bytes, out var stack)) _free[block.Bytes] = stack = new Stack<Block>();
+            stack.Push(block);
+        }
+    }
+
+    public void ResetPeak()
+    {
+        lock (_lock) PeakAllocatedBytes = AllocatedBytes;
+    }
+
+    /// <summary>Releases every cached (free) block back to the driver / GC.</summary>
+    public void EmptyCache()
+    {
+        lock (_lock)
+        {
+            foreach (var stack in _free.Values)
+                while (stack.TryPop(out var b))
+                {
+                    ReservedBytes -= b.Bytes;
+                    b.Buffer?.Dispose();
+                }
+            _free.Clear();
+        }
+    }
+
+    public void Dispose() => EmptyCache();
+}

@@ -1,0 +1,68 @@
+using ILGPU;
+
+namespace IlgpuTune.Core;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Causal scaled-dot-product attention with GQA (naive: materializes probs[batch, heads, seq, seq]).
+    /// q[batch*seq, numHeads*headDim], k/v[batch*seq, numKvHeads*headDim] -> o[batch*seq, numHeads*headDim].
+    /// <paramref name="segmentIds"/> (I32 [batch*seq], optional) keeps packed samples from attending to each other.
+    /// </summary>
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor? segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim)
+    {
+        const string op = "attention";
+        RequireF32(op, q, "q");
+        RequireF32(op, k, "k");
+        RequireF32(op, v, "v");
+        long tokens = (long)batch * seq;
+        if (q.Length != tokens * numHeads * headDim || k.Length != tokens * numKvHeads * headDim || v.Length != k.Length)
+            throw new ArgumentException($"{op}: q {ShapeText(q.Shape)}, k {ShapeText(k.Shape)}, v {ShapeText(v.Shape)} do not fit batch {batch}, seq {seq}, heads {numHeads}/{numKvHeads}, headDim {headDim}");
+        if (numHeads % numKvHeads != 0) throw new ArgumentException($"{op}: {numHeads} heads are not a multiple of {numKvHeads} kv heads");
+        if (segmentIds is not null && (segmentIds.DType != DType.I32 || segmentIds.Length != tokens))
+            throw new ArgumentException($"{op}: segmentIds must be I32 [{tokens}]");
+
+        var dev = q.Device;
+        var o = EmptyF32(dev, q.Shape);
+        var probs = EmptyF32(dev, batch, numHeads, seq, seq);
+        if (dev.IsCpu)
+            Kernels.Attention.ForwardCpu<float>(q.F32, k.F32, v.F32, segmentIds is null ? ReadOnlySpan<int>.Empty : segmentIds.I32,
+                batch, seq, numHeads, numKvHeads, headDim, probs.F32, o.F32);
+        else
+        {
+            // An empty view (of a real buffer: kernels reject null views) means one segment per row.
+            using var none = Tensor.Empty(dev, DType.I32, 1);
+            Kernels.Attention.Forward(K(q), q.F32View, k.F32View, v.F32View, (segmentIds ?? none).I32View.SubView(0, segmentIds is null ? 0 : tokens),
+                batch, seq, numHeads, numKvHeads, headDim, probs.F32View, o.F32View);
+        }
+
+        if (!Tape.IsRecording(q, k, v))
+        {
+            probs.Dispose();
+            return o;
+        }
+        var sq = q.Alias();
+        var sk = k.Alias();
+        var sv = v.Alias();
+        Tape.Record(op, [q, k, v], [o], ctx =>
+        {
+            var dO = ctx.GradOutput()!;
+            var dQ = EmptyF32(dev, sq.Shape);
+            var dK = EmptyF32(dev, sk.Shape);
+            var dV = EmptyF32(dev, sv.Shape);
+            if (dev.IsCpu)
+                Kernels.Attention.BackwardCpu<float>(dO.F32, sq.F32, sk.F32, sv.F32, probs.F32, batch, seq, numHeads, numKvHeads, headDim,
+                    dQ.F32, dK.F32, dV.F32);
+            else
+            {
+                using var dScores = EmptyF32(dev, batch, numHeads, seq, seq);
+                Kernels.Attention.Backward(K(dO), dO.F32View, sq.F32View, sk.F32View, sv.F32View, probs.F32View, batch, seq, numHeads,
+                    numKvHeads, headDim, dScores.F32View, dQ.F32View, dK.F32View, dV.F32View);
+            }
+            ctx.AddGrad(0, dQ);
+            ctx.AddGrad(1, dK);
+            ctx.AddGrad(2, dV);
+        }, sq, sk, sv, probs);
+        return o;
+    }
+}

@@ -1,0 +1,46 @@
+namespace IlgpuTune.Core;
+
+public static partial class Ops
+{
+    /// <summary>Converts between F32 and BF16/F16 (round to nearest even). The gradient is cast back to the input's dtype.</summary>
+    public static Tensor Cast(Tensor x, DType to)
+    {
+        if (x.DType == to) return x.Alias();
+        var y = CastRaw(x, to);
+        if (Tape.IsRecording(x))
+        {
+            var from = x.DType;
+            Tape.Record("cast", [x], [y], ctx => ctx.AddGrad(0, CastRaw(ctx.GradOutput()!, from)));
+        }
+        return y;
+    }
+
+    private static Tensor CastRaw(Tensor x, DType to)
+    {
+        var y = Tensor.Empty(x.Device, to, x.Shape);
+        int n = (int)x.Length;
+        switch (x.DType, to)
+        {
+            case (DType.F32, DType.BF16):
+                if (x.Device.IsCpu) Kernels.Cast.ToBf16Cpu(x.F32, y.Span<ushort>());
+                else Kernels.Cast.ToBf16(K(x), x.F32View, n, y.View<ushort>());
+                break;
+            case (DType.F32, DType.F16):
+                if (x.Device.IsCpu) Kernels.Cast.ToF16Cpu(x.F32, y.Span<ushort>());
+                else Kernels.Cast.ToF16(K(x), x.F32View, n, y.View<ushort>());
+                break;
+            case (DType.BF16, DType.F32):
+                if (x.Device.IsCpu) Kernels.Cast.FromBf16Cpu(x.Span<ushort>(), y.F32);
+                else Kernels.Cast.FromBf16(K(x), x.View<ushort>(), n, y.F32View);
+                break;
+            case (DType.F16, DType.F32):
+                if (x.Device.IsCpu) Kernels.Cast.FromF16Cpu(x.Span<ushort>(), y.F32);
+                else Kernels.Cast.FromF16(K(x), x.View<ushort>(), n, y.F32View);
+                break;
+            default:
+                y.Dispose();
+                throw new NotSupportedException($"cast: {x.DType} -> {to} (go through F32)");
+        }
+        return y;
+    }
+}

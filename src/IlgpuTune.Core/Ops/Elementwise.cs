@@ -1,0 +1,108 @@
+using System.Numerics.Tensors;
+using IlgpuTune.Kernels;
+
+namespace IlgpuTune.Core;
+
+public static partial class Ops
+{
+    /// <summary>t[:] = value (no autograd).</summary>
+    public static void FillInPlace(Tensor t, float value)
+    {
+        RequireF32("fill", t, "t");
+        if (t.Device.IsCpu) t.F32.Fill(value);
+        else Elementwise.Fill(K(t), value, (int)t.Length, t.F32View);
+    }
+
+    /// <summary>y += x (no autograd; gradient accumulation).</summary>
+    public static void AccumulateInPlace(Tensor y, Tensor x)
+    {
+        RequireSameDevice("accumulate", y, x);
+        if (x.Length != y.Length) throw new ArgumentException($"accumulate: {x.Length} elements into {y.Length}");
+        if (y.Device.IsCpu) TensorPrimitives.Add(y.F32, x.F32, y.F32);
+        else Elementwise.Accumulate(K(y), x.F32View, (int)x.Length, y.F32View);
+    }
+
+    // a[...] + b[...] (same shape) -> y
+    public static Tensor Add(Tensor a, Tensor b)
+    {
+        CheckSameShape("add", a, b);
+        var y = EmptyF32(a.Device, a.Shape);
+        if (a.Device.IsCpu) Elementwise.AddCpu<float>(a.F32, b.F32, y.F32);
+        else Elementwise.Add(K(a), a.F32View, b.F32View, (int)a.Length, y.F32View);
+        if (Tape.IsRecording(a, b))
+            Tape.Record("add", [a, b], [y], ctx =>
+            {
+                var g = ctx.GradOutput()!;
+                if (ctx.NeedsGrad(0)) ctx.AddGrad(0, g.Alias());
+                if (ctx.NeedsGrad(1)) ctx.AddGrad(1, g.Alias());
+            });
+        return y;
+    }
+
+    // a[...] * b[...] (same shape) -> y; dA = dY*b, dB = dY*a
+    public static Tensor Mul(Tensor a, Tensor b)
+    {
+        CheckSameShape("mul", a, b);
+        var y = MulRaw(a, b);
+        if (Tape.IsRecording(a, b))
+        {
+            var sa = a.Alias();
+            var sb = b.Alias();
+            Tape.Record("mul", [a, b], [y], ctx =>
+            {
+                var g = ctx.GradOutput()!;
+                if (ctx.NeedsGrad(0)) ctx.AddGrad(0, MulRaw(g, sb));
+                if (ctx.NeedsGrad(1)) ctx.AddGrad(1, MulRaw(g, sa));
+            }, sa, sb);
+        }
+        return y;
+    }
+
+    private static Tensor MulRaw(Tensor a, Tensor b)
+    {
+        var y = EmptyF32(a.Device, a.Shape);
+        if (a.Device.IsCpu) Elementwise.MulCpu<float>(a.F32, b.F32, y.F32);
+        else Elementwise.Mul(K(a), a.F32View, b.F32View, (int)a.Length, y.F32View);
+        return y;
+    }
+
+    // alpha * x -> y
+    public static Tensor Scale(Tensor x, float alpha)
+    {
+        RequireF32("scale", x, "x");
+        var y = ScaleRaw(x, alpha);
+        if (Tape.IsRecording(x))
+            Tape.Record("scale", [x], [y], ctx => ctx.AddGrad(0, ScaleRaw(ctx.GradOutput()!, alpha)));
+        return y;
+    }
+
+    private static Tensor ScaleRaw(Tensor x, float alpha)
+    {
+        var y = EmptyF32(x.Device, x.Shape);
+        if (x.Device.IsCpu) Elementwise.ScaleCpu<float>(x.F32, alpha, y.F32);
+        else Elementwise.Scale(K(x), x.F32View, alpha, (int)x.Length, y.F32View);
+        return y;
+    }
+
+    /// <summary>Same data under a new shape; the gradient is reshaped back.</summary>
+    public static Tensor Reshape(Tensor x, params int[] shape)
+    {
+        var y = x.Reshaped(shape);
+        y.RequiresGrad = false;
+        if (Tape.IsRecording(x))
+        {
+            var inShape = x.Shape;
+            Tape.Record("reshape", [x], [y], ctx => ctx.AddGrad(0, ctx.GradOutput()!.Reshaped(inShape)));
+        }
+        return y;
+    }
+
+    private static void CheckSameShape(string op, Tensor a, Tensor b)
+    {
+        RequireSameDevice(op, a, b);
+        RequireF32(op, a, "a");
+        RequireF32(op, b, "b");
+        if (!a.Shape.SequenceEqual(b.Shape))
+            throw new ArgumentException($"{op}: shapes {ShapeText(a.Shape)} and {ShapeText(b.Shape)} differ");
+    }
+}

@@ -1,0 +1,33 @@
+using IlgpuTune.Kernels;
+
+namespace IlgpuTune.Core;
+
+public static partial class Ops
+{
+    /// <summary>ids[...] (I32) , table[vocab, hidden] -> y[..., hidden]; dTable[ids[t]] += dY[t].</summary>
+    public static Tensor Embedding(Tensor ids, Tensor table)
+    {
+        const string op = "embedding";
+        if (ids.DType != DType.I32) throw new ArgumentException($"{op}: ids must be I32, are {ids.DType}");
+        RequireF32(op, table, "table");
+        RequireSameDevice(op, ids, table);
+        int vocab = table.Dim(0), hidden = table.Dim(1), tokens = (int)ids.Length;
+        var y = EmptyF32(ids.Device, [.. ids.Shape, hidden]);
+        if (ids.Device.IsCpu) Kernels.Embedding.ForwardCpu<float>(ids.I32, table.F32, hidden, y.F32);
+        else Kernels.Embedding.Forward(K(ids), ids.I32View, table.F32View, tokens, hidden, y.F32View);
+
+        if (Tape.IsRecording(table))
+        {
+            var sIds = ids.Alias();
+            Tape.Record(op, [ids, table], [y], ctx =>
+            {
+                var dY = ctx.GradOutput()!;
+                var dTable = Tensor.Zeros(dY.Device, DType.F32, vocab, hidden);
+                if (dY.Device.IsCpu) Kernels.Embedding.BackwardCpu<float>(dY.F32, sIds.I32, hidden, dTable.F32);
+                else Kernels.Embedding.Backward(K(dY), dY.F32View, sIds.I32View, tokens, hidden, vocab, dTable.F32View);
+                ctx.AddGrad(1, dTable);
+            }, sIds);
+        }
+        return y;
+    }
+}

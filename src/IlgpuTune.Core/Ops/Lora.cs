@@ -1,0 +1,24 @@
+namespace IlgpuTune.Core;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// PEFT LoRA linear: y = x·Wᵀ + bias + scaling · (dropout(x)·Aᵀ)·Bᵀ, with A[r, in], B[out, r];
+    /// scaling = alpha / r (or alpha / √r with rsLoRA, see LoraScaling). Built from differentiable ops, so A and B (and x) get grads.
+    /// </summary>
+    public static Tensor LoraLinear(Tensor x, Tensor weight, Tensor? bias, Tensor loraA, Tensor loraB, float scaling, float dropout, Random rng)
+    {
+        if (loraA.Dim(1) != weight.Dim(1) || loraB.Dim(0) != weight.Dim(0) || loraB.Dim(1) != loraA.Dim(0))
+            throw new ArgumentException(
+                $"lora: A {ShapeText(loraA.Shape)} and B {ShapeText(loraB.Shape)} do not fit weight {weight.Name} {ShapeText(weight.Shape)}");
+        using var baseOut = Linear(x, weight, bias);
+        using var dropped = Dropout(x, dropout, rng);
+        using var down = Linear(dropped, loraA);
+        using var up = Linear(down, loraB);
+        using var scaled = Scale(up, scaling);
+        return Add(baseOut, scaled);
+    }
+
+    /// <summary>PEFT's scaling: alpha / r, or alpha / sqrt(r) with use_rslora.</summary>
+    public static float LoraScaling(float alpha, int r, bool useRsLora) => useRsLora ? alpha / MathF.Sqrt(r) : alpha / r;
+}

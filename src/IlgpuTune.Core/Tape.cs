@@ -1,0 +1,185 @@
+// Reverse-mode autograd tape. Ops record an entry (inputs, outputs, saved tensors, a backward closure) while a tape is
+// active and grad mode is on; Backward walks the entries in reverse (recording order is a topological order), hands
+// each closure the gradients of its outputs, and accumulates what it returns: into a dictionary for intermediate tensors
+// (freed as soon as their producer has consumed them) and into Tensor.Grad for leaves (parameters), which keep
+// accumulating across backward calls until cleared (gradient accumulation). Saved activations are freed right after
+// their entry runs. Entries are plain closures over a forward, so a checkpoint segment can re-run a block's forward
+// under a nested tape and splice its backward in (Tape.Checkpoint).
+namespace IlgpuTune.Core;
+
+public sealed class BackwardContext
+{
+    private readonly Tape _tape;
+    private readonly Tape.Entry _entry;
+    private readonly Tensor?[] _gradOutputs;
+
+    internal BackwardContext(Tape tape, Tape.Entry entry, Tensor?[] gradOutputs)
+    {
+        _tape = tape;
+        _entry = entry;
+        _gradOutputs = gradOutputs;
+    }
+
+    /// <summary>The gradient w.r.t. output <paramref name="i"/>, or null when nothing flowed into it (treat as zero).</summary>
+    public Tensor? GradOutput(int i = 0) => _gradOutputs[i];
+
+    /// <summary>Whether input <paramref name="i"/> wants a gradient (skip computing it otherwise).</summary>
+    public bool NeedsGrad(int i) => _entry.Inputs[i] is { RequiresGrad: true };
+
+    /// <summary>Adds <paramref name="grad"/> to input <paramref name="i"/>'s gradient; takes ownership of it.</summary>
+    public void AddGrad(int i, Tensor grad) => _tape.Accumulate(_entry.Inputs[i], grad);
+}
+
+public sealed class Tape : IDisposable
+{
+    internal sealed record Entry(string Op, Tensor?[] Inputs, Tensor[] Outputs, Tensor[] Saved, Action<BackwardContext> Backward);
+
+    [ThreadStatic] private static Tape? s_current;
+    [ThreadStatic] private static int s_noGrad;
+
+    private readonly Tape? _parent;
+    private readonly List<Entry> _entries = [];
+    private readonly HashSet<Tensor> _produced = new(ReferenceEqualityComparer.Instance);
+    private Dictionary<Tensor, Tensor>? _grads;
+    private bool _disposed;
+
+    /// <summary>Starts recording on this thread until disposed.</summary>
+    public Tape()
+    {
+        _parent = s_current;
+        s_current = this;
+    }
+
+    /// <summary>The tape ops record into now, or null (no tape, or inside a NoGrad scope).</summary>
+    public static Tape? Current => s_noGrad > 0 ? null : s_current;
+
+    public int Count => _entries.Count;
+
+    /// <summary>Suspends recording on this thread until the returned scope is disposed.</summary>
+    public static IDisposable NoGrad()
+    {
+        s_noGrad++;
+        return new Scope(() => s_noGrad--);
+    }
+
+    /// <summary>True when an op on these inputs must be recorded.</summary>
+    public static bool IsRecording(params ReadOnlySpan<Tensor?> inputs)
+    {
+        if (Current is null) return false;
+        foreach (var t in inputs)
+            if (t is { RequiresGrad: true }) return true;
+        return false;
+    }
+
+    /// <summary>
+    /// Records an op. Outputs are marked RequiresGrad. The tape owns <paramref name="saved"/> (aliases the closure reads) and
+    /// disposes them after the entry's backward ran or when the tape is disposed.
+    /// </summary>
+    public static void Record(string op, Tensor?[] inputs, Tensor[] outputs, Action<BackwardContext> backward, params Tensor[] saved)
+    {
+        var tape = Current ?? throw new InvalidOperationException($"{op}: Record called while not recording");
+        foreach (var o in outputs)
+        {
+            o.RequiresGrad = true;
+            tape._produced.Add(o);
+        }
+        tape._entries.Add(new Entry(op, inputs, outputs, saved, backward));
+    }
+
+    /// <summary>Back-propagates from <paramref name="loss"/> (seeded with <paramref name="seed"/>, e.g. a loss scale).</summary>
+    public void Backward(Tensor loss, float seed = 1f)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!loss.RequiresGrad) throw new InvalidOperationException("Backward: the loss does not depend on any tensor that requires grad");
+        using (NoGrad())
+        {
+            _grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+            var seedGrad = Tensor.Empty(loss.Device, DType.F32, loss.Shape);
+            Ops.FillInPlace(seedGrad, seed);
+            Accumulate(loss, seedGrad);
+            for (int e = _entries.Count - 1; e >= 0; e--)
+            {
+                var entry = _entries[e];
+                var gradOutputs = entry.Outputs.Select(o => _grads.GetValueOrDefault(o)).ToArray();
+                if (gradOutputs.Any(g => g is not null))
+                    entry.Backward(new BackwardContext(this, entry, gradOutputs));
+                foreach (var o in entry.Outputs)
+                    if (_grads.Remove(o, out var g)) g.Dispose();
+                Release(entry);
+            }
+            foreach (var g in _grads.Values) g.Dispose();
+            _grads = null;
+            _entries.Clear();
+            _produced.Clear();
+        }
+    }
+
+    internal void Accumulate(Tensor? target, Tensor grad)
+    {
+        if (target is null || !target.RequiresGrad)
+        {
+            grad.Dispose();
+            return;
+        }
+        if (grad.Length != target.Length)
+            throw new InvalidOperationException($"gradient for {target} has {grad.Length} elements, expected {target.Length}");
+        if (_produced.Contains(target))
+        {
+            if (_grads!.TryGetValue(target, out var existing))
+            {
+                Ops.AccumulateInPlace(existing, grad);
+                grad.Dispose();
+            }
+            else _grads[target] = grad;
+        }
+        else if (target.Grad is null)
+        {
+            target.Grad = grad.Shape.SequenceEqual(target.Shape) ? grad : Reshape(grad, target.Shape);
+        }
+        else
+        {
+            Ops.AccumulateInPlace(target.Grad, grad);
+            grad.Dispose();
+        }
+    }
+
+    private static Tensor Reshape(Tensor grad, int[] shape)
+    {
+        var r = grad.Reshaped(shape);
+        grad.Dispose();
+        return r;
+    }
+
+    private static void Release(Entry entry)
+    {
+        foreach (var s in entry.Saved) s.Dispose();
+    }
+
+    /// <summary>Drops every recorded entry and its saved tensors without running backward.</summary>
+    public void Clear()
+    {
+        foreach (var e in _entries) Release(e);
+        _entries.Clear();
+        _produced.Clear();
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        Clear();
+        if (ReferenceEquals(s_current, this)) s_current = _parent;
+    }
+
+    private sealed class Scope(Action onDispose) : IDisposable
+    {
+        private bool _done;
+
+        public void Dispose()
+        {
+            if (_done) return;
+            _done = true;
+            onDispose();
+        }
+    }
+}

@@ -1,0 +1,250 @@
+// A contiguous, row-major tensor on a Device. Storage is reference-counted: Alias/Reshape share it, Dispose releases one
+// reference, and the block returns to the caching allocator when the last reference goes. Device memory is never left to
+// GC finalizers: whoever creates a tensor disposes it (or hands it to the tape, which does).
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace IlgpuTune.Core;
+
+internal sealed class Storage(Device device, Block block)
+{
+    private int _refs = 1;
+
+    public Device Device { get; } = device;
+    public Block Block { get; } = block;
+
+    public void Retain() => Interlocked.Increment(ref _refs);
+
+    public void Release()
+    {
+        if (Interlocked.Decrement(ref _refs) == 0) Device.Allocator.Return(Block);
+    }
+}
+
+public sealed class Tensor : IDisposable
+{
+    private readonly Storage _storage;
+    private bool _disposed;
+
+    private Tensor(Storage storage, DType dtype, int[] shape)
+    {
+        _storage = storage;
+        DType = dtype;
+        Shape = shape;
+        Length = ShapeLength(shape);
+    }
+
+    public Device Device => _storage.Device;
+    public DType DType { get; }
+    public int[] Shape { get; }
+    public long Length { get; }
+    public long Bytes => Length * DType.Size();
+    public int Rank => Shape.Length;
+
+    /// <summary>Gradients flow to this tensor (parameters, and every op output that depends on one).</summary>
+    public bool RequiresGrad { get; set; }
+
+    /// <summary>Accumulated gradient of a leaf tensor (a parameter), filled by Tape.Backward.</summary>
+    public Tensor? Grad { get; set; }
+
+    /// <summary>A name for messages (the HF key for parameters).</summary>
+    public string? Name { get; set; }
+
+    public bool IsDisposed => _disposed;
+
+    public int Dim(int i) => Shape[i < 0 ? Shape.Length + i : i];
+
+    public static long ShapeLength(ReadOnlySpan<int> shape)
+    {
+        long n = 1;
+        foreach (var d in shape)
+        {
+            if (d < 0) throw new ArgumentException($"negative dimension in shape [{string.Join(", ", shape.ToArray())}]");
+            n = checked(n * d);
+        }
+        return n;
+    }
+
+    public static Tensor Empty(Device device, DType dtype, params int[] shape)
+    {
+        long bytes = Math.Max(1, ShapeLength(shape) * dtype.Size());
+        return new Tensor(new Storage(device, device.Allocator.Rent(bytes)), dtype, (int[])shape.Clone());
+    }
+
+    public static Tensor Zeros(Device device, DType dtype, params int[] shape)
+    {
+        var t = Empty(device, dtype, shape);
+        t.Clear();
+        return t;
+    }
+
+    public static Tensor FromArray(Device device, ReadOnlySpan<float> data, params int[] shape) =>
+        FromBytes(device, DType.F32, MemoryMarshal.AsBytes(data), shape);
+
+    public static Tensor FromArray(Device device, ReadOnlySpan<int> data, params int[] shape) =>
+        FromBytes(device, DType.I32, MemoryMarshal.AsBytes(data), shape);
+
+    public static Tensor FromBytes(Device device, DType dtype, ReadOnlySpan<byte> data, params int[] shape)
+    {
+        var t = Empty(device, dtype, shape);
+        if (data.Length != t.Bytes)
+        {
+            t.Dispose();
+            throw new ArgumentException($"{data.Length} bytes given for a {dtype} tensor of shape [{string.Join(", ", shape)}] ({ShapeLength(shape) * dtype.Size()} bytes)");
+        }
+        t.CopyFrom(data);
+        return t;
+    }
+
+    /// <summary>A second reference to the same storage (shares data; dispose it separately).</summary>
+    public Tensor Alias() => Reshaped(Shape);
+
+    /// <summary>The same storage under another shape with the same element count (no autograd; see Ops.Reshape).</summary>
+    public Tensor Reshaped(params int[] shape)
+    {
+        ThrowIfDisposed();
+        if (ShapeLength(shape) != Length)
+            throw new ArgumentException($"cannot view [{string.Join(", ", Shape)}] as [{string.Join(", ", shape)}]");
+        _storage.Retain();
+        return new Tensor(_storage, DType, (int[])shape.Clone()) { RequiresGrad = RequiresGrad, Name = Name };
+    }
+
+    // ---- raw access ----
+
+    private Span<byte> HostBytes
+    {
+        get
+        {
+            ThrowIfDisposed();
+            var host = _storage.Block.Host ?? throw new InvalidOperationException($"tensor {Name} lives on {Device.Kind}, not the managed CPU path");
+            return host.AsSpan(0, checked((int)Bytes));
+        }
+    }
+
+    private ArrayView<byte> DeviceBytes
+    {
+        get
+        {
+            ThrowIfDisposed();
+            var buffer = _storage.Block.Buffer ?? throw new InvalidOperationException($"tensor {Name} lives on the managed CPU path");
+            return buffer.View.SubView(0, Math.Max(Bytes, 1));
+        }
+    }
+
+    /// <summary>Elements on the managed CPU path.</summary>
+    public Span<T> Span<T>() where T : unmanaged
+    {
+        CheckElement<T>();
+        return MemoryMarshal.Cast<byte, T>(HostBytes);
+    }
+
+    public Span<float> F32 => Span<float>();
+    public Span<int> I32 => Span<int>();
+
+    /// <summary>Elements on an ILGPU accelerator.</summary>
+    public ArrayView<T> View<T>() where T : unmanaged
+    {
+        CheckElement<T>();
+        return Length == 0 ? DeviceBytes.Cast<T>().SubView(0, 0) : DeviceBytes.Cast<T>().SubView(0, Length);
+    }
+
+    public ArrayView<float> F32View => View<float>();
+    public ArrayView<int> I32View => View<int>();
+
+    private void CheckElement<T>() where T : unmanaged
+    {
+        bool ok = DType switch
+        {
+            DType.F32 => typeof(T) == typeof(float),
+            DType.I32 => typeof(T) == typeof(int),
+            DType.F16 or DType.BF16 => typeof(T) == typeof(ushort),
+            DType.U8 => typeof(T) == typeof(byte),
+            _ => false,
+        };
+        if (!ok) throw new InvalidOperationException($"tensor {Name} is {DType}, not {typeof(T).Name}");
+    }
+
+    public void CopyFrom(ReadOnlySpan<byte> data)
+    {
+        if (data.Length != Bytes) throw new ArgumentException($"expected {Bytes} bytes, got {data.Length}");
+        if (Device.IsCpu) data.CopyTo(HostBytes);
+        else if (data.Length > 0) DeviceBytes.SubView(0, data.Length).CopyFromCPU(data);
+    }
+
+    public void CopyFrom(ReadOnlySpan<float> data) => CopyFrom(MemoryMarshal.AsBytes(data));
+
+    public void CopyTo(Span<byte> destination)
+    {
+        if (destination.Length != Bytes) throw new ArgumentException($"expected {Bytes} bytes, got {destination.Length}");
+        if (Device.IsCpu) HostBytes.CopyTo(destination);
+        else if (Bytes > 0) DeviceBytes.SubView(0, Bytes).CopyToCPU(destination);
+    }
+
+    public byte[] ToBytes()
+    {
+        var b = new byte[Bytes];
+        CopyTo(b);
+        return b;
+    }
+
+    /// <summary>Copies to the host as float32 (bf16/f16 widened exactly).</summary>
+    public float[] ToFloatArray()
+    {
+        var bytes = ToBytes();
+        switch (DType)
+        {
+            case DType.F32: return MemoryMarshal.Cast<byte, float>(bytes).ToArray();
+            case DType.BF16:
+            {
+                var u = MemoryMarshal.Cast<byte, ushort>(bytes);
+                var f = new float[u.Length];
+                for (int i = 0; i < f.Length; i++) f[i] = HalfBits.Bf16ToFloat(u[i]);
+                return f;
+            }
+            case DType.F16:
+            {
+                var u = MemoryMarshal.Cast<byte, ushort>(bytes);
+                var f = new float[u.Length];
+                for (int i = 0; i < f.Length; i++) f[i] = HalfBits.F16ToFloat(u[i]);
+                return f;
+            }
+            case DType.I32: return MemoryMarshal.Cast<byte, int>(bytes).ToArray().Select(i => (float)i).ToArray();
+            default: return bytes.Select(b => (float)b).ToArray();
+        }
+    }
+
+    public int[] ToIntArray() => DType == DType.I32
+        ? MemoryMarshal.Cast<byte, int>(ToBytes()).ToArray()
+        : throw new InvalidOperationException($"tensor {Name} is {DType}, not I32");
+
+    /// <summary>A scalar (one-element) tensor's value.</summary>
+    public float Item() => Length == 1 ? ToFloatArray()[0] : throw new InvalidOperationException($"Item() on a tensor of {Length} elements");
+
+    public void Clear()
+    {
+        if (Device.IsCpu) HostBytes.Clear();
+        else DeviceBytes.MemSetToZero(Device.Accelerator!.DefaultStream);
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _storage.Release();
+    }
+
+    public override string ToString() => $"Tensor({Name ?? "?"}, {DType}, [{string.Join(", ", Shape)}], {Device.Kind})";
+}
+
+public static class TensorExtensions
+{
+    /// <summary>Sets the name (for messages and checkpoint keys) and returns the tensor.</summary>
+    public static Tensor Named(this Tensor t, string name)
+    {
+        t.Name = name;
+        return t;
+    }
+}

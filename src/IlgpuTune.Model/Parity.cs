@@ -1,0 +1,112 @@
+// Parity with transformers: runs the fixture cases written by tools/golden/make_tiny_models.py (weights, inputs, and the
+// logits, loss and gradients transformers/PEFT computed) on a device and reports, per tensor, max |ours − theirs| relative
+// to max |theirs|. Limits (issue 2): 1e-4 for logits and loss, 1e-3 for gradients.
+using IlgpuTune.Core;
+using IlgpuTune.IO;
+
+namespace IlgpuTune.Model;
+
+public sealed record ParityRow(string Case, string Tensor, double MaxAbs, double MaxRef, double Limit)
+{
+    public double Relative => MaxAbs / Math.Max(MaxRef, 1e-30);
+    public bool Pass => Relative <= Limit;
+}
+
+public static class Parity
+{
+    public const double OutputLimit = 1e-4;
+    public const double GradLimit = 1e-3;
+
+    /// <summary>Runs every case of one fixture folder (config.json, model.safetensors, golden.safetensors, adapter/).</summary>
+    public static List<ParityRow> Run(string fixtureDir, Device device)
+    {
+        string arch = Path.GetFileName(Path.TrimEndingDirectorySeparator(fixtureDir));
+        using var golden = SafetensorsFile.Open(Path.Combine(fixtureDir, "golden.safetensors"));
+        var rows = new List<ParityRow>();
+        var shape = golden.Get("input_ids").Shape;
+        int batch = (int)shape[0], seq = (int)shape[1];
+        var ids = golden.ReadInt32("input_ids");
+        var labels = golden.ReadInt32("labels");
+
+        using (var model = ModelLoader.Load(fixtureDir, device))
+        {
+            model.SetFullFineTuning();
+            RunCase(rows, $"{arch}/full", model, golden, ids, labels, batch, seq, null, null, "logits", "loss",
+                model.Parameters.Select(p => (p.Key, p.Value, "grad." + p.Key)));
+        }
+
+        string adapterDir = Path.Combine(fixtureDir, "adapter");
+        if (Directory.Exists(adapterDir))
+        {
+            using var model = ModelLoader.Load(fixtureDir, device);
+            var modules = PeftAdapter.Load(adapterDir, model);
+            var lora = modules.SelectMany(m => new[] { m.LoraA!, m.LoraB! }).Select(t => (t.Name!, t, "lora_grad." + t.Name));
+            RunCase(rows, $"{arch}/lora", model, golden, ids, labels, batch, seq, null, null, "lora_logits", "lora_loss", lora);
+        }
+
+        if (golden.Contains("packed_input_ids"))
+        {
+            using var model = ModelLoader.Load(fixtureDir, device);
+            var pShape = golden.Get("packed_input_ids").Shape;
+            var positions = golden.ReadInt32("packed_position_ids");
+            RunCase(rows, $"{arch}/packed", model, golden, golden.ReadInt32("packed_input_ids"), golden.ReadInt32("packed_labels"),
+                (int)pShape[0], (int)pShape[1], positions, SegmentsFromPositions(positions), "packed_logits", "packed_loss", []);
+        }
+        return rows;
+    }
+
+    /// <summary>Packed rows restart position ids at 0 for each sample; a new segment starts there.</summary>
+    public static int[] SegmentsFromPositions(int[] positions)
+    {
+        var seg = new int[positions.Length];
+        for (int i = 1; i < positions.Length; i++) seg[i] = positions[i] == 0 ? seg[i - 1] + 1 : seg[i - 1];
+        return seg;
+    }
+
+    private static void RunCase(List<ParityRow> rows, string name, CausalLM model, SafetensorsFile golden, int[] ids, int[] labels,
+        int batch, int seq, int[]? positions, int[]? segments, string logitsKey, string lossKey,
+        IEnumerable<(string Key, Tensor Param, string GoldenKey)> grads)
+    {
+        using var tape = new Tape();
+        var (logits, loss) = model.ForwardWithLoss(ids, labels, batch, seq, positions, segments);
+        using (logits)
+        using (loss)
+        {
+            rows.Add(Compare(name, logitsKey, golden.ReadFloat32(logitsKey), logits.ToFloatArray(), OutputLimit));
+            rows.Add(Compare(name, lossKey, golden.ReadFloat32(lossKey), loss.ToFloatArray(), OutputLimit));
+            var gradList = grads.ToList();
+            if (gradList.Count == 0) return;
+            tape.Backward(loss);
+            foreach (var (key, param, goldenKey) in gradList)
+            {
+                if (!golden.Contains(goldenKey)) throw new InvalidDataException($"{golden.Path}: missing '{goldenKey}'");
+                var ours = param.Grad?.ToFloatArray() ?? new float[param.Length];
+                rows.Add(Compare(name, goldenKey, golden.ReadFloat32(goldenKey), ours, GradLimit));
+            }
+        }
+        model.ZeroGrad();
+    }
+
+    private static ParityRow Compare(string name, string key, float[] expected, float[] actual, double limit)
+    {
+        if (expected.Length != actual.Length)
+            throw new InvalidDataException($"{name}: '{key}' has {actual.Length} elements, golden has {expected.Length}");
+        double maxAbs = 0, maxRef = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double d = Math.Abs((double)actual[i] - expected[i]);
+            maxAbs = double.IsNaN(d) ? double.PositiveInfinity : Math.Max(maxAbs, d);
+            maxRef = Math.Max(maxRef, Math.Abs((double)expected[i]));
+        }
+        return new ParityRow(name, key, maxAbs, maxRef, limit);
+    }
+
+    public static string Format(IEnumerable<ParityRow> rows)
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine($"{"case",-18} {"tensor",-64} {"max|ours-hf|",12} {"max|hf|",10} {"rel",10} {"limit",7}  ok");
+        foreach (var r in rows)
+            sb.AppendLine($"{r.Case,-18} {r.Tensor,-64} {r.MaxAbs,12:E2} {r.MaxRef,10:E2} {r.Relative,10:E2} {r.Limit,7:E0}  {(r.Pass ? "yes" : "NO")}");
+        return sb.ToString();
+    }
+}
