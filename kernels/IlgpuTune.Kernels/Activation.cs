@@ -1,0 +1,130 @@
+// SiLU and SwiGLU, as in HF LlamaMLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) with act_fn = SiLU.
+// Flat views of n elements; gate, up, y, dGate, dUp all [n] (n = tokens * intermediate_size).
+//   SiLU:    s = sigmoid(x) = 1/(1+exp(-x)),  y = x*s
+//            dX = dY * s*(1 + x*(1-s))                       (overwrites dX)
+//   SwiGLU:  y = silu(gate) * up
+//            dUp = dY * silu(gate),  dGate = dY * up * s*(1 + gate*(1-s))   (overwrite both)
+// 1/(1+exp(-x)) needs no special casing in IEEE float: for x < -88 exp(-x) is +inf and s is 0, for large x exp(-x)
+// underflows and s is 1, so y and the derivatives stay finite for every finite x.
+using System.Numerics;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace IlgpuTune.Kernels;
+
+public static class Activation
+{
+    // ---- device kernels: grid-stride over n ----
+
+    static float Sigmoid(float x) => 1f / (1f + MathF.Exp(-x));
+
+    static void SiluForwardKernel(FloatView x, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride())
+        {
+            float v = x[i];
+            y[i] = v * Sigmoid(v);
+        }
+    }
+
+    static void SiluBackwardKernel(FloatView dY, FloatView x, long n, FloatView dX)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride())
+        {
+            float v = x[i], s = Sigmoid(v);
+            dX[i] = dY[i] * s * (1f + v * (1f - s));
+        }
+    }
+
+    static void SwiGluForwardKernel(FloatView gate, FloatView up, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride())
+        {
+            float g = gate[i];
+            y[i] = g * Sigmoid(g) * up[i];
+        }
+    }
+
+    static void SwiGluBackwardKernel(FloatView dY, FloatView gate, FloatView up, long n, FloatView dGate, FloatView dUp)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride())
+        {
+            float g = gate[i], s = Sigmoid(g), d = dY[i];
+            float u = up[i]; // read before the writes: dUp may alias up
+            dUp[i] = d * g * s;
+            dGate[i] = d * u * s * (1f + g * (1f - s));
+        }
+    }
+
+    // ---- launchers ----
+
+    // x[n] -> y[n]
+    public static void SiluForward(KernelRegistry k, FloatView x, long n, FloatView y)
+    {
+        Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("activation.silu.forward", a => a.LoadStreamKernel<FloatView, long, FloatView>(SiluForwardKernel));
+        kernel(Launch.Flat(k, n), x, n, y);
+    }
+
+    // dY[n], x[n] -> dX[n] (overwrites)
+    public static void SiluBackward(KernelRegistry k, FloatView dY, FloatView x, long n, FloatView dX)
+    {
+        Launch.Need(dY, n, nameof(dY)); Launch.Need(x, n, nameof(x)); Launch.Need(dX, n, nameof(dX));
+        var kernel = k.Get("activation.silu.backward",
+            a => a.LoadStreamKernel<FloatView, FloatView, long, FloatView>(SiluBackwardKernel));
+        kernel(Launch.Flat(k, n), dY, x, n, dX);
+    }
+
+    // gate[n], up[n] -> y[n]
+    public static void SwiGluForward(KernelRegistry k, FloatView gate, FloatView up, long n, FloatView y)
+    {
+        Launch.Need(gate, n, nameof(gate)); Launch.Need(up, n, nameof(up)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("activation.swiglu.forward",
+            a => a.LoadStreamKernel<FloatView, FloatView, long, FloatView>(SwiGluForwardKernel));
+        kernel(Launch.Flat(k, n), gate, up, n, y);
+    }
+
+    // dY[n], gate[n], up[n] -> dGate[n], dUp[n] (overwrite)
+    public static void SwiGluBackward(KernelRegistry k, FloatView dY, FloatView gate, FloatView up, long n, FloatView dGate, FloatView dUp)
+    {
+        Launch.Need(dY, n, nameof(dY)); Launch.Need(gate, n, nameof(gate)); Launch.Need(up, n, nameof(up));
+        Launch.Need(dGate, n, nameof(dGate)); Launch.Need(dUp, n, nameof(dUp));
+        var kernel = k.Get("activation.swiglu.backward",
+            a => a.LoadStreamKernel<FloatView, FloatView, FloatView, long, FloatView, FloatView>(SwiGluBackwardKernel));
+        kernel(Launch.Flat(k, n), dY, gate, up, n, dGate, dUp);
+    }
+
+    // ---- CPU reference ----
+
+    static T Sigmoid<T>(T x) where T : IFloatingPointIeee754<T> => T.One / (T.One + T.Exp(-x));
+
+    public static void SiluForwardCpu<T>(ReadOnlySpan<T> x, Span<T> y) where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < x.Length; i++) y[i] = x[i] * Sigmoid(x[i]);
+    }
+
+    public static void SiluBackwardCpu<T>(ReadOnlySpan<T> dY, ReadOnlySpan<T> x, Span<T> dX) where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < x.Length; i++)
+        {
+            T s = Sigmoid(x[i]);
+            dX[i] = dY[i] * s * (T.One + x[i] * (T.One - s));
+        }
+    }
+
+    public static void SwiGluForwardCpu<T>(ReadOnlySpan<T> gate, ReadOnlySpan<T> up, Span<T> y) where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < gate.Length; i++) y[i] = gate[i] * Sigmoid(gate[i]) * up[i];
+    }
+
+    public static void SwiGluBackwardCpu<T>(ReadOnlySpan<T> dY, ReadOnlySpan<T> gate, ReadOnlySpan<T> up, Span<T> dGate, Span<T> dUp)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            T g = gate[i], s = Sigmoid(g), u = up[i];
+            dUp[i] = dY[i] * g * s;
+            dGate[i] = dY[i] * u * s * (T.One + g * (T.One - s));
+        }
+    }
+}

@@ -1,0 +1,123 @@
+// Causal-LM cross-entropy as HF computes it: fp32 logits, ignore_index -100, mean over the supervised tokens.
+//   logits[rows, vocab], targets[rows] (already shifted by the caller: row r predicts targets[r])
+//   -> lossPerRow[rows] = lse[r] - logits[r, t]  (0 where t == -100), logSumExp[rows] = lse saved for backward.
+// The caller sums lossPerRow on the host and divides by the number of supervised rows.
+// Backward with gradScale = dLoss / count (overwrites dLogits; dLogits may be the logits buffer itself):
+//   dLogits[r, c] = gradScale * (exp(logits[r, c] - lse[r]) - [c == t])   for supervised rows, 0 for ignored rows
+// A kernel cannot throw, so kernels treat targets outside [0, vocab) as ignored; the CPU reference rejects them.
+using System.Numerics;
+using System.Numerics.Tensors;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace IlgpuTune.Kernels;
+
+public static class CrossEntropy
+{
+    public const int IgnoreIndex = -100;
+
+    // ---- device kernels: one group per row, group reductions ----
+
+    static void ForwardKernel(FloatView logits, IntView targets, int vocab, FloatView lossPerRow, FloatView logSumExp)
+    {
+        var scratch = SharedMemory.Allocate<float>(Reduce.ScratchSize);
+        long row = Grid.IdxX;
+        long start = row * vocab;
+        float max = float.NegativeInfinity;
+        for (int c = Group.IdxX; c < vocab; c += Group.DimX)
+            max = MathF.Max(max, logits[start + c]);
+        max = Reduce.GroupMax(max, scratch);
+        float sum = 0f;
+        for (int c = Group.IdxX; c < vocab; c += Group.DimX)
+            sum += MathF.Exp(logits[start + c] - max);
+        float lse = max + MathF.Log(Reduce.GroupSum(sum, scratch));
+        if (Group.IdxX == 0)
+        {
+            int t = targets[row];
+            logSumExp[row] = lse;
+            lossPerRow[row] = t >= 0 && t < vocab ? lse - logits[start + t] : 0f;
+        }
+    }
+
+    static void BackwardKernel(FloatView logits, IntView targets, FloatView logSumExp, int vocab, float gradScale, FloatView dLogits)
+    {
+        long row = Grid.IdxX;
+        long start = row * vocab;
+        int t = targets[row];
+        bool supervised = t >= 0 && t < vocab;
+        float lse = logSumExp[row];
+        // Each thread reads an element before writing it, so dLogits may alias logits.
+        for (int c = Group.IdxX; c < vocab; c += Group.DimX)
+            dLogits[start + c] = supervised ? gradScale * (MathF.Exp(logits[start + c] - lse) - (c == t ? 1f : 0f)) : 0f;
+    }
+
+    // ---- launchers ----
+
+    // logits[rows, vocab], targets[rows] -> lossPerRow[rows], logSumExp[rows]
+    public static void Forward(KernelRegistry k, FloatView logits, IntView targets, int rows, int vocab, FloatView lossPerRow, FloatView logSumExp)
+    {
+        if (rows == 0) return;
+        var kernel = k.Get("crossentropy.forward",
+            a => a.LoadStreamKernel<FloatView, IntView, int, FloatView, FloatView>(ForwardKernel));
+        kernel(new KernelConfig(rows, k.RowGroupSize), logits, targets, vocab, lossPerRow, logSumExp);
+    }
+
+    // logits, dLogits[rows, vocab], targets[rows], logSumExp[rows]; dLogits is overwritten
+    public static void Backward(KernelRegistry k, FloatView logits, IntView targets, FloatView logSumExp, int rows, int vocab, float gradScale,
+        FloatView dLogits)
+    {
+        if (rows == 0) return;
+        var kernel = k.Get("crossentropy.backward",
+            a => a.LoadStreamKernel<FloatView, IntView, FloatView, int, float, FloatView>(BackwardKernel));
+        kernel(new KernelConfig(rows, k.RowGroupSize), logits, targets, logSumExp, vocab, gradScale, dLogits);
+    }
+
+    // ---- CPU reference: the spec ----
+
+    // logits[rows, vocab], targets[rows] -> lossPerRow[rows], logSumExp[rows]
+    public static void ForwardCpu<T>(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, int rows, int vocab, Span<T> lossPerRow, Span<T> logSumExp)
+        where T : IFloatingPointIeee754<T>
+    {
+        var shifted = new T[vocab];
+        for (int r = 0; r < rows; r++)
+        {
+            int t = Target(targets, r, vocab);
+            var row = logits.Slice(r * vocab, vocab);
+            T max = TensorPrimitives.Max(row);
+            TensorPrimitives.Subtract(row, max, shifted);
+            TensorPrimitives.Exp<T>(shifted, shifted);
+            T lse = max + T.Log(TensorPrimitives.Sum<T>(shifted));
+            logSumExp[r] = lse;
+            lossPerRow[r] = t == IgnoreIndex ? T.Zero : lse - row[t];
+        }
+    }
+
+    // logits, dLogits[rows, vocab], targets[rows], logSumExp[rows]; dLogits is overwritten
+    public static void BackwardCpu<T>(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, ReadOnlySpan<T> logSumExp, int rows, int vocab, T gradScale,
+        Span<T> dLogits) where T : IFloatingPointIeee754<T>
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            int t = Target(targets, r, vocab);
+            var d = dLogits.Slice(r * vocab, vocab);
+            if (t == IgnoreIndex)
+            {
+                d.Clear();
+                continue;
+            }
+            TensorPrimitives.Subtract(logits.Slice(r * vocab, vocab), logSumExp[r], d);
+            TensorPrimitives.Exp<T>(d, d);
+            TensorPrimitives.Multiply<T>(d, gradScale, d);
+            d[t] -= gradScale;
+        }
+    }
+
+    static int Target(ReadOnlySpan<int> targets, int row, int vocab)
+    {
+        int t = targets[row];
+        if (t != IgnoreIndex && (t < 0 || t >= vocab))
+            throw new ArgumentOutOfRangeException(nameof(targets), t,
+                $"targets[{row}] = {t} is outside [0, {vocab}) and is not the ignore index {IgnoreIndex}");
+        return t;
+    }
+}

@@ -1,0 +1,154 @@
+// Element-wise ops over flat views of n elements (n is long: whole weight tensors can pass 2^31 elements).
+//   Add:        y = a + b             backward: dA = dB = dY (no kernel needed)
+//   Mul:        y = a * b             backward: dA = Mul(dY, b), dB = Mul(dY, a)
+//   Scale:      y = alpha * x         backward: dX = Scale(dY, alpha)
+//   Accumulate: y += x                (gradient accumulation, residual grads)
+//   Fill:       y = value             (zeroing grads, constants)
+//   AddBias:    y[r,c] = x[r,c] + bias[c]    x, y [rows, cols]; bias [cols]
+//               backward: dX = dY, dBias += SumRows(dY)
+//   SumRows:    dBias[c] += sum_r dY[r,c]    one thread per column, rows in order: deterministic, no atomics
+// y may alias an input exactly (each thread reads its element before writing it).
+// Flat kernels are grid-stride loops launched through Launch.Flat.
+using System.Numerics;
+using System.Numerics.Tensors;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace IlgpuTune.Kernels;
+
+public static class Elementwise
+{
+    // ---- device kernels ----
+
+    static void AddKernel(FloatView a, FloatView b, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] = a[i] + b[i];
+    }
+
+    static void MulKernel(FloatView a, FloatView b, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] = a[i] * b[i];
+    }
+
+    static void ScaleKernel(FloatView x, float alpha, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] = alpha * x[i];
+    }
+
+    static void AccumulateKernel(FloatView x, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] += x[i];
+    }
+
+    static void FillKernel(float value, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] = value;
+    }
+
+    static void AddBiasKernel(FloatView x, FloatView bias, int cols, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] = x[i] + bias[i % cols];
+    }
+
+    static void SumRowsKernel(Index1D c, FloatView dY, int rows, int cols, FloatView dBias)
+    {
+        float acc = 0f;
+        for (int r = 0; r < rows; r++) acc += dY[(long)r * cols + c];
+        dBias[c] += acc;
+    }
+
+    // ---- launchers ----
+
+    // a[n], b[n] -> y[n]
+    public static void Add(KernelRegistry k, FloatView a, FloatView b, long n, FloatView y)
+    {
+        Launch.Need(a, n, nameof(a)); Launch.Need(b, n, nameof(b)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("elementwise.add", acc => acc.LoadStreamKernel<FloatView, FloatView, long, FloatView>(AddKernel));
+        kernel(Launch.Flat(k, n), a, b, n, y);
+    }
+
+    // a[n], b[n] -> y[n]
+    public static void Mul(KernelRegistry k, FloatView a, FloatView b, long n, FloatView y)
+    {
+        Launch.Need(a, n, nameof(a)); Launch.Need(b, n, nameof(b)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("elementwise.mul", acc => acc.LoadStreamKernel<FloatView, FloatView, long, FloatView>(MulKernel));
+        kernel(Launch.Flat(k, n), a, b, n, y);
+    }
+
+    // x[n] -> y[n]
+    public static void Scale(KernelRegistry k, FloatView x, float alpha, long n, FloatView y)
+    {
+        Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("elementwise.scale", acc => acc.LoadStreamKernel<FloatView, float, long, FloatView>(ScaleKernel));
+        kernel(Launch.Flat(k, n), x, alpha, n, y);
+    }
+
+    // x[n] -> y[n] (accumulates)
+    public static void Accumulate(KernelRegistry k, FloatView x, long n, FloatView y)
+    {
+        Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("elementwise.accumulate", acc => acc.LoadStreamKernel<FloatView, long, FloatView>(AccumulateKernel));
+        kernel(Launch.Flat(k, n), x, n, y);
+    }
+
+    // -> y[n]
+    public static void Fill(KernelRegistry k, float value, long n, FloatView y)
+    {
+        Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("elementwise.fill", acc => acc.LoadStreamKernel<float, long, FloatView>(FillKernel));
+        kernel(Launch.Flat(k, n), value, n, y);
+    }
+
+    // x[rows, cols], bias[cols] -> y[rows, cols]
+    public static void AddBias(KernelRegistry k, FloatView x, FloatView bias, int rows, int cols, FloatView y)
+    {
+        long n = (long)rows * cols;
+        Launch.Need(x, n, nameof(x)); Launch.Need(bias, cols, nameof(bias)); Launch.Need(y, n, nameof(y));
+        if (n == 0) return;
+        var kernel = k.Get("elementwise.addbias", acc => acc.LoadStreamKernel<FloatView, FloatView, int, long, FloatView>(AddBiasKernel));
+        kernel(Launch.Flat(k, n), x, bias, cols, n, y);
+    }
+
+    // dY[rows, cols] -> dBias[cols] (accumulates)
+    public static void SumRows(KernelRegistry k, FloatView dY, int rows, int cols, FloatView dBias)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        Launch.Need(dY, (long)rows * cols, nameof(dY)); Launch.Need(dBias, cols, nameof(dBias));
+        if (cols == 0) return;
+        var kernel = k.Get("elementwise.sumrows",
+            acc => acc.LoadAutoGroupedStreamKernel<Index1D, FloatView, int, int, FloatView>(SumRowsKernel));
+        kernel(cols, dY, rows, cols, dBias);
+    }
+
+    // ---- CPU reference (sizes from span lengths) ----
+
+    public static void AddCpu<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> y) where T : IFloatingPointIeee754<T> =>
+        TensorPrimitives.Add(a, b, y);
+
+    public static void MulCpu<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> y) where T : IFloatingPointIeee754<T> =>
+        TensorPrimitives.Multiply(a, b, y);
+
+    public static void ScaleCpu<T>(ReadOnlySpan<T> x, T alpha, Span<T> y) where T : IFloatingPointIeee754<T> =>
+        TensorPrimitives.Multiply(x, alpha, y);
+
+    public static void AccumulateCpu<T>(ReadOnlySpan<T> x, Span<T> y) where T : IFloatingPointIeee754<T> =>
+        TensorPrimitives.Add(y, x, y);
+
+    public static void FillCpu<T>(T value, Span<T> y) where T : IFloatingPointIeee754<T> => y.Fill(value);
+
+    // x[rows, cols], bias[cols] -> y[rows, cols]
+    public static void AddBiasCpu<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> bias, int rows, int cols, Span<T> y)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int r = 0; r < rows; r++)
+            TensorPrimitives.Add(x.Slice(r * cols, cols), bias[..cols], y.Slice(r * cols, cols));
+    }
+
+    // dY[rows, cols] -> dBias[cols] (accumulates)
+    public static void SumRowsCpu<T>(ReadOnlySpan<T> dY, int rows, int cols, Span<T> dBias) where T : IFloatingPointIeee754<T>
+    {
+        var acc = new T[cols]; // summed apart from dBias, as the kernel does, so both round alike
+        for (int r = 0; r < rows; r++) TensorPrimitives.Add(acc, dY.Slice(r * cols, cols), acc);
+        TensorPrimitives.Add(dBias[..cols], acc, dBias[..cols]);
+    }
+}

@@ -1,0 +1,30 @@
+// Launch shapes shared by the flat (element-wise) kernels, and the host-side size checks every launcher makes:
+// an out-of-bounds view access corrupts memory on CUDA and kills the process on the CPU accelerator.
+using ILGPU;
+using ILGPU.Runtime;
+
+// ILGPU's CPU accelerator emits a dynamic assembly that must see internal kernel parameter structs (MatMul.Layout).
+[assembly: System.Runtime.CompilerServices.InternalsVisibleTo("ILGPURuntime")]
+
+namespace IlgpuTune.Kernels;
+
+internal static class Launch
+{
+    /// <summary>Grid-stride launch over n elements: groups of k.RowGroupSize, capped so huge n reuse threads.</summary>
+    public static KernelConfig Flat(KernelRegistry k, long n)
+    {
+        int group = k.RowGroupSize;
+        long groups = Math.Clamp((n + group - 1) / group, 1, k.IsEmulated ? 8 : 1 << 16);
+        return new KernelConfig((int)groups, group);
+    }
+
+    /// <summary>Device side of <see cref="Flat"/>: total threads in the grid, the step of a grid-stride loop.</summary>
+    public static long GridStride() => (long)Grid.DimX * Group.DimX;
+
+    /// <summary>Throws unless <paramref name="view"/> holds at least <paramref name="count"/> elements.</summary>
+    public static void Need<T>(ArrayView<T> view, long count, string name) where T : unmanaged
+    {
+        if (count < 0) throw new ArgumentOutOfRangeException(name, count, $"{name}: negative size");
+        if (view.Length < count) throw new ArgumentException($"{name} has {view.Length} elements, {count} needed", name);
+    }
+}

@@ -1,0 +1,154 @@
+using ILGPU.Runtime;
+using FsCheck;
+using FsCheck.Fluent;
+using FsCheck.Xunit;
+using IlgpuTune.Kernels;
+using IlgpuTune.TestKit;
+
+namespace IlgpuTune.Kernels.Tests;
+
+[Collection(IlgpuCpuCollection.Name)]
+public class RopeTests(IlgpuCpuFixture gpu)
+{
+    [Theory]
+    [InlineData(1, 1, 2)]
+    [InlineData(3, 2, 6)]
+    [InlineData(5, 3, 10)]
+    [InlineData(2, 4, 64)]
+    public void Kernel_MatchesCpuReference(int tokens, int heads, int headDim)
+    {
+        var positions = Enumerable.Range(0, tokens).Select(t => 7 * t + 3).ToArray();
+        var inv = Rope.InverseFrequencies(headDim, 10000, RopeScaling.None);
+        var cos = new float[tokens * headDim / 2];
+        var sin = new float[tokens * headDim / 2];
+        Rope.CosSinCpu(positions, inv, cos, sin);
+        var x = Rand.Floats(1, tokens * heads * headDim, 2f);
+        var dY = Rand.Floats(2, tokens * heads * headDim);
+        var y = new float[x.Length];
+        var dX = new float[x.Length];
+        Rope.ForwardCpu<float>(x, cos, sin, tokens, heads, headDim, y);
+        Rope.BackwardCpu<float>(dY, cos, sin, tokens, heads, headDim, dX);
+
+        using var gx = gpu.Upload(x); using var gcos = gpu.Upload(cos); using var gsin = gpu.Upload(sin); using var gdY = gpu.Upload(dY);
+        using var gy = gpu.Zeros(x.Length); using var gdX = gpu.Upload(Rand.Floats(3, x.Length)); // dX is overwritten
+        Rope.Forward(gpu.Kernels, gx.View, gcos.View, gsin.View, tokens, heads, headDim, gy.View);
+        Rope.Backward(gpu.Kernels, gdY.View, gcos.View, gsin.View, tokens, heads, headDim, gdX.View);
+        gpu.Accelerator.Synchronize();
+
+        Close.Assert("y", y, gy.GetAsArray1D(), 1e-6, 1e-5);
+        Close.Assert("dX", dX, gdX.GetAsArray1D(), 1e-6, 1e-5);
+    }
+
+    [Fact]
+    public void Forward_PairsIWithIPlusHalf()
+    {
+        // D = 4, one token at an angle where cos = 0, sin = 1 for j = 0 and cos = 1, sin = 0 for j = 1:
+        // y = [x0*0 - x2*1, x1, x2*0 + x0*1, x3]
+        float[] x = [1, 2, 3, 4];
+        float[] cos = [0, 1], sin = [1, 0];
+        var y = new float[4];
+        Rope.ForwardCpu<float>(x, cos, sin, 1, 1, 4, y);
+        Assert.Equal([-3f, 2f, 1f, 4f], y);
+    }
+
+    [Property(MaxTest = 25)]
+    public Property Backward_MatchesFiniteDifferences()
+    {
+        var shapes = from tokens in Gen.Choose(1, 3) from heads in Gen.Choose(1, 3) from half in Gen.Choose(1, 4)
+                     from seed in Gen.Choose(0, 10000) select (tokens, heads, headDim: 2 * half, seed);
+        return Prop.ForAll(shapes.ToArbitrary(), s =>
+        {
+            var (tokens, heads, headDim, seed) = s;
+            var angles = Rand.Doubles(seed, tokens * headDim / 2, 5);
+            var cos = angles.Select(Math.Cos).ToArray();
+            var sin = angles.Select(Math.Sin).ToArray();
+            var x = Rand.Doubles(seed + 1, tokens * heads * headDim, 2);
+            var g = Rand.Doubles(seed + 2, x.Length);
+            double Loss(double[] xx)
+            {
+                var y = new double[xx.Length];
+                Rope.ForwardCpu<double>(xx, cos, sin, tokens, heads, headDim, y);
+                double l = 0;
+                for (int i = 0; i < y.Length; i++) l += g[i] * y[i];
+                return l;
+            }
+            var dX = new double[x.Length];
+            Rope.BackwardCpu<double>(g, cos, sin, tokens, heads, headDim, dX);
+            FiniteDifference.Check("dX", x, dX, Loss);
+        });
+    }
+
+    [Fact]
+    public void InverseFrequencies_Default_MatchesFormula()
+    {
+        var inv = Rope.InverseFrequencies(128, 10000, RopeScaling.None);
+        Assert.Equal(64, inv.Length);
+        Assert.Equal(1f, inv[0]);
+        for (int j = 0; j < 64; j++)
+            Assert.Equal(1 / Math.Pow(10000, 2.0 * j / 128), inv[j], 1e-6 * inv[j]);
+    }
+
+    [Fact]
+    public void InverseFrequencies_Linear_DividesByFactor()
+    {
+        var plain = Rope.InverseFrequencies(64, 10000, RopeScaling.None);
+        var linear = Rope.InverseFrequencies(64, 10000, new RopeScaling("linear", Factor: 4));
+        for (int j = 0; j < plain.Length; j++) Assert.Equal(plain[j] / 4, linear[j]);
+    }
+
+    [Fact]
+    public void InverseFrequencies_Llama3_MatchesHandComputedValues()
+    {
+        // Llama-3.1: D 128, theta 500000, factor 8, low 1, high 4, original 8192. The wavelength 2*pi/inv splits at
+        // 8192/4 = 2048 and 8192/1 = 8192: j <= 28 keep inv, j >= 35 get inv/8, 29..34 blend (values from the formula in double).
+        var inv = Rope.InverseFrequencies(128, 500000, new RopeScaling("llama3", 8, 1, 4, 8192));
+        (int J, double Expected)[] anchors =
+        [
+            (0, 1.0), (28, 0.0032114459947525913), (29, 0.002166570763503359), (32, 0.0005248461609929547),
+            (34, 0.00017850781276799638), (35, 9.556212353964683e-05), (63, 3.068925988914511e-07),
+        ];
+        foreach (var (j, expected) in anchors) Assert.Equal(expected, inv[j], 1e-5 * expected);
+        for (int j = 0; j < 64; j++) Assert.Equal(Llama3Double(j), inv[j], 1e-5 * Llama3Double(j));
+
+        static double Llama3Double(int j)
+        {
+            double f = 1 / Math.Pow(500000, 2.0 * j / 128), wavelen = 2 * Math.PI / f;
+            if (wavelen < 2048) return f;
+            if (wavelen > 8192) return f / 8;
+            double smooth = (8192 / wavelen - 1) / 3;
+            return (1 - smooth) * f / 8 + smooth * f;
+        }
+    }
+
+    [Fact]
+    public void DynamicNtkTheta_GrowsOnlyPastMaxPositions()
+    {
+        Assert.Equal(10000, Rope.DynamicNtkTheta(128, 10000, 2, 4096, 4096));
+        // 10000 * (2*8192/4096 - 1)^(128/126)
+        Assert.Equal(30527.7367488067, Rope.DynamicNtkTheta(128, 10000, 2, 8192, 4096), 1e-9);
+        Assert.Equal(Rope.InverseFrequencies(8, 10000, RopeScaling.None), Rope.InverseFrequencies(8, 10000, new RopeScaling("dynamic", 2)));
+    }
+
+    [Fact]
+    public void InverseFrequencies_RejectsUnknownType() =>
+        Assert.Throws<NotSupportedException>(() => Rope.InverseFrequencies(8, 10000, new RopeScaling("yarn", 4)));
+
+    [Fact]
+    public void CosSin_UsesFp32PositionTimesFrequency()
+    {
+        var inv = Rope.InverseFrequencies(8, 10000, RopeScaling.None);
+        int[] positions = [0, 5, 1000];
+        var cos = new float[12];
+        var sin = new float[12];
+        Rope.CosSinCpu(positions, inv, cos, sin);
+        for (int t = 0; t < 3; t++)
+            for (int j = 0; j < 4; j++)
+            {
+                float freq = positions[t] * inv[j];
+                Assert.Equal(MathF.Cos(freq), cos[t * 4 + j]);
+                Assert.Equal(Math.Sin(positions[t] * (double)inv[j]), sin[t * 4 + j], 1e-4);
+            }
+        Assert.Equal(1f, cos[0]);
+        Assert.Equal(0f, sin[0]);
+    }
+}
