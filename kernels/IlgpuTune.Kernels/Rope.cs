@@ -168,7 +168,7 @@ public static class Rope
     static void Rotate<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> cos, ReadOnlySpan<T> sin, int tokens, int heads, int headDim, T sign, Span<T> y)
         where T : IFloatingPointIeee754<T>
     {
-        Pairs(tokens, heads, headDim);
+        _ = Pairs(tokens, heads, headDim); // rejects an odd headDim
         int half = headDim / 2;
         for (int t = 0; t < tokens; t++)
             for (int h = 0; h < heads; h++)
