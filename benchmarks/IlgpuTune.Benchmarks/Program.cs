@@ -1,0 +1,3 @@
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(IlgpuTune.Benchmarks.Ops.MatMulBench).Assembly).Run(args);
