@@ -1,0 +1,352 @@
+using System.Buffers;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using IlgpuTune.Core;
+
+namespace IlgpuTune.IO;
+
+/// <summary>
+/// A tensor to save: <paramref name="Data"/> holds prod(Shape) little-endian elements of <paramref name="DType"/>, row-major.
+/// </summary>
+public sealed record TensorToWrite(string Name, DType DType, long[] Shape, ReadOnlyMemory<byte> Data);
+
+/// <summary>
+/// Writes safetensors files byte-identical to the Rust writer given the same metadata (formats.md §1.1, §1.3), and sharded
+/// checkpoints with an index like huggingface_hub / transformers (§1.4). Every file is written atomically.
+/// </summary>
+public static class SafetensorsWriter
+{
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>
+    /// Writes one file. <c>__metadata__</c> holds "format":"pt" (transformers refuses files without a known format; a caller
+    /// "format" entry replaces it) followed by the caller's entries in code-point order.
+    /// </summary>
+    public static void Write(string path, IEnumerable<TensorToWrite> tensors,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var list = tensors.ToList();
+        Validate(list);
+        byte[] header = Header(list, metadata, out var ordered);
+        WriteValidated(path, header, ordered);
+    }
+
+    /// <summary>Zero-copy view of <paramref name="data"/>; an empty <paramref name="shape"/> is a scalar.</summary>
+    public static TensorToWrite F32(string name, float[] data, params long[] shape) =>
+        new(name, DType.F32, shape, new ByteView<float>(data).Memory);
+
+    /// <summary>Zero-copy view of <paramref name="data"/>; an empty <paramref name="shape"/> is a scalar.</summary>
+    public static TensorToWrite I32(string name, int[] data, params long[] shape) =>
+        new(name, DType.I32, shape, new ByteView<int>(data).Memory);
+
+    /// <summary>
+    /// Splits <paramref name="tensors"/> greedily in the given order (a tensor over the limit gets its own shard; a tensor that
+    /// would push the current shard over the limit starts a new one) and writes "&lt;prefix&gt;.safetensors" for one shard,
+    /// else "&lt;prefix&gt;-00001-of-0000N.safetensors"... plus "&lt;prefix&gt;.safetensors.index.json". Files of an earlier
+    /// save with the same prefix that this layout does not use are deleted afterwards, as transformers does, so a reader never
+    /// mixes two saves. Returns the names written (shards, then the index), relative to <paramref name="directory"/>.
+    /// </summary>
+    public static IReadOnlyList<string> WriteSharded(string directory, string prefix, IReadOnlyList<TensorToWrite> tensors,
+        long maxShardBytes, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
+        if (prefix.Length == 0 || System.IO.Path.GetFileName(prefix) != prefix)
+            throw new ArgumentException($"prefix '{prefix}' must be a plain file name", nameof(prefix));
+        Validate(tensors);
+        Directory.CreateDirectory(directory);
+        var shards = Split(tensors, maxShardBytes);
+        string indexName = prefix + ".safetensors.index.json";
+        var written = new List<string>();
+        if (shards.Count <= 1)
+        {
+            written.Add(prefix + ".safetensors");
+            List<TensorToWrite> shard = shards.Count == 0 ? [] : shards[0];
+            WriteValidated(System.IO.Path.Combine(directory, written[0]), Header(shard, metadata, out var ordered), ordered);
+        }
+        else
+        {
+            var weightMap = new List<(string Name, string File)>();
+            for (int i = 0; i < shards.Count; i++)
+            {
+                string file = $"{prefix}-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
+                WriteValidated(System.IO.Path.Combine(directory, file), Header(shards[i], metadata, out var ordered), ordered);
+                written.Add(file);
+                weightMap.AddRange(shards[i].Select(t => (t.Name, file)));
+            }
+            long totalSize = tensors.Sum(t => (long)t.Data.Length);
+            WriteAtomic(System.IO.Path.Combine(directory, indexName), s => s.Write(IndexJson(totalSize, weightMap)));
+            written.Add(indexName);
+        }
+        RemoveStale(directory, prefix, written);
+        return written;
+    }
+
+    /// <summary>
+    /// "2GB", "500MB", "10KB", "1.5GB", "4096" (bytes), units case-insensitive: B, KB/MB/GB/TB = 10^3..10^12,
+    /// KiB/MiB/GiB/TiB = 2^10..2^40 (huggingface_hub uses the decimal units). Fractions are truncated to whole bytes.
+    /// </summary>
+    public static long ParseSize(string s)
+    {
+        (string Unit, long Multiplier)[] units =
+        [
+            ("KiB", 1L << 10), ("MiB", 1L << 20), ("GiB", 1L << 30), ("TiB", 1L << 40),
+            ("KB", 1_000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("TB", 1_000_000_000_000), ("B", 1),
+        ];
+        string t = s.Trim();
+        long multiplier = 1;
+        foreach (var (unit, m) in units)
+        {
+            if (t.EndsWith(unit, StringComparison.OrdinalIgnoreCase))
+            {
+                t = t[..^unit.Length].TrimEnd();
+                multiplier = m;
+                break;
+            }
+        }
+        if (!decimal.TryParse(t, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var value))
+            throw new FormatException($"cannot parse size '{s}'; expected a number with an optional unit, e.g. 5GB or 500MiB");
+        decimal bytes = decimal.Truncate(value * multiplier);
+        return bytes <= long.MaxValue ? (long)bytes : throw new OverflowException($"size '{s}' is over {long.MaxValue} bytes");
+    }
+
+    // ---- internals ----
+
+    // huggingface_hub split_state_dict_into_shards_factory (formats.md §1.4); an oversized tensor's shard is appended at once,
+    // before the shard being filled.
+    internal static List<List<TensorToWrite>> Split(IReadOnlyList<TensorToWrite> tensors, long maxShardBytes)
+    {
+        var shards = new List<List<TensorToWrite>>();
+        var current = new List<TensorToWrite>();
+        long currentSize = 0;
+        foreach (var t in tensors)
+        {
+            long size = t.Data.Length;
+            if (size > maxShardBytes)
+            {
+                shards.Add([t]);
+                continue;
+            }
+            if (currentSize + size > maxShardBytes)
+            {
+                shards.Add(current);
+                current = [];
+                currentSize = 0;
+            }
+            current.Add(t);
+            currentSize += size;
+        }
+        if (current.Count > 0) shards.Add(current);
+        return shards;
+    }
+
+    private static void Validate(IReadOnlyList<TensorToWrite> tensors)
+    {
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var t in tensors)
+        {
+            ArgumentNullException.ThrowIfNull(t);
+            if (t.Name is null || t.Name == "__metadata__")
+                throw new ArgumentException($"invalid tensor name '{t.Name}'", nameof(tensors));
+            if (!names.Add(t.Name))
+                throw new ArgumentException($"duplicate tensor name '{t.Name}'", nameof(tensors));
+            if (t.Shape is null || t.Shape.Any(d => d < 0))
+                throw new ArgumentException(
+                    $"tensor '{t.Name}': shape [{string.Join(", ", t.Shape ?? [])}] must have non-negative dimensions",
+                    nameof(tensors));
+            long expected;
+            try
+            {
+                expected = checked(t.Shape.Aggregate(1L, (n, d) => n * d) * t.DType.Size());
+            }
+            catch (OverflowException)
+            {
+                throw new ArgumentException($"tensor '{t.Name}': shape [{string.Join(", ", t.Shape)}] overflows",
+                    nameof(tensors));
+            }
+            if (t.Data.Length != expected)
+                throw new ArgumentException($"tensor '{t.Name}': {t.Data.Length} bytes of data; shape "
+                    + $"[{string.Join(", ", t.Shape)}] of {t.DType} needs {expected}", nameof(tensors));
+            try
+            {
+                StrictUtf8.GetByteCount(t.Name);
+            }
+            catch (EncoderFallbackException e)
+            {
+                throw new ArgumentException($"tensor name '{t.Name}' is not valid UTF-16", nameof(tensors), e);
+            }
+        }
+    }
+
+    // Compact JSON exactly as serde_json writes it, tensors ordered like the Rust writer (dtype enum order descending, then
+    // name), padded with spaces to a multiple of 8.
+    private static byte[] Header(IReadOnlyList<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata,
+        out List<TensorToWrite> ordered)
+    {
+        ordered = tensors.Order(Comparer<TensorToWrite>.Create((a, b) =>
+        {
+            int c = SafetensorsDTypes.Rank(b.DType.SafetensorsName())
+                .CompareTo(SafetensorsDTypes.Rank(a.DType.SafetensorsName()));
+            return c != 0 ? c : CompareCodePoints(a.Name, b.Name);
+        })).ToList();
+
+        var meta = new List<KeyValuePair<string, string>> { new("format", "pt") };
+        if (metadata != null)
+        {
+            foreach (var (k, v) in metadata.OrderBy(e => e.Key, Comparer<string>.Create(CompareCodePoints)))
+            {
+                if (k is null || v is null)
+                    throw new ArgumentException("metadata keys and values must not be null", nameof(metadata));
+                if (k == "format") meta[0] = new(k, v);
+                else meta.Add(new(k, v));
+            }
+        }
+
+        var sb = new StringBuilder("{\"__metadata__\":{");
+        for (int i = 0; i < meta.Count; i++)
+        {
+            if (i > 0) sb.Append(',');
+            AppendString(sb, meta[i].Key).Append(':');
+            AppendString(sb, meta[i].Value);
+        }
+        sb.Append('}');
+        long offset = 0;
+        foreach (var t in ordered)
+        {
+            sb.Append(',');
+            AppendString(sb, t.Name).Append(":{\"dtype\":\"").Append(t.DType.SafetensorsName()).Append("\",\"shape\":[")
+                .AppendJoin(',', t.Shape).Append("],\"data_offsets\":[").Append(offset).Append(',')
+                .Append(offset + t.Data.Length).Append("]}");
+            offset += t.Data.Length;
+        }
+        sb.Append('}');
+        int length = StrictUtf8.GetByteCount(sb.ToString());
+        sb.Append(' ', (8 - length % 8) % 8);
+        var header = StrictUtf8.GetBytes(sb.ToString());
+        if (header.Length > SafetensorsFile.MaxHeaderBytes)
+            throw new InvalidOperationException(
+                $"header is {header.Length} bytes, over the {SafetensorsFile.MaxHeaderBytes}-byte limit");
+        return header;
+    }
+
+    // serde_json string escaping: quote, backslash, \b \f \n \r \t, other controls as \u00xx; everything else verbatim.
+    private static StringBuilder AppendString(StringBuilder sb, string s)
+    {
+        sb.Append('"');
+        foreach (char c in s)
+        {
+            switch (c)
+            {
+                case '"': sb.Append("\\\""); break;
+                case '\\': sb.Append("\\\\"); break;
+                case '\b': sb.Append("\\b"); break;
+                case '\f': sb.Append("\\f"); break;
+                case '\n': sb.Append("\\n"); break;
+                case '\r': sb.Append("\\r"); break;
+                case '\t': sb.Append("\\t"); break;
+                case < ' ': sb.Append("\\u00").Append(((int)c).ToString("x2", CultureInfo.InvariantCulture)); break;
+                default: sb.Append(c); break;
+            }
+        }
+        return sb.Append('"');
+    }
+
+    private static void WriteValidated(string path, byte[] header, List<TensorToWrite> ordered) => WriteAtomic(path, s =>
+    {
+        Span<byte> n = stackalloc byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(n, (ulong)header.Length);
+        s.Write(n);
+        s.Write(header);
+        foreach (var t in ordered) s.Write(t.Data.Span);
+    });
+
+    // Write "<path>.tmp-<random>" beside the target, flush to disk, then rename over the target: readers (and mappings of the
+    // old file) never see a partial file, and a failure leaves the target untouched.
+    private static void WriteAtomic(string path, Action<Stream> write)
+    {
+        string full = System.IO.Path.GetFullPath(path);
+        string tmp = $"{full}.tmp-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8))}";
+        try
+        {
+            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            {
+                write(fs);
+                fs.Flush(flushToDisk: true);
+            }
+            File.Move(tmp, full, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(tmp);
+            throw;
+        }
+    }
+
+    // transformers writes json.dumps(index, indent=2, sort_keys=True) + "\n".
+    private static byte[] IndexJson(long totalSize, List<(string Name, string File)> weightMap)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions
+               {
+                   Indented = true, NewLine = "\n", Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+               }))
+        {
+            w.WriteStartObject();
+            w.WriteStartObject("metadata");
+            w.WriteNumber("total_size", totalSize);
+            w.WriteEndObject();
+            w.WriteStartObject("weight_map");
+            foreach (var (name, file) in weightMap.OrderBy(e => e.Name, Comparer<string>.Create(CompareCodePoints)))
+                w.WriteString(name, file);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+        return [.. buffer.WrittenSpan, (byte)'\n'];
+    }
+
+    private static void RemoveStale(string directory, string prefix, List<string> written)
+    {
+        var shardName = new Regex($"^{Regex.Escape(prefix)}-[0-9]{{5}}-of-[0-9]{{5}}\\.safetensors$");
+        foreach (var path in Directory.GetFiles(directory))
+        {
+            string name = System.IO.Path.GetFileName(path);
+            bool ours = shardName.IsMatch(name) || name == prefix + ".safetensors" || name == prefix + ".safetensors.index.json";
+            if (ours && !written.Contains(name)) File.Delete(path);
+        }
+    }
+
+    // UTF-8 byte order, as Rust's String::cmp and Python's sorted() (UTF-16 ordinal order differs for surrogate pairs).
+    private static int CompareCodePoints(string? a, string? b)
+    {
+        if (a is null || b is null) return string.CompareOrdinal(a, b);
+        var ea = a.EnumerateRunes();
+        var eb = b.EnumerateRunes();
+        while (true)
+        {
+            bool ha = ea.MoveNext(), hb = eb.MoveNext();
+            if (!ha || !hb) return ha.CompareTo(hb);
+            int c = ea.Current.Value.CompareTo(eb.Current.Value);
+            if (c != 0) return c;
+        }
+    }
+
+    // Exposes a T[] as ReadOnlyMemory<byte> without copying (MemoryMarshal cannot reinterpret a Memory<T>).
+    private sealed class ByteView<T>(T[] array) : MemoryManager<byte> where T : unmanaged
+    {
+        public override Span<byte> GetSpan() => MemoryMarshal.AsBytes(array.AsSpan());
+
+        public override unsafe MemoryHandle Pin(int elementIndex = 0)
+        {
+            var handle = GCHandle.Alloc(array, GCHandleType.Pinned);
+            return new MemoryHandle((byte*)handle.AddrOfPinnedObject() + elementIndex, handle);
+        }
+
+        public override void Unpin() { }
+
+        protected override void Dispose(bool disposing) { }
+    }
+}
