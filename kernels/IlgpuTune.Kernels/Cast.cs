@@ -1,0 +1,143 @@
+// Precision casts between fp32 and the 16-bit storage formats, which live in ArrayView<ushort> as raw bit patterns
+// (ILGPU has no bf16 type, and System.Half cannot be used in kernels). Integer bit operations only, so the kernels
+// and the CPU references share the scalar functions below and agree bit for bit on every device.
+//   ToBf16 / ToF16:     x[n] fp32 -> y[n] bits, round to nearest even, overflow to ±inf, NaN stays NaN (made quiet,
+//                       sign and top payload bits kept); f16 subnormals are rounded exactly.
+//   FromBf16 / FromF16: x[n] bits -> y[n] fp32, exact (bf16 is the top half of an fp32; an f16 NaN comes back quiet,
+//                       as System.Half does).
+// Backward of a cast is the reverse cast of the gradient (a straight-through estimator for the rounding), so no
+// separate backward functions exist.
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace IlgpuTune.Kernels;
+
+public static class Cast
+{
+    // ---- scalar conversions (device and host) ----
+
+    static ushort FloatToBf16(float x)
+    {
+        uint bits = Interop.FloatAsInt(x);
+        if ((bits & 0x7FFFFFFF) > 0x7F800000) return (ushort)((bits >> 16) | 0x0040); // NaN: truncation could make it inf
+        return (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16); // ties to even; a carry out of the exponent gives inf
+    }
+
+    static float Bf16ToFloat(ushort h) => Interop.IntAsFloat((uint)h << 16);
+
+    static ushort FloatToF16(float x)
+    {
+        uint bits = Interop.FloatAsInt(x);
+        uint sign = (bits >> 16) & 0x8000;
+        uint abs = bits & 0x7FFFFFFF;
+        if (abs > 0x7F800000) return (ushort)(sign | 0x7E00 | ((abs >> 13) & 0x3FF)); // NaN
+        if (abs >= 0x477FF000) return (ushort)(sign | 0x7C00); // >= 65520, halfway past the largest f16 (65504): inf
+        if (abs >= 0x38800000) // normal in f16 (>= 2^-14): rebias the exponent (127 -> 15), round off 13 mantissa bits
+        {
+            uint a = abs - 0x38000000;
+            return (ushort)(sign | ((a + 0xFFF + ((a >> 13) & 1)) >> 13));
+        }
+        if (abs <= 0x33000000) return (ushort)sign; // <= 2^-25, half the smallest subnormal: ties to even, so zero
+        // Subnormal: x / 2^-24 rounded to the nearest even integer. x = mant * 2^(e-150) with the implicit bit in mant.
+        int shift = 126 - (int)(abs >> 23); // 14..24
+        uint mant = (abs & 0x7FFFFF) | 0x800000;
+        uint q = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1) != 0)) q++;
+        return (ushort)(sign | q);
+    }
+
+    static float F16ToFloat(ushort h)
+    {
+        uint sign = (uint)(h & 0x8000) << 16;
+        uint exp = (uint)(h >> 10) & 0x1F, mant = (uint)h & 0x3FF;
+        if (exp == 0x1F) return Interop.IntAsFloat(sign | 0x7F800000 | (mant != 0 ? 0x400000 | (mant << 13) : 0)); // inf, NaN
+        if (exp != 0) return Interop.IntAsFloat(sign | ((exp + 112) << 23) | (mant << 13));
+        // Zero or subnormal: mant * 2^-24, renormalized so the leading one becomes the implicit bit.
+        if (mant == 0) return Interop.IntAsFloat(sign);
+        uint e = 113; // fp32 exponent field of 2^-14, the scale of mant's bit 10
+        while ((mant & 0x400) == 0)
+        {
+            mant <<= 1;
+            e--;
+        }
+        return Interop.IntAsFloat(sign | (e << 23) | ((mant & 0x3FF) << 13));
+    }
+
+    // ---- device kernels: grid-stride over n ----
+
+    static void ToBf16Kernel(FloatView x, long n, ArrayView<ushort> y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] = FloatToBf16(x[i]);
+    }
+
+    static void FromBf16Kernel(ArrayView<ushort> x, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] = Bf16ToFloat(x[i]);
+    }
+
+    static void ToF16Kernel(FloatView x, long n, ArrayView<ushort> y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] = FloatToF16(x[i]);
+    }
+
+    static void FromF16Kernel(ArrayView<ushort> x, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] = F16ToFloat(x[i]);
+    }
+
+    // ---- launchers ----
+
+    // x[n] fp32 -> y[n] bf16 bits
+    public static void ToBf16(KernelRegistry k, FloatView x, long n, ArrayView<ushort> y)
+    {
+        Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("cast.tobf16", a => a.LoadStreamKernel<FloatView, long, ArrayView<ushort>>(ToBf16Kernel));
+        kernel(Launch.Flat(k, n), x, n, y);
+    }
+
+    // x[n] bf16 bits -> y[n] fp32
+    public static void FromBf16(KernelRegistry k, ArrayView<ushort> x, long n, FloatView y)
+    {
+        Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("cast.frombf16", a => a.LoadStreamKernel<ArrayView<ushort>, long, FloatView>(FromBf16Kernel));
+        kernel(Launch.Flat(k, n), x, n, y);
+    }
+
+    // x[n] fp32 -> y[n] f16 bits
+    public static void ToF16(KernelRegistry k, FloatView x, long n, ArrayView<ushort> y)
+    {
+        Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("cast.tof16", a => a.LoadStreamKernel<FloatView, long, ArrayView<ushort>>(ToF16Kernel));
+        kernel(Launch.Flat(k, n), x, n, y);
+    }
+
+    // x[n] f16 bits -> y[n] fp32
+    public static void FromF16(KernelRegistry k, ArrayView<ushort> x, long n, FloatView y)
+    {
+        Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get("cast.fromf16", a => a.LoadStreamKernel<ArrayView<ushort>, long, FloatView>(FromF16Kernel));
+        kernel(Launch.Flat(k, n), x, n, y);
+    }
+
+    // ---- CPU reference: n = x.Length ----
+
+    public static void ToBf16Cpu(ReadOnlySpan<float> x, Span<ushort> y)
+    {
+        for (int i = 0; i < x.Length; i++) y[i] = FloatToBf16(x[i]);
+    }
+
+    public static void FromBf16Cpu(ReadOnlySpan<ushort> x, Span<float> y)
+    {
+        for (int i = 0; i < x.Length; i++) y[i] = Bf16ToFloat(x[i]);
+    }
+
+    public static void ToF16Cpu(ReadOnlySpan<float> x, Span<ushort> y)
+    {
+        for (int i = 0; i < x.Length; i++) y[i] = FloatToF16(x[i]);
+    }
+
+    public static void FromF16Cpu(ReadOnlySpan<ushort> x, Span<float> y)
+    {
+        for (int i = 0; i < x.Length; i++) y[i] = F16ToFloat(x[i]);
+    }
+}

@@ -1,0 +1,94 @@
+// Token embedding lookup (HF nn.Embedding as embed_tokens). T = tokens, H = hidden, V = vocab.
+//   ids[T] (int32), table[V, H] -> y[T, H]:  y[t,:] = table[ids[t],:]
+// Backward: dTable[ids[t],:] += dY[t,:]  (accumulates; ids carry no gradient). One thread per column j walks the
+// tokens in order, so repeated ids add up deterministically without atomics; the cost is T sequential steps per thread.
+// Out-of-range ids: launchers cannot read device ids cheaply, so the kernels skip them (forward writes a zero row,
+// backward adds nothing); the CPU references throw ArgumentOutOfRangeException naming the token position and id.
+using System.Numerics;
+using System.Numerics.Tensors;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace IlgpuTune.Kernels;
+
+public static class Embedding
+{
+    // ---- device kernels ----
+
+    static void ForwardKernel(IntView ids, FloatView table, int hidden, int vocab, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride())
+        {
+            long t = i / hidden;
+            int id = ids[t];
+            y[i] = (uint)id < (uint)vocab ? table[(long)id * hidden + (i - t * hidden)] : 0f;
+        }
+    }
+
+    static void BackwardKernel(Index1D j, FloatView dY, IntView ids, int tokens, int hidden, int vocab, FloatView dTable)
+    {
+        for (int t = 0; t < tokens; t++)
+        {
+            int id = ids[t];
+            if ((uint)id < (uint)vocab) dTable[(long)id * hidden + j] += dY[(long)t * hidden + j];
+        }
+    }
+
+    // ---- launchers ----
+
+    // ids[T], table[V, H] -> y[T, H]; V = table.Length / H
+    public static void Forward(KernelRegistry k, IntView ids, FloatView table, int tokens, int hidden, FloatView y)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(hidden);
+        long n = (long)tokens * hidden;
+        Launch.Need(ids, tokens, nameof(ids)); Launch.Need(y, n, nameof(y));
+        int vocab = (int)Math.Min(table.Length / hidden, int.MaxValue);
+        var kernel = k.Get("embedding.forward",
+            a => a.LoadStreamKernel<IntView, FloatView, int, int, long, FloatView>(ForwardKernel));
+        kernel(Launch.Flat(k, n), ids, table, hidden, vocab, n, y);
+    }
+
+    // dY[T, H], ids[T] -> dTable[V, H] (accumulates)
+    public static void Backward(KernelRegistry k, FloatView dY, IntView ids, int tokens, int hidden, int vocab, FloatView dTable)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        ArgumentOutOfRangeException.ThrowIfNegative(hidden);
+        ArgumentOutOfRangeException.ThrowIfNegative(vocab);
+        Launch.Need(dY, (long)tokens * hidden, nameof(dY)); Launch.Need(ids, tokens, nameof(ids));
+        Launch.Need(dTable, (long)vocab * hidden, nameof(dTable));
+        if (hidden == 0) return;
+        var kernel = k.Get("embedding.backward",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, IntView, int, int, int, FloatView>(BackwardKernel));
+        kernel(hidden, dY, ids, tokens, hidden, vocab, dTable);
+    }
+
+    // ---- CPU reference ----
+
+    // ids[T], table[V, H] -> y[T, H]; T = ids.Length, V = table.Length / H
+    public static void ForwardCpu<T>(ReadOnlySpan<int> ids, ReadOnlySpan<T> table, int hidden, Span<T> y) where T : IFloatingPointIeee754<T>
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(hidden);
+        CheckIds(ids, table.Length / hidden);
+        for (int t = 0; t < ids.Length; t++) table.Slice(ids[t] * hidden, hidden).CopyTo(y.Slice(t * hidden, hidden));
+    }
+
+    // dY[T, H], ids[T] -> dTable[V, H] (accumulates); V = dTable.Length / H
+    public static void BackwardCpu<T>(ReadOnlySpan<T> dY, ReadOnlySpan<int> ids, int hidden, Span<T> dTable) where T : IFloatingPointIeee754<T>
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(hidden);
+        CheckIds(ids, dTable.Length / hidden); // before any write, so a bad batch leaves dTable untouched
+        for (int t = 0; t < ids.Length; t++)
+        {
+            var row = dTable.Slice(ids[t] * hidden, hidden);
+            TensorPrimitives.Add(row, dY.Slice(t * hidden, hidden), row);
+        }
+    }
+
+    static void CheckIds(ReadOnlySpan<int> ids, int vocab)
+    {
+        for (int t = 0; t < ids.Length; t++)
+            if ((uint)ids[t] >= (uint)vocab)
+                throw new ArgumentOutOfRangeException(nameof(ids), ids[t], $"token {t} has id {ids[t]}, outside the vocabulary [0, {vocab})");
+    }
+}
