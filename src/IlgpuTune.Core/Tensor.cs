@@ -97,17 +97,17 @@ public sealed class Tensor : IDisposable
         return t;
     }
 
-    /// <summary>A second reference to the same storage (shares data; dispose it separately).</summary>
+    /// <summary>A second reference to the same storage (shares data; dispose it separately). Not tracked by autograd.</summary>
     public Tensor Alias() => Reshaped(Shape);
 
-    /// <summary>The same storage under another shape with the same element count (no autograd; see Ops.Reshape).</summary>
+    /// <summary>The same storage under another shape with the same element count. Not tracked by autograd (see Ops.Reshape).</summary>
     public Tensor Reshaped(params int[] shape)
     {
         ThrowIfDisposed();
         if (ShapeLength(shape) != Length)
             throw new ArgumentException($"cannot view [{string.Join(", ", Shape)}] as [{string.Join(", ", shape)}]");
         _storage.Retain();
-        return new Tensor(_storage, DType, (int[])shape.Clone()) { RequiresGrad = RequiresGrad, Name = Name };
+        return new Tensor(_storage, DType, (int[])shape.Clone()) { Name = Name };
     }
 
     // ---- raw access ----

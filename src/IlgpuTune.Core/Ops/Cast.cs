@@ -5,7 +5,7 @@ public static partial class Ops
     /// <summary>Converts between F32 and BF16/F16 (round to nearest even). The gradient is cast back to the input's dtype.</summary>
     public static Tensor Cast(Tensor x, DType to)
     {
-        if (x.DType == to) return x.Alias();
+        if (x.DType == to) return Identity(x);
         var y = CastRaw(x, to);
         if (Tape.IsRecording(x))
         {

@@ -88,7 +88,6 @@ public static partial class Ops
     public static Tensor Reshape(Tensor x, params int[] shape)
     {
         var y = x.Reshaped(shape);
-        y.RequiresGrad = false;
         if (Tape.IsRecording(x))
         {
             var inShape = x.Shape;
@@ -96,6 +95,9 @@ public static partial class Ops
         }
         return y;
     }
+
+    /// <summary>x itself as a new tensor that autograd tracks (an op that changes nothing, e.g. dropout with p = 0).</summary>
+    public static Tensor Identity(Tensor x) => Reshape(x, x.Shape);
 
     private static void CheckSameShape(string op, Tensor a, Tensor b)
     {
