@@ -125,16 +125,21 @@ public sealed class Tape : IDisposable
             throw new InvalidOperationException($"gradient for {target} has {grad.Length} elements, expected {target.Length}");
         if (_produced.Contains(target))
         {
-            if (_grads!.TryGetValue(target, out var existing))
+            // Intermediate grads may share storage (add hands one gradient to both inputs): sum out of place.
+            if (_grads!.Remove(target, out var existing))
             {
-                Ops.AccumulateInPlace(existing, grad);
+                _grads[target] = Ops.AddNoGrad(existing, grad);
+                existing.Dispose();
                 grad.Dispose();
             }
             else _grads[target] = grad;
         }
         else if (target.Grad is null)
         {
-            target.Grad = grad.Shape.SequenceEqual(target.Shape) ? grad : Reshape(grad, target.Shape);
+            // A leaf's grad is owned by it alone (optimizers scale it in place), so never adopt shared storage.
+            var own = grad.IsStorageShared ? grad.Clone() : grad.Alias();
+            grad.Dispose();
+            target.Grad = own.Shape.SequenceEqual(target.Shape) ? own : Reshape(own, target.Shape);
         }
         else
         {

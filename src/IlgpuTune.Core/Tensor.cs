@@ -14,6 +14,8 @@ internal sealed class Storage(Device device, Block block)
     public Device Device { get; } = device;
     public Block Block { get; } = block;
 
+    public bool IsShared => Volatile.Read(ref _refs) > 1;
+
     public void Retain() => Interlocked.Increment(ref _refs);
 
     public void Release()
@@ -52,6 +54,9 @@ public sealed class Tensor : IDisposable
     public string? Name { get; set; }
 
     public bool IsDisposed => _disposed;
+
+    /// <summary>True when another tensor (an alias) shares this storage, so in-place writes would be seen there too.</summary>
+    public bool IsStorageShared => _storage.IsShared;
 
     public int Dim(int i) => Shape[i < 0 ? Shape.Length + i : i];
 
@@ -179,6 +184,16 @@ public sealed class Tensor : IDisposable
         if (destination.Length != Bytes) throw new ArgumentException($"expected {Bytes} bytes, got {destination.Length}");
         if (Device.IsCpu) HostBytes.CopyTo(destination);
         else if (Bytes > 0) DeviceBytes.SubView(0, Bytes).CopyToCPU(destination);
+    }
+
+    /// <summary>A copy with its own storage (no autograd).</summary>
+    public Tensor Clone()
+    {
+        var c = Empty(Device, DType, Shape);
+        if (Device.IsCpu) HostBytes.CopyTo(c.HostBytes);
+        else if (Bytes > 0) DeviceBytes.CopyTo(Device.Accelerator!.DefaultStream, c.DeviceBytes);
+        c.Name = Name;
+        return c;
     }
 
     public byte[] ToBytes()

@@ -26,9 +26,7 @@ public static partial class Ops
     public static Tensor Add(Tensor a, Tensor b)
     {
         CheckSameShape("add", a, b);
-        var y = EmptyF32(a.Device, a.Shape);
-        if (a.Device.IsCpu) Elementwise.AddCpu<float>(a.F32, b.F32, y.F32);
-        else Elementwise.Add(K(a), a.F32View, b.F32View, (int)a.Length, y.F32View);
+        var y = AddNoGrad(a, b);
         if (Tape.IsRecording(a, b))
             Tape.Record("add", [a, b], [y], ctx =>
             {
@@ -36,6 +34,15 @@ public static partial class Ops
                 if (ctx.NeedsGrad(0)) ctx.AddGrad(0, g.Alias());
                 if (ctx.NeedsGrad(1)) ctx.AddGrad(1, g.Alias());
             });
+        return y;
+    }
+
+    /// <summary>a + b without recording (used by the tape itself).</summary>
+    internal static Tensor AddNoGrad(Tensor a, Tensor b)
+    {
+        var y = EmptyF32(a.Device, a.Shape);
+        if (a.Device.IsCpu) Elementwise.AddCpu<float>(a.F32, b.F32, y.F32);
+        else Elementwise.Add(K(a), a.F32View, b.F32View, a.Length, y.F32View);
         return y;
     }
 
