@@ -1,0 +1,135 @@
+using System.Text.Json;
+
+namespace IlgpuTune.Data.Tokenization;
+
+/// <summary>
+/// A Hugging Face tokenizer.json (BPE model) evaluated as the Rust `tokenizers` crate does it:
+/// added tokens on the raw text, then per remaining segment normalizer → pre_tokenizer → BPE, then the post_processor
+/// (only with special tokens). Thread-safe; the BPE word cache is shared.
+/// </summary>
+public sealed class HfTokenizer : ITokenizer
+{
+    readonly BpeModel _model;
+    readonly TextNormalizer? _normalizer;
+    readonly PreTokenizer? _preTokenizer;
+    readonly PostProcessor? _post;
+    readonly TokenDecoder? _decoder;
+    readonly AddedTokenMatcher _rawAdded, _normalizedAdded;
+    readonly Dictionary<int, AddedToken> _addedById = [];
+    readonly Dictionary<string, int> _addedByContent = new(StringComparer.Ordinal);
+    readonly string[] _idToToken;
+
+    public TokenizerConfig Config { get; }
+    public IReadOnlyCollection<AddedToken> AddedTokens => _addedById.Values;
+    public int VocabSize => _idToToken.Length;
+    public int? BosTokenId { get; }
+    public int? EosTokenId { get; }
+    public int? PadTokenId { get; }
+
+    HfTokenizer(JsonElement root, TokenizerConfig config)
+    {
+        Config = config;
+        _model = BpeModel.FromJson(root.GetProperty("model"));
+        _normalizer = root.TryGetProperty("normalizer", out var n) ? TextNormalizer.FromJson(n) : null;
+        _preTokenizer = root.TryGetProperty("pre_tokenizer", out var p) ? PreTokenizer.FromJson(p) : null;
+        _decoder = root.TryGetProperty("decoder", out var d) ? TokenDecoder.FromJson(d) : null;
+        var added = root.TryGetProperty("added_tokens", out var a) ? a.EnumerateArray().Select(AddedToken.FromJson).ToList() : [];
+        foreach (var t in added)
+        {
+            _addedById[t.Id] = t;
+            _addedByContent[t.Content] = t.Id;
+        }
+        _rawAdded = new AddedTokenMatcher(added.Where(t => !t.Normalized));
+        _normalizedAdded = new AddedTokenMatcher(added.Where(t => t.Normalized), _normalizer is null ? null : _normalizer.Normalize);
+        int max = Math.Max(_model.Vocab.Count == 0 ? -1 : _model.Vocab.Values.Max(), added.Count == 0 ? -1 : added.Max(t => t.Id));
+        _idToToken = new string[max + 1];
+        foreach (var (tok, id) in _model.Vocab) _idToToken[id] = tok;
+        foreach (var t in added) _idToToken[t.Id] = t.Content;
+        _post = root.TryGetProperty("post_processor", out var pp)
+            ? PostProcessor.FromJson(pp, s => TokenToId(s) ?? throw new FormatException($"post_processor token '{s}' is not in the vocab"))
+            : null;
+        BosTokenId = config.BosToken is null ? null : TokenToId(config.BosToken);
+        EosTokenId = config.EosToken is null ? null : TokenToId(config.EosToken);
+        PadTokenId = config.PadToken is null ? null : TokenToId(config.PadToken);
+    }
+
+    /// <summary>Loads DIR/tokenizer.json with DIR/tokenizer_config.json (and chat_template.jinja) when present.</summary>
+    public static HfTokenizer FromDirectory(string dir)
+    {
+        string path = Path.Combine(dir, "tokenizer.json");
+        if (!File.Exists(path)) throw new FileNotFoundException($"no tokenizer.json in {dir}", path);
+        return FromJson(File.ReadAllText(path), TokenizerConfig.Load(dir), path);
+    }
+
+    public static HfTokenizer FromJson(string json, TokenizerConfig? config = null, string source = "tokenizer.json")
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 256 });
+            return new HfTokenizer(doc.RootElement, config ?? TokenizerConfig.Empty);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            throw new FormatException($"{source}: {e.Message}", e);
+        }
+    }
+
+    public int? TokenToId(string token) =>
+        _addedByContent.TryGetValue(token, out int id) ? id : _model.Vocab.TryGetValue(token, out id) ? id : null;
+
+    public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
+
+    public bool IsSpecial(int id) => _addedById.TryGetValue(id, out var t) && t.Special;
+
+    public int[] Encode(string text, bool addSpecialTokens = false)
+    {
+        var ids = new List<int>(text.Length / 3 + 4);
+        EncodeTo(text, ids);
+        if (addSpecialTokens && _post is not null) ids = _post.Single(ids);
+        return [.. ids];
+    }
+
+    public void EncodeTo(string text, List<int> ids)
+    {
+        var segments = new List<Segment>();
+        _rawAdded.Split(text, 0, segments);
+        var normalizedSegments = new List<Segment>();
+        var pieces = new List<Piece>();
+        foreach (var seg in segments)
+        {
+            if (seg.TokenId >= 0)
+            {
+                ids.Add(seg.TokenId);
+                continue;
+            }
+            string norm = _normalizer is null ? seg.Text : _normalizer.Normalize(seg.Text);
+            normalizedSegments.Clear();
+            _normalizedAdded.Split(norm, seg.Start, normalizedSegments);
+            foreach (var ns in normalizedSegments)
+            {
+                if (ns.TokenId >= 0)
+                {
+                    ids.Add(ns.TokenId);
+                    continue;
+                }
+                pieces.Clear();
+                var piece = new Piece(ns.Text, ns.Start == 0);
+                if (_preTokenizer is null) pieces.Add(piece);
+                else _preTokenizer.Split(piece, pieces);
+                foreach (var pc in pieces) _model.Tokenize(pc.Text, ids);
+            }
+        }
+    }
+
+    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
+    {
+        var tokens = new List<string>();
+        foreach (int id in ids)
+        {
+            if (skipSpecialTokens && IsSpecial(id)) continue;
+            if (IdToToken(id) is { } t) tokens.Add(t);
+        }
+        if (_decoder is null) return string.Join(' ', tokens);
+        return string.Concat(_decoder.DecodeChain(tokens));
+    }
+}

@@ -1,0 +1,73 @@
+using System.Text.Json;
+
+namespace IlgpuTune.Data.Tokenization;
+
+/// <summary>What the pipeline needs from tokenizer_config.json (and chat_template.jinja, which wins when present).</summary>
+public sealed record TokenizerConfig
+{
+    public string? TokenizerClass { get; init; }
+    public string? BosToken { get; init; }
+    public string? EosToken { get; init; }
+    public string? PadToken { get; init; }
+    public string? UnkToken { get; init; }
+    public bool? AddBosToken { get; init; }
+    public bool? AddEosToken { get; init; }
+    /// <summary>The default chat template (Jinja source), if any.</summary>
+    public string? ChatTemplate { get; init; }
+    /// <summary>All named templates when tokenizer_config holds a list of {name, template}.</summary>
+    public IReadOnlyDictionary<string, string> NamedChatTemplates { get; init; } = new Dictionary<string, string>();
+
+    public static readonly TokenizerConfig Empty = new();
+
+    public static TokenizerConfig Load(string dir)
+    {
+        string path = Path.Combine(dir, "tokenizer_config.json");
+        var cfg = File.Exists(path) ? Parse(File.ReadAllText(path)) : Empty;
+        string jinja = Path.Combine(dir, "chat_template.jinja");
+        return File.Exists(jinja) ? cfg with { ChatTemplate = File.ReadAllText(jinja) } : cfg;
+    }
+
+    public static TokenizerConfig Parse(string json)
+    {
+        using var doc = JsonDocument.Parse(json);
+        var r = doc.RootElement;
+        var named = new Dictionary<string, string>();
+        string? template = null;
+        if (r.TryGetProperty("chat_template", out var ct))
+        {
+            if (ct.ValueKind == JsonValueKind.String) template = ct.GetString();
+            else if (ct.ValueKind == JsonValueKind.Array)
+            {
+                foreach (var t in ct.EnumerateArray()) named[t.GetProperty("name").GetString()!] = t.GetProperty("template").GetString()!;
+                named.TryGetValue("default", out template);
+            }
+        }
+        return new TokenizerConfig
+        {
+            TokenizerClass = Str(r, "tokenizer_class"),
+            BosToken = TokenString(r, "bos_token"),
+            EosToken = TokenString(r, "eos_token"),
+            PadToken = TokenString(r, "pad_token"),
+            UnkToken = TokenString(r, "unk_token"),
+            AddBosToken = r.TryGetProperty("add_bos_token", out var ab) && ab.ValueKind is JsonValueKind.True or JsonValueKind.False ? ab.GetBoolean() : null,
+            AddEosToken = r.TryGetProperty("add_eos_token", out var ae) && ae.ValueKind is JsonValueKind.True or JsonValueKind.False ? ae.GetBoolean() : null,
+            ChatTemplate = template,
+            NamedChatTemplates = named,
+        };
+    }
+
+    static string? Str(JsonElement r, string name) =>
+        r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+
+    // A special token is a string, null, or the old {"__type": "AddedToken", "content": ...} object.
+    static string? TokenString(JsonElement r, string name)
+    {
+        if (!r.TryGetProperty(name, out var v)) return null;
+        return v.ValueKind switch
+        {
+            JsonValueKind.String => v.GetString(),
+            JsonValueKind.Object when v.TryGetProperty("content", out var c) => c.GetString(),
+            _ => null,
+        };
+    }
+}
