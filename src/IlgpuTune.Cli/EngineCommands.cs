@@ -11,7 +11,8 @@ public sealed class EngineCommands
     [Command("selftest", Description = "Load the embedded tiny Llama fixture, run forward and backward on the best device, and print the loss and the parity errors against transformers")]
     public int SelfTest([Option("device", Description = "cuda, cpu, ilgpu-cpu or auto (default: ILGPUTUNE_DEVICE, else auto)")] string? device = null)
     {
-        string dir = Path.Combine(Path.GetTempPath(), "ilgpu-tune-selftest-" + Environment.ProcessId);
+        string root = Path.Combine(Path.GetTempPath(), "ilgpu-tune-selftest-" + Environment.ProcessId);
+        string dir = Path.Combine(root, "llama");
         try
         {
             ExtractFixture(dir);
@@ -19,7 +20,7 @@ public sealed class EngineCommands
         }
         finally
         {
-            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
         }
     }
 
