@@ -3,8 +3,8 @@
 // each closure the gradients of its outputs, and accumulates what it returns: into a dictionary for intermediate tensors
 // (freed as soon as their producer has consumed them) and into Tensor.Grad for leaves (parameters), which keep
 // accumulating across backward calls until cleared (gradient accumulation). Saved activations are freed right after
-// their entry runs. Entries are plain closures over a forward, so a checkpoint segment can re-run a block's forward
-// under a nested tape and splice its backward in (Tape.Checkpoint).
+// their entry runs. Tape.Checkpoint records a whole block as one entry that re-runs the block's forward under a nested
+// tape in backward (gradient checkpointing).
 namespace IlgpuTune.Core;
 
 public sealed class BackwardContext
@@ -89,14 +89,24 @@ public sealed class Tape : IDisposable
     /// <summary>Back-propagates from <paramref name="loss"/> (seeded with <paramref name="seed"/>, e.g. a loss scale).</summary>
     public void Backward(Tensor loss, float seed = 1f)
     {
+        var seedGrad = Tensor.Empty(loss.Device, DType.F32, loss.Shape);
+        using (NoGrad()) Ops.FillInPlace(seedGrad, seed);
+        Backward(loss, seedGrad);
+    }
+
+    /// <summary>Back-propagates <paramref name="gradOutput"/> (taken over) from <paramref name="output"/>.</summary>
+    public void Backward(Tensor output, Tensor gradOutput)
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (!loss.RequiresGrad) throw new InvalidOperationException("Backward: the loss does not depend on any tensor that requires grad");
+        if (!output.RequiresGrad)
+        {
+            gradOutput.Dispose();
+            throw new InvalidOperationException("Backward: the output does not depend on any tensor that requires grad");
+        }
         using (NoGrad())
         {
             _grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
-            var seedGrad = Tensor.Empty(loss.Device, DType.F32, loss.Shape);
-            Ops.FillInPlace(seedGrad, seed);
-            Accumulate(loss, seedGrad);
+            Accumulate(output, gradOutput);
             for (int e = _entries.Count - 1; e >= 0; e--)
             {
                 var entry = _entries[e];
@@ -112,6 +122,50 @@ public sealed class Tape : IDisposable
             _entries.Clear();
             _produced.Clear();
         }
+    }
+
+    /// <summary>
+    /// Gradient checkpointing: runs <paramref name="block"/> without recording (its activations are freed at once), keeping
+    /// only its inputs; in backward it re-runs the block under a nested tape and back-propagates through that. Parameters the
+    /// block uses get their gradients as usual. The block must be deterministic (derive dropout RNGs from a captured seed).
+    /// </summary>
+    public static Tensor Checkpoint(Func<Tensor[], Tensor> block, params Tensor[] inputs)
+    {
+        if (Current is null) return block(inputs);
+        Tensor output;
+        using (NoGrad()) output = block(inputs);
+        var saved = inputs.Select(t => t.Alias()).ToArray();
+        var needs = inputs.Select(t => t.RequiresGrad).ToArray();
+        Record("checkpoint", inputs, [output], ctx =>
+        {
+            int outer = s_noGrad;
+            s_noGrad = 0; // the backward pass runs under NoGrad; the recompute must record
+            try
+            {
+                using var tape = new Tape();
+                var leaves = saved.Select((t, i) => { var l = t.Alias(); l.RequiresGrad = needs[i]; return l; }).ToArray();
+                try
+                {
+                    using var recomputed = block(leaves);
+                    if (recomputed.RequiresGrad) tape.Backward(recomputed, ctx.GradOutput()!.Alias());
+                    for (int i = 0; i < leaves.Length; i++)
+                        if (leaves[i].Grad is { } g)
+                        {
+                            leaves[i].Grad = null;
+                            ctx.AddGrad(i, g);
+                        }
+                }
+                finally
+                {
+                    foreach (var l in leaves) l.Dispose();
+                }
+            }
+            finally
+            {
+                s_noGrad = outer;
+            }
+        }, saved);
+        return output;
     }
 
     internal void Accumulate(Tensor? target, Tensor grad)

@@ -72,6 +72,9 @@ public sealed class CausalLM : IDisposable
 
     public ModelConfig Config { get; }
     public Device Device { get; }
+
+    /// <summary>Recompute each decoder layer's activations in backward instead of keeping them (Tape.Checkpoint).</summary>
+    public bool GradientCheckpointing { get; set; }
     public Tensor EmbedTokens { get; }
     public DecoderLayer[] Layers { get; }
     public Tensor Norm { get; }
@@ -260,7 +263,15 @@ public sealed class CausalLM : IDisposable
         var h = Ops.Embedding(ids, EmbedTokens);
         foreach (var layer in Layers)
         {
-            var next = Block(layer, h, cos, sin, segments, batch, seq, rng);
+            // One seed per layer, so a checkpointed block re-draws the same dropout masks when it is recomputed.
+            int seed = rng.Next();
+            Tensor next;
+            if (GradientCheckpointing)
+            {
+                Tensor[] inputs = segments is null ? [h, cos, sin] : [h, cos, sin, segments];
+                next = Tape.Checkpoint(t => Block(layer, t[0], t[1], t[2], t.Length > 3 ? t[3] : null, batch, seq, new Random(seed)), inputs);
+            }
+            else next = Block(layer, h, cos, sin, segments, batch, seq, new Random(seed));
             h.Dispose();
             h = next;
         }
