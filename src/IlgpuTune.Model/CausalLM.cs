@@ -245,6 +245,25 @@ public sealed class CausalLM : IDisposable
     /// </summary>
     public Tensor Forward(int[] inputIds, int batch, int seq, int[]? positionIds = null, int[]? segmentIds = null, Random? rng = null)
     {
+        using var normed = FinalHidden(inputIds, batch, seq, positionIds, segmentIds, rng);
+        using var logits = Ops.Linear(normed, LmHead);
+        return Ops.Reshape(logits, batch, seq, Config.VocabSize);
+    }
+
+    /// <summary>
+    /// The training loss alone: mean cross-entropy of the shifted labels, with the output projection fused into the loss in
+    /// chunks (Ops.LinearCrossEntropy), so [tokens, vocab] logits are never all resident.
+    /// </summary>
+    public Tensor Loss(int[] inputIds, int[] labels, int batch, int seq, int[]? positionIds = null, int[]? segmentIds = null, Random? rng = null)
+    {
+        using var normed = FinalHidden(inputIds, batch, seq, positionIds, segmentIds, rng);
+        using var targets = Tensor.FromArray(Device, ShiftLabels(labels, batch, seq, segmentIds), batch * seq);
+        return Ops.LinearCrossEntropy(normed, LmHead, targets);
+    }
+
+    // Embedding, decoder layers and the final norm: [batch*seq, hidden].
+    private Tensor FinalHidden(int[] inputIds, int batch, int seq, int[]? positionIds, int[]? segmentIds, Random? rng)
+    {
         var c = Config;
         int tokens = batch * seq;
         if (inputIds.Length != tokens) throw new ArgumentException($"{inputIds.Length} input ids for batch {batch} × seq {seq}");
@@ -276,9 +295,7 @@ public sealed class CausalLM : IDisposable
             h = next;
         }
         using (h)
-        using (var normed = Ops.RmsNorm(h, Norm, c.RmsNormEps))
-        using (var logits = Ops.Linear(normed, LmHead))
-            return Ops.Reshape(logits, batch, seq, c.VocabSize);
+            return Ops.RmsNorm(h, Norm, c.RmsNormEps);
     }
 
     private Tensor Block(DecoderLayer layer, Tensor h, Tensor cos, Tensor sin, Tensor? segments, int batch, int seq, Random rng)

@@ -87,12 +87,22 @@ public static class PeftAdapter
     {
         var modules = model.Linears.Where(l => l.Lora is not null).ToList();
         if (modules.Count == 0) throw new InvalidOperationException("the model has no LoRA adapter to save");
-        var lora = modules[0].Lora!;
+        Write(directory, modules[0].Lora!, modules.Select(l => l.Name),
+            modules.SelectMany(l => new[] { l.LoraA!, l.LoraB! }).Select(t => (t.Name!, t.ToFloatArray(), t.Shape)),
+            baseModelNameOrPath, dtype);
+    }
+
+    /// <summary>
+    /// Writes adapter_config.json + adapter_model.safetensors from named tensors (PEFT keys). target_modules lists the last
+    /// name component of each adapted module, as PEFT saves it.
+    /// </summary>
+    public static void Write(string directory, LoraConfig lora, IEnumerable<string> moduleNames,
+        IEnumerable<(string Name, float[] Data, int[] Shape)> tensors, string baseModelNameOrPath, DType dtype = DType.F32)
+    {
         Directory.CreateDirectory(directory);
-        var tensors = modules.SelectMany(l => new[] { l.LoraA!, l.LoraB! })
-            .Select(t => new TensorToWrite(t.Name!, dtype, t.Shape.Select(d => (long)d).ToArray(), Encode(t.ToFloatArray(), dtype)));
-        SafetensorsWriter.Write(Path.Combine(directory, WeightsFile), tensors);
-        var targets = modules.Select(l => l.Name[(l.Name.LastIndexOf('.') + 1)..]).Distinct().OrderBy(s => s, StringComparer.Ordinal);
+        SafetensorsWriter.Write(Path.Combine(directory, WeightsFile),
+            tensors.Select(t => new TensorToWrite(t.Name, dtype, t.Shape.Select(d => (long)d).ToArray(), HalfBits.Encode(t.Data, dtype))));
+        var targets = moduleNames.Select(n => n[(n.LastIndexOf('.') + 1)..]).Distinct().OrderBy(s => s, StringComparer.Ordinal);
         var config = new SortedDictionary<string, object?>(StringComparer.Ordinal)
         {
             ["alpha_pattern"] = new Dictionary<string, object>(),
@@ -117,19 +127,5 @@ public static class PeftAdapter
         };
         AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile),
             JsonSerializer.Serialize(config, new JsonSerializerOptions { WriteIndented = true }) + "\n");
-    }
-
-    private static ReadOnlyMemory<byte> Encode(float[] data, DType dtype)
-    {
-        switch (dtype)
-        {
-            case DType.F32: return System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()).ToArray();
-            case DType.BF16 or DType.F16:
-                var bytes = new byte[data.Length * 2];
-                for (int i = 0; i < data.Length; i++)
-                    BitConverter.TryWriteBytes(bytes.AsSpan(i * 2), dtype == DType.BF16 ? HalfBits.FloatToBf16(data[i]) : HalfBits.FloatToF16(data[i]));
-                return bytes;
-            default: throw new ArgumentException($"adapters are saved as F32, F16 or BF16, not {dtype}");
-        }
     }
 }

@@ -45,3 +45,45 @@ public class CheckpointingTests
         return (grads, loss, peak);
     }
 }
+
+public class FusedLossTests
+{
+    [Fact]
+    public void Loss_EqualsForwardWithLoss_AndGivesTheSameGrads()
+    {
+        using var device = Device.Create("cpu");
+        using var model = ModelLoader.Load(Repo.Fixture("tiny/qwen2"), device); // tied head: both paths reach the embedding
+        model.SetFullFineTuning();
+        var ids = Enumerable.Range(0, 32).Select(i => (i * 29 + 5) % 128).ToArray();
+        var labels = ids.Select((t, i) => i % 5 == 0 ? -100 : t).ToArray();
+        Dictionary<string, float[]> Grads(bool fused, out float loss)
+        {
+            using (var tape = new Tape())
+            {
+                if (fused)
+                {
+                    using var l = model.Loss(ids, labels, 2, 16);
+                    loss = l.Item();
+                    tape.Backward(l);
+                }
+                else
+                {
+                    var (logits, l) = model.ForwardWithLoss(ids, labels, 2, 16);
+                    using (logits)
+                    using (l)
+                    {
+                        loss = l.Item();
+                        tape.Backward(l);
+                    }
+                }
+            }
+            var g = model.TrainableParameters.ToDictionary(p => p.Name!, p => p.Grad!.ToFloatArray());
+            model.ZeroGrad();
+            return g;
+        }
+        var plain = Grads(false, out float plainLoss);
+        var fused = Grads(true, out float fusedLoss);
+        Assert.Equal(plainLoss, fusedLoss, 5);
+        foreach (var (name, g) in plain) Close.Assert(name, g, fused[name], 1e-7, 1e-4);
+    }
+}
