@@ -158,7 +158,7 @@ public static class AdamW
             long total = 0;
             for (int s = 0; s < PackSize; s++)
             {
-                var t = start + s < tensors.Count ? tensors[start + s] : default;
+                var t = start + s < tensors.Count ? tensors[start + s] : Empty(tensors[start].Param);
                 long n = t.Param.Length;
                 if (start + s < tensors.Count)
                 {
@@ -213,10 +213,17 @@ public static class AdamW
         long longest = 0;
         for (int s = 0; s < PackSize; s++)
         {
-            v[s] = start + s < views.Count ? views[start + s] : default;
+            v[s] = start + s < views.Count ? views[start + s] : views[start].SubView(0, 0);
             longest = Math.Max(longest, v[s].Length);
         }
         return (new ViewPack { X0 = v[0], X1 = v[1], X2 = v[2], X3 = v[3], X4 = v[4], X5 = v[5], X6 = v[6], X7 = v[7] }, longest);
+    }
+
+    // Unused slots get empty views of a real buffer: a default view has no buffer for the launcher to marshal.
+    private static AdamWTensor Empty(FloatView any)
+    {
+        var e = any.SubView(0, 0);
+        return new AdamWTensor(e, e, e, e);
     }
 
     private static void CheckStep(AdamWStep step)
