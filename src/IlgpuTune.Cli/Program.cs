@@ -1,6 +1,7 @@
 using Cocona;
 using IlgpuTune.Cli;
 
-var app = CoconaLiteLikeBuilder.Create(args);
+var app = CoconaLiteLikeBuilder.Create(CliArgs.Normalize(args));
 app.AddCommands<EngineCommands>();
-app.Run();
+app.AddCommands<TrainCommands>();
+return CliErrors.Run(app);

@@ -1,0 +1,165 @@
+// Training checkpoints: work_dir/iter_<N>/ holding the trainable weights, the optimizer state, gradients of a half-done
+// accumulation window, and state.json (iteration, epoch position, optimizer steps, loss scaler, seed). A checkpoint is
+// written into a temporary folder and renamed into place, then `last_checkpoint` is replaced atomically, so a kill -9 at
+// any moment leaves either the old or the new checkpoint, never half of one. Only the newest save_total_limit are kept.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using IlgpuTune.Core;
+using IlgpuTune.IO;
+
+namespace IlgpuTune.Training;
+
+/// <param name="Model">The base model folder.</param>
+/// <param name="Lora">null for full fine-tuning; else {r, lora_alpha, lora_dropout, use_rslora, modules: [adapted module names]}.</param>
+/// <param name="LastGradNorm">The latest optimizer step's gradient norm, which the log keeps showing until the next step.</param>
+public sealed record CheckpointState(int Iter, int OptimizerSteps, int Seed, JsonObject Scaler, string ConfigSource, string Model, JsonObject? Lora,
+    float? LastGradNorm)
+{
+    public const int FormatVersion = 1;
+}
+
+public static class Checkpoint
+{
+    public const string LastCheckpointFile = "last_checkpoint";
+    private const string Prefix = "iter_";
+
+    public static string DirFor(string workDir, int iter) => Path.Combine(workDir, Prefix + iter);
+
+    public static void Save(string workDir, CheckpointState state, IReadOnlyList<Tensor> trainable,
+        IEnumerable<KeyValuePair<string, float[]>> optimizerState, int saveTotalLimit)
+    {
+        string final = DirFor(workDir, state.Iter);
+        string tmp = final + ".tmp-" + Guid.NewGuid().ToString("N");
+        Directory.CreateDirectory(tmp);
+        try
+        {
+            SafetensorsWriter.Write(Path.Combine(tmp, "trainable.safetensors"),
+                trainable.Select(t => SafetensorsWriter.F32(t.Name!, t.ToFloatArray(), t.Shape.Select(d => (long)d).ToArray())));
+            var grads = trainable.Where(t => t.Grad is not null).ToList();
+            if (grads.Count > 0)
+                SafetensorsWriter.Write(Path.Combine(tmp, "grads.safetensors"),
+                    grads.Select(t => SafetensorsWriter.F32(t.Name!, t.Grad!.ToFloatArray(), t.Shape.Select(d => (long)d).ToArray())));
+            SafetensorsWriter.Write(Path.Combine(tmp, "optimizer.safetensors"),
+                optimizerState.Select(s => SafetensorsWriter.F32(s.Key, s.Value, s.Value.Length)));
+            var json = new JsonObject
+            {
+                ["format_version"] = CheckpointState.FormatVersion,
+                ["iter"] = state.Iter,
+                ["optimizer_steps"] = state.OptimizerSteps,
+                ["seed"] = state.Seed,
+                ["scaler"] = state.Scaler.DeepClone(),
+                ["config"] = state.ConfigSource,
+                ["model"] = state.Model,
+                ["lora"] = state.Lora?.DeepClone(),
+                ["last_grad_norm"] = state.LastGradNorm,
+            };
+            AtomicFile.WriteAllText(Path.Combine(tmp, "state.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+            Directory.Move(tmp, final);
+        }
+        catch
+        {
+            if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
+            throw;
+        }
+        AtomicFile.WriteAllText(Path.Combine(workDir, LastCheckpointFile), Path.GetFileName(final) + "\n");
+        Prune(workDir, saveTotalLimit);
+    }
+
+    /// <summary>Deletes all but the newest <paramref name="keep"/> checkpoints (and leftovers of interrupted saves); -1 keeps all.</summary>
+    private static void Prune(string workDir, int keep)
+    {
+        foreach (var dir in Directory.GetDirectories(workDir, Prefix + "*.tmp-*")) Directory.Delete(dir, recursive: true);
+        if (keep < 0) return;
+        foreach (var (dir, _) in List(workDir).SkipLast(keep)) Directory.Delete(dir, recursive: true);
+    }
+
+    /// <summary>Complete checkpoints, oldest first.</summary>
+    public static List<(string Dir, int Iter)> List(string workDir) =>
+        !Directory.Exists(workDir) ? [] : Directory.GetDirectories(workDir, Prefix + "*")
+            .Select(d => (Dir: d, Ok: int.TryParse(Path.GetFileName(d)[Prefix.Length..], out int it), Iter: it))
+            .Where(x => x.Ok && File.Exists(Path.Combine(x.Dir, "state.json")))
+            .OrderBy(x => x.Iter).Select(x => (x.Dir, x.Iter)).ToList();
+
+    /// <summary>The checkpoint to resume: <paramref name="path"/> if given, else the one last_checkpoint names, else the newest.</summary>
+    public static string Resolve(string workDir, string? path)
+    {
+        if (!string.IsNullOrEmpty(path))
+            return File.Exists(Path.Combine(path, "state.json")) ? path
+                : throw new FileNotFoundException($"--resume {path}: not a checkpoint folder (no state.json)");
+        string last = Path.Combine(workDir, LastCheckpointFile);
+        if (File.Exists(last))
+        {
+            string dir = Path.Combine(workDir, File.ReadAllText(last).Trim());
+            if (File.Exists(Path.Combine(dir, "state.json"))) return dir;
+        }
+        var all = List(workDir);
+        return all.Count > 0 ? all[^1].Dir : throw new FileNotFoundException($"--resume: no checkpoint in {workDir}");
+    }
+
+    public static CheckpointState ReadState(string dir)
+    {
+        string file = Path.Combine(dir, "state.json");
+        var o = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new InvalidDataException($"{file}: expected a JSON object");
+        int version = o["format_version"]?.GetValue<int>() ?? 0;
+        if (version != CheckpointState.FormatVersion)
+            throw new InvalidDataException($"{file}: checkpoint format {version}, this build reads {CheckpointState.FormatVersion}");
+        return new CheckpointState(o["iter"]!.GetValue<int>(), o["optimizer_steps"]!.GetValue<int>(), o["seed"]!.GetValue<int>(),
+            o["scaler"] as JsonObject ?? [], o["config"]?.GetValue<string>() ?? "", o["model"]?.GetValue<string>() ?? "",
+            o["lora"] as JsonObject, o["last_grad_norm"]?.GetValue<float>());
+    }
+
+    /// <summary>Copies the checkpoint's trainable weights (and half-window grads) into the model's tensors, checking names and shapes.</summary>
+    public static void LoadTrainable(string dir, IReadOnlyList<Tensor> trainable)
+    {
+        using var weights = SafetensorsFile.Open(Path.Combine(dir, "trainable.safetensors"));
+        var expected = trainable.Select(t => t.Name!).ToHashSet();
+        var extra = weights.Tensors.Select(t => t.Name).Where(n => !expected.Contains(n)).ToList();
+        if (extra.Count > 0)
+            throw new InvalidDataException($"{weights.Path}: tensors {string.Join(", ", extra.Take(5))} are not trainable in this run (different config?)");
+        string gradsPath = Path.Combine(dir, "grads.safetensors");
+        using var grads = File.Exists(gradsPath) ? SafetensorsFile.Open(gradsPath) : null;
+        foreach (var t in trainable)
+        {
+            if (!weights.Contains(t.Name!)) throw new InvalidDataException($"{weights.Path}: missing trainable tensor '{t.Name}'");
+            var info = weights.Get(t.Name!);
+            if (!info.Shape.SequenceEqual(t.Shape.Select(d => (long)d)))
+                throw new InvalidDataException($"{weights.Path}: '{t.Name}' has shape [{string.Join(", ", info.Shape)}], the model has [{string.Join(", ", t.Shape)}]");
+            t.CopyFrom(weights.ReadFloat32(t.Name!));
+            t.Grad?.Dispose();
+            t.Grad = grads is not null && grads.Contains(t.Name!) ? Tensor.FromArray(t.Device, grads.ReadFloat32(t.Name!), t.Shape) : null;
+        }
+    }
+
+    public static Dictionary<string, float[]> ReadOptimizer(string dir)
+    {
+        using var f = SafetensorsFile.Open(Path.Combine(dir, "optimizer.safetensors"));
+        return f.Tensors.ToDictionary(t => t.Name, t => f.ReadFloat32(t.Name));
+    }
+}
+
+/// <summary>`convert adapter`: a checkpoint's trainable weights as a PEFT adapter folder (LoRA) or a full HF model folder.</summary>
+public static class CheckpointExport
+{
+    public static string Run(string checkpointDir, string outDir, DType dtype)
+    {
+        var state = Checkpoint.ReadState(checkpointDir);
+        using var weights = SafetensorsFile.Open(Path.Combine(checkpointDir, "trainable.safetensors"));
+        var tensors = weights.Tensors.Select(t => (t.Name, weights.ReadFloat32(t.Name), t.Shape.Select(d => (int)d).ToArray()));
+        if (state.Lora is { } l)
+        {
+            var lora = new IlgpuTune.Model.LoraConfig(l["r"]!.GetValue<int>(), (float)l["lora_alpha"]!.GetValue<double>(),
+                (float)l["lora_dropout"]!.GetValue<double>(), [], l["use_rslora"]!.GetValue<bool>());
+            var modules = l["modules"]!.AsArray().Select(n => n!.GetValue<string>());
+            IlgpuTune.Model.PeftAdapter.Write(outDir, lora, modules, tensors, state.Model, dtype);
+            return $"PEFT adapter ({weights.Tensors.Count} tensors) -> {outDir}";
+        }
+        // Full fine-tuning: every weight was trainable; write an HF folder next to the base model's config and tokenizer.
+        Directory.CreateDirectory(outDir);
+        var list = tensors.Select(t => new TensorToWrite(t.Name, dtype, t.Item3.Select(d => (long)d).ToArray(), HalfBits.Encode(t.Item2, dtype))).ToList();
+        SafetensorsWriter.WriteSharded(outDir, "model", list, SafetensorsWriter.ParseSize("5GB"));
+        foreach (var f in new[] { "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model" })
+            if (File.Exists(Path.Combine(state.Model, f))) File.Copy(Path.Combine(state.Model, f), Path.Combine(outDir, f), overwrite: true);
+        return $"full model ({list.Count} tensors) -> {outDir}";
+    }
+}

@@ -1,0 +1,266 @@
+// A training run's configuration: every XTuner knob under XTuner's own names, read from YAML. Unknown keys and values of
+// the wrong type are errors naming the key (and its line); `--cfg-options key=value` overrides any key (dotted for nested:
+// lora.r=16).
+using System.Globalization;
+using YamlDotNet.Core;
+using YamlDotNet.RepresentationModel;
+
+namespace IlgpuTune.Training;
+
+public sealed class LoraSettings
+{
+    public int R { get; set; } = 64;
+    public double LoraAlpha { get; set; } = 16;
+    public double LoraDropout { get; set; } = 0.1;
+    /// <summary>null = every linear layer except the output head (XTuner's find_all_linear_names).</summary>
+    public List<string>? TargetModules { get; set; }
+    public bool UseRslora { get; set; }
+}
+
+public sealed class TrainConfig
+{
+    public string Source { get; set; } = "";
+    public string PretrainedModelNameOrPath { get; set; } = "";
+    /// <summary>Folder with tokenizer.json (+ tokenizer_config.json); defaults to the model folder.</summary>
+    public string? Tokenizer { get; set; }
+    /// <summary>bfloat16 | float16 | float32: compute dtype; float16 turns on dynamic loss scaling.</summary>
+    public string Dtype { get; set; } = "bfloat16";
+    /// <summary>none | nf4.</summary>
+    public string Quantization { get; set; } = "none";
+    public bool GradientCheckpointing { get; set; } = true;
+    /// <summary>null = full fine-tuning.</summary>
+    public LoraSettings? Lora { get; set; }
+    public List<string> DataPath { get; set; } = [];
+    public string DatasetMapFn { get; set; } = "conversation";
+    public string PromptTemplate { get; set; } = "default";
+    public string? System { get; set; }
+    public string? SystemTemplate { get; set; }
+    public int MaxLength { get; set; } = 2048;
+    public bool PackToMaxLength { get; set; } = true;
+    public bool ShuffleBeforePack { get; set; } = true;
+    public int BatchSize { get; set; } = 1;
+    public int AccumulativeCounts { get; set; } = 16;
+    public int MaxEpochs { get; set; } = 3;
+    /// <summary>Stop after this many micro-batches (overrides max_epochs when set).</summary>
+    public int? MaxIters { get; set; }
+    public double Lr { get; set; } = 2e-4;
+    public List<double> Betas { get; set; } = [0.9, 0.999];
+    public double WeightDecay { get; set; }
+    public double MaxNorm { get; set; } = 1;
+    public double WarmupRatio { get; set; } = 0.03;
+    /// <summary>Keep AdamW state in page-locked host memory, paged to the device around each update.</summary>
+    public bool PagedOptimizer { get; set; }
+    public int SaveSteps { get; set; } = 500;
+    public int SaveTotalLimit { get; set; } = 2;
+    public int EvaluationFreq { get; set; } = 500;
+    public List<string> EvaluationInputs { get; set; } = [];
+    public int EvaluationMaxNewTokens { get; set; } = 64;
+    public int LoggingSteps { get; set; } = 10;
+    public int Seed { get; set; } = 42;
+    public string? WorkDir { get; set; }
+    /// <summary>cuda | cpu | ilgpu-cpu | auto.</summary>
+    public string? Device { get; set; }
+
+    // ---- reading ----
+
+    private sealed record Key(string Name, Action<TrainConfig, YamlNode, string> Set);
+
+    private static readonly Key[] s_keys =
+    [
+        new("pretrained_model_name_or_path", (c, n, w) => c.PretrainedModelNameOrPath = Str(n, w)),
+        new("tokenizer", (c, n, w) => c.Tokenizer = NullableStr(n, w)),
+        new("dtype", (c, n, w) => c.Dtype = OneOf(n, w, "bfloat16", "float16", "float32")),
+        new("quantization", (c, n, w) => c.Quantization = OneOf(n, w, "none", "nf4")),
+        new("gradient_checkpointing", (c, n, w) => c.GradientCheckpointing = Bool(n, w)),
+        new("lora", (c, n, w) => c.Lora = IsNull(n) ? null : ReadLora(n, w, c.Lora ?? new LoraSettings())),
+        new("data_path", (c, n, w) => c.DataPath = StrList(n, w)),
+        new("dataset_map_fn", (c, n, w) => c.DatasetMapFn = Str(n, w)),
+        new("prompt_template", (c, n, w) => c.PromptTemplate = Str(n, w)),
+        new("system", (c, n, w) => c.System = NullableStr(n, w)),
+        new("system_template", (c, n, w) => c.SystemTemplate = NullableStr(n, w)),
+        new("max_length", (c, n, w) => c.MaxLength = Int(n, w, min: 2)),
+        new("pack_to_max_length", (c, n, w) => c.PackToMaxLength = Bool(n, w)),
+        new("shuffle_before_pack", (c, n, w) => c.ShuffleBeforePack = Bool(n, w)),
+        new("batch_size", (c, n, w) => c.BatchSize = Int(n, w, min: 1)),
+        new("accumulative_counts", (c, n, w) => c.AccumulativeCounts = Int(n, w, min: 1)),
+        new("max_epochs", (c, n, w) => c.MaxEpochs = Int(n, w, min: 1)),
+        new("max_iters", (c, n, w) => c.MaxIters = IsNull(n) ? null : Int(n, w, min: 1)),
+        new("lr", (c, n, w) => c.Lr = Num(n, w, min: 0)),
+        new("betas", (c, n, w) => c.Betas = ReadBetas(n, w)),
+        new("weight_decay", (c, n, w) => c.WeightDecay = Num(n, w, min: 0)),
+        new("max_norm", (c, n, w) => c.MaxNorm = Num(n, w, min: 0)),
+        new("warmup_ratio", (c, n, w) => c.WarmupRatio = Num(n, w, min: 0, max: 1)),
+        new("paged_optimizer", (c, n, w) => c.PagedOptimizer = Bool(n, w)),
+        new("save_steps", (c, n, w) => c.SaveSteps = Int(n, w, min: 1)),
+        new("save_total_limit", (c, n, w) => c.SaveTotalLimit = Int(n, w, min: -1)),
+        new("evaluation_freq", (c, n, w) => c.EvaluationFreq = Int(n, w, min: 1)),
+        new("evaluation_inputs", (c, n, w) => c.EvaluationInputs = StrList(n, w)),
+        new("evaluation_max_new_tokens", (c, n, w) => c.EvaluationMaxNewTokens = Int(n, w, min: 1)),
+        new("logging_steps", (c, n, w) => c.LoggingSteps = Int(n, w, min: 1)),
+        new("seed", (c, n, w) => c.Seed = Int(n, w, min: 0)),
+        new("work_dir", (c, n, w) => c.WorkDir = NullableStr(n, w)),
+        new("device", (c, n, w) => c.Device = IsNull(n) ? null : OneOf(n, w, "cuda", "cpu", "ilgpu-cpu", "auto")),
+    ];
+
+    private static readonly string[] s_loraKeys = ["r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora"];
+
+    public static IReadOnlyList<string> KeyNames => s_keys.Select(k => k.Name).ToArray();
+
+    /// <summary>Reads a YAML config file, then applies "key=value" overrides (values in YAML syntax).</summary>
+    public static TrainConfig Load(string path, IEnumerable<string>? overrides = null)
+    {
+        if (!File.Exists(path)) throw new ConfigException($"{path}: config file not found");
+        return Parse(File.ReadAllText(path), path, overrides);
+    }
+
+    public static TrainConfig Parse(string yaml, string source, IEnumerable<string>? overrides = null)
+    {
+        var root = ReadYaml(yaml, source) as YamlMappingNode
+            ?? throw new ConfigException($"{source}: expected a mapping of keys to values at the top level");
+        foreach (var o in overrides ?? [])
+            ApplyOverride(root, o, source);
+        var config = new TrainConfig { Source = source };
+        foreach (var (keyNode, value) in root.Children)
+        {
+            string name = ((YamlScalarNode)keyNode).Value ?? "";
+            var key = s_keys.FirstOrDefault(k => k.Name == name)
+                ?? throw new ConfigException($"{Where(source, keyNode)}: unknown key '{name}'{Suggest(name, KeyNames)}");
+            key.Set(config, value, Where(source, value) + $": key '{name}'");
+        }
+        if (string.IsNullOrWhiteSpace(config.PretrainedModelNameOrPath))
+            throw new ConfigException($"{source}: key 'pretrained_model_name_or_path' is required");
+        if (config.DataPath.Count == 0) throw new ConfigException($"{source}: key 'data_path' is required (a file or a list of files)");
+        if (config.Quantization == "nf4" && config.Lora is null)
+            throw new ConfigException($"{source}: quantization nf4 (QLoRA) needs a 'lora' section");
+        return config;
+    }
+
+    private static YamlNode ReadYaml(string yaml, string source)
+    {
+        try
+        {
+            var stream = new YamlStream();
+            stream.Load(new StringReader(yaml));
+            return stream.Documents.Count == 0 ? new YamlMappingNode() : stream.Documents[0].RootNode;
+        }
+        catch (YamlException e)
+        {
+            throw new ConfigException($"{source}:{e.Start.Line}:{e.Start.Column}: invalid YAML: {e.InnerException?.Message ?? e.Message}");
+        }
+    }
+
+    private static void ApplyOverride(YamlMappingNode root, string option, string source)
+    {
+        int eq = option.IndexOf('=');
+        if (eq <= 0) throw new ConfigException($"--cfg-options '{option}': expected key=value");
+        var path = option[..eq].Trim().Split('.');
+        var value = ReadYaml(option[(eq + 1)..], $"--cfg-options {option[..eq]}");
+        var node = root;
+        for (int i = 0; i < path.Length - 1; i++)
+        {
+            var k = new YamlScalarNode(path[i]);
+            if (!node.Children.TryGetValue(k, out var child) || child is not YamlMappingNode m)
+            {
+                m = new YamlMappingNode();
+                node.Children[k] = m;
+            }
+            node = m;
+        }
+        node.Children[new YamlScalarNode(path[^1])] = value;
+    }
+
+    private static LoraSettings ReadLora(YamlNode n, string where, LoraSettings lora)
+    {
+        if (n is not YamlMappingNode map) throw new ConfigException($"{where}: expected a mapping ({string.Join(", ", s_loraKeys)})");
+        foreach (var (k, v) in map.Children)
+        {
+            string name = ((YamlScalarNode)k).Value ?? "";
+            string w = where + "." + name;
+            switch (name)
+            {
+                case "r": lora.R = Int(v, w, min: 1); break;
+                case "lora_alpha": lora.LoraAlpha = Num(v, w, min: 0); break;
+                case "lora_dropout": lora.LoraDropout = Num(v, w, min: 0, max: 0.999); break;
+                case "target_modules": lora.TargetModules = IsNull(v) ? null : StrList(v, w); break;
+                case "use_rslora": lora.UseRslora = Bool(v, w); break;
+                default: throw new ConfigException($"{where}: unknown key '{name}'{Suggest(name, s_loraKeys)}");
+            }
+        }
+        return lora;
+    }
+
+    // ---- scalar readers: each error says where, which key, what it got and what it expected ----
+
+    private static string Where(string source, YamlNode n) => n.Start.Line > 0 ? $"{source}:{n.Start.Line}" : source;
+
+    private static bool IsNull(YamlNode n) => n is YamlScalarNode { Style: ScalarStyle.Plain } s && (s.Value is null or "" or "~" or "null");
+
+    private static string Scalar(YamlNode n, string where, string expected) =>
+        n is YamlScalarNode s && !IsNull(n) ? s.Value ?? "" : throw new ConfigException($"{where}: expected {expected}, got {Show(n)}");
+
+    private static string Show(YamlNode n) => n is YamlScalarNode s ? (IsNull(n) ? "null" : $"'{s.Value}'") : n.NodeType.ToString().ToLowerInvariant();
+
+    private static string Str(YamlNode n, string where) => Scalar(n, where, "a string");
+
+    private static string? NullableStr(YamlNode n, string where) => IsNull(n) ? null : Str(n, where);
+
+    private static string OneOf(YamlNode n, string where, params string[] allowed)
+    {
+        var s = Scalar(n, where, "one of " + string.Join(", ", allowed));
+        return allowed.Contains(s) ? s : throw new ConfigException($"{where}: '{s}' is not one of {string.Join(", ", allowed)}");
+    }
+
+    private static bool Bool(YamlNode n, string where) => Scalar(n, where, "true or false").ToLowerInvariant() switch
+    {
+        "true" or "yes" => true,
+        "false" or "no" => false,
+        var s => throw new ConfigException($"{where}: expected true or false, got '{s}'"),
+    };
+
+    private static int Int(YamlNode n, string where, int min)
+    {
+        var s = Scalar(n, where, "an integer");
+        if (!int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v))
+            throw new ConfigException($"{where}: expected an integer, got '{s}'");
+        return v >= min ? v : throw new ConfigException($"{where}: {v} is below the minimum {min}");
+    }
+
+    private static double Num(YamlNode n, string where, double min, double max = double.MaxValue)
+    {
+        var s = Scalar(n, where, "a number");
+        if (!double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+            throw new ConfigException($"{where}: expected a number, got '{s}'");
+        return v >= min && v <= max ? v : throw new ConfigException($"{where}: {s} is outside [{min}, {max}]");
+    }
+
+    private static List<string> StrList(YamlNode n, string where) => n switch
+    {
+        YamlSequenceNode seq => seq.Children.Select(c => Str(c, where)).ToList(),
+        _ => [Str(n, where)],
+    };
+
+    private static List<double> ReadBetas(YamlNode n, string where)
+    {
+        var list = n is YamlSequenceNode seq ? seq.Children.Select(c => Num(c, where, 0, 0.999999)).ToList() : [];
+        return list.Count == 2 ? list : throw new ConfigException($"{where}: expected two numbers in [0, 1), e.g. [0.9, 0.999]");
+    }
+
+    private static string Suggest(string name, IEnumerable<string> valid)
+    {
+        var close = valid.OrderBy(v => Distance(name, v)).First();
+        return Distance(name, close) <= 3 ? $" (did you mean '{close}'?)" : $" (known keys: {string.Join(", ", valid)})";
+    }
+
+    private static int Distance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (int i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (int j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (int i = 1; i <= a.Length; i++)
+            for (int j = 1; j <= b.Length; j++)
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+        return d[a.Length, b.Length];
+    }
+}
+
+public sealed class ConfigException(string message) : Exception(message);
