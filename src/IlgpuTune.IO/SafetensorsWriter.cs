@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Globalization;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
@@ -47,6 +48,22 @@ public static class SafetensorsWriter
     /// <summary>Zero-copy view of <paramref name="data"/>; an empty <paramref name="shape"/> is a scalar.</summary>
     public static TensorToWrite F32(string name, float[] data, params long[] shape) =>
         new(name, DType.F32, shape, new ByteView<float>(data).Memory);
+
+    /// <summary>float32 data as little-endian bytes of <paramref name="dtype"/> (F32: a zero-copy view; F16/BF16: rounded to
+    /// nearest even into a new buffer).</summary>
+    public static ReadOnlyMemory<byte> Encode(float[] data, DType dtype)
+    {
+        switch (dtype)
+        {
+            case DType.F32: return new ByteView<float>(data).Memory;
+            case DType.F16 or DType.BF16:
+                var bits = new ushort[data.Length];
+                if (dtype == DType.F16) TensorPrimitives.ConvertToHalf(data, MemoryMarshal.Cast<ushort, Half>(bits.AsSpan()));
+                else for (int i = 0; i < data.Length; i++) bits[i] = HalfBits.FloatToBf16(data[i]);
+                return new ByteView<ushort>(bits).Memory;
+            default: throw new ArgumentException($"float data encodes as F32, F16 or BF16, not {dtype}", nameof(dtype));
+        }
+    }
 
     /// <summary>Zero-copy view of <paramref name="data"/>; an empty <paramref name="shape"/> is a scalar.</summary>
     public static TensorToWrite I32(string name, int[] data, params long[] shape) =>
