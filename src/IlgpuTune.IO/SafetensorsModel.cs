@@ -7,7 +7,7 @@ namespace IlgpuTune.IO;
 /// directory follows transformers: "model.safetensors" if present, else "model.safetensors.index.json" (both names derive
 /// from <c>indexName</c>, so "adapter_model.safetensors.index.json" selects "adapter_model.safetensors").
 /// </summary>
-public sealed class SafetensorsModel : IDisposable
+public sealed class SafetensorsModel : IWeightSource
 {
     private const string IndexSuffix = ".index.json";
 
@@ -58,6 +58,8 @@ public sealed class SafetensorsModel : IDisposable
         : throw new KeyNotFoundException($"tensor '{name}' not found in {Path}");
 
     public TensorInfo Get(string name) => FileOf(name).Get(name);
+    public long[] Shape(string name) => (long[])Get(name).Shape.Clone();
+    public string DTypeOf(string name) => Get(name).DType;
     public float[] ReadFloat32(string name) => FileOf(name).ReadFloat32(name);
     public int[] ReadInt32(string name) => FileOf(name).ReadInt32(name);
 
@@ -75,33 +77,24 @@ public sealed class SafetensorsModel : IDisposable
 
     private static SafetensorsModel FromIndex(string indexPath)
     {
-        var weightMap = ReadWeightMap(indexPath);
-        string dir = System.IO.Path.GetDirectoryName(indexPath)!;
-        string dirPrefix = System.IO.Path.EndsInDirectorySeparator(dir) ? dir : dir + System.IO.Path.DirectorySeparatorChar;
         var files = new List<SafetensorsFile>();
-        var byShard = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
         var fileOf = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+        var names = new List<string>();
         try
         {
-            foreach (var (name, shard) in weightMap)
+            foreach (var (name, shardPath) in ResolveWeightMap(indexPath))
             {
-                string shardPath = System.IO.Path.GetFullPath(System.IO.Path.Combine(dir, shard));
-                if (!byShard.TryGetValue(shardPath, out var file))
+                var file = files.Find(f => f.Path == shardPath);
+                if (file is null)
                 {
-                    if (!shardPath.StartsWith(dirPrefix, StringComparison.Ordinal))
-                        throw new InvalidDataException(
-                            $"{indexPath}: weight_map maps '{name}' to '{shard}', which is outside the model directory");
-                    if (!File.Exists(shardPath))
-                        throw new InvalidDataException(
-                            $"{indexPath}: weight_map maps '{name}' to {shardPath}, which does not exist");
                     file = SafetensorsFile.Open(shardPath);
                     files.Add(file);
-                    byShard.Add(shardPath, file);
                 }
                 if (!file.Contains(name))
                     throw new InvalidDataException(
                         $"{indexPath}: weight_map maps '{name}' to {shardPath}, which has no tensor '{name}'");
                 fileOf.Add(name, file);
+                names.Add(name);
             }
         }
         catch
@@ -109,7 +102,31 @@ public sealed class SafetensorsModel : IDisposable
             foreach (var f in files) f.Dispose();
             throw;
         }
-        return new SafetensorsModel(indexPath, files, fileOf, weightMap.Select(e => e.Key).ToList());
+        return new SafetensorsModel(indexPath, files, fileOf, names);
+    }
+
+    /// <summary>An index's weight_map as (tensor name, full shard path) in file order; every shard must exist inside the
+    /// index's directory. Shared with the torch reader (pytorch_model.bin.index.json has the same JSON).</summary>
+    internal static List<(string Name, string ShardPath)> ResolveWeightMap(string indexPath)
+    {
+        string dir = System.IO.Path.GetDirectoryName(indexPath)!;
+        string dirPrefix = System.IO.Path.EndsInDirectorySeparator(dir) ? dir : dir + System.IO.Path.DirectorySeparatorChar;
+        var result = new List<(string, string)>();
+        var checkedShards = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, shard) in ReadWeightMap(indexPath))
+        {
+            string shardPath = System.IO.Path.GetFullPath(System.IO.Path.Combine(dir, shard));
+            if (checkedShards.Add(shardPath))
+            {
+                if (!shardPath.StartsWith(dirPrefix, StringComparison.Ordinal))
+                    throw new InvalidDataException(
+                        $"{indexPath}: weight_map maps '{name}' to '{shard}', which is outside the model directory");
+                if (!File.Exists(shardPath))
+                    throw new InvalidDataException($"{indexPath}: weight_map maps '{name}' to {shardPath}, which does not exist");
+            }
+            result.Add((name, shardPath));
+        }
+        return result;
     }
 
     // {"metadata": {...}, "weight_map": {"name": "file", ...}}; other top-level keys are ignored.

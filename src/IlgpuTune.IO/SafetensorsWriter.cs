@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Globalization;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
@@ -14,6 +15,13 @@ namespace IlgpuTune.IO;
 /// A tensor to save: <paramref name="Data"/> holds prod(Shape) little-endian elements of <paramref name="DType"/>, row-major.
 /// </summary>
 public sealed record TensorToWrite(string Name, DType DType, long[] Shape, ReadOnlyMemory<byte> Data);
+
+/// <summary>A tensor declared ahead of its data, for streaming writes: the data is asked for when its turn comes.</summary>
+public sealed record TensorSpec(string Name, DType DType, long[] Shape)
+{
+    /// <summary>prod(Shape) · element size.</summary>
+    public long ByteLength => checked(Shape.Aggregate(1L, (n, d) => n * d) * DType.Size());
+}
 
 /// <summary>
 /// Writes safetensors files byte-identical to the Rust writer given the same metadata (formats.md §1.1, §1.3), and sharded
@@ -32,13 +40,30 @@ public static class SafetensorsWriter
     {
         var list = tensors.ToList();
         Validate(list);
-        byte[] header = Header(list, metadata, out var ordered);
-        WriteValidated(path, header, ordered);
+        var data = list.ToDictionary(t => t.Name, t => t.Data, StringComparer.Ordinal);
+        byte[] header = Header(Specs(list), metadata, out var ordered);
+        WriteValidated(path, header, ordered, t => data[t.Name]);
     }
 
     /// <summary>Zero-copy view of <paramref name="data"/>; an empty <paramref name="shape"/> is a scalar.</summary>
     public static TensorToWrite F32(string name, float[] data, params long[] shape) =>
         new(name, DType.F32, shape, new ByteView<float>(data).Memory);
+
+    /// <summary>float32 data as little-endian bytes of <paramref name="dtype"/> (F32: a zero-copy view; F16/BF16: rounded to
+    /// nearest even into a new buffer).</summary>
+    public static ReadOnlyMemory<byte> Encode(float[] data, DType dtype)
+    {
+        switch (dtype)
+        {
+            case DType.F32: return new ByteView<float>(data).Memory;
+            case DType.F16 or DType.BF16:
+                var bits = new ushort[data.Length];
+                if (dtype == DType.F16) TensorPrimitives.ConvertToHalf(data, MemoryMarshal.Cast<ushort, Half>(bits.AsSpan()));
+                else for (int i = 0; i < data.Length; i++) bits[i] = HalfBits.FloatToBf16(data[i]);
+                return new ByteView<ushort>(bits).Memory;
+            default: throw new ArgumentException($"float data encodes as F32, F16 or BF16, not {dtype}", nameof(dtype));
+        }
+    }
 
     /// <summary>Zero-copy view of <paramref name="data"/>; an empty <paramref name="shape"/> is a scalar.</summary>
     public static TensorToWrite I32(string name, int[] data, params long[] shape) =>
@@ -54,19 +79,39 @@ public static class SafetensorsWriter
     public static IReadOnlyList<string> WriteSharded(string directory, string prefix, IReadOnlyList<TensorToWrite> tensors,
         long maxShardBytes, IReadOnlyDictionary<string, string>? metadata = null)
     {
+        Validate(tensors);
+        var data = tensors.ToDictionary(t => t.Name, t => t.Data, StringComparer.Ordinal);
+        return WriteShardedCore(directory, prefix, Specs(tensors), maxShardBytes, t => data[t.Name], metadata);
+    }
+
+    /// <summary>
+    /// <see cref="WriteSharded"/> without holding the tensors: the layout (shards, headers, index) is planned from
+    /// <paramref name="tensors"/> alone, then <paramref name="data"/> is called once per tensor, shard by shard in header
+    /// order, and its bytes are written before the next call — so only one tensor's data need exist at a time.
+    /// <paramref name="data"/> must return exactly <see cref="TensorSpec.ByteLength"/> bytes.
+    /// </summary>
+    public static IReadOnlyList<string> WriteShardedStreaming(string directory, string prefix, IReadOnlyList<TensorSpec> tensors,
+        long maxShardBytes, Func<TensorSpec, ReadOnlyMemory<byte>> data, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        Validate(tensors);
+        return WriteShardedCore(directory, prefix, tensors, maxShardBytes, data, metadata);
+    }
+
+    private static IReadOnlyList<string> WriteShardedCore(string directory, string prefix, IReadOnlyList<TensorSpec> tensors,
+        long maxShardBytes, Func<TensorSpec, ReadOnlyMemory<byte>> data, IReadOnlyDictionary<string, string>? metadata)
+    {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
         if (prefix.Length == 0 || System.IO.Path.GetFileName(prefix) != prefix)
             throw new ArgumentException($"prefix '{prefix}' must be a plain file name", nameof(prefix));
-        Validate(tensors);
         Directory.CreateDirectory(directory);
-        var shards = Split(tensors, maxShardBytes);
+        var shards = Split(tensors, t => t.ByteLength, maxShardBytes);
         string indexName = prefix + ".safetensors.index.json";
         var written = new List<string>();
         if (shards.Count <= 1)
         {
             written.Add(prefix + ".safetensors");
-            List<TensorToWrite> shard = shards.Count == 0 ? [] : shards[0];
-            WriteValidated(System.IO.Path.Combine(directory, written[0]), Header(shard, metadata, out var ordered), ordered);
+            List<TensorSpec> shard = shards.Count == 0 ? [] : shards[0];
+            WriteValidated(System.IO.Path.Combine(directory, written[0]), Header(shard, metadata, out var ordered), ordered, data);
         }
         else
         {
@@ -74,11 +119,11 @@ public static class SafetensorsWriter
             for (int i = 0; i < shards.Count; i++)
             {
                 string file = $"{prefix}-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
-                WriteValidated(System.IO.Path.Combine(directory, file), Header(shards[i], metadata, out var ordered), ordered);
+                WriteValidated(System.IO.Path.Combine(directory, file), Header(shards[i], metadata, out var ordered), ordered, data);
                 written.Add(file);
                 weightMap.AddRange(shards[i].Select(t => (t.Name, file)));
             }
-            long totalSize = tensors.Sum(t => (long)t.Data.Length);
+            long totalSize = tensors.Sum(t => t.ByteLength);
             WriteAtomic(System.IO.Path.Combine(directory, indexName), s => s.Write(IndexJson(totalSize, weightMap)));
             written.Add(indexName);
         }
@@ -118,14 +163,17 @@ public static class SafetensorsWriter
 
     // huggingface_hub split_state_dict_into_shards_factory (formats.md §1.4); an oversized tensor's shard is appended at once,
     // before the shard being filled.
-    internal static List<List<TensorToWrite>> Split(IReadOnlyList<TensorToWrite> tensors, long maxShardBytes)
+    internal static List<List<TensorToWrite>> Split(IReadOnlyList<TensorToWrite> tensors, long maxShardBytes) =>
+        Split(tensors, t => t.Data.Length, maxShardBytes);
+
+    private static List<List<T>> Split<T>(IReadOnlyList<T> tensors, Func<T, long> sizeOf, long maxShardBytes)
     {
-        var shards = new List<List<TensorToWrite>>();
-        var current = new List<TensorToWrite>();
+        var shards = new List<List<T>>();
+        var current = new List<T>();
         long currentSize = 0;
         foreach (var t in tensors)
         {
-            long size = t.Data.Length;
+            long size = sizeOf(t);
             if (size > maxShardBytes)
             {
                 shards.Add([t]);
@@ -144,7 +192,23 @@ public static class SafetensorsWriter
         return shards;
     }
 
+    private static List<TensorSpec> Specs(IReadOnlyList<TensorToWrite> tensors) =>
+        tensors.Select(t => new TensorSpec(t.Name, t.DType, t.Shape)).ToList();
+
     private static void Validate(IReadOnlyList<TensorToWrite> tensors)
+    {
+        foreach (var t in tensors) ArgumentNullException.ThrowIfNull(t);
+        Validate(Specs(tensors));
+        foreach (var t in tensors)
+        {
+            long expected = t.Shape.Aggregate(1L, (n, d) => n * d) * t.DType.Size();
+            if (t.Data.Length != expected)
+                throw new ArgumentException($"tensor '{t.Name}': {t.Data.Length} bytes of data; shape "
+                    + $"[{string.Join(", ", t.Shape)}] of {t.DType} needs {expected}", nameof(tensors));
+        }
+    }
+
+    private static void Validate(IReadOnlyList<TensorSpec> tensors)
     {
         var names = new HashSet<string>(StringComparer.Ordinal);
         foreach (var t in tensors)
@@ -158,19 +222,15 @@ public static class SafetensorsWriter
                 throw new ArgumentException(
                     $"tensor '{t.Name}': shape [{string.Join(", ", t.Shape ?? [])}] must have non-negative dimensions",
                     nameof(tensors));
-            long expected;
             try
             {
-                expected = checked(t.Shape.Aggregate(1L, (n, d) => n * d) * t.DType.Size());
+                _ = t.ByteLength;
             }
             catch (OverflowException)
             {
                 throw new ArgumentException($"tensor '{t.Name}': shape [{string.Join(", ", t.Shape)}] overflows",
                     nameof(tensors));
             }
-            if (t.Data.Length != expected)
-                throw new ArgumentException($"tensor '{t.Name}': {t.Data.Length} bytes of data; shape "
-                    + $"[{string.Join(", ", t.Shape)}] of {t.DType} needs {expected}", nameof(tensors));
             try
             {
                 StrictUtf8.GetByteCount(t.Name);
@@ -184,10 +244,10 @@ public static class SafetensorsWriter
 
     // Compact JSON exactly as serde_json writes it, tensors ordered like the Rust writer (dtype enum order descending, then
     // name), padded with spaces to a multiple of 8.
-    private static byte[] Header(IReadOnlyList<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata,
-        out List<TensorToWrite> ordered)
+    private static byte[] Header(IReadOnlyList<TensorSpec> tensors, IReadOnlyDictionary<string, string>? metadata,
+        out List<TensorSpec> ordered)
     {
-        ordered = tensors.Order(Comparer<TensorToWrite>.Create((a, b) =>
+        ordered = tensors.Order(Comparer<TensorSpec>.Create((a, b) =>
         {
             int c = SafetensorsDTypes.Rank(b.DType.SafetensorsName())
                 .CompareTo(SafetensorsDTypes.Rank(a.DType.SafetensorsName()));
@@ -220,8 +280,8 @@ public static class SafetensorsWriter
             sb.Append(',');
             AppendString(sb, t.Name).Append(":{\"dtype\":\"").Append(t.DType.SafetensorsName()).Append("\",\"shape\":[")
                 .AppendJoin(',', t.Shape).Append("],\"data_offsets\":[").Append(offset).Append(',')
-                .Append(offset + t.Data.Length).Append("]}");
-            offset += t.Data.Length;
+                .Append(offset + t.ByteLength).Append("]}");
+            offset += t.ByteLength;
         }
         sb.Append('}');
         int length = StrictUtf8.GetByteCount(sb.ToString());
@@ -255,13 +315,21 @@ public static class SafetensorsWriter
         return sb.Append('"');
     }
 
-    private static void WriteValidated(string path, byte[] header, List<TensorToWrite> ordered) => WriteAtomic(path, s =>
+    private static void WriteValidated(string path, byte[] header, List<TensorSpec> ordered,
+        Func<TensorSpec, ReadOnlyMemory<byte>> data) => WriteAtomic(path, s =>
     {
         Span<byte> n = stackalloc byte[8];
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(n, (ulong)header.Length);
         s.Write(n);
         s.Write(header);
-        foreach (var t in ordered) s.Write(t.Data.Span);
+        foreach (var t in ordered)
+        {
+            var bytes = data(t);
+            if (bytes.Length != t.ByteLength)
+                throw new InvalidOperationException($"tensor '{t.Name}': {bytes.Length} bytes of data; shape "
+                    + $"[{string.Join(", ", t.Shape)}] of {t.DType} needs {t.ByteLength}");
+            s.Write(bytes.Span);
+        }
     });
 
     // Write "<path>.tmp-<random>" beside the target, flush to disk, then rename over the target: readers (and mappings of the

@@ -135,4 +135,35 @@ public class ShardingTests
         Assert.Throws<ArgumentOutOfRangeException>(() => SafetensorsWriter.WriteSharded(target, "model", [U8("a", 1)], 0));
         Assert.False(Directory.Exists(target));
     }
+
+    [Fact]
+    public void Streaming_WritesTheSameBytes_AskingForEachTensorOnceInHeaderOrder()
+    {
+        var tensors = new[] { U8("e", 6), U8("b", 6), U8("d", 2), SafetensorsWriter.F32("c", [1f, 2f], 2), U8("a", 2) };
+        using var eager = new TempDir();
+        using var streamed = new TempDir();
+        var written = SafetensorsWriter.WriteSharded(eager.Path, "model", tensors, 10);
+        var asked = new List<string>();
+        var byName = tensors.ToDictionary(t => t.Name);
+        var written2 = SafetensorsWriter.WriteShardedStreaming(streamed.Path, "model",
+            tensors.Select(t => new TensorSpec(t.Name, t.DType, t.Shape)).ToList(), 10, spec =>
+            {
+                asked.Add(spec.Name);
+                return byName[spec.Name].Data;
+            });
+        Assert.Equal(written, written2);
+        foreach (var f in written) Assert.Equal(File.ReadAllBytes(eager.File(f)), File.ReadAllBytes(streamed.File(f)));
+        // shards [e], [b, d], [c, a]; within a shard the Rust writer's order (dtype rank desc, then name): F32 c before U8 a
+        Assert.Equal(["e", "b", "d", "c", "a"], asked);
+    }
+
+    [Fact]
+    public void Streaming_WrongLengthFromTheProducer_FailsAndLeavesNoPartialFile()
+    {
+        using var dir = new TempDir();
+        var e = Assert.Throws<InvalidOperationException>(() => SafetensorsWriter.WriteShardedStreaming(dir.Path, "model",
+            [new TensorSpec("w", DType.F32, [3])], 100, _ => new byte[8]));
+        Assert.Contains("tensor 'w': 8 bytes of data", e.Message);
+        Assert.Empty(dir.FileNames());
+    }
 }

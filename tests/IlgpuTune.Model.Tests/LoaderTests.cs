@@ -100,4 +100,19 @@ public class LoaderTests
         Assert.Equal([4, 5, 12, 13], k);
         Assert.Equal([6, 7, 14, 15], v);
     }
+
+    [Theory]
+    [InlineData("torch/llama")]        // pytorch_model-0000N-of-00003.bin + index (zip format)
+    [InlineData("torch/llama_legacy")] // one legacy-format pytorch_model.bin
+    public void PytorchModelBin_LoadsTheSameModelAsSafetensors(string dir)
+    {
+        using var device = Device.Create("cpu");
+        using var fromSt = ModelLoader.Load(Llama, device);
+        using var fromBin = ModelLoader.Load(Repo.Fixture(dir), device);
+        foreach (var (name, t) in fromSt.Parameters) Assert.Equal(t.ToFloatArray(), fromBin.Parameters[name].ToFloatArray());
+        int[] ids = [1, 5, 9, 33, 127, 0, 64];
+        using var a = fromSt.Forward(ids, 1, ids.Length);
+        using var b = fromBin.Forward(ids, 1, ids.Length);
+        Assert.Equal(a.ToFloatArray(), b.ToFloatArray());
+    }
 }

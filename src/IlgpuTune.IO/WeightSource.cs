@@ -1,0 +1,49 @@
+namespace IlgpuTune.IO;
+
+/// <summary>Named tensors read as float32 or int32, whatever the checkpoint format (safetensors or torch.save).</summary>
+public interface IWeightSource : IDisposable
+{
+    /// <summary>The file opened: a weights file or an index .json.</summary>
+    string Path { get; }
+
+    /// <summary>Tensor names in the checkpoint's order (an index's weight_map order for shards).</summary>
+    IReadOnlyCollection<string> Names { get; }
+
+    bool Contains(string name);
+    long[] Shape(string name);
+
+    /// <summary>The stored dtype as a safetensors dtype string (formats.md §1.2; torch-only "C128" for complex128).</summary>
+    string DTypeOf(string name);
+
+    float[] ReadFloat32(string name);
+    int[] ReadInt32(string name);
+}
+
+public static class WeightSource
+{
+    /// <summary>
+    /// Opens a model's weights as transformers does: in a directory, "<paramref name="safetensorsName"/>", then its
+    /// ".index.json", then "<paramref name="torchName"/>", then its ".index.json". A file path opens that file (an index
+    /// .json by its name: "*.safetensors.index.json" is safetensors, any other a torch index).
+    /// </summary>
+    public static IWeightSource Open(string pathOrDirectory, string safetensorsName = "model.safetensors",
+        string torchName = TorchCheckpoint.FileName)
+    {
+        string p = Path.GetFullPath(pathOrDirectory);
+        if (File.Exists(p))
+        {
+            return p.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
+                   || p.EndsWith(".safetensors.index.json", StringComparison.OrdinalIgnoreCase)
+                ? SafetensorsModel.Open(p)
+                : TorchCheckpoint.Open(p);
+        }
+        if (!Directory.Exists(p)) throw new FileNotFoundException($"{p} does not exist", p);
+        string[] candidates = [safetensorsName, safetensorsName + ".index.json", torchName, torchName + ".index.json"];
+        foreach (var name in candidates)
+        {
+            string file = Path.Combine(p, name);
+            if (File.Exists(file)) return Open(file);
+        }
+        throw new FileNotFoundException($"{p} has no weights: none of {string.Join(", ", candidates)}", Path.Combine(p, candidates[0]));
+    }
+}

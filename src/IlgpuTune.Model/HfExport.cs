@@ -1,0 +1,99 @@
+// Full-model export as a transformers folder: config.json + model*.safetensors (HF names, sharded with an index), written
+// atomically. Weights are copied to the host one tensor at a time, so host memory holds one tensor, not the model.
+using System.Text.Json.Nodes;
+using IlgpuTune.Core;
+using IlgpuTune.IO;
+
+namespace IlgpuTune.Model;
+
+public static class HfExport
+{
+    /// <summary>
+    /// Writes <paramref name="model"/> to <paramref name="outDir"/> (temp folder, then rename; an existing folder is replaced):
+    /// config.json — the loaded config.json with "torch_dtype"/"dtype" set to <paramref name="dtype"/> (or, for a config built in
+    /// code, one generated from its fields) — and the weights in <paramref name="dtype"/> under their checkpoint names, a tied
+    /// head omitted (it is the embedding). A linear carrying LoRA is written merged (W + scaling · B @ A), so the folder computes
+    /// what the model computes. <paramref name="sourceDirectory"/>: copy the generation config, tokenizer files and remote-code
+    /// *.py from there. Returns the weight files written.
+    /// </summary>
+    public static IReadOnlyList<string> Save(CausalLM model, string outDir, DType dtype, long maxShardBytes, string? sourceDirectory = null)
+    {
+        HfFiles.CheckOutputDtype(dtype);
+        if (sourceDirectory is not null && HfFiles.IsSameOrInside(sourceDirectory, outDir))
+            throw new ArgumentException($"output folder {Path.GetFullPath(outDir)} would replace the source {Path.GetFullPath(sourceDirectory)}",
+                nameof(outDir));
+        var lora = model.Linears.Where(l => l.Lora is not null).ToDictionary(l => l.Weight, l => l);
+        var specs = model.Parameters.Select(p => new TensorSpec(p.Key, dtype, p.Value.Shape.Select(d => (long)d).ToArray())).ToList();
+        IReadOnlyList<string> files = [];
+        AtomicDirectory.Write(outDir, tmp =>
+        {
+            files = SafetensorsWriter.WriteShardedStreaming(tmp, "model", specs, maxShardBytes, spec =>
+            {
+                var tensor = model.Parameters[spec.Name];
+                var w = tensor.ToFloatArray();
+                if (lora.TryGetValue(tensor, out var l))
+                    Merge.AddDelta(w, l.LoraA!.ToFloatArray(), l.LoraB!.ToFloatArray(), l.OutFeatures, l.InFeatures, l.Lora!.R, l.Lora.Scaling);
+                return SafetensorsWriter.Encode(w, dtype);
+            });
+            HfFiles.WriteConfig(model.Config.Raw ?? ConfigJson(model.Config), tmp, dtype);
+            if (sourceDirectory is not null) HfFiles.CopyAuxiliary(sourceDirectory, tmp);
+        });
+        return files;
+    }
+
+    /// <summary>config.json for a config built in code (formats.md §3.2; legacy rope keys, read by every transformers version).</summary>
+    public static JsonObject ConfigJson(ModelConfig c)
+    {
+        var (architecture, modelType) = c.Architecture switch
+        {
+            Architecture.Llama => ("LlamaForCausalLM", "llama"),
+            Architecture.Mistral => ("MistralForCausalLM", "mistral"),
+            Architecture.Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+            _ => ("InternLM2ForCausalLM", "internlm2"),
+        };
+        var o = new JsonObject
+        {
+            ["architectures"] = new JsonArray(architecture),
+            ["model_type"] = modelType,
+            ["vocab_size"] = c.VocabSize,
+            ["hidden_size"] = c.HiddenSize,
+            ["intermediate_size"] = c.IntermediateSize,
+            ["num_hidden_layers"] = c.NumHiddenLayers,
+            ["num_attention_heads"] = c.NumAttentionHeads,
+            ["num_key_value_heads"] = c.NumKeyValueHeads,
+            ["head_dim"] = c.HeadDim,
+            ["hidden_act"] = "silu",
+            ["max_position_embeddings"] = c.MaxPositionEmbeddings,
+            ["rms_norm_eps"] = c.RmsNormEps,
+            ["rope_theta"] = c.RopeTheta,
+            ["rope_scaling"] = c.RopeScaling.Type == "default" ? null : c.RopeScaling.Type == "llama3"
+                ? new JsonObject
+                {
+                    ["rope_type"] = "llama3", ["factor"] = c.RopeScaling.Factor, ["low_freq_factor"] = c.RopeScaling.LowFreqFactor,
+                    ["high_freq_factor"] = c.RopeScaling.HighFreqFactor,
+                    ["original_max_position_embeddings"] = c.RopeScaling.OriginalMaxPositionEmbeddings,
+                }
+                : new JsonObject { ["type"] = c.RopeScaling.Type, ["rope_type"] = c.RopeScaling.Type, ["factor"] = c.RopeScaling.Factor },
+            ["tie_word_embeddings"] = c.TieWordEmbeddings,
+            ["bos_token_id"] = c.BosTokenId,
+            ["eos_token_id"] = c.EosTokenIds.Count switch
+            {
+                0 => null,
+                1 => c.EosTokenIds[0],
+                _ => new JsonArray(c.EosTokenIds.Select(id => (JsonNode?)id).ToArray()),
+            },
+            ["pad_token_id"] = c.PadTokenId,
+        };
+        switch (c.Architecture)
+        {
+            case Architecture.Llama:
+                o["attention_bias"] = c.AttentionBias;
+                o["mlp_bias"] = c.MlpBias;
+                break;
+            case Architecture.InternLM2:
+                o["bias"] = c.AttentionBias;
+                break;
+        }
+        return o;
+    }
+}

@@ -1,0 +1,193 @@
+// `convert merge`: base model + PEFT LoRA adapter -> a plain HF model folder, as PEFT's merge_and_unload + save_pretrained:
+//   W' = W + scaling · (B @ A)   for each adapted linear (A [r, in], B [out, r]; InternLM2's fused wqkv is just such a linear)
+// computed in fp32 and cast once to the output dtype. Streams tensor by tensor (SafetensorsWriter.WriteShardedStreaming):
+// only one base tensor (plus its A and B) is in memory at a time, whatever the model size.
+using System.Numerics.Tensors;
+using System.Text.Json.Nodes;
+using IlgpuTune.Core;
+using IlgpuTune.IO;
+
+namespace IlgpuTune.Model;
+
+/// <summary>What a merge did: the module paths that received a LoRA delta, and the weight files written.</summary>
+public sealed record MergeSummary(IReadOnlyList<string> MergedModules, IReadOnlyList<string> Files);
+
+public static class Merge
+{
+    private const string AdapterPrefix = "base_model.model.";
+
+    /// <summary>
+    /// Writes <paramref name="outDir"/> atomically (temp folder, then rename; an existing folder is replaced): config.json with
+    /// "torch_dtype" and "dtype" set to <paramref name="dtype"/>, the merged weights as safetensors shards of at most
+    /// <paramref name="maxShardBytes"/>, and the base's generation config, tokenizer files and remote-code *.py.
+    /// </summary>
+    public static MergeSummary Run(string baseDir, string adapterDir, string outDir, long maxShardBytes, DType dtype)
+    {
+        HfFiles.CheckOutputDtype(dtype);
+        string target = Path.GetFullPath(outDir);
+        foreach (var input in new[] { baseDir, adapterDir })
+            if (HfFiles.IsSameOrInside(input, target))
+                throw new ArgumentException($"output folder {target} would replace the input {Path.GetFullPath(input)}", nameof(outDir));
+        var lora = PeftAdapter.ReadConfig(adapterDir);
+        var config = HfFiles.ReadConfigJson(baseDir);
+        using var baseWeights = WeightSource.Open(baseDir);
+        using var adapter = WeightSource.Open(adapterDir, PeftAdapter.WeightsFile, "adapter_model.bin");
+        MergeSummary? summary = null;
+        AtomicDirectory.Write(target, tmp =>
+        {
+            summary = MergeWeights(baseWeights, adapter, lora, tmp, maxShardBytes, dtype);
+            HfFiles.WriteConfig(config, tmp, dtype);
+            HfFiles.CopyAuxiliary(baseDir, tmp);
+        });
+        return summary!;
+    }
+
+    /// <summary>
+    /// Streams every base tensor into "model*.safetensors" in <paramref name="directory"/>, adding the adapter's delta to the
+    /// adapted linears. Every adapter tensor must be a lora_A/lora_B pair of a targeted base linear with matching shapes.
+    /// </summary>
+    public static MergeSummary MergeWeights(IWeightSource baseWeights, IWeightSource adapter, LoraConfig lora, string directory,
+        long maxShardBytes, DType dtype)
+    {
+        HfFiles.CheckOutputDtype(dtype);
+        var pairs = AdapterPairs(baseWeights, adapter, lora);
+        var specs = baseWeights.Names.Select(name =>
+        {
+            string stored = baseWeights.DTypeOf(name);
+            if (stored is not ("F32" or "F16" or "BF16" or "F64"))
+                throw new InvalidDataException($"{baseWeights.Path}: tensor '{name}' has dtype {stored}; merge writes floating "
+                    + "tensors only (a quantized base cannot be merged: use its bf16/fp16 original)");
+            return new TensorSpec(name, dtype, baseWeights.Shape(name));
+        }).ToList();
+        var files = SafetensorsWriter.WriteShardedStreaming(directory, "model", specs, maxShardBytes, spec =>
+        {
+            var w = baseWeights.ReadFloat32(spec.Name);
+            if (pairs.TryGetValue(spec.Name, out var p))
+                AddDelta(w, adapter.ReadFloat32(p.A), adapter.ReadFloat32(p.B), (int)spec.Shape[0], (int)spec.Shape[1], lora.R, lora.Scaling);
+            return SafetensorsWriter.Encode(w, dtype);
+        });
+        var modules = pairs.Keys.Select(k => k[..^".weight".Length]).Order(StringComparer.Ordinal).ToList();
+        return new MergeSummary(modules, files);
+    }
+
+    /// <summary>w[out, in] += scaling · (b[out, r] @ a[r, in]), the product accumulated in fp32 per row as PEFT's
+    /// get_delta_weight (B @ A, then × scaling).</summary>
+    public static void AddDelta(float[] w, float[] a, float[] b, int outFeatures, int inFeatures, int r, float scaling)
+    {
+        if (w.Length != (long)outFeatures * inFeatures || a.Length != (long)r * inFeatures || b.Length != (long)outFeatures * r)
+            throw new ArgumentException($"shapes do not fit: w {w.Length}, a {a.Length}, b {b.Length} for out {outFeatures}, in {inFeatures}, r {r}");
+        Parallel.For(0, outFeatures, () => new float[inFeatures], (o, _, row) =>
+        {
+            Array.Clear(row);
+            for (int k = 0; k < r; k++)
+                TensorPrimitives.MultiplyAdd(a.AsSpan(k * inFeatures, inFeatures), b[o * r + k], row, row);
+            var wRow = w.AsSpan(o * inFeatures, inFeatures);
+            TensorPrimitives.MultiplyAdd(row, scaling, wRow, wRow);
+            return row;
+        }, _ => { });
+    }
+
+    // base weight name -> (lora_A key, lora_B key), validated against the base shapes and the adapter config.
+    private static Dictionary<string, (string A, string B)> AdapterPairs(IWeightSource baseWeights, IWeightSource adapter, LoraConfig lora)
+    {
+        var modules = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var key in adapter.Names)
+        {
+            string? module = key.StartsWith(AdapterPrefix, StringComparison.Ordinal) switch
+            {
+                true when key.EndsWith(".lora_A.weight", StringComparison.Ordinal) => key[AdapterPrefix.Length..^".lora_A.weight".Length],
+                true when key.EndsWith(".lora_B.weight", StringComparison.Ordinal) => key[AdapterPrefix.Length..^".lora_B.weight".Length],
+                _ => null,
+            };
+            if (module is null)
+                throw new InvalidDataException($"{adapter.Path}: tensor '{key}' is not a LoRA A/B weight; only plain LoRA on linear "
+                    + "layers can be merged (no modules_to_save, embedding LoRA, DoRA or LoRA biases)");
+            modules.Add(module);
+        }
+        if (modules.Count == 0) throw new InvalidDataException($"{adapter.Path}: the adapter holds no LoRA weights");
+        var pairs = new Dictionary<string, (string, string)>(StringComparer.Ordinal);
+        foreach (var m in modules)
+        {
+            string aKey = AdapterPrefix + m + ".lora_A.weight", bKey = AdapterPrefix + m + ".lora_B.weight", wKey = m + ".weight";
+            foreach (var k in new[] { aKey, bKey })
+                if (!adapter.Contains(k)) throw new InvalidDataException($"{adapter.Path}: missing tensor '{k}'");
+            if (!lora.Targets(m))
+                throw new InvalidDataException($"{adapter.Path}: '{m}' has LoRA weights but is not in target_modules "
+                    + $"[{string.Join(", ", lora.TargetModules)}]");
+            if (!baseWeights.Contains(wKey))
+                throw new InvalidDataException($"{baseWeights.Path}: the adapter targets '{m}' but the base has no tensor '{wKey}'");
+            long[] w = baseWeights.Shape(wKey), a = adapter.Shape(aKey), b = adapter.Shape(bKey);
+            if (w.Length != 2 || a.Length != 2 || b.Length != 2 || a[0] != lora.R || b[1] != lora.R || a[1] != w[1] || b[0] != w[0])
+                throw new InvalidDataException($"'{m}': lora_A [{string.Join(", ", a)}] and lora_B [{string.Join(", ", b)}] do not "
+                    + $"fit the base weight [{string.Join(", ", w)}] with r = {lora.R}");
+            pairs[wKey] = (aKey, bKey);
+        }
+        return pairs;
+    }
+}
+
+/// <summary>The non-weight files of an HF model folder, shared by Merge and HfExport.</summary>
+internal static class HfFiles
+{
+    // formats.md §3.1: generation config, every tokenizer file transformers may read, and remote code (*.py, below).
+    private static readonly string[] Auxiliary =
+    [
+        "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+        "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja",
+    ];
+
+    public static void CheckOutputDtype(DType dtype)
+    {
+        if (dtype is not (DType.F32 or DType.F16 or DType.BF16))
+            throw new ArgumentException($"models are written as F32, F16 or BF16, not {dtype}", nameof(dtype));
+    }
+
+    public static string TorchName(DType dtype) => dtype switch
+    {
+        DType.F32 => "float32",
+        DType.F16 => "float16",
+        DType.BF16 => "bfloat16",
+        _ => throw new ArgumentException($"no torch dtype name for {dtype}", nameof(dtype)),
+    };
+
+    /// <summary>Replacing <paramref name="folder"/> would delete <paramref name="path"/> (the same folder or inside it).</summary>
+    public static bool IsSameOrInside(string path, string folder)
+    {
+        string a = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path)), b = Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder));
+        return a == b || a.StartsWith(b + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+    }
+
+    public static JsonObject ReadConfigJson(string directory)
+    {
+        string file = Path.Combine(directory, "config.json");
+        if (!File.Exists(file)) throw new FileNotFoundException($"no config.json in {directory}", file);
+        try
+        {
+            return JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new InvalidDataException($"{file}: expected a JSON object");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new InvalidDataException($"{file}: not valid JSON ({e.Message})", e);
+        }
+    }
+
+    /// <summary>config.json with both dtype keys (transformers v4 reads torch_dtype, v5 dtype), 2-space indent as HF.</summary>
+    public static void WriteConfig(JsonObject config, string directory, DType dtype)
+    {
+        var copy = (JsonObject)config.DeepClone();
+        copy["torch_dtype"] = TorchName(dtype);
+        copy["dtype"] = TorchName(dtype);
+        var options = new System.Text.Json.JsonSerializerOptions
+        {
+            WriteIndented = true, NewLine = "\n", Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        };
+        AtomicFile.WriteAllText(Path.Combine(directory, "config.json"), copy.ToJsonString(options) + "\n");
+    }
+
+    public static void CopyAuxiliary(string from, string to)
+    {
+        var names = Auxiliary.Where(n => File.Exists(Path.Combine(from, n)))
+            .Concat(Directory.GetFiles(from, "*.py").Select(p => Path.GetFileName(p)));
+        foreach (var n in names) File.Copy(Path.Combine(from, n), Path.Combine(to, n), overwrite: true);
+    }
+}
