@@ -19,3 +19,19 @@ public interface ITokenizer
     int? EosTokenId { get; }
     int? PadTokenId { get; }
 }
+
+public static class Tokenizers
+{
+    /// <summary>DIR/tokenizer.json when present (HF fast tokenizer), else DIR/tokenizer.model (SentencePiece BPE).</summary>
+    public static ITokenizer FromDirectory(string dir)
+    {
+        if (File.Exists(Path.Combine(dir, "tokenizer.json"))) return HfTokenizer.FromDirectory(dir);
+        if (File.Exists(Path.Combine(dir, "tokenizer.model"))) return SentencePieceModelTokenizer.FromDirectory(dir);
+        throw new FileNotFoundException($"{dir}: no tokenizer.json or tokenizer.model");
+    }
+
+    /// <summary>The files that define the tokenizer in DIR (for cache keys).</summary>
+    public static IReadOnlyList<string> Files(string dir) =>
+        new[] { "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json" }
+            .Select(f => Path.Combine(dir, f)).Where(File.Exists).ToList();
+}
