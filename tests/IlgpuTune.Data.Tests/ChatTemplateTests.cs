@@ -79,6 +79,16 @@ public class ChatTemplateTests
     }
 
     [Fact]
+    public void Qwen3ToolCallingPathsEqualJinja2()
+    {
+        var fx = Fixtures.Json("expected-jinja-cases.json").GetProperty("qwen3_tools");
+        var config = RealTokenizers.Get("qwen3").Config;
+        string text = ChatTemplates.Render(JinjaTemplate.Parse(ChatTemplates.Resolve("auto", config)!), fx.GetProperty("messages"), config,
+            addGenerationPrompt: true, new Dictionary<string, object?> { ["tools"] = fx.GetProperty("tools") });
+        Assert.Equal(fx.GetProperty("text").GetString(), text);
+    }
+
+    [Fact]
     public void RaiseExceptionCarriesTheTemplatesMessage()
     {
         var e = Assert.Throws<TemplateException>(() => JinjaTemplate.Parse("{{ raise_exception('roles must alternate') }}").Render(new Dictionary<string, object?>()));

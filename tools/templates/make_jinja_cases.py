@@ -3,7 +3,9 @@
 
 Renders each case with Jinja2 configured as transformers' apply_chat_template configures it: ImmutableSandboxedEnvironment
 (trim_blocks, lstrip_blocks, loopcontrols), tojson = json.dumps(ensure_ascii=False, ...), raise_exception. A case that
-raises is recorded as {"error": true}. Usage: python3 make_jinja_cases.py OUT.json   (needs jinja2 >= 3.1)
+raises is recorded as {"error": true}. With the npm tokenizer folder (.cache/tokenizers) it also renders Qwen3's own
+chat_template on a tool-calling conversation (tools, tool_calls, tool role, reasoning_content).
+Usage: python3 make_jinja_cases.py OUT.json [TOKENIZERS_DIR]   (needs jinja2 >= 3.1)
 """
 import json
 import sys
@@ -88,6 +90,22 @@ CASES = [
 ]
 
 
+QWEN3_TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "default": 1.5}},
+        "required": ["city"]}}}]
+QWEN3_TOOL_MESSAGES = [
+    {"role": "system", "content": "Be nice."},
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "<think>\nneed tool\n</think>\n\nLet me check.", "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}},
+        {"function": {"name": "x", "arguments": "{\"a\": 1}"}}]},
+    {"role": "tool", "content": "sunny"},
+    {"role": "tool", "content": "ok"},
+    {"role": "assistant", "content": "It is sunny.", "reasoning_content": "The tool said sunny."},
+]
+
+
 def main():
     out = sys.argv[1]
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
@@ -102,8 +120,15 @@ def main():
             case["error"] = True
             case["python_error"] = f"{type(ex).__name__}: {ex}"
         cases.append(case)
+    result = {"versions": {"jinja2": jinja2.__version__}, "variables": VARS, "cases": cases}
+    if len(sys.argv) > 2:
+        import os
+        cfg = json.load(open(os.path.join(sys.argv[2], "qwen3", "tokenizer_config.json"), encoding="utf-8"))
+        result["qwen3_tools"] = {"messages": QWEN3_TOOL_MESSAGES, "tools": QWEN3_TOOLS, "text": env.from_string(cfg["chat_template"]).render(
+            messages=QWEN3_TOOL_MESSAGES, tools=QWEN3_TOOLS, documents=None, add_generation_prompt=True,
+            eos_token=cfg["eos_token"], pad_token=cfg["pad_token"])}
     with open(out, "w", encoding="utf-8") as f:
-        json.dump({"versions": {"jinja2": jinja2.__version__}, "variables": VARS, "cases": cases}, f, ensure_ascii=False, indent=1)
+        json.dump(result, f, ensure_ascii=False, indent=1)
         f.write("\n")
 
 
