@@ -15,7 +15,7 @@ public sealed record DatasetParameters(
     [Option("data", Description = "dataset file (.json, .jsonl, .parquet); repeat for several")] string[] Data,
     [Option("format", Description = "conversation, alpaca, oasst1, colors, openai or text")] string Format,
     [Option("tokenizer", Description = "tokenizer folder (tokenizer.json or tokenizer.model, tokenizer_config.json)")] string Tokenizer,
-    [Option("template", Description = "XTuner prompt template name, or none")] string Template,
+    [Option("template", Description = "XTuner prompt template name, auto (the model's chat_template), or none")] string Template,
     [Option("max-length", Description = "max_length in tokens")] int MaxLength,
     [Option("pack", Description = "pack_to_max_length")] bool Pack = false,
     [Option("shuffle-before-pack", Description = "shuffle before packing (default true)")] bool ShuffleBeforePack = true,
@@ -141,21 +141,30 @@ public sealed class DataCommands
     public int CheckDataset(DatasetParameters p)
     {
         var o = p.ToOptions();
-        var tok = Tokenizers.FromDirectory(o.TokenizerDir);
+        ITokenizer tok;
         List<Conversation> conversations;
         int dropped;
+        EncodedSample[] samples;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        double encodeSeconds;
         try
         {
+            tok = Tokenizers.FromDirectory(o.TokenizerDir);
             (conversations, dropped) = DataPipeline.Read(o);
+            sw.Restart();
+            samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
+            encodeSeconds = sw.Elapsed.TotalSeconds;
         }
         catch (DatasetException e)
         {
             Console.Error.WriteLine(e.Message);
             return 1;
         }
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        var samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
-        double encodeSeconds = sw.Elapsed.TotalSeconds;
+        catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
+        {
+            Console.Error.WriteLine(e.Message);
+            return 2;
+        }
         var (_, stats) = DataPipeline.Pack(samples, o);
         Console.WriteLine($"files: {string.Join(", ", o.DataFiles)}");
         Console.WriteLine($"records: {conversations.Count + dropped} ({dropped} dropped by the {o.Format} map fn), turns: {conversations.Sum(c => c.Turns.Count)}");
@@ -201,18 +210,25 @@ public sealed class DataCommands
             return 2;
         }
         var o = p.ToOptions();
-        var tok = Tokenizers.FromDirectory(o.TokenizerDir);
+        ITokenizer tok;
         List<Conversation> conversations;
+        EncodedSample[] samples;
         try
         {
+            tok = Tokenizers.FromDirectory(o.TokenizerDir);
             (conversations, _) = DataPipeline.Read(o);
+            samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
         }
         catch (DatasetException e)
         {
             Console.Error.WriteLine(e.Message);
             return 1;
         }
-        var samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
+        catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
+        {
+            Console.Error.WriteLine(e.Message);
+            return 2;
+        }
         var (rows, _) = DataPipeline.Pack(samples, o);
         foreach (var (row, k) in rows.Take(count).Select((r, k) => (r, k)))
         {

@@ -17,7 +17,10 @@ public sealed record DataOptions
     public required string Format { get; init; }
     /// <summary>The tokenizer folder (its files key the cache).</summary>
     public required string TokenizerDir { get; init; }
-    /// <summary>An XTuner PROMPT_TEMPLATE name, or "none" for no template_map_fn (incremental pre-training).</summary>
+    /// <summary>
+    /// An XTuner PROMPT_TEMPLATE name, "auto" for the tokenizer's own chat_template (or the name of one of its named
+    /// chat templates), or "none" for no template_map_fn (incremental pre-training).
+    /// </summary>
     public required string Template { get; init; }
     public required int MaxLength { get; init; }
     /// <summary>pack_to_max_length: several samples per row (never split); false = one sample per row.</summary>
@@ -59,20 +62,40 @@ public static class DataPipeline
         return (all, dropped);
     }
 
-    public static XtunerEncoder CreateEncoder(DataOptions o, ITokenizer tokenizer)
+    /// <summary>XTuner's encode_fn for an XTuner template or none; the chat-template encoder for auto or a named chat template.</summary>
+    public static ISampleEncoder CreateEncoder(DataOptions o, ITokenizer tokenizer)
     {
-        if (o.Template == "auto")
-            throw new NotSupportedException("--template auto (the model's chat_template) is for render-template only; training data needs an XTuner template name for its label masks");
-        var template = o.Template is "none" or "" ? null : XtunerTemplates.Get(o.Template);
-        return new XtunerEncoder(tokenizer, template, o.MaxLength);
+        if (o.Template is "none" or "") return new XtunerEncoder(tokenizer, null, o.MaxLength);
+        if (XtunerTemplates.Prompt.ContainsKey(o.Template)) return new XtunerEncoder(tokenizer, XtunerTemplates.Get(o.Template), o.MaxLength);
+        if (o.Template == "auto" && tokenizer.Config.ChatTemplate is null)
+            throw new KeyNotFoundException($"{o.TokenizerDir} has no chat_template (tokenizer_config.json or chat_template.jinja); pass an XTuner prompt template");
+        string source = ChatTemplates.Resolve(o.Template, tokenizer.Config) ?? throw new KeyNotFoundException(
+            $"template '{o.Template}' is neither an XTuner prompt template ({string.Join(", ", XtunerTemplates.Prompt.Keys)}) nor a chat template of {o.TokenizerDir}");
+        return new ChatTemplateEncoder(tokenizer, source, o.MaxLength);
     }
 
-    /// <summary>Encodes every conversation in parallel (all cores unless limited); results are in input order.</summary>
-    public static EncodedSample[] EncodeAll(IReadOnlyList<Conversation> conversations, XtunerEncoder encoder, int maxDegreeOfParallelism = -1)
+    /// <summary>
+    /// Encodes every conversation in parallel (all cores unless limited); results are in input order. Records the encoder
+    /// rejects are reported together, in record order, in one <see cref="DatasetException"/>.
+    /// </summary>
+    public static EncodedSample[] EncodeAll(IReadOnlyList<Conversation> conversations, ISampleEncoder encoder, int maxDegreeOfParallelism = -1,
+        int maxErrors = DatasetReader.DefaultMaxErrors)
     {
         var outp = new EncodedSample[conversations.Count];
-        Parallel.For(0, conversations.Count, new ParallelOptions { MaxDegreeOfParallelism = maxDegreeOfParallelism },
-            i => outp[i] = encoder.Encode(conversations[i]));
+        var errors = new DatasetError[]?[conversations.Count];
+        Parallel.For(0, conversations.Count, new ParallelOptions { MaxDegreeOfParallelism = maxDegreeOfParallelism }, i =>
+        {
+            try
+            {
+                outp[i] = encoder.Encode(conversations[i]);
+            }
+            catch (DatasetException e)
+            {
+                errors[i] = [.. e.Errors];
+            }
+        });
+        var all = errors.Where(e => e is not null).SelectMany(e => e!).ToList();
+        if (all.Count > 0) throw new DatasetException(all.Take(maxErrors).ToList(), all.Count > maxErrors);
         return outp;
     }
 

@@ -12,6 +12,8 @@ public interface ITokenizer
     string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false);
 
     string? IdToToken(int id);
+    /// <summary>An added/control token flagged special (skipped by Decode(skipSpecialTokens: true)).</summary>
+    bool IsSpecial(int id);
     int? TokenToId(string token);
     int VocabSize { get; }
     TokenizerConfig Config { get; }
