@@ -4,4 +4,5 @@ using IlgpuTune.Cli;
 var app = CoconaLiteLikeBuilder.Create(CliArgs.Normalize(args));
 app.AddCommands<EngineCommands>();
 app.AddCommands<TrainCommands>();
+app.AddCommands<DataCommands>();
 return CliErrors.Run(app);

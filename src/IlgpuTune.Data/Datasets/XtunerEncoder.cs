@@ -10,11 +10,17 @@ public sealed record EncodedSample(int[] InputIds, int[] Labels, bool Truncated)
     public bool HasLoss => Array.Exists(Labels, l => l >= 0);
 }
 
+/// <summary>Turns a conversation into input ids and labels.</summary>
+public interface ISampleEncoder
+{
+    EncodedSample Encode(Conversation c);
+}
+
 /// <summary>
 /// XTuner v0 template_map_fn + encode_fn (xtuner/dataset/map_fns/template_map_fn.py, xtuner/dataset/utils.py):
 /// every input, output and SEP piece is tokenized on its own with add_special_tokens=False.
 /// </summary>
-public sealed class XtunerEncoder
+public sealed class XtunerEncoder : ISampleEncoder
 {
     readonly ITokenizer _tok;
     readonly PromptTemplate? _template;

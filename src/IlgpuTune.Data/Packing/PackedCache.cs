@@ -41,12 +41,13 @@ public sealed class PackedCache : IDisposable
     }
 
     /// <summary>Cache key: SHA-256 over the data files' contents, tokenizer files, template, format and packing options.</summary>
+    /// <param name="pack">false = one sample per row (the key differs from the packed dataset's).</param>
     public static string Key(IEnumerable<string> dataFiles, IEnumerable<string> tokenizerFiles, string template, string format,
-        int maxLength, bool shuffleBeforePack, ulong seed)
+        int maxLength, bool shuffleBeforePack, ulong seed, bool pack = true)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         void Add(string s) => h.AppendData(Encoding.UTF8.GetBytes(s + "\n"));
-        Add($"ilgpu-tune packed v{Version}|{template}|{format}|{maxLength}|{shuffleBeforePack}|{seed}");
+        Add($"ilgpu-tune packed v{Version}|{template}|{format}|{maxLength}|{shuffleBeforePack}|{seed}" + (pack ? "" : "|unpacked"));
         foreach (var f in dataFiles.Concat(["--"]).Concat(tokenizerFiles))
         {
             if (f == "--") { Add(f); continue; }

@@ -16,6 +16,8 @@ public sealed record TokenizerConfig
     public string? ChatTemplate { get; init; }
     /// <summary>All named templates when tokenizer_config holds a list of {name, template}.</summary>
     public IReadOnlyDictionary<string, string> NamedChatTemplates { get; init; } = new Dictionary<string, string>();
+    /// <summary>"added_tokens_decoder" (id → token): the special tokens a SentencePiece .model tokenizer must match itself.</summary>
+    public IReadOnlyList<AddedToken> AddedTokensDecoder { get; init; } = [];
 
     public static readonly TokenizerConfig Empty = new();
 
@@ -53,6 +55,12 @@ public sealed record TokenizerConfig
             AddEosToken = r.TryGetProperty("add_eos_token", out var ae) && ae.ValueKind is JsonValueKind.True or JsonValueKind.False ? ae.GetBoolean() : null,
             ChatTemplate = template,
             NamedChatTemplates = named,
+            AddedTokensDecoder = r.TryGetProperty("added_tokens_decoder", out var atd) && atd.ValueKind == JsonValueKind.Object
+                ? atd.EnumerateObject().Select(p => new AddedToken(int.Parse(p.Name, System.Globalization.CultureInfo.InvariantCulture),
+                    p.Value.GetProperty("content").GetString()!, TextNormalizer.Bool(p.Value, "special", false),
+                    TextNormalizer.Bool(p.Value, "single_word", false), TextNormalizer.Bool(p.Value, "lstrip", false),
+                    TextNormalizer.Bool(p.Value, "rstrip", false), TextNormalizer.Bool(p.Value, "normalized", false))).ToList()
+                : [],
         };
     }
 

@@ -1,0 +1,266 @@
+using System.Text;
+using System.Text.Json;
+using Cocona;
+using IlgpuTune.Data;
+using IlgpuTune.Data.Datasets;
+using IlgpuTune.Data.Packing;
+using IlgpuTune.Data.Templates;
+using IlgpuTune.Data.Templates.Jinja;
+using IlgpuTune.Data.Tokenization;
+
+namespace IlgpuTune.Cli;
+
+/// <summary>Dataset options shared by check-dataset and log-dataset (a training config will supply the same values).</summary>
+public sealed record DatasetParameters(
+    [Option("data", Description = "dataset file (.json, .jsonl, .parquet); repeat for several")] string[] Data,
+    [Option("format", Description = "conversation, alpaca, oasst1, colors, openai or text")] string Format,
+    [Option("tokenizer", Description = "tokenizer folder (tokenizer.json or tokenizer.model, tokenizer_config.json)")] string Tokenizer,
+    [Option("template", Description = "XTuner prompt template name, auto (the model's chat_template), or none")] string Template,
+    [Option("max-length", Description = "max_length in tokens")] int MaxLength,
+    [Option("pack", Description = "pack_to_max_length")] bool Pack = false,
+    [Option("shuffle-before-pack", Description = "shuffle before packing (default true)")] bool ShuffleBeforePack = true,
+    [Option("seed", Description = "shuffle seed")] ulong Seed = 0) : ICommandParameterSet
+{
+    public DataOptions ToOptions() => new()
+    {
+        DataFiles = Data,
+        Format = Format,
+        TokenizerDir = Tokenizer,
+        Template = Template,
+        MaxLength = MaxLength,
+        Pack = Pack,
+        ShuffleBeforePack = ShuffleBeforePack,
+        Seed = Seed,
+    };
+}
+
+public sealed class DataCommands
+{
+    static readonly JsonSerializerOptions Compact = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    [Command("tokenize", Description = "Read a JSON array of strings on stdin, write a JSON array of id arrays on stdout")]
+    public int Tokenize([Option("tokenizer", Description = "tokenizer folder")] string tokenizer,
+        [Option("add-special-tokens", Description = "add BOS/EOS as the tokenizer's post-processor does")] bool addSpecialTokens = false)
+    {
+        var tok = Tokenizers.FromDirectory(tokenizer);
+        string[] texts;
+        try
+        {
+            texts = JsonSerializer.Deserialize<string[]>(Console.In.ReadToEnd()) ?? throw new JsonException("null");
+        }
+        catch (JsonException e)
+        {
+            Console.Error.WriteLine($"stdin must be a JSON array of strings: {e.Message}");
+            return 2;
+        }
+        var ids = new int[texts.Length][];
+        Parallel.For(0, texts.Length, i => ids[i] = tok.Encode(texts[i], addSpecialTokens));
+        Console.Out.WriteLine(JsonSerializer.Serialize(ids));
+        return 0;
+    }
+
+    [Command("render-template", Description = "Render a messages file with the model's chat_template (auto) or an XTuner prompt template")]
+    public int RenderTemplate([Option("tokenizer", Description = "tokenizer folder")] string tokenizer,
+        [Option("messages", Description = "JSON file: an array of {role, content}")] string messages,
+        [Option("add-generation-prompt", Description = "end with the assistant prompt")] bool addGenerationPrompt = false,
+        [Option("prompt-template", Description = "auto (the model's own chat_template), a named chat_template, or an XTuner template name")] string promptTemplate = "auto",
+        [Option("template-kwargs", Description = "extra template variables as a JSON object, e.g. {\"enable_thinking\": false}")] string? templateKwargs = null)
+    {
+        var config = TokenizerConfig.Load(tokenizer);
+        using var doc = JsonDocument.Parse(File.ReadAllText(messages));
+        if (doc.RootElement.ValueKind != JsonValueKind.Array)
+        {
+            Console.Error.WriteLine($"{messages}: expected a JSON array of messages");
+            return 2;
+        }
+        if (ChatTemplates.Resolve(promptTemplate, config) is { } source)
+        {
+            Dictionary<string, object?>? kwargs = null;
+            if (templateKwargs is not null)
+            {
+                using var kw = JsonDocument.Parse(templateKwargs);
+                kwargs = kw.RootElement.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone());
+            }
+            try
+            {
+                Console.Out.Write(ChatTemplates.Render(JinjaTemplate.Parse(source), doc.RootElement, config, addGenerationPrompt, kwargs));
+            }
+            catch (TemplateException e)
+            {
+                Console.Error.WriteLine($"chat template: {e.Message}");
+                return 1;
+            }
+            return 0;
+        }
+        if (promptTemplate == "auto")
+        {
+            Console.Error.WriteLine($"{tokenizer} has no chat_template; pass --prompt-template with an XTuner template name");
+            return 2;
+        }
+        Console.Out.Write(RenderXtuner(Tokenizers.FromDirectory(tokenizer), XtunerTemplates.Get(promptTemplate), doc.RootElement, addGenerationPrompt));
+        return 0;
+    }
+
+    // The text XTuner's encode_fn tokenizes, piece by piece: [BOS] input output [EOS] SEP per turn (openai_map_fn turns).
+    static string RenderXtuner(ITokenizer tok, PromptTemplate template, JsonElement messages, bool addGenerationPrompt)
+    {
+        var record = JsonDocument.Parse(JsonSerializer.Serialize(new { messages })).RootElement;
+        var errors = new List<DatasetError>();
+        var conv = DatasetMapFns.Map(new RawRecord(record, "messages"), DatasetFormat.OpenAI, errors);
+        if (errors.Count > 0) throw new DatasetException(errors);
+        var encoder = new XtunerEncoder(tok, template, int.MaxValue);
+        var (bos, eos) = XtunerEncoder.BosEos(tok);
+        var sb = new StringBuilder();
+        bool needBos = true;
+        int round = 0;
+        if (conv is not null)
+            foreach (var t in encoder.ApplyTemplate(conv))
+            {
+                if (needBos) sb.Append(tok.Decode(bos));
+                sb.Append(t.Input).Append(t.Output);
+                if (t.NeedEosToken) sb.Append(tok.Decode(eos));
+                needBos = t.NeedEosToken;
+                sb.Append(t.Sep);
+                round++;
+            }
+        if (addGenerationPrompt)
+        {
+            // A trailing user message (openai_map_fn keeps only answered turns) becomes the next prompt.
+            var list = messages.EnumerateArray().ToList();
+            var tail = list.AsEnumerable().Reverse().TakeWhile(m => m.GetProperty("role").GetString() != "assistant").Reverse().ToList();
+            string system = string.Concat(tail.Where(m => m.GetProperty("role").GetString() == "system").Select(m => m.GetProperty("content").GetString()));
+            string input = string.Concat(tail.Where(m => m.GetProperty("role").GetString() == "user").Select(m => m.GetProperty("content").GetString()));
+            if (needBos) sb.Append(tok.Decode(bos));
+            if (system.Length > 0 && template.System is not null) sb.Append(XtunerTemplates.Format(template.System, ("system", system)));
+            sb.Append(XtunerTemplates.Format(template.Instruction, ("input", input), ("round", (round + 1).ToString())));
+        }
+        return sb.ToString();
+    }
+
+    [Command("check-dataset", Description = "Validate every record, then print counts, the token-length histogram and truncations")]
+    public int CheckDataset(DatasetParameters p)
+    {
+        var o = p.ToOptions();
+        ITokenizer tok;
+        List<Conversation> conversations;
+        int dropped;
+        EncodedSample[] samples;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        double encodeSeconds;
+        try
+        {
+            tok = Tokenizers.FromDirectory(o.TokenizerDir);
+            (conversations, dropped) = DataPipeline.Read(o);
+            sw.Restart();
+            samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
+            encodeSeconds = sw.Elapsed.TotalSeconds;
+        }
+        catch (DatasetException e)
+        {
+            Console.Error.WriteLine(e.Message);
+            return 1;
+        }
+        catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
+        {
+            Console.Error.WriteLine(e.Message);
+            return 2;
+        }
+        var (_, stats) = DataPipeline.Pack(samples, o);
+        Console.WriteLine($"files: {string.Join(", ", o.DataFiles)}");
+        Console.WriteLine($"records: {conversations.Count + dropped} ({dropped} dropped by the {o.Format} map fn), turns: {conversations.Sum(c => c.Turns.Count)}");
+        Console.WriteLine($"samples: {samples.Length}, without any supervised token (dropped): {stats.DroppedNoLoss}, truncated to {o.MaxLength}: {stats.Truncated}");
+        long tokens = samples.Sum(s => (long)s.InputIds.Length), supervised = samples.Sum(s => (long)s.Labels.Count(l => l >= 0));
+        Console.WriteLine($"tokens: {tokens} ({supervised} supervised, {(tokens == 0 ? 0 : 100.0 * supervised / tokens):F1}%), encoded in {encodeSeconds:F2} s on {Environment.ProcessorCount} cores");
+        if (samples.Length > 0)
+        {
+            var lengths = samples.Select(s => s.InputIds.Length).Order().ToArray();
+            Console.WriteLine($"length: min {lengths[0]}, median {lengths[lengths.Length / 2]}, p95 {lengths[(int)(0.95 * (lengths.Length - 1))]}, max {lengths[^1]}");
+            Console.Write(Histogram(lengths, o.MaxLength));
+        }
+        if (o.Pack) Console.WriteLine($"packed: {stats.Rows} rows of ≤ {o.MaxLength} tokens, fill ratio {stats.FillRatio:P1}");
+        else Console.WriteLine($"rows: {stats.Rows} (one sample per row)");
+        return 0;
+    }
+
+    // Token-length histogram in 10 equal buckets up to max_length.
+    static string Histogram(int[] lengths, int maxLength)
+    {
+        const int buckets = 10, width = 40;
+        var counts = new int[buckets];
+        foreach (int l in lengths) counts[Math.Min(buckets - 1, (int)((long)Math.Max(l - 1, 0) * buckets / maxLength))]++;
+        int peak = Math.Max(1, counts.Max());
+        var sb = new StringBuilder("token-length histogram:\n");
+        for (int b = 0; b < buckets; b++)
+        {
+            long lo = (long)b * maxLength / buckets + 1, hi = (long)(b + 1) * maxLength / buckets;
+            sb.Append($"  {lo,7}-{hi,-7} {new string('#', (int)Math.Ceiling((double)counts[b] * width / peak)),-width} {counts[b]}\n");
+        }
+        return sb.ToString();
+    }
+
+    [Command("log-dataset", Description = "Print the first samples as the trainer sees them")]
+    public int LogDataset(DatasetParameters p,
+        [Option("show", Description = "text, masked_text, input_ids, labels or all")] string show = "all",
+        [Option("count", Description = "how many samples (rows when packing)")] int count = 1)
+    {
+        string[] parts = show == "all" ? ["text", "masked_text", "input_ids", "labels"] : [show];
+        if (parts.Any(s => s is not ("text" or "masked_text" or "input_ids" or "labels")))
+        {
+            Console.Error.WriteLine($"--show {show}: expected text, masked_text, input_ids, labels or all");
+            return 2;
+        }
+        var o = p.ToOptions();
+        ITokenizer tok;
+        List<Conversation> conversations;
+        EncodedSample[] samples;
+        try
+        {
+            tok = Tokenizers.FromDirectory(o.TokenizerDir);
+            (conversations, _) = DataPipeline.Read(o);
+            samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
+        }
+        catch (DatasetException e)
+        {
+            Console.Error.WriteLine(e.Message);
+            return 1;
+        }
+        catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
+        {
+            Console.Error.WriteLine(e.Message);
+            return 2;
+        }
+        var (rows, _) = DataPipeline.Pack(samples, o);
+        foreach (var (row, k) in rows.Take(count).Select((r, k) => (r, k)))
+        {
+            string what = o.Pack ? $"row {k}: samples {string.Join(", ", row.SampleIndices.Select(i => conversations[i].Source))}" : $"sample {conversations[row.SampleIndices[0]].Source}";
+            Console.WriteLine($"==================== {what}, {row.InputIds.Length} tokens ====================");
+            foreach (var part in parts)
+            {
+                Console.WriteLine($"---------- {part} ----------");
+                Console.WriteLine(part switch
+                {
+                    "text" => tok.Decode(row.InputIds),
+                    "masked_text" => MaskedText(tok, row.Labels),
+                    "input_ids" => JsonSerializer.Serialize(row.InputIds, Compact),
+                    _ => JsonSerializer.Serialize(row.Labels, Compact),
+                });
+            }
+        }
+        return 0;
+    }
+
+    // Supervised runs decoded, ignored runs shown as [-100 × n].
+    static string MaskedText(ITokenizer tok, int[] labels)
+    {
+        var sb = new StringBuilder();
+        for (int i = 0; i < labels.Length;)
+        {
+            int j = i;
+            bool masked = labels[i] == EncodedSample.IgnoreIndex;
+            while (j < labels.Length && (labels[j] == EncodedSample.IgnoreIndex) == masked) j++;
+            sb.Append(masked ? $"[-100 × {j - i}]" : tok.Decode(labels[i..j]));
+            i = j;
+        }
+        return sb.ToString();
+    }
+}
