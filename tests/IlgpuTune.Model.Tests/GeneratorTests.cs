@@ -101,6 +101,15 @@ public sealed class GeneratorTests : IDisposable
         var once = fresh.Generate([.. Prompt, .. first.Tokens, .. turn2], options, new Random(0));
         Assert.Equal(once.Tokens, second.Tokens);
 
+        // The same conversation handed over whole (as a re-rendered chat template would) reuses the cache and agrees.
+        int[] conversation = [.. Prompt, .. first.Tokens, .. turn2];
+        var again = chat.GenerateFromConversation(conversation, options, new Random(0));
+        Assert.Equal(second.Tokens, again.Tokens);
+        Assert.Equal([.. conversation, .. again.Tokens], chat.Tokens);
+        int[] edited = [.. Prompt, 9, 9];
+        Assert.Equal(fresh.GenerateFromConversation(edited, options, new Random(0)).Tokens,
+            chat.GenerateFromConversation(edited, options, new Random(0)).Tokens);
+
         chat.Reset();
         Assert.Empty(chat.Tokens);
         Assert.Equal(first.Tokens, chat.Generate(Prompt, options, new Random(0)).Tokens);

@@ -90,6 +90,22 @@ public sealed class Generator : IDisposable
         }
     }
 
+    /// <summary>
+    /// Generates after the whole conversation <paramref name="conversationIds"/> (e.g. a chat template rendered again each
+    /// turn): the cached tokens it starts with are kept, the rest of the cache is dropped and the remainder prefilled.
+    /// </summary>
+    public GenerationResult GenerateFromConversation(IReadOnlyList<int> conversationIds, GenerationOptions options, Random rng,
+        Action<string>? onText = null)
+    {
+        if (conversationIds.Count == 0) throw new ArgumentException("the conversation is empty", nameof(conversationIds));
+        int keep = 0, cached = Cache.Length, max = Math.Min(cached, conversationIds.Count - 1); // feed at least one token
+        while (keep < max && _tokens[keep] == conversationIds[keep]) keep++;
+        Cache.Truncate(keep);
+        _tokens.RemoveRange(keep, _tokens.Count - keep);
+        _pending = null;
+        return Generate(conversationIds.Skip(keep).ToArray(), options, rng, onText);
+    }
+
     private static void Emit(string text, Action<string>? onText)
     {
         if (text.Length > 0) onText?.Invoke(text);
