@@ -3,4 +3,5 @@ using IlgpuTune.Cli;
 
 var app = CoconaLiteLikeBuilder.Create(args);
 app.AddCommands<EngineCommands>();
+app.AddCommands<ChatCommands>();
 app.Run();

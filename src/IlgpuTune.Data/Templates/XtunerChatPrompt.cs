@@ -33,8 +33,6 @@ public sealed class XtunerChatPrompt
             ? XtunerTemplates.Format(s, ("round", "1"), ("bot_name", botName))
             : throw new KeyNotFoundException($"unknown system template '{name}'; known: {string.Join(", ", XtunerTemplates.System.Keys)}");
 
-    public PromptTemplate? Template => _template;
-
     /// <summary>Turns taken since the start or the last Reset (chat.py's n_turn).</summary>
     public int Round { get; private set; }
 
