@@ -5,6 +5,8 @@ using IlgpuTune.TestKit;
 namespace IlgpuTune.Model.Tests;
 
 /// <summary>KV-cache decoding gives the uncached forward's logits at every position (tiny fixtures with their LoRA adapters).</summary>
+// One ILGPU emulator test at a time: each runs a thread per simulated GPU thread, and two together thrash the CPU.
+[Collection("ILGPU emulator")]
 public class ForwardCachedTests
 {
     static readonly int[] Ids = [1, 17, 99, 3, 64, 127, 0, 42, 42, 5, 88];
