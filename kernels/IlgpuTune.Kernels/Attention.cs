@@ -10,6 +10,11 @@
 //   dK_j  = scale * sum_{h in group} sum_i dS_ij q_i ;  dV_j = sum_{h in group} sum_i P_ij dO_i
 // Kernels: one group per score row for the softmax parts, one thread per output element for the rest; every sum is a
 // plain loop (deterministic, no atomics). The CPU reference is also the CPU training path: Parallel.For over heads.
+// ForwardWithCache (inference only, so it has no backward: the house rule "no forward without backward" is about ops
+// that training differentiates): `queries` new tokens at absolute positions queryStart.. attend to a KV cache.
+//   q, o[queries, numHeads, headDim]; kCache, vCache[>= keys, numKvHeads, headDim] with keys = queryStart + queries
+//   (rows 0..queryStart-1 cached earlier, the rest appended for these queries); key j visible to query i iff j <= queryStart + i.
+//   -> probs[queries, numHeads, keys] (scratch), o. Same arithmetic as Forward, so a prefill equals the uncached forward.
 using System.Numerics;
 using System.Numerics.Tensors;
 using ILGPU;
@@ -159,6 +164,63 @@ public static class Attention
         dV[idx] = dv;
     }
 
+    // One group per score row (i, h) of the cached forward: visible scores, then an in-place softmax.
+    static void CachedProbsKernel(FloatView q, FloatView kCache, int queryStart, int keys, int numHeads, int numKvHeads, int headDim,
+        float scale, FloatView probs)
+    {
+        var scratch = SharedMemory.Allocate<float>(Reduce.ScratchSize);
+        long row = Grid.IdxX;
+        int i = (int)(row / numHeads);
+        int h = (int)(row % numHeads);
+        int kvh = h / (numHeads / numKvHeads);
+        int last = queryStart + i;
+        long qOff = row * headDim;
+        long pOff = row * keys;
+
+        float max = float.NegativeInfinity;
+        for (int j = Group.IdxX; j < keys; j += Group.DimX)
+        {
+            float s = float.NegativeInfinity;
+            if (j <= last)
+            {
+                long kOff = ((long)j * numKvHeads + kvh) * headDim;
+                float dot = 0f;
+                for (int d = 0; d < headDim; d++) dot += q[qOff + d] * kCache[kOff + d];
+                s = dot * scale;
+            }
+            probs[pOff + j] = s;
+            max = MathF.Max(max, s);
+        }
+        max = Reduce.GroupMax(max, scratch);
+        float sum = 0f;
+        for (int j = Group.IdxX; j < keys; j += Group.DimX)
+        {
+            float e = MathF.Exp(probs[pOff + j] - max); // key 0 is always visible, so max is finite
+            probs[pOff + j] = e;
+            sum += e;
+        }
+        sum = Reduce.GroupSum(sum, scratch);
+        float inv = 1f / sum;
+        for (int j = Group.IdxX; j < keys; j += Group.DimX)
+            probs[pOff + j] *= inv;
+    }
+
+    // One thread per o element (i, h, d) of the cached forward: o = sum_j P_ij v_j.
+    static void CachedOutputKernel(Index1D idx, FloatView probs, FloatView vCache, int queryStart, int keys, int numHeads, int numKvHeads,
+        int headDim, FloatView o)
+    {
+        int d = idx % headDim;
+        long row = idx / headDim;
+        int i = (int)(row / numHeads);
+        int h = (int)(row % numHeads);
+        int kvh = h / (numHeads / numKvHeads);
+        long pOff = row * keys;
+        float acc = 0f;
+        for (int j = 0; j <= queryStart + i; j++)
+            acc += probs[pOff + j] * vCache[((long)j * numKvHeads + kvh) * headDim + d];
+        o[idx] = acc;
+    }
+
     // ---- launchers ----
 
     // q, o[batch*seq, numHeads, headDim]; kk, v[batch*seq, numKvHeads, headDim]; segmentIds[batch*seq] or an empty view
@@ -203,6 +265,24 @@ public static class Attention
         keyValue(s.KeyValueElements, dScores, probs, q, dO, seq, numHeads, numKvHeads, headDim, scale, dK, dV);
     }
 
+    // Inference only (no backward). q, o[queries, numHeads, headDim]; kCache, vCache[>= queryStart + queries, numKvHeads, headDim];
+    // probs (scratch, overwritten) [queries, numHeads, queryStart + queries]
+    public static void ForwardWithCache(KernelRegistry k, FloatView q, FloatView kCache, FloatView vCache, int queryStart, int queries,
+        int numHeads, int numKvHeads, int headDim, FloatView probs, FloatView o)
+    {
+        var s = new CachedSizes(queryStart, queries, numHeads, numKvHeads, headDim).Validate();
+        Need(s.QueryElements, (nameof(q), q.Length), (nameof(o), o.Length));
+        Need(s.CacheElements, (nameof(kCache), kCache.Length), (nameof(vCache), vCache.Length));
+        Need(s.Probs, (nameof(probs), probs.Length));
+        if (queries == 0) return;
+        var scores = k.Get("attention.cached.probs",
+            a => a.LoadStreamKernel<FloatView, FloatView, int, int, int, int, int, float, FloatView>(CachedProbsKernel));
+        scores(new KernelConfig(s.ScoreRows, k.RowGroupSize), q, kCache, queryStart, s.Keys, numHeads, numKvHeads, headDim, Scale(headDim), probs);
+        var output = k.Get("attention.cached.output",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, int, int, int, int, int, FloatView>(CachedOutputKernel));
+        output(s.QueryElements, probs, vCache, queryStart, s.Keys, numHeads, numKvHeads, headDim, o);
+    }
+
     // HF eager multiplies by the Python double head_dim**-0.5, which torch rounds to fp32.
     static float Scale(int headDim) => (float)(1.0 / Math.Sqrt(headDim));
 
@@ -219,6 +299,23 @@ public static class Attention
         {
             if (Batch < 0 || Seq < 0 || HeadDim <= 0 || NumHeads <= 0 || NumKvHeads <= 0 || NumHeads % NumKvHeads != 0)
                 throw new ArgumentException($"invalid attention sizes {this}: numHeads must be a positive multiple of numKvHeads");
+            return this;
+        }
+    }
+
+    readonly record struct CachedSizes(int QueryStart, int Queries, int NumHeads, int NumKvHeads, int HeadDim)
+    {
+        public int Keys => checked(QueryStart + Queries);
+        public int ScoreRows => checked(Queries * NumHeads);
+        public int QueryElements => checked(ScoreRows * HeadDim);
+        public long CacheElements => (long)Keys * NumKvHeads * HeadDim;
+        public long Probs => (long)ScoreRows * Keys;
+        public int Groups => NumHeads / NumKvHeads;
+
+        public CachedSizes Validate()
+        {
+            if (QueryStart < 0 || Queries < 0 || HeadDim <= 0 || NumHeads <= 0 || NumKvHeads <= 0 || NumHeads % NumKvHeads != 0)
+                throw new ArgumentException($"invalid cached attention sizes {this}: numHeads must be a positive multiple of numKvHeads");
             return this;
         }
     }
@@ -342,6 +439,51 @@ public static class Attention
                     TensorPrimitives.MultiplyAdd(dOi, p[j], dVj, dVj);
                 }
             }
+    }
+
+    // Inference only. q, o[queries, numHeads, headDim]; kCache, vCache[>= queryStart + queries, numKvHeads, headDim];
+    // probs[queries, numHeads, queryStart + queries]
+    public static unsafe void ForwardWithCacheCpu<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> kCache, ReadOnlySpan<T> vCache, int queryStart,
+        int queries, int numHeads, int numKvHeads, int headDim, Span<T> probs, Span<T> o) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var s = new CachedSizes(queryStart, queries, numHeads, numKvHeads, headDim).Validate();
+        Need(s.QueryElements, (nameof(q), q.Length), (nameof(o), o.Length));
+        Need(s.CacheElements, (nameof(kCache), kCache.Length), (nameof(vCache), vCache.Length));
+        Need(s.Probs, (nameof(probs), probs.Length));
+        fixed (T* pq = q, pk = kCache, pv = vCache, pp = probs, po = o)
+        {
+            var (Q, K, V, P, O) = (new Pinned<T>(pq, q.Length), new Pinned<T>(pk, kCache.Length), new Pinned<T>(pv, vCache.Length),
+                new Pinned<T>(pp, probs.Length), new Pinned<T>(po, o.Length));
+            Parallel.For(0, s.ScoreRows, row => CachedRow(Q.Span, K.Span, V.Span, s, row, P.Span, O.Span));
+        }
+    }
+
+    // Score row `row` = (query i, head h): the same steps as ForwardHead over the keys 0..queryStart+i.
+    static void CachedRow<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> kCache, ReadOnlySpan<T> vCache, CachedSizes s, int row, Span<T> probs,
+        Span<T> o) where T : IFloatingPointIeee754<T>
+    {
+        int headDim = s.HeadDim, i = row / s.NumHeads, kvh = row % s.NumHeads / s.Groups, visible = s.QueryStart + i + 1;
+        T scale = T.CreateChecked(1.0 / Math.Sqrt(headDim));
+        var qi = q.Slice(row * headDim, headDim);
+        var p = probs.Slice(row * s.Keys, s.Keys);
+        p[visible..].Clear();
+        T max = T.NegativeInfinity;
+        for (int j = 0; j < visible; j++)
+        {
+            p[j] = TensorPrimitives.Dot(qi, kCache.Slice((j * s.NumKvHeads + kvh) * headDim, headDim)) * scale;
+            max = T.Max(max, p[j]);
+        }
+        T sum = T.Zero;
+        for (int j = 0; j < visible; j++)
+        {
+            p[j] = T.Exp(p[j] - max);
+            sum += p[j];
+        }
+        TensorPrimitives.Divide(p[..visible], sum, p[..visible]);
+        var oi = o.Slice(row * headDim, headDim);
+        oi.Clear();
+        for (int j = 0; j < visible; j++)
+            if (p[j] != T.Zero) TensorPrimitives.MultiplyAdd(vCache.Slice((j * s.NumKvHeads + kvh) * headDim, headDim), p[j], oi, oi);
     }
 
     // Row j of batch b, kv head kvh in a [batch*seq, numKvHeads, headDim] tensor.

@@ -5,4 +5,5 @@ var app = CoconaLiteLikeBuilder.Create(CliArgs.Normalize(args));
 app.AddCommands<EngineCommands>();
 app.AddCommands<TrainCommands>();
 app.AddCommands<DataCommands>();
+app.AddCommands<ChatCommands>();
 return CliErrors.Run(app);

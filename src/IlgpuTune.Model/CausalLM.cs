@@ -27,7 +27,7 @@ public sealed class DecoderLayer
         new[] { QProj, KProj, VProj, Wqkv, OProj, GateProj, UpProj, DownProj }.OfType<LinearModule>();
 }
 
-public sealed class CausalLM : IDisposable
+public sealed partial class CausalLM : IDisposable
 {
     private readonly Dictionary<string, Tensor> _parameters;
     private readonly Tensor? _qIndex, _kIndex, _vIndex;
@@ -279,6 +279,8 @@ public sealed class CausalLM : IDisposable
         using var sin = Tensor.FromArray(Device, sinData, tokens, c.HeadDim / 2);
         using var segments = segmentIds is null ? null : Tensor.FromArray(Device, segmentIds, tokens);
 
+        Func<Tensor, Tensor, Tensor, Tensor> Causal(Tensor? segs) =>
+            (q, k, v) => Ops.Attention(q, k, v, segs, batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim);
         var h = Ops.Embedding(ids, EmbedTokens);
         foreach (var layer in Layers)
         {
@@ -288,9 +290,9 @@ public sealed class CausalLM : IDisposable
             if (GradientCheckpointing)
             {
                 Tensor[] inputs = segments is null ? [h, cos, sin] : [h, cos, sin, segments];
-                next = Tape.Checkpoint(t => Block(layer, t[0], t[1], t[2], t.Length > 3 ? t[3] : null, batch, seq, new Random(seed)), inputs);
+                next = Tape.Checkpoint(t => Block(layer, t[0], t[1], t[2], new Random(seed), Causal(t.Length > 3 ? t[3] : null)), inputs);
             }
-            else next = Block(layer, h, cos, sin, segments, batch, seq, new Random(seed));
+            else next = Block(layer, h, cos, sin, new Random(seed), Causal(segments));
             h.Dispose();
             h = next;
         }
@@ -298,7 +300,9 @@ public sealed class CausalLM : IDisposable
             return Ops.RmsNorm(h, Norm, c.RmsNormEps);
     }
 
-    private Tensor Block(DecoderLayer layer, Tensor h, Tensor cos, Tensor sin, Tensor? segments, int batch, int seq, Random rng)
+    // h[tokens, hidden] -> the layer's output. `attention` maps the roped q, k and v to the attention output, so training
+    // (causal over the batch) and generation (over a KV cache) share the rest. A null rng is inference: no LoRA dropout.
+    private Tensor Block(DecoderLayer layer, Tensor h, Tensor cos, Tensor sin, Random? rng, Func<Tensor, Tensor, Tensor, Tensor> attention)
     {
         var c = Config;
         Tensor q, k, v;
@@ -324,7 +328,7 @@ public sealed class CausalLM : IDisposable
         using (v)
         using (var qr = Ops.Rope(q, cos, sin, c.NumAttentionHeads, c.HeadDim))
         using (var kr = Ops.Rope(k, cos, sin, c.NumKeyValueHeads, c.HeadDim))
-        using (var attn = Ops.Attention(qr, kr, v, segments, batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim))
+        using (var attn = attention(qr, kr, v))
         using (var o = layer.OProj.Forward(attn, rng))
             h2 = Ops.Add(h, o);
         using (h2)

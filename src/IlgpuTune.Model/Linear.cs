@@ -43,8 +43,12 @@ public sealed class LinearModule(string name, Tensor weight, Tensor? bias)
         (Lora, LoraA, LoraB) = (config, a, b);
     }
 
-    public Tensor Forward(Tensor x, Random rng) =>
+    /// <summary>y = x·Wᵀ + bias (+ the LoRA branch). A null <paramref name="rng"/> is inference: LoRA dropout off.</summary>
+    public Tensor Forward(Tensor x, Random? rng) =>
         Lora is null
             ? Ops.Linear(x, Weight, Bias)
-            : Ops.LoraLinear(x, Weight, Bias, LoraA!, LoraB!, Lora.Scaling, Lora.Dropout, rng);
+            : Ops.LoraLinear(x, Weight, Bias, LoraA!, LoraB!, Lora.Scaling, rng is null ? 0f : Lora.Dropout, rng ?? NoDropout);
+
+    // Ops.LoraLinear draws nothing from it when the dropout is 0.
+    private static readonly Random NoDropout = new(0);
 }

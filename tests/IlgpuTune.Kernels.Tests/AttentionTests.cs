@@ -148,6 +148,65 @@ public class AttentionTests(IlgpuCpuFixture gpu)
         });
     }
 
+    // ---- ForwardWithCache (inference) ----
+
+    [Theory]
+    [InlineData(0, 1, 1, 1, 1)]
+    [InlineData(0, 5, 4, 2, 6)] // prefill
+    [InlineData(6, 1, 4, 2, 6)] // one decode step
+    [InlineData(3, 3, 3, 3, 5)] // several new tokens after a cached prefix (next chat turn)
+    [InlineData(38, 1, 2, 1, 4)] // keys > one 32-thread group
+    public void CachedKernel_MatchesCpuReference(int queryStart, int queries, int numHeads, int numKvHeads, int headDim)
+    {
+        int keys = queryStart + queries, capacity = keys + 2; // unused cache rows past the keys must be ignored
+        int qn = queries * numHeads * headDim, cn = capacity * numKvHeads * headDim, pn = queries * numHeads * keys;
+        var q = Rand.Floats(1, qn, 2f);
+        var k = Rand.Floats(2, cn, 2f);
+        var v = Rand.Floats(3, cn);
+        var (probs, o) = (new float[pn], new float[qn]);
+        Attention.ForwardWithCacheCpu<float>(q, k, v, queryStart, queries, numHeads, numKvHeads, headDim, probs, o);
+
+        using var gq = gpu.Upload(q); using var gk = gpu.Upload(k); using var gv = gpu.Upload(v);
+        using var gp = gpu.Upload(Rand.Floats(4, pn)); using var go = gpu.Upload(Rand.Floats(5, qn)); // garbage: overwritten
+        Attention.ForwardWithCache(gpu.Kernels, gq.View, gk.View, gv.View, queryStart, queries, numHeads, numKvHeads, headDim, gp.View, go.View);
+        gpu.Accelerator.Synchronize();
+
+        Close.Assert("probs", probs, gp.GetAsArray1D(), 1e-6, 1e-5);
+        Close.Assert("o", o, go.GetAsArray1D(), 1e-5, 1e-4);
+    }
+
+    [Property(MaxTest = 40)]
+    public Property CachedCpu_EqualsUncachedForwardRows()
+    {
+        // Feeding a sequence in chunks through the cache gives the uncached causal forward's rows exactly.
+        var shapes = from seq in Gen.Choose(1, 7) from numKvHeads in Gen.Choose(1, 2) from groups in Gen.Choose(1, 3)
+                     from headDim in Gen.Choose(1, 5) from seed in Gen.Choose(0, 10000) select (seq, numKvHeads, numHeads: numKvHeads * groups, headDim, seed);
+        return Prop.ForAll(shapes.ToArbitrary(), s =>
+        {
+            var (seq, numKvHeads, numHeads, headDim, seed) = s;
+            var q = Rand.Doubles(seed, seq * numHeads * headDim, 2);
+            var k = Rand.Doubles(seed + 1, seq * numKvHeads * headDim, 2);
+            var v = Rand.Doubles(seed + 2, k.Length);
+            var full = new double[q.Length];
+            Attention.ForwardCpu<double>(q, k, v, [], 1, seq, numHeads, numKvHeads, headDim, new double[numHeads * seq * seq], full);
+            var rng = new Random(seed);
+            for (int start = 0; start < seq;)
+            {
+                int n = rng.Next(1, seq - start + 1), row = numHeads * headDim;
+                var o = new double[n * row];
+                Attention.ForwardWithCacheCpu<double>(q.AsSpan(start * row, o.Length), k, v, start, n, numHeads, numKvHeads, headDim,
+                    new double[n * numHeads * (start + n)], o);
+                Assert.Equal(full.AsSpan(start * row, o.Length).ToArray(), o);
+                start += n;
+            }
+        });
+    }
+
+    [Fact]
+    public void Cached_RejectsShortCache() =>
+        Assert.Throws<ArgumentException>(() =>
+            Attention.ForwardWithCacheCpu<float>(new float[2], new float[3], new float[3], 2, 1, 1, 1, 2, new float[3], new float[2]));
+
     // Nondecreasing segment ids per row, a new sample starting with probability 1/3.
     static int[] Segments(int seed, int batch, int seq)
     {

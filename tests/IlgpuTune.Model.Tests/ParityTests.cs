@@ -5,6 +5,8 @@ using Xunit.Abstractions;
 namespace IlgpuTune.Model.Tests;
 
 /// <summary>The engine against transformers/PEFT goldens (tools/golden/make_tiny_models.py), fp32.</summary>
+// One ILGPU emulator test at a time: each runs a thread per simulated GPU thread, and two together thrash the CPU.
+[Collection("ILGPU emulator")]
 public class ParityTests(ITestOutputHelper output)
 {
     [Theory]

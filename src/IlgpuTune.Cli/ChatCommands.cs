@@ -1,0 +1,127 @@
+// `chat`: xtuner/tools/chat.py for our models. Loads an HF model folder (+ a PEFT adapter), its tokenizer, an XTuner
+// prompt template, and answers either one --prompt or an interactive conversation. Defaults are chat.py's.
+using System.Text.Json.Nodes;
+using Cocona;
+using IlgpuTune.Core;
+using IlgpuTune.Data.Templates;
+using IlgpuTune.Data.Tokenization;
+using IlgpuTune.Model;
+using IlgpuTune.Model.Generation;
+
+namespace IlgpuTune.Cli;
+
+public sealed class ChatCommands
+{
+    [Command("chat", Description = "Chat with a model folder (config.json, safetensors, tokenizer.json), optionally with a PEFT LoRA adapter: " +
+        "interactive (an empty line sends; RESET clears the history, EXIT quits) or one answer with --prompt")]
+    public int Chat(
+        [Argument(Description = "model folder (Hugging Face layout)")] string model,
+        [Option("adapter", Description = "PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")] string? adapter = null,
+        [Option("prompt-template", Description = "XTuner prompt template name, or auto (the template matching the model); none = raw text")] string? promptTemplate = null,
+        [Option("system", Description = "system text for the first turn")] string? system = null,
+        [Option("system-template", Description = "XTuner system template name (alpaca, colorist, ...)")] string? systemTemplate = null,
+        [Option("bot-name", Description = "the {bot_name} of templates")] string botName = "BOT",
+        [Option("max-new-tokens", Description = "most tokens per answer")] int maxNewTokens = 2048,
+        [Option("temperature", Description = "0 = greedy")] float temperature = 0.1f,
+        [Option("top-k", Description = "0 = off")] int topK = 40,
+        [Option("top-p", Description = "1 = off")] float topP = 0.75f,
+        [Option("repetition-penalty", Description = "1 = off")] float repetitionPenalty = 1f,
+        [Option("stop-words", Description = "stop when the answer ends with this text (repeat the option for several)")] string[]? stopWords = null,
+        [Option("seed", Description = "sampling seed")] int seed = 0,
+        [Option("prompt", Description = "answer this one prompt and exit")] string? prompt = null,
+        [Option("device", Description = "cuda, cpu, ilgpu-cpu or auto (default: ILGPUTUNE_DEVICE, else auto)")] string? device = null)
+    {
+        try
+        {
+            if (system is not null && systemTemplate is not null) throw new ArgumentException("give --system or --system-template, not both");
+            if (!Directory.Exists(model)) throw new DirectoryNotFoundException($"model folder {model} does not exist");
+            var tokenizer = LoadTokenizer(model, adapter);
+            var config = ModelConfig.Load(model);
+            var template = promptTemplate switch
+            {
+                null => null,
+                "auto" => XtunerTemplates.Get(AutoTemplate(config, tokenizer)),
+                _ => XtunerTemplates.Get(promptTemplate),
+            };
+            if (promptTemplate == "auto")
+                Console.Error.WriteLine($"note: --prompt-template auto uses XTuner's '{template!.Name}' for {config.ModelType} " +
+                    "(the tokenizer's own chat_template is not rendered yet)");
+            string? systemText = systemTemplate is null ? system : XtunerChatPrompt.SystemFromTemplate(systemTemplate, botName);
+            var chatPrompt = new XtunerChatPrompt(template, systemText, botName);
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = maxNewTokens,
+                Temperature = temperature,
+                TopK = topK,
+                TopP = topP,
+                RepetitionPenalty = repetitionPenalty,
+                EosTokenIds = EosTokenIds(model, config, tokenizer),
+                StopWords = [.. stopWords ?? [], .. chatPrompt.StopWords],
+            };
+            options.Validate();
+
+            using var dev = Device.Create(device);
+            using var lm = ModelLoader.Load(model, dev);
+            if (adapter is not null) PeftAdapter.Load(adapter, lm);
+            using var session = new ChatSession(lm, tokenizer, chatPrompt, options, seed);
+            if (prompt is not null)
+            {
+                session.AnswerTo(prompt, Console.Out);
+                return 0;
+            }
+            Console.Error.WriteLine($"device: {dev}");
+            return session.Run(Console.In, Console.Out);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or KeyNotFoundException or ArgumentException or FormatException
+            or InvalidOperationException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+    }
+
+    // chat.py takes the tokenizer from the model; adapter folders written by XTuner often carry one too.
+    private static HfTokenizer LoadTokenizer(string model, string? adapter)
+    {
+        foreach (var dir in new[] { model, adapter })
+            if (dir is not null && File.Exists(Path.Combine(dir, "tokenizer.json"))) return HfTokenizer.FromDirectory(dir);
+        throw new FileNotFoundException($"no tokenizer.json in {model}" + (adapter is null ? "" : $" or {adapter}"));
+    }
+
+    /// <summary>The XTuner template for `--prompt-template auto`, from the tokenizer's chat tokens, else the model type.</summary>
+    internal static string AutoTemplate(ModelConfig config, ITokenizer tokenizer)
+    {
+        if (tokenizer.TokenToId("<|im_start|>") is not null)
+            return config.Architecture == Architecture.InternLM2 ? "internlm2_chat" : "qwen_chat";
+        if (tokenizer.TokenToId("<|eot_id|>") is not null) return "llama3_chat";
+        return config.Architecture switch
+        {
+            Architecture.Llama => "llama2_chat",
+            Architecture.Mistral => "mistral",
+            Architecture.Qwen2 => "qwen_chat",
+            _ => "internlm2_chat",
+        };
+    }
+
+    /// <summary>config.json's eos_token_id(s), generation_config.json's, and the tokenizer's eos_token.</summary>
+    internal static int[] EosTokenIds(string model, ModelConfig config, ITokenizer tokenizer)
+    {
+        var ids = new SortedSet<int>(config.EosTokenIds);
+        if (tokenizer.EosTokenId is { } eos) ids.Add(eos);
+        string file = Path.Combine(model, "generation_config.json");
+        if (File.Exists(file))
+        {
+            var node = JsonNode.Parse(File.ReadAllText(file))?["eos_token_id"];
+            try
+            {
+                if (node is JsonArray a) ids.UnionWith(a.Select(n => n!.GetValue<int>()));
+                else if (node is JsonValue v) ids.Add(v.GetValue<int>());
+            }
+            catch (Exception e) when (e is FormatException or InvalidOperationException or NullReferenceException)
+            {
+                throw new InvalidDataException($"{file}: eos_token_id must be an integer or a list of integers", e);
+            }
+        }
+        return [.. ids];
+    }
+}
