@@ -15,8 +15,8 @@ def kernel(name, a_k, b_k):
     w = o.append
     w(f"    // {name}: see the header of Gemm.cs. Grid x = output tiles, z = batch * splits; {'A K-major' if a_k else 'A M-major (ldmatrix.trans)'}, "
       f"{'B K-major' if b_k else 'B N-major (ldmatrix.trans)'}.")
-    w(f"    static void {name}Kernel<TH, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)")
-    w("        where TH : struct, IHalf where TT : struct, ITile")
+    w(f"    static void {name}Kernel<TH, TP, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)")
+    w("        where TH : struct, IHalf where TP : struct, IPlatform where TT : struct, ITile")
     w("    {")
     w("        var sm = SharedMemory.GetDynamic<ushort>();")
     w("        var scratch = SharedMemory.GetDynamic<uint>();")
@@ -30,7 +30,7 @@ def kernel(name, a_k, b_k):
     w("        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;")
     w("        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + BK - 1) / BK, kt0 + p.TilesPerSplit);")
     w("        int stageBytes = (bm + bn) * BK * 2;")
-    w("        uint smBase = SmemBase();")
+    w("        uint smBase = default(TP).SmemBase();")
     w("        int ws = stages * stageBytes / 4 + warp * ScratchPerWarp;")
     w("        int q = lane / 8, r8 = lane % 8;")
     # per-lane ldmatrix offsets inside a stage's A / B tile
@@ -52,16 +52,16 @@ def kernel(name, a_k, b_k):
     bk = "true" if b_k else "false"
     w("        for (int s = 0; s < stages - 1; s++)")
     w("        {")
-    w(f"            if (kt0 + s < kt1) LoadStage(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, {ak}, {bk}, bm, bn, threads);")
-    w("            CommitGroup();")
+    w(f"            if (kt0 + s < kt1) LoadStage<TP>(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, {ak}, {bk}, bm, bn, threads);")
+    w("            default(TP).CommitGroup();")
     w("        }")
     w("        for (int kt = kt0; kt < kt1; kt++)")
     w("        {")
-    w("            WaitGroups(stages - 2);")
+    w("            default(TP).WaitGroups(stages - 2);")
     w("            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage")
     w("            int next = kt + stages - 1;")
-    w(f"            if (next < kt1) LoadStage(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, {ak}, {bk}, bm, bn, threads);")
-    w("            CommitGroup();")
+    w(f"            if (next < kt1) LoadStage<TP>(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, {ak}, {bk}, bm, bn, threads);")
+    w("            default(TP).CommitGroup();")
     w("            uint aS = smBase + (uint)(((kt - kt0) % stages) * stageBytes), bS = aS + (uint)(bm * BK * 2);")
     for kk in range(2):
         for i in range(MI):
@@ -71,7 +71,7 @@ def kernel(name, a_k, b_k):
             else:
                 addr = f"aS + aRow + (uint)({kk * 16} * bm * 2) + aX{i}"
                 tr = "true"
-            w(f"            Ldsm({addr}, {tr}, sm, scratch, ws, " + ", ".join(f"out uint a{kk}_{i}_{r}" for r in range(4)) + ");")
+            w(f"            default(TP).Ldsm({addr}, {tr}, sm, scratch, ws, " + ", ".join(f"out uint a{kk}_{i}_{r}" for r in range(4)) + ");")
         for jp in range(NJ // 2):
             if b_k:
                 addr = f"bS + bL{kk} + {jp * 16 * 64}"
@@ -80,22 +80,22 @@ def kernel(name, a_k, b_k):
                 addr = f"bS + bRow + (uint)({kk * 16} * bn * 2) + bX{jp}"
                 tr = "true"
             outs = [f"b{kk}_{2 * jp}_0", f"b{kk}_{2 * jp}_1", f"b{kk}_{2 * jp + 1}_0", f"b{kk}_{2 * jp + 1}_1"]
-            w(f"            Ldsm({addr}, {tr}, sm, scratch, ws, " + ", ".join(f"out uint {x}" for x in outs) + ");")
+            w(f"            default(TP).Ldsm({addr}, {tr}, sm, scratch, ws, " + ", ".join(f"out uint {x}" for x in outs) + ");")
         for i in range(MI):
             js = range(NJ) if i % 2 == 0 else reversed(range(NJ))  # serpentine: reuse the last B fragment
             for j in js:
                 cs = ", ".join(f"ref c{i}_{j}_{e}" for e in range(4))
                 aa = ", ".join(f"a{kk}_{i}_{r}" for r in range(4))
-                w(f"            default(TH).Mma({cs}, {aa}, b{kk}_{j}_0, b{kk}_{j}_1, scratch, ws);")
+                w(f"            default(TP).Mma<TH>({cs}, {aa}, b{kk}_{j}_0, b{kk}_{j}_1, scratch, ws);")
     w("        }")
-    w("        WaitGroups(0);")
+    w("        default(TP).WaitGroups(0);")
     w("        int row = m0 + wm * WarpTile + lane / 4, col = n0 + wn * WarpTile + (lane % 4) * 2;")
     for i in range(MI):
         for j in range(NJ):
             for e in range(4):
                 rr = f"row + {i * 16 + (8 if e >= 2 else 0)}"
                 cc = f"col + {j * 8 + (e % 2)}"
-                w(f"        Store(p, bias, cF, cH, cOff, {rr}, {cc}, c{i}_{j}_{e}.Value);")
+                w(f"        Store<TP>(p, bias, cF, cH, cOff, {rr}, {cc}, c{i}_{j}_{e}.Value);")
     w("    }")
     return o
 
@@ -109,11 +109,12 @@ def main():
         out += kernel(name, a_k, b_k)
         out.append("")
     sig = "KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>"
-    out.append(f"    static Action<{sig}> Load(Accelerator acc, GemmLayout layout, HalfType type, TileConfig tile) => (layout, type, tile) switch")
+    out.append(f"    static Action<{sig}> Load(Accelerator acc, GemmLayout layout, HalfType type, TileConfig tile, bool emulated) => (layout, type, tile, emulated) switch")
     out.append("    {")
-    for (name, t, tile) in itertools.product(LAYOUTS, TYPES, TILES):
+    for (name, t, tile, emu) in itertools.product(LAYOUTS, TYPES, TILES, [False, True]):
         ht = "BFloat16" if t == "Bf16" else "Float16"
-        out.append(f"        (GemmLayout.{name}, HalfType.{ht}, TileConfig.T{tile}) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>({name}Kernel<{t}, Tile{tile}>),")
+        plat = "Emulated" if emu else "Ptx"
+        out.append(f"        (GemmLayout.{name}, HalfType.{ht}, TileConfig.T{tile}, {'true' if emu else 'false'}) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>({name}Kernel<{t}, {plat}, Tile{tile}>),")
     out.append("        _ => throw new ArgumentOutOfRangeException(nameof(tile)),")
     out.append("    };")
     out.append("}")

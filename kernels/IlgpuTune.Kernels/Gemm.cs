@@ -43,43 +43,145 @@ public static partial class Gemm
     internal interface IHalf
     {
         float ToFloat(ushort h);
-        ushort FromFloat(float x);
-        void Mma(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
-            uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch);
+        void MmaPtx(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
+            uint a0, uint a1, uint a2, uint a3, uint b0, uint b1);
     }
 
     internal struct Bf16 : IHalf
     {
         public float ToFloat(ushort h) => Cast.Bf16ToFloat(h);
-        public ushort FromFloat(float x) => Cast.FloatToBf16(x);
-        public void Mma(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
-            uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch)
+        public void MmaPtx(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
+            uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
         {
-            if (CudaAsm.IsSupported)
-            {
-                Input<uint> x0 = a0, x1 = a1, x2 = a2, x3 = a3, y0 = b0, y1 = b1;
-                CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
-                    ref c0, ref c1, ref c2, ref c3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
-            }
-            else MmaEmulated<Bf16>(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1, scratch, warpScratch);
+            Input<uint> x0 = a0, x1 = a1, x2 = a2, x3 = a3, y0 = b0, y1 = b1;
+            CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
+                ref c0, ref c1, ref c2, ref c3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
         }
     }
 
     internal struct F16 : IHalf
     {
         public float ToFloat(ushort h) => Cast.F16ToFloat(h);
-        public ushort FromFloat(float x) => Cast.FloatToF16(x);
-        public void Mma(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
-            uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch)
+        public void MmaPtx(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
+            uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+        {
+            Input<uint> x0 = a0, x1 = a1, x2 = a2, x3 = a3, y0 = b0, y1 = b1;
+            CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
+                ref c0, ref c1, ref c2, ref c3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
+        }
+    }
+
+    // Where the tensor-core and async-copy instructions come from. ILGPU 1.5.3 specializes CudaAsm.IsSupported only
+    // after its optimizer has run, so an if/else on it leaves the emulation (and the local-memory traffic of its
+    // by-ref arguments) in the PTX; a type argument keeps the CUDA kernel free of it. Each Ptx method still checks
+    // CudaAsm.IsSupported (the branch ptxas folds away), so a CUDA kernel launched on the CPU fails loudly instead of
+    // aborting the process.
+    internal interface IPlatform
+    {
+        uint SmemBase();
+        void CopyChunk(ArrayView<ushort> g, ulong gPtr, long gi, ArrayView<ushort> sm, uint smBase, int dst);
+        void CommitGroup();
+        void WaitGroups(int pending);
+        void Ldsm(uint addr, bool trans, ArrayView<ushort> sm, ArrayView<uint> scratch, int warpScratch,
+            out uint r0, out uint r1, out uint r2, out uint r3);
+        void Mma<TH>(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
+            uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch) where TH : struct, IHalf;
+        ushort FloatToF16(float x);
+        float F16ToFloat(ushort h);
+    }
+
+    internal struct Ptx : IPlatform
+    {
+        public uint SmemBase()
+        {
+            uint s = 0;
+            if (CudaAsm.IsSupported) CudaAsm.Emit("mov.u32 %0, __dyn_shared_alloca;", out s);
+            return s;
+        }
+
+        public void CopyChunk(ArrayView<ushort> g, ulong gPtr, long gi, ArrayView<ushort> sm, uint smBase, int dst)
         {
             if (CudaAsm.IsSupported)
-            {
-                Input<uint> x0 = a0, x1 = a1, x2 = a2, x3 = a3, y0 = b0, y1 = b1;
-                CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
-                    ref c0, ref c1, ref c2, ref c3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
-            }
-            else MmaEmulated<F16>(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1, scratch, warpScratch);
+                CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16;", smBase + (uint)dst, gPtr + (ulong)gi * 2);
         }
+
+        public void CommitGroup()
+        {
+            if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.commit_group;");
+        }
+
+        // Wait until at most `pending` committed groups are in flight (a literal in PTX).
+        public void WaitGroups(int pending)
+        {
+            if (!CudaAsm.IsSupported) return;
+            if (pending <= 0) CudaAsm.Emit("cp.async.wait_group 0;");
+            else if (pending == 1) CudaAsm.Emit("cp.async.wait_group 1;");
+            else if (pending == 2) CudaAsm.Emit("cp.async.wait_group 2;");
+            else CudaAsm.Emit("cp.async.wait_group 3;");
+        }
+
+        public void Ldsm(uint addr, bool trans, ArrayView<ushort> sm, ArrayView<uint> scratch, int warpScratch,
+            out uint r0, out uint r1, out uint r2, out uint r3)
+        {
+            Input<uint> ad = addr;
+            Output<uint> o0 = default, o1 = default, o2 = default, o3 = default;
+            if (CudaAsm.IsSupported)
+            {
+                if (trans)
+                    CudaAsm.EmitRef("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];", ref o0, ref o1, ref o2, ref o3, ref ad);
+                else
+                    CudaAsm.EmitRef("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];", ref o0, ref o1, ref o2, ref o3, ref ad);
+            }
+            r0 = o0.Value; r1 = o1.Value; r2 = o2.Value; r3 = o3.Value;
+        }
+
+        public void Mma<TH>(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
+            uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch) where TH : struct, IHalf
+        {
+            if (CudaAsm.IsSupported) default(TH).MmaPtx(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1);
+        }
+
+        // cvt rounds to nearest even like Cast.FloatToF16, without its subnormal loop in every epilogue store.
+        public ushort FloatToF16(float x)
+        {
+            ushort h = 0;
+            if (CudaAsm.IsSupported) CudaAsm.Emit("cvt.rn.f16.f32 %0, %1;", out h, x);
+            return h;
+        }
+
+        public float F16ToFloat(ushort h)
+        {
+            float x = 0f;
+            if (CudaAsm.IsSupported) CudaAsm.Emit("cvt.f32.f16 %0, %1;", out x, h);
+            return x;
+        }
+    }
+
+    // The same instructions in C#, moving values between lanes through a per-warp shared-memory scratch.
+    internal struct Emulated : IPlatform
+    {
+        public uint SmemBase() => 0;
+
+        public void CopyChunk(ArrayView<ushort> g, ulong gPtr, long gi, ArrayView<ushort> sm, uint smBase, int dst)
+        {
+            for (int e = 0; e < 8; e++) sm[dst / 2 + e] = g[gi + e];
+        }
+
+        public void CommitGroup() { }
+
+        public void WaitGroups(int pending) { }
+
+        public void Ldsm(uint addr, bool trans, ArrayView<ushort> sm, ArrayView<uint> scratch, int warpScratch,
+            out uint r0, out uint r1, out uint r2, out uint r3) =>
+            LdsmEmulated(addr, trans, sm, scratch, warpScratch, out r0, out r1, out r2, out r3);
+
+        public void Mma<TH>(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
+            uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch) where TH : struct, IHalf =>
+            MmaEmulated<TH>(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1, scratch, warpScratch);
+
+        public ushort FloatToF16(float x) => Cast.FloatToF16(x);
+
+        public float F16ToFloat(ushort h) => Cast.F16ToFloat(h);
     }
 
     /// <summary>Group shape in warps (each warp owns 64x64 of C) and the depth of the cp.async ring.</summary>
@@ -118,28 +220,6 @@ public static partial class Gemm
 
     // ---- device helpers (all inlined) ----
 
-    static uint SmemBase()
-    {
-        uint s = 0;
-        if (CudaAsm.IsSupported) CudaAsm.Emit("mov.u32 %0, __dyn_shared_alloca;", out s);
-        return s;
-    }
-
-    static void CommitGroup()
-    {
-        if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.commit_group;");
-    }
-
-    // Wait until at most `pending` committed cp.async groups are still in flight (a literal in PTX).
-    static void WaitGroups(int pending)
-    {
-        if (!CudaAsm.IsSupported) return;
-        if (pending <= 0) CudaAsm.Emit("cp.async.wait_group 0;");
-        else if (pending == 1) CudaAsm.Emit("cp.async.wait_group 1;");
-        else if (pending == 2) CudaAsm.Emit("cp.async.wait_group 2;");
-        else CudaAsm.Emit("cp.async.wait_group 3;");
-    }
-
     // Byte offset of 16-byte chunk c of row r in a tile of `chunks` chunks per row. 4-chunk rows (K-major, BK = 32):
     // the 8 rows one ldmatrix reads are 2 per 128-byte bank line, so XOR with (r/2)%4; wider rows: XOR with r%8.
     static int ChunkOffset(int r, int c, int chunks) =>
@@ -147,8 +227,8 @@ public static partial class Gemm
 
     // Copies a rows x (8·chunks) tile, element (row0 + r, col0 + col) of a dense matrix with rowExt rows and colExt
     // columns at g[gOff..], into shared memory at byte offset tileOff; out-of-range elements become zero.
-    static void LoadTile(ArrayView<ushort> g, ulong gPtr, ArrayView<ushort> sm, uint smBase, int tileOff, int rows, int chunks,
-        int rowExt, int colExt, int row0, int col0, long gOff, int vec, int threads)
+    static void LoadTile<TP>(ArrayView<ushort> g, ulong gPtr, ArrayView<ushort> sm, uint smBase, int tileOff, int rows, int chunks,
+        int rowExt, int colExt, int row0, int col0, long gOff, int vec, int threads) where TP : struct, IPlatform
     {
         for (int idx = Group.IdxX; idx < rows * chunks; idx += threads)
         {
@@ -157,58 +237,38 @@ public static partial class Gemm
             int gr = row0 + r, gc = col0 + c * 8;
             long gi = gOff + (long)gr * colExt + gc;
             int valid = gr < rowExt ? Math.Max(0, Math.Min(colExt - gc, 8)) : 0;
-            if (valid == 8 && vec != 0)
-            {
-                if (CudaAsm.IsSupported)
-                    CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16;", smBase + (uint)dst, gPtr + (ulong)gi * 2);
-                else
-                    for (int e = 0; e < 8; e++) sm[dst / 2 + e] = g[gi + e];
-            }
+            if (valid == 8 && vec != 0) default(TP).CopyChunk(g, gPtr, gi, sm, smBase, dst);
             else
-            {
                 for (int e = 0; e < 8; e++) sm[dst / 2 + e] = e < valid ? g[gi + e] : (ushort)0;
-            }
         }
     }
 
     // One pipeline stage: the A and B tiles of K tile kt. K-major tiles are [rows][BK]; M/N-major ones [BK][cols].
-    static void LoadStage(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<ushort> sm, Params p, uint smBase, int stageOff,
+    static void LoadStage<TP>(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<ushort> sm, Params p, uint smBase, int stageOff,
         int kt, int m0, int n0, long aOff, long bOff, bool aKMajor, bool bKMajor, int bm, int bn, int threads)
+        where TP : struct, IPlatform
     {
         int k0 = kt * BK;
-        if (aKMajor) LoadTile(a, p.APtr, sm, smBase, stageOff, bm, BK / 8, p.M, p.K, m0, k0, aOff, p.VecA, threads);
-        else LoadTile(a, p.APtr, sm, smBase, stageOff, BK, bm / 8, p.K, p.M, k0, m0, aOff, p.VecA, threads);
+        if (aKMajor) LoadTile<TP>(a, p.APtr, sm, smBase, stageOff, bm, BK / 8, p.M, p.K, m0, k0, aOff, p.VecA, threads);
+        else LoadTile<TP>(a, p.APtr, sm, smBase, stageOff, BK, bm / 8, p.K, p.M, k0, m0, aOff, p.VecA, threads);
         int bTile = stageOff + bm * BK * 2;
-        if (bKMajor) LoadTile(b, p.BPtr, sm, smBase, bTile, bn, BK / 8, p.N, p.K, n0, k0, bOff, p.VecB, threads);
-        else LoadTile(b, p.BPtr, sm, smBase, bTile, BK, bn / 8, p.K, p.N, k0, n0, bOff, p.VecB, threads);
+        if (bKMajor) LoadTile<TP>(b, p.BPtr, sm, smBase, bTile, bn, BK / 8, p.N, p.K, n0, k0, bOff, p.VecB, threads);
+        else LoadTile<TP>(b, p.BPtr, sm, smBase, bTile, BK, bn / 8, p.K, p.N, k0, n0, bOff, p.VecB, threads);
     }
 
-    // ldmatrix.x4: lane l gives the row address of 8x8 matrix l/8, row l%8; register j receives matrix j's
+    // ldmatrix.x4 (emulated): lane l gives the row address of 8x8 matrix l/8, row l%8; register j receives matrix j's
     // (row l/4, cols 2(l%4), +1), or with trans its (rows 2(l%4), +1; col l/4).
-    static void Ldsm(uint addr, bool trans, ArrayView<ushort> sm, ArrayView<uint> scratch, int warpScratch,
+    static void LdsmEmulated(uint addr, bool trans, ArrayView<ushort> sm, ArrayView<uint> scratch, int warpScratch,
         out uint r0, out uint r1, out uint r2, out uint r3)
     {
-        if (CudaAsm.IsSupported)
-        {
-            Input<uint> ad = addr;
-            Output<uint> o0 = default, o1 = default, o2 = default, o3 = default;
-            if (trans)
-                CudaAsm.EmitRef("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];", ref o0, ref o1, ref o2, ref o3, ref ad);
-            else
-                CudaAsm.EmitRef("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];", ref o0, ref o1, ref o2, ref o3, ref ad);
-            r0 = o0.Value; r1 = o1.Value; r2 = o2.Value; r3 = o3.Value;
-        }
-        else
-        {
-            int lane = Warp.LaneIdx;
-            Warp.Barrier(); // the previous emulated instruction has finished reading the scratch
-            scratch[warpScratch + lane] = addr;
-            Warp.Barrier();
-            r0 = LdsmLane(sm, scratch, warpScratch, 0, lane, trans);
-            r1 = LdsmLane(sm, scratch, warpScratch, 1, lane, trans);
-            r2 = LdsmLane(sm, scratch, warpScratch, 2, lane, trans);
-            r3 = LdsmLane(sm, scratch, warpScratch, 3, lane, trans);
-        }
+        int lane = Warp.LaneIdx;
+        Warp.Barrier(); // the previous emulated instruction has finished reading the scratch
+        scratch[warpScratch + lane] = addr;
+        Warp.Barrier();
+        r0 = LdsmLane(sm, scratch, warpScratch, 0, lane, trans);
+        r1 = LdsmLane(sm, scratch, warpScratch, 1, lane, trans);
+        r2 = LdsmLane(sm, scratch, warpScratch, 2, lane, trans);
+        r3 = LdsmLane(sm, scratch, warpScratch, 3, lane, trans);
     }
 
     static uint LdsmLane(ArrayView<ushort> sm, ArrayView<uint> scratch, int warpScratch, int j, int lane, bool trans)
@@ -267,14 +327,16 @@ public static partial class Gemm
     }
 
     // Epilogue for one accumulator: alpha, bias, beta = 1 and the output cast. cOff addresses this batch's C.
-    static void Store(Params p, FloatView bias, FloatView cF, ArrayView<ushort> cH, long cOff, int row, int col, float acc)
+    static void Store<TP>(Params p, FloatView bias, FloatView cF, ArrayView<ushort> cH, long cOff, int row, int col, float acc)
+        where TP : struct, IPlatform
     {
         if (row >= p.M || col >= p.N) return;
         long o = cOff + (long)row * p.N + col;
-        StoreAt(p, bias, cF, cH, o, col, acc);
+        StoreAt<TP>(p, bias, cF, cH, o, col, acc);
     }
 
-    static void StoreAt(Params p, FloatView bias, FloatView cF, ArrayView<ushort> cH, long o, int col, float acc)
+    static void StoreAt<TP>(Params p, FloatView bias, FloatView cF, ArrayView<ushort> cH, long o, int col, float acc)
+        where TP : struct, IPlatform
     {
         float v = p.Alpha * acc;
         if (p.HasBias != 0) v += bias[col];
@@ -290,13 +352,14 @@ public static partial class Gemm
         }
         else
         {
-            if (p.Accumulate != 0) v += Cast.F16ToFloat(cH[o]);
-            cH[o] = Cast.FloatToF16(v);
+            if (p.Accumulate != 0) v += default(TP).F16ToFloat(cH[o]);
+            cH[o] = default(TP).FloatToF16(v);
         }
     }
 
     // Split-K second pass: C = epilogue(sum over splits of ws[s][b][m][n]), in split order. Grid-stride over batch*m*n.
-    static void SplitReduceKernel(FloatView ws, FloatView bias, Params p, int batch, int splits, FloatView cF, ArrayView<ushort> cH)
+    static void SplitReduceKernel<TP>(FloatView ws, FloatView bias, Params p, int batch, int splits, FloatView cF, ArrayView<ushort> cH)
+        where TP : struct, IPlatform
     {
         long mn = (long)p.M * p.N, total = mn * batch;
         for (long i = Grid.GlobalIndex.X; i < total; i += Launch.GridStride())
@@ -304,7 +367,7 @@ public static partial class Gemm
             float sum = 0f;
             for (int s = 0; s < splits; s++) sum += ws[s * total + i];
             long bIdx = i / mn, rem = i - bIdx * mn;
-            StoreAt(p, bias, cF, cH, bIdx * p.StrideC + rem, (int)(rem % p.N), sum);
+            StoreAt<TP>(p, bias, cF, cH, bIdx * p.StrideC + rem, (int)(rem % p.N), sum);
         }
     }
 
@@ -369,6 +432,27 @@ public static partial class Gemm
 
     static int Stages(TileConfig t) => t is TileConfig.T2x4 or TileConfig.T4x2 ? 3 : 4;
 
+    // The cp.async ring, plus the per-warp scratch of the CPU emulation.
+    static int SharedBytes(KernelRegistry k, TileConfig t)
+    {
+        var (bm, bn) = TileSize(t);
+        return Stages(t) * (bm + bn) * BK * 2 + (k.IsEmulated ? bm / WarpTile * (bn / WarpTile) * ScratchPerWarp * 4 : 0);
+    }
+
+    /// <summary>The compiled kernel of one configuration (the GPU bench reads its register and local-memory use).</summary>
+    internal static ILGPU.Runtime.Kernel CompiledKernel(KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile) =>
+        Kernel(k, layout, type, tile, SharedBytes(k, tile)).GetKernel();
+
+    /// <summary>The generic kernel method of one configuration (the GPU bench compiles it to PTX offline).</summary>
+    internal static System.Reflection.MethodInfo KernelMethod(GemmLayout layout, HalfType type, TileConfig tile) =>
+        typeof(Gemm).GetMethod($"{layout}Kernel", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+            .MakeGenericMethod(type == HalfType.BFloat16 ? typeof(Bf16) : typeof(F16), typeof(Ptx),
+                tile switch
+                {
+                    TileConfig.T1x1 => typeof(Tile1x1), TileConfig.T2x1 => typeof(Tile2x1), TileConfig.T2x2 => typeof(Tile2x2),
+                    TileConfig.T2x4 => typeof(Tile2x4), _ => typeof(Tile4x2),
+                });
+
     // outMode: 0 fp32 (cF), 1 bf16, 2 f16 (cH). tile/splits: forced by tests and the bench; null/-1 = Choose.
     internal static void LaunchGemm(KernelRegistry k, GemmLayout layout, HalfType type, ArrayView<ushort> a, ArrayView<ushort> b,
         FloatView bias, int batch, int m, int n, int kDim, long strideA, long strideB, long strideC, float alpha, bool accumulate,
@@ -421,7 +505,7 @@ public static partial class Gemm
         var (bm, bn) = TileSize(t);
         int tiles = ((m + bm - 1) / bm) * ((n + bn - 1) / bn);
         int threads = bm / WarpTile * (bn / WarpTile) * 32;
-        int smem = Stages(t) * (bm + bn) * BK * 2 + (k.IsEmulated ? threads / 32 * ScratchPerWarp * 4 : 0);
+        int smem = SharedBytes(k, t);
         var kernel = Kernel(k, layout, type, t, smem);
         var config = new KernelConfig(new Index3D(tiles, 1, batch * splits), new Index3D(threads, 1, 1),
             SharedMemoryConfig.RequestDynamic<byte>(smem));
@@ -438,7 +522,9 @@ public static partial class Gemm
         partial.SplitStrideC = total;
         partial.Alpha = 1f;
         kernel(config, a, b, default, partial, ws, default);
-        var reduce = k.Get("gemm.splitreduce", acc => acc.LoadStreamKernel<FloatView, FloatView, Params, int, int, FloatView, ArrayView<ushort>>(SplitReduceKernel));
+        var reduce = k.Get("gemm.splitreduce", acc => k.IsEmulated
+            ? acc.LoadStreamKernel<FloatView, FloatView, Params, int, int, FloatView, ArrayView<ushort>>(SplitReduceKernel<Emulated>)
+            : acc.LoadStreamKernel<FloatView, FloatView, Params, int, int, FloatView, ArrayView<ushort>>(SplitReduceKernel<Ptx>));
         reduce(Launch.Flat(k, total), ws, bias, epilogue, batch, splits, cF, cH);
     }
 
@@ -447,7 +533,7 @@ public static partial class Gemm
         KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile, int smemBytes) =>
         k.Get($"gemm.{layout}.{type}.{tile}", acc =>
         {
-            var launcher = Load(acc, layout, type, tile);
+            var launcher = Load(acc, layout, type, tile, k.IsEmulated);
             if (acc is CudaAccelerator && smemBytes > 48 * 1024)
             {
                 int rc = CuFuncSetAttribute(((CudaKernel)launcher.GetKernel()).FunctionPtr, MaxDynamicSharedSizeBytes, smemBytes);

@@ -8,8 +8,8 @@ namespace IlgpuTune.Kernels;
 public static partial class Gemm
 {
     // NT: see the header of Gemm.cs. Grid x = output tiles, z = batch * splits; A K-major, B K-major.
-    static void NTKernel<TH, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
-        where TH : struct, IHalf where TT : struct, ITile
+    static void NTKernel<TH, TP, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform where TT : struct, ITile
     {
         var sm = SharedMemory.GetDynamic<ushort>();
         var scratch = SharedMemory.GetDynamic<uint>();
@@ -23,7 +23,7 @@ public static partial class Gemm
         long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
         int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + BK - 1) / BK, kt0 + p.TilesPerSplit);
         int stageBytes = (bm + bn) * BK * 2;
-        uint smBase = SmemBase();
+        uint smBase = default(TP).SmemBase();
         int ws = stages * stageBytes / 4 + warp * ScratchPerWarp;
         int q = lane / 8, r8 = lane % 8;
         int ar = wm * WarpTile + lane % 16, aSw = (ar >> 1) & 3;
@@ -36,233 +36,233 @@ public static partial class Gemm
         Ref<float> c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
         for (int s = 0; s < stages - 1; s++)
         {
-            if (kt0 + s < kt1) LoadStage(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, true, true, bm, bn, threads);
-            CommitGroup();
+            if (kt0 + s < kt1) LoadStage<TP>(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, true, true, bm, bn, threads);
+            default(TP).CommitGroup();
         }
         for (int kt = kt0; kt < kt1; kt++)
         {
-            WaitGroups(stages - 2);
+            default(TP).WaitGroups(stages - 2);
             Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
             int next = kt + stages - 1;
-            if (next < kt1) LoadStage(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, true, true, bm, bn, threads);
-            CommitGroup();
+            if (next < kt1) LoadStage<TP>(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, true, true, bm, bn, threads);
+            default(TP).CommitGroup();
             uint aS = smBase + (uint)(((kt - kt0) % stages) * stageBytes), bS = aS + (uint)(bm * BK * 2);
-            Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            Ldsm(bS + bL0 + 1024, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            Ldsm(bS + bL0 + 3072, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
-            default(TH).Mma(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TH).Mma(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TH).Mma(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TH).Mma(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            Ldsm(bS + bL1 + 1024, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            Ldsm(bS + bL1 + 3072, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
-            default(TH).Mma(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TH).Mma(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TH).Mma(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TH).Mma(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bL0 + 1024, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bL0 + 3072, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bL1 + 1024, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bL1 + 3072, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
         }
-        WaitGroups(0);
+        default(TP).WaitGroups(0);
         int row = m0 + wm * WarpTile + lane / 4, col = n0 + wn * WarpTile + (lane % 4) * 2;
-        Store(p, bias, cF, cH, cOff, row + 0, col + 0, c0_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 1, c0_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 0, c0_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 1, c0_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 8, c0_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 9, c0_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 8, c0_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 9, c0_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 16, c0_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 17, c0_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 16, c0_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 17, c0_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 24, c0_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 25, c0_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 24, c0_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 25, c0_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 32, c0_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 33, c0_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 32, c0_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 33, c0_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 40, c0_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 41, c0_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 40, c0_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 41, c0_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 48, c0_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 49, c0_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 48, c0_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 49, c0_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 56, c0_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 57, c0_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 56, c0_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 57, c0_7_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 0, c1_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 1, c1_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 0, c1_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 1, c1_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 8, c1_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 9, c1_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 8, c1_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 9, c1_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 16, c1_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 17, c1_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 16, c1_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 17, c1_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 24, c1_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 25, c1_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 24, c1_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 25, c1_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 32, c1_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 33, c1_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 32, c1_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 33, c1_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 40, c1_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 41, c1_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 40, c1_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 41, c1_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 48, c1_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 49, c1_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 48, c1_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 49, c1_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 56, c1_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 57, c1_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 56, c1_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 57, c1_7_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 0, c2_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 1, c2_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 0, c2_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 1, c2_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 8, c2_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 9, c2_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 8, c2_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 9, c2_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 16, c2_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 17, c2_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 16, c2_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 17, c2_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 24, c2_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 25, c2_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 24, c2_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 25, c2_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 32, c2_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 33, c2_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 32, c2_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 33, c2_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 40, c2_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 41, c2_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 40, c2_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 41, c2_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 48, c2_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 49, c2_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 48, c2_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 49, c2_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 56, c2_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 57, c2_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 56, c2_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 57, c2_7_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 0, c3_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 1, c3_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 0, c3_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 1, c3_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 8, c3_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 9, c3_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 8, c3_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 9, c3_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 16, c3_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 17, c3_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 16, c3_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 17, c3_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 24, c3_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 25, c3_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 24, c3_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 25, c3_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 32, c3_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 33, c3_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 32, c3_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 33, c3_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 40, c3_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 41, c3_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 40, c3_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 41, c3_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 48, c3_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 49, c3_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 48, c3_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 49, c3_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 56, c3_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 57, c3_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 56, c3_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 57, c3_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, c0_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 1, c0_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 0, c0_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 1, c0_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, c0_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 9, c0_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 8, c0_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 9, c0_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, c0_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 17, c0_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 16, c0_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 17, c0_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, c0_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 25, c0_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 24, c0_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 25, c0_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, c0_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 33, c0_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 32, c0_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 33, c0_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, c0_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 41, c0_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 40, c0_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 41, c0_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, c0_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 49, c0_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 48, c0_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 49, c0_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, c0_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 57, c0_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 56, c0_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 57, c0_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, c1_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 1, c1_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 0, c1_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 1, c1_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, c1_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 9, c1_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 8, c1_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 9, c1_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, c1_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 17, c1_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 16, c1_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 17, c1_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, c1_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 25, c1_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 24, c1_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 25, c1_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, c1_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 33, c1_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 32, c1_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 33, c1_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, c1_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 41, c1_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 40, c1_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 41, c1_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, c1_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 49, c1_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 48, c1_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 49, c1_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, c1_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 57, c1_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 56, c1_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 57, c1_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, c2_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 1, c2_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 0, c2_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 1, c2_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, c2_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 9, c2_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 8, c2_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 9, c2_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, c2_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 17, c2_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 16, c2_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 17, c2_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, c2_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 25, c2_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 24, c2_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 25, c2_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, c2_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 33, c2_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 32, c2_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 33, c2_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, c2_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 41, c2_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 40, c2_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 41, c2_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, c2_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 49, c2_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 48, c2_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 49, c2_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, c2_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 57, c2_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 56, c2_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 57, c2_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, c3_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 1, c3_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 0, c3_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 1, c3_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, c3_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 9, c3_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 8, c3_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 9, c3_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, c3_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 17, c3_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 16, c3_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 17, c3_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, c3_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 25, c3_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 24, c3_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 25, c3_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, c3_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 33, c3_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 32, c3_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 33, c3_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, c3_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 41, c3_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 40, c3_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 41, c3_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, c3_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 49, c3_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 48, c3_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 49, c3_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, c3_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 57, c3_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 56, c3_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 57, c3_7_3.Value);
     }
 
     // NN: see the header of Gemm.cs. Grid x = output tiles, z = batch * splits; A K-major, B N-major (ldmatrix.trans).
-    static void NNKernel<TH, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
-        where TH : struct, IHalf where TT : struct, ITile
+    static void NNKernel<TH, TP, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform where TT : struct, ITile
     {
         var sm = SharedMemory.GetDynamic<ushort>();
         var scratch = SharedMemory.GetDynamic<uint>();
@@ -276,7 +276,7 @@ public static partial class Gemm
         long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
         int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + BK - 1) / BK, kt0 + p.TilesPerSplit);
         int stageBytes = (bm + bn) * BK * 2;
-        uint smBase = SmemBase();
+        uint smBase = default(TP).SmemBase();
         int ws = stages * stageBytes / 4 + warp * ScratchPerWarp;
         int q = lane / 8, r8 = lane % 8;
         int ar = wm * WarpTile + lane % 16, aSw = (ar >> 1) & 3;
@@ -289,233 +289,233 @@ public static partial class Gemm
         Ref<float> c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
         for (int s = 0; s < stages - 1; s++)
         {
-            if (kt0 + s < kt1) LoadStage(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, true, false, bm, bn, threads);
-            CommitGroup();
+            if (kt0 + s < kt1) LoadStage<TP>(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, true, false, bm, bn, threads);
+            default(TP).CommitGroup();
         }
         for (int kt = kt0; kt < kt1; kt++)
         {
-            WaitGroups(stages - 2);
+            default(TP).WaitGroups(stages - 2);
             Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
             int next = kt + stages - 1;
-            if (next < kt1) LoadStage(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, true, false, bm, bn, threads);
-            CommitGroup();
+            if (next < kt1) LoadStage<TP>(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, true, false, bm, bn, threads);
+            default(TP).CommitGroup();
             uint aS = smBase + (uint)(((kt - kt0) % stages) * stageBytes), bS = aS + (uint)(bm * BK * 2);
-            Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
-            default(TH).Mma(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TH).Mma(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TH).Mma(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TH).Mma(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
-            default(TH).Mma(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TH).Mma(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TH).Mma(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TH).Mma(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
         }
-        WaitGroups(0);
+        default(TP).WaitGroups(0);
         int row = m0 + wm * WarpTile + lane / 4, col = n0 + wn * WarpTile + (lane % 4) * 2;
-        Store(p, bias, cF, cH, cOff, row + 0, col + 0, c0_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 1, c0_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 0, c0_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 1, c0_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 8, c0_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 9, c0_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 8, c0_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 9, c0_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 16, c0_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 17, c0_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 16, c0_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 17, c0_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 24, c0_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 25, c0_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 24, c0_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 25, c0_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 32, c0_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 33, c0_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 32, c0_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 33, c0_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 40, c0_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 41, c0_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 40, c0_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 41, c0_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 48, c0_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 49, c0_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 48, c0_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 49, c0_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 56, c0_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 57, c0_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 56, c0_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 57, c0_7_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 0, c1_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 1, c1_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 0, c1_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 1, c1_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 8, c1_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 9, c1_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 8, c1_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 9, c1_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 16, c1_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 17, c1_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 16, c1_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 17, c1_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 24, c1_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 25, c1_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 24, c1_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 25, c1_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 32, c1_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 33, c1_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 32, c1_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 33, c1_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 40, c1_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 41, c1_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 40, c1_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 41, c1_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 48, c1_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 49, c1_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 48, c1_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 49, c1_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 56, c1_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 57, c1_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 56, c1_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 57, c1_7_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 0, c2_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 1, c2_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 0, c2_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 1, c2_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 8, c2_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 9, c2_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 8, c2_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 9, c2_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 16, c2_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 17, c2_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 16, c2_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 17, c2_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 24, c2_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 25, c2_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 24, c2_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 25, c2_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 32, c2_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 33, c2_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 32, c2_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 33, c2_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 40, c2_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 41, c2_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 40, c2_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 41, c2_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 48, c2_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 49, c2_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 48, c2_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 49, c2_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 56, c2_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 57, c2_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 56, c2_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 57, c2_7_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 0, c3_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 1, c3_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 0, c3_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 1, c3_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 8, c3_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 9, c3_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 8, c3_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 9, c3_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 16, c3_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 17, c3_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 16, c3_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 17, c3_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 24, c3_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 25, c3_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 24, c3_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 25, c3_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 32, c3_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 33, c3_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 32, c3_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 33, c3_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 40, c3_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 41, c3_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 40, c3_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 41, c3_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 48, c3_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 49, c3_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 48, c3_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 49, c3_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 56, c3_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 57, c3_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 56, c3_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 57, c3_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, c0_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 1, c0_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 0, c0_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 1, c0_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, c0_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 9, c0_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 8, c0_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 9, c0_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, c0_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 17, c0_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 16, c0_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 17, c0_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, c0_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 25, c0_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 24, c0_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 25, c0_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, c0_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 33, c0_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 32, c0_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 33, c0_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, c0_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 41, c0_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 40, c0_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 41, c0_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, c0_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 49, c0_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 48, c0_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 49, c0_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, c0_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 57, c0_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 56, c0_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 57, c0_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, c1_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 1, c1_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 0, c1_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 1, c1_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, c1_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 9, c1_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 8, c1_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 9, c1_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, c1_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 17, c1_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 16, c1_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 17, c1_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, c1_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 25, c1_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 24, c1_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 25, c1_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, c1_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 33, c1_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 32, c1_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 33, c1_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, c1_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 41, c1_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 40, c1_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 41, c1_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, c1_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 49, c1_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 48, c1_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 49, c1_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, c1_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 57, c1_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 56, c1_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 57, c1_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, c2_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 1, c2_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 0, c2_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 1, c2_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, c2_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 9, c2_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 8, c2_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 9, c2_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, c2_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 17, c2_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 16, c2_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 17, c2_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, c2_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 25, c2_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 24, c2_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 25, c2_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, c2_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 33, c2_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 32, c2_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 33, c2_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, c2_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 41, c2_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 40, c2_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 41, c2_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, c2_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 49, c2_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 48, c2_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 49, c2_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, c2_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 57, c2_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 56, c2_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 57, c2_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, c3_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 1, c3_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 0, c3_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 1, c3_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, c3_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 9, c3_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 8, c3_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 9, c3_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, c3_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 17, c3_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 16, c3_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 17, c3_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, c3_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 25, c3_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 24, c3_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 25, c3_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, c3_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 33, c3_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 32, c3_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 33, c3_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, c3_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 41, c3_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 40, c3_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 41, c3_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, c3_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 49, c3_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 48, c3_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 49, c3_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, c3_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 57, c3_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 56, c3_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 57, c3_7_3.Value);
     }
 
     // TN: see the header of Gemm.cs. Grid x = output tiles, z = batch * splits; A M-major (ldmatrix.trans), B N-major (ldmatrix.trans).
-    static void TNKernel<TH, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
-        where TH : struct, IHalf where TT : struct, ITile
+    static void TNKernel<TH, TP, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform where TT : struct, ITile
     {
         var sm = SharedMemory.GetDynamic<ushort>();
         var scratch = SharedMemory.GetDynamic<uint>();
@@ -529,7 +529,7 @@ public static partial class Gemm
         long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
         int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + BK - 1) / BK, kt0 + p.TilesPerSplit);
         int stageBytes = (bm + bn) * BK * 2;
-        uint smBase = SmemBase();
+        uint smBase = default(TP).SmemBase();
         int ws = stages * stageBytes / 4 + warp * ScratchPerWarp;
         int q = lane / 8, r8 = lane % 8;
         uint aRow = (uint)(((q / 2) * 8 + r8) * bm * 2 + wm * 128);
@@ -542,262 +542,292 @@ public static partial class Gemm
         Ref<float> c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
         for (int s = 0; s < stages - 1; s++)
         {
-            if (kt0 + s < kt1) LoadStage(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, false, false, bm, bn, threads);
-            CommitGroup();
+            if (kt0 + s < kt1) LoadStage<TP>(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, false, false, bm, bn, threads);
+            default(TP).CommitGroup();
         }
         for (int kt = kt0; kt < kt1; kt++)
         {
-            WaitGroups(stages - 2);
+            default(TP).WaitGroups(stages - 2);
             Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
             int next = kt + stages - 1;
-            if (next < kt1) LoadStage(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, false, false, bm, bn, threads);
-            CommitGroup();
+            if (next < kt1) LoadStage<TP>(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, false, false, bm, bn, threads);
+            default(TP).CommitGroup();
             uint aS = smBase + (uint)(((kt - kt0) % stages) * stageBytes), bS = aS + (uint)(bm * BK * 2);
-            Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
-            default(TH).Mma(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TH).Mma(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TH).Mma(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TH).Mma(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
-            default(TH).Mma(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
-            default(TH).Mma(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
-            default(TH).Mma(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
-            default(TH).Mma(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
-            default(TH).Mma(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
-            default(TH).Mma(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
-            default(TH).Mma(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
-            default(TH).Mma(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TH).Mma(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TH).Mma(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TH).Mma(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
-            default(TH).Mma(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
-            default(TH).Mma(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
-            default(TH).Mma(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
-            default(TH).Mma(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
-            default(TH).Mma(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
-            default(TH).Mma(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
-            default(TH).Mma(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
         }
-        WaitGroups(0);
+        default(TP).WaitGroups(0);
         int row = m0 + wm * WarpTile + lane / 4, col = n0 + wn * WarpTile + (lane % 4) * 2;
-        Store(p, bias, cF, cH, cOff, row + 0, col + 0, c0_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 1, c0_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 0, c0_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 1, c0_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 8, c0_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 9, c0_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 8, c0_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 9, c0_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 16, c0_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 17, c0_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 16, c0_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 17, c0_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 24, c0_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 25, c0_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 24, c0_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 25, c0_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 32, c0_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 33, c0_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 32, c0_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 33, c0_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 40, c0_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 41, c0_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 40, c0_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 41, c0_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 48, c0_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 49, c0_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 48, c0_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 49, c0_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 56, c0_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 0, col + 57, c0_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 56, c0_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 8, col + 57, c0_7_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 0, c1_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 1, c1_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 0, c1_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 1, c1_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 8, c1_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 9, c1_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 8, c1_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 9, c1_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 16, c1_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 17, c1_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 16, c1_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 17, c1_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 24, c1_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 25, c1_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 24, c1_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 25, c1_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 32, c1_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 33, c1_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 32, c1_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 33, c1_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 40, c1_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 41, c1_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 40, c1_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 41, c1_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 48, c1_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 49, c1_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 48, c1_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 49, c1_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 56, c1_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 16, col + 57, c1_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 56, c1_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 24, col + 57, c1_7_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 0, c2_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 1, c2_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 0, c2_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 1, c2_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 8, c2_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 9, c2_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 8, c2_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 9, c2_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 16, c2_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 17, c2_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 16, c2_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 17, c2_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 24, c2_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 25, c2_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 24, c2_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 25, c2_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 32, c2_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 33, c2_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 32, c2_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 33, c2_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 40, c2_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 41, c2_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 40, c2_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 41, c2_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 48, c2_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 49, c2_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 48, c2_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 49, c2_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 56, c2_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 32, col + 57, c2_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 56, c2_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 40, col + 57, c2_7_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 0, c3_0_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 1, c3_0_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 0, c3_0_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 1, c3_0_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 8, c3_1_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 9, c3_1_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 8, c3_1_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 9, c3_1_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 16, c3_2_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 17, c3_2_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 16, c3_2_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 17, c3_2_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 24, c3_3_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 25, c3_3_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 24, c3_3_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 25, c3_3_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 32, c3_4_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 33, c3_4_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 32, c3_4_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 33, c3_4_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 40, c3_5_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 41, c3_5_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 40, c3_5_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 41, c3_5_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 48, c3_6_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 49, c3_6_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 48, c3_6_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 49, c3_6_3.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 56, c3_7_0.Value);
-        Store(p, bias, cF, cH, cOff, row + 48, col + 57, c3_7_1.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 56, c3_7_2.Value);
-        Store(p, bias, cF, cH, cOff, row + 56, col + 57, c3_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, c0_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 1, c0_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 0, c0_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 1, c0_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, c0_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 9, c0_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 8, c0_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 9, c0_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, c0_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 17, c0_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 16, c0_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 17, c0_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, c0_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 25, c0_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 24, c0_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 25, c0_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, c0_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 33, c0_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 32, c0_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 33, c0_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, c0_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 41, c0_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 40, c0_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 41, c0_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, c0_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 49, c0_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 48, c0_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 49, c0_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, c0_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 57, c0_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 56, c0_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 57, c0_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, c1_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 1, c1_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 0, c1_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 1, c1_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, c1_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 9, c1_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 8, c1_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 9, c1_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, c1_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 17, c1_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 16, c1_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 17, c1_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, c1_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 25, c1_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 24, c1_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 25, c1_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, c1_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 33, c1_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 32, c1_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 33, c1_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, c1_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 41, c1_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 40, c1_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 41, c1_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, c1_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 49, c1_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 48, c1_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 49, c1_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, c1_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 57, c1_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 56, c1_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 57, c1_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, c2_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 1, c2_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 0, c2_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 1, c2_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, c2_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 9, c2_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 8, c2_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 9, c2_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, c2_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 17, c2_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 16, c2_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 17, c2_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, c2_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 25, c2_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 24, c2_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 25, c2_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, c2_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 33, c2_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 32, c2_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 33, c2_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, c2_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 41, c2_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 40, c2_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 41, c2_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, c2_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 49, c2_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 48, c2_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 49, c2_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, c2_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 57, c2_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 56, c2_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 57, c2_7_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, c3_0_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 1, c3_0_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 0, c3_0_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 1, c3_0_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, c3_1_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 9, c3_1_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 8, c3_1_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 9, c3_1_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, c3_2_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 17, c3_2_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 16, c3_2_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 17, c3_2_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, c3_3_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 25, c3_3_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 24, c3_3_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 25, c3_3_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, c3_4_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 33, c3_4_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 32, c3_4_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 33, c3_4_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, c3_5_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 41, c3_5_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 40, c3_5_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 41, c3_5_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, c3_6_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 49, c3_6_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 48, c3_6_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 49, c3_6_3.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, c3_7_0.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 57, c3_7_1.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 56, c3_7_2.Value);
+        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 57, c3_7_3.Value);
     }
 
-    static Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>> Load(Accelerator acc, GemmLayout layout, HalfType type, TileConfig tile) => (layout, type, tile) switch
+    static Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>> Load(Accelerator acc, GemmLayout layout, HalfType type, TileConfig tile, bool emulated) => (layout, type, tile, emulated) switch
     {
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Tile1x1>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Tile2x1>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Tile2x2>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Tile2x4>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T4x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Tile4x2>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T1x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Tile1x1>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Tile2x1>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Tile2x2>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Tile2x4>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T4x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Tile4x2>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Tile1x1>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Tile2x1>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Tile2x2>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Tile2x4>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T4x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Tile4x2>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T1x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Tile1x1>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Tile2x1>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Tile2x2>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Tile2x4>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T4x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Tile4x2>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Tile1x1>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Tile2x1>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Tile2x2>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Tile2x4>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T4x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Tile4x2>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T1x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Tile1x1>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x1) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Tile2x1>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Tile2x2>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Tile2x4>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T4x2) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Tile4x2>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Ptx, Tile1x1>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Emulated, Tile1x1>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Ptx, Tile2x1>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Emulated, Tile2x1>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Ptx, Tile2x2>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Emulated, Tile2x2>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Ptx, Tile2x4>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Emulated, Tile2x4>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Ptx, Tile4x2>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Emulated, Tile4x2>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Ptx, Tile1x1>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Emulated, Tile1x1>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Ptx, Tile2x1>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Emulated, Tile2x1>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Ptx, Tile2x2>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Emulated, Tile2x2>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Ptx, Tile2x4>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Emulated, Tile2x4>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Ptx, Tile4x2>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Emulated, Tile4x2>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Ptx, Tile1x1>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Emulated, Tile1x1>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Ptx, Tile2x1>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Emulated, Tile2x1>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Ptx, Tile2x2>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Emulated, Tile2x2>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Ptx, Tile2x4>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Emulated, Tile2x4>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Ptx, Tile4x2>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Emulated, Tile4x2>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Ptx, Tile1x1>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Emulated, Tile1x1>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Ptx, Tile2x1>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Emulated, Tile2x1>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Ptx, Tile2x2>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Emulated, Tile2x2>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Ptx, Tile2x4>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Emulated, Tile2x4>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Ptx, Tile4x2>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Emulated, Tile4x2>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Ptx, Tile1x1>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Emulated, Tile1x1>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Ptx, Tile2x1>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Emulated, Tile2x1>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Ptx, Tile2x2>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Emulated, Tile2x2>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Ptx, Tile2x4>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Emulated, Tile2x4>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Ptx, Tile4x2>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Emulated, Tile4x2>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Ptx, Tile1x1>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Emulated, Tile1x1>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Ptx, Tile2x1>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Emulated, Tile2x1>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Ptx, Tile2x2>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Emulated, Tile2x2>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Ptx, Tile2x4>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Emulated, Tile2x4>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Ptx, Tile4x2>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Emulated, Tile4x2>),
         _ => throw new ArgumentOutOfRangeException(nameof(tile)),
     };
 }
