@@ -47,7 +47,7 @@ def kernel(name, a_k, b_k):
         w("        uint bRow = (uint)(((q % 2) * 8 + r8) * bn * 2 + wn * 128);")
         w("        " + "; ".join(f"uint bX{j} = (uint)(((2 * {j} + q / 2) ^ r8) * 16)" for j in range(NJ // 2)) + ";")
     for i in range(MI):
-        w("        " + "Ref<float> " + ", ".join(f"c{i}_{j}_{e} = 0f" for j in range(NJ) for e in range(4)) + ";")
+        w("        " + "float " + ", ".join(f"c{i}_{j}_{e} = 0f" for j in range(NJ) for e in range(4)) + ";")
     ak = "true" if a_k else "false"
     bk = "true" if b_k else "false"
     w("        for (int s = 0; s < stages - 1; s++)")
@@ -95,7 +95,7 @@ def kernel(name, a_k, b_k):
             for e in range(4):
                 rr = f"row + {i * 16 + (8 if e >= 2 else 0)}"
                 cc = f"col + {j * 8 + (e % 2)}"
-                w(f"        Store<TP>(p, bias, cF, cH, cOff, {rr}, {cc}, c{i}_{j}_{e}.Value);")
+                w(f"        Store<TP>(p, bias, cF, cH, cOff, {rr}, {cc}, c{i}_{j}_{e});")
     w("    }")
     return o
 

@@ -84,7 +84,7 @@ public static partial class Gemm
         void WaitGroups(int pending);
         void Ldsm(uint addr, bool trans, ArrayView<ushort> sm, ArrayView<uint> scratch, int warpScratch,
             out uint r0, out uint r1, out uint r2, out uint r3);
-        void Mma<TH>(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
+        void Mma<TH>(ref float c0, ref float c1, ref float c2, ref float c3,
             uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch) where TH : struct, IHalf;
         ushort FloatToF16(float x);
         float F16ToFloat(ushort h);
@@ -135,10 +135,15 @@ public static partial class Gemm
             r0 = o0.Value; r1 = o1.Value; r2 = o2.Value; r3 = o3.Value;
         }
 
-        public void Mma<TH>(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
+        // The accumulators stay plain SSA values (registers); only these per-call copies go through the by-ref
+        // operands of EmitRef, which ILGPU lowers to .local slots. Stored and reloaded within one basic block, ptxas
+        // forwards them to registers; accumulators held in such slots across the K loop stayed in local memory.
+        public void Mma<TH>(ref float c0, ref float c1, ref float c2, ref float c3,
             uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch) where TH : struct, IHalf
         {
-            if (CudaAsm.IsSupported) default(TH).MmaPtx(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1);
+            Ref<float> d0 = c0, d1 = c1, d2 = c2, d3 = c3;
+            if (CudaAsm.IsSupported) default(TH).MmaPtx(ref d0, ref d1, ref d2, ref d3, a0, a1, a2, a3, b0, b1);
+            c0 = d0.Value; c1 = d1.Value; c2 = d2.Value; c3 = d3.Value;
         }
 
         // cvt rounds to nearest even like Cast.FloatToF16, without its subnormal loop in every epilogue store.
@@ -175,7 +180,7 @@ public static partial class Gemm
             out uint r0, out uint r1, out uint r2, out uint r3) =>
             LdsmEmulated(addr, trans, sm, scratch, warpScratch, out r0, out r1, out r2, out r3);
 
-        public void Mma<TH>(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
+        public void Mma<TH>(ref float c0, ref float c1, ref float c2, ref float c3,
             uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch) where TH : struct, IHalf =>
             MmaEmulated<TH>(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1, scratch, warpScratch);
 
@@ -286,7 +291,7 @@ public static partial class Gemm
 
     // mma.sync.m16n8k16.row.col with g = lane/4, t = lane%4: a0 = A[g][2t,2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..],
     // a3 = A[g+8][2t+8..]; b0 = B[2t,2t+1][g], b1 = B[2t+8,2t+9][g]; c0..c3 = C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1].
-    static void MmaEmulated<TH>(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
+    static void MmaEmulated<TH>(ref float c0, ref float c1, ref float c2, ref float c3,
         uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch) where TH : struct, IHalf
     {
         int lane = Warp.LaneIdx;
@@ -295,10 +300,10 @@ public static partial class Gemm
         scratch[s] = a0; scratch[s + 1] = a1; scratch[s + 2] = a2; scratch[s + 3] = a3; scratch[s + 4] = b0; scratch[s + 5] = b1;
         Warp.Barrier();
         int g = lane / 4, t = lane % 4;
-        c0.Value += MmaDot<TH>(scratch, warpScratch, g, 2 * t);
-        c1.Value += MmaDot<TH>(scratch, warpScratch, g, 2 * t + 1);
-        c2.Value += MmaDot<TH>(scratch, warpScratch, g + 8, 2 * t);
-        c3.Value += MmaDot<TH>(scratch, warpScratch, g + 8, 2 * t + 1);
+        c0 += MmaDot<TH>(scratch, warpScratch, g, 2 * t);
+        c1 += MmaDot<TH>(scratch, warpScratch, g, 2 * t + 1);
+        c2 += MmaDot<TH>(scratch, warpScratch, g + 8, 2 * t);
+        c3 += MmaDot<TH>(scratch, warpScratch, g + 8, 2 * t + 1);
     }
 
     static float MmaDot<TH>(ArrayView<uint> scratch, int warpScratch, int row, int col) where TH : struct, IHalf
