@@ -45,8 +45,10 @@ static class Program
                 var sw = Stopwatch.StartNew();
                 var entry = EntryPointDescription.FromExplicitlyGroupedKernel(Gemm.KernelMethod(layout, HalfType.BFloat16, tile));
                 var ck = (PTXCompiledKernel)backend.Compile(entry, default);
-                string ptx = ck.PTXAssembly;
+                File.WriteAllText(Path.Combine(dir, $"gemm-{layout}-{tile}-ilgpu.ptx"), ck.PTXAssembly);
+                var (ptx, promoted) = PtxLocals.Promote(ck.PTXAssembly);
                 File.WriteAllText(Path.Combine(dir, $"gemm-{layout}-{tile}.ptx"), ptx);
+                Console.Write($"promoted {promoted} .local slots; ");
                 int Count(string s) => ptx.Split(s).Length - 1;
                 Console.WriteLine($"{layout} {tile}: {sw.ElapsedMilliseconds} ms, {ptx.Length} chars, mma {Count("mma.sync")}, ldmatrix {Count("ldmatrix")}, " +
                     $"cp.async {Count("cp.async.cg")}, ld.local {Count("ld.local")}, st.local {Count("st.local")}, depot {LocalDepot(ptx)}");

@@ -25,6 +25,9 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
 using ILGPU;
+using ILGPU.Backends;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 
@@ -538,13 +541,21 @@ public static partial class Gemm
         KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile, int smemBytes) =>
         k.Get($"gemm.{layout}.{type}.{tile}", acc =>
         {
-            var launcher = Load(acc, layout, type, tile, k.IsEmulated);
-            if (acc is CudaAccelerator && smemBytes > 48 * 1024)
+            if (acc is not CudaAccelerator) return Load(acc, layout, type, tile, k.IsEmulated);
+            // CUDA: compile, promote the inline-asm .local slots to registers (PtxLocals), then load.
+            var compiled = (PTXCompiledKernel)acc.GetBackend().Compile(
+                EntryPointDescription.FromExplicitlyGroupedKernel(KernelMethod(layout, type, tile)), default);
+            PtxLocals.Rewrite(compiled, PtxLocals.Promote(compiled.PTXAssembly).Ptx);
+            var kernel = (CudaKernel)acc.LoadKernel(compiled);
+            if (smemBytes > 48 * 1024)
             {
-                int rc = CuFuncSetAttribute(((CudaKernel)launcher.GetKernel()).FunctionPtr, MaxDynamicSharedSizeBytes, smemBytes);
+                int rc = CuFuncSetAttribute(kernel.FunctionPtr, MaxDynamicSharedSizeBytes, smemBytes);
                 if (rc != 0) throw new InvalidOperationException($"cuFuncSetAttribute({smemBytes} B shared memory) failed: CUDA error {rc}");
             }
-            return launcher;
+            var launch = kernel.CreateLauncherDelegate<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>,
+                FloatView, Params, FloatView, ArrayView<ushort>>>();
+            var stream = acc.DefaultStream;
+            return (config, a, b, bias, p, cF, cH) => launch(stream, config, a, b, bias, p, cF, cH);
         });
 
     const int MaxDynamicSharedSizeBytes = 8; // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
