@@ -16,16 +16,16 @@ public static class Cast
 {
     // ---- scalar conversions (device and host) ----
 
-    static ushort FloatToBf16(float x)
+    internal static ushort FloatToBf16(float x)
     {
         uint bits = Interop.FloatAsInt(x);
         if ((bits & 0x7FFFFFFF) > 0x7F800000) return (ushort)((bits >> 16) | 0x0040); // NaN: truncation could make it inf
         return (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16); // ties to even; a carry out of the exponent gives inf
     }
 
-    static float Bf16ToFloat(ushort h) => Interop.IntAsFloat((uint)h << 16);
+    internal static float Bf16ToFloat(ushort h) => Interop.IntAsFloat((uint)h << 16);
 
-    static ushort FloatToF16(float x)
+    internal static ushort FloatToF16(float x)
     {
         uint bits = Interop.FloatAsInt(x);
         uint sign = (bits >> 16) & 0x8000;
@@ -46,7 +46,7 @@ public static class Cast
         return (ushort)(sign | q);
     }
 
-    static float F16ToFloat(ushort h)
+    internal static float F16ToFloat(ushort h)
     {
         uint sign = (uint)(h & 0x8000) << 16;
         uint exp = (uint)(h >> 10) & 0x1F, mant = (uint)h & 0x3FF;

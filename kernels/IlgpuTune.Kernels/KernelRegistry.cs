@@ -34,6 +34,22 @@ public sealed class KernelRegistry
     public T Get<T>(string name, Func<Accelerator, T> load) where T : Delegate =>
         (T)_kernels.GetOrAdd(name, _ => load(Accelerator));
 
+    private MemoryBuffer1D<float, Stride1D.Dense>? _workspace;
+
+    /// <summary>
+    /// A scratch fp32 buffer of at least <paramref name="n"/> elements for kernels that need one between launches
+    /// (split-K partial sums). Shared by every kernel on this registry's stream; it grows and is never shrunk.
+    /// </summary>
+    internal ArrayView<float> Workspace(long n)
+    {
+        if (_workspace == null || _workspace.Length < n)
+        {
+            _workspace?.Dispose(); // cuMemFree waits for kernels still using it
+            _workspace = Accelerator.Allocate1D<float>(Math.Max(n, 1));
+        }
+        return _workspace.View.SubView(0, n);
+    }
+
     /// <summary>Number of kernels loaded so far (for tests of the load-once rule).</summary>
     public int LoadedCount => _kernels.Count;
 }
