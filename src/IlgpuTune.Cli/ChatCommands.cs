@@ -103,25 +103,6 @@ public sealed class ChatCommands
         };
     }
 
-    /// <summary>config.json's eos_token_id(s), generation_config.json's, and the tokenizer's eos_token.</summary>
-    internal static int[] EosTokenIds(string model, ModelConfig config, ITokenizer tokenizer)
-    {
-        var ids = new SortedSet<int>(config.EosTokenIds);
-        if (tokenizer.EosTokenId is { } eos) ids.Add(eos);
-        string file = Path.Combine(model, "generation_config.json");
-        if (File.Exists(file))
-        {
-            var node = JsonNode.Parse(File.ReadAllText(file))?["eos_token_id"];
-            try
-            {
-                if (node is JsonArray a) ids.UnionWith(a.Select(n => n!.GetValue<int>()));
-                else if (node is JsonValue v) ids.Add(v.GetValue<int>());
-            }
-            catch (Exception e) when (e is FormatException or InvalidOperationException or NullReferenceException)
-            {
-                throw new InvalidDataException($"{file}: eos_token_id must be an integer or a list of integers", e);
-            }
-        }
-        return [.. ids];
-    }
+    internal static int[] EosTokenIds(string model, ModelConfig config, ITokenizer tokenizer) =>
+        IlgpuTune.Model.Generation.GenerationConfig.EosTokenIds(model, config, tokenizer.EosTokenId);
 }

@@ -1,5 +1,6 @@
 using Cocona;
 using IlgpuTune.Core;
+using IlgpuTune.Model;
 using IlgpuTune.Training;
 
 namespace IlgpuTune.Cli;
@@ -11,6 +12,20 @@ public sealed class ConvertCommands
         [Option("dtype", Description = "float32, bfloat16 or float16 (default float32)")] string dtype = "float32")
     {
         Console.WriteLine(CheckpointExport.Run(checkpoint, output, ParseDtype(dtype)));
+        return 0;
+    }
+
+    [Command("merge", Description = "Merge a PEFT LoRA adapter into its base model, shard by shard, into a new HF model folder")]
+    public int Merge([Argument(Description = "base model folder")] string baseModel, [Argument(Description = "PEFT adapter folder")] string adapter,
+        [Argument(Description = "output folder")] string output,
+        [Option("max-shard-size", Description = "largest shard, e.g. 2GB or 500MB (default 2GB)")] string maxShardSize = "2GB",
+        [Option("dtype", Description = "float32, bfloat16 or float16 (default: the base's torch_dtype, else float32)")] string? dtype = null,
+        [Option("device", Description = "cpu (the merge streams on the CPU)")] string device = "cpu")
+    {
+        if (device != "cpu") throw new ArgumentException($"--device {device}: the merge runs on the CPU, one tensor at a time");
+        var outType = dtype is null ? ModelConfig.Load(baseModel).TorchDtype ?? DType.F32 : ParseDtype(dtype);
+        var summary = IlgpuTune.Model.Merge.Run(baseModel, adapter, output, IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize), outType);
+        Console.WriteLine($"merged LoRA into {summary.MergedModules.Count} modules -> {output} ({summary.Files.Count} files, {outType})");
         return 0;
     }
 

@@ -15,6 +15,8 @@ public sealed class LoraSettings
     /// <summary>null = every linear layer except the output head (XTuner's find_all_linear_names).</summary>
     public List<string>? TargetModules { get; set; }
     public bool UseRslora { get; set; }
+    /// <summary>Start from this PEFT adapter folder's A/B (and its r / alpha) instead of PEFT's fresh init.</summary>
+    public string? InitAdapter { get; set; }
 }
 
 public sealed class TrainConfig
@@ -60,6 +62,8 @@ public sealed class TrainConfig
     public string? WorkDir { get; set; }
     /// <summary>cuda | cpu | ilgpu-cpu | auto.</summary>
     public string? Device { get; set; }
+    /// <summary>Write each micro-batch's input ids, labels and position ids to work_dir/batches.jsonl (to replay a run elsewhere).</summary>
+    public bool DumpBatches { get; set; }
 
     // ---- reading ----
 
@@ -100,9 +104,10 @@ public sealed class TrainConfig
         new("seed", (c, n, w) => c.Seed = Int(n, w, min: 0)),
         new("work_dir", (c, n, w) => c.WorkDir = NullableStr(n, w)),
         new("device", (c, n, w) => c.Device = IsNull(n) ? null : OneOf(n, w, "cuda", "cpu", "ilgpu-cpu", "auto")),
+        new("dump_batches", (c, n, w) => c.DumpBatches = Bool(n, w)),
     ];
 
-    private static readonly string[] s_loraKeys = ["r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora"];
+    private static readonly string[] s_loraKeys = ["r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "init_adapter"];
 
     public static IReadOnlyList<string> KeyNames => s_keys.Select(k => k.Name).ToArray();
 
@@ -183,6 +188,7 @@ public sealed class TrainConfig
                 case "lora_dropout": lora.LoraDropout = Num(v, w, min: 0, max: 0.999); break;
                 case "target_modules": lora.TargetModules = IsNull(v) ? null : StrList(v, w); break;
                 case "use_rslora": lora.UseRslora = Bool(v, w); break;
+                case "init_adapter": lora.InitAdapter = NullableStr(v, w); break;
                 default: throw new ConfigException($"{where}: unknown key '{name}'{Suggest(name, s_loraKeys)}");
             }
         }

@@ -5,8 +5,8 @@
 using System.Diagnostics;
 using System.Text.Json;
 using IlgpuTune.Core;
+using IlgpuTune.Data;
 using IlgpuTune.Data.Packing;
-using IlgpuTune.Data.Templates;
 using IlgpuTune.Data.Tokenization;
 using IlgpuTune.Model;
 
@@ -39,15 +39,27 @@ public static class Trainer
         log.Info($"device: {device}");
         string modelDir = cfg.PretrainedModelNameOrPath;
         string tokenizerDir = cfg.Tokenizer ?? modelDir;
-        var tokenizer = HfTokenizer.FromDirectory(tokenizerDir);
+        var tokenizer = Tokenizers.FromDirectory(tokenizerDir);
         var modelConfig = ModelConfig.Load(modelDir);
-        var template = ResolveTemplate(cfg.PromptTemplate, modelConfig);
-        var tokenizerFiles = new[] { "tokenizer.json", "tokenizer_config.json" }.Select(f => Path.Combine(tokenizerDir, f)).Where(File.Exists).ToList();
-        using var data = TrainingData.Prepare(cfg, tokenizer, template, tokenizerFiles, Path.Combine(workDir, "cache"), log.Info);
+        var dataOptions = new DataOptions
+        {
+            DataFiles = cfg.DataPath, Format = cfg.DatasetMapFn, TokenizerDir = tokenizerDir, Template = cfg.PromptTemplate,
+            MaxLength = cfg.MaxLength, Pack = cfg.PackToMaxLength, ShuffleBeforePack = cfg.ShuffleBeforePack, Seed = (ulong)cfg.Seed,
+        };
+        using var data = DataPipeline.Prepare(dataOptions, tokenizer, Path.Combine(workDir, "cache"));
+        var stats = data.Stats;
+        log.Info($"dataset: {stats.Samples} samples ({stats.DroppedNoLoss} without loss dropped, {stats.Truncated} truncated to " +
+            $"{cfg.MaxLength}) in {stats.Rows} rows, fill {stats.FillRatio:P1}");
+        if (stats.Rows == 0) throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample (every label is -100?)");
 
         using var model = ModelLoader.Load(modelDir, device);
         if (cfg.Quantization != "none") throw new NotSupportedException($"quantization '{cfg.Quantization}' (QLoRA) is not available yet; use none");
-        if (cfg.Lora is { } l)
+        if (cfg.Lora is { InitAdapter: { } init })
+        {
+            PeftAdapter.Load(init, model);
+            log.Info($"LoRA initialized from {init}");
+        }
+        else if (cfg.Lora is { } l)
         {
             var targets = l.TargetModules ?? model.Linears.Select(m => m.Name[(m.Name.LastIndexOf('.') + 1)..]).Distinct().ToList();
             model.ApplyLora(new LoraConfig(l.R, (float)l.LoraAlpha, (float)l.LoraDropout, targets, l.UseRslora), cfg.Seed);
@@ -55,15 +67,16 @@ public static class Trainer
         else model.SetFullFineTuning();
         model.GradientCheckpointing = cfg.GradientCheckpointing;
         var trainable = model.TrainableParameters.ToList();
-        var loraState = cfg.Lora is { } ls ? new System.Text.Json.Nodes.JsonObject
+        var attached = model.Linears.Where(m => m.Lora is not null).ToList();
+        var loraState = attached.Count == 0 ? null : new System.Text.Json.Nodes.JsonObject
         {
-            ["r"] = ls.R, ["lora_alpha"] = ls.LoraAlpha, ["lora_dropout"] = ls.LoraDropout, ["use_rslora"] = ls.UseRslora,
-            ["modules"] = new System.Text.Json.Nodes.JsonArray(model.Linears.Where(m => m.Lora is not null)
-                .Select(m => (System.Text.Json.Nodes.JsonNode)m.Name).ToArray()),
-        } : null;
+            ["r"] = attached[0].Lora!.R, ["lora_alpha"] = attached[0].Lora!.Alpha, ["lora_dropout"] = attached[0].Lora!.Dropout,
+            ["use_rslora"] = attached[0].Lora!.UseRsLora,
+            ["modules"] = new System.Text.Json.Nodes.JsonArray(attached.Select(m => (System.Text.Json.Nodes.JsonNode)m.Name).ToArray()),
+        };
         log.Info($"model: {modelConfig.Architecture} {modelDir}; trainable {trainable.Sum(t => t.Length):N0} of " +
-            $"{model.Parameters.Values.Sum(t => t.Length) + (cfg.Lora is null ? 0 : trainable.Sum(t => t.Length)):N0} parameters" +
-            (cfg.Lora is { } lo ? $" (LoRA r={lo.R}, alpha={lo.LoraAlpha})" : " (full fine-tuning)"));
+            $"{model.Parameters.Values.Sum(t => t.Length) + (attached.Count == 0 ? 0 : trainable.Sum(t => t.Length)):N0} parameters" +
+            (attached.Count > 0 ? $" (LoRA r={attached[0].Lora!.R}, alpha={attached[0].Lora!.Alpha} on {attached.Count} modules)" : " (full fine-tuning)"));
 
         int rows = data.RowCount;
         int itersPerEpoch = (rows + cfg.BatchSize - 1) / cfg.BatchSize;
@@ -87,6 +100,16 @@ public static class Trainer
         log.Info($"{rows} rows, batch {cfg.BatchSize}, {itersPerEpoch} iterations per epoch, {maxIters} iterations, " +
             $"accumulative_counts {cfg.AccumulativeCounts}, lr {cfg.Lr}, work_dir {workDir}");
 
+        var evaluator = new EvaluateChat(cfg, tokenizer, modelDir, modelConfig);
+        void Evaluate(string when)
+        {
+            if (!evaluator.Enabled) return;
+            foreach (var (input, answer) in evaluator.Run(model))
+                log.Info($"Sample output ({when}):\n{input}\n--> {answer}\n");
+        }
+        if (start == 0) Evaluate("before training");
+
+        using var batchLog = cfg.DumpBatches ? new StreamWriter(Path.Combine(workDir, "batches.jsonl"), append: start > 0) : null;
         var sw = Stopwatch.StartNew();
         double windowLoss = 0, windowTime = 0, windowData = 0;
         long windowTokens = 0;
@@ -102,6 +125,8 @@ public static class Trainer
             if (epoch != orderEpoch) (order, orderEpoch) = (EpochOrder(rows, cfg.Seed, epoch), epoch);
             var batch = Batch.Assemble(data, order!, (iter % itersPerEpoch) * cfg.BatchSize, cfg.BatchSize);
             var t1 = sw.Elapsed;
+            batchLog?.WriteLine(JsonSerializer.Serialize(new { iter, batch.Size, batch.Length, input_ids = batch.InputIds, labels = batch.Labels,
+                position_ids = batch.PositionIds, segment_ids = batch.SegmentIds }));
 
             float lr = (float)schedule.LrAt(iter);
             float loss;
@@ -138,6 +163,7 @@ public static class Trainer
                     TimeSpan.FromSeconds(perIter * (maxIters - done))));
                 (windowLoss, windowTime, windowData, windowTokens, windowCount) = (0, 0, 0, 0, 0);
             }
+            if (done % cfg.EvaluationFreq == 0 && done != maxIters) Evaluate($"iter {done}");
             if (done % cfg.SaveSteps == 0 || done == maxIters)
             {
                 Checkpoint.Save(workDir, new CheckpointState(done, steps, cfg.Seed,
@@ -148,6 +174,7 @@ public static class Trainer
             }
         }
         log.WriteCurve();
+        if (Checkpoint.List(workDir).LastOrDefault().Iter == maxIters) Evaluate("after training");
 
         string? adapterDir = null;
         if (cfg.Lora is not null && Checkpoint.List(workDir).LastOrDefault().Iter == maxIters)
@@ -158,20 +185,6 @@ public static class Trainer
         }
         return new TrainResult(workDir, maxIters, log.Records, adapterDir);
     }
-
-    /// <summary>The template a config names; "auto" picks XTuner's template for the model family.</summary>
-    public static PromptTemplate? ResolveTemplate(string name, ModelConfig model) => name switch
-    {
-        "none" => null,
-        "auto" => XtunerTemplates.Get(model.Architecture switch
-        {
-            Architecture.Qwen2 => "qwen_chat",
-            Architecture.InternLM2 => "internlm2_chat",
-            Architecture.Mistral => "mistral",
-            _ => "llama3_chat",
-        }),
-        _ => XtunerTemplates.Get(name),
-    };
 
     /// <summary>The row order of an epoch: a seeded shuffle per epoch (mmengine's DefaultSampler: seed + epoch).</summary>
     public static int[] EpochOrder(int rows, int seed, int epoch)

@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
-"""Makes the embedded tiny default of `ilgpu-tune train`: a colorist-style dataset (CSS color names described in a few
-phrasings -> hex), a small byte-level BPE tokenizer (tokenizer.json in HF format, Qwen2-style pre-tokenizer, ChatML
-special tokens) trained on that text, and a random-init tiny Llama (config.json + model.safetensors, normal(0, 0.02)).
-Pure Python (no torch, no tokenizers): runs anywhere. Deterministic: fixed seeds.
-
-    python3 tools/tiny/make_tiny_assets.py --out src/IlgpuTune.Training/Assets/tiny
+"""Makes the inputs of the embedded tiny default of `ilgpu-tune train`: a colorist-style dataset (CSS color names described
+in a few phrasings -> hex), raw color sentences for pre-training, a small byte-level BPE tokenizer (tokenizer.json in HF
+format, Qwen2-style pre-tokenizer, ChatML special tokens) trained on that text, and a random-init tiny Llama
+(config.json + model.safetensors, normal(0, 0.02)). Pure Python (no torch, no tokenizers). Deterministic: fixed seeds.
+tools/tiny/make_tiny_assets.sh then pre-trains the model with ilgpu-tune itself and writes src/IlgpuTune.Training/Assets/tiny.
 """
 import argparse, collections, json, os, random, re, struct
 
@@ -189,8 +188,18 @@ def main():
     rows = dataset()
     with open(os.path.join(a.out, "colorist.jsonl"), "w") as f:
         for r in rows: f.write(json.dumps(r) + "\n")
+    # Raw text for the base model's incremental pre-training: the colors as sentences, no chat format.
+    toks = CSS.split()
+    rng = random.Random(11)
+    texts = []
+    for name, hexv in [(toks[i], toks[i + 1]) for i in range(0, len(toks), 2)]:
+        n = split_name(name)
+        texts += [f"{n} is the color #{hexv}.", f"The hex code of {n} is #{hexv}.", f"#{hexv} looks like {n}."]
+    rng.shuffle(texts)
+    with open(os.path.join(a.out, "pretrain.jsonl"), "w") as f:
+        for i in range(0, len(texts), 4): f.write(json.dumps({"text": " ".join(texts[i:i + 4])}) + "\n")
     system = "You are a professional color designer. Please provide the corresponding colors based on the description of Human.\n"
-    texts = [r["description"] for r in rows] + [r["color"] for r in rows] + [system, "system user assistant"]
+    texts = [r["description"] for r in rows] + [r["color"] for r in rows] + [system, "system user assistant", "is the color hex code of looks like"]
     vocab, merges = train_bpe(texts, a.merges)
     tok, cfg, vocab_size = tokenizer_files(vocab, merges)
     with open(os.path.join(a.out, "tokenizer.json"), "w") as f: json.dump(tok, f, ensure_ascii=False); f.write("\n")
