@@ -26,11 +26,13 @@ public sealed class EngineCommands
 
     [Command("parity", Description = "Run the transformers parity cases of fixture folders (tests/fixtures/tiny/<arch>) and print max abs/rel errors per tensor")]
     public int ParityCommand([Argument(Description = "fixture folders (config.json, model.safetensors, golden.safetensors, adapter/)")] string[] fixtures,
-        [Option("device", Description = "cuda, cpu, ilgpu-cpu or auto")] string? device = null) => RunParity(fixtures, device);
+        [Option("device", Description = "cuda, cpu, ilgpu-cpu or auto")] string? device = null,
+        [Option("bf16", Description = "bf16 tensor-core matmuls (ILGPU devices), with bf16 limits")] bool bf16 = false) => RunParity(fixtures, device, bf16);
 
-    private static int RunParity(string[] fixtures, string? deviceKind)
+    private static int RunParity(string[] fixtures, string? deviceKind, bool bf16 = false)
     {
         using var device = Device.Create(deviceKind);
+        if (bf16) device.MatmulPrecision = MatmulPrecision.BF16;
         Console.WriteLine($"device: {device}");
         var all = new List<ParityRow>();
         foreach (var dir in fixtures)
@@ -42,8 +44,9 @@ public sealed class EngineCommands
         }
         Console.Write(Parity.Format(all));
         int failed = all.Count(r => !r.Pass);
-        Console.WriteLine($"worst relative error: outputs {all.Where(r => r.Limit == Parity.OutputLimit).Max(r => r.Relative):E2}, " +
-            $"gradients {all.Where(r => r.Limit == Parity.GradLimit).DefaultIfEmpty().Max(r => r?.Relative ?? 0):E2}; " +
+        bool isGrad(ParityRow r) => r.Tensor.Contains("grad", StringComparison.Ordinal);
+        Console.WriteLine($"matmuls: {device.MatmulPrecision}; worst relative error: outputs {all.Where(r => !isGrad(r)).Max(r => r.Relative):E2}, " +
+            $"gradients {all.Where(isGrad).DefaultIfEmpty().Max(r => r?.Relative ?? 0):E2}; " +
             $"peak device memory {device.Allocator.PeakAllocatedBytes / 1048576.0:F1} MiB");
         Console.WriteLine($"parity: {all.Count - failed} passed, {failed} failed");
         return failed == 0 ? 0 : 1;

@@ -18,6 +18,15 @@ public enum DeviceKind
     IlgpuCpu,
 }
 
+/// <summary>Precision of linear-layer matrix products on an ILGPU device.</summary>
+public enum MatmulPrecision
+{
+    /// <summary>fp32 inputs and accumulation (the reference kernels).</summary>
+    F32,
+    /// <summary>Inputs rounded to bf16, fp32 accumulation, on tensor cores (mma.sync): torch's bf16 autocast for matmuls.</summary>
+    BF16,
+}
+
 public sealed class Device : IDisposable
 {
     public const string EnvironmentVariable = "ILGPUTUNE_DEVICE";
@@ -43,6 +52,12 @@ public sealed class Device : IDisposable
     public KernelRegistry? Kernels { get; }
 
     public CachingAllocator Allocator { get; }
+
+    /// <summary>
+    /// How Ops.Linear multiplies on an ILGPU device. The managed CPU path always computes in fp32. Activations, norms,
+    /// softmax, loss and parameter updates stay fp32 in either mode.
+    /// </summary>
+    public MatmulPrecision MatmulPrecision { get; set; } = MatmulPrecision.F32;
 
     public string Name => Accelerator?.Name ?? $"managed CPU ({Environment.ProcessorCount} threads)";
 

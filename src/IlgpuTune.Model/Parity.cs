@@ -16,10 +16,15 @@ public static class Parity
 {
     public const double OutputLimit = 1e-4;
     public const double GradLimit = 1e-3;
+    /// <summary>Limits with bf16 tensor-core matmuls (inputs rounded to 8 mantissa bits) against fp32 transformers.</summary>
+    public const double Bf16OutputLimit = 3e-2;
+    public const double Bf16GradLimit = 5e-2;
 
     /// <summary>Runs every case of one fixture folder (config.json, model.safetensors, golden.safetensors, adapter/).</summary>
     public static List<ParityRow> Run(string fixtureDir, Device device)
     {
+        bool bf16 = device.MatmulPrecision == MatmulPrecision.BF16;
+        double outputLimit = bf16 ? Bf16OutputLimit : OutputLimit, gradLimit = bf16 ? Bf16GradLimit : GradLimit;
         string arch = Path.GetFileName(Path.TrimEndingDirectorySeparator(fixtureDir));
         using var golden = SafetensorsFile.Open(Path.Combine(fixtureDir, "golden.safetensors"));
         var rows = new List<ParityRow>();
@@ -32,7 +37,7 @@ public static class Parity
         {
             model.SetFullFineTuning();
             RunCase(rows, $"{arch}/full", model, golden, ids, labels, batch, seq, null, null, "logits", "loss",
-                model.Parameters.Select(p => (p.Key, p.Value, "grad." + p.Key)));
+                model.Parameters.Select(p => (p.Key, p.Value, "grad." + p.Key)), outputLimit, gradLimit);
         }
 
         string adapterDir = Path.Combine(fixtureDir, "adapter");
@@ -41,7 +46,7 @@ public static class Parity
             using var model = ModelLoader.Load(fixtureDir, device);
             var modules = PeftAdapter.Load(adapterDir, model);
             var lora = modules.SelectMany(m => new[] { m.LoraA!, m.LoraB! }).Select(t => (t.Name!, t, "lora_grad." + t.Name));
-            RunCase(rows, $"{arch}/lora", model, golden, ids, labels, batch, seq, null, null, "lora_logits", "lora_loss", lora);
+            RunCase(rows, $"{arch}/lora", model, golden, ids, labels, batch, seq, null, null, "lora_logits", "lora_loss", lora, outputLimit, gradLimit);
         }
 
         if (golden.Contains("packed_input_ids"))
@@ -50,7 +55,7 @@ public static class Parity
             var pShape = golden.Get("packed_input_ids").Shape;
             var positions = golden.ReadInt32("packed_position_ids");
             RunCase(rows, $"{arch}/packed", model, golden, golden.ReadInt32("packed_input_ids"), golden.ReadInt32("packed_labels"),
-                (int)pShape[0], (int)pShape[1], positions, SegmentsFromPositions(positions), "packed_logits", "packed_loss", []);
+                (int)pShape[0], (int)pShape[1], positions, SegmentsFromPositions(positions), "packed_logits", "packed_loss", [], outputLimit, gradLimit);
         }
         return rows;
     }
@@ -65,15 +70,15 @@ public static class Parity
 
     private static void RunCase(List<ParityRow> rows, string name, CausalLM model, SafetensorsFile golden, int[] ids, int[] labels,
         int batch, int seq, int[]? positions, int[]? segments, string logitsKey, string lossKey,
-        IEnumerable<(string Key, Tensor Param, string GoldenKey)> grads)
+        IEnumerable<(string Key, Tensor Param, string GoldenKey)> grads, double outputLimit, double gradLimit)
     {
         using var tape = new Tape();
         var (logits, loss) = model.ForwardWithLoss(ids, labels, batch, seq, positions, segments);
         using (logits)
         using (loss)
         {
-            rows.Add(Compare(name, logitsKey, golden.ReadFloat32(logitsKey), logits.ToFloatArray(), OutputLimit));
-            rows.Add(Compare(name, lossKey, golden.ReadFloat32(lossKey), loss.ToFloatArray(), OutputLimit));
+            rows.Add(Compare(name, logitsKey, golden.ReadFloat32(logitsKey), logits.ToFloatArray(), outputLimit));
+            rows.Add(Compare(name, lossKey, golden.ReadFloat32(lossKey), loss.ToFloatArray(), outputLimit));
             var gradList = grads.ToList();
             if (gradList.Count == 0) return;
             tape.Backward(loss);
@@ -81,7 +86,7 @@ public static class Parity
             {
                 if (!golden.Contains(goldenKey)) throw new InvalidDataException($"{golden.Path}: missing '{goldenKey}'");
                 var ours = param.Grad?.ToFloatArray() ?? new float[param.Length];
-                rows.Add(Compare(name, goldenKey, golden.ReadFloat32(goldenKey), ours, GradLimit));
+                rows.Add(Compare(name, goldenKey, golden.ReadFloat32(goldenKey), ours, gradLimit));
             }
         }
         model.ZeroGrad();

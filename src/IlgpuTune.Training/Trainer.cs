@@ -36,7 +36,9 @@ public static class Trainer
         using var log = new TrainLog(workDir, options.Console, resumeState?.Iter);
 
         using var device = Device.Create(cfg.Device);
-        log.Info($"device: {device}");
+        // bf16 autocast for matmuls runs on tensor cores; the managed CPU path and the emulator compute in fp32.
+        if (cfg.Dtype == "bfloat16" && device.Kind == DeviceKind.Cuda) device.MatmulPrecision = MatmulPrecision.BF16;
+        log.Info($"device: {device}; matmuls {device.MatmulPrecision}");
         string modelDir = cfg.PretrainedModelNameOrPath;
         string tokenizerDir = cfg.Tokenizer ?? modelDir;
         var tokenizer = Tokenizers.FromDirectory(tokenizerDir);

@@ -7,7 +7,7 @@ namespace IlgpuTune.Training.Tests;
 /// <summary>A resumed run continues exactly: same losses, lrs and grad norms as the uninterrupted run.</summary>
 public class ResumeTests
 {
-    private static readonly string[] s_short = ["max_iters=12", "save_steps=4", "logging_steps=1", "accumulative_counts=2", "device=cpu"];
+    private static readonly string[] s_short = ["max_iters=12", "save_steps=4", "logging_steps=1", "evaluation_freq=1000", "accumulative_counts=2", "device=cpu"];
 
     private static TrainResult Train(string workDir, string? resume = null, int? stopAfter = null) =>
         Trainer.Run(Builtins.LoadConfig(Builtins.DefaultConfig, s_short), new TrainOptions
