@@ -12,26 +12,34 @@ namespace IlgpuTune.Cli;
 
 /// <summary>Dataset options shared by check-dataset and log-dataset (a training config will supply the same values).</summary>
 public sealed record DatasetParameters(
-    [Option("data", Description = "dataset file (.json, .jsonl, .parquet); repeat for several")] string[] Data,
-    [Option("format", Description = "conversation, alpaca, oasst1, colors, openai or text")] string Format,
-    [Option("tokenizer", Description = "tokenizer folder (tokenizer.json or tokenizer.model, tokenizer_config.json)")] string Tokenizer,
-    [Option("template", Description = "XTuner prompt template name, auto (the model's chat_template), or none")] string Template,
-    [Option("max-length", Description = "max_length in tokens")] int MaxLength,
-    [Option("pack", Description = "pack_to_max_length")] bool Pack = false,
-    [Option("shuffle-before-pack", Description = "shuffle before packing (default true)")] bool ShuffleBeforePack = true,
-    [Option("seed", Description = "shuffle seed")] ulong Seed = 0) : ICommandParameterSet
+    [Argument(Description = "training config (YAML file or built-in name); the options below override its values")] string? Config = null,
+    [Option("data", Description = "dataset file (.json, .jsonl, .parquet); repeat for several")] string[]? Data = null,
+    [Option("format", Description = "conversation, alpaca, oasst1, colors, openai or text")] string? Format = null,
+    [Option("tokenizer", Description = "tokenizer folder (tokenizer.json or tokenizer.model, tokenizer_config.json)")] string? Tokenizer = null,
+    [Option("template", Description = "XTuner prompt template name, auto (the model's chat_template), or none")] string? Template = null,
+    [Option("max-length", Description = "max_length in tokens")] int? MaxLength = null,
+    [Option("pack", Description = "pack_to_max_length")] bool? Pack = null,
+    [Option("shuffle-before-pack", Description = "shuffle before packing (default true)")] bool? ShuffleBeforePack = null,
+    [Option("seed", Description = "shuffle seed")] ulong? Seed = null) : ICommandParameterSet
 {
-    public DataOptions ToOptions() => new()
+    /// <summary>The config's data settings (as the trainer uses them), overridden by any option given.</summary>
+    public DataOptions ToOptions()
     {
-        DataFiles = Data,
-        Format = Format,
-        TokenizerDir = Tokenizer,
-        Template = Template,
-        MaxLength = MaxLength,
-        Pack = Pack,
-        ShuffleBeforePack = ShuffleBeforePack,
-        Seed = Seed,
-    };
+        var cfg = Config is null ? null : IlgpuTune.Training.Builtins.LoadConfig(Config);
+        string Need(string? value, string option) =>
+            value ?? throw new ArgumentException($"--{option} is required (or give a training config)");
+        return new DataOptions
+        {
+            DataFiles = Data is { Length: > 0 } ? Data : cfg?.DataPath ?? throw new ArgumentException("--data is required (or give a training config)"),
+            Format = Need(Format ?? cfg?.DatasetMapFn, "format"),
+            TokenizerDir = Need(Tokenizer ?? cfg?.Tokenizer ?? cfg?.PretrainedModelNameOrPath, "tokenizer"),
+            Template = Need(Template ?? cfg?.PromptTemplate, "template"),
+            MaxLength = MaxLength ?? cfg?.MaxLength ?? throw new ArgumentException("--max-length is required (or give a training config)"),
+            Pack = Pack ?? cfg?.PackToMaxLength ?? false,
+            ShuffleBeforePack = ShuffleBeforePack ?? cfg?.ShuffleBeforePack ?? true,
+            Seed = Seed ?? (ulong)(cfg?.Seed ?? 0),
+        };
+    }
 }
 
 public sealed class DataCommands

@@ -444,8 +444,9 @@ def do_merge(work, base_dir, out, ids):
     with torch.no_grad():
         ref = pm(input_ids=x, use_cache=False).logits
         peft_merged = {k: v.detach().clone() for k, v in pm.merge_and_unload().state_dict().items()}
-    model, info = transformers.AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32, attn_implementation="eager",
-                                                                     output_loading_info=True)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32, attn_implementation="eager",
+                                                                output_loading_info=True)
+    model, info = loaded if isinstance(loaded, tuple) else (loaded, {})
     model.eval()
     with torch.no_grad():
         got = model(input_ids=x, use_cache=False).logits
