@@ -10,6 +10,7 @@ using IlgpuTune.Model.Generation;
 
 namespace IlgpuTune.Cli;
 
+[FriendlyErrors]
 public sealed class ChatCommands
 {
     [Command("chat", Description = "Chat with a model folder (config.json, safetensors, tokenizer.json), optionally with a PEFT LoRA adapter: " +

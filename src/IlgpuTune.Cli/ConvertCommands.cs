@@ -5,6 +5,7 @@ using IlgpuTune.Training;
 
 namespace IlgpuTune.Cli;
 
+[FriendlyErrors]
 public sealed class ConvertCommands
 {
     [Command("adapter", Description = "A training checkpoint (work_dir/iter_N) as a PEFT adapter folder (LoRA) or a full HF model folder")]

@@ -42,6 +42,7 @@ public sealed record DatasetParameters(
     }
 }
 
+[FriendlyErrors]
 public sealed class DataCommands
 {
     static readonly JsonSerializerOptions Compact = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };

@@ -6,6 +6,7 @@ using IlgpuTune.Model;
 
 namespace IlgpuTune.Cli;
 
+[FriendlyErrors]
 public sealed class EngineCommands
 {
     [Command("selftest", Description = "Load the embedded tiny Llama fixture, run forward and backward on the best device, and print the loss and the parity errors against transformers")]

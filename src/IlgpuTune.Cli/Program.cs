@@ -6,4 +6,5 @@ app.AddCommands<EngineCommands>();
 app.AddCommands<TrainCommands>();
 app.AddCommands<DataCommands>();
 app.AddCommands<ChatCommands>();
-return CliErrors.Run(app);
+app.Run();
+return Environment.ExitCode;

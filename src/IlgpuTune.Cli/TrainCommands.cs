@@ -6,6 +6,7 @@ using IlgpuTune.Training;
 namespace IlgpuTune.Cli;
 
 [HasSubCommands(typeof(ConvertCommands), "convert", Description = "Convert checkpoints and adapters")]
+[FriendlyErrors]
 public sealed class TrainCommands
 {
     [Command("train", Description = "Train with a config: a YAML file or a built-in config name (see list-cfg)")]

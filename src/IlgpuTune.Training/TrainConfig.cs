@@ -159,7 +159,17 @@ public sealed class TrainConfig
         int eq = option.IndexOf('=');
         if (eq <= 0) throw new ConfigException($"--cfg-options '{option}': expected key=value");
         var path = option[..eq].Trim().Split('.');
-        var value = ReadYaml(option[(eq + 1)..], $"--cfg-options {option[..eq]}");
+        // Values are YAML (numbers, lists, null); text YAML cannot read as a value (e.g. "@tiny") is taken as a plain string.
+        string text = option[(eq + 1)..];
+        YamlNode value;
+        try
+        {
+            value = ReadYaml(text, $"--cfg-options {option[..eq]}");
+        }
+        catch (ConfigException)
+        {
+            value = new YamlScalarNode(text) { Style = ScalarStyle.DoubleQuoted };
+        }
         var node = root;
         for (int i = 0; i < path.Length - 1; i++)
         {
