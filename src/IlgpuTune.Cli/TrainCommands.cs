@@ -1,4 +1,5 @@
 using Cocona;
+using Spectre.Console;
 using IlgpuTune.Core;
 using IlgpuTune.Model;
 using IlgpuTune.Training;
@@ -20,13 +21,45 @@ public sealed class TrainCommands
         var overrides = (cfgOptions ?? []).ToList();
         if (seed is { } s) overrides.Add($"seed={s}");
         var cfg = Builtins.LoadConfig(config, overrides);
-        var result = Trainer.Run(cfg, new TrainOptions { WorkDir = workDir, Resume = resume is null ? null : resume == "latest" ? "" : resume });
+        var options = new TrainOptions { WorkDir = workDir, Resume = resume is null ? null : resume == "latest" ? "" : resume };
+        TrainResult result;
+        if (Console.IsOutputRedirected) result = Trainer.Run(cfg, options);
+        else
+        {
+            // On a terminal: log lines scroll above a live progress bar (Spectre.Console).
+            result = AnsiConsole.Progress().AutoClear(true).HideCompleted(false)
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask("train", autoStart: true, maxValue: 1);
+                    return Trainer.Run(cfg, options with
+                    {
+                        Console = WriteAboveProgress,
+                        Progress = (done, max) =>
+                        {
+                            task.MaxValue = max;
+                            task.Value = done;
+                            task.Description = $"train {done}/{max}";
+                        },
+                    });
+                });
+        }
         var first = result.Log.FirstOrDefault();
         var last = result.Log.LastOrDefault();
         if (first is not null && last is not null)
             Console.WriteLine($"loss {first.Loss:F4} (iter {first.Iter}) -> {last.Loss:F4} (iter {last.Iter}); curve: {Path.Combine(result.WorkDir, "curve.svg")}");
         if (result.AdapterDir is not null) Console.WriteLine($"adapter: {result.AdapterDir}");
         return 0;
+    }
+
+    // The live display redraws correctly only over whole lines that fit the terminal: split the text into lines and fold
+    // long ones ourselves.
+    private static void WriteAboveProgress(string text)
+    {
+        int width = Math.Max(20, AnsiConsole.Profile.Width - 1);
+        foreach (var line in text.Split('\n'))
+            for (int i = 0; i == 0 || i < line.Length; i += width)
+                AnsiConsole.WriteLine(line.Substring(i, Math.Min(width, line.Length - i)));
     }
 
     [Command("list-cfg", Description = "List the built-in configs")]

@@ -25,6 +25,8 @@ public enum MatmulPrecision
     F32,
     /// <summary>Inputs rounded to bf16, fp32 accumulation, on tensor cores (mma.sync): torch's bf16 autocast for matmuls.</summary>
     BF16,
+    /// <summary>Inputs rounded to fp16, fp32 accumulation, on tensor cores: torch's fp16 autocast (use with loss scaling).</summary>
+    F16,
 }
 
 public sealed class Device : IDisposable

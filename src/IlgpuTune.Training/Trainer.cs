@@ -20,6 +20,8 @@ public sealed record TrainOptions
     public Action<string> Console { get; init; } = System.Console.WriteLine;
     /// <summary>Stop (as if killed) after this many iterations of this process; for tests of resume.</summary>
     public int? StopAfter { get; init; }
+    /// <summary>Called after every iteration with (iterations done, max iterations), e.g. to drive a progress bar.</summary>
+    public Action<int, int>? Progress { get; init; }
 }
 
 public sealed record TrainResult(string WorkDir, int Iterations, IReadOnlyList<LogRecord> Log, string? AdapterDir);
@@ -36,8 +38,9 @@ public static class Trainer
         using var log = new TrainLog(workDir, options.Console, resumeState?.Iter);
 
         using var device = Device.Create(cfg.Device);
-        // bf16 autocast for matmuls runs on tensor cores; the managed CPU path and the emulator compute in fp32.
-        if (cfg.Dtype == "bfloat16" && device.Kind == DeviceKind.Cuda) device.MatmulPrecision = MatmulPrecision.BF16;
+        // bf16 / fp16 autocast for matmuls runs on tensor cores; the managed CPU path and the emulator compute in fp32.
+        if (device.Kind == DeviceKind.Cuda)
+            device.MatmulPrecision = cfg.Dtype switch { "bfloat16" => MatmulPrecision.BF16, "float16" => MatmulPrecision.F16, _ => MatmulPrecision.F32 };
         log.Info($"device: {device}; matmuls {device.MatmulPrecision}");
         string modelDir = cfg.PretrainedModelNameOrPath;
         string tokenizerDir = cfg.Tokenizer ?? modelDir;
@@ -157,6 +160,7 @@ public static class Trainer
             windowTokens += batch.Tokens;
             windowCount++;
             int done = iter + 1;
+            options.Progress?.Invoke(done, maxIters);
             if (done % cfg.LoggingSteps == 0 || done == maxIters)
             {
                 double perIter = windowTime / windowCount;

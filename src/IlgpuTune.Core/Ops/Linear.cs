@@ -21,7 +21,7 @@ public static partial class Ops
         if (bias is not null && (bias.Rank != 1 || bias.Dim(0) != outF))
             throw new ArgumentException($"{op}: bias {bias.Name} {ShapeText(bias.Shape)} does not fit [{outF}]");
 
-        if (!x.Device.IsCpu && x.Device.MatmulPrecision == MatmulPrecision.BF16) return LinearBf16(x, weight, bias, rows, inF, outF);
+        if (!x.Device.IsCpu && x.Device.MatmulPrecision != MatmulPrecision.F32) return LinearHalf(x, weight, bias, rows, inF, outF);
         var y = EmptyF32(x.Device, WithLast(x.Shape, outF));
         if (x.Device.IsCpu)
         {
@@ -70,15 +70,16 @@ public static partial class Ops
         return y;
     }
 
-    // Tensor-core path: x and W rounded to bf16, fp32 products and output. Saves the bf16 copies (half of fp32) for
-    // backward, where dY is rounded too: dX = dY·W and dW = dYᵀ·x on tensor cores, dBias from the fp32 dY.
-    private static Tensor LinearBf16(Tensor x, Tensor weight, Tensor? bias, int rows, int inF, int outF)
+    // Tensor-core path: x and W rounded to bf16 / fp16, fp32 products and output. Saves the 16-bit copies (half of fp32)
+    // for backward, where dY is rounded too: dX = dY·W and dW = dYᵀ·x on tensor cores, dBias from the fp32 dY.
+    private static Tensor LinearHalf(Tensor x, Tensor weight, Tensor? bias, int rows, int inF, int outF)
     {
         var k = K(x);
+        var (half, dtype) = x.Device.MatmulPrecision == MatmulPrecision.BF16 ? (HalfType.BFloat16, DType.BF16) : (HalfType.Float16, DType.F16);
         var y = EmptyF32(x.Device, WithLast(x.Shape, outF));
-        var xb = CastRaw(x, DType.BF16);
-        var wb = CastRaw(weight, DType.BF16);
-        Gemm.NT(k, HalfType.BFloat16, xb.View<ushort>(), wb.View<ushort>(), bias is null ? default : bias.F32View, rows, outF, inF, 1f, false, y.F32View);
+        var xb = CastRaw(x, dtype);
+        var wb = CastRaw(weight, dtype);
+        Gemm.NT(k, half, xb.View<ushort>(), wb.View<ushort>(), bias is null ? default : bias.F32View, rows, outF, inF, 1f, false, y.F32View);
         if (!Tape.IsRecording(x, weight, bias))
         {
             xb.Dispose();
@@ -90,17 +91,17 @@ public static partial class Ops
         {
             var dY = ctx.GradOutput()!;
             var dev = dY.Device;
-            using var dYb = CastRaw(dY, DType.BF16);
+            using var dYb = CastRaw(dY, dtype);
             if (ctx.NeedsGrad(0))
             {
                 var dX = EmptyF32(dev, inShape);
-                Gemm.NN(k, HalfType.BFloat16, dYb.View<ushort>(), wb.View<ushort>(), default, rows, inF, outF, 1f, false, dX.F32View);
+                Gemm.NN(k, half, dYb.View<ushort>(), wb.View<ushort>(), default, rows, inF, outF, 1f, false, dX.F32View);
                 ctx.AddGrad(0, dX);
             }
             if (ctx.NeedsGrad(1))
             {
                 var dW = EmptyF32(dev, outF, inF);
-                Gemm.TN(k, HalfType.BFloat16, dYb.View<ushort>(), xb.View<ushort>(), default, outF, inF, rows, 1f, false, dW.F32View);
+                Gemm.TN(k, half, dYb.View<ushort>(), xb.View<ushort>(), default, outF, inF, rows, 1f, false, dW.F32View);
                 ctx.AddGrad(1, dW);
             }
             if (ctx.NeedsGrad(2))

@@ -4,16 +4,18 @@ using IlgpuTune.TestKit;
 
 namespace IlgpuTune.Core.Tests;
 
-/// <summary>Ops.Linear on tensor cores (bf16 inputs, fp32 accumulation) against the fp32 reference on bf16-rounded inputs.</summary>
-public class LinearBf16Tests
+/// <summary>Ops.Linear on tensor cores (bf16 or fp16 inputs, fp32 accumulation) against the fp32 reference on bf16-rounded inputs.</summary>
+public class LinearHalfTests
 {
-    private static float[] Round(float[] a) => a.Select(v => HalfBits.Bf16ToFloat(HalfBits.FloatToBf16(v))).ToArray();
-
-    [Fact]
-    public void ForwardAndBackward_MatchTheReferenceOnRoundedInputs()
+    [Theory]
+    [InlineData(MatmulPrecision.BF16)]
+    [InlineData(MatmulPrecision.F16)]
+    public void ForwardAndBackward_MatchTheReferenceOnRoundedInputs(MatmulPrecision precision)
     {
+        float[] Round(float[] a) => a.Select(v => precision == MatmulPrecision.BF16
+            ? HalfBits.Bf16ToFloat(HalfBits.FloatToBf16(v)) : HalfBits.F16ToFloat(HalfBits.FloatToF16(v))).ToArray();
         using var d = Device.Create("ilgpu-cpu");
-        d.MatmulPrecision = MatmulPrecision.BF16;
+        d.MatmulPrecision = precision;
         int rows = 5, inF = 24, outF = 7;
         var xData = Rand.Floats(1, rows * inF);
         var wData = Rand.Floats(2, outF * inF);
