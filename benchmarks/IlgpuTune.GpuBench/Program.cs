@@ -5,6 +5,7 @@
 // shapes in full against the CPU reference), then times with CUDA events after warm-up: the median over 7 event pairs
 // of 10 back-to-back launches each. Prints a table and writes DIR/gemm.json.
 //   dotnet IlgpuTune.GpuBench.dll ptx DIR   compiles every GEMM kernel to PTX offline (no GPU needed)
+//   dotnet IlgpuTune.GpuBench.dll membound --out DIR   memory-bound kernels in GB/s against the device copy bandwidth
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
@@ -22,6 +23,7 @@ static class Program
     {
         string mode = args.Length > 0 ? args[0] : "gemm";
         if (mode == "ptx") return Ptx(args.Length > 1 ? args[1] : ".");
+        if (mode == "membound") return MemBoundBench.Run(Arg(args, "--out") ?? ".");
         string? peer = Arg(args, "--peer");
         string outDir = Arg(args, "--out") ?? ".";
         bool quick = args.Contains("--quick");
@@ -198,7 +200,7 @@ static class GemmBench
         }
     }
 
-    static double Time(Accelerator acc, Action launch)
+    internal static double Time(Accelerator acc, Action launch)
     {
         var stream = acc.DefaultStream;
         for (int i = 0; i < 3; i++) launch();
