@@ -6,9 +6,12 @@
 // (one allocation, one copy to export, and ready for launches over a flat layout). Where it lives:
 //   managed CPU device: float[] on the heap, updated by the CPU reference;
 //   accelerator:        device buffers, updated by the multi-tensor kernel (one launch per 8 tensors of equal step);
-//   accelerator, paged: page-locked host memory (Accelerator.AllocatePageLocked1D). Before each chunk of parameters is
-//                       updated its state is copied into a device staging buffer and copied back after, all in order on
-//                       the default stream, so device memory holds at most one chunk of state. Simple, not overlapped.
+//   accelerator, paged: page-locked host memory (Accelerator.AllocatePageLocked1D), streamed through the device in
+//                       chunks of at most PagedChunkElements state elements (a parameter may span chunks: the update is
+//                       elementwise, so the pieces give bitwise the same result). Three staging slots in a ring and two
+//                       copy streams of their own overlap, while chunk j is updated on the default stream, the upload of
+//                       chunk j+1 with the download of chunk j-1 (PCIe copies both ways at once; the copies, not the
+//                       kernel, bound this path). See StepPaged for the ordering.
 using ILGPU;
 using ILGPU.Runtime;
 using IlgpuTune.Core;
@@ -20,8 +23,11 @@ namespace IlgpuTune.Training;
 
 public sealed class AdamW : IDisposable
 {
-    /// <summary>Upper bound on the state elements (per moment) staged on the device at once when the state is paged.</summary>
-    public const long PagedChunkElements = 1L << 24;
+    /// <summary>State elements (per moment) in one chunk when the state is paged; the device holds three chunks.</summary>
+    public const long PagedChunkElements = 1L << 22;
+
+    // Staging slots in the ring: chunk j+1 is uploaded into the slot chunk j-2 used, so it need not wait for chunk j-1's download.
+    private const int StagingSlots = 3;
 
     private readonly Tensor[] _params;
     private readonly long[] _offsets;
@@ -32,12 +38,23 @@ public sealed class AdamW : IDisposable
     private readonly float[]? _hostAvg, _hostAvgSq;
     private readonly MemoryBuffer1D<float, Stride1D.Dense>? _devAvg, _devAvgSq;
     private readonly PageLockedArray1D<float>? _pinnedAvg, _pinnedAvgSq;
-    private readonly MemoryBuffer1D<float, Stride1D.Dense>? _stageAvg, _stageAvgSq;
+    private readonly MemoryBuffer1D<float, Stride1D.Dense>[]? _stages; // per slot: exp_avg in [0, c), exp_avg_sq in [c, 2c)
+    private readonly long _chunkElements;
+    private readonly AcceleratorStream? _upload, _download;
+    private readonly StreamOrder? _order;
     private bool _disposed;
 
     public AdamW(IEnumerable<Tensor> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
         double weightDecay = 1e-2, bool pagedState = false)
+        : this(parameters, lr, beta1, beta2, eps, weightDecay, pagedState, PagedChunkElements)
     {
+    }
+
+    /// <param name="pagedChunkElements">Chunk size of the paged state (tests use tiny ones to get many chunks).</param>
+    internal AdamW(IEnumerable<Tensor> parameters, double lr, double beta1, double beta2, double eps, double weightDecay,
+        bool pagedState, long pagedChunkElements)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(pagedChunkElements, 1);
         if (!(lr >= 0)) throw new ArgumentOutOfRangeException(nameof(lr), lr, "Invalid learning rate");
         if (!(eps >= 0)) throw new ArgumentOutOfRangeException(nameof(eps), eps, "Invalid epsilon value");
         if (!(beta1 >= 0 && beta1 < 1)) throw new ArgumentOutOfRangeException(nameof(beta1), beta1, "Invalid beta parameter at index 0");
@@ -75,9 +92,12 @@ public sealed class AdamW : IDisposable
             _pinnedAvgSq = acc.AllocatePageLocked1D<float>(Math.Max(_total, 1));
             _pinnedAvg.Span.Clear();
             _pinnedAvgSq.Span.Clear();
-            long capacity = Math.Max(_params.Max(p => p.Length), Math.Min(PagedChunkElements, _total));
-            _stageAvg = acc.Allocate1D<float>(Math.Max(capacity, 1));
-            _stageAvgSq = acc.Allocate1D<float>(Math.Max(capacity, 1));
+            _chunkElements = Math.Max(1, Math.Min(pagedChunkElements, _total));
+            _stages = new MemoryBuffer1D<float, Stride1D.Dense>[StagingSlots];
+            for (int s = 0; s < StagingSlots; s++) _stages[s] = acc.Allocate1D<float>(2 * _chunkElements);
+            _upload = acc.CreateStream();
+            _download = acc.CreateStream();
+            _order = new StreamOrder(acc);
         }
         else
         {
@@ -119,14 +139,16 @@ public sealed class AdamW : IDisposable
             active.Add(i);
         }
         // Parameters of equal step share the bias corrections, so each group is one set of launches.
+        var chunks = new List<Chunk>();
         foreach (var group in active.GroupBy(i => _steps[i]))
         {
             var hyper = new AdamWStep(Lr, Beta1, Beta2, Eps, WeightDecay, group.Key);
             var members = group.ToList();
             if (_device.IsCpu) StepHost(members, hyper);
-            else if (IsPaged) StepPaged(members, hyper);
+            else if (IsPaged) chunks.AddRange(Chunks(members, hyper));
             else StepDevice(members, hyper);
         }
+        if (chunks.Count > 0) StepPaged(chunks);
     }
 
     /// <summary>Drops every parameter's gradient (torch's zero_grad(set_to_none=True)).</summary>
@@ -156,38 +178,99 @@ public sealed class AdamW : IDisposable
         AdamWKernels.StepMulti(_device.RequireKernels(), tensors, hyper);
     }
 
-    private void StepPaged(List<int> members, AdamWStep hyper)
+    // A piece: elements [From, From + Length) of parameter Index, staged at At in its chunk's slot.
+    private readonly record struct Piece(int Index, long From, long Length, long At);
+
+    private sealed record Chunk(AdamWStep Hyper, List<Piece> Pieces);
+
+    // Cuts the state of the members (one step group) into chunks of at most _chunkElements, splitting parameters as needed.
+    private List<Chunk> Chunks(List<int> members, AdamWStep hyper)
     {
-        var stream = _device.Accelerator!.DefaultStream;
-        var stageAvg = _stageAvg!;
-        var stageAvgSq = _stageAvgSq!;
-        long capacity = stageAvg.Length;
-        for (int start = 0; start < members.Count;)
+        var chunks = new List<Chunk>();
+        Chunk? open = null;
+        long used = 0;
+        foreach (int i in members)
         {
-            // A chunk: consecutive parameters whose state fits the staging buffers, at most one kernel pack.
-            var chunk = new List<(int Index, long At)>();
-            long used = 0;
-            while (start < members.Count && chunk.Count < AdamWKernels.PackSize && used + _params[members[start]].Length <= capacity)
+            for (long from = 0; from < _params[i].Length;)
             {
-                chunk.Add((members[start], used));
-                used += _params[members[start]].Length;
-                start++;
+                if (open == null || used == _chunkElements)
+                {
+                    chunks.Add(open = new Chunk(hyper, []));
+                    used = 0;
+                }
+                long n = Math.Min(_params[i].Length - from, _chunkElements - used);
+                open.Pieces.Add(new Piece(i, from, n, used));
+                used += n;
+                from += n;
             }
-            foreach (var (i, at) in chunk)
+        }
+        return chunks;
+    }
+
+    // Chunk j uses slot j % 3. Enqueued per j, in this order (Order(a, b): later work on b waits for the work on a so far):
+    //   Order(upload, compute)     kernel j after upload j (upload j+1 is not enqueued yet)
+    //   kernel j                   on the default stream, where the gradients were made and the allocator expects its users
+    //   Order(download, upload)    upload j+1 into the slot of chunk j-2 after download j-2 (download j-1 is not enqueued yet)
+    //   upload j+1
+    //   download j-1               already behind kernel j-1 (the Order below, one round earlier)
+    //   Order(compute, download)   download j after kernel j
+    // so kernel j, upload j+1 and download j-1 run at once. A step starts behind the last step's downloads (they may still
+    // run while the next forward pass does), because its uploads read the host state those downloads write.
+    private void StepPaged(List<Chunk> chunks)
+    {
+        var compute = _device.Accelerator!.DefaultStream;
+        var kernels = _device.RequireKernels();
+        _order!.Order(_download!, _upload!);
+        Copy(chunks[0], 0, toDevice: true);
+        for (int j = 0; j < chunks.Count; j++)
+        {
+            _order.Order(_upload!, compute);
+            var stage = _stages![j % StagingSlots].View.AsContiguous();
+            AdamWKernels.StepMulti(kernels, chunks[j].Pieces.Select(c =>
             {
-                long n = _params[i].Length;
-                _pinnedAvg!.ArrayView.SubView(_offsets[i], n).CopyTo(stream, stageAvg.View.SubView(at, n).AsContiguous());
-                _pinnedAvgSq!.ArrayView.SubView(_offsets[i], n).CopyTo(stream, stageAvgSq.View.SubView(at, n).AsContiguous());
-            }
-            AdamWKernels.StepMulti(_device.RequireKernels(), chunk.Select(c => new AdamWTensor(_params[c.Index].F32View,
-                _params[c.Index].Grad!.F32View, stageAvg.View.SubView(c.At, _params[c.Index].Length),
-                stageAvgSq.View.SubView(c.At, _params[c.Index].Length))).ToList(), hyper);
-            foreach (var (i, at) in chunk)
+                var p = _params[c.Index];
+                return new AdamWTensor(p.F32View.SubView(c.From, c.Length), p.Grad!.F32View.SubView(c.From, c.Length),
+                    stage.SubView(c.At, c.Length), stage.SubView(_chunkElements + c.At, c.Length));
+            }).ToList(), chunks[j].Hyper);
+            if (j + 1 < chunks.Count)
             {
-                long n = _params[i].Length;
-                stageAvg.View.SubView(at, n).CopyTo(stream, _pinnedAvg!.ArrayView.SubView(_offsets[i], n));
-                stageAvgSq.View.SubView(at, n).CopyTo(stream, _pinnedAvgSq!.ArrayView.SubView(_offsets[i], n));
+                _order.Order(_download!, _upload!);
+                Copy(chunks[j + 1], j + 1, toDevice: true);
             }
+            if (j > 0) Copy(chunks[j - 1], j - 1, toDevice: false);
+            _order.Order(compute, _download!);
+        }
+        Copy(chunks[^1], chunks.Count - 1, toDevice: false);
+    }
+
+    // Both moments of chunk `number` between host state and its slot, on the upload or download stream. Pieces that are
+    // neighbours in the flat host state are neighbours in the slot too, so they go as one copy.
+    private void Copy(Chunk chunk, int number, bool toDevice)
+    {
+        var stage = _stages![number % StagingSlots].View.AsContiguous();
+        var stream = toDevice ? _upload! : _download!;
+        var pieces = chunk.Pieces;
+        for (int a = 0; a < pieces.Count;)
+        {
+            long host = _offsets[pieces[a].Index] + pieces[a].From, length = pieces[a].Length;
+            int b = a + 1;
+            for (; b < pieces.Count && _offsets[pieces[b].Index] + pieces[b].From == host + length; b++) length += pieces[b].Length;
+            long at = pieces[a].At;
+            var avg = _pinnedAvg!.ArrayView.SubView(host, length);
+            var avgSq = _pinnedAvgSq!.ArrayView.SubView(host, length);
+            var stageAvg = stage.SubView(at, length);
+            var stageAvgSq = stage.SubView(_chunkElements + at, length);
+            if (toDevice)
+            {
+                avg.CopyTo(stream, stageAvg);
+                avgSq.CopyTo(stream, stageAvgSq);
+            }
+            else
+            {
+                stageAvg.CopyTo(stream, avg);
+                stageAvgSq.CopyTo(stream, avgSq);
+            }
+            a = b;
         }
     }
 
@@ -211,7 +294,7 @@ public sealed class AdamW : IDisposable
         }
         else if (IsPaged)
         {
-            _device.Synchronize();
+            _device.Synchronize(); // the whole context: the copy streams too
             _pinnedAvg!.Span[..avg.Length].CopyTo(avg);
             _pinnedAvgSq!.Span[..avgSq.Length].CopyTo(avgSq);
         }
@@ -259,7 +342,7 @@ public sealed class AdamW : IDisposable
         }
         else if (IsPaged)
         {
-            _device.Synchronize();
+            _device.Synchronize(); // no upload may still be reading the state
             avg.CopyTo(_pinnedAvg!.Span);
             avgSq.CopyTo(_pinnedAvgSq!.Span);
         }
@@ -284,12 +367,14 @@ public sealed class AdamW : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        if (IsPaged) _device.Synchronize(); // copies into the page-locked state may still be in flight
+        if (IsPaged) _device.Synchronize(); // copies into the page-locked state may still be in flight (on every stream)
         _devAvg?.Dispose();
         _devAvgSq?.Dispose();
+        _upload?.Dispose();
+        _download?.Dispose();
+        _order?.Dispose();
+        if (_stages != null) foreach (var stage in _stages) stage.Dispose();
         _pinnedAvg?.Dispose();
         _pinnedAvgSq?.Dispose();
-        _stageAvg?.Dispose();
-        _stageAvgSq?.Dispose();
     }
 }
