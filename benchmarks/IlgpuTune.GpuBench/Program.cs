@@ -6,6 +6,8 @@
 // of 10 back-to-back launches each. Prints a table and writes DIR/gemm.json.
 //   dotnet IlgpuTune.GpuBench.dll ptx DIR   compiles every GEMM kernel to PTX offline (no GPU needed)
 //   dotnet IlgpuTune.GpuBench.dll membound --out DIR   memory-bound kernels in GB/s against the device copy bandwidth
+//   dotnet IlgpuTune.GpuBench.dll attention [--peer peers.jsonl] [--quick]   flash attention vs the naive kernel, then timed
+//     against torch SDPA (tools/bench/peer_kernels.py lines op=sdpa_*), see AttentionBench.cs
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
@@ -27,7 +29,7 @@ static class Program
         string? peer = Arg(args, "--peer");
         string outDir = Arg(args, "--out") ?? ".";
         bool quick = args.Contains("--quick");
-        return GemmBench.Run(peer, outDir, quick);
+        return mode == "attention" ? AttentionBench.Run(peer, quick) : GemmBench.Run(peer, outDir, quick);
     }
 
     static string? Arg(string[] args, string name)

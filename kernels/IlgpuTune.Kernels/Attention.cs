@@ -284,9 +284,9 @@ public static class Attention
     }
 
     // HF eager multiplies by the Python double head_dim**-0.5, which torch rounds to fp32.
-    static float Scale(int headDim) => (float)(1.0 / Math.Sqrt(headDim));
+    internal static float Scale(int headDim) => (float)(1.0 / Math.Sqrt(headDim));
 
-    readonly record struct Sizes(int Batch, int Seq, int NumHeads, int NumKvHeads, int HeadDim)
+    internal readonly record struct Sizes(int Batch, int Seq, int NumHeads, int NumKvHeads, int HeadDim)
     {
         public int Tokens => checked(Batch * Seq);
         public int ScoreRows => checked(Batch * NumHeads * Seq);
@@ -321,7 +321,7 @@ public static class Attention
     }
 
     // Out-of-range indexing in a kernel corrupts memory (or kills the CPU emulator), so buffer sizes are checked up front.
-    static void Need(long need, params (string Name, long Have)[] buffers)
+    internal static void Need(long need, params (string Name, long Have)[] buffers)
     {
         foreach (var (name, have) in buffers)
             if (have < need) throw new ArgumentException($"{name} holds {have} elements, needs {need}", name);
