@@ -5,7 +5,8 @@ namespace IlgpuTune.Core;
 public static partial class Ops
 {
     /// <summary>
-    /// Causal scaled-dot-product attention with GQA (naive: materializes probs[batch, heads, seq, seq]).
+    /// Causal scaled-dot-product attention with GQA: FlashAttention-2 on ILGPU devices (O(seq) memory), the naive reference
+    /// (probs[batch, heads, seq, seq]) on the managed CPU path.
     /// q[batch*seq, numHeads*headDim], k/v[batch*seq, numKvHeads*headDim] -> o[batch*seq, numHeads*headDim].
     /// <paramref name="segmentIds"/> (I32 [batch*seq], optional) keeps packed samples from attending to each other.
     /// </summary>
@@ -24,18 +25,12 @@ public static partial class Ops
 
         var dev = q.Device;
         var o = EmptyF32(dev, q.Shape);
-        var probs = EmptyF32(dev, batch, numHeads, seq, seq);
-        if (dev.IsCpu)
-            Kernels.Attention.ForwardCpu<float>(q.F32, k.F32, v.F32, segmentIds is null ? ReadOnlySpan<int>.Empty : segmentIds.I32,
-                batch, seq, numHeads, numKvHeads, headDim, probs.F32, o.F32);
-        else
-        {
-            // An empty view (of a real buffer: kernels reject null views) means one segment per row.
-            using var none = Tensor.Empty(dev, DType.I32, 1);
-            Kernels.Attention.Forward(K(q), q.F32View, k.F32View, v.F32View, (segmentIds ?? none).I32View.SubView(0, segmentIds is null ? 0 : tokens),
-                batch, seq, numHeads, numKvHeads, headDim, probs.F32View, o.F32View);
-        }
+        if (!dev.IsCpu) return FlashAttention(q, k, v, segmentIds, batch, seq, numHeads, numKvHeads, headDim, o);
 
+        // Managed CPU path: the naive reference, which keeps probs[batch, heads, seq, seq] for backward.
+        var probs = EmptyF32(dev, batch, numHeads, seq, seq);
+        Kernels.Attention.ForwardCpu<float>(q.F32, k.F32, v.F32, segmentIds is null ? ReadOnlySpan<int>.Empty : segmentIds.I32,
+            batch, seq, numHeads, numKvHeads, headDim, probs.F32, o.F32);
         if (!Tape.IsRecording(q, k, v))
         {
             probs.Dispose();
@@ -50,19 +45,50 @@ public static partial class Ops
             var dQ = EmptyF32(dev, sq.Shape);
             var dK = EmptyF32(dev, sk.Shape);
             var dV = EmptyF32(dev, sv.Shape);
-            if (dev.IsCpu)
-                Kernels.Attention.BackwardCpu<float>(dO.F32, sq.F32, sk.F32, sv.F32, probs.F32, batch, seq, numHeads, numKvHeads, headDim,
-                    dQ.F32, dK.F32, dV.F32);
-            else
-            {
-                using var dScores = EmptyF32(dev, batch, numHeads, seq, seq);
-                Kernels.Attention.Backward(K(dO), dO.F32View, sq.F32View, sk.F32View, sv.F32View, probs.F32View, batch, seq, numHeads,
-                    numKvHeads, headDim, dScores.F32View, dQ.F32View, dK.F32View, dV.F32View);
-            }
+            Kernels.Attention.BackwardCpu<float>(dO.F32, sq.F32, sk.F32, sv.F32, probs.F32, batch, seq, numHeads, numKvHeads, headDim,
+                dQ.F32, dK.F32, dV.F32);
             ctx.AddGrad(0, dQ);
             ctx.AddGrad(1, dK);
             ctx.AddGrad(2, dV);
         }, sq, sk, sv, probs);
+        return o;
+    }
+
+    // ILGPU devices: tiled FlashAttention-2, O(seq) memory: saves only logsumexp[batch, heads, seq] (and q, k, v, o).
+    private static Tensor FlashAttention(Tensor q, Tensor k, Tensor v, Tensor? segmentIds, int batch, int seq, int numHeads,
+        int numKvHeads, int headDim, Tensor o)
+    {
+        var dev = q.Device;
+        long tokens = (long)batch * seq;
+        // An empty view (of a real buffer: kernels reject null views) means one segment per row.
+        var segments = segmentIds?.Alias() ?? Tensor.Empty(dev, DType.I32, 1);
+        ArrayView<int> SegmentView() => segments.I32View.SubView(0, segmentIds is null ? 0 : tokens);
+        var lse = EmptyF32(dev, batch, numHeads, seq);
+        Kernels.FlashAttention.Forward(K(q), q.F32View, k.F32View, v.F32View, SegmentView(), batch, seq, numHeads, numKvHeads, headDim,
+            o.F32View, lse.F32View);
+        if (!Tape.IsRecording(q, k, v))
+        {
+            lse.Dispose();
+            segments.Dispose();
+            return o;
+        }
+        var sq = q.Alias();
+        var sk = k.Alias();
+        var sv = v.Alias();
+        var so = o.Alias();
+        Tape.Record("attention", [q, k, v], [o], ctx =>
+        {
+            var dO = ctx.GradOutput()!;
+            var dQ = EmptyF32(dev, sq.Shape);
+            var dK = EmptyF32(dev, sk.Shape);
+            var dV = EmptyF32(dev, sv.Shape);
+            using var delta = EmptyF32(dev, batch, numHeads, seq);
+            Kernels.FlashAttention.Backward(K(dO), dO.F32View, sq.F32View, sk.F32View, sv.F32View, so.F32View, lse.F32View, SegmentView(),
+                batch, seq, numHeads, numKvHeads, headDim, delta.F32View, dQ.F32View, dK.F32View, dV.F32View);
+            ctx.AddGrad(0, dQ);
+            ctx.AddGrad(1, dK);
+            ctx.AddGrad(2, dV);
+        }, sq, sk, sv, so, lse, segments);
         return o;
     }
 }
