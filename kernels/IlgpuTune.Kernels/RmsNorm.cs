@@ -2,7 +2,7 @@
 //   x[rows, dim], weight[dim] -> y[rows, dim]; rstd[rows] = 1/sqrt(mean(x^2) + eps) is saved for backward.
 // Backward with n = x*rstd, g = dY*weight:
 //   dX = rstd * (g - n * mean(g*n))          (overwrites dX)
-//   dWeight += sum_rows dY * n                (one thread per column: deterministic, no atomics)
+//   dWeight += sum_rows dY * n                (column sums over row blocks, then over blocks: deterministic, no atomics)
 using System.Numerics;
 using ILGPU;
 using ILGPU.Runtime;
@@ -47,14 +47,27 @@ public static class RmsNorm
         }
     }
 
-    static void BackwardWeightKernel(Index1D j, FloatView dY, FloatView x, FloatView rstd, int rows, int dim, FloatView dWeight)
+    // dWeight in two deterministic passes: partial column sums over blocks of WeightRows rows (threads along columns, so a
+    // warp reads one row contiguously), then each column adds its partials in block order.
+    const int WeightRows = 64;
+
+    static void BackwardWeightPartialKernel(Index1D i, FloatView dY, FloatView x, FloatView rstd, int rows, int dim, FloatView partials)
+    {
+        int block = i / dim, j = i % dim;
+        int end = Math.Min(rows, (block + 1) * WeightRows);
+        float acc = 0f;
+        for (int row = block * WeightRows; row < end; row++)
+        {
+            long at = (long)row * dim + j;
+            acc += dY[at] * x[at] * rstd[row];
+        }
+        partials[i] = acc;
+    }
+
+    static void BackwardWeightReduceKernel(Index1D j, FloatView partials, int blocks, int dim, FloatView dWeight)
     {
         float acc = 0f;
-        for (int row = 0; row < rows; row++)
-        {
-            long i = (long)row * dim + j;
-            acc += dY[i] * x[i] * rstd[row];
-        }
+        for (int b = 0; b < blocks; b++) acc += partials[(long)b * dim + j];
         dWeight[j] += acc;
     }
 
@@ -72,9 +85,14 @@ public static class RmsNorm
         var input = k.Get("rmsnorm.backward.input",
             a => a.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, int, FloatView>(BackwardInputKernel));
         input(new KernelConfig(rows, k.RowGroupSize), dY, x, weight, rstd, dim, dX);
-        var w = k.Get("rmsnorm.backward.weight",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, FloatView, int, int, FloatView>(BackwardWeightKernel));
-        w(dim, dY, x, rstd, rows, dim, dWeight);
+        int blocks = (rows + WeightRows - 1) / WeightRows;
+        var partials = k.Workspace((long)blocks * dim);
+        var partial = k.Get("rmsnorm.backward.weight.partial",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, FloatView, int, int, FloatView>(BackwardWeightPartialKernel));
+        partial(blocks * dim, dY, x, rstd, rows, dim, partials);
+        var reduce = k.Get("rmsnorm.backward.weight.reduce",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, int, int, FloatView>(BackwardWeightReduceKernel));
+        reduce(dim, partials, blocks, dim, dWeight);
     }
 
     // ---- CPU reference: the spec ----

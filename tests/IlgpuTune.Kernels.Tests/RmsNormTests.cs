@@ -15,6 +15,7 @@ public class RmsNormTests(IlgpuCpuFixture gpu)
     [InlineData(3, 7)]
     [InlineData(5, 64)]
     [InlineData(2, 100)]
+    [InlineData(130, 3)] // several 64-row blocks of the dWeight partial sums
     public void Kernel_MatchesCpuReference(int rows, int dim)
     {
         var x = Rand.Floats(1, rows * dim, 2f);
