@@ -9,7 +9,7 @@ public static class AtomicFile
         string tmp = $"{full}.tmp-{Guid.NewGuid():N}";
         try
         {
-            using (var s = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
+            using (var s = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
                 write(s);
                 s.Flush(flushToDisk: true);

@@ -2,7 +2,6 @@ using System.Buffers;
 using System.Globalization;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
@@ -124,7 +123,7 @@ public static class SafetensorsWriter
                 weightMap.AddRange(shards[i].Select(t => (t.Name, file)));
             }
             long totalSize = tensors.Sum(t => t.ByteLength);
-            WriteAtomic(System.IO.Path.Combine(directory, indexName), s => s.Write(IndexJson(totalSize, weightMap)));
+            IlgpuTune.Core.AtomicFile.Write(System.IO.Path.Combine(directory, indexName), s => s.Write(IndexJson(totalSize, weightMap)));
             written.Add(indexName);
         }
         RemoveStale(directory, prefix, written);
@@ -316,7 +315,7 @@ public static class SafetensorsWriter
     }
 
     private static void WriteValidated(string path, byte[] header, List<TensorSpec> ordered,
-        Func<TensorSpec, ReadOnlyMemory<byte>> data) => WriteAtomic(path, s =>
+        Func<TensorSpec, ReadOnlyMemory<byte>> data) => IlgpuTune.Core.AtomicFile.Write(path, s =>
     {
         Span<byte> n = stackalloc byte[8];
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(n, (ulong)header.Length);
@@ -331,28 +330,6 @@ public static class SafetensorsWriter
             s.Write(bytes.Span);
         }
     });
-
-    // Write "<path>.tmp-<random>" beside the target, flush to disk, then rename over the target: readers (and mappings of the
-    // old file) never see a partial file, and a failure leaves the target untouched.
-    private static void WriteAtomic(string path, Action<Stream> write)
-    {
-        string full = System.IO.Path.GetFullPath(path);
-        string tmp = $"{full}.tmp-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8))}";
-        try
-        {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                write(fs);
-                fs.Flush(flushToDisk: true);
-            }
-            File.Move(tmp, full, overwrite: true);
-        }
-        catch
-        {
-            File.Delete(tmp);
-            throw;
-        }
-    }
 
     // transformers writes json.dumps(index, indent=2, sort_keys=True) + "\n".
     private static byte[] IndexJson(long totalSize, List<(string Name, string File)> weightMap)
