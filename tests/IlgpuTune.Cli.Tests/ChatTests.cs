@@ -36,26 +36,7 @@ public sealed class ChatTests(ITestOutputHelper log, TinyChatModelFixture fixtur
         return Tiny.Tokenizer.Decode(ids[prompt..]);
     }
 
-    (int Code, string Stdout, string Stderr) RunCli(params string[] args)
-    {
-        string dll = typeof(ChatCommands).Assembly.Location;
-        var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            StandardOutputEncoding = Encoding.UTF8,
-        };
-        psi.ArgumentList.Add(dll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        p.StandardInput.Close();
-        var stderr = p.StandardError.ReadToEndAsync();
-        string stdout = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        log.WriteLine($"exit {p.ExitCode}\nstdout: {stdout}\nstderr: {stderr.Result}");
-        return (p.ExitCode, stdout, stderr.Result);
-    }
+    (int Code, string Stdout, string Stderr) RunCli(params string[] args) => CliRunner.Run(log, args);
 
     [Fact]
     public void OneShot_PrintsTheGreedyAnswerOfModelPlusAdapter()
