@@ -130,8 +130,11 @@ public sealed partial class CausalLM : IDisposable
     /// error naming the key. <paramref name="shapeOf"/> returns null for an absent key; <paramref name="read"/> returns float32 data.
     /// </summary>
     public static CausalLM FromWeights(ModelConfig config, Device device, IEnumerable<string> availableKeys,
-        Func<string, long[]?> shapeOf, Func<string, float[]> read, string source)
+        Func<string, long[]?> shapeOf, Func<string, float[]> read, string source, DType linearDtype = DType.F32)
     {
+        if (linearDtype is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"linear weights are stored as F32, BF16 or F16, not {linearDtype}");
+        var names = Names.For(config);
         var expected = ExpectedWeights(config);
         var expectedNames = expected.Select(e => e.Name).ToHashSet();
         var available = availableKeys.ToHashSet();
@@ -152,7 +155,13 @@ public sealed partial class CausalLM : IDisposable
         try
         {
             foreach (var (name, shape) in expected)
-                parameters[name] = Tensor.FromArray(device, read(name), shape).Named(name);
+            {
+                // Decoder linear weights may be 16-bit; the embedding, the head (the fused loss reads it) and norms stay fp32.
+                bool linear = shape.Length == 2 && name != names.Embed && name != names.Head;
+                parameters[name] = (linear && linearDtype != DType.F32
+                    ? Tensor.FromBytes(device, linearDtype, HalfBits.Encode(read(name), linearDtype), shape)
+                    : Tensor.FromArray(device, read(name), shape)).Named(name);
+            }
         }
         catch
         {
@@ -214,6 +223,8 @@ public sealed partial class CausalLM : IDisposable
     /// <summary>Full fine-tuning: every weight trainable.</summary>
     public void SetFullFineTuning()
     {
+        if (_parameters.Values.FirstOrDefault(p => p.DType != DType.F32) is { } half)
+            throw new InvalidOperationException($"full fine-tuning needs fp32 weights; {half.Name} is {half.DType} (load with F32 linear weights)");
         foreach (var p in _parameters.Values) p.RequiresGrad = true;
     }
 

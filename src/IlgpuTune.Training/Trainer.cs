@@ -57,7 +57,10 @@ public static class Trainer
             $"{cfg.MaxLength}) in {stats.Rows} rows, fill {stats.FillRatio:P1}");
         if (stats.Rows == 0) throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample (every label is -100?)");
 
-        using var model = ModelLoader.Load(modelDir, device);
+        // LoRA with 16-bit tensor-core matmuls keeps the frozen base in that precision: half the memory, no per-step casts.
+        var baseDtype = cfg.Lora is null ? DType.F32
+            : device.MatmulPrecision switch { MatmulPrecision.BF16 => DType.BF16, MatmulPrecision.F16 => DType.F16, _ => DType.F32 };
+        using var model = ModelLoader.Load(modelDir, device, baseDtype);
         if (cfg.Quantization != "none") throw new NotSupportedException($"quantization '{cfg.Quantization}' (QLoRA) is not available yet; use none");
         if (cfg.Lora is { InitAdapter: { } init })
         {

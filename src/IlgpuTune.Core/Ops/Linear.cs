@@ -12,8 +12,15 @@ public static partial class Ops
     {
         const string op = "linear";
         RequireF32(op, x, "x");
-        RequireF32(op, weight, "weight");
         RequireSameDevice(op, x, weight);
+        if (weight.DType != DType.F32)
+        {
+            // A 16-bit weight is a frozen base for the tensor-core path of the same precision.
+            var want = weight.DType switch { DType.BF16 => MatmulPrecision.BF16, DType.F16 => MatmulPrecision.F16, _ => MatmulPrecision.F32 };
+            if (x.Device.IsCpu || x.Device.MatmulPrecision != want || want == MatmulPrecision.F32 || weight.RequiresGrad)
+                throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; 16-bit weights need an ILGPU device with " +
+                    $"MatmulPrecision {want} and must be frozen");
+        }
         if (weight.Rank != 2 || x.Dim(-1) != weight.Dim(1))
             throw new ArgumentException($"{op}: x {ShapeText(x.Shape)} does not fit weight {weight.Name} {ShapeText(weight.Shape)}");
         int outF = weight.Dim(0), inF = weight.Dim(1);
@@ -78,7 +85,7 @@ public static partial class Ops
         var (half, dtype) = x.Device.MatmulPrecision == MatmulPrecision.BF16 ? (HalfType.BFloat16, DType.BF16) : (HalfType.Float16, DType.F16);
         var y = EmptyF32(x.Device, WithLast(x.Shape, outF));
         var xb = CastRaw(x, dtype);
-        var wb = CastRaw(weight, dtype);
+        var wb = weight.DType == dtype ? weight.Alias() : CastRaw(weight, dtype);
         Gemm.NT(k, half, xb.View<ushort>(), wb.View<ushort>(), bias is null ? default : bias.F32View, rows, outF, inF, 1f, false, y.F32View);
         if (!Tape.IsRecording(x, weight, bias))
         {
