@@ -104,10 +104,11 @@ public static class Rope
 
     static void ForwardKernel(Index1D p, FloatView x, FloatView cos, FloatView sin, int heads, int half, FloatView y)
     {
-        long j = p % half;
-        long tokenHead = p / half;
-        long cs = tokenHead / heads * half + j;
-        long lo = tokenHead * 2 * half + j, hi = lo + half;
+        // 32-bit index math: 64-bit division is emulated on the GPU and dominated this kernel.
+        int j = p % half;
+        int tokenHead = p / half;
+        long cs = (long)(tokenHead / heads) * half + j;
+        long lo = (long)tokenHead * 2 * half + j, hi = lo + half;
         float c = cos[cs], s = sin[cs], a = x[lo], b = x[hi];
         y[lo] = a * c - b * s;
         y[hi] = b * c + a * s;
@@ -115,10 +116,10 @@ public static class Rope
 
     static void BackwardKernel(Index1D p, FloatView dY, FloatView cos, FloatView sin, int heads, int half, FloatView dX)
     {
-        long j = p % half;
-        long tokenHead = p / half;
-        long cs = tokenHead / heads * half + j;
-        long lo = tokenHead * 2 * half + j, hi = lo + half;
+        int j = p % half;
+        int tokenHead = p / half;
+        long cs = (long)(tokenHead / heads) * half + j;
+        long lo = (long)tokenHead * 2 * half + j, hi = lo + half;
         float c = cos[cs], s = sin[cs], a = dY[lo], b = dY[hi];
         dX[lo] = a * c + b * s;
         dX[hi] = b * c - a * s;
