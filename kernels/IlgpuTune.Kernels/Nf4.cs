@@ -256,18 +256,18 @@ public static class Nf4
     }
 
     // absmax[m] -> offset[1] (mean), qabsmax[m], absmax2[Blocks(m, 256)]; code8 = DynamicMap() (256)
-    public static void DoubleQuantize(KernelRegistry k, FloatView absmax, int m, FloatView code8, ArrayView<byte> qabsmax,
+    public static void DoubleQuantize(KernelRegistry k, FloatView absmax, FloatView code8, int m, ArrayView<byte> qabsmax,
         FloatView absmax2, FloatView offset)
     {
         Launch.Need(absmax, m, nameof(absmax)); Launch.Need(offset, 1, nameof(offset));
         if (m == 0) return;
         var mean = k.Get("nf4.mean", a => a.LoadStreamKernel<FloatView, int, FloatView>(MeanKernel));
         mean(new KernelConfig(1, Math.Min(k.RowGroupSize, MaxGroup)), absmax, m, offset);
-        QuantizeBlockwise8(k, absmax, offset, m, NestedBlockSize, code8, qabsmax, absmax2);
+        QuantizeBlockwise8(k, absmax, offset, code8, m, NestedBlockSize, qabsmax, absmax2);
     }
 
     // x[n], offset[1], code[256] (sorted) -> q[n], absmax[Blocks(n, blocksize)]: blockwise 8-bit of x - offset
-    public static void QuantizeBlockwise8(KernelRegistry k, FloatView x, FloatView offset, long n, int blocksize, FloatView code,
+    public static void QuantizeBlockwise8(KernelRegistry k, FloatView x, FloatView offset, FloatView code, long n, int blocksize,
         ArrayView<byte> q, FloatView absmax)
     {
         CheckBlocksize(blocksize);
@@ -353,11 +353,11 @@ public static class Nf4
         double sum = 0;
         foreach (var a in absmax) sum += a;
         float offset = absmax.Length == 0 ? 0f : (float)(sum / absmax.Length);
-        QuantizeBlockwise8Cpu(absmax, offset, NestedBlockSize, code8, qabsmax, absmax2);
+        QuantizeBlockwise8Cpu(absmax, offset, code8, NestedBlockSize, qabsmax, absmax2);
         return offset;
     }
 
-    public static void QuantizeBlockwise8Cpu(ReadOnlySpan<float> x, float offset, int blocksize, ReadOnlySpan<float> code,
+    public static void QuantizeBlockwise8Cpu(ReadOnlySpan<float> x, float offset, ReadOnlySpan<float> code, int blocksize,
         Span<byte> q, Span<float> absmax)
     {
         for (int c = 0; c * blocksize < x.Length; c++)

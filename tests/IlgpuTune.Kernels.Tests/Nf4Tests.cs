@@ -91,7 +91,7 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
         float wantOffset = F32(f, $"{p}.offset")[0];
         Assert.True(Math.Abs(offset - wantOffset) <= 2e-7 * Math.Abs(wantOffset), $"offset {offset:R} vs torch {wantOffset:R}");
         // torch's float32 mean may differ in the last bit; with its offset, the rest is exact
-        Nf4.QuantizeBlockwise8Cpu(absmax, wantOffset, Nf4.NestedBlockSize, dyn, qabs, absmax2);
+        Nf4.QuantizeBlockwise8Cpu(absmax, wantOffset, dyn, Nf4.NestedBlockSize, qabs, absmax2);
         Equal("qabsmax", U8(f, $"{p}.qabsmax"), qabs);
         BitEqual("absmax2", F32(f, $"{p}.absmax2"), absmax2);
 
@@ -116,13 +116,13 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
         var x = F32(f, "bw8.input");
         var q = new byte[x.Length];
         var absmax = new float[Nf4.Blocks(x.Length, 256)];
-        Nf4.QuantizeBlockwise8Cpu(x, 0f, 256, Nf4.DynamicMap(), q, absmax);
+        Nf4.QuantizeBlockwise8Cpu(x, 0f, Nf4.DynamicMap(), 256, q, absmax);
         Equal("bw8.q", U8(f, "bw8.q"), q);
         BitEqual("bw8.absmax", F32(f, "bw8.absmax"), absmax);
 
         using var gx = gpu.Upload(x); using var goff = gpu.Zeros(1); using var gcode = gpu.Upload(Nf4.DynamicMap());
         using var gq = gpu.Accelerator.Allocate1D<byte>(x.Length); using var ga = gpu.Zeros(absmax.Length);
-        Nf4.QuantizeBlockwise8(gpu.Kernels, gx.View, goff.View, x.Length, 256, gcode.View, gq.View, ga.View);
+        Nf4.QuantizeBlockwise8(gpu.Kernels, gx.View, goff.View, gcode.View, x.Length, 256, gq.View, ga.View);
         gpu.Accelerator.Synchronize();
         Equal("bw8.q kernel", q, gq.GetAsArray1D());
         BitEqual("bw8.absmax kernel", absmax, ga.GetAsArray1D());
@@ -146,7 +146,7 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
             using var gabsDq = gpu.Zeros(m); using var gy = gpu.Zeros(n); using var gyb = gpu.Accelerator.Allocate1D<ushort>(n);
 
             Nf4.Quantize(gpu.Kernels, gx.View, n, Nf4.BlockSize, type, gpacked.View, gabs.View);
-            Nf4.DoubleQuantize(gpu.Kernels, gabs.View, m, gdyn.View, gq8.View, gabs2.View, goff.View);
+            Nf4.DoubleQuantize(gpu.Kernels, gabs.View, gdyn.View, m, gq8.View, gabs2.View, goff.View);
             gpu.Accelerator.Synchronize();
             Equal($"{p}.packed", U8(f, $"{p}.packed"), gpacked.GetAsArray1D());
             BitEqual($"{p}.absmax", F32(f, $"{p}.absmax"), gabs.GetAsArray1D());
@@ -154,7 +154,7 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
             Assert.True(Math.Abs(got - want) <= 2e-7 * Math.Abs(want), $"{p}.offset {got:R} vs torch {want:R}");
 
             goff.CopyFromCPU([want]);
-            Nf4.QuantizeBlockwise8(gpu.Kernels, gabs.View, goff.View, m, Nf4.NestedBlockSize, gdyn.View, gq8.View, gabs2.View);
+            Nf4.QuantizeBlockwise8(gpu.Kernels, gabs.View, goff.View, gdyn.View, m, Nf4.NestedBlockSize, gq8.View, gabs2.View);
             Nf4.DequantizeAbsmax(gpu.Kernels, gq8.View, gabs2.View, goff.View, gdyn.View, m, gabsDq.View);
             Nf4.Dequantize(gpu.Kernels, gpacked.View, gabs.View, gcode4.View, n, Nf4.BlockSize, gy.View);
             gpu.Accelerator.Synchronize();
