@@ -6,6 +6,7 @@
 // of 10 back-to-back launches each. Prints a table and writes DIR/gemm.json.
 //   dotnet IlgpuTune.GpuBench.dll ptx DIR   compiles every GEMM kernel to PTX offline (no GPU needed)
 //   dotnet IlgpuTune.GpuBench.dll membound --out DIR   memory-bound kernels in GB/s against the device copy bandwidth
+//   dotnet IlgpuTune.GpuBench.dll nf4 [FIXTURE]        NF4/FP4 kernels on CUDA, byte-exact against the torch golden
 //   dotnet IlgpuTune.GpuBench.dll attention [--peer peers.jsonl] [--quick]   flash attention vs the naive kernel, then timed
 //     against torch SDPA (tools/bench/peer_kernels.py lines op=sdpa_*), see AttentionBench.cs
 using System.Diagnostics;
@@ -26,6 +27,7 @@ static class Program
         string mode = args.Length > 0 ? args[0] : "gemm";
         if (mode == "ptx") return Ptx(args.Length > 1 ? args[1] : ".");
         if (mode == "membound") return MemBoundBench.Run(Arg(args, "--out") ?? ".");
+        if (mode == "nf4") return Nf4Check.Run(args.Length > 1 ? args[1] : "tests/fixtures/nf4/nf4.safetensors");
         string? peer = Arg(args, "--peer");
         string outDir = Arg(args, "--out") ?? ".";
         bool quick = args.Contains("--quick");
