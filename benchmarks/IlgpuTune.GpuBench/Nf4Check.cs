@@ -15,8 +15,7 @@ static class Nf4Check
         var k = new KernelRegistry(acc);
         using var f = SafetensorsFile.Open(fixture);
         int failures = 0;
-        var cases = f.Tensors.Select(t => t.Name).Where(n => n.EndsWith(".input", StringComparison.Ordinal)).Select(n => n[..^".input".Length]);
-        foreach (var name in cases)
+        foreach (var name in new[] { "rand", "odd", "bf16", "edge" }) // the 4-bit cases (bw8 tests the 8-bit quantizer alone)
             foreach (var type in new[] { QuantType.Nf4, QuantType.Fp4 })
             {
                 string p = $"{name}.{type.ToString().ToLowerInvariant()}";
