@@ -23,14 +23,22 @@ public static class CrossEntropy
         var scratch = SharedMemory.Allocate<float>(Reduce.ScratchSize);
         long row = Grid.IdxX;
         long start = row * vocab;
-        float max = float.NegativeInfinity;
+        // One pass over the row (online softmax): each thread keeps its running max and its sum of exp(x - max),
+        // rescaled when the max grows; the group then combines them against the row max.
+        float max = float.NegativeInfinity, sum = 0f;
         for (int c = Group.IdxX; c < vocab; c += Group.DimX)
-            max = MathF.Max(max, logits[start + c]);
-        max = Reduce.GroupMax(max, scratch);
-        float sum = 0f;
-        for (int c = Group.IdxX; c < vocab; c += Group.DimX)
-            sum += MathF.Exp(logits[start + c] - max);
-        float lse = max + MathF.Log(Reduce.GroupSum(sum, scratch));
+        {
+            float x = logits[start + c];
+            if (x > max)
+            {
+                sum = sum * MathF.Exp(max - x) + 1f;
+                max = x;
+            }
+            else sum += MathF.Exp(x - max);
+        }
+        float rowMax = Reduce.GroupMax(max, scratch);
+        float mine = max == float.NegativeInfinity ? 0f : sum * MathF.Exp(max - rowMax);
+        float lse = rowMax + MathF.Log(Reduce.GroupSum(mine, scratch));
         if (Group.IdxX == 0)
         {
             int t = targets[row];
