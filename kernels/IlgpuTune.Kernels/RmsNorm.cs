@@ -13,37 +13,52 @@ public static class RmsNorm
 {
     // ---- device kernels: one group per row, group reductions ----
 
-    static void ForwardKernel(FloatView x, FloatView weight, int dim, float eps, FloatView y, FloatView rstd)
+    // With `cached`, each thread keeps the elements it read in dynamic shared memory (the row, dim floats) and the second
+    // pass reads them back from there instead of from global memory; rows too wide for 48 KB read twice.
+    static void ForwardKernel(FloatView x, FloatView weight, int dim, float eps, int cached, FloatView y, FloatView rstd)
     {
         var scratch = SharedMemory.Allocate<float>(Reduce.ScratchSize);
+        var rowBuf = SharedMemory.GetDynamic<float>();
         long row = Grid.IdxX;
         long start = row * dim;
         float sumSq = 0f;
         for (int j = Group.IdxX; j < dim; j += Group.DimX)
         {
             float v = x[start + j];
+            if (cached != 0) rowBuf[j] = v;
             sumSq += v * v;
         }
         float r = 1f / MathF.Sqrt(Reduce.GroupSum(sumSq, scratch) / dim + eps);
         for (int j = Group.IdxX; j < dim; j += Group.DimX)
-            y[start + j] = weight[j] * (x[start + j] * r);
+            y[start + j] = weight[j] * ((cached != 0 ? rowBuf[j] : x[start + j]) * r);
         if (Group.IdxX == 0) rstd[row] = r;
     }
 
-    static void BackwardInputKernel(FloatView dY, FloatView x, FloatView weight, FloatView rstd, int dim, FloatView dX)
+    // `cached` as in the forward: dY and x of the row (2*dim floats) stay in shared memory for the second pass.
+    static void BackwardInputKernel(FloatView dY, FloatView x, FloatView weight, FloatView rstd, int dim, int cached, FloatView dX)
     {
         var scratch = SharedMemory.Allocate<float>(Reduce.ScratchSize);
+        var rowBuf = SharedMemory.GetDynamic<float>();
         long row = Grid.IdxX;
         long start = row * dim;
         float r = rstd[row];
         float dot = 0f;
         for (int j = Group.IdxX; j < dim; j += Group.DimX)
-            dot += dY[start + j] * weight[j] * x[start + j] * r;
+        {
+            float dy = dY[start + j], xv = x[start + j];
+            if (cached != 0)
+            {
+                rowBuf[j] = dy;
+                rowBuf[dim + j] = xv;
+            }
+            dot += dy * weight[j] * xv * r;
+        }
         float mean = Reduce.GroupSum(dot, scratch) / dim;
         for (int j = Group.IdxX; j < dim; j += Group.DimX)
         {
-            float n = x[start + j] * r;
-            dX[start + j] = r * (dY[start + j] * weight[j] - n * mean);
+            float dy = cached != 0 ? rowBuf[j] : dY[start + j];
+            float n = (cached != 0 ? rowBuf[dim + j] : x[start + j]) * r;
+            dX[start + j] = r * (dy * weight[j] - n * mean);
         }
     }
 
@@ -73,18 +88,25 @@ public static class RmsNorm
 
     // ---- launchers ----
 
+    // Rows are cached in shared memory when they fit the 48 KB every group gets without opting in (less the reduce scratch).
+    static bool RowFits(int floats) => (long)floats * sizeof(float) <= 48 * 1024 - 1024;
+
     public static void Forward(KernelRegistry k, FloatView x, FloatView weight, int rows, int dim, float eps, FloatView y, FloatView rstd)
     {
-        var kernel = k.Get("rmsnorm.forward", a => a.LoadStreamKernel<FloatView, FloatView, int, float, FloatView, FloatView>(ForwardKernel));
-        kernel(new KernelConfig(rows, k.RowGroupSize), x, weight, dim, eps, y, rstd);
+        var kernel = k.Get("rmsnorm.forward", a => a.LoadStreamKernel<FloatView, FloatView, int, float, int, FloatView, FloatView>(ForwardKernel));
+        bool cached = RowFits(dim);
+        kernel(new KernelConfig(rows, k.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? dim : 1)), x, weight, dim, eps,
+            cached ? 1 : 0, y, rstd);
     }
 
     public static void Backward(KernelRegistry k, FloatView dY, FloatView x, FloatView weight, FloatView rstd, int rows, int dim,
         FloatView dX, FloatView dWeight)
     {
         var input = k.Get("rmsnorm.backward.input",
-            a => a.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, int, FloatView>(BackwardInputKernel));
-        input(new KernelConfig(rows, k.RowGroupSize), dY, x, weight, rstd, dim, dX);
+            a => a.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, int, int, FloatView>(BackwardInputKernel));
+        bool cached = RowFits(2 * dim);
+        input(new KernelConfig(rows, k.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? 2 * dim : 1)), dY, x, weight, rstd, dim,
+            cached ? 1 : 0, dX);
         int blocks = (rows + WeightRows - 1) / WeightRows;
         var partials = k.Workspace((long)blocks * dim);
         var partial = k.Get("rmsnorm.backward.weight.partial",
