@@ -159,7 +159,7 @@ public sealed partial class CausalLM : IDisposable
                 // Decoder linear weights may be 16-bit; the embedding, the head (the fused loss reads it) and norms stay fp32.
                 bool linear = shape.Length == 2 && name != names.Embed && name != names.Head;
                 parameters[name] = (linear && linearDtype != DType.F32
-                    ? Tensor.FromBytes(device, linearDtype, HalfBits.Encode(read(name), linearDtype), shape)
+                    ? Tensor.FromBytes(device, linearDtype, IO.SafetensorsWriter.Encode(read(name), linearDtype).Span, shape)
                     : Tensor.FromArray(device, read(name), shape)).Named(name);
             }
         }

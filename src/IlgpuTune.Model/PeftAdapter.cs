@@ -101,7 +101,7 @@ public static class PeftAdapter
     {
         Directory.CreateDirectory(directory);
         SafetensorsWriter.Write(Path.Combine(directory, WeightsFile),
-            tensors.Select(t => new TensorToWrite(t.Name, dtype, t.Shape.Select(d => (long)d).ToArray(), HalfBits.Encode(t.Data, dtype))));
+            tensors.Select(t => new TensorToWrite(t.Name, dtype, t.Shape.Select(d => (long)d).ToArray(), SafetensorsWriter.Encode(t.Data, dtype))));
         var targets = moduleNames.Select(n => n[(n.LastIndexOf('.') + 1)..]).Distinct().OrderBy(s => s, StringComparer.Ordinal);
         var config = new SortedDictionary<string, object?>(StringComparer.Ordinal)
         {

@@ -154,12 +154,13 @@ public static class CheckpointExport
             IlgpuTune.Model.PeftAdapter.Write(outDir, lora, modules, tensors, state.Model, dtype);
             return $"PEFT adapter ({weights.Tensors.Count} tensors) -> {outDir}";
         }
-        // Full fine-tuning: every weight was trainable; write an HF folder next to the base model's config and tokenizer.
-        Directory.CreateDirectory(outDir);
-        var list = tensors.Select(t => new TensorToWrite(t.Name, dtype, t.Item3.Select(d => (long)d).ToArray(), HalfBits.Encode(t.Item2, dtype))).ToList();
-        SafetensorsWriter.WriteSharded(outDir, "model", list, SafetensorsWriter.ParseSize("5GB"));
-        foreach (var f in new[] { "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model" })
-            if (File.Exists(Path.Combine(state.Model, f))) File.Copy(Path.Combine(state.Model, f), Path.Combine(outDir, f), overwrite: true);
-        return $"full model ({list.Count} tensors) -> {outDir}";
+        // Full fine-tuning: every weight was trainable. Put them into the base model and export it as HF does (config with
+        // the new dtype, tokenizer and remote-code files, sharded weights).
+        using var device = Device.Create("cpu");
+        using var model = IlgpuTune.Model.ModelLoader.Load(state.Model, device);
+        model.SetFullFineTuning();
+        Checkpoint.LoadTrainable(checkpointDir, model.TrainableParameters.ToList());
+        var files = IlgpuTune.Model.HfExport.Save(model, outDir, dtype, SafetensorsWriter.ParseSize("5GB"), state.Model);
+        return $"full model ({model.Parameters.Count} tensors, {files.Count} files) -> {outDir}";
     }
 }
