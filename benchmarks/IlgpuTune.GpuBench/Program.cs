@@ -9,6 +9,8 @@
 //   dotnet IlgpuTune.GpuBench.dll nf4 [FIXTURE]        NF4/FP4 kernels on CUDA, byte-exact against the torch golden
 //   dotnet IlgpuTune.GpuBench.dll attention [--peer peers.jsonl] [--quick]   flash attention vs the naive kernel, then timed
 //     against torch SDPA (tools/bench/peer_kernels.py lines op=sdpa_*), see AttentionBench.cs
+//   dotnet IlgpuTune.GpuBench.dll ce [--peer peers.jsonl] [--out DIR]   fused output projection + cross-entropy vs torch
+//     (peer_kernels.py op=lmhead_ce_fwd_bwd), see CeBench.cs
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
@@ -31,6 +33,7 @@ static class Program
         string? peer = Arg(args, "--peer");
         string outDir = Arg(args, "--out") ?? ".";
         bool quick = args.Contains("--quick");
+        if (mode == "ce") return CeBench.Run(peer, outDir);
         return mode == "attention" ? AttentionBench.Run(peer, quick) : GemmBench.Run(peer, outDir, quick);
     }
 

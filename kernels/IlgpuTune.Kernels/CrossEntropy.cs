@@ -4,6 +4,8 @@
 // The caller sums lossPerRow on the host and divides by the number of supervised rows.
 // Backward with gradScale = dLoss / count (overwrites dLogits; dLogits may be the logits buffer itself):
 //   dLogits[r, c] = gradScale * (exp(logits[r, c] - lse[r]) - [c == t])   for supervised rows, 0 for ignored rows
+// BackwardHalf writes the same dLogits rounded to bf16/f16 (nearest even): the 16-bit operand of the tensor-core GEMMs
+// that follow in the fused linear + cross-entropy, without an fp32 dLogits pass.
 // A kernel cannot throw, so kernels treat targets outside [0, vocab) as ignored; the CPU reference rejects them.
 using System.Numerics;
 using System.Numerics.Tensors;
@@ -59,6 +61,21 @@ public static class CrossEntropy
             dLogits[start + c] = supervised ? gradScale * (MathF.Exp(logits[start + c] - lse) - (c == t ? 1f : 0f)) : 0f;
     }
 
+    static void BackwardHalfKernel(FloatView logits, IntView targets, FloatView logSumExp, int vocab, float gradScale, int isF16,
+        ArrayView<ushort> dLogits)
+    {
+        long row = Grid.IdxX;
+        long start = row * vocab;
+        int t = targets[row];
+        bool supervised = t >= 0 && t < vocab;
+        float lse = logSumExp[row];
+        for (int c = Group.IdxX; c < vocab; c += Group.DimX)
+        {
+            float d = supervised ? gradScale * (MathF.Exp(logits[start + c] - lse) - (c == t ? 1f : 0f)) : 0f;
+            dLogits[start + c] = isF16 != 0 ? Cast.FloatToF16(d) : Cast.FloatToBf16(d);
+        }
+    }
+
     // ---- launchers ----
 
     // logits[rows, vocab], targets[rows] -> lossPerRow[rows], logSumExp[rows]
@@ -78,6 +95,16 @@ public static class CrossEntropy
         var kernel = k.Get("crossentropy.backward",
             a => a.LoadStreamKernel<FloatView, IntView, FloatView, int, float, FloatView>(BackwardKernel));
         kernel(new KernelConfig(rows, k.RowGroupSize), logits, targets, logSumExp, vocab, gradScale, dLogits);
+    }
+
+    // logits[rows, vocab], targets[rows], logSumExp[rows] -> dLogits[rows, vocab] as 16-bit bits of `type`
+    public static void BackwardHalf(KernelRegistry k, FloatView logits, IntView targets, FloatView logSumExp, int rows, int vocab,
+        float gradScale, HalfType type, ArrayView<ushort> dLogits)
+    {
+        if (rows == 0) return;
+        var kernel = k.Get("crossentropy.backward_half",
+            a => a.LoadStreamKernel<FloatView, IntView, FloatView, int, float, int, ArrayView<ushort>>(BackwardHalfKernel));
+        kernel(new KernelConfig(rows, k.RowGroupSize), logits, targets, logSumExp, vocab, gradScale, type == HalfType.Float16 ? 1 : 0, dLogits);
     }
 
     // ---- CPU reference: the spec ----
@@ -118,6 +145,16 @@ public static class CrossEntropy
             TensorPrimitives.Multiply<T>(d, gradScale, d);
             d[t] -= gradScale;
         }
+    }
+
+    // BackwardCpu in fp32, rounded to 16 bits
+    public static void BackwardHalfCpu(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, ReadOnlySpan<float> logSumExp, int rows, int vocab,
+        float gradScale, HalfType type, Span<ushort> dLogits)
+    {
+        var d = new float[(long)rows * vocab];
+        BackwardCpu(logits, targets, logSumExp, rows, vocab, gradScale, d);
+        if (type == HalfType.Float16) Cast.ToF16Cpu(d, dLogits);
+        else Cast.ToBf16Cpu(d, dLogits);
     }
 
     static int Target(ReadOnlySpan<int> targets, int row, int vocab)
