@@ -84,8 +84,20 @@ public sealed class Tensor : IDisposable
         return t;
     }
 
-    public static Tensor FromArray(Device device, ReadOnlySpan<float> data, params int[] shape) =>
-        FromBytes(device, DType.F32, MemoryMarshal.AsBytes(data), shape);
+    public static Tensor FromArray(Device device, ReadOnlySpan<float> data, params int[] shape)
+    {
+        var t = Empty(device, DType.F32, shape);
+        if (data.Length != t.Length)
+        {
+            t.Dispose();
+            throw new ArgumentException($"{data.Length} floats given for a tensor of shape [{string.Join(", ", shape)}] ({t.Length} elements)");
+        }
+        t.CopyFrom(data);
+        return t;
+    }
+
+    // Host copies go in pieces: a span of bytes cannot describe 2 GiB or more (an fp32 lm_head of 152k x 4096 is 2.3 GiB).
+    private const int CopyChunkFloats = 1 << 28;
 
     public static Tensor FromArray(Device device, ReadOnlySpan<int> data, params int[] shape) =>
         FromBytes(device, DType.I32, MemoryMarshal.AsBytes(data), shape);
@@ -177,7 +189,18 @@ public sealed class Tensor : IDisposable
         else if (data.Length > 0) DeviceBytes.SubView(0, data.Length).CopyFromCPU(data);
     }
 
-    public void CopyFrom(ReadOnlySpan<float> data) => CopyFrom(MemoryMarshal.AsBytes(data));
+    public void CopyFrom(ReadOnlySpan<float> data)
+    {
+        if (DType != DType.F32 || data.Length != Length)
+            throw new ArgumentException($"expected {Length} F32 values for tensor {Name}, got {data.Length} floats ({DType})");
+        if (Device.IsCpu) { data.CopyTo(F32); return; }
+        var view = DeviceBytes.Cast<float>();
+        for (int off = 0; off < data.Length; off += CopyChunkFloats)
+        {
+            int n = Math.Min(CopyChunkFloats, data.Length - off);
+            view.SubView(off, n).CopyFromCPU(data.Slice(off, n));
+        }
+    }
 
     public void CopyTo(Span<byte> destination)
     {
@@ -206,6 +229,17 @@ public sealed class Tensor : IDisposable
     /// <summary>Copies to the host as float32 (bf16/f16 widened exactly).</summary>
     public float[] ToFloatArray()
     {
+        if (DType == DType.F32 && !Device.IsCpu)
+        {
+            var f = new float[Length];
+            var view = DeviceBytes.Cast<float>();
+            for (int off = 0; off < f.Length; off += CopyChunkFloats)
+            {
+                int n = Math.Min(CopyChunkFloats, f.Length - off);
+                view.SubView(off, n).CopyToCPU(f.AsSpan(off, n));
+            }
+            return f;
+        }
         var bytes = ToBytes();
         switch (DType)
         {
