@@ -340,6 +340,41 @@ public class Bnb4BitTests
         Assert.Throws<InvalidDataException>(() => Bnb4Bit.Tensors("x", q with { BlockSize = 16 }));
     }
 
+    // The same state dict saved with torch.save (safe_serialization=False) reads to the same weights.
+    [Fact]
+    public void TorchBin_ReadsLikeSafetensors()
+    {
+        using var tmp = new TempDir();
+        string path = tmp.File("pytorch_model.bin");
+        using var st = SafetensorsModel.Open(Fixture("mixed"));
+        string[] storageClass = ["ByteStorage", "FloatStorage", "HalfStorage", "BFloat16Storage"];
+        string[] dtypes = ["U8", "F32", "F16", "BF16"];
+        var items = new List<(string, FakeTensor)>();
+        var records = new Dictionary<string, byte[]>();
+        foreach (var (n, i) in st.Names.Select((n, i) => (n, i)))
+        {
+            var shape = st.Shape(n);
+            long numel = shape.Aggregate(1L, (a, d) => a * d);
+            var stride = shape.Select((_, k) => shape.Skip(k + 1).Aggregate(1L, (a, d) => a * d)).ToArray();
+            items.Add((n, new FakeTensor(storageClass[Array.IndexOf(dtypes, st.DTypeOf(n))], i.ToString(), numel, 0, shape, stride)));
+            records[i.ToString()] = st.ReadBytes(n);
+        }
+        TorchFiles.WriteZip(path, TorchFiles.StateDictPickle(items), records);
+        using var bin = TorchCheckpoint.Open(path);
+        foreach (var (key, _, _, _, _, _) in Mixed)
+        {
+            Assert.True(Bnb4Bit.IsQuantized(bin, key));
+            var (a, b) = (Bnb4Bit.Read(st, key), Bnb4Bit.Read(bin, key));
+            Assert.Equal(Bnb4Bit.QuantStateJson(a), Bnb4Bit.QuantStateJson(b));
+            Assert.Equal(a.Packed, b.Packed);
+            Assert.Equal(a.DequantizeAbsmax(), b.DequantizeAbsmax());
+            Assert.Equal(a.Dequantize(), b.Dequantize());
+        }
+        var layout = Bnb4Bit.Layout(bin, Fixture("mixed", "config.json"));
+        Assert.Equal(5, layout.QuantizedWeights.Count);
+        Assert.Equal(3, layout.PlainTensors.Count);
+    }
+
     // ---- ReadBytes ----
 
     [Theory]
