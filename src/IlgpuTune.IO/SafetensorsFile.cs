@@ -109,6 +109,21 @@ public sealed unsafe class SafetensorsFile : IDisposable
         return Span(t.Begin + offset, length);
     }
 
+    /// <summary>A copy of the tensor's bytes (any dtype).</summary>
+    public byte[] ReadBytes(string name)
+    {
+        var t = Get(name);
+        if (t.ByteLength > Array.MaxLength)
+            throw new NotSupportedException($"tensor '{name}' in {Path} is {t.ByteLength} bytes, more than an array holds");
+        var result = new byte[t.ByteLength];
+        for (long i = 0; i < result.Length; i += ChunkElements)
+        {
+            int count = (int)Math.Min(ChunkElements, result.Length - i);
+            Span(t.Begin + i, count).CopyTo(result.AsSpan((int)i, count));
+        }
+        return result;
+    }
+
     public float[] ReadFloat32(string name)
     {
         var result = new float[CheckedCount(Get(name))];

@@ -82,6 +82,10 @@ public sealed class TorchCheckpoint : IWeightSource
     public void ReadFloat32(string name, Span<float> destination) => FileOf(name).ReadFloat32(name, destination);
     public int[] ReadInt32(string name) => FileOf(name).ReadInt32(name);
 
+    /// <summary>The elements' bytes in row-major order, little-endian (gathered by strides, swapped from a big-endian
+    /// archive).</summary>
+    public byte[] ReadBytes(string name) => FileOf(name).ReadBytes(name);
+
     private TorchFile FileOf(string name) => _fileOf.TryGetValue(name, out var f)
         ? f
         : throw new KeyNotFoundException($"tensor '{name}' not found in {Path}");
@@ -194,6 +198,23 @@ internal sealed unsafe class TorchFile : IDisposable
             int bad = ElementConvert.ToInt32(t.Storage.DType, Elements(t, i, count, scratch), result.AsSpan(i, count), out var value);
             if (bad >= 0)
                 throw new OverflowException($"tensor '{name}' in {Path}: element {i + bad} = {value} ({t.Storage.DType}) does not fit in int32");
+        }
+        return result;
+    }
+
+    public byte[] ReadBytes(string name)
+    {
+        var t = Get(name);
+        int size = t.Storage.ElementSize;
+        long count = t.ElementCount;
+        if (count > Array.MaxLength / size)
+            throw new NotSupportedException($"tensor '{name}' in {Path} is {count * size} bytes, more than an array holds");
+        var result = new byte[count * size];
+        var scratch = Scratch(t, (int)count);
+        for (int i = 0; i < count; i += ChunkElements)
+        {
+            int n = (int)Math.Min(ChunkElements, count - i);
+            Elements(t, i, n, scratch).CopyTo(result.AsSpan(i * size, n * size));
         }
         return result;
     }

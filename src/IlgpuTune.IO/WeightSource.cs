@@ -17,6 +17,13 @@ public interface IWeightSource : IDisposable
 
     float[] ReadFloat32(string name);
     int[] ReadInt32(string name);
+
+    /// <summary>
+    /// The tensor's elements as stored, little-endian and row-major, any dtype (e.g. the uint8 tensors of a bitsandbytes
+    /// 4-bit checkpoint). Sources that cannot give raw bytes throw NotSupportedException.
+    /// </summary>
+    byte[] ReadBytes(string name) =>
+        throw new NotSupportedException($"{GetType().Name} ({Path}) cannot read the raw bytes of tensor '{name}'");
 }
 
 public static class WeightSource

@@ -87,9 +87,9 @@ def blocks_of(x, bs):
     return padded.view(nb, bs), nb
 
 
-def quantize_4bit(x, quant_type):
+def quantize_4bit(x, quant_type, blocksize=64):
     n = x.numel()
-    blk, nb = blocks_of(x, 64)
+    blk, nb = blocks_of(x, blocksize)
     absmax = blk.abs().amax(dim=1)
     s = blk * (torch.ones((), dtype=F32) / absmax).view(-1, 1)
     if quant_type == "nf4":
@@ -144,10 +144,10 @@ def code4(quant_type):
     return torch.cat([lut, lut * torch.tensor(-1.0, dtype=F32)])
 
 
-def dequantize_4bit(packed, absmax, quant_type, n):
+def dequantize_4bit(packed, absmax, quant_type, n, blocksize=64):
     p = packed.reshape(-1).long()
     q = torch.stack([p >> 4, p & 15], dim=1).reshape(-1)[:n]
-    return code4(quant_type)[q] * absmax[torch.arange(n) // 64]
+    return code4(quant_type)[q] * absmax[torch.arange(n) // blocksize]
 
 
 def cases():
