@@ -12,7 +12,7 @@
 //   QuantizeBlockwise8: x[n] -> q[n] bytes, absmax[ceil(n/blocksize)]: nearest code of (x - offset) * (1/absmax) by the CUDA
 //                       pivot search (an exact midpoint goes to the search's final pivot, either neighbour).
 //   DequantizeAbsmax:   absmax[b] = code8[qabsmax[b]] * absmax2[b/256] + offset (two fp32 roundings, as bnb: no fma).
-//   Dequantize(Bf16):   y[i] = code4[nibble(i)] * absmax[i/blocksize] in fp32, then (bf16: round to nearest even).
+//   Dequantize(Bf16|F16): y[i] = code4[nibble(i)] * absmax[i/blocksize] in fp32, then (bf16 / fp16: round to nearest even).
 // No backward: the quantized base weight is frozen (QLoRA trains only the adapters), and quantization is not
 // differentiable. The CPU references are fp32, not generic: the spec is the exact fp32 arithmetic of the CUDA kernels.
 // torch's mean of the absmax (a float32 reduction) can differ from ours in the last bit; a checkpoint stores its offset.
@@ -233,6 +233,12 @@ public static class Nf4
             y[i] = Cast.FloatToBf16(Dequantize4(packed, absmax, code4, blocksize, i));
     }
 
+    static void DequantizeF16Kernel(ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize, ArrayView<ushort> y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride())
+            y[i] = Cast.FloatToF16(Dequantize4(packed, absmax, code4, blocksize, i));
+    }
+
     // ---- launchers ----
 
     public static long Blocks(long n, int blocksize) => (n + blocksize - 1) / blocksize;
@@ -316,6 +322,18 @@ public static class Nf4
         if (n == 0) return;
         var kernel = k.Get("nf4.dequantize.bf16",
             a => a.LoadStreamKernel<ArrayView<byte>, FloatView, FloatView, long, int, ArrayView<ushort>>(DequantizeBf16Kernel));
+        kernel(Launch.Flat(k, n), packed, absmax, code4, n, blocksize, y);
+    }
+
+    // packed[(n+1)/2], absmax[Blocks(n, blocksize)], code4[16] -> y[n] fp16 bits
+    public static void DequantizeF16(KernelRegistry k, ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize,
+        ArrayView<ushort> y)
+    {
+        CheckDequantize(packed, absmax, code4, n, blocksize);
+        Launch.Need(y, n, nameof(y));
+        if (n == 0) return;
+        var kernel = k.Get("nf4.dequantize.f16",
+            a => a.LoadStreamKernel<ArrayView<byte>, FloatView, FloatView, long, int, ArrayView<ushort>>(DequantizeF16Kernel));
         kernel(Launch.Flat(k, n), packed, absmax, code4, n, blocksize, y);
     }
 
@@ -414,5 +432,13 @@ public static class Nf4
         var f = new float[y.Length];
         DequantizeCpu(packed, absmax, code4, blocksize, f);
         Cast.ToBf16Cpu(f, y);
+    }
+
+    public static void DequantizeF16Cpu(ReadOnlySpan<byte> packed, ReadOnlySpan<float> absmax, ReadOnlySpan<float> code4, int blocksize,
+        Span<ushort> y)
+    {
+        var f = new float[y.Length];
+        DequantizeCpu(packed, absmax, code4, blocksize, f);
+        Cast.ToF16Cpu(f, y);
     }
 }

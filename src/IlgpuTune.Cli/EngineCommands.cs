@@ -28,9 +28,11 @@ public sealed class EngineCommands
     [Command("parity", Description = "Run the transformers parity cases of fixture folders (tests/fixtures/tiny/<arch>) and print max abs/rel errors per tensor")]
     public int ParityCommand([Argument(Description = "fixture folders (config.json, model.safetensors, golden.safetensors, adapter/)")] string[] fixtures,
         [Option("device", Description = "cuda, cpu, ilgpu-cpu or auto")] string? device = null,
-        [Option("bf16", Description = "bf16 tensor-core matmuls (ILGPU devices), with bf16 limits")] bool bf16 = false) => RunParity(fixtures, device, bf16);
+        [Option("bf16", Description = "bf16 tensor-core matmuls (ILGPU devices), with bf16 limits")] bool bf16 = false,
+        [Option("qlora", Description = "QLoRA golden (tests/fixtures/qlora/qlora.safetensors): also run it on each fixture folder's model and adapter/, quantized to NF4")] string? qlora = null) =>
+        RunParity(fixtures, device, bf16, qlora);
 
-    private static int RunParity(string[] fixtures, string? deviceKind, bool bf16 = false)
+    private static int RunParity(string[] fixtures, string? deviceKind, bool bf16 = false, string? qloraGolden = null)
     {
         using var device = Device.Create(deviceKind);
         if (bf16) device.MatmulPrecision = MatmulPrecision.BF16;
@@ -40,6 +42,7 @@ public sealed class EngineCommands
         {
             var sw = Stopwatch.StartNew();
             var rows = Parity.Run(dir, device);
+            if (qloraGolden is not null) rows.AddRange(Parity.RunQLora(dir, Path.Combine(dir, "adapter"), qloraGolden, device));
             all.AddRange(rows);
             Console.WriteLine($"{dir}: {rows.Count} tensors compared in {sw.Elapsed.TotalSeconds:F2} s");
         }

@@ -30,19 +30,24 @@ public sealed class DecoderLayer
 public sealed partial class CausalLM : IDisposable
 {
     private readonly Dictionary<string, Tensor> _parameters;
+    private readonly Dictionary<string, Nf4Weight> _quantized;
     private readonly Tensor? _qIndex, _kIndex, _vIndex;
 
-    private CausalLM(ModelConfig config, Device device, Dictionary<string, Tensor> parameters)
+    private CausalLM(ModelConfig config, Device device, Dictionary<string, Tensor> parameters, Dictionary<string, Nf4Weight> quantized)
     {
         Config = config;
         Device = device;
         _parameters = parameters;
+        _quantized = quantized;
         var n = Names.For(config);
         EmbedTokens = parameters[n.Embed];
         Norm = parameters[n.Norm];
         LmHead = config.TieWordEmbeddings ? EmbedTokens : parameters[n.Head];
-        LinearModule Lin(string module, bool bias) =>
-            new(module, parameters[module + ".weight"], bias ? parameters[module + ".bias"] : null);
+        LinearModule Lin(string module, bool bias)
+        {
+            var b = bias ? parameters[module + ".bias"] : null;
+            return quantized.TryGetValue(module + ".weight", out var q) ? new(module, q, b) : new(module, parameters[module + ".weight"], b);
+        }
         Layers = Enumerable.Range(0, config.NumHiddenLayers).Select(i =>
         {
             var l = n.Layer(i);
@@ -81,8 +86,21 @@ public sealed partial class CausalLM : IDisposable
     /// <summary>The output head; the embedding table itself when tie_word_embeddings.</summary>
     public Tensor LmHead { get; }
 
-    /// <summary>Every weight under its HF checkpoint key, in checkpoint order (a tied head appears once, as the embedding).</summary>
+    /// <summary>
+    /// Every dense weight under its HF checkpoint key, in checkpoint order (a tied head appears once, as the embedding). The
+    /// 4-bit linear weights of a quantized model are in <see cref="QuantizedWeights"/> instead.
+    /// </summary>
     public IReadOnlyDictionary<string, Tensor> Parameters => _parameters;
+
+    /// <summary>The decoder linear weights held in 4 bits (QLoRA), under their HF keys; empty for a dense model.</summary>
+    public IReadOnlyDictionary<string, Nf4Weight> QuantizedWeights => _quantized;
+
+    /// <summary>Every weight key in checkpoint order, dense and quantized (a tied head omitted).</summary>
+    public IEnumerable<string> WeightNames => ExpectedWeights(Config).Select(e => e.Name)
+        .Where(n => _parameters.ContainsKey(n) || _quantized.ContainsKey(n));
+
+    /// <summary>Number of base-model weights (a 4-bit weight counts its original elements).</summary>
+    public long ParameterCount => _parameters.Values.Sum(t => t.Length) + _quantized.Values.Sum(q => q.Length);
 
     public IEnumerable<LinearModule> Linears => Layers.SelectMany(l => l.Linears);
 
@@ -128,9 +146,13 @@ public sealed partial class CausalLM : IDisposable
     /// <summary>
     /// Builds the model from a weight source, checking every key and shape: a missing, unexpected or mis-shaped tensor is an
     /// error naming the key. <paramref name="shapeOf"/> returns null for an absent key; <paramref name="read"/> returns float32 data.
+    /// <paramref name="quantization"/> (QLoRA): the decoder layers' linear weights are quantized to 4 bits (bnb defaults:
+    /// blocks of 64, double quantization) one at a time as they are read, so neither the host nor the device ever holds
+    /// the dense model; embeddings, norms, biases and the head stay fp32 (as transformers leaves them, formats.md §5.5).
     /// </summary>
     public static CausalLM FromWeights(ModelConfig config, Device device, IEnumerable<string> availableKeys,
-        Func<string, long[]?> shapeOf, Func<string, float[]> read, string source, DType linearDtype = DType.F32)
+        Func<string, long[]?> shapeOf, Func<string, float[]> read, string source, DType linearDtype = DType.F32,
+        QuantType? quantization = null)
     {
         if (linearDtype is not (DType.F32 or DType.BF16 or DType.F16))
             throw new ArgumentException($"linear weights are stored as F32, BF16 or F16, not {linearDtype}");
@@ -152,12 +174,19 @@ public sealed partial class CausalLM : IDisposable
                     $"{source}: tensor '{name}' has shape [{string.Join(", ", actual)}], expected [{string.Join(", ", shape)}]");
         }
         var parameters = new Dictionary<string, Tensor>();
+        var quantized = new Dictionary<string, Nf4Weight>();
         try
         {
             foreach (var (name, shape) in expected)
             {
-                // Decoder linear weights may be 16-bit; the embedding, the head (the fused loss reads it) and norms stay fp32.
+                // Decoder linear weights may be 16-bit or 4-bit; the embedding, the head (the fused loss reads it) and norms stay fp32.
                 bool linear = shape.Length == 2 && name != names.Embed && name != names.Head;
+                if (linear && quantization is { } qt)
+                {
+                    using var dense = Tensor.FromArray(device, read(name), shape).Named(name);
+                    quantized[name] = Nf4Weight.Quantize(dense, qt);
+                    continue;
+                }
                 parameters[name] = (linear && linearDtype != DType.F32
                     ? Tensor.FromBytes(device, linearDtype, IO.SafetensorsWriter.Encode(read(name), linearDtype).Span, shape)
                     : Tensor.FromArray(device, read(name), shape)).Named(name);
@@ -166,9 +195,12 @@ public sealed partial class CausalLM : IDisposable
         catch
         {
             foreach (var t in parameters.Values) t.Dispose();
+            foreach (var q in quantized.Values) q.Dispose();
             throw;
         }
-        return new CausalLM(config, device, parameters);
+        // The dense staging blocks of the quantized weights are free now: hand them back to the driver.
+        if (quantized.Count > 0) device.Allocator.EmptyCache();
+        return new CausalLM(config, device, parameters, quantized);
     }
 
     /// <summary>A randomly initialized model (normal(0, initializerRange), norms = 1), as transformers' _init_weights.</summary>
@@ -223,6 +255,8 @@ public sealed partial class CausalLM : IDisposable
     /// <summary>Full fine-tuning: every weight trainable.</summary>
     public void SetFullFineTuning()
     {
+        if (_quantized.Count > 0)
+            throw new InvalidOperationException($"full fine-tuning needs fp32 weights; {_quantized.Keys.First()} is 4-bit (QLoRA trains LoRA adapters only)");
         if (_parameters.Values.FirstOrDefault(p => p.DType != DType.F32) is { } half)
             throw new InvalidOperationException($"full fine-tuning needs fp32 weights; {half.Name} is {half.DType} (load with F32 linear weights)");
         foreach (var p in _parameters.Values) p.RequiresGrad = true;
@@ -423,6 +457,7 @@ public sealed partial class CausalLM : IDisposable
             l.LoraB?.Dispose();
         }
         foreach (var t in _parameters.Values) t.Dispose();
+        foreach (var q in _quantized.Values) q.Dispose();
         _qIndex?.Dispose();
         _kIndex?.Dispose();
         _vIndex?.Dispose();

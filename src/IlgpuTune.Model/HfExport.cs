@@ -22,16 +22,17 @@ public static class HfExport
         if (sourceDirectory is not null && HfFiles.IsSameOrInside(sourceDirectory, outDir))
             throw new ArgumentException($"output folder {Path.GetFullPath(outDir)} would replace the source {Path.GetFullPath(sourceDirectory)}",
                 nameof(outDir));
-        var lora = model.Linears.Where(l => l.Lora is not null).ToDictionary(l => l.Weight, l => l);
-        var specs = model.Parameters.Select(p => new TensorSpec(p.Key, dtype, p.Value.Shape.Select(d => (long)d).ToArray())).ToList();
+        var lora = model.Linears.Where(l => l.Lora is not null).ToDictionary(l => l.Name + ".weight", l => l);
+        var specs = model.WeightNames.Select(name => new TensorSpec(name, dtype,
+            (model.Parameters.TryGetValue(name, out var p) ? p.Shape : model.QuantizedWeights[name].Shape).Select(d => (long)d).ToArray())).ToList();
         IReadOnlyList<string> files = [];
         AtomicDirectory.Write(outDir, tmp =>
         {
             files = SafetensorsWriter.WriteShardedStreaming(tmp, "model", specs, maxShardBytes, spec =>
             {
-                var tensor = model.Parameters[spec.Name];
-                var w = tensor.ToFloatArray();
-                if (lora.TryGetValue(tensor, out var l))
+                // A 4-bit weight is written dequantized (as PEFT's merge_and_unload on a bnb model).
+                var w = model.Parameters.TryGetValue(spec.Name, out var tensor) ? tensor.ToFloatArray() : Dequantized(model.QuantizedWeights[spec.Name]);
+                if (lora.TryGetValue(spec.Name, out var l))
                     Merge.AddDelta(w, l.LoraA!.ToFloatArray(), l.LoraB!.ToFloatArray(), l.OutFeatures, l.InFeatures, l.Lora!.R, l.Lora.Scaling);
                 return SafetensorsWriter.Encode(w, dtype);
             });
@@ -39,6 +40,12 @@ public static class HfExport
             if (sourceDirectory is not null) HfFiles.CopyAuxiliary(sourceDirectory, tmp);
         });
         return files;
+    }
+
+    private static float[] Dequantized(Nf4Weight q)
+    {
+        using var w = q.Dequantize();
+        return w.ToFloatArray();
     }
 
     /// <summary>config.json for a config built in code (formats.md §3.2; legacy rope keys, read by every transformers version).</summary>

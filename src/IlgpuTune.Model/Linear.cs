@@ -12,18 +12,28 @@ public sealed record LoraConfig(int R, float Alpha, float Dropout, IReadOnlyList
         TargetModules.Any(t => moduleName == t || moduleName.EndsWith("." + t, StringComparison.Ordinal));
 }
 
-/// <summary>An nn.Linear with HF's module path (e.g. "model.layers.0.self_attn.q_proj"), optionally carrying a LoRA adapter.</summary>
-public sealed class LinearModule(string name, Tensor weight, Tensor? bias)
+/// <summary>
+/// An nn.Linear with HF's module path (e.g. "model.layers.0.self_attn.q_proj"), optionally carrying a LoRA adapter. The base
+/// weight is a dense tensor (<see cref="Weight"/>) or, for QLoRA, a frozen 4-bit one (<see cref="Quantized"/>).
+/// </summary>
+public sealed class LinearModule
 {
-    public string Name { get; } = name;
-    public Tensor Weight { get; } = weight;
-    public Tensor? Bias { get; } = bias;
+    public LinearModule(string name, Tensor weight, Tensor? bias) => (Name, Weight, Bias) = (name, weight, bias);
+
+    public LinearModule(string name, Nf4Weight weight, Tensor? bias) => (Name, Quantized, Bias) = (name, weight, bias);
+
+    public string Name { get; }
+    /// <summary>The dense base weight [out, in]; null when the base is 4-bit.</summary>
+    public Tensor? Weight { get; }
+    /// <summary>The 4-bit base weight; null when the base is dense.</summary>
+    public Nf4Weight? Quantized { get; }
+    public Tensor? Bias { get; }
     public Tensor? LoraA { get; private set; }
     public Tensor? LoraB { get; private set; }
     public LoraConfig? Lora { get; private set; }
 
-    public int InFeatures => Weight.Dim(1);
-    public int OutFeatures => Weight.Dim(0);
+    public int InFeatures => Weight?.Dim(1) ?? Quantized!.InFeatures;
+    public int OutFeatures => Weight?.Dim(0) ?? Quantized!.OutFeatures;
 
     /// <summary>PEFT's saved key prefix for this module's adapter tensors.</summary>
     public string PeftPrefix => "base_model.model." + Name;
@@ -44,10 +54,17 @@ public sealed class LinearModule(string name, Tensor weight, Tensor? bias)
     }
 
     /// <summary>y = x·Wᵀ + bias (+ the LoRA branch). A null <paramref name="rng"/> is inference: LoRA dropout off.</summary>
-    public Tensor Forward(Tensor x, Random? rng) =>
-        Lora is null
-            ? Ops.Linear(x, Weight, Bias)
-            : Ops.LoraLinear(x, Weight, Bias, LoraA!, LoraB!, Lora.Scaling, rng is null ? 0f : Lora.Dropout, rng ?? NoDropout);
+    public Tensor Forward(Tensor x, Random? rng)
+    {
+        float dropout = rng is null || Lora is null ? 0f : Lora.Dropout;
+        return (Lora, Weight) switch
+        {
+            (null, { } w) => Ops.Linear(x, w, Bias),
+            (null, null) => Ops.LinearNf4(x, Quantized!, Bias),
+            (_, { } w) => Ops.LoraLinear(x, w, Bias, LoraA!, LoraB!, Lora.Scaling, dropout, rng ?? NoDropout),
+            _ => Ops.LoraLinear(x, Quantized!, Bias, LoraA!, LoraB!, Lora.Scaling, dropout, rng ?? NoDropout),
+        };
+    }
 
     // Ops.LoraLinear draws nothing from it when the dropout is 0.
     private static readonly Random NoDropout = new(0);

@@ -60,6 +60,39 @@ public static class Parity
         return rows;
     }
 
+    /// <summary>
+    /// QLoRA parity (tools/golden/make_qlora_golden.py): the model folder loaded with NF4 quantization, its 4-bit bytes and
+    /// double-quant statistics against the golden's (exact: a row counts differing bytes, limit 0), then the adapter attached
+    /// and logits, loss and LoRA grads against transformers + PEFT on the dequantized weights.
+    /// </summary>
+    public static List<ParityRow> RunQLora(string modelDir, string adapterDir, string goldenFile, Device device)
+    {
+        bool bf16 = device.MatmulPrecision == MatmulPrecision.BF16;
+        double outputLimit = bf16 ? Bf16OutputLimit : OutputLimit, gradLimit = bf16 ? Bf16GradLimit : GradLimit;
+        using var golden = SafetensorsFile.Open(goldenFile);
+        var rows = new List<ParityRow>();
+        using var model = ModelLoader.Load(modelDir, device, quantization: Kernels.QuantType.Nf4);
+        foreach (var (name, q) in model.QuantizedWeights)
+        {
+            // The engine's offset is the float64 mean (torch's fp32 mean can differ in the last bit): compare with those stats.
+            foreach (var (key, ours) in new[] { ("packed", q.Packed), ("qabsmax_f64", q.QAbsmax!), ("absmax2_f64", q.Absmax2!), ("offset_f64", q.Offset!) })
+            {
+                string k = $"q.{name}.{key}";
+                if (!golden.Contains(k)) throw new InvalidDataException($"{goldenFile}: missing '{k}'");
+                var want = golden.GetBytes(k).ToArray();
+                var got = ours.ToBytes();
+                int diff = want.Length == got.Length ? want.Zip(got).Count(p => p.First != p.Second) : Math.Max(want.Length, got.Length);
+                rows.Add(new ParityRow("qlora/nf4", k + " (bytes)", diff, want.Length, 0));
+            }
+        }
+        var modules = PeftAdapter.Load(adapterDir, model);
+        var lora = modules.SelectMany(m => new[] { m.LoraA!, m.LoraB! }).Select(t => (t.Name!, t, "lora_grad." + t.Name));
+        var shape = golden.Get("input_ids").Shape;
+        RunCase(rows, "qlora/lora", model, golden, golden.ReadInt32("input_ids"), golden.ReadInt32("labels"), (int)shape[0], (int)shape[1],
+            null, null, "logits", "loss", lora, outputLimit, gradLimit);
+        return rows;
+    }
+
     /// <summary>Packed rows restart position ids at 0 for each sample; a new segment starts there.</summary>
     public static int[] SegmentsFromPositions(int[] positions)
     {

@@ -58,10 +58,14 @@ public static class Trainer
         if (stats.Rows == 0) throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample (every label is -100?)");
 
         // LoRA with 16-bit tensor-core matmuls keeps the frozen base in that precision: half the memory, no per-step casts.
+        // QLoRA (quantization nf4) keeps the decoder linears in 4 bits instead, dequantized per product to the matmul precision.
         var baseDtype = cfg.Lora is null ? DType.F32
             : device.MatmulPrecision switch { MatmulPrecision.BF16 => DType.BF16, MatmulPrecision.F16 => DType.F16, _ => DType.F32 };
-        using var model = ModelLoader.Load(modelDir, device, baseDtype);
-        if (cfg.Quantization != "none") throw new NotSupportedException($"quantization '{cfg.Quantization}' (QLoRA) is not available yet; use none");
+        var quantization = cfg.Quantization == "nf4" ? Kernels.QuantType.Nf4 : (Kernels.QuantType?)null;
+        using var model = ModelLoader.Load(modelDir, device, baseDtype, quantization);
+        if (quantization is not null)
+            log.Info($"quantized {model.QuantizedWeights.Count} linear weights to NF4 (double quant, blocks of 64): " +
+                $"{model.QuantizedWeights.Values.Sum(q => q.Bytes) / 1048576.0:F1} MiB on the device");
         if (cfg.Lora is { InitAdapter: { } init })
         {
             PeftAdapter.Load(init, model);
@@ -83,7 +87,7 @@ public static class Trainer
             ["modules"] = new System.Text.Json.Nodes.JsonArray(attached.Select(m => (System.Text.Json.Nodes.JsonNode)m.Name).ToArray()),
         };
         log.Info($"model: {modelConfig.Architecture} {modelDir}; trainable {trainable.Sum(t => t.Length):N0} of " +
-            $"{model.Parameters.Values.Sum(t => t.Length) + (attached.Count == 0 ? 0 : trainable.Sum(t => t.Length)):N0} parameters" +
+            $"{model.ParameterCount + (attached.Count == 0 ? 0 : trainable.Sum(t => t.Length)):N0} parameters" +
             (attached.Count > 0 ? $" (LoRA r={attached[0].Lora!.R}, alpha={attached[0].Lora!.Alpha} on {attached.Count} modules)" : " (full fine-tuning)"));
 
         int rows = data.RowCount;

@@ -168,6 +168,16 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
             gpu.Accelerator.Synchronize();
             BitEqual($"{p}.dequant_nested", F32(f, $"{p}.dequant_nested"), gy.GetAsArray1D());
             Equal($"{p}.dequant_nested_bf16", Bf16(f, $"{p}.dequant_nested_bf16"), gyb.GetAsArray1D());
+
+            // fp16 (the F16 compute path of QLoRA): the golden's fp32 dequant rounded by the CPU reference cast.
+            var wantF16 = new ushort[n];
+            Cast.ToF16Cpu(F32(f, $"{p}.dequant_nested"), wantF16);
+            var cpuF16 = new ushort[n];
+            Nf4.DequantizeF16Cpu(U8(f, $"{p}.packed"), F32(f, $"{p}.absmax_dq"), Nf4.Code(type), Nf4.BlockSize, cpuF16);
+            Equal($"{p}.dequant_nested_f16 cpu", wantF16, cpuF16);
+            Nf4.DequantizeF16(gpu.Kernels, gpacked.View, gabsDq.View, gcode4.View, n, Nf4.BlockSize, gyb.View);
+            gpu.Accelerator.Synchronize();
+            Equal($"{p}.dequant_nested_f16", wantF16, gyb.GetAsArray1D());
         }
     }
 
