@@ -216,6 +216,16 @@ public static class Bnb4Bit
         return w;
     }
 
+    /// <summary>The dense shape of a quantized weight, from its quant_state JSON alone (no packed bytes read).</summary>
+    public static int[] Shape(IWeightSource weights, string weightKey)
+    {
+        string nf4 = weightKey + "." + QuantStatePrefix + "nf4", fp4 = weightKey + "." + QuantStatePrefix + "fp4";
+        string qsKey = weights.Contains(nf4) ? nf4 : weights.Contains(fp4) ? fp4
+            : throw new InvalidDataException($"{weights.Path}: '{weightKey}' is not a bnb 4-bit weight: no '{nf4}' or '{fp4}'");
+        Need(weights, qsKey, "U8", null);
+        return ParseQuantState(weights.ReadBytes(qsKey), $"{weights.Path}: tensor '{qsKey}'", qsKey == nf4 ? "nf4" : "fp4").Shape;
+    }
+
     /// <summary>
     /// The tensors bnb saves for <paramref name="weightKey"/>, with bnb's dtypes and shapes, ready for SafetensorsWriter
     /// (which orders them itself); the quant_state JSON is byte-identical to bnb's json.dumps.

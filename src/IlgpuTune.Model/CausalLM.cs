@@ -149,10 +149,11 @@ public sealed partial class CausalLM : IDisposable
     /// <paramref name="quantization"/> (QLoRA): the decoder layers' linear weights are quantized to 4 bits (bnb defaults:
     /// blocks of 64, double quantization) one at a time as they are read, so neither the host nor the device ever holds
     /// the dense model; embeddings, norms, biases and the head stay fp32 (as transformers leaves them, formats.md §5.5).
+    /// <paramref name="readQuantized"/> returns a weight already stored in 4 bits (a bitsandbytes checkpoint), null for a dense one.
     /// </summary>
     public static CausalLM FromWeights(ModelConfig config, Device device, IEnumerable<string> availableKeys,
         Func<string, long[]?> shapeOf, Func<string, float[]> read, string source, DType linearDtype = DType.F32,
-        QuantType? quantization = null)
+        QuantType? quantization = null, Func<string, Nf4Weight?>? readQuantized = null)
     {
         if (linearDtype is not (DType.F32 or DType.BF16 or DType.F16))
             throw new ArgumentException($"linear weights are stored as F32, BF16 or F16, not {linearDtype}");
@@ -181,6 +182,16 @@ public sealed partial class CausalLM : IDisposable
             {
                 // Decoder linear weights may be 16-bit or 4-bit; the embedding, the head (the fused loss reads it) and norms stay fp32.
                 bool linear = shape.Length == 2 && name != names.Embed && name != names.Head;
+                if (readQuantized?.Invoke(name) is { } stored)
+                {
+                    if (!linear)
+                    {
+                        stored.Dispose();
+                        throw new InvalidDataException($"{source}: tensor '{name}' is stored in 4 bits, but only decoder linear weights can be");
+                    }
+                    quantized[name] = stored;
+                    continue;
+                }
                 if (linear && quantization is { } qt)
                 {
                     using var dense = Tensor.FromArray(device, read(name), shape).Named(name);
