@@ -30,6 +30,18 @@ public sealed class ConvertCommands
         return 0;
     }
 
+    [Command("quantize", Description = "Quantize a model's decoder linear weights to 4 bits and save the folder as transformers saves a " +
+        "bitsandbytes 4-bit model (NF4 or FP4, blocks of 64, double quantization by default); train on it with LoRA (QLoRA)")]
+    public int Quantize([Argument(Description = "model folder")] string baseModel, [Argument(Description = "output folder")] string output,
+        [Option("quant-type", Description = "nf4 or fp4 (default nf4)")] string quantType = "nf4",
+        [Option("no-double-quant", Description = "keep the absmax in fp32 instead of 8 bits")] bool noDoubleQuant = false,
+        [Option("max-shard-size", Description = "largest shard, e.g. 2GB or 500MB (default 2GB)")] string maxShardSize = "2GB")
+    {
+        var files = QuantizedExport.Run(baseModel, output, IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize), quantType, !noDoubleQuant);
+        Console.WriteLine($"quantized to {quantType}{(noDoubleQuant ? "" : " (double quant)")} -> {output} ({files.Count} files)");
+        return 0;
+    }
+
     internal static DType ParseDtype(string s) =>
         DTypeInfo.FromTorchName(s) ?? throw new ArgumentException($"--dtype '{s}': expected float32, bfloat16 or float16");
 }
