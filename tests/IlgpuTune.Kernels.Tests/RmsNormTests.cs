@@ -19,6 +19,7 @@ public class RmsNormTests(IlgpuCpuFixture gpu)
     [InlineData(2, 13000)] // too wide to cache the row in shared memory: the two-read path
     [InlineData(3, 8)] // vector path from here on (dim % 4 == 0): one Float4 slot per thread in use
     [InlineData(37, 12)] // three 16-row blocks of the fused dWeight partials, the last one short
+    [InlineData(130, 8)] // nine 16-row blocks
     [InlineData(3, 516)] // 129 Float4 over 64 threads: the last slot used by one thread only
     [InlineData(2, 1024)] // every slot of 64 threads
     [InlineData(2, 1028)] // dim % 4 == 0 but wider than the emulator's vector groups: scalar path
