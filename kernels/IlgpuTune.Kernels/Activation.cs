@@ -6,9 +6,11 @@
 //            dUp = dY * silu(gate),  dGate = dY * up * s*(1 + gate*(1-s))   (overwrite both)
 // 1/(1+exp(-x)) needs no special casing in IEEE float: for x < -88 exp(-x) is +inf and s is 0, for large x exp(-x)
 // underflows and s is 1, so y and the derivatives stay finite for every finite x.
+// SwiGLU has a Float4 path (16-byte loads, then the n % 4 tail element-wise) taken when every view is 16-byte aligned.
 using System.Numerics;
 using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Util;
 
 namespace IlgpuTune.Kernels;
 
@@ -56,6 +58,58 @@ public static class Activation
         }
     }
 
+    // Float4 variants: element-wise over quads [0, n/4), then the n % 4 tail elements by the first threads.
+    static float SwiGlu(float g, float u) => g * Sigmoid(g) * u;
+
+    static void SwiGluForwardVecKernel(FloatView gate, FloatView up, long n, FloatView y)
+    {
+        var g4 = gate.Cast<Float4>();
+        var u4 = up.Cast<Float4>();
+        var y4 = y.Cast<Float4>();
+        long quads = n / 4;
+        for (long i = Grid.GlobalIndex.X; i < quads; i += Launch.GridStride())
+        {
+            Float4 g = g4[i], u = u4[i];
+            y4[i] = new Float4(SwiGlu(g.X, u.X), SwiGlu(g.Y, u.Y), SwiGlu(g.Z, u.Z), SwiGlu(g.W, u.W));
+        }
+        long tail = quads * 4 + Grid.GlobalIndex.X;
+        if (tail < n) y[tail] = SwiGlu(gate[tail], up[tail]);
+    }
+
+    // dY, g, u -> (dGate, dUp) of one element
+    static (float DGate, float DUp) SwiGluGrad(float d, float g, float u)
+    {
+        float s = Sigmoid(g);
+        return (d * u * s * (1f + g * (1f - s)), d * g * s);
+    }
+
+    static void SwiGluBackwardVecKernel(FloatView dY, FloatView gate, FloatView up, long n, FloatView dGate, FloatView dUp)
+    {
+        var d4 = dY.Cast<Float4>();
+        var g4 = gate.Cast<Float4>();
+        var u4 = up.Cast<Float4>();
+        var dg4 = dGate.Cast<Float4>();
+        var du4 = dUp.Cast<Float4>();
+        long quads = n / 4;
+        for (long i = Grid.GlobalIndex.X; i < quads; i += Launch.GridStride())
+        {
+            Float4 d = d4[i], g = g4[i], u = u4[i]; // all read before the writes: dUp may alias up
+            var (gx, ux) = SwiGluGrad(d.X, g.X, u.X);
+            var (gy, uy) = SwiGluGrad(d.Y, g.Y, u.Y);
+            var (gz, uz) = SwiGluGrad(d.Z, g.Z, u.Z);
+            var (gw, uw) = SwiGluGrad(d.W, g.W, u.W);
+            du4[i] = new Float4(ux, uy, uz, uw);
+            dg4[i] = new Float4(gx, gy, gz, gw);
+        }
+        long tail = quads * 4 + Grid.GlobalIndex.X;
+        if (tail < n)
+        {
+            var (dg, du) = SwiGluGrad(dY[tail], gate[tail], up[tail]);
+            dUp[tail] = du;
+            dGate[tail] = dg;
+        }
+    }
+
     // ---- launchers ----
 
     // x[n] -> y[n]
@@ -79,6 +133,13 @@ public static class Activation
     public static void SwiGluForward(KernelRegistry k, FloatView gate, FloatView up, long n, FloatView y)
     {
         Launch.Need(gate, n, nameof(gate)); Launch.Need(up, n, nameof(up)); Launch.Need(y, n, nameof(y));
+        if (Launch.Aligned16(gate, up, y))
+        {
+            var vec = k.Get("activation.swiglu.forward.v4",
+                a => a.LoadStreamKernel<FloatView, FloatView, long, FloatView>(SwiGluForwardVecKernel));
+            vec(Launch.Flat(k, Math.Max(n / 4, n % 4)), gate, up, n, y);
+            return;
+        }
         var kernel = k.Get("activation.swiglu.forward",
             a => a.LoadStreamKernel<FloatView, FloatView, long, FloatView>(SwiGluForwardKernel));
         kernel(Launch.Flat(k, n), gate, up, n, y);
@@ -89,6 +150,13 @@ public static class Activation
     {
         Launch.Need(dY, n, nameof(dY)); Launch.Need(gate, n, nameof(gate)); Launch.Need(up, n, nameof(up));
         Launch.Need(dGate, n, nameof(dGate)); Launch.Need(dUp, n, nameof(dUp));
+        if (Launch.Aligned16(dY, gate, up, dGate, dUp))
+        {
+            var vec = k.Get("activation.swiglu.backward.v4",
+                a => a.LoadStreamKernel<FloatView, FloatView, FloatView, long, FloatView, FloatView>(SwiGluBackwardVecKernel));
+            vec(Launch.Flat(k, Math.Max(n / 4, n % 4)), dY, gate, up, n, dGate, dUp);
+            return;
+        }
         var kernel = k.Get("activation.swiglu.backward",
             a => a.LoadStreamKernel<FloatView, FloatView, FloatView, long, FloatView, FloatView>(SwiGluBackwardKernel));
         kernel(Launch.Flat(k, n), dY, gate, up, n, dGate, dUp);

@@ -21,6 +21,17 @@ internal static class Launch
     /// <summary>Device side of <see cref="Flat"/>: total threads in the grid, the step of a grid-stride loop.</summary>
     public static long GridStride() => (long)Grid.DimX * Group.DimX;
 
+    /// <summary>
+    /// True when every non-empty view starts on a 16-byte boundary, so its Cast&lt;Float4&gt;() gives aligned
+    /// ld/st.global.v4 (16-byte vector accesses must be aligned on the GPU).
+    /// </summary>
+    public static bool Aligned16(params ReadOnlySpan<FloatView> views)
+    {
+        foreach (var v in views)
+            if (v.Length > 0 && (((IArrayView)v).Buffer.NativePtr.ToInt64() + ((IContiguousArrayView)v).IndexInBytes) % 16 != 0) return false;
+        return true;
+    }
+
     /// <summary>Throws unless <paramref name="view"/> holds at least <paramref name="count"/> elements.</summary>
     public static void Need<T>(ArrayView<T> view, long count, string name) where T : unmanaged
     {

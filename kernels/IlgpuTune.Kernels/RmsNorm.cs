@@ -3,9 +3,13 @@
 // Backward with n = x*rstd, g = dY*weight:
 //   dX = rstd * (g - n * mean(g*n))          (overwrites dX)
 //   dWeight += sum_rows dY * n                (column sums over row blocks, then over blocks: deterministic, no atomics)
+// Vector path (dim % 4 == 0, dim <= 16 * 1024, all views 16-byte aligned): each thread keeps up to 4 Float4 of a row in
+// registers (16-byte loads, one global read per element); the backward fuses dX and the dWeight partial sums so dY and
+// x are read once. Other shapes take the scalar path (row cached in shared memory when it fits).
 using System.Numerics;
 using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Util;
 
 namespace IlgpuTune.Kernels;
 
@@ -79,11 +83,96 @@ public static class RmsNorm
         partials[i] = acc;
     }
 
-    static void BackwardWeightReduceKernel(Index1D j, FloatView partials, int blocks, int dim, FloatView dWeight)
+    // ---- vector path: a row of dim/4 Float4 spread over the group, Slots.Count per thread ----
+
+    // Thread t of T holds Float4 columns t, t+T, t+2T, t+3T of a row; slots past the row read as 0 and are not stored.
+    struct Slots
     {
+        public const int Count = 4;
+        public Float4 A, B, C, D;
+
+        public static Slots Load(ArrayView<Float4> v, long start, int t, int T, int dim4)
+        {
+            Slots s = default;
+            if (t < dim4) s.A = v[start + t];
+            if (t + T < dim4) s.B = v[start + t + T];
+            if (t + 2 * T < dim4) s.C = v[start + t + 2 * T];
+            if (t + 3 * T < dim4) s.D = v[start + t + 3 * T];
+            return s;
+        }
+
+        public readonly void Store(ArrayView<Float4> v, long start, int t, int T, int dim4)
+        {
+            if (t < dim4) v[start + t] = A;
+            if (t + T < dim4) v[start + t + T] = B;
+            if (t + 2 * T < dim4) v[start + t + 2 * T] = C;
+            if (t + 3 * T < dim4) v[start + t + 3 * T] = D;
+        }
+
+        public static Slots operator *(Slots a, Slots b) => new() { A = a.A * b.A, B = a.B * b.B, C = a.C * b.C, D = a.D * b.D };
+        public static Slots operator *(Slots a, float f) => new() { A = a.A * f, B = a.B * f, C = a.C * f, D = a.D * f };
+        public static Slots operator +(Slots a, Slots b) => new() { A = a.A + b.A, B = a.B + b.B, C = a.C + b.C, D = a.D + b.D };
+        public static Slots operator -(Slots a, Slots b) => new() { A = a.A - b.A, B = a.B - b.B, C = a.C - b.C, D = a.D - b.D };
+
+        public readonly float Sum() => Sum4(A) + Sum4(B) + Sum4(C) + Sum4(D);
+        static float Sum4(Float4 v) => v.X + v.Y + v.Z + v.W;
+    }
+
+    static void ForwardVecKernel(ArrayView<Float4> x, ArrayView<Float4> weight, int dim, float eps, ArrayView<Float4> y, FloatView rstd)
+    {
+        var scratch = SharedMemory.Allocate<float>(Reduce.ScratchSize);
+        int dim4 = dim / 4, t = Group.IdxX, T = Group.DimX;
+        long start = (long)Grid.IdxX * dim4;
+        var v = Slots.Load(x, start, t, T, dim4);
+        float r = 1f / MathF.Sqrt(Reduce.GroupSum((v * v).Sum(), scratch) / dim + eps);
+        (Slots.Load(weight, 0, t, T, dim4) * (v * r)).Store(y, start, t, T, dim4);
+        if (t == 0) rstd[Grid.IdxX] = r;
+    }
+
+    // Group g takes rows [g*VecRows, (g+1)*VecRows): dX per row, and its dWeight column sums over those rows into
+    // partials[g, dim] (reduced by ReduceColumnsKernel). Weight stays in registers for all the group's rows.
+    const int VecRows = 16;
+
+    static void BackwardVecKernel(ArrayView<Float4> dY, ArrayView<Float4> x, ArrayView<Float4> weight, FloatView rstd, int rows, int dim,
+        ArrayView<Float4> dX, ArrayView<Float4> partials)
+    {
+        var scratch = SharedMemory.Allocate<float>(Reduce.ScratchSize);
+        int dim4 = dim / 4, t = Group.IdxX, T = Group.DimX;
+        var w = Slots.Load(weight, 0, t, T, dim4);
+        Slots acc = default;
+        int end = Math.Min(rows, (Grid.IdxX + 1) * VecRows);
+        for (int row = Grid.IdxX * VecRows; row < end; row++)
+        {
+            long start = (long)row * dim4;
+            float r = rstd[row];
+            var dy = Slots.Load(dY, start, t, T, dim4);
+            var n = Slots.Load(x, start, t, T, dim4) * r;
+            var g = dy * w;
+            float mean = Reduce.GroupSum((g * n).Sum(), scratch) / dim;
+            ((g - n * mean) * r).Store(dX, start, t, T, dim4);
+            acc += dy * n;
+        }
+        acc.Store(partials, (long)Grid.IdxX * dim4, t, T, dim4);
+    }
+
+    // dWeight[j] += sum_b partials[b, j]: a group per 32 columns, warp w adds blocks w, w+W, ... in order, then the
+    // warps' sums are added in warp order (deterministic for a given group size).
+    static void ReduceColumnsKernel(FloatView partials, int blocks, int dim, FloatView dWeight)
+    {
+        var sums = SharedMemory.Allocate<float>(1024);
+        int lane = Warp.LaneIdx, w = Warp.WarpIdx, warps = Group.DimX / Warp.WarpSize;
+        int j = Grid.IdxX * Warp.WarpSize + lane;
         float acc = 0f;
-        for (int b = 0; b < blocks; b++) acc += partials[(long)b * dim + j];
-        dWeight[j] += acc;
+        if (j < dim)
+            for (int b = w; b < blocks; b += warps) acc += partials[(long)b * dim + j];
+        sums[w * Warp.WarpSize + lane] = acc;
+        Group.Barrier();
+        if (w == 0 && j < dim)
+        {
+            float total = 0f;
+            for (int i = 0; i < warps; i++) total += sums[i * Warp.WarpSize + lane];
+            dWeight[j] += total;
+        }
     }
 
     // ---- launchers ----
@@ -91,30 +180,67 @@ public static class RmsNorm
     // Rows are cached in shared memory when they fit the 48 KB every group gets without opting in (less the reduce scratch).
     static bool RowFits(int floats) => (long)floats * sizeof(float) <= 48 * 1024 - 1024;
 
+    // Threads per row on the vector path: Slots.Count Float4 each, a multiple of the warp size; 0 when the row is too
+    // wide for one group (the CPU accelerator's groups are kept small).
+    static int VecThreads(KernelRegistry k, int dim)
+    {
+        int threads = ((dim / 4 + Slots.Count - 1) / Slots.Count + 31) / 32 * 32;
+        return dim % 4 == 0 && threads <= (k.IsEmulated ? 64 : 1024) ? Math.Max(threads, 32) : 0;
+    }
+
+    // x, y[rows, dim]; weight[dim]; rstd[rows]
     public static void Forward(KernelRegistry k, FloatView x, FloatView weight, int rows, int dim, float eps, FloatView y, FloatView rstd)
     {
+        if (rows == 0) return;
+        int threads = VecThreads(k, dim);
+        if (threads > 0 && Launch.Aligned16(x, weight, y))
+        {
+            var vec = k.Get("rmsnorm.forward.v4",
+                a => a.LoadStreamKernel<ArrayView<Float4>, ArrayView<Float4>, int, float, ArrayView<Float4>, FloatView>(ForwardVecKernel));
+            vec(new KernelConfig(rows, threads), x.Cast<Float4>(), weight.Cast<Float4>(), dim, eps, y.Cast<Float4>(), rstd);
+            return;
+        }
         var kernel = k.Get("rmsnorm.forward", a => a.LoadStreamKernel<FloatView, FloatView, int, float, int, FloatView, FloatView>(ForwardKernel));
         bool cached = RowFits(dim);
         kernel(new KernelConfig(rows, k.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? dim : 1)), x, weight, dim, eps,
             cached ? 1 : 0, y, rstd);
     }
 
+    // dY, x, dX[rows, dim]; weight, dWeight[dim]; rstd[rows]; dX is overwritten, dWeight accumulated
     public static void Backward(KernelRegistry k, FloatView dY, FloatView x, FloatView weight, FloatView rstd, int rows, int dim,
         FloatView dX, FloatView dWeight)
     {
-        var input = k.Get("rmsnorm.backward.input",
-            a => a.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, int, int, FloatView>(BackwardInputKernel));
-        bool cached = RowFits(2 * dim);
-        input(new KernelConfig(rows, k.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? 2 * dim : 1)), dY, x, weight, rstd, dim,
-            cached ? 1 : 0, dX);
-        int blocks = (rows + WeightRows - 1) / WeightRows;
-        var partials = k.Workspace((long)blocks * dim);
-        var partial = k.Get("rmsnorm.backward.weight.partial",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, FloatView, int, int, FloatView>(BackwardWeightPartialKernel));
-        partial(blocks * dim, dY, x, rstd, rows, dim, partials);
+        if (rows == 0) return;
+        int threads = VecThreads(k, dim);
+        int blocks;
+        FloatView partials;
+        if (threads > 0 && Launch.Aligned16(dY, x, weight, dX))
+        {
+            blocks = (rows + VecRows - 1) / VecRows;
+            partials = k.Workspace((long)blocks * dim); // the workspace buffer starts at offset 0: aligned
+            var vec = k.Get("rmsnorm.backward.v4",
+                a => a.LoadStreamKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<Float4>, FloatView, int, int, ArrayView<Float4>,
+                    ArrayView<Float4>>(BackwardVecKernel));
+            vec(new KernelConfig(blocks, threads), dY.Cast<Float4>(), x.Cast<Float4>(), weight.Cast<Float4>(), rstd, rows, dim,
+                dX.Cast<Float4>(), partials.Cast<Float4>());
+        }
+        else
+        {
+            var input = k.Get("rmsnorm.backward.input",
+                a => a.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, int, int, FloatView>(BackwardInputKernel));
+            bool cached = RowFits(2 * dim);
+            input(new KernelConfig(rows, k.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? 2 * dim : 1)), dY, x, weight, rstd,
+                dim, cached ? 1 : 0, dX);
+            blocks = (rows + WeightRows - 1) / WeightRows;
+            partials = k.Workspace((long)blocks * dim);
+            var partial = k.Get("rmsnorm.backward.weight.partial",
+                a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, FloatView, int, int, FloatView>(BackwardWeightPartialKernel));
+            partial(blocks * dim, dY, x, rstd, rows, dim, partials);
+        }
         var reduce = k.Get("rmsnorm.backward.weight.reduce",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, int, int, FloatView>(BackwardWeightReduceKernel));
-        reduce(dim, partials, blocks, dim, dWeight);
+            a => a.LoadStreamKernel<FloatView, int, int, FloatView>(ReduceColumnsKernel));
+        // Up to 32 warps share the blocks of 32 columns (the kernel's shared sums hold 32 x 32).
+        reduce(new KernelConfig((dim + 31) / 32, Math.Min(4 * k.RowGroupSize, 1024)), partials, blocks, dim, dWeight);
     }
 
     // ---- CPU reference: the spec ----

@@ -9,9 +9,12 @@
 // The host helpers reproduce HF's fp32 inv_freq (modeling_rope_utils.py) operation by operation, following torch CPU
 // semantics (scalar operands cast to fp32, `a / t` computed as `t.reciprocal() * a`); results can differ from torch in
 // the last ulp where torch's vectorized pow/cos round differently from MathF.
+// Kernels: one thread per 4 consecutive pairs with 16-byte loads when D/2 % 4 == 0 and every view is 16-byte aligned,
+// else one thread per pair. Forward and backward share them: the backward is the rotation with sin negated.
 using System.Numerics;
 using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Util;
 
 namespace IlgpuTune.Kernels;
 
@@ -100,51 +103,59 @@ public static class Rope
         }
     }
 
-    // ---- device kernels: one thread per rotated pair (token, head, j < D/2) ----
+    // ---- device kernels: rotation by +angle (sign 1) or -angle (sign -1, the backward) ----
 
-    static void ForwardKernel(Index1D p, FloatView x, FloatView cos, FloatView sin, int heads, int half, FloatView y)
+    // One thread per rotated pair (token, head, j < half). 32-bit index math: 64-bit division is emulated on the GPU and
+    // dominated this kernel; x has 2 * pairs < 2^32 elements, so the offsets are taken as unsigned 32-bit.
+    static void RotateKernel(Index1D p, FloatView x, FloatView cos, FloatView sin, int heads, int half, float sign, FloatView y)
     {
-        // 32-bit index math: 64-bit division is emulated on the GPU and dominated this kernel.
         int j = p % half;
         int tokenHead = p / half;
-        long cs = (long)(tokenHead / heads) * half + j;
-        long lo = (long)tokenHead * 2 * half + j, hi = lo + half;
-        float c = cos[cs], s = sin[cs], a = x[lo], b = x[hi];
+        int cs = tokenHead / heads * half + j;
+        long lo = (long)((uint)tokenHead * 2 * (uint)half + (uint)j), hi = lo + half;
+        float c = cos[cs], s = sign * sin[cs], a = x[lo], b = x[hi];
         y[lo] = a * c - b * s;
         y[hi] = b * c + a * s;
     }
 
-    static void BackwardKernel(Index1D p, FloatView dY, FloatView cos, FloatView sin, int heads, int half, FloatView dX)
+    // One thread per 4 consecutive pairs: x, y, cos, sin as Float4 (half4 = half / 4); x has < 2^30 Float4.
+    static void RotateVecKernel(Index1D q, ArrayView<Float4> x, ArrayView<Float4> cos, ArrayView<Float4> sin, int heads, int half4, float sign,
+        ArrayView<Float4> y)
     {
-        int j = p % half;
-        int tokenHead = p / half;
-        long cs = (long)(tokenHead / heads) * half + j;
-        long lo = (long)tokenHead * 2 * half + j, hi = lo + half;
-        float c = cos[cs], s = sin[cs], a = dY[lo], b = dY[hi];
-        dX[lo] = a * c + b * s;
-        dX[hi] = b * c - a * s;
+        int j = q % half4;
+        int tokenHead = q / half4;
+        int cs = tokenHead / heads * half4 + j;
+        int lo = tokenHead * 2 * half4 + j, hi = lo + half4;
+        Float4 c = cos[cs], s = sin[cs] * sign, a = x[lo], b = x[hi];
+        y[lo] = a * c - b * s;
+        y[hi] = b * c + a * s;
     }
 
     // ---- launchers ----
 
     // x, y[tokens, heads, headDim]; cos, sin[tokens, headDim/2]
-    public static void Forward(KernelRegistry k, FloatView x, FloatView cos, FloatView sin, int tokens, int heads, int headDim, FloatView y)
-    {
-        int pairs = Pairs(tokens, heads, headDim);
-        if (pairs == 0) return;
-        var kernel = k.Get("rope.forward",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, FloatView, int, int, FloatView>(ForwardKernel));
-        kernel(pairs, x, cos, sin, heads, headDim / 2, y);
-    }
+    public static void Forward(KernelRegistry k, FloatView x, FloatView cos, FloatView sin, int tokens, int heads, int headDim, FloatView y) =>
+        Rotate(k, x, cos, sin, tokens, heads, headDim, 1f, y);
 
     // dY, dX[tokens, heads, headDim]; cos, sin[tokens, headDim/2]; dX is overwritten
-    public static void Backward(KernelRegistry k, FloatView dY, FloatView cos, FloatView sin, int tokens, int heads, int headDim, FloatView dX)
+    public static void Backward(KernelRegistry k, FloatView dY, FloatView cos, FloatView sin, int tokens, int heads, int headDim, FloatView dX) =>
+        Rotate(k, dY, cos, sin, tokens, heads, headDim, -1f, dX);
+
+    static void Rotate(KernelRegistry k, FloatView x, FloatView cos, FloatView sin, int tokens, int heads, int headDim, float sign, FloatView y)
     {
         int pairs = Pairs(tokens, heads, headDim);
         if (pairs == 0) return;
-        var kernel = k.Get("rope.backward",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, FloatView, int, int, FloatView>(BackwardKernel));
-        kernel(pairs, dY, cos, sin, heads, headDim / 2, dX);
+        int half = headDim / 2;
+        if (half % 4 == 0 && Launch.Aligned16(x, cos, sin, y))
+        {
+            var vec = k.Get("rope.rotate.v4", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<Float4>,
+                int, int, float, ArrayView<Float4>>(RotateVecKernel));
+            vec(pairs / 4, x.Cast<Float4>(), cos.Cast<Float4>(), sin.Cast<Float4>(), heads, half / 4, sign, y.Cast<Float4>());
+            return;
+        }
+        var kernel = k.Get("rope.rotate",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, FloatView, int, int, float, FloatView>(RotateKernel));
+        kernel(pairs, x, cos, sin, heads, half, sign, y);
     }
 
     static int Pairs(int tokens, int heads, int headDim)

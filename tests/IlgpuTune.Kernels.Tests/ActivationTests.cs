@@ -17,6 +17,8 @@ public class ActivationTests(IlgpuCpuFixture gpu)
     [InlineData(37, 8f)]
     [InlineData(700, 4f)]
     [InlineData(0, 0f)] // only the extreme values
+    [InlineData(3, 2f)] // n % 4 == 0: Float4 quads only, no tail
+    [InlineData(2, 2f)] // a 3-element tail
     public void Kernels_MatchCpuReference(int n, float scale)
     {
         var x = Rand.Floats(1, n, scale).Concat(Extremes).ToArray();
@@ -45,6 +47,32 @@ public class ActivationTests(IlgpuCpuFixture gpu)
         Close.Assert("swiglu", sw, gsw.GetAsArray1D(), 1e-6, 1e-5);
         Close.Assert("dGate", dGate, gdGate.GetAsArray1D(), 1e-6, 1e-5);
         Close.Assert("dUp", dUp, gdUp.GetAsArray1D(), 1e-6, 1e-5);
+    }
+
+    [Theory]
+    [InlineData(1)] // views off a 16-byte boundary: scalar path
+    [InlineData(4)] // 16-byte aligned sub-views: Float4 path
+    public void SwiGlu_OnSubViews_MatchesCpuReference_WithDUpAliasingUp(int offset)
+    {
+        int n = 45;
+        var gate = Rand.Floats(1, n, 6f);
+        var up = Rand.Floats(2, n, 2f);
+        var dY = Rand.Floats(3, n);
+        var sw = new float[n]; var dGate = new float[n]; var dUp = new float[n];
+        Activation.SwiGluForwardCpu<float>(gate, up, sw);
+        Activation.SwiGluBackwardCpu<float>(dY, gate, up, dGate, dUp);
+
+        float[] Pad(float[] a) => new float[offset].Concat(a).ToArray();
+        using var ggate = gpu.Upload(Pad(gate)); using var gup = gpu.Upload(Pad(up)); using var gdY = gpu.Upload(Pad(dY));
+        using var gsw = gpu.Zeros(offset + n); using var gdGate = gpu.Zeros(offset + n);
+        ILGPU.ArrayView<float> V(MemoryBuffer1D<float, ILGPU.Stride1D.Dense> b) => b.View.SubView(offset, n);
+        Activation.SwiGluForward(gpu.Kernels, V(ggate), V(gup), n, V(gsw));
+        Activation.SwiGluBackward(gpu.Kernels, V(gdY), V(ggate), V(gup), n, V(gdGate), V(gup)); // dUp overwrites up
+        gpu.Accelerator.Synchronize();
+
+        Close.Assert("swiglu", sw, gsw.GetAsArray1D()[offset..], 1e-6, 1e-5);
+        Close.Assert("dGate", dGate, gdGate.GetAsArray1D()[offset..], 1e-6, 1e-5);
+        Close.Assert("dUp", dUp, gup.GetAsArray1D()[offset..], 1e-6, 1e-5);
     }
 
     [Fact]

@@ -14,8 +14,19 @@ public class RopeTests(IlgpuCpuFixture gpu)
     [InlineData(1, 1, 2)]
     [InlineData(3, 2, 6)]
     [InlineData(5, 3, 10)]
+    [InlineData(3, 2, 8)] // vector path from here on (D/2 % 4 == 0)
+    [InlineData(2, 3, 24)]
     [InlineData(2, 4, 64)]
-    public void Kernel_MatchesCpuReference(int tokens, int heads, int headDim)
+    public void Kernel_MatchesCpuReference(int tokens, int heads, int headDim) => Check(tokens, heads, headDim, offset: 0);
+
+    [Theory]
+    [InlineData(2, 3, 8, 1)] // views off a 16-byte boundary: scalar path
+    [InlineData(2, 3, 16, 6)]
+    [InlineData(2, 3, 16, 4)] // 16-byte aligned sub-views: vector path
+    public void Kernel_OnSubViews_MatchesCpuReference(int tokens, int heads, int headDim, int offset) => Check(tokens, heads, headDim, offset);
+
+    // Every tensor is a sub-view starting `offset` floats into its buffer.
+    void Check(int tokens, int heads, int headDim, int offset)
     {
         var positions = Enumerable.Range(0, tokens).Select(t => 7 * t + 3).ToArray();
         var inv = Rope.InverseFrequencies(headDim, 10000, RopeScaling.None);
@@ -29,14 +40,17 @@ public class RopeTests(IlgpuCpuFixture gpu)
         Rope.ForwardCpu<float>(x, cos, sin, tokens, heads, headDim, y);
         Rope.BackwardCpu<float>(dY, cos, sin, tokens, heads, headDim, dX);
 
-        using var gx = gpu.Upload(x); using var gcos = gpu.Upload(cos); using var gsin = gpu.Upload(sin); using var gdY = gpu.Upload(dY);
-        using var gy = gpu.Zeros(x.Length); using var gdX = gpu.Upload(Rand.Floats(3, x.Length)); // dX is overwritten
-        Rope.Forward(gpu.Kernels, gx.View, gcos.View, gsin.View, tokens, heads, headDim, gy.View);
-        Rope.Backward(gpu.Kernels, gdY.View, gcos.View, gsin.View, tokens, heads, headDim, gdX.View);
+        float[] Pad(float[] a) => new float[offset].Concat(a).ToArray();
+        using var gx = gpu.Upload(Pad(x)); using var gcos = gpu.Upload(Pad(cos)); using var gsin = gpu.Upload(Pad(sin));
+        using var gdY = gpu.Upload(Pad(dY));
+        using var gy = gpu.Zeros(offset + x.Length); using var gdX = gpu.Upload(Pad(Rand.Floats(3, x.Length))); // dX is overwritten
+        ILGPU.ArrayView<float> V(MemoryBuffer1D<float, ILGPU.Stride1D.Dense> b) => b.View.SubView(offset, b.Length - offset);
+        Rope.Forward(gpu.Kernels, V(gx), V(gcos), V(gsin), tokens, heads, headDim, V(gy));
+        Rope.Backward(gpu.Kernels, V(gdY), V(gcos), V(gsin), tokens, heads, headDim, V(gdX));
         gpu.Accelerator.Synchronize();
 
-        Close.Assert("y", y, gy.GetAsArray1D(), 1e-6, 1e-5);
-        Close.Assert("dX", dX, gdX.GetAsArray1D(), 1e-6, 1e-5);
+        Close.Assert("y", y, gy.GetAsArray1D()[offset..], 1e-6, 1e-5);
+        Close.Assert("dX", dX, gdX.GetAsArray1D()[offset..], 1e-6, 1e-5);
     }
 
     [Fact]
