@@ -180,8 +180,10 @@ public sealed partial class CausalLM : IDisposable
         {
             foreach (var (name, shape) in expected)
             {
-                // Decoder linear weights may be 16-bit or 4-bit; the embedding, the head (the fused loss reads it) and norms stay fp32.
+                // Decoder linear weights may be 16-bit or 4-bit; the embedding and the head follow linearDtype (a frozen LoRA base:
+                // the lookup widens 16-bit rows, the fused loss multiplies on tensor cores) but are never quantized; norms stay fp32.
                 bool linear = shape.Length == 2 && name != names.Embed && name != names.Head;
+                bool matrix = shape.Length == 2;
                 if (readQuantized?.Invoke(name) is { } stored)
                 {
                     if (!linear)
@@ -198,7 +200,7 @@ public sealed partial class CausalLM : IDisposable
                     quantized[name] = Nf4Weight.Quantize(dense, qt);
                     continue;
                 }
-                parameters[name] = (linear && linearDtype != DType.F32
+                parameters[name] = (matrix && linearDtype != DType.F32
                     ? Tensor.FromBytes(device, linearDtype, IO.SafetensorsWriter.Encode(read(name), linearDtype).Span, shape)
                     : Tensor.FromArray(device, read(name), shape)).Named(name);
             }

@@ -8,7 +8,7 @@ public static class ModelLoader
 {
     /// <summary>Loads config.json + weights from an HF model folder: model.safetensors (or its index) as transformers
     /// prefers, else pytorch_model.bin (or its index). Weights are float32, except that the decoder layers' linear weights
-    /// are stored as <paramref name="linearDtype"/> (BF16/F16: a frozen base for 16-bit tensor-core matmuls, half the memory),
+    /// (and the embedding and head) are stored as <paramref name="linearDtype"/> (BF16/F16: a frozen base for 16-bit tensor-core matmuls, half the memory),
     /// or quantized to 4 bits on load with <paramref name="quantization"/> (QLoRA; see CausalLM.FromWeights). A folder saved
     /// by transformers from a bitsandbytes 4-bit model (config.json quantization_config, formats.md §5.6) loads its stored
     /// NF4/FP4 weights as they are, whatever <paramref name="quantization"/> says.</summary>

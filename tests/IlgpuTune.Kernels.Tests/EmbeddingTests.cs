@@ -40,6 +40,30 @@ public class EmbeddingTests(IlgpuCpuFixture gpu)
         Close.Assert("dTable", dTable, gdTable.GetAsArray1D(), 1e-6, 1e-5);
     }
 
+    [Theory]
+    [InlineData(HalfType.BFloat16)]
+    [InlineData(HalfType.Float16)]
+    public void ForwardHalf_WidensTheRowsExactly(HalfType type)
+    {
+        const int tokens = 9, hidden = 5, vocab = 7;
+        var ids = Ids(3, tokens, vocab);
+        var values = Rand.Floats(4, vocab * hidden);
+        var table = new ushort[values.Length];
+        if (type == HalfType.Float16) Cast.ToF16Cpu(values, table); else Cast.ToBf16Cpu(values, table);
+        var want = new float[tokens * hidden];
+        Embedding.ForwardHalfCpu(ids, table, type, hidden, want);
+        for (int t = 0; t < tokens; t++)
+            for (int j = 0; j < hidden; j++)
+            {
+                ushort h = table[ids[t] * hidden + j];
+                Assert.Equal(type == HalfType.Float16 ? (float)BitConverter.UInt16BitsToHalf(h) : BitConverter.Int32BitsToSingle(h << 16), want[t * hidden + j]);
+            }
+        using var gi = gpu.Upload(ids); using var gt = gpu.Accelerator.Allocate1D(table); using var gy = gpu.Zeros(tokens * hidden);
+        Embedding.ForwardHalf(gpu.Kernels, gi.View, gt.View, type, tokens, hidden, gy.View);
+        gpu.Accelerator.Synchronize();
+        Assert.Equal(want, gy.GetAsArray1D());
+    }
+
     [Fact]
     public void OutOfRangeIds_KernelsSkipThem_CpuReferenceThrows()
     {
