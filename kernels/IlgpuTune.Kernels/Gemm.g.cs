@@ -7,46 +7,155 @@ namespace IlgpuTune.Kernels;
 
 public static partial class Gemm
 {
-    // NT: see the header of Gemm.cs. Grid x = output tiles, z = batch * splits; A K-major, B K-major.
-    static void NTKernel<TH, TP, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
-        where TH : struct, IHalf where TP : struct, IPlatform where TT : struct, ITile
+    /// <summary>Tile configurations a launch can pick (tests and the GPU bench force one): TWmxWn = warps along M x N,
+    /// each warp 64x64 of C; K per stage and ring depth in <see cref="Shape"/>.</summary>
+    internal enum TileConfig { T1x1, T2x1, T2x2, T2x2K32, T2x4, T4x2, T2x4S4 }
+
+    /// <summary>Warps along M and N, K per pipeline stage, and stages of the cp.async ring.</summary>
+    internal static (int WarpsM, int WarpsN, int Bk, int Stages) Shape(TileConfig t) => t switch
     {
+        TileConfig.T1x1 => (1, 1, 32, 4),
+        TileConfig.T2x1 => (2, 1, 64, 4),
+        TileConfig.T2x2 => (2, 2, 64, 3),
+        TileConfig.T2x2K32 => (2, 2, 32, 4),
+        TileConfig.T2x4 => (2, 4, 64, 3),
+        TileConfig.T4x2 => (4, 2, 64, 3),
+        TileConfig.T2x4S4 => (2, 4, 64, 4),
+        _ => throw new ArgumentOutOfRangeException(nameof(t)),
+    };
+
+    // NT, T1x1: 64x64 group tile, 32 threads, K 32 per stage, 4 stages; A K-major, B K-major.
+    static void NTKernelT1x1<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 64, Bk = 32, Stages = 4, Threads = 32, StageBytes = 8192;
         var sm = SharedMemory.GetDynamic<ushort>();
         var scratch = SharedMemory.GetDynamic<uint>();
-        int warpsN = default(TT).WarpsN, stages = default(TT).Stages;
-        int bm = default(TT).WarpsM * WarpTile, bn = warpsN * WarpTile, threads = default(TT).WarpsM * warpsN * 32;
-        int lane = Warp.LaneIdx, warp = Warp.WarpIdx;
-        int wm = warp / warpsN, wn = warp - wm * warpsN;
-        TileOf(Grid.IdxX, (p.M + bm - 1) / bm, (p.N + bn - 1) / bn, out int tm, out int tn);
-        int m0 = tm * bm, n0 = tn * bn;
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 1, wn = warp - wm * 1;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
         int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
         long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
-        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + BK - 1) / BK, kt0 + p.TilesPerSplit);
-        int stageBytes = (bm + bn) * BK * 2;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
-        int ws = stages * stageBytes / 4 + warp * ScratchPerWarp;
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
         int q = lane / 8, r8 = lane % 8;
-        int ar = wm * WarpTile + lane % 16, aSw = (ar >> 1) & 3;
-        uint aL0 = (uint)(ar * 64 + ((lane / 16) ^ aSw) * 16), aL1 = (uint)(ar * 64 + ((2 + lane / 16) ^ aSw) * 16);
-        int br = wn * WarpTile + (q / 2) * 8 + r8, bSw = (br >> 1) & 3;
-        uint bL0 = (uint)(br * 64 + ((q % 2) ^ bSw) * 16), bL1 = (uint)(br * 64 + ((2 + q % 2) ^ bSw) * 16);
+        int aR = tid / 4, aC = tid - aR * 4;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 4);
+        int bR = tid / 4, bC = tid - bR * 4;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)8 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 4);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 4); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 4);
+        int br = wn * 64 + (q / 2) * 8 + r8;
+        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 4); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 4);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
         float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
-        for (int s = 0; s < stages - 1; s++)
+        for (int s = 0; s < Stages - 1; s++)
         {
-            if (kt0 + s < kt1) LoadStage<TP>(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, true, true, bm, bn, threads);
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 512 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1536 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2560 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3584 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4608 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 5120 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 5632 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 6144 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 6656 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 7168 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 7680 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
             default(TP).CommitGroup();
         }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(stages - 2);
+            default(TP).WaitGroups(Stages - 2);
             Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
-            int next = kt + stages - 1;
-            if (next < kt1) LoadStage<TP>(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, true, true, bm, bn, threads);
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 512 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1536 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2560 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3584 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4608 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 5120 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 5632 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 6144 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 6656 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 7168 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 7680 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)(((kt - kt0) % stages) * stageBytes), bS = aS + (uint)(bm * BK * 2);
+            uint aS = smBase + (uint)rd, bS = aS + 4096;
             default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
             default(TP).Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
             default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
@@ -127,187 +236,185 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
         }
         default(TP).WaitGroups(0);
-        int row = m0 + wm * WarpTile + lane / 4, col = n0 + wn * WarpTile + (lane % 4) * 2;
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, c0_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 1, c0_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 0, c0_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 1, c0_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, c0_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 9, c0_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 8, c0_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 9, c0_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, c0_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 17, c0_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 16, c0_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 17, c0_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, c0_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 25, c0_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 24, c0_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 25, c0_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, c0_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 33, c0_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 32, c0_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 33, c0_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, c0_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 41, c0_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 40, c0_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 41, c0_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, c0_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 49, c0_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 48, c0_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 49, c0_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, c0_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 57, c0_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 56, c0_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 57, c0_7_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, c1_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 1, c1_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 0, c1_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 1, c1_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, c1_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 9, c1_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 8, c1_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 9, c1_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, c1_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 17, c1_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 16, c1_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 17, c1_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, c1_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 25, c1_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 24, c1_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 25, c1_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, c1_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 33, c1_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 32, c1_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 33, c1_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, c1_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 41, c1_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 40, c1_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 41, c1_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, c1_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 49, c1_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 48, c1_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 49, c1_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, c1_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 57, c1_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 56, c1_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 57, c1_7_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, c2_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 1, c2_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 0, c2_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 1, c2_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, c2_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 9, c2_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 8, c2_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 9, c2_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, c2_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 17, c2_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 16, c2_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 17, c2_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, c2_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 25, c2_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 24, c2_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 25, c2_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, c2_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 33, c2_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 32, c2_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 33, c2_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, c2_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 41, c2_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 40, c2_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 41, c2_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, c2_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 49, c2_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 48, c2_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 49, c2_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, c2_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 57, c2_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 56, c2_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 57, c2_7_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, c3_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 1, c3_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 0, c3_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 1, c3_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, c3_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 9, c3_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 8, c3_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 9, c3_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, c3_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 17, c3_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 16, c3_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 17, c3_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, c3_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 25, c3_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 24, c3_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 25, c3_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, c3_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 33, c3_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 32, c3_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 33, c3_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, c3_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 41, c3_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 40, c3_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 41, c3_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, c3_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 49, c3_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 48, c3_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 49, c3_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, c3_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 57, c3_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 56, c3_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 57, c3_7_3);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
     }
 
-    // NN: see the header of Gemm.cs. Grid x = output tiles, z = batch * splits; A K-major, B N-major (ldmatrix.trans).
-    static void NNKernel<TH, TP, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
-        where TH : struct, IHalf where TP : struct, IPlatform where TT : struct, ITile
+    // NN, T1x1: 64x64 group tile, 32 threads, K 32 per stage, 4 stages; A K-major, B N-major (ldmatrix.trans).
+    static void NNKernelT1x1<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
     {
+        const int Bm = 64, Bn = 64, Bk = 32, Stages = 4, Threads = 32, StageBytes = 8192;
         var sm = SharedMemory.GetDynamic<ushort>();
         var scratch = SharedMemory.GetDynamic<uint>();
-        int warpsN = default(TT).WarpsN, stages = default(TT).Stages;
-        int bm = default(TT).WarpsM * WarpTile, bn = warpsN * WarpTile, threads = default(TT).WarpsM * warpsN * 32;
-        int lane = Warp.LaneIdx, warp = Warp.WarpIdx;
-        int wm = warp / warpsN, wn = warp - wm * warpsN;
-        TileOf(Grid.IdxX, (p.M + bm - 1) / bm, (p.N + bn - 1) / bn, out int tm, out int tn);
-        int m0 = tm * bm, n0 = tn * bn;
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 1, wn = warp - wm * 1;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
         int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
         long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
-        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + BK - 1) / BK, kt0 + p.TilesPerSplit);
-        int stageBytes = (bm + bn) * BK * 2;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
-        int ws = stages * stageBytes / 4 + warp * ScratchPerWarp;
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
         int q = lane / 8, r8 = lane % 8;
-        int ar = wm * WarpTile + lane % 16, aSw = (ar >> 1) & 3;
-        uint aL0 = (uint)(ar * 64 + ((lane / 16) ^ aSw) * 16), aL1 = (uint)(ar * 64 + ((2 + lane / 16) ^ aSw) * 16);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * bn * 2 + wn * 128);
+        int aR = tid / 4, aC = tid - aR * 4;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 4);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)4 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 4); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 4);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
         uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
         float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
-        for (int s = 0; s < stages - 1; s++)
+        for (int s = 0; s < Stages - 1; s++)
         {
-            if (kt0 + s < kt1) LoadStage<TP>(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, true, false, bm, bn, threads);
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 512 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1536 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2560 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3584 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 0, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 4, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 8, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 12, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 16, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 20, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 24, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 28, bC, 8));
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
             default(TP).CommitGroup();
         }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(stages - 2);
+            default(TP).WaitGroups(Stages - 2);
             Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
-            int next = kt + stages - 1;
-            if (next < kt1) LoadStage<TP>(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, true, false, bm, bn, threads);
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 512 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1536 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2560 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3584 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 0, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 4, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 8, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 12, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 16, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 20, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 24, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 28, bC, 8));
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)(((kt - kt0) % stages) * stageBytes), bS = aS + (uint)(bm * BK * 2);
+            uint aS = smBase + (uint)rd, bS = aS + 4096;
             default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
             default(TP).Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
             default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
             default(TP).Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -344,10 +451,10 @@ public static partial class Gemm
             default(TP).Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
             default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
             default(TP).Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -380,187 +487,184 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
         }
         default(TP).WaitGroups(0);
-        int row = m0 + wm * WarpTile + lane / 4, col = n0 + wn * WarpTile + (lane % 4) * 2;
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, c0_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 1, c0_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 0, c0_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 1, c0_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, c0_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 9, c0_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 8, c0_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 9, c0_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, c0_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 17, c0_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 16, c0_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 17, c0_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, c0_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 25, c0_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 24, c0_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 25, c0_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, c0_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 33, c0_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 32, c0_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 33, c0_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, c0_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 41, c0_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 40, c0_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 41, c0_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, c0_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 49, c0_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 48, c0_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 49, c0_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, c0_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 57, c0_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 56, c0_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 57, c0_7_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, c1_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 1, c1_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 0, c1_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 1, c1_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, c1_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 9, c1_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 8, c1_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 9, c1_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, c1_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 17, c1_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 16, c1_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 17, c1_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, c1_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 25, c1_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 24, c1_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 25, c1_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, c1_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 33, c1_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 32, c1_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 33, c1_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, c1_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 41, c1_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 40, c1_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 41, c1_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, c1_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 49, c1_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 48, c1_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 49, c1_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, c1_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 57, c1_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 56, c1_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 57, c1_7_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, c2_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 1, c2_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 0, c2_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 1, c2_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, c2_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 9, c2_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 8, c2_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 9, c2_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, c2_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 17, c2_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 16, c2_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 17, c2_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, c2_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 25, c2_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 24, c2_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 25, c2_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, c2_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 33, c2_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 32, c2_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 33, c2_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, c2_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 41, c2_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 40, c2_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 41, c2_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, c2_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 49, c2_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 48, c2_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 49, c2_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, c2_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 57, c2_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 56, c2_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 57, c2_7_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, c3_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 1, c3_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 0, c3_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 1, c3_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, c3_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 9, c3_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 8, c3_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 9, c3_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, c3_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 17, c3_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 16, c3_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 17, c3_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, c3_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 25, c3_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 24, c3_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 25, c3_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, c3_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 33, c3_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 32, c3_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 33, c3_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, c3_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 41, c3_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 40, c3_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 41, c3_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, c3_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 49, c3_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 48, c3_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 49, c3_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, c3_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 57, c3_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 56, c3_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 57, c3_7_3);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
     }
 
-    // TN: see the header of Gemm.cs. Grid x = output tiles, z = batch * splits; A M-major (ldmatrix.trans), B N-major (ldmatrix.trans).
-    static void TNKernel<TH, TP, TT>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
-        where TH : struct, IHalf where TP : struct, IPlatform where TT : struct, ITile
+    // TN, T1x1: 64x64 group tile, 32 threads, K 32 per stage, 4 stages; A M-major (ldmatrix.trans), B N-major (ldmatrix.trans).
+    static void TNKernelT1x1<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
     {
+        const int Bm = 64, Bn = 64, Bk = 32, Stages = 4, Threads = 32, StageBytes = 8192;
         var sm = SharedMemory.GetDynamic<ushort>();
         var scratch = SharedMemory.GetDynamic<uint>();
-        int warpsN = default(TT).WarpsN, stages = default(TT).Stages;
-        int bm = default(TT).WarpsM * WarpTile, bn = warpsN * WarpTile, threads = default(TT).WarpsM * warpsN * 32;
-        int lane = Warp.LaneIdx, warp = Warp.WarpIdx;
-        int wm = warp / warpsN, wn = warp - wm * warpsN;
-        TileOf(Grid.IdxX, (p.M + bm - 1) / bm, (p.N + bn - 1) / bn, out int tm, out int tn);
-        int m0 = tm * bm, n0 = tn * bn;
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 1, wn = warp - wm * 1;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
         int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
         long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
-        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + BK - 1) / BK, kt0 + p.TilesPerSplit);
-        int stageBytes = (bm + bn) * BK * 2;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
-        int ws = stages * stageBytes / 4 + warp * ScratchPerWarp;
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
         int q = lane / 8, r8 = lane % 8;
-        uint aRow = (uint)(((q / 2) * 8 + r8) * bm * 2 + wm * 128);
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)4 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)4 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
         uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * bn * 2 + wn * 128);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
         uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
         float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
-        for (int s = 0; s < stages - 1; s++)
+        for (int s = 0; s < Stages - 1; s++)
         {
-            if (kt0 + s < kt1) LoadStage<TP>(a, b, sm, p, smBase, s * stageBytes, kt0 + s, m0, n0, aOff, bOff, false, false, bm, bn, threads);
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 0, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 4, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 8, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 12, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 16, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 20, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 24, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 28, aC, 8));
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 0, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 4, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 8, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 12, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 16, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 20, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 24, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 28, bC, 8));
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
             default(TP).CommitGroup();
         }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(stages - 2);
+            default(TP).WaitGroups(Stages - 2);
             Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
-            int next = kt + stages - 1;
-            if (next < kt1) LoadStage<TP>(a, b, sm, p, smBase, ((next - kt0) % stages) * stageBytes, next, m0, n0, aOff, bOff, false, false, bm, bn, threads);
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 0, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 4, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 8, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 12, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 16, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 20, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 24, aC, 8));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 28, aC, 8));
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 0, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 4, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 8, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 12, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 16, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 20, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 24, bC, 8));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 28, bC, 8));
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)(((kt - kt0) % stages) * stageBytes), bS = aS + (uint)(bm * BK * 2);
-            default(TP).Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aRow + (uint)(0 * bm * 2) + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + (uint)(0 * bn * 2) + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            uint aS = smBase + (uint)rd, bS = aS + 4096;
+            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -593,14 +697,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aRow + (uint)(16 * bm * 2) + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + (uint)(16 * bn * 2) + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + aRow + 2048 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aRow + 2048 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aRow + 2048 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aRow + 2048 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 2048 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -633,201 +737,5723 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
         }
         default(TP).WaitGroups(0);
-        int row = m0 + wm * WarpTile + lane / 4, col = n0 + wn * WarpTile + (lane % 4) * 2;
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, c0_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 1, c0_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 0, c0_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 1, c0_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, c0_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 9, c0_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 8, c0_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 9, c0_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, c0_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 17, c0_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 16, c0_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 17, c0_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, c0_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 25, c0_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 24, c0_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 25, c0_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, c0_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 33, c0_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 32, c0_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 33, c0_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, c0_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 41, c0_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 40, c0_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 41, c0_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, c0_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 49, c0_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 48, c0_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 49, c0_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, c0_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 0, col + 57, c0_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 56, c0_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 57, c0_7_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, c1_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 1, c1_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 0, c1_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 1, c1_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, c1_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 9, c1_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 8, c1_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 9, c1_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, c1_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 17, c1_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 16, c1_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 17, c1_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, c1_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 25, c1_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 24, c1_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 25, c1_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, c1_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 33, c1_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 32, c1_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 33, c1_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, c1_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 41, c1_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 40, c1_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 41, c1_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, c1_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 49, c1_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 48, c1_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 49, c1_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, c1_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 16, col + 57, c1_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 56, c1_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 24, col + 57, c1_7_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, c2_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 1, c2_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 0, c2_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 1, c2_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, c2_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 9, c2_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 8, c2_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 9, c2_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, c2_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 17, c2_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 16, c2_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 17, c2_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, c2_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 25, c2_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 24, c2_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 25, c2_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, c2_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 33, c2_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 32, c2_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 33, c2_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, c2_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 41, c2_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 40, c2_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 41, c2_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, c2_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 49, c2_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 48, c2_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 49, c2_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, c2_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 32, col + 57, c2_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 56, c2_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 40, col + 57, c2_7_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, c3_0_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 1, c3_0_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 0, c3_0_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 1, c3_0_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, c3_1_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 9, c3_1_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 8, c3_1_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 9, c3_1_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, c3_2_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 17, c3_2_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 16, c3_2_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 17, c3_2_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, c3_3_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 25, c3_3_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 24, c3_3_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 25, c3_3_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, c3_4_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 33, c3_4_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 32, c3_4_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 33, c3_4_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, c3_5_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 41, c3_5_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 40, c3_5_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 41, c3_5_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, c3_6_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 49, c3_6_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 48, c3_6_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 49, c3_6_3);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, c3_7_0);
-        Store<TP>(p, bias, cF, cH, cOff, row + 48, col + 57, c3_7_1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 56, c3_7_2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 56, col + 57, c3_7_3);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NT, T2x1: 128x64 group tile, 64 threads, K 64 per stage, 4 stages; A K-major, B K-major.
+    static void NTKernelT2x1<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 64, Bk = 64, Stages = 4, Threads = 64, StageBytes = 24576;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 1, wn = warp - wm * 1;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)8 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 8);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        int br = wn * 64 + (q / 2) * 8 + r8;
+        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 8); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 8); uint bL2 = (uint)ChunkOffset(br, 4 + q % 2, 8); uint bL3 = (uint)ChunkOffset(br, 6 + q % 2, 8);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 7168 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 9216 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 11264 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 13312 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 14336 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 15360 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 7168 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 9216 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 11264 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 13312 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 14336 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 15360 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bL0 + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bL0 + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bL1 + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bL1 + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bL2 + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bL2 + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bL2 + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bL2 + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bL3 + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bL3 + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bL3 + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bL3 + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NN, T2x1: 128x64 group tile, 64 threads, K 64 per stage, 4 stages; A K-major, B N-major (ldmatrix.trans).
+    static void NNKernelT2x1<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 64, Bk = 64, Stages = 4, Threads = 64, StageBytes = 24576;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 1, wn = warp - wm * 1;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 8);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 7168 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 9216 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 11264 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 13312 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 14336 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 15360 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 7168 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 9216 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 11264 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 13312 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 14336 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 15360 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 2048 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bRow + 6144 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bRow + 6144 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bRow + 6144 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bRow + 6144 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // TN, T2x1: 128x64 group tile, 64 threads, K 64 per stage, 4 stages; A M-major (ldmatrix.trans), B N-major (ldmatrix.trans).
+    static void TNKernelT2x1<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 64, Bk = 64, Stages = 4, Threads = 64, StageBytes = 24576;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 1, wn = warp - wm * 1;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 16, aC = tid - aR * 16;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)4 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 8);
+        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
+        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 0, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 4, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 8, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 12, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 16, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 20, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 24, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 28, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 32, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 36, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 40, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 44, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 48, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 52, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 56, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + ChunkOffset(aR + 60, aC, 16));
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 0, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 4, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 8, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 12, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 16, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 20, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 24, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 28, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 32, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 36, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 40, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 44, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 48, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 52, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 56, aC, 16));
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + ChunkOffset(aR + 60, aC, 16));
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 4096 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 2048 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 2048 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 8192 + aX0, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX1, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX2, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX3, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 12288 + aX0, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX1, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX2, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX3, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bRow + 6144 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bRow + 6144 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bRow + 6144 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bRow + 6144 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NT, T2x2: 128x128 group tile, 128 threads, K 64 per stage, 3 stages; A K-major, B K-major.
+    static void NTKernelT2x2<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 3, Threads = 128, StageBytes = 32768;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)16 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 8);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        int br = wn * 64 + (q / 2) * 8 + r8;
+        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 8); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 8); uint bL2 = (uint)ChunkOffset(br, 4 + q % 2, 8); uint bL3 = (uint)ChunkOffset(br, 6 + q % 2, 8);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 14336 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 26624 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 30720 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 14336 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 26624 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 30720 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bL0 + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bL0 + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bL1 + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bL1 + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bL2 + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bL2 + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bL2 + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bL2 + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bL3 + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bL3 + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bL3 + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bL3 + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NN, T2x2: 128x128 group tile, 128 threads, K 64 per stage, 3 stages; A K-major, B N-major (ldmatrix.trans).
+    static void NNKernelT2x2<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 3, Threads = 128, StageBytes = 32768;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 16);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 14336 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 26624 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 30720 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 14336 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 26624 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 30720 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bRow + 12288 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // TN, T2x2: 128x128 group tile, 128 threads, K 64 per stage, 3 stages; A M-major (ldmatrix.trans), B N-major (ldmatrix.trans).
+    static void TNKernelT2x2<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 3, Threads = 128, StageBytes = 32768;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 16, aC = tid - aR * 16;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)8 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 16);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 16);
+        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
+        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 14336 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 26624 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 30720 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 14336 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 26624 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 30720 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 4096 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 8192 + aX0, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX1, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX2, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX3, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 12288 + aX0, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX1, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX2, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX3, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bRow + 12288 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NT, T2x2K32: 128x128 group tile, 128 threads, K 32 per stage, 4 stages; A K-major, B K-major.
+    static void NTKernelT2x2K32<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 32, Stages = 4, Threads = 128, StageBytes = 16384;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 4, aC = tid - aR * 4;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 4);
+        int bR = tid / 4, bC = tid - bR * 4;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)32 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 4);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 4); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 4);
+        int br = wn * 64 + (q / 2) * 8 + r8;
+        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 4); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 4);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 8192;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bL0 + 1024, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bL0 + 3072, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bL1 + 1024, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bL1 + 3072, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NN, T2x2K32: 128x128 group tile, 128 threads, K 32 per stage, 4 stages; A K-major, B N-major (ldmatrix.trans).
+    static void NNKernelT2x2K32<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 32, Stages = 4, Threads = 128, StageBytes = 16384;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 4, aC = tid - aR * 4;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 4);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 16);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 4); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 4);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 8192;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // TN, T2x2K32: 128x128 group tile, 128 threads, K 32 per stage, 4 stages; A M-major (ldmatrix.trans), B N-major (ldmatrix.trans).
+    static void TNKernelT2x2K32<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 32, Stages = 4, Threads = 128, StageBytes = 16384;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 16, aC = tid - aR * 16;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)8 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 16);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 16);
+        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
+        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 8192;
+            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 4096 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NT, T2x4: 128x256 group tile, 256 threads, K 64 per stage, 3 stages; A K-major, B K-major.
+    static void NTKernelT2x4<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 3, Threads = 256, StageBytes = 49152;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 4, wn = warp - wm * 4;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)32 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 8);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        int br = wn * 64 + (q / 2) * 8 + r8;
+        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 8); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 8); uint bL2 = (uint)ChunkOffset(br, 4 + q % 2, 8); uint bL3 = (uint)ChunkOffset(br, 6 + q % 2, 8);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bL0 + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bL0 + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bL1 + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bL1 + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bL2 + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bL2 + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bL2 + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bL2 + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bL3 + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bL3 + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bL3 + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bL3 + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NN, T2x4: 128x256 group tile, 256 threads, K 64 per stage, 3 stages; A K-major, B N-major (ldmatrix.trans).
+    static void NNKernelT2x4<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 3, Threads = 256, StageBytes = 49152;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 4, wn = warp - wm * 4;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 32, bC = tid - bR * 32;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 32);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bRow + 16384 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bRow + 24576 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // TN, T2x4: 128x256 group tile, 256 threads, K 64 per stage, 3 stages; A M-major (ldmatrix.trans), B N-major (ldmatrix.trans).
+    static void TNKernelT2x4<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 3, Threads = 256, StageBytes = 49152;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 4, wn = warp - wm * 4;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 16, aC = tid - aR * 16;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)16 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 16);
+        int bR = tid / 32, bC = tid - bR * 32;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 32);
+        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
+        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 4096 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 8192 + aX0, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX1, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX2, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX3, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bRow + 16384 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 12288 + aX0, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX1, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX2, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX3, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bRow + 24576 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NT, T4x2: 256x128 group tile, 256 threads, K 64 per stage, 3 stages; A K-major, B K-major.
+    static void NTKernelT4x2<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 256, Bn = 128, Bk = 64, Stages = 3, Threads = 256, StageBytes = 49152;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)32 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 8);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        int br = wn * 64 + (q / 2) * 8 + r8;
+        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 8); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 8); uint bL2 = (uint)ChunkOffset(br, 4 + q % 2, 8); uint bL3 = (uint)ChunkOffset(br, 6 + q % 2, 8);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 16384 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 20480 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 24576 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 28672 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 16384 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 20480 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 24576 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 28672 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 32768;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bL0 + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bL0 + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bL1 + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bL1 + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bL2 + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bL2 + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bL2 + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bL2 + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bL3 + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bL3 + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bL3 + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bL3 + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NN, T4x2: 256x128 group tile, 256 threads, K 64 per stage, 3 stages; A K-major, B N-major (ldmatrix.trans).
+    static void NNKernelT4x2<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 256, Bn = 128, Bk = 64, Stages = 3, Threads = 256, StageBytes = 49152;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 16);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 16384 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 20480 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 24576 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 28672 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 16384 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 20480 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 24576 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 28672 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 32768;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bRow + 12288 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // TN, T4x2: 256x128 group tile, 256 threads, K 64 per stage, 3 stages; A M-major (ldmatrix.trans), B N-major (ldmatrix.trans).
+    static void TNKernelT4x2<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 256, Bn = 128, Bk = 64, Stages = 3, Threads = 256, StageBytes = 49152;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 32, aC = tid - aR * 32;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)8 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 32);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 16);
+        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
+        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 16384 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 20480 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 24576 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 28672 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 16384 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 20480 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 24576 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 28672 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 32768;
+            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 8192 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 16384 + aX0, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aRow + 16384 + aX1, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aRow + 16384 + aX2, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aRow + 16384 + aX3, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 24576 + aX0, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aRow + 24576 + aX1, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aRow + 24576 + aX2, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aRow + 24576 + aX3, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bRow + 12288 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bRow + 12288 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NT, T2x4S4: 128x256 group tile, 256 threads, K 64 per stage, 4 stages; A K-major, B K-major.
+    static void NTKernelT2x4S4<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 4, Threads = 256, StageBytes = 49152;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 4, wn = warp - wm * 4;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)32 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 8);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        int br = wn * 64 + (q / 2) * 8 + r8;
+        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 8); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 8); uint bL2 = (uint)ChunkOffset(br, 4 + q % 2, 8); uint bL3 = (uint)ChunkOffset(br, 6 + q % 2, 8);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bL0 + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bL0 + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bL1 + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bL1 + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bL2 + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bL2 + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bL2 + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bL2 + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bL3 + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bL3 + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bL3 + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bL3 + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NN, T2x4S4: 128x256 group tile, 256 threads, K 64 per stage, 4 stages; A K-major, B N-major (ldmatrix.trans).
+    static void NNKernelT2x4S4<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 4, Threads = 256, StageBytes = 49152;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 4, wn = warp - wm * 4;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 32, bC = tid - bR * 32;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 32);
+        int ar = wm * 64 + lane % 16;
+        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bRow + 16384 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bRow + 24576 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // TN, T2x4S4: 128x256 group tile, 256 threads, K 64 per stage, 4 stages; A M-major (ldmatrix.trans), B N-major (ldmatrix.trans).
+    static void TNKernelT2x4S4<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 4, Threads = 256, StageBytes = 49152;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 4, wn = warp - wm * 4;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 16, aC = tid - aR * 16;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)16 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 16);
+        int bR = tid / 32, bC = tid - bR * 32;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 32);
+        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
+        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
+        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
+        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 2);
+            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            uint aS = smBase + (uint)rd, bS = aS + 16384;
+            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 4096 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + aRow + 4096 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 8192 + aX0, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX1, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX2, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + aRow + 8192 + aX3, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + bRow + 16384 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + bRow + 16384 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Ldsm(aS + aRow + 12288 + aX0, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX1, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX2, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + aRow + 12288 + aX3, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + bRow + 24576 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + bRow + 24576 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
     }
 
     static Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>> Load(Accelerator acc, GemmLayout layout, HalfType type, TileConfig tile, bool emulated) => (layout, type, tile, emulated) switch
     {
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Ptx, Tile1x1>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Emulated, Tile1x1>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Ptx, Tile2x1>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Emulated, Tile2x1>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Ptx, Tile2x2>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Emulated, Tile2x2>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Ptx, Tile2x4>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Emulated, Tile2x4>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Ptx, Tile4x2>),
-        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<Bf16, Emulated, Tile4x2>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Ptx, Tile1x1>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Emulated, Tile1x1>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Ptx, Tile2x1>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Emulated, Tile2x1>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Ptx, Tile2x2>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Emulated, Tile2x2>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Ptx, Tile2x4>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Emulated, Tile2x4>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Ptx, Tile4x2>),
-        (GemmLayout.NT, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernel<F16, Emulated, Tile4x2>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Ptx, Tile1x1>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Emulated, Tile1x1>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Ptx, Tile2x1>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Emulated, Tile2x1>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Ptx, Tile2x2>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Emulated, Tile2x2>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Ptx, Tile2x4>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Emulated, Tile2x4>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Ptx, Tile4x2>),
-        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<Bf16, Emulated, Tile4x2>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Ptx, Tile1x1>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Emulated, Tile1x1>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Ptx, Tile2x1>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Emulated, Tile2x1>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Ptx, Tile2x2>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Emulated, Tile2x2>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Ptx, Tile2x4>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Emulated, Tile2x4>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Ptx, Tile4x2>),
-        (GemmLayout.NN, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernel<F16, Emulated, Tile4x2>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Ptx, Tile1x1>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Emulated, Tile1x1>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Ptx, Tile2x1>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Emulated, Tile2x1>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Ptx, Tile2x2>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Emulated, Tile2x2>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Ptx, Tile2x4>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Emulated, Tile2x4>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Ptx, Tile4x2>),
-        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<Bf16, Emulated, Tile4x2>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Ptx, Tile1x1>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Emulated, Tile1x1>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Ptx, Tile2x1>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Emulated, Tile2x1>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Ptx, Tile2x2>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Emulated, Tile2x2>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Ptx, Tile2x4>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Emulated, Tile2x4>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Ptx, Tile4x2>),
-        (GemmLayout.TN, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernel<F16, Emulated, Tile4x2>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x1<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x1<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x1<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x1<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2K32<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2K32, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2K32<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT4x2<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT4x2<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4S4<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4S4<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x1<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x1<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x1<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x1<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2K32<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2K32, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2K32<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT4x2<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT4x2<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4S4<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4S4<F16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x1<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x1<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x1<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x1<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2K32<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2K32, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2K32<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT4x2<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT4x2<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4S4<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4S4<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x1<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x1<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x1<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x1<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2K32<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2K32, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2K32<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT4x2<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT4x2<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4S4<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4S4<F16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x1<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x1<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x1<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x1<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2K32<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2K32, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2K32<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT4x2<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT4x2<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4S4<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4S4<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x1<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x1<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x1<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x1<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2K32<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2K32, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2K32<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T4x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT4x2<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT4x2<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4S4<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4S4<F16, Emulated>),
         _ => throw new ArgumentOutOfRangeException(nameof(tile)),
     };
 }
