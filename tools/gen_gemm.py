@@ -13,6 +13,7 @@ TYPES = ["Bf16", "F16"]
 TILES = {
     "T1x1": (1, 1, 32, 4),
     "T2x1": (2, 1, 64, 4),
+    "T1x2": (1, 2, 64, 4),
     "T2x2": (2, 2, 64, 3),
     "T2x2K32": (2, 2, 32, 4),
     "T2x4": (2, 4, 64, 3),
@@ -109,19 +110,18 @@ def kernel(name, a_k, b_k, tile):
         w(f"{ind}else LoadStage<TP>(a, b, sm, p, smBase, {slot}, {kt}, m0, n0, aOff, bOff, {'true' if a_k else 'false'}, "
           f"{'true' if b_k else 'false'}, Bm, Bn, Bk, Threads);")
 
-    # per-lane ldmatrix offsets inside a stage's A / B tile
+    # Per-lane ldmatrix offsets inside a stage's A / B tile. Row starts are multiples of 64 bytes and the swizzled chunk index (2x + h) ^ s = ((h ^ s) ^ 2x), so the offset of
+    # k16 step kk (K-major) or of m/n16 tile x (M/N-major) is the lane's first offset XOR 32x: no register per step.
     if a_k:
         w("        int ar = wm * 64 + lane % 16;")
-        w("        " + "; ".join(f"uint aL{kk} = (uint){swz('ar', f'{2 * kk} + lane / 16', bk // 8)}" for kk in range(ks)) + ";")
+        w(f"        uint aL = (uint){swz('ar', 'lane / 16', bk // 8)};")
     else:
-        w(f"        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);")
-        w("        " + "; ".join(f"uint aX{i} = (uint)(((2 * {i} + q % 2) ^ r8) * 16)" for i in range(MI)) + ";")
+        w(f"        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);")
     if b_k:
         w("        int br = wn * 64 + (q / 2) * 8 + r8;")
-        w("        " + "; ".join(f"uint bL{kk} = (uint){swz('br', f'{2 * kk} + q % 2', bk // 8)}" for kk in range(ks)) + ";")
+        w(f"        uint bL = (uint){swz('br', 'q % 2', bk // 8)};")
     else:
-        w(f"        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);")
-        w("        " + "; ".join(f"uint bX{j} = (uint)(((2 * {j} + q / 2) ^ r8) * 16)" for j in range(NJ // 2)) + ";")
+        w(f"        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);")
     for i in range(MI):
         w("        " + "float " + ", ".join(f"c{i}_{j}_{e} = 0f" for j in range(NJ) for e in range(4)) + ";")
     w("        for (int s = 0; s < Stages - 1; s++)")
@@ -133,45 +133,69 @@ def kernel(name, a_k, b_k, tile):
     w("            }")
     w("            default(TP).CommitGroup();")
     w("        }")
-    w("        int rd = 0; // byte offset of K tile kt's stage in the ring")
-    w("        for (int kt = kt0; kt < kt1; kt++)")
-    w("        {")
-    w("            default(TP).WaitGroups(Stages - 2);")
-    w("            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage")
-    w("            int next = kt + Stages - 1;")
-    w("            if (next < kt1)")
-    w("            {")
-    w("                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage")
-    load_block(16, "next", "wr")
-    w("            }")
-    w("            default(TP).CommitGroup();")
-    w(f"            uint aS = smBase + (uint)rd, bS = aS + {a_bytes};")
-    for kk in range(ks):
+    # Fragments of k16 step kk from the stage at aS/bS: A as a{kk}_{i}_{r}, B as b{kk}_{j}_{h}. decl: declare them here.
+    def frag_loads(indent, kk, src_kk, decl):
+        ind = " " * indent
+        o_ = "out uint " if decl else "out "
         for i in range(MI):
             if a_k:
-                addr = f"aS + aL{kk} + {i * 16 * bk * 2}"
+                addr = f"aS + (aL ^ {32 * src_kk}) + {i * 16 * bk * 2}"
                 tr = "false"
             else:
-                addr = f"aS + aRow + {kk * 16 * bm * 2} + aX{i}"
+                addr = f"aS + (aL ^ {32 * i}) + {src_kk * 16 * bm * 2}"
                 tr = "true"
-            w(f"            default(TP).Ldsm({addr}, {tr}, sm, scratch, ws, " + ", ".join(f"out uint a{kk}_{i}_{r}" for r in range(4)) + ");")
+            w(f"{ind}default(TP).Ldsm({addr}, {tr}, sm, scratch, ws, " + ", ".join(f"{o_}a{kk}_{i}_{r}" for r in range(4)) + ");")
         for jp in range(NJ // 2):
             if b_k:
-                addr = f"bS + bL{kk} + {jp * 16 * bk * 2}"
+                addr = f"bS + (bL ^ {32 * src_kk}) + {jp * 16 * bk * 2}"
                 tr = "false"
             else:
-                addr = f"bS + bRow + {kk * 16 * bn * 2} + bX{jp}"
+                addr = f"bS + (bL ^ {32 * jp}) + {src_kk * 16 * bn * 2}"
                 tr = "true"
             outs = [f"b{kk}_{2 * jp}_0", f"b{kk}_{2 * jp}_1", f"b{kk}_{2 * jp + 1}_0", f"b{kk}_{2 * jp + 1}_1"]
-            w(f"            default(TP).Ldsm({addr}, {tr}, sm, scratch, ws, " + ", ".join(f"out uint {x}" for x in outs) + ");")
+            w(f"{ind}default(TP).Ldsm({addr}, {tr}, sm, scratch, ws, " + ", ".join(f"{o_}{x}" for x in outs) + ");")
+
+    # Software pipeline (as CUTLASS's multistage main loop): the fragments of the next k16 step are read from shared
+    # memory while this step's mma run; the barrier for the next K tile comes before the last step's mma, so its
+    # first fragments load under them; the cp.async of K tile kt+Stages-1 are issued after the first fragment loads.
+    w("        default(TP).WaitGroups(Stages - 2);")
+    w("        Group.Barrier();")
+    w("        int rd = 0; // byte offset of K tile kt's stage in the ring")
+    w(f"        uint aS = smBase, bS = smBase + {a_bytes};")
+    frag_loads(8, 0, 0, True)
+    w("        for (int kt = kt0; kt < kt1; kt++)")
+    w("        {")
+    for kk in range(ks):
+        if kk == ks - 1:
+            w("            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage")
+            w("            if (kt + 1 < kt1)")
+            w("            {")
+            w("                default(TP).WaitGroups(Stages - 2);")
+            w("                Group.Barrier();")
+            w("            }")
+            w("            rd += StageBytes;")
+            w("            if (rd == Stages * StageBytes) rd = 0;")
+            w(f"            aS = smBase + (uint)rd; bS = aS + {a_bytes};")
+            frag_loads(12, f"n", 0, True)
+        else:
+            frag_loads(12, kk + 1, kk + 1, True)
+        if kk == 0:
+            w("            int next = kt + Stages - 1;")
+            w("            if (next < kt1)")
+            w("            {")
+            w("                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage")
+            load_block(16, "next", "wr")
+            w("            }")
+            w("            default(TP).CommitGroup();")
         for i in range(MI):
             js = range(NJ) if i % 2 == 0 else reversed(range(NJ))  # serpentine: reuse the last B fragment
             for j in js:
                 cs = ", ".join(f"ref c{i}_{j}_{e}" for e in range(4))
                 aa = ", ".join(f"a{kk}_{i}_{r}" for r in range(4))
                 w(f"            default(TP).Mma<TH>({cs}, {aa}, b{kk}_{j}_0, b{kk}_{j}_1, scratch, ws);")
-    w("            rd += StageBytes;")
-    w("            if (rd == Stages * StageBytes) rd = 0;")
+    # carry the next tile's first fragments into the kk = 0 registers
+    w("            " + " ".join(f"a0_{i}_{r} = an_{i}_{r};" for i in range(MI) for r in range(4)))
+    w("            " + " ".join(f"b0_{j}_{h} = bn_{j}_{h};" for j in range(NJ) for h in range(2)))
     w("        }")
     w("        default(TP).WaitGroups(0);")
     w("        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;")

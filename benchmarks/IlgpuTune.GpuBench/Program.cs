@@ -116,7 +116,7 @@ static class GemmBench
         using var dB = acc.Allocate1D(hB);
         using var dC = acc.Allocate1D<ushort>(maxC);
 
-        var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x2K32, Gemm.TileConfig.T2x4, Gemm.TileConfig.T4x2, Gemm.TileConfig.T2x1 };
+        var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x2K32, Gemm.TileConfig.T2x4, Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2 };
         foreach (var tile in tiles) Resources(k, tile);
 
         var table = new List<string>();
@@ -127,12 +127,12 @@ static class GemmBench
             var candidates = new List<(Gemm.TileConfig Tile, int Splits)> { (autoTile, autoSplits) };
             if (s.Tag != "lora")
             {
-                foreach (var t in tiles) { if (t != autoTile && t != Gemm.TileConfig.T2x1) candidates.Add((t, 1)); }
+                foreach (var t in tiles) { if (t != autoTile && t is not (Gemm.TileConfig.T2x1 or Gemm.TileConfig.T1x2)) candidates.Add((t, 1)); }
                 if (s.Tag == "square" && s.Layout == GemmLayout.NT) candidates.Add((Gemm.TileConfig.T2x4S4, 1));
             }
             else
             {
-                foreach (var t in new[] { Gemm.TileConfig.T2x1, Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x2K32 })
+                foreach (var t in new[] { Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2, Gemm.TileConfig.T2x2 })
                     foreach (int sp in new[] { 1, autoSplits, Math.Max(1, autoSplits / 2), autoSplits * 2 })
                         if (!candidates.Contains((t, sp))) candidates.Add((t, sp));
             }
@@ -294,6 +294,7 @@ static class GemmBench
             cases.Add((l, HalfType.Float16, 1, 264, 520, 136, 2, Gemm.TileConfig.T2x4S4, 1));
             cases.Add((l, HalfType.BFloat16, 1, 520, 264, 1024, 1, Gemm.TileConfig.T4x2, 3));
             cases.Add((l, HalfType.BFloat16, 1, 256, 64, 2048, 0, Gemm.TileConfig.T2x1, 4));
+            cases.Add((l, HalfType.Float16, 1, 64, 392, 1000, 1, Gemm.TileConfig.T1x2, 3));
         }
         foreach (var c in cases)
         {

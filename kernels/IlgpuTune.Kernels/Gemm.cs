@@ -515,14 +515,15 @@ public static partial class Gemm
     internal static (TileConfig Tile, int Splits) Choose(KernelRegistry k, int batch, int m, int n, int kDim)
     {
         if (k.IsEmulated) return (TileConfig.T1x1, 1);
-        var tile = n <= 64 ? TileConfig.T2x1 : TileConfig.T2x2;
+        // Skinny products (LoRA rank r <= 64 on one side) get a 128x64 or 64x128 group tile, the rest 128x128.
+        var tile = n <= 64 ? TileConfig.T2x1 : m <= 64 ? TileConfig.T1x2 : TileConfig.T2x2;
         var (bm, bn) = TileSize(tile);
         long groups = (long)((m + bm - 1) / bm) * ((n + bn - 1) / bn) * batch;
         int kTiles = (kDim + Shape(tile).Bk - 1) / Shape(tile).Bk;
         int sms = k.Accelerator.NumMultiprocessors;
         int splits = 1;
         // Too few groups to fill the GPU and a long K: split K so that about two waves of groups run.
-        if (groups < sms && kTiles >= 16) splits = (int)Math.Clamp(2L * sms / groups, 1, kTiles / 8);
+        if (groups < sms && kTiles >= 16) splits = (int)Math.Clamp(2L * sms / groups, 1, kTiles / 4);
         return (tile, splits);
     }
 

@@ -9,13 +9,14 @@ public static partial class Gemm
 {
     /// <summary>Tile configurations a launch can pick (tests and the GPU bench force one): TWmxWn = warps along M x N,
     /// each warp 64x64 of C; K per stage and ring depth in <see cref="Shape"/>.</summary>
-    internal enum TileConfig { T1x1, T2x1, T2x2, T2x2K32, T2x4, T4x2, T2x4S4 }
+    internal enum TileConfig { T1x1, T2x1, T1x2, T2x2, T2x2K32, T2x4, T4x2, T2x4S4 }
 
     /// <summary>Warps along M and N, K per pipeline stage, and stages of the cp.async ring.</summary>
     internal static (int WarpsM, int WarpsN, int Bk, int Stages) Shape(TileConfig t) => t switch
     {
         TileConfig.T1x1 => (1, 1, 32, 4),
         TileConfig.T2x1 => (2, 1, 64, 4),
+        TileConfig.T1x2 => (1, 2, 64, 4),
         TileConfig.T2x2 => (2, 2, 64, 3),
         TileConfig.T2x2K32 => (2, 2, 32, 4),
         TileConfig.T2x4 => (2, 4, 64, 3),
@@ -53,9 +54,9 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 4);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 4); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 4);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
         int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 4); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 4);
+        uint bL = (uint)ChunkOffset(br, q % 2, 4);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -106,11 +107,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 4096;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 1024, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 3072, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 1024, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 3072, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -155,15 +173,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 4096;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bL0 + 1024, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bL0 + 3072, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -196,14 +205,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bL1 + 1024, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bL1 + 3072, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 4096;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 1024, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 3072, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -236,8 +254,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -304,9 +322,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)4 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 4); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 4);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -357,11 +374,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 4096;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -406,15 +440,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 4096;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -447,14 +472,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 2048 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 4096;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -487,8 +521,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -553,10 +587,8 @@ public static partial class Gemm
         int bR = tid / 8, bC = tid - bR * 8;
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)4 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
-        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
-        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -607,11 +639,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 4096;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -656,15 +705,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 4096;
-            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -697,14 +737,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 2048 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aRow + 2048 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aRow + 2048 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aRow + 2048 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 2048 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 4096;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -737,8 +786,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -806,9 +855,9 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
         int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 8); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 8); uint bL2 = (uint)ChunkOffset(br, 4 + q % 2, 8); uint bL3 = (uint)ChunkOffset(br, 6 + q % 2, 8);
+        uint bL = (uint)ChunkOffset(br, q % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -875,11 +924,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -940,15 +1006,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bL0 + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bL0 + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -981,14 +1038,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bL1 + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bL1 + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -1021,14 +1078,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bL2 + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bL2 + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bL2 + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bL2 + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -1061,14 +1118,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bL3 + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bL3 + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bL3 + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bL3 + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -1101,8 +1167,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -1170,9 +1236,8 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -1239,11 +1304,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -1304,15 +1386,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -1345,14 +1418,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 2048 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -1385,14 +1458,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 6144, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 6144, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 6144, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 6144, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -1425,14 +1498,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bRow + 6144 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bRow + 6144 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bRow + 6144 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bRow + 6144 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -1465,8 +1547,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -1532,10 +1614,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 8);
-        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
-        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -1602,11 +1682,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -1667,15 +1764,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -1708,14 +1796,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 4096 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 2048 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 2048 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 0) + 8192, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 8192, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 8192, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 8192, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -1748,14 +1836,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 8192 + aX0, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX1, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX2, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX3, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 0) + 12288, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 12288, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 12288, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 12288, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 6144, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 6144, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 6144, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 6144, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -1788,14 +1876,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 12288 + aX0, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX1, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX2, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX3, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bRow + 6144 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bRow + 6144 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bRow + 6144 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bRow + 6144 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -1828,8 +1925,1146 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NT, T1x2: 64x128 group tile, 64 threads, K 64 per stage, 4 stages; A K-major, B K-major.
+    static void NTKernelT1x2<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 128, Bk = 64, Stages = 4, Threads = 64, StageBytes = 24576;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)8 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = ChunkOffset(bR, bC, 8);
+        int ar = wm * 64 + lane % 16;
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        int br = wn * 64 + (q / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q % 2, 8);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 7168 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 9216 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 11264 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 13312 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 15360 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 8192;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 7168 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 9216 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 11264 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 13312 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 15360 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
             rd += StageBytes;
             if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 8192;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // NN, T1x2: 64x128 group tile, 64 threads, K 64 per stage, 4 stages; A K-major, B N-major (ldmatrix.trans).
+    static void NNKernelT1x2<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 128, Bk = 64, Stages = 4, Threads = 64, StageBytes = 24576;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)4 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int ar = wm * 64 + lane % 16;
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 7168 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 0, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 4, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 8, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 12, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 16, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 20, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 24, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 28, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 32, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 36, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 40, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 44, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 48, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 52, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 56, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 60, bC, 16));
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 8192;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 7168 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 0, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 4, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 8, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 12, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 16, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 20, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 24, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 28, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 32, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 36, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 40, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 44, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 48, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 52, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 56, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 60, bC, 16));
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 12288, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 12288, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 12288, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 12288, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 8192;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
+        }
+        default(TP).WaitGroups(0);
+        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
+        bool pairs = inside && p.VecC != 0;
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 0, pairs, c0_0_0, c0_0_1, c0_0_2, c0_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 8, pairs, c0_1_0, c0_1_1, c0_1_2, c0_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 16, pairs, c0_2_0, c0_2_1, c0_2_2, c0_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 24, pairs, c0_3_0, c0_3_1, c0_3_2, c0_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 32, pairs, c0_4_0, c0_4_1, c0_4_2, c0_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 40, pairs, c0_5_0, c0_5_1, c0_5_2, c0_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 48, pairs, c0_6_0, c0_6_1, c0_6_2, c0_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 0, col + 56, pairs, c0_7_0, c0_7_1, c0_7_2, c0_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 0, pairs, c1_0_0, c1_0_1, c1_0_2, c1_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 8, pairs, c1_1_0, c1_1_1, c1_1_2, c1_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 16, pairs, c1_2_0, c1_2_1, c1_2_2, c1_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 24, pairs, c1_3_0, c1_3_1, c1_3_2, c1_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 32, pairs, c1_4_0, c1_4_1, c1_4_2, c1_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 40, pairs, c1_5_0, c1_5_1, c1_5_2, c1_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 48, pairs, c1_6_0, c1_6_1, c1_6_2, c1_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 16, col + 56, pairs, c1_7_0, c1_7_1, c1_7_2, c1_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 0, pairs, c2_0_0, c2_0_1, c2_0_2, c2_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 8, pairs, c2_1_0, c2_1_1, c2_1_2, c2_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 16, pairs, c2_2_0, c2_2_1, c2_2_2, c2_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 24, pairs, c2_3_0, c2_3_1, c2_3_2, c2_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 32, pairs, c2_4_0, c2_4_1, c2_4_2, c2_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 40, pairs, c2_5_0, c2_5_1, c2_5_2, c2_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 48, pairs, c2_6_0, c2_6_1, c2_6_2, c2_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 32, col + 56, pairs, c2_7_0, c2_7_1, c2_7_2, c2_7_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 0, pairs, c3_0_0, c3_0_1, c3_0_2, c3_0_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 8, pairs, c3_1_0, c3_1_1, c3_1_2, c3_1_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 16, pairs, c3_2_0, c3_2_1, c3_2_2, c3_2_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 24, pairs, c3_3_0, c3_3_1, c3_3_2, c3_3_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 32, pairs, c3_4_0, c3_4_1, c3_4_2, c3_4_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 40, pairs, c3_5_0, c3_5_1, c3_5_2, c3_5_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 48, pairs, c3_6_0, c3_6_1, c3_6_2, c3_6_3);
+        StoreFragment<TP>(p, bias, cF, cH, cOff, row + 48, col + 56, pairs, c3_7_0, c3_7_1, c3_7_2, c3_7_3);
+    }
+
+    // TN, T1x2: 64x128 group tile, 64 threads, K 64 per stage, 4 stages; A M-major (ldmatrix.trans), B N-major (ldmatrix.trans).
+    static void TNKernelT1x2<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 128, Bk = 64, Stages = 4, Threads = 64, StageBytes = 24576;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        int m0 = tm * Bm, n0 = tn * Bn;
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;
+        int q = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)8 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)4 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 7168 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 0, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 4, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 8, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 12, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 16, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 20, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 24, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 28, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 32, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 36, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 40, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 44, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 48, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 52, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 56, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 60, bC, 16));
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+        }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 8192;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            int next = kt + Stages - 1;
+            if (next < kt1)
+            {
+                int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 7168 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 0, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 4, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 8, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 12, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 16, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 20, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 24, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 28, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 32, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 36, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 40, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 44, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 48, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 52, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 56, bC, 16));
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 60, bC, 16));
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+            }
+            default(TP).CommitGroup();
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 12288, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 12288, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 12288, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 12288, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 8192;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -1897,9 +3132,9 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
         int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 8); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 8); uint bL2 = (uint)ChunkOffset(br, 4 + q % 2, 8); uint bL3 = (uint)ChunkOffset(br, 6 + q % 2, 8);
+        uint bL = (uint)ChunkOffset(br, q % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -1950,11 +3185,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -1999,15 +3251,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bL0 + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bL0 + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -2040,14 +3283,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bL1 + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bL1 + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -2080,14 +3323,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bL2 + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bL2 + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bL2 + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bL2 + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -2120,14 +3363,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bL3 + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bL3 + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bL3 + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bL3 + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -2160,8 +3412,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -2229,9 +3481,8 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 16);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -2282,11 +3533,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -2331,15 +3599,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -2372,14 +3631,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -2412,14 +3671,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 12288, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 12288, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 12288, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 12288, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -2452,14 +3711,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bRow + 12288 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -2492,8 +3760,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -2560,10 +3828,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 16);
-        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
-        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -2614,11 +3880,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -2663,15 +3946,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -2704,14 +3978,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 4096 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 0) + 8192, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 8192, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 8192, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 8192, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -2744,14 +4018,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 8192 + aX0, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX1, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX2, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX3, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 0) + 12288, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 12288, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 12288, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 12288, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 12288, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 12288, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 12288, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 12288, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -2784,14 +4058,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 12288 + aX0, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX1, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX2, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX3, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bRow + 12288 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -2824,8 +4107,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -2893,9 +4176,9 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 4);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 4); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 4);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
         int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 4); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 4);
+        uint bL = (uint)ChunkOffset(br, q % 2, 4);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -2930,11 +4213,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 8192;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 1024, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 3072, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 1024, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 3072, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -2963,15 +4263,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 8192;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bL0 + 1024, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bL0 + 3072, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -3004,14 +4295,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bL1 + 1024, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bL1 + 3072, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 8192;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 1024, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 3072, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -3044,8 +4344,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -3113,9 +4413,8 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 16);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 4); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 4);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -3150,11 +4449,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 8192;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -3183,15 +4499,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 8192;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -3224,14 +4531,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 8192;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -3264,8 +4580,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -3332,10 +4648,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 16);
-        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
-        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -3370,11 +4684,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 8192;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -3403,15 +4734,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 8192;
-            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -3444,14 +4766,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 4096 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 8192;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -3484,8 +4815,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -3553,9 +4884,9 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
         int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 8); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 8); uint bL2 = (uint)ChunkOffset(br, 4 + q % 2, 8); uint bL3 = (uint)ChunkOffset(br, 6 + q % 2, 8);
+        uint bL = (uint)ChunkOffset(br, q % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -3598,11 +4929,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -3639,15 +4987,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bL0 + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bL0 + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -3680,14 +5019,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bL1 + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bL1 + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -3720,14 +5059,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bL2 + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bL2 + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bL2 + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bL2 + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -3760,14 +5099,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bL3 + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bL3 + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bL3 + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bL3 + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -3800,8 +5148,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -3869,9 +5217,8 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 32);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -3914,11 +5261,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -3955,15 +5319,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -3996,14 +5351,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 16384, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 16384, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 16384, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 16384, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -4036,14 +5391,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bRow + 16384 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 24576, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 24576, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 24576, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 24576, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -4076,14 +5431,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bRow + 24576 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -4116,8 +5480,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -4184,10 +5548,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 32);
-        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
-        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -4230,11 +5592,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -4271,15 +5650,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -4312,14 +5682,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 4096 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 0) + 8192, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 8192, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 8192, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 8192, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 16384, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 16384, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 16384, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 16384, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -4352,14 +5722,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 8192 + aX0, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX1, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX2, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX3, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bRow + 16384 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 0) + 12288, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 12288, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 12288, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 12288, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 24576, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 24576, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 24576, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 24576, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -4392,14 +5762,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 12288 + aX0, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX1, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX2, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX3, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bRow + 24576 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -4432,8 +5811,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -4501,9 +5880,9 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
         int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 8); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 8); uint bL2 = (uint)ChunkOffset(br, 4 + q % 2, 8); uint bL3 = (uint)ChunkOffset(br, 6 + q % 2, 8);
+        uint bL = (uint)ChunkOffset(br, q % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -4546,11 +5925,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 32768;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -4587,15 +5983,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 32768;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bL0 + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bL0 + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -4628,14 +6015,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bL1 + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bL1 + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -4668,14 +6055,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bL2 + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bL2 + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bL2 + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bL2 + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -4708,14 +6095,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bL3 + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bL3 + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bL3 + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bL3 + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 32768;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -4748,8 +6144,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -4817,9 +6213,8 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 16);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -4862,11 +6257,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 32768;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -4903,15 +6315,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 32768;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -4944,14 +6347,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -4984,14 +6387,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 12288, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 12288, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 12288, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 12288, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -5024,14 +6427,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bRow + 12288 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 32768;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -5064,8 +6476,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -5132,10 +6544,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 16);
-        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
-        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -5178,11 +6588,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 32768;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 0) + 8192, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 8192, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 8192, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 8192, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -5219,15 +6646,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 32768;
-            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -5260,14 +6678,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 8192 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 4096 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 4096 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 0) + 16384, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 16384, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 16384, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 16384, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -5300,14 +6718,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 16384 + aX0, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aRow + 16384 + aX1, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aRow + 16384 + aX2, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aRow + 16384 + aX3, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 0) + 24576, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 24576, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 24576, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 24576, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 12288, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 12288, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 12288, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 12288, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -5340,14 +6758,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 24576 + aX0, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aRow + 24576 + aX1, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aRow + 24576 + aX2, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aRow + 24576 + aX3, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bRow + 12288 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bRow + 12288 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 32768;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -5380,8 +6807,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -5449,9 +6876,9 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
         int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL0 = (uint)ChunkOffset(br, 0 + q % 2, 8); uint bL1 = (uint)ChunkOffset(br, 2 + q % 2, 8); uint bL2 = (uint)ChunkOffset(br, 4 + q % 2, 8); uint bL3 = (uint)ChunkOffset(br, 6 + q % 2, 8);
+        uint bL = (uint)ChunkOffset(br, q % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -5494,11 +6921,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -5535,15 +6979,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bL0 + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bL0 + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bL0 + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bL0 + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -5576,14 +7011,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bL1 + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bL1 + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bL1 + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bL1 + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -5616,14 +7051,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bL2 + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bL2 + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bL2 + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bL2 + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -5656,14 +7091,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bL3 + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bL3 + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bL3 + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bL3 + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -5696,8 +7140,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -5765,9 +7209,8 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 32);
         int ar = wm * 64 + lane % 16;
-        uint aL0 = (uint)ChunkOffset(ar, 0 + lane / 16, 8); uint aL1 = (uint)ChunkOffset(ar, 2 + lane / 16, 8); uint aL2 = (uint)ChunkOffset(ar, 4 + lane / 16, 8); uint aL3 = (uint)ChunkOffset(ar, 6 + lane / 16, 8);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -5810,11 +7253,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -5851,15 +7311,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aL0 + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aL0 + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aL0 + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aL0 + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -5892,14 +7343,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL1 + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aL1 + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aL1 + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aL1 + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 16384, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 16384, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 16384, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 16384, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -5932,14 +7383,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL2 + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aL2 + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aL2 + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aL2 + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bRow + 16384 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 24576, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 24576, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 24576, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 24576, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -5972,14 +7423,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aL3 + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aL3 + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aL3 + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aL3 + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bRow + 24576 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -6012,8 +7472,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -6080,10 +7540,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 32);
-        uint aRow = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128);
-        uint aX0 = (uint)(((2 * 0 + q % 2) ^ r8) * 16); uint aX1 = (uint)(((2 * 1 + q % 2) ^ r8) * 16); uint aX2 = (uint)(((2 * 2 + q % 2) ^ r8) * 16); uint aX3 = (uint)(((2 * 3 + q % 2) ^ r8) * 16);
-        uint bRow = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128);
-        uint bX0 = (uint)(((2 * 0 + q / 2) ^ r8) * 16); uint bX1 = (uint)(((2 * 1 + q / 2) ^ r8) * 16); uint bX2 = (uint)(((2 * 2 + q / 2) ^ r8) * 16); uint bX3 = (uint)(((2 * 3 + q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
+        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -6126,11 +7584,28 @@ public static partial class Gemm
             }
             default(TP).CommitGroup();
         }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
         int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
         for (int kt = kt0; kt < kt1; kt++)
         {
-            default(TP).WaitGroups(Stages - 2);
-            Group.Barrier(); // tile kt has landed for every thread, and everyone is done reading tile kt-1's stage
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
             int next = kt + Stages - 1;
             if (next < kt1)
             {
@@ -6167,15 +7642,6 @@ public static partial class Gemm
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
             }
             default(TP).CommitGroup();
-            uint aS = smBase + (uint)rd, bS = aS + 16384;
-            default(TP).Ldsm(aS + aRow + 0 + aX0, true, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX1, true, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX2, true, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
-            default(TP).Ldsm(aS + aRow + 0 + aX3, true, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
-            default(TP).Ldsm(bS + bRow + 0 + bX0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX1, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX2, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
-            default(TP).Ldsm(bS + bRow + 0 + bX3, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
@@ -6208,14 +7674,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 4096 + aX0, true, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX1, true, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX2, true, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
-            default(TP).Ldsm(aS + aRow + 4096 + aX3, true, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
-            default(TP).Ldsm(bS + bRow + 8192 + bX0, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX1, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX2, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
-            default(TP).Ldsm(bS + bRow + 8192 + bX3, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            default(TP).Ldsm(aS + (aL ^ 0) + 8192, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 8192, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 8192, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 8192, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 16384, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 16384, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 16384, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 16384, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
@@ -6248,14 +7714,14 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 8192 + aX0, true, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX1, true, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX2, true, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
-            default(TP).Ldsm(aS + aRow + 8192 + aX3, true, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
-            default(TP).Ldsm(bS + bRow + 16384 + bX0, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX1, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX2, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
-            default(TP).Ldsm(bS + bRow + 16384 + bX3, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Ldsm(aS + (aL ^ 0) + 12288, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 12288, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 12288, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 12288, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 24576, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 24576, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 24576, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 24576, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
@@ -6288,14 +7754,23 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
-            default(TP).Ldsm(aS + aRow + 12288 + aX0, true, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX1, true, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX2, true, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
-            default(TP).Ldsm(aS + aRow + 12288 + aX3, true, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
-            default(TP).Ldsm(bS + bRow + 24576 + bX0, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX1, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX2, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
-            default(TP).Ldsm(bS + bRow + 24576 + bX3, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, true, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, true, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, true, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, true, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
@@ -6328,8 +7803,8 @@ public static partial class Gemm
             default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
-            rd += StageBytes;
-            if (rd == Stages * StageBytes) rd = 0;
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
         }
         default(TP).WaitGroups(0);
         int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;
@@ -6374,6 +7849,8 @@ public static partial class Gemm
         (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x1<Bf16, Emulated>),
         (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x1<Bf16, Ptx>),
         (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x1<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x2<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x2<Bf16, Emulated>),
         (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2<Bf16, Ptx>),
         (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2<Bf16, Emulated>),
         (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2K32<Bf16, Ptx>),
@@ -6388,6 +7865,8 @@ public static partial class Gemm
         (GemmLayout.NT, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x1<F16, Emulated>),
         (GemmLayout.NT, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x1<F16, Ptx>),
         (GemmLayout.NT, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x1<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T1x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x2<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.T1x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x2<F16, Emulated>),
         (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2<F16, Ptx>),
         (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2<F16, Emulated>),
         (GemmLayout.NT, HalfType.Float16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x2K32<F16, Ptx>),
@@ -6402,6 +7881,8 @@ public static partial class Gemm
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x1<Bf16, Emulated>),
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x1<Bf16, Ptx>),
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x1<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x2<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x2<Bf16, Emulated>),
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2<Bf16, Ptx>),
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2<Bf16, Emulated>),
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2K32<Bf16, Ptx>),
@@ -6416,6 +7897,8 @@ public static partial class Gemm
         (GemmLayout.NN, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x1<F16, Emulated>),
         (GemmLayout.NN, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x1<F16, Ptx>),
         (GemmLayout.NN, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x1<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T1x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x2<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.T1x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x2<F16, Emulated>),
         (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2<F16, Ptx>),
         (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2<F16, Emulated>),
         (GemmLayout.NN, HalfType.Float16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x2K32<F16, Ptx>),
@@ -6430,6 +7913,8 @@ public static partial class Gemm
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x1<Bf16, Emulated>),
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x1<Bf16, Ptx>),
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x1<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x2<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x2<Bf16, Emulated>),
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2<Bf16, Ptx>),
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2<Bf16, Emulated>),
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2K32<Bf16, Ptx>),
@@ -6444,6 +7929,8 @@ public static partial class Gemm
         (GemmLayout.TN, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x1<F16, Emulated>),
         (GemmLayout.TN, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x1<F16, Ptx>),
         (GemmLayout.TN, HalfType.Float16, TileConfig.T2x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x1<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T1x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x2<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.T1x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x2<F16, Emulated>),
         (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2<F16, Ptx>),
         (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2<F16, Emulated>),
         (GemmLayout.TN, HalfType.Float16, TileConfig.T2x2K32, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x2K32<F16, Ptx>),
