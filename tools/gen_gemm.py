@@ -7,6 +7,7 @@ Run from the repository root: python3 tools/gen_gemm.py"""
 import itertools, os
 
 MI, NJ = 4, 8  # m16 tiles and n8 tiles per warp (64x64)
+EPI_STRIDE = 72  # Gemm.EpiStride
 LAYOUTS = {"NT": (True, True), "NN": (True, False), "TN": (False, False)}  # (A K-major, B K-major)
 TYPES = ["Bf16", "F16"]
 # name: (warps along M, warps along N, K per stage, stages). T1x1 is the CPU-emulation default (32 threads).
@@ -16,6 +17,7 @@ TILES = {
     "T1x2": (1, 2, 64, 4),
     "T2x2": (2, 2, 64, 3),
     "T2x2K32": (2, 2, 32, 4),
+    "T2x2K32S6": (2, 2, 32, 6),
     "T2x4": (2, 4, 64, 3),
     "T4x2": (4, 2, 64, 3),
     "T2x4S4": (2, 4, 64, 4),
@@ -51,9 +53,11 @@ def kernel(name, a_k, b_k, tile):
     w(f"    static void {name}Kernel{tile}<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)")
     w("        where TH : struct, IHalf where TP : struct, IPlatform")
     w("    {")
-    w(f"        const int Bm = {bm}, Bn = {bn}, Bk = {bk}, Stages = {stages}, Threads = {threads}, StageBytes = {stage_bytes};")
+    smem_main = max(stages * stage_bytes, wmn * wnn * 64 * EPI_STRIDE * 4)  # SharedBytes in Gemm.cs: the same
+    w(f"        const int Bm = {bm}, Bn = {bn}, Bk = {bk}, Stages = {stages}, Threads = {threads}, StageBytes = {stage_bytes}, SmemMain = {smem_main};")
     w("        var sm = SharedMemory.GetDynamic<ushort>();")
     w("        var scratch = SharedMemory.GetDynamic<uint>();")
+    w("        var smf = SharedMemory.GetDynamic<float>();")
     w("        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;")
     w(f"        int wm = warp / {wnn}, wn = warp - wm * {wnn};")
     w("        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);")
@@ -65,7 +69,7 @@ def kernel(name, a_k, b_k, tile):
     w("        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;")
     w("        bool fast = inside && p.VecA != 0 && p.VecB != 0;")
     w("        uint smBase = default(TP).SmemBase();")
-    w("        int ws = Stages * StageBytes / 4 + warp * ScratchPerWarp;")
+    w("        int ws = SmemMain / 4 + warp * ScratchPerWarp;")
     w("        int q = lane / 8, r8 = lane % 8;")
 
     # cp.async plans: this thread's first chunk (row r0, chunk c), its global element index at K tile 0, and the
@@ -198,12 +202,23 @@ def kernel(name, a_k, b_k, tile):
     w("            " + " ".join(f"b0_{j}_{h} = bn_{j}_{h};" for j in range(NJ) for h in range(2)))
     w("        }")
     w("        default(TP).WaitGroups(0);")
-    w("        int row = m0 + wm * 64 + lane / 4, col = n0 + wn * 64 + (lane % 4) * 2;")
-    w("        bool pairs = inside && p.VecC != 0;")
+    w("        // Epilogue through shared memory: each warp parks its 64x64 fp32 tile in a patch over the ring (rows padded")
+    w("        // to EpiStride floats against bank conflicts), then each half-warp writes one 64-wide row segment: 16 (fp32)")
+    w("        // or 8 (16-bit) contiguous bytes per lane, whole 128-byte lines per row instead of 16-byte pieces.")
+    w("        Group.Barrier(); // every warp is done reading the ring")
+    w("        int patch = warp * (64 * EpiStride * 4), fr = lane / 4, fc = (lane % 4) * 2;")
     for i in range(MI):
         for j in range(NJ):
-            w(f"        StoreFragment<TP>(p, bias, cF, cH, cOff, row + {i * 16}, col + {j * 8}, pairs, "
-              + ", ".join(f"c{i}_{j}_{e}" for e in range(4)) + ");")
+            off = f"patch + ((fr + {i * 16}) * EpiStride + fc + {j * 8}) * 4"
+            w(f"        default(TP).StoreShared2(smf, smBase, {off}, c{i}_{j}_0, c{i}_{j}_1);")
+            w(f"        default(TP).StoreShared2(smf, smBase, {off} + 8 * EpiStride * 4, c{i}_{j}_2, c{i}_{j}_3);")
+    w("        Warp.Barrier();")
+    w("        int qr = lane / 16, qc = (lane % 16) * 4;")
+    w("        int row = m0 + wm * 64 + qr, col = n0 + wn * 64 + qc;")
+    w("        bool quads = inside && p.VecC != 0;")
+    for r in range(32):
+        w(f"        default(TP).LoadShared4(smf, smBase, patch + ({2 * r} + qr) * EpiStride * 4 + qc * 4, out float v{r}_0, out float v{r}_1, out float v{r}_2, out float v{r}_3);")
+        w(f"        StoreQuad<TP>(p, bias, cF, cH, cOff, row + {2 * r}, col, quads, v{r}_0, v{r}_1, v{r}_2, v{r}_3);")
     w("    }")
     return o
 

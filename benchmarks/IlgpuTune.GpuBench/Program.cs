@@ -116,7 +116,7 @@ static class GemmBench
         using var dB = acc.Allocate1D(hB);
         using var dC = acc.Allocate1D<ushort>(maxC);
 
-        var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x2K32, Gemm.TileConfig.T2x4, Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2 };
+        var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x2K32S6, Gemm.TileConfig.T2x4, Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2 };
         foreach (var tile in tiles) Resources(k, tile);
 
         var table = new List<string>();
@@ -128,7 +128,6 @@ static class GemmBench
             if (s.Tag != "lora")
             {
                 foreach (var t in tiles) { if (t != autoTile && t is not (Gemm.TileConfig.T2x1 or Gemm.TileConfig.T1x2)) candidates.Add((t, 1)); }
-                if (s.Tag == "square" && s.Layout == GemmLayout.NT) candidates.Add((Gemm.TileConfig.T2x4S4, 1));
             }
             else
             {
@@ -291,6 +290,7 @@ static class GemmBench
             // Whole in-range group tiles (straight-line cp.async, paired stores) next to tail tiles, every output mode.
             cases.Add((l, HalfType.BFloat16, 2, 264, 392, 200, 0, Gemm.TileConfig.T2x2, 1));
             cases.Add((l, HalfType.BFloat16, 1, 264, 392, 328, 1, Gemm.TileConfig.T2x2K32, 1));
+            cases.Add((l, HalfType.Float16, 2, 136, 256, 520, 0, Gemm.TileConfig.T2x2K32S6, 1));
             cases.Add((l, HalfType.Float16, 1, 264, 520, 136, 2, Gemm.TileConfig.T2x4S4, 1));
             cases.Add((l, HalfType.BFloat16, 1, 520, 264, 1024, 1, Gemm.TileConfig.T4x2, 3));
             cases.Add((l, HalfType.BFloat16, 1, 256, 64, 2048, 0, Gemm.TileConfig.T2x1, 4));

@@ -15,7 +15,9 @@
 //     contiguous, with 16-byte chunks XOR-swizzled so ldmatrix rows hit distinct banks; ldmatrix.x4 feeds A and B,
 //     with .trans for the operands stored M- or N-major (A in TN, B in NN and TN);
 //   * a group whose whole tile is in range with 16-byte-aligned rows copies each K tile with straight-line cp.async
-//     from addresses computed before the K loop, and stores C in pairs (one 8-byte fp32x2 or 4-byte 16-bit x2 store);
+//     from addresses computed before the K loop; the main loop reads the next k16 fragments under this step's mma;
+//   * epilogue: each warp parks its fp32 tile in shared memory, then writes C a row segment per half-warp, four
+//     elements per lane (one 16-byte fp32 or 8-byte 16-bit store) where the group tile is in range;
 //   * tails: elsewhere a 16-byte chunk that runs past the matrix or is misaligned is loaded element-wise with zero
 //     fill, and the epilogue guards every store; so any m, n, k works;
 //   * split-K for skinny products (few output tiles, long K): splits write fp32 partials to a workspace and a second
@@ -94,11 +96,15 @@ public static partial class Gemm
             uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> scratch, int warpScratch) where TH : struct, IHalf;
         ushort FloatToF16(float x);
         float F16ToFloat(ushort h);
-        // Two adjacent C elements at element index o (even) of the output at cPtr; pack: lo in the low 16 bits.
-        void StoreF32x2(FloatView c, ulong cPtr, long o, float v0, float v1);
-        void LoadF32x2(FloatView c, ulong cPtr, long o, out float v0, out float v1);
-        void StoreU32(ArrayView<ushort> c, ulong cPtr, long o, uint v);
-        uint LoadU32(ArrayView<ushort> c, ulong cPtr, long o);
+        // Epilogue staging in shared memory at byte offset off: two floats (8-byte aligned) in, four (16-byte) out.
+        void StoreShared2(ArrayView<float> smf, uint smBase, int off, float v0, float v1);
+        void LoadShared4(ArrayView<float> smf, uint smBase, int off, out float v0, out float v1, out float v2, out float v3);
+        // Four adjacent C elements at element index o (a multiple of 4) of the output at cPtr; 16-bit values go as two
+        // words, each packed with its lower-index element in the low half.
+        void StoreF32x4(FloatView c, ulong cPtr, long o, float v0, float v1, float v2, float v3);
+        void LoadF32x4(FloatView c, ulong cPtr, long o, out float v0, out float v1, out float v2, out float v3);
+        void StoreU32x2(ArrayView<ushort> c, ulong cPtr, long o, uint lo, uint hi);
+        void LoadU32x2(ArrayView<ushort> c, ulong cPtr, long o, out uint lo, out uint hi);
         uint PackBf16x2(float lo, float hi);
         uint PackF16x2(float lo, float hi);
     }
@@ -122,14 +128,15 @@ public static partial class Gemm
             if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.commit_group;");
         }
 
-        // Wait until at most `pending` committed groups are in flight (a literal in PTX).
+        // Wait until at most `pending` committed groups are in flight (a literal in PTX; rings of up to 6 stages).
         public void WaitGroups(int pending)
         {
             if (!CudaAsm.IsSupported) return;
             if (pending <= 0) CudaAsm.Emit("cp.async.wait_group 0;");
             else if (pending == 1) CudaAsm.Emit("cp.async.wait_group 1;");
             else if (pending == 2) CudaAsm.Emit("cp.async.wait_group 2;");
-            else CudaAsm.Emit("cp.async.wait_group 3;");
+            else if (pending == 3) CudaAsm.Emit("cp.async.wait_group 3;");
+            else CudaAsm.Emit("cp.async.wait_group 4;");
         }
 
         public void Ldsm(uint addr, bool trans, ArrayView<ushort> sm, ArrayView<uint> scratch, int warpScratch,
@@ -173,29 +180,43 @@ public static partial class Gemm
             return x;
         }
 
-        public void StoreF32x2(FloatView c, ulong cPtr, long o, float v0, float v1)
+        public void StoreShared2(ArrayView<float> smf, uint smBase, int off, float v0, float v1)
         {
-            if (CudaAsm.IsSupported) CudaAsm.Emit("st.global.v2.f32 [%0], {%1, %2};", cPtr + (ulong)o * 4, v0, v1);
+            if (CudaAsm.IsSupported) CudaAsm.Emit("st.shared.v2.f32 [%0], {%1, %2};", smBase + (uint)off, v0, v1);
         }
 
-        public void LoadF32x2(FloatView c, ulong cPtr, long o, out float v0, out float v1)
+        public void LoadShared4(ArrayView<float> smf, uint smBase, int off, out float v0, out float v1, out float v2, out float v3)
+        {
+            Input<uint> ad = smBase + (uint)off;
+            Output<float> x0 = default, x1 = default, x2 = default, x3 = default;
+            if (CudaAsm.IsSupported) CudaAsm.EmitRef("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];", ref x0, ref x1, ref x2, ref x3, ref ad);
+            v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;
+        }
+
+        public void StoreF32x4(FloatView c, ulong cPtr, long o, float v0, float v1, float v2, float v3)
+        {
+            if (CudaAsm.IsSupported) CudaAsm.Emit("st.global.v4.f32 [%0], {%1, %2, %3, %4};", cPtr + (ulong)o * 4, v0, v1, v2, v3);
+        }
+
+        public void LoadF32x4(FloatView c, ulong cPtr, long o, out float v0, out float v1, out float v2, out float v3)
         {
             Input<ulong> ad = cPtr + (ulong)o * 4;
-            Output<float> x0 = default, x1 = default;
-            if (CudaAsm.IsSupported) CudaAsm.EmitRef("ld.global.v2.f32 {%0, %1}, [%2];", ref x0, ref x1, ref ad);
-            v0 = x0.Value; v1 = x1.Value;
+            Output<float> x0 = default, x1 = default, x2 = default, x3 = default;
+            if (CudaAsm.IsSupported) CudaAsm.EmitRef("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];", ref x0, ref x1, ref x2, ref x3, ref ad);
+            v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;
         }
 
-        public void StoreU32(ArrayView<ushort> c, ulong cPtr, long o, uint v)
+        public void StoreU32x2(ArrayView<ushort> c, ulong cPtr, long o, uint lo, uint hi)
         {
-            if (CudaAsm.IsSupported) CudaAsm.Emit("st.global.b32 [%0], %1;", cPtr + (ulong)o * 2, v);
+            if (CudaAsm.IsSupported) CudaAsm.Emit("st.global.v2.b32 [%0], {%1, %2};", cPtr + (ulong)o * 2, lo, hi);
         }
 
-        public uint LoadU32(ArrayView<ushort> c, ulong cPtr, long o)
+        public void LoadU32x2(ArrayView<ushort> c, ulong cPtr, long o, out uint lo, out uint hi)
         {
-            uint v = 0;
-            if (CudaAsm.IsSupported) CudaAsm.Emit("ld.global.b32 %0, [%1];", out v, cPtr + (ulong)o * 2);
-            return v;
+            Input<ulong> ad = cPtr + (ulong)o * 2;
+            Output<uint> x0 = default, x1 = default;
+            if (CudaAsm.IsSupported) CudaAsm.EmitRef("ld.global.v2.b32 {%0, %1}, [%2];", ref x0, ref x1, ref ad);
+            lo = x0.Value; hi = x1.Value;
         }
 
         // cvt packs its first source into the high half.
@@ -240,13 +261,35 @@ public static partial class Gemm
 
         public float F16ToFloat(ushort h) => Cast.F16ToFloat(h);
 
-        public void StoreF32x2(FloatView c, ulong cPtr, long o, float v0, float v1) { c[o] = v0; c[o + 1] = v1; }
+        public void StoreShared2(ArrayView<float> smf, uint smBase, int off, float v0, float v1)
+        {
+            smf[off / 4] = v0; smf[off / 4 + 1] = v1;
+        }
 
-        public void LoadF32x2(FloatView c, ulong cPtr, long o, out float v0, out float v1) { v0 = c[o]; v1 = c[o + 1]; }
+        public void LoadShared4(ArrayView<float> smf, uint smBase, int off, out float v0, out float v1, out float v2, out float v3)
+        {
+            v0 = smf[off / 4]; v1 = smf[off / 4 + 1]; v2 = smf[off / 4 + 2]; v3 = smf[off / 4 + 3];
+        }
 
-        public void StoreU32(ArrayView<ushort> c, ulong cPtr, long o, uint v) { c[o] = (ushort)v; c[o + 1] = (ushort)(v >> 16); }
+        public void StoreF32x4(FloatView c, ulong cPtr, long o, float v0, float v1, float v2, float v3)
+        {
+            c[o] = v0; c[o + 1] = v1; c[o + 2] = v2; c[o + 3] = v3;
+        }
 
-        public uint LoadU32(ArrayView<ushort> c, ulong cPtr, long o) => c[o] | ((uint)c[o + 1] << 16);
+        public void LoadF32x4(FloatView c, ulong cPtr, long o, out float v0, out float v1, out float v2, out float v3)
+        {
+            v0 = c[o]; v1 = c[o + 1]; v2 = c[o + 2]; v3 = c[o + 3];
+        }
+
+        public void StoreU32x2(ArrayView<ushort> c, ulong cPtr, long o, uint lo, uint hi)
+        {
+            c[o] = (ushort)lo; c[o + 1] = (ushort)(lo >> 16); c[o + 2] = (ushort)hi; c[o + 3] = (ushort)(hi >> 16);
+        }
+
+        public void LoadU32x2(ArrayView<ushort> c, ulong cPtr, long o, out uint lo, out uint hi)
+        {
+            lo = c[o] | ((uint)c[o + 1] << 16); hi = c[o + 2] | ((uint)c[o + 3] << 16);
+        }
 
         public uint PackBf16x2(float lo, float hi) => Cast.FloatToBf16(lo) | ((uint)Cast.FloatToBf16(hi) << 16);
 
@@ -254,7 +297,7 @@ public static partial class Gemm
     }
 
     const int WarpTile = 64;        // C rows and columns per warp
-    const int MaxBk = 64;           // the largest K per stage (split-K sizes its splits in tiles of it)
+    const int EpiStride = 72;       // floats per row of a warp's epilogue staging patch (64 + 8 against bank conflicts)
     const int ScratchPerWarp = 256; // uints of CPU-emulation scratch per warp (32 lanes x 6 fragment words)
 
     /// <summary>Everything the kernels need besides the views; 16 B aligned device pointers for cp.async.</summary>
@@ -267,7 +310,7 @@ public static partial class Gemm
         public float Alpha;
         public int Accumulate, OutMode, HasBias; // OutMode: 0 fp32, 1 bf16, 2 f16
         public int VecA, VecB;                   // 1 when 16-byte chunks of A / B are aligned (cp.async allowed)
-        public int VecC;                         // 1 when C pairs (n even) are 8-byte (fp32) / 4-byte (16-bit) aligned
+        public int VecC;                         // 1 when C quads (n % 4 == 0) are 16-byte (fp32) / 8-byte (16-bit) aligned
         public int Splits, TilesPerSplit;        // split-K: grid z = batch * Splits, each split TilesPerSplit K tiles
     }
 
@@ -379,55 +422,50 @@ public static partial class Gemm
         tn = inBand / rows;
     }
 
-    // Epilogue for one mma fragment: C[row][col, col+1] and C[row+8][col, col+1]. pairs: the group tile is in range
-    // and pairs are aligned, so each row's two values go out in one store with no bounds tests.
-    static void StoreFragment<TP>(Params p, FloatView bias, FloatView cF, ArrayView<ushort> cH, long cOff, int row, int col,
-        bool pairs, float c0, float c1, float c2, float c3) where TP : struct, IPlatform
+    // Epilogue for C[row][col..col+3]. quads: the group tile is in range and quads are aligned, so the four values go
+    // out in one store with no bounds tests.
+    static void StoreQuad<TP>(Params p, FloatView bias, FloatView cF, ArrayView<ushort> cH, long cOff, int row, int col,
+        bool quads, float x0, float x1, float x2, float x3) where TP : struct, IPlatform
     {
-        if (pairs)
+        if (!quads)
         {
-            long o = cOff + (long)row * p.N + col;
-            StorePair<TP>(p, bias, cF, cH, o, col, c0, c1);
-            StorePair<TP>(p, bias, cF, cH, o + 8L * p.N, col, c2, c3);
+            Store<TP>(p, bias, cF, cH, cOff, row, col, x0);
+            Store<TP>(p, bias, cF, cH, cOff, row, col + 1, x1);
+            Store<TP>(p, bias, cF, cH, cOff, row, col + 2, x2);
+            Store<TP>(p, bias, cF, cH, cOff, row, col + 3, x3);
             return;
         }
-        Store<TP>(p, bias, cF, cH, cOff, row, col, c0);
-        Store<TP>(p, bias, cF, cH, cOff, row, col + 1, c1);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col, c2);
-        Store<TP>(p, bias, cF, cH, cOff, row + 8, col + 1, c3);
-    }
-
-    static void StorePair<TP>(Params p, FloatView bias, FloatView cF, ArrayView<ushort> cH, long o, int col, float x0, float x1)
-        where TP : struct, IPlatform
-    {
-        float v0 = p.Alpha * x0, v1 = p.Alpha * x1;
-        if (p.HasBias != 0) { v0 += bias[col]; v1 += bias[col + 1]; }
+        long o = cOff + (long)row * p.N + col;
+        float v0 = p.Alpha * x0, v1 = p.Alpha * x1, v2 = p.Alpha * x2, v3 = p.Alpha * x3;
+        if (p.HasBias != 0) { v0 += bias[col]; v1 += bias[col + 1]; v2 += bias[col + 2]; v3 += bias[col + 3]; }
         if (p.OutMode == 0)
         {
             if (p.Accumulate != 0)
             {
-                default(TP).LoadF32x2(cF, p.CPtr, o, out float a0, out float a1);
-                v0 += a0; v1 += a1;
+                default(TP).LoadF32x4(cF, p.CPtr, o, out float a0, out float a1, out float a2, out float a3);
+                v0 += a0; v1 += a1; v2 += a2; v3 += a3;
             }
-            default(TP).StoreF32x2(cF, p.CPtr, o, v0, v1);
+            default(TP).StoreF32x4(cF, p.CPtr, o, v0, v1, v2, v3);
         }
         else if (p.OutMode == 1)
         {
             if (p.Accumulate != 0)
             {
-                uint prior = default(TP).LoadU32(cH, p.CPtr, o);
-                v0 += Cast.Bf16ToFloat((ushort)prior); v1 += Cast.Bf16ToFloat((ushort)(prior >> 16));
+                default(TP).LoadU32x2(cH, p.CPtr, o, out uint lo, out uint hi);
+                v0 += Cast.Bf16ToFloat((ushort)lo); v1 += Cast.Bf16ToFloat((ushort)(lo >> 16));
+                v2 += Cast.Bf16ToFloat((ushort)hi); v3 += Cast.Bf16ToFloat((ushort)(hi >> 16));
             }
-            default(TP).StoreU32(cH, p.CPtr, o, default(TP).PackBf16x2(v0, v1));
+            default(TP).StoreU32x2(cH, p.CPtr, o, default(TP).PackBf16x2(v0, v1), default(TP).PackBf16x2(v2, v3));
         }
         else
         {
             if (p.Accumulate != 0)
             {
-                uint prior = default(TP).LoadU32(cH, p.CPtr, o);
-                v0 += default(TP).F16ToFloat((ushort)prior); v1 += default(TP).F16ToFloat((ushort)(prior >> 16));
+                default(TP).LoadU32x2(cH, p.CPtr, o, out uint lo, out uint hi);
+                v0 += default(TP).F16ToFloat((ushort)lo); v1 += default(TP).F16ToFloat((ushort)(lo >> 16));
+                v2 += default(TP).F16ToFloat((ushort)hi); v3 += default(TP).F16ToFloat((ushort)(hi >> 16));
             }
-            default(TP).StoreU32(cH, p.CPtr, o, default(TP).PackF16x2(v0, v1));
+            default(TP).StoreU32x2(cH, p.CPtr, o, default(TP).PackF16x2(v0, v1), default(TP).PackF16x2(v2, v3));
         }
     }
 
@@ -529,11 +567,13 @@ public static partial class Gemm
 
     static (int Bm, int Bn) TileSize(TileConfig t) => (Shape(t).WarpsM * WarpTile, Shape(t).WarpsN * WarpTile);
 
-    // The cp.async ring, plus the per-warp scratch of the CPU emulation.
+    // The cp.async ring (or the epilogue staging patches laid over it, when larger), plus the per-warp scratch of the
+    // CPU emulation.
     static int SharedBytes(KernelRegistry k, TileConfig t)
     {
         var (wm, wn, bk, stages) = Shape(t);
-        return stages * (wm + wn) * WarpTile * bk * 2 + (k.IsEmulated ? wm * wn * ScratchPerWarp * 4 : 0);
+        int main = Math.Max(stages * (wm + wn) * WarpTile * bk * 2, wm * wn * WarpTile * EpiStride * 4); // = SmemMain in Gemm.g.cs
+        return main + (k.IsEmulated ? wm * wn * ScratchPerWarp * 4 : 0);
     }
 
     /// <summary>The compiled kernel of one configuration (the GPU bench reads its register and local-memory use).</summary>
@@ -594,9 +634,9 @@ public static partial class Gemm
         epilogue.Accumulate = accumulate ? 1 : 0;
         epilogue.OutMode = outMode;
         epilogue.HasBias = hasBias ? 1 : 0;
-        // Paired stores need even rows (n), batch strides and base alignment of a pair (8 B fp32, 4 B 16-bit).
+        // Vector stores of four need rows (n) and batch strides in whole quads, and an aligned base (16 B fp32, 8 B 16-bit).
         epilogue.CPtr = outMode == 0 ? Address(cF) : Address(cH);
-        epilogue.VecC = n % 2 == 0 && (batch == 1 || strideC % 2 == 0) && (k.IsEmulated || epilogue.CPtr % (outMode == 0 ? 8UL : 4UL) == 0) ? 1 : 0;
+        epilogue.VecC = n % 4 == 0 && (batch == 1 || strideC % 4 == 0) && (k.IsEmulated || epilogue.CPtr % (outMode == 0 ? 16UL : 8UL) == 0) ? 1 : 0;
 
         var (bm, bn) = TileSize(t);
         int tiles = ((m + bm - 1) / bm) * ((n + bn - 1) / bn);
@@ -618,7 +658,7 @@ public static partial class Gemm
         partial.SplitStrideC = total;
         partial.Alpha = 1f;
         partial.CPtr = Address(ws);
-        partial.VecC = n % 2 == 0 && (k.IsEmulated || partial.CPtr % 8 == 0) ? 1 : 0;
+        partial.VecC = n % 4 == 0 && (k.IsEmulated || partial.CPtr % 16 == 0) ? 1 : 0;
         kernel(config, a, b, default, partial, ws, default);
         var reduce = k.Get("gemm.splitreduce", acc => k.IsEmulated
             ? acc.LoadStreamKernel<FloatView, FloatView, Params, int, int, FloatView, ArrayView<ushort>>(SplitReduceKernel<Emulated>)
