@@ -49,7 +49,7 @@ static class Program
         using var ctx = Context.Create(b => b.EnableAlgorithms());
         var backend = new PTXBackend(ctx, CudaArchitecture.SM_90, CudaInstructionSet.ISA_85, null!);
         foreach (var layout in Enum.GetValues<GemmLayout>())
-            foreach (var tile in new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x1 })
+            foreach (var tile in Enum.GetValues<Gemm.TileConfig>())
             {
                 var sw = Stopwatch.StartNew();
                 var entry = EntryPointDescription.FromExplicitlyGroupedKernel(Gemm.KernelMethod(layout, HalfType.BFloat16, tile));
@@ -76,14 +76,18 @@ static class GemmBench
 {
     record Shape(GemmLayout Layout, int M, int N, int K, string Tag);
 
-    // Issue 3's shapes: square, the Llama-7B MLP, and the LoRA rank-64 products of a 4096-wide layer (x·Aᵀ, h·Bᵀ and
-    // their backward: dh = dy·B, dB = dyᵀ·h, dx = dh·A, dA = dhᵀ·x) at 2048 and 8192 tokens.
+    // Issue 3's shapes: square, the Llama-2-7B linears at 2048 tokens (q/k/v/o, gate/up and down forward; down's dX
+    // and up's dW), and the LoRA rank-64 products of a 4096-wide layer (x·Aᵀ, h·Bᵀ and their backward: dh = dy·B,
+    // dB = dyᵀ·h, dx = dh·A, dA = dhᵀ·x) at 2048 and 8192 tokens.
     static readonly Shape[] Shapes =
     [
         new(GemmLayout.NT, 4096, 4096, 4096, "square"), new(GemmLayout.NN, 4096, 4096, 4096, "square"),
         new(GemmLayout.TN, 4096, 4096, 4096, "square"),
         new(GemmLayout.NT, 8192, 8192, 8192, "square"),
         new(GemmLayout.NT, 4096, 11008, 4096, "mlp"),
+        new(GemmLayout.NT, 2048, 4096, 4096, "llama"), new(GemmLayout.NT, 2048, 11008, 4096, "llama"),
+        new(GemmLayout.NT, 2048, 4096, 11008, "llama"), new(GemmLayout.NN, 2048, 4096, 11008, "llama"),
+        new(GemmLayout.TN, 11008, 4096, 2048, "llama"),
         new(GemmLayout.NT, 2048, 64, 4096, "lora"), new(GemmLayout.NT, 2048, 4096, 64, "lora"),
         new(GemmLayout.NN, 2048, 64, 4096, "lora"), new(GemmLayout.NN, 2048, 4096, 64, "lora"),
         new(GemmLayout.TN, 4096, 64, 2048, "lora"), new(GemmLayout.TN, 64, 4096, 2048, "lora"),
@@ -115,7 +119,7 @@ static class GemmBench
         using var dB = acc.Allocate1D(hB);
         using var dC = acc.Allocate1D<ushort>(maxC);
 
-        var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x4, Gemm.TileConfig.T4x2, Gemm.TileConfig.T2x1 };
+        var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x2K32S6, Gemm.TileConfig.T2x4, Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2 };
         foreach (var tile in tiles) Resources(k, tile);
 
         var table = new List<string>();
@@ -125,10 +129,12 @@ static class GemmBench
             var (autoTile, autoSplits) = Gemm.Choose(k, 1, s.M, s.N, s.K);
             var candidates = new List<(Gemm.TileConfig Tile, int Splits)> { (autoTile, autoSplits) };
             if (s.Tag != "lora")
-                foreach (var t in tiles) { if (t != autoTile && t != Gemm.TileConfig.T2x1) candidates.Add((t, 1)); }
+            {
+                foreach (var t in tiles) { if (t != autoTile && t is not (Gemm.TileConfig.T2x1 or Gemm.TileConfig.T1x2)) candidates.Add((t, 1)); }
+            }
             else
             {
-                foreach (var t in new[] { Gemm.TileConfig.T2x1, Gemm.TileConfig.T2x2 })
+                foreach (var t in new[] { Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2, Gemm.TileConfig.T2x2 })
                     foreach (int sp in new[] { 1, autoSplits, Math.Max(1, autoSplits / 2), autoSplits * 2 })
                         if (!candidates.Contains((t, sp))) candidates.Add((t, sp));
             }
@@ -284,6 +290,14 @@ static class GemmBench
             cases.Add((l, HalfType.BFloat16, 1, 131, 264, 200, 1, Gemm.TileConfig.T4x2, 1));
             cases.Add((l, HalfType.BFloat16, 3, 200, 64, 1000, 0, Gemm.TileConfig.T2x1, 5));
             cases.Add((l, HalfType.Float16, 1, 64, 72, 999, 1, Gemm.TileConfig.T2x2, 4));
+            // Whole in-range group tiles (straight-line cp.async, paired stores) next to tail tiles, every output mode.
+            cases.Add((l, HalfType.BFloat16, 2, 264, 392, 200, 0, Gemm.TileConfig.T2x2, 1));
+            cases.Add((l, HalfType.BFloat16, 1, 264, 392, 328, 1, Gemm.TileConfig.T2x2K32, 1));
+            cases.Add((l, HalfType.Float16, 2, 136, 256, 520, 0, Gemm.TileConfig.T2x2K32S6, 1));
+            cases.Add((l, HalfType.Float16, 1, 264, 520, 136, 2, Gemm.TileConfig.T2x4S4, 1));
+            cases.Add((l, HalfType.BFloat16, 1, 520, 264, 1024, 1, Gemm.TileConfig.T4x2, 3));
+            cases.Add((l, HalfType.BFloat16, 1, 256, 64, 2048, 0, Gemm.TileConfig.T2x1, 4));
+            cases.Add((l, HalfType.Float16, 1, 64, 392, 1000, 1, Gemm.TileConfig.T1x2, 3));
         }
         foreach (var c in cases)
         {

@@ -1,5 +1,5 @@
 // PTX post-pass for kernels with inline assembly. ILGPU 1.5.3 passes every CudaAsm output (and every EmitRef operand)
-// through a scalar .local slot of its own ("__local_depotN", 2 or 4 bytes, addressed through "mov.b64 %rdX, __local_depotN"),
+// through a scalar .local slot of its own ("__local_depotN", 2, 4 or 8 bytes, addressed through "mov.b64 %rdX, __local_depotN"),
 // and ptxas does not promote hundreds of them: the GEMM ran with a 3.7 KB stack frame and local-memory traffic around
 // every mma (4 TFLOP/s). This pass turns each such slot into a virtual register: a slot whose pointer register is used
 // only as "[%rdX]" in ld.local/st.local of one type becomes "mov" to and from a register of that type. Anything else
@@ -52,18 +52,18 @@ internal static partial class PtxLocals
                 if (!typeOf.TryGetValue(r, out var t) || t == null) continue;
                 // Operands other than the address (a value stored, a register loaded into) disqualify the pointer.
                 bool asAddress = r == accessed && (st.Success ? st.Groups[4].Value.Trim() != r : ld.Groups[3].Value != r);
-                if (!asAddress || (t != "" && t != type) || type is not ("f32" or "b32" or "u32" or "s32" or "b16" or "u16" or "s16"))
+                if (!asAddress || (t != "" && t != type) || type is not ("f32" or "b32" or "u32" or "s32" or "b16" or "u16" or "s16" or "b64" or "u64" or "s64"))
                     typeOf[r] = null;
                 else typeOf[r] = type;
             }
         }
         var regOf = new Dictionary<string, string>(); // pointer register -> promoted register
         var promotedDepots = new HashSet<string>();
-        int nf = 0, nb = 0, nh = 0;
+        int nf = 0, nb = 0, nh = 0, nd = 0;
         foreach (var (r, t) in typeOf)
         {
             if (string.IsNullOrEmpty(t)) continue;
-            regOf[r] = t == "f32" ? $"%lpf{nf++}" : t.EndsWith("32") ? $"%lpb{nb++}" : $"%lph{nh++}";
+            regOf[r] = t == "f32" ? $"%lpf{nf++}" : t.EndsWith("32") ? $"%lpb{nb++}" : t.EndsWith("64") ? $"%lpd{nd++}" : $"%lph{nh++}";
             promotedDepots.Add(depotOf[r]);
         }
         if (regOf.Count == 0) return (ptx, 0);
@@ -77,6 +77,7 @@ internal static partial class PtxLocals
                 if (nf > 0) sb.Append($"\t.reg .f32 %lpf<{nf}>;\n");
                 if (nb > 0) sb.Append($"\t.reg .b32 %lpb<{nb}>;\n");
                 if (nh > 0) sb.Append($"\t.reg .b16 %lph<{nh}>;\n");
+                if (nd > 0) sb.Append($"\t.reg .b64 %lpd<{nd}>;\n");
                 declared = true;
             }
             var decl = Declaration().Match(line);
