@@ -7,8 +7,8 @@
 //   dotnet IlgpuTune.GpuBench.dll ptx DIR   compiles the GEMM and tensor-core flash-attention kernels to PTX offline (no GPU needed)
 //   dotnet IlgpuTune.GpuBench.dll membound --out DIR   memory-bound kernels in GB/s against the device copy bandwidth
 //   dotnet IlgpuTune.GpuBench.dll nf4 [FIXTURE]        NF4/FP4 kernels on CUDA, byte-exact against the torch golden
-//   dotnet IlgpuTune.GpuBench.dll attention [--peer peers.jsonl] [--quick]   flash attention vs the naive kernel, then timed
-//     against torch SDPA (tools/bench/peer_kernels.py lines op=sdpa_*), see AttentionBench.cs
+//   dotnet IlgpuTune.GpuBench.dll attention [--peer peers.jsonl] [--out DIR] [--quick]   flash attention (fp32 and tensor-core)
+//     checked, then the tensor-core kernels timed against torch SDPA (tools/bench/peer_sdpa.py lines op=sdpa_*), see AttentionBench.cs
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
@@ -31,7 +31,7 @@ static class Program
         string? peer = Arg(args, "--peer");
         string outDir = Arg(args, "--out") ?? ".";
         bool quick = args.Contains("--quick");
-        return mode == "attention" ? AttentionBench.Run(peer, quick) : GemmBench.Run(peer, outDir, quick);
+        return mode == "attention" ? AttentionBench.Run(peer, outDir, quick) : GemmBench.Run(peer, outDir, quick);
     }
 
     static string? Arg(string[] args, string name)
