@@ -38,15 +38,25 @@ class Body:
         self.w(f"int bRow = (q8 >> 1) * 8 + r8, bSw = {swz('bRow', c)}, bHi = q8 & 1;")
         # B operand stored [k][n] (trans): k row (q8%2)*8 + r8 (+16 kk), chunk 2dp + q8/2
         self.w(f"int vRow = (q8 & 1) * 8 + r8, vSw = {swz('vRow', c)}, vHi = q8 >> 1;")
+        # Chunk c = 2j + hi lands at (c & ~7) + ((c & 7) ^ sw) (sw < 8): four lane offsets per operand, the rest immediates.
+        for x in "abv":
+            self.w(f"int {x}Base = {x}Row * {self.d * 2}, " + ", ".join(
+                f"{x}X{j} = ((({2 * j}) + {x}Hi) ^ {x}Sw) << 4" for j in range(min(4, max(1, c // 2)))) + ";")
+
+    def addr(self, x, tile, row_off, chunk2):
+        """Lane address for operand x (a/b/v) at row offset row_off and chunk pair index chunk2 (chunk = 2*chunk2 + hi)."""
+        hi = (2 * chunk2) & ~7
+        const = row_off * self.d * 2 + hi * 16
+        return f"{tile} + (uint)({x}Base + {x}X{chunk2 % 4} + {const})"
 
     def a_addr(self, tile, kk):
-        return f"{tile} + (uint)(aRow * {self.d * 2} + (((({2 * kk}) + aHi) ^ aSw) << 4))"
+        return self.addr("a", tile, 0, kk)
 
     def b_addr(self, tile, kk, jp):
-        return f"{tile} + (uint)((bRow + {16 * jp}) * {self.d * 2} + (((({2 * kk}) + bHi) ^ bSw) << 4))"
+        return self.addr("b", tile, 16 * jp, kk)
 
     def v_addr(self, tile, kk, dp):
-        return f"{tile} + (uint)((vRow + {16 * kk}) * {self.d * 2} + (((({2 * dp}) + vHi) ^ vSw) << 4))"
+        return self.addr("v", tile, 16 * kk, dp)
 
     def ldsm(self, addr, trans, outs, ind=3):
         self.w(f"default(TP).Ldsm({addr}, {'true' if trans else 'false'}, sm, scratch, ws, "
@@ -100,36 +110,58 @@ class Body:
         self.lane_consts()
 
 
+FWD_MI = 2  # m16 tiles per warp in the forward: each K/V fragment feeds 2x the mma of a 16-row warp (half the ldmatrix traffic)
+FWD_BM = 4 * 16 * FWD_MI
+Q_REGS_MAX_D = 32
+
+
+def fwd_sub(d):
+    """Keys per softmax step inside a 64-key tile: 32 at d=128 halves the live score fragments (registers)."""
+    return 32 if d >= 128 else 64
+
+
 def forward(d):
     b = Body(d)
-    c, tile = b.c, BM * d * 2
-    nt_s, nt_o = BM // 8, d // 8
-    b.w(f"// Forward, head dim {d}. Grid x = batch * numHeads, y = query blocks of 64 (last first: causal blocks there are longest).", 1)
+    c, tile = b.c, 64 * d * 2
+    nt_s, nt_o, mi_n = 64 // 8, d // 8, FWD_MI
+    q_regs = d <= Q_REGS_MAX_D  # Q fragments held in registers, or re-read from shared memory where registers are short
+    b.w(f"// Forward, head dim {d}. Grid x = batch * numHeads, y = query blocks of {FWD_BM} (last first: causal blocks there are longest).", 1)
     b.w(f"static void Forward{d}Kernel<TH, TP>(ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v, IntView segmentIds, Params p, "
         "FloatView o, FloatView logSumExp)", 1)
     b.w("where TH : struct, IFlashHalf where TP : struct, IFlashPlatform", 2)
     b.w("{", 1)
     b.preamble()
-    b.w(f"const int Chunks = {c}, Tile = {tile};")
+    b.w(f"const int Chunks = {c}, Tile = {tile}, Rows = {FWD_BM};")
     b.w("int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;")
-    b.w("int blocks = (p.Seq + 63) >> 6, qb = blocks - 1 - Grid.IdxY, i0 = qb * 64;")
+    b.w("int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;")
     b.w("long tokenBase = (long)bIdx * p.Seq;")
-    b.w("int nTiles = p.Causal != 0 ? qb + 1 : blocks;")
-    b.w("// shared memory: Q | K x2 | V x2")
-    b.w("LoadRows<TP>(q, p.QPtr, sm, smBase, 0, 64, Chunks, tokenBase, i0, p.NumHeads, h, p);")
+    b.w("int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;")
+    b.w(f"// shared memory: Q ({FWD_BM} rows) | K x2 | V x2 (64 rows each)")
+    b.w("LoadRows<TP>(q, p.QPtr, sm, smBase, 0, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);")
     b.w("default(TP).CommitGroup();")
-    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, Tile, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
-    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, 3 * Tile, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
+    b.w(f"const int KAt = {FWD_BM // 64} * Tile, VAt = KAt + 2 * Tile;")
+    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
+    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
     b.w("default(TP).CommitGroup();")
     b.w("default(TP).WaitGroups(1);")
     b.w("Group.Barrier();")
-    for kk in range(d // 16):
-        b.ldsm(b.a_addr("smBase", kk), False, [f"qa{kk}_{r}" for r in range(4)], 2)
-    b.w("int row0 = i0 + warp * 16 + g, row1 = row0 + 8;")
-    b.w("int seg0 = p.Segmented != 0 && row0 < p.Seq ? segmentIds[tokenBase + row0] : 0;")
-    b.w("int seg1 = p.Segmented != 0 && row1 < p.Seq ? segmentIds[tokenBase + row1] : 0;")
-    b.w("float m0 = float.NegativeInfinity, m1 = float.NegativeInfinity, l0 = 0f, l1 = 0f, sc = p.ScaleLog2;")
-    b.zeros("o", nt_o)
+    # warp owns rows warp*16*MI .. : A address row = warp*16*MI + 16*mi + lane%16
+    b.o = [x.replace("int aRow = warp * 16 + (lane & 15)", f"int aRow = warp * {16 * mi_n} + (lane & 15)") for x in b.o]
+
+    def a_addr(kk, mi):
+        return b.addr("a", "smBase", 16 * mi, kk)
+    if q_regs:
+        for mi in range(mi_n):
+            for kk in range(d // 16):
+                b.ldsm(a_addr(kk, mi), False, [f"qa{mi}_{kk}_{r}" for r in range(4)], 2)
+    b.w(f"int rowBase = i0 + warp * {16 * mi_n} + g;")
+    rows = [(mi, r) for mi in range(mi_n) for r in range(2)]
+    for mi, r in rows:
+        b.w(f"int row{mi}{r} = rowBase + {16 * mi + 8 * r}, seg{mi}{r} = p.Segmented != 0 && row{mi}{r} < p.Seq ? segmentIds[tokenBase + row{mi}{r}] : 0;")
+        b.w(f"float m{mi}{r} = float.NegativeInfinity, l{mi}{r} = 0f;")
+    b.w("float sc = p.ScaleLog2;")
+    for mi in range(mi_n):
+        b.zeros(f"o{mi}_", nt_o)
     b.w("for (int t = 0; t < nTiles; t++)")
     b.w("{")
     b.w("default(TP).WaitGroups(0);", 3)
@@ -137,89 +169,139 @@ def forward(d):
     b.w("int cur = t & 1, j0 = t * 64;", 3)
     b.w("if (t + 1 < nTiles)", 3)
     b.w("{", 3)
-    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, (2 - cur) * Tile, 64, Chunks, tokenBase, j0 + 64, p.NumKvHeads, kvh, p);", 4)
-    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, (4 - cur) * Tile, 64, Chunks, tokenBase, j0 + 64, p.NumKvHeads, kvh, p);", 4)
+    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (1 - cur) * Tile, 64, Chunks, tokenBase, j0 + 64, p.NumKvHeads, kvh, p);", 4)
+    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (1 - cur) * Tile, 64, Chunks, tokenBase, j0 + 64, p.NumKvHeads, kvh, p);", 4)
     b.w("}", 3)
     b.w("default(TP).CommitGroup();", 3)
-    b.w("uint kS = smBase + (uint)((1 + cur) * Tile), vS = smBase + (uint)((3 + cur) * Tile);", 3)
-    b.qk("s", None, "qa", "kS", BM, "k")
-    b.w("if (p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0))", 3)
-    b.w("{", 3)
-    for n in range(nt_s):
-        for e in range(4):
-            r = "row0, seg0" if e < 2 else "row1, seg1"
-            b.w(f"if (!Visible(segmentIds, p, tokenBase, {r}, j0 + {8 * n} + 2 * t4 + {e & 1})) s{n}_{e} = float.NegativeInfinity;", 4)
-    b.w("}", 3)
-    for r, es in ((0, (0, 1)), (1, (2, 3))):
-        terms = [f"s{n}_{e}" for n in range(nt_s) for e in es]
-        expr = terms[0]
-        for x in terms[1:]:
-            expr = f"MathF.Max({expr}, {x})"
-        b.w(f"float mx{r} = {expr};", 3)
-        b.w(f"mx{r} = MathF.Max(mx{r}, default(TP).ShuffleXor(mx{r}, 1, scratch, ws));", 3)
-        b.w(f"mx{r} = MathF.Max(mx{r}, default(TP).ShuffleXor(mx{r}, 2, scratch, ws));", 3)
-        b.w(f"float mn{r} = MathF.Max(m{r}, mx{r} * sc);", 3)
-        b.w(f"float mu{r} = mn{r} == float.NegativeInfinity ? 0f : mn{r}; // nothing visible yet: keep P = 0, not NaN", 3)
-        b.w(f"float al{r} = default(TP).Exp2(m{r} - mu{r});", 3)
-        b.w(f"m{r} = mn{r};", 3)
-    for n in range(nt_s):
-        for e in range(4):
-            b.w(f"s{n}_{e} = default(TP).Exp2(s{n}_{e} * sc - mu{e // 2});", 3)
-    b.w("l0 = l0 * al0 + (" + " + ".join(f"s{n}_{e}" for n in range(nt_s) for e in (0, 1)) + ");", 3)
-    b.w("l1 = l1 * al1 + (" + " + ".join(f"s{n}_{e}" for n in range(nt_s) for e in (2, 3)) + ");", 3)
-    for n in range(nt_o):
-        b.w(f"o{n}_0 *= al0; o{n}_1 *= al0; o{n}_2 *= al1; o{n}_3 *= al1;", 3)
-    b.pack("s", BM, "pa")
-    b.pv("o", "pa", "vS", BM, "vb")
+    b.w("uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);", 3)
+    b.w("bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);", 3)
+    sub = fwd_sub(d)
+    nt = sub // 8
+    for ks in range(64 // sub):
+        b.w(f"{{ // keys j0 + {ks * sub} .. j0 + {ks * sub + sub - 1}", 3)
+        for mi in range(mi_n):
+            b.zeros(f"s{mi}_", nt, 3)
+        for kk in range(d // 16):
+            if q_regs:
+                a = [[f"qa{mi}_{kk}_{r}" for r in range(4)] for mi in range(mi_n)]
+            else:
+                a = []
+                for mi in range(mi_n):
+                    names = [f"qa{ks}_{mi}_{kk}_{r}" for r in range(4)]
+                    b.ldsm(a_addr(kk, mi), False, names)
+                    a.append(names)
+            for jp in range(nt // 2):
+                bb = [f"kb{ks}_{kk}_{jp}_{r}" for r in range(4)]
+                b.ldsm(b.b_addr("kS", kk, ks * nt // 2 + jp), False, bb)
+                for mi in range(mi_n):
+                    b.mma(f"s{mi}_{2 * jp}", a[mi], bb[0:2])
+                    b.mma(f"s{mi}_{2 * jp + 1}", a[mi], bb[2:4])
+        b.w("if (mask)", 3)
+        b.w("{", 3)
+        for mi in range(mi_n):
+            for n in range(nt):
+                for e in range(4):
+                    r = e // 2
+                    b.w(f"if (!Visible(segmentIds, p, tokenBase, row{mi}{r}, seg{mi}{r}, j0 + {8 * (ks * nt + n)} + 2 * t4 + {e & 1})) "
+                        f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
+        b.w("}", 3)
+        b.w("{", 3)
+        for mi, r in rows:
+            es = (0, 1) if r == 0 else (2, 3)
+            terms = [f"s{mi}_{n}_{e}" for n in range(nt) for e in es]
+            expr = terms[0]
+            for x in terms[1:]:
+                expr = f"MathF.Max({expr}, {x})"
+            k = f"{mi}{r}"
+            b.w(f"float mx{k} = {expr};", 4)
+            b.w(f"mx{k} = MathF.Max(mx{k}, default(TP).ShuffleXor(mx{k}, 1, scratch, ws));", 4)
+            b.w(f"mx{k} = MathF.Max(mx{k}, default(TP).ShuffleXor(mx{k}, 2, scratch, ws));", 4)
+            b.w(f"float mn{k} = MathF.Max(m{k}, mx{k} * sc);", 4)
+            b.w(f"float mu{k} = mn{k} == float.NegativeInfinity ? 0f : mn{k}; // nothing visible yet: keep P = 0, not NaN", 4)
+            b.w(f"float al{k} = default(TP).Exp2(m{k} - mu{k});", 4)
+            b.w(f"m{k} = mn{k};", 4)
+        for mi in range(mi_n):
+            for n in range(nt):
+                for e in range(4):
+                    b.w(f"s{mi}_{n}_{e} = default(TP).Exp2(s{mi}_{n}_{e} * sc - mu{mi}{e // 2});", 4)
+        for mi, r in rows:
+            es = (0, 1) if r == 0 else (2, 3)
+            b.w(f"l{mi}{r} = l{mi}{r} * al{mi}{r} + (" + " + ".join(f"s{mi}_{n}_{e}" for n in range(nt) for e in es) + ");", 4)
+        for mi in range(mi_n):
+            for n in range(nt_o):
+                b.w(f"o{mi}_{n}_0 *= al{mi}0; o{mi}_{n}_1 *= al{mi}0; o{mi}_{n}_2 *= al{mi}1; o{mi}_{n}_3 *= al{mi}1;", 4)
+        b.w("}", 3)
+        for mi in range(mi_n):
+            b.pack(f"s{mi}_", sub, f"pa{ks}_{mi}_")
+        for kk in range(sub // 16):
+            for dp in range(d // 16):
+                bb = [f"vb{ks}_{kk}_{dp}_{r}" for r in range(4)]
+                b.ldsm(b.v_addr("vS", ks * sub // 16 + kk, dp), True, bb)
+                for mi in range(mi_n):
+                    pa = [f"pa{ks}_{mi}_{kk}_{r}" for r in range(4)]
+                    b.mma(f"o{mi}_{2 * dp}", pa, bb[0:2])
+                    b.mma(f"o{mi}_{2 * dp + 1}", pa, bb[2:4])
+        b.w("}", 3)
     b.w("}")
     b.w("default(TP).WaitGroups(0);")
-    b.w("l0 += default(TP).ShuffleXor(l0, 1, scratch, ws); l0 += default(TP).ShuffleXor(l0, 2, scratch, ws);")
-    b.w("l1 += default(TP).ShuffleXor(l1, 1, scratch, ws); l1 += default(TP).ShuffleXor(l1, 2, scratch, ws);")
-    b.w("float inv0 = l0 > 0f ? 1f / l0 : 0f, inv1 = l1 > 0f ? 1f / l1 : 0f;")
-    b.w(f"long ob0 = ((tokenBase + row0) * p.NumHeads + h) * {d} + 2 * t4, ob1 = ob0 + 8L * p.NumHeads * {d};")
-    for r, es, inv in ((0, (0, 1), "inv0"), (1, (2, 3), "inv1")):
-        b.w(f"if (row{r} < p.Seq)")
-        b.w("{")
-        for n in range(nt_o):
-            b.w(f"o[ob{r} + {8 * n}] = o{n}_{es[0]} * {inv}; o[ob{r} + {8 * n + 1}] = o{n}_{es[1]} * {inv};", 3)
-        b.w("}")
     b.w("long lb = (long)bh * p.Seq;")
-    b.w("// A row with no visible key cannot occur (i sees itself); +inf makes its recomputed P zero in backward.")
-    b.w("if (t4 == 0 && row0 < p.Seq) logSumExp[lb + row0] = l0 > 0f ? m0 * Ln2 + MathF.Log(l0) : float.PositiveInfinity;")
-    b.w("if (t4 == 0 && row1 < p.Seq) logSumExp[lb + row1] = l1 > 0f ? m1 * Ln2 + MathF.Log(l1) : float.PositiveInfinity;")
+    for mi, r in rows:
+        k = f"{mi}{r}"
+        es = (0, 1) if r == 0 else (2, 3)
+        b.w(f"l{k} += default(TP).ShuffleXor(l{k}, 1, scratch, ws); l{k} += default(TP).ShuffleXor(l{k}, 2, scratch, ws);")
+        b.w(f"if (row{k} < p.Seq)")
+        b.w("{")
+        b.w(f"float inv = l{k} > 0f ? 1f / l{k} : 0f;", 3)
+        b.w(f"long ob = ((tokenBase + row{k}) * p.NumHeads + h) * {d} + 2 * t4;", 3)
+        for n in range(nt_o):
+            b.w(f"o[ob + {8 * n}] = o{mi}_{n}_{es[0]} * inv; o[ob + {8 * n + 1}] = o{mi}_{n}_{es[1]} * inv;", 3)
+        b.w("// A row with no visible key cannot occur (i sees itself); +inf makes its recomputed P zero in backward.", 3)
+        b.w(f"if (t4 == 0) logSumExp[lb + row{k}] = l{k} > 0f ? m{k} * Ln2 + MathF.Log(l{k}) : float.PositiveInfinity;", 3)
+        b.w("}")
     b.w("}", 1)
     return b.o
 
 
+# dQ kernel: m16 tiles per warp, and keys per step (S and dP of 32 rows x 32 keys fit the registers at d=64; at d=128 even
+# that spills, so one m16 tile per warp there)
+BQ_MI = {16: 2, 32: 2, 64: 2, 128: 1}
+BQ_SUB = {16: 64, 32: 64, 64: 32, 128: 64}
+
+
 def backward_query(d):
     b = Body(d)
-    c, tile = b.c, BM * d * 2
-    nt_s, nt_o = BM // 8, d // 8
-    b.w(f"// Backward dQ, head dim {d}. Grid as Forward: each group owns 64 rows of dQ and loops over key tiles.", 1)
+    c, tile = b.c, 64 * d * 2
+    nt_o, mi_n, sub = d // 8, BQ_MI[d], BQ_SUB[d]
+    nt, rows_n = sub // 8, 64 * BQ_MI[d]
+    b.w(f"// Backward dQ, head dim {d}. Grid x = batch * numHeads, y = query blocks of {rows_n} (last first); each group owns those rows", 1)
+    b.w(f"// of dQ ({16 * mi_n} per warp) and loops over key tiles.", 1)
     b.w(f"static void BackwardQuery{d}Kernel<TH, TP>(ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v, ArrayView<ushort> dO, "
         "IntView segmentIds, FloatView logSumExp, FloatView delta, Params p, FloatView dQ)", 1)
     b.w("where TH : struct, IFlashHalf where TP : struct, IFlashPlatform", 2)
     b.w("{", 1)
     b.preamble()
-    b.w(f"const int Chunks = {c}, Tile = {tile};")
+    b.o = [x.replace("int aRow = warp * 16 + (lane & 15)", f"int aRow = warp * {16 * mi_n} + (lane & 15)") for x in b.o]
+    b.w(f"const int Chunks = {c}, Tile = {tile}, Rows = {rows_n}, QAt = 0, OAt = {mi_n} * Tile, KAt = 2 * OAt, VAt = KAt + 2 * Tile;")
     b.w("int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;")
-    b.w("int blocks = (p.Seq + 63) >> 6, qb = blocks - 1 - Grid.IdxY, i0 = qb * 64;")
+    b.w("int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;")
     b.w("long tokenBase = (long)bIdx * p.Seq, lb = (long)bh * p.Seq;")
-    b.w("int nTiles = p.Causal != 0 ? qb + 1 : blocks;")
-    b.w("// shared memory: Q | dO | K x2 | V x2")
-    b.w("LoadRows<TP>(q, p.QPtr, sm, smBase, 0, 64, Chunks, tokenBase, i0, p.NumHeads, h, p);")
-    b.w("LoadRows<TP>(dO, p.DOPtr, sm, smBase, Tile, 64, Chunks, tokenBase, i0, p.NumHeads, h, p);")
-    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, 2 * Tile, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
-    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, 4 * Tile, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
+    b.w("int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;")
+    b.w(f"// shared memory: Q | dO ({rows_n} rows each) | K x2 | V x2 (64 rows each)")
+    b.w("LoadRows<TP>(q, p.QPtr, sm, smBase, QAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);")
+    b.w("LoadRows<TP>(dO, p.DOPtr, sm, smBase, OAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);")
+    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
+    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
     b.w("default(TP).CommitGroup();")
-    b.w("int row0 = i0 + warp * 16 + g, row1 = row0 + 8;")
-    b.w("int seg0 = p.Segmented != 0 && row0 < p.Seq ? segmentIds[tokenBase + row0] : 0;")
-    b.w("int seg1 = p.Segmented != 0 && row1 < p.Seq ? segmentIds[tokenBase + row1] : 0;")
-    b.w("// rows past seq: lse +inf makes P zero")
-    b.w("float lse0 = row0 < p.Seq ? logSumExp[lb + row0] * Log2E : float.PositiveInfinity, dl0 = row0 < p.Seq ? delta[lb + row0] : 0f;")
-    b.w("float lse1 = row1 < p.Seq ? logSumExp[lb + row1] * Log2E : float.PositiveInfinity, dl1 = row1 < p.Seq ? delta[lb + row1] : 0f;")
+    b.w(f"int rowBase = i0 + warp * {16 * mi_n} + g;")
+    rows = [(mi, r) for mi in range(mi_n) for r in range(2)]
+    for mi, r in rows:
+        k = f"{mi}{r}"
+        b.w(f"int row{k} = rowBase + {16 * mi + 8 * r}, seg{k} = p.Segmented != 0 && row{k} < p.Seq ? segmentIds[tokenBase + row{k}] : 0;")
+        b.w(f"// rows past seq: lse +inf makes P zero")
+        b.w(f"float lse{k} = row{k} < p.Seq ? logSumExp[lb + row{k}] * Log2E : float.PositiveInfinity, dl{k} = row{k} < p.Seq ? delta[lb + row{k}] : 0f;")
     b.w("float sc = p.ScaleLog2;")
-    b.zeros("dq", nt_o)
+    for mi in range(mi_n):
+        b.zeros(f"dq{mi}_", nt_o)
     b.w("for (int t = 0; t < nTiles; t++)")
     b.w("{")
     b.w("default(TP).WaitGroups(0);", 3)
@@ -227,34 +309,64 @@ def backward_query(d):
     b.w("int cur = t & 1, j0 = t * 64;", 3)
     b.w("if (t + 1 < nTiles)", 3)
     b.w("{", 3)
-    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, (3 - cur) * Tile, 64, Chunks, tokenBase, j0 + 64, p.NumKvHeads, kvh, p);", 4)
-    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, (5 - cur) * Tile, 64, Chunks, tokenBase, j0 + 64, p.NumKvHeads, kvh, p);", 4)
+    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (1 - cur) * Tile, 64, Chunks, tokenBase, j0 + 64, p.NumKvHeads, kvh, p);", 4)
+    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (1 - cur) * Tile, 64, Chunks, tokenBase, j0 + 64, p.NumKvHeads, kvh, p);", 4)
     b.w("}", 3)
     b.w("default(TP).CommitGroup();", 3)
-    b.w("uint kS = smBase + (uint)((2 + cur) * Tile), vS = smBase + (uint)((4 + cur) * Tile);", 3)
-    b.qk("s", "smBase", None, "kS", BM, "q")
-    b.qk("dp", "smBase + (uint)Tile", None, "vS", BM, "o")
-    b.w("if (p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0))", 3)
-    b.w("{", 3)
-    for n in range(nt_s):
-        for e in range(4):
-            r = "row0, seg0" if e < 2 else "row1, seg1"
-            b.w(f"if (!Visible(segmentIds, p, tokenBase, {r}, j0 + {8 * n} + 2 * t4 + {e & 1})) s{n}_{e} = float.NegativeInfinity;", 4)
-    b.w("}", 3)
-    for n in range(nt_s):
-        for e in range(4):
-            r = e // 2
-            b.w(f"s{n}_{e} = default(TP).Exp2(s{n}_{e} * sc - lse{r}); dp{n}_{e} = s{n}_{e} * (dp{n}_{e} - dl{r});", 3)
-    b.pack("dp", BM, "ds")
-    b.pv("dq", "ds", "kS", BM, "kb")
+    b.w("uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);", 3)
+    b.w("bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);", 3)
+    for ks in range(64 // sub):
+        b.w(f"{{ // keys j0 + {ks * sub} .. j0 + {ks * sub + sub - 1}", 3)
+        for acc, a_tile, b_tile, tag in (("s", "QAt", "kS", "q"), ("dp", "OAt", "vS", "o")):
+            for mi in range(mi_n):
+                b.zeros(f"{acc}{mi}_", nt, 3)
+            for kk in range(d // 16):
+                a = []
+                for mi in range(mi_n):
+                    names = [f"{tag}a{ks}_{mi}_{kk}_{r}" for r in range(4)]
+                    b.ldsm(b.addr("a", f"smBase + (uint){a_tile}", 16 * mi, kk), False, names)
+                    a.append(names)
+                for jp in range(nt // 2):
+                    bb = [f"{tag}b{ks}_{kk}_{jp}_{r}" for r in range(4)]
+                    b.ldsm(b.b_addr(b_tile, kk, ks * nt // 2 + jp), False, bb)
+                    for mi in range(mi_n):
+                        b.mma(f"{acc}{mi}_{2 * jp}", a[mi], bb[0:2])
+                        b.mma(f"{acc}{mi}_{2 * jp + 1}", a[mi], bb[2:4])
+        b.w("if (mask)", 3)
+        b.w("{", 3)
+        for mi in range(mi_n):
+            for n in range(nt):
+                for e in range(4):
+                    r = e // 2
+                    b.w(f"if (!Visible(segmentIds, p, tokenBase, row{mi}{r}, seg{mi}{r}, j0 + {8 * (ks * nt + n)} + 2 * t4 + {e & 1})) "
+                        f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
+        b.w("}", 3)
+        for mi in range(mi_n):
+            for n in range(nt):
+                for e in range(4):
+                    k = f"{mi}{e // 2}"
+                    b.w(f"s{mi}_{n}_{e} = default(TP).Exp2(s{mi}_{n}_{e} * sc - lse{k}); dp{mi}_{n}_{e} = s{mi}_{n}_{e} * (dp{mi}_{n}_{e} - dl{k});", 3)
+        for mi in range(mi_n):
+            b.pack(f"dp{mi}_", sub, f"ds{ks}_{mi}_")
+        for kk in range(sub // 16):
+            for dp in range(d // 16):
+                bb = [f"kt{ks}_{kk}_{dp}_{r}" for r in range(4)]
+                b.ldsm(b.v_addr("kS", ks * sub // 16 + kk, dp), True, bb)
+                for mi in range(mi_n):
+                    da = [f"ds{ks}_{mi}_{kk}_{r}" for r in range(4)]
+                    b.mma(f"dq{mi}_{2 * dp}", da, bb[0:2])
+                    b.mma(f"dq{mi}_{2 * dp + 1}", da, bb[2:4])
+        b.w("}", 3)
     b.w("}")
     b.w("default(TP).WaitGroups(0);")
-    b.w(f"long ob0 = ((tokenBase + row0) * p.NumHeads + h) * {d} + 2 * t4, ob1 = ob0 + 8L * p.NumHeads * {d};")
-    for r, es in ((0, (0, 1)), (1, (2, 3))):
-        b.w(f"if (row{r} < p.Seq)")
+    for mi, r in rows:
+        k = f"{mi}{r}"
+        es = (0, 1) if r == 0 else (2, 3)
+        b.w(f"if (row{k} < p.Seq)")
         b.w("{")
+        b.w(f"long ob = ((tokenBase + row{k}) * p.NumHeads + h) * {d} + 2 * t4;", 3)
         for n in range(nt_o):
-            b.w(f"dQ[ob{r} + {8 * n}] = dq{n}_{es[0]} * p.Scale; dQ[ob{r} + {8 * n + 1}] = dq{n}_{es[1]} * p.Scale;", 3)
+            b.w(f"dQ[ob + {8 * n}] = dq{mi}_{n}_{es[0]} * p.Scale; dQ[ob + {8 * n + 1}] = dq{mi}_{n}_{es[1]} * p.Scale;", 3)
         b.w("}")
     b.w("}", 1)
     return b.o
@@ -367,6 +479,10 @@ def main():
         for gen in (forward, backward_query, backward_key_value):
             out += gen(d)
             out.append("")
+    out.append(f"    const int ForwardRows = {FWD_BM}; // query rows per forward group")
+    out.append("    /// <summary>Query rows per group of the dQ kernel at each head dim.</summary>")
+    out.append("    static int BackwardQueryRows(int headDim) => headDim switch { " +
+               ", ".join(f"{d} => {64 * BQ_MI[d]}" for d in HEAD_DIMS) + ", _ => 0 };")
     out.append("    /// <summary>Query rows per step of the dK/dV kernel at each head dim.</summary>")
     out.append("    static int KeyValueBlockQ(int headDim) => headDim switch { " +
                ", ".join(f"{d} => {kv_block_q(d)}" for d in HEAD_DIMS) + ", _ => 0 };")

@@ -4,7 +4,8 @@
 //   key j visible to query i iff (not causal or j <= i) and, when segmentIds[batch*seq] is given, seg[j] == seg[i];
 //   headDim in HeadDims (one generated kernel body each).
 //   -> o[batch*seq, numHeads, headDim] fp32, logSumExp[batch, numHeads, seq] = log sum_j exp(s_ij), s_ij = (q_i . k_j) * scale.
-// Forward: a group of 4 warps owns 64 query rows of one (batch, head), each warp 16 rows; its Q fragments stay in registers.
+// Forward: a group of 4 warps owns 128 query rows of one (batch, head), each warp 32 rows (two m16 tiles, so every K/V fragment
+//   read from shared memory feeds four mma); Q fragments stay in registers up to head dim 64 and are re-read at 128.
 //   K/V tiles of 64 keys stream through a double buffer filled by cp.async. S = Q·Kᵀ by mma.sync m16n8k16 (K via ldmatrix),
 //   online softmax in base 2 on the accumulator fragments (row max by quad shuffles; row sums per lane, reduced once at the
 //   end), then P, rounded to 16 bits, is the A operand of O += P·V directly (the m16n8 C layout pairs into the A layout;
@@ -12,7 +13,7 @@
 // Backward (FA2), P_ij = exp(s_ij - lse_i) recomputed, dP_ij = dO_i . v_j, delta_i = dO_i . o_i (FlashAttention's pre-pass):
 //   dS_ij = P_ij (dP_ij - delta_i);  dQ_i = scale sum_j dS_ij k_j;  dK_j = scale sum_{h in group} sum_i dS_ij q_i;
 //   dV_j = sum_{h in group} sum_i P_ij dO_i.
-//   Two kernels, no atomics, deterministic: the dQ kernel is the forward's shape (64 query rows, loop over key tiles:
+//   Two kernels, no atomics, deterministic: the dQ kernel is the forward's shape (128 query rows, 64 at head dim 128; loop over key tiles:
 //   S, dP = dO·Vᵀ, dS, dQ += dS·K); the dK/dV kernel owns 64 keys of one kv head and loops over the query tiles of every
 //   query head of its group, computing Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ so that keys are the fragment rows and Pᵀ, dSᵀ feed
 //   dV += Pᵀ·dO and dK += dSᵀ·Q as A operands. S and dP are thus computed twice (7 instead of 5 products), the price of
@@ -213,10 +214,10 @@ public static partial class FlashAttentionHalf
         Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length));
         if (segmentIds.Length != 0) Attention.Need(s.Tokens, (nameof(segmentIds), segmentIds.Length));
         if (s.Tokens == 0) return;
-        var p = MakeParams(k, s, causal, segmentIds, q, kk, v, default, out int smem, 5 * 64 * headDim * 2);
+        var p = MakeParams(k, s, causal, segmentIds, q, kk, v, default, out int smem, (ForwardRows + 4 * 64) * headDim * 2);
         var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, IntView, Params,
             FloatView, FloatView>>(k, "Forward", headDim, type, smem);
-        kernel(k.Stream, Config(s.Batch * s.NumHeads, seq, smem), q, kk, v, segmentIds, p, o, logSumExp);
+        kernel(k.Stream, Config(s.Batch * s.NumHeads, seq, ForwardRows, smem), q, kk, v, segmentIds, p, o, logSumExp);
     }
 
     // dO (fp32), o[batch*seq, numHeads, headDim]; q, kk, v as in Forward; logSumExp from Forward; segmentIds as in Forward;
@@ -237,16 +238,17 @@ public static partial class FlashAttentionHalf
         else Cast.ToF16(k, dO, s.QueryElements, dOHalf);
         FlashAttention.Delta(k, dO, o, s, delta);
 
-        var p = MakeParams(k, s, causal, segmentIds, q, kk, v, dOHalf, out int smemQ, 6 * 64 * headDim * 2);
+        int rowsQ = BackwardQueryRows(headDim);
+        var p = MakeParams(k, s, causal, segmentIds, q, kk, v, dOHalf, out int smemQ, (2 * rowsQ + 4 * 64) * headDim * 2);
         var query = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
             IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQuery", headDim, type, smemQ);
-        query(k.Stream, Config(s.Batch * s.NumHeads, seq, smemQ), q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);
+        query(k.Stream, Config(s.Batch * s.NumHeads, seq, rowsQ, smemQ), q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);
 
         int bq = KeyValueBlockQ(headDim);
         var pKv = MakeParams(k, s, causal, segmentIds, q, kk, v, dOHalf, out int smemKv, (2 * 64 + 4 * bq) * headDim * 2 + 6 * bq * 4);
         var keyValue = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
             IntView, FloatView, FloatView, Params, FloatView, FloatView>>(k, "BackwardKeyValue", headDim, type, smemKv);
-        keyValue(k.Stream, Config(s.Batch * s.NumKvHeads, seq, smemKv), q, kk, v, dOHalf, segmentIds, logSumExp, delta, pKv, dK, dV);
+        keyValue(k.Stream, Config(s.Batch * s.NumKvHeads, seq, 64, smemKv), q, kk, v, dOHalf, segmentIds, logSumExp, delta, pKv, dK, dV);
     }
 
     static Attention.Sizes Validate(int batch, int seq, int numHeads, int numKvHeads, int headDim)
@@ -257,9 +259,9 @@ public static partial class FlashAttentionHalf
         return s;
     }
 
-    // Grid x = batch * heads, y = blocks of 64 rows along seq; 4 warps per group.
-    static KernelConfig Config(int heads, int seq, int smem) =>
-        new(new Index3D(heads, (seq + 63) / 64, 1), new Index3D(Threads, 1, 1), SharedMemoryConfig.RequestDynamic<byte>(smem));
+    // Grid x = batch * heads, y = blocks of `rows` rows along seq; 4 warps per group.
+    static KernelConfig Config(int heads, int seq, int rows, int smem) =>
+        new(new Index3D(heads, (seq + rows - 1) / rows, 1), new Index3D(Threads, 1, 1), SharedMemoryConfig.RequestDynamic<byte>(smem));
 
     // tileBytes: the kernel's shared tiles; the CPU emulation's per-warp scratch goes after them.
     static Params MakeParams(KernelRegistry k, Attention.Sizes s, bool causal, IntView segmentIds, ArrayView<ushort> q,

@@ -73,6 +73,7 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
     [InlineData(1, 7, 2, 2, 16, false)]
     [InlineData(1, 70, 2, 1, 16, true)]  // two blocks, the second partial; GQA 2
     [InlineData(1, 70, 4, 1, 16, false)] // GQA 4, every key visible
+    [InlineData(1, 130, 1, 1, 16, true)] // two 128-row query blocks, three 64-key tiles
     [InlineData(2, 33, 2, 2, 64, true)]
     [InlineData(1, 65, 2, 1, 64, false)]
     public void Kernel_MatchesCpuReference(int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal) =>
