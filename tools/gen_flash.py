@@ -9,8 +9,8 @@ BM = 64  # rows per group: 4 warps x 16
 
 
 def kv_block_q(d):
-    """Query rows per step of the dK/dV kernel: 32 at d=128 keeps its 4 accumulator sets within the registers."""
-    return 32 if d >= 128 else 64
+    """Query rows per step of the dK/dV kernel: 32 from d=32 keeps its 4 accumulator sets within the registers."""
+    return 32 if d >= 32 else 64
 
 
 def swz(row, chunks):
@@ -372,29 +372,36 @@ def backward_query(d):
     return b.o
 
 
+KV_MI = {16: 2, 32: 2, 64: 2, 128: 1}  # m16 key tiles per warp in the dK/dV kernel (dK and dV of 32 keys do not fit at d=128)
+
+
 def backward_key_value(d):
     b = Body(d)
-    c, tile = b.c, BM * d * 2
+    c, mi_n = b.c, KV_MI[d]
+    keys = 64 * mi_n
+    tile = keys * d * 2
     bq = kv_block_q(d)
     qtile = bq * d * 2
     nt_s, nt_o = bq // 8, d // 8
-    b.w(f"// Backward dK/dV, head dim {d}. Grid x = batch * numKvHeads, y = key blocks of 64; each group loops over the query", 1)
-    b.w(f"// heads of its kv head and their query tiles of {bq} rows, computing the transposed scores (keys are the fragment rows).", 1)
+    b.w(f"// Backward dK/dV, head dim {d}. Grid x = batch * numKvHeads, y = key blocks of {keys} ({16 * mi_n} per warp); each group loops", 1)
+    b.w(f"// over the query heads of its kv head and their query tiles of {bq} rows, computing the transposed scores (keys are the", 1)
+    b.w("// fragment rows).", 1)
     b.w(f"static void BackwardKeyValue{d}Kernel<TH, TP>(ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v, ArrayView<ushort> dO, "
         "IntView segmentIds, FloatView logSumExp, FloatView delta, Params p, FloatView dK, FloatView dV)", 1)
     b.w("where TH : struct, IFlashHalf where TP : struct, IFlashPlatform", 2)
     b.w("{", 1)
     b.preamble()
+    b.o = [x.replace("int aRow = warp * 16 + (lane & 15)", f"int aRow = warp * {16 * mi_n} + (lane & 15)") for x in b.o]
     b.w("var stats = SharedMemory.GetDynamic<float>();")
     b.w("var statsInt = SharedMemory.GetDynamic<int>();")
-    b.w(f"const int Chunks = {c}, Tile = {tile}, QTile = {qtile}, BQ = {bq};")
-    b.w("// shared memory: K | V | Q x2 | dO x2 | per query row x2: lse*log2(e), delta, segment id")
+    b.w(f"const int Chunks = {c}, Tile = {tile}, QTile = {qtile}, BQ = {bq}, Keys = {keys};")
+    b.w(f"// shared memory: K | V ({keys} rows each) | Q x2 | dO x2 | per query row x2: lse*log2(e), delta, segment id")
     b.w("const int StatsAt = (2 * Tile + 4 * QTile) / 4;")
-    b.w("int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * 64;")
+    b.w("int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;")
     b.w("long tokenBase = (long)bIdx * p.Seq;")
     b.w("int iStart = p.Causal != 0 ? j0 / BQ : 0, nI = (p.Seq + BQ - 1) / BQ - iStart, total = p.Groups * nI;")
-    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, 64, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);")
-    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, 64, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);")
+    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);")
+    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);")
     b.w("LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);")
     b.w("LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);")
     b.w("default(TP).CommitGroup();")
@@ -404,12 +411,15 @@ def backward_key_value(d):
         "out float sl, out float sd, out int ss);", 3)
     b.w("stats[StatsAt + tid] = sl; stats[StatsAt + 2 * BQ + tid] = sd; statsInt[StatsAt + 4 * BQ + tid] = ss;", 3)
     b.w("}")
-    b.w("int key0 = j0 + warp * 16 + g, key1 = key0 + 8;")
-    b.w("int seg0 = p.Segmented != 0 && key0 < p.Seq ? segmentIds[tokenBase + key0] : 0;")
-    b.w("int seg1 = p.Segmented != 0 && key1 < p.Seq ? segmentIds[tokenBase + key1] : 0;")
+    b.w(f"int keyBase = j0 + warp * {16 * mi_n} + g;")
+    rows = [(mi, r) for mi in range(mi_n) for r in range(2)]
+    for mi, r in rows:
+        k = f"{mi}{r}"
+        b.w(f"int key{k} = keyBase + {16 * mi + 8 * r}, seg{k} = p.Segmented != 0 && key{k} < p.Seq ? segmentIds[tokenBase + key{k}] : 0;")
     b.w("float sc = p.ScaleLog2;")
-    b.zeros("dk", nt_o)
-    b.zeros("dv", nt_o)
+    for mi in range(mi_n):
+        b.zeros(f"dk{mi}_", nt_o)
+        b.zeros(f"dv{mi}_", nt_o)
     b.w("for (int it = 0; it < total; it++)")
     b.w("{")
     b.w("default(TP).WaitGroups(0);", 3)
@@ -428,29 +438,52 @@ def backward_key_value(d):
     b.w("if (more && tid < BQ) LoadStats(segmentIds, logSumExp, delta, p, tokenBase, bIdx * p.NumHeads + hn, i0n + tid, out nl, out nd, out ns);", 3)
     b.w("uint qS = smBase + (uint)(2 * Tile + cur * QTile), oS = smBase + (uint)(2 * Tile + (2 + cur) * QTile);", 3)
     b.w("int st = StatsAt + cur * BQ;", 3)
-    b.qk("s", "smBase", None, "qS", bq, "k")
-    b.qk("dp", "smBase + (uint)Tile", None, "oS", bq, "v")
-    b.w("bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + 63 > i0);", 3)
+    for acc, a_tile, b_tile, tag in (("s", "smBase", "qS", "k"), ("dp", "smBase + (uint)Tile", "oS", "v")):
+        for mi in range(mi_n):
+            b.zeros(f"{acc}{mi}_", nt_s, 3)
+        for kk in range(d // 16):
+            a = []
+            for mi in range(mi_n):
+                names = [f"{tag}a{mi}_{kk}_{r}" for r in range(4)]
+                b.ldsm(b.addr("a", a_tile, 16 * mi, kk), False, names)
+                a.append(names)
+            for jp in range(nt_s // 2):
+                bb = [f"{tag}b{kk}_{jp}_{r}" for r in range(4)]
+                b.ldsm(b.b_addr(b_tile, kk, jp), False, bb)
+                for mi in range(mi_n):
+                    b.mma(f"{acc}{mi}_{2 * jp}", a[mi], bb[0:2])
+                    b.mma(f"{acc}{mi}_{2 * jp + 1}", a[mi], bb[2:4])
+    b.w("bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0);", 3)
     for n in range(nt_s):
         for e in (0, 1):
             col = f"{8 * n} + 2 * t4 + {e}"
             b.w(f"float lc{n}_{e} = stats[st + {col}], dc{n}_{e} = stats[st + 2 * BQ + {col}];", 3)
     b.w("if (mask)", 3)
     b.w("{", 3)
-    for n in range(nt_s):
-        for e in range(4):
-            key, sg = ("key0", "seg0") if e < 2 else ("key1", "seg1")
-            col = f"{8 * n} + 2 * t4 + {e & 1}"
-            b.w(f"if ((p.Causal != 0 && {key} > i0 + {col}) || (p.Segmented != 0 && statsInt[st + 4 * BQ + {col}] != {sg})) "
-                f"s{n}_{e} = float.NegativeInfinity;", 4)
+    for mi in range(mi_n):
+        for n in range(nt_s):
+            for e in range(4):
+                k = f"{mi}{e // 2}"
+                col = f"{8 * n} + 2 * t4 + {e & 1}"
+                b.w(f"if ((p.Causal != 0 && key{k} > i0 + {col}) || (p.Segmented != 0 && statsInt[st + 4 * BQ + {col}] != seg{k})) "
+                    f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
     b.w("}", 3)
-    for n in range(nt_s):
-        for e in range(4):
-            b.w(f"s{n}_{e} = default(TP).Exp2(s{n}_{e} * sc - lc{n}_{e & 1}); dp{n}_{e} = s{n}_{e} * (dp{n}_{e} - dc{n}_{e & 1});", 3)
-    b.pack("s", bq, "pa")
-    b.pv("dv", "pa", "oS", bq, "ob")
-    b.pack("dp", bq, "ds")
-    b.pv("dk", "ds", "qS", bq, "qb")
+    for mi in range(mi_n):
+        for n in range(nt_s):
+            for e in range(4):
+                b.w(f"s{mi}_{n}_{e} = default(TP).Exp2(s{mi}_{n}_{e} * sc - lc{n}_{e & 1}); "
+                    f"dp{mi}_{n}_{e} = s{mi}_{n}_{e} * (dp{mi}_{n}_{e} - dc{n}_{e & 1});", 3)
+    for src, dst, acc, tile, tag in (("s", "pa", "dv", "oS", "ob"), ("dp", "ds", "dk", "qS", "qb")):
+        for mi in range(mi_n):
+            b.pack(f"{src}{mi}_", bq, f"{dst}{mi}_")
+        for kk in range(bq // 16):
+            for dp in range(d // 16):
+                bb = [f"{tag}{kk}_{dp}_{r}" for r in range(4)]
+                b.ldsm(b.v_addr(tile, kk, dp), True, bb)
+                for mi in range(mi_n):
+                    pa = [f"{dst}{mi}_{kk}_{r}" for r in range(4)]
+                    b.mma(f"{acc}{mi}_{2 * dp}", pa, bb[0:2])
+                    b.mma(f"{acc}{mi}_{2 * dp + 1}", pa, bb[2:4])
     b.w("if (more && tid < BQ)", 3)
     b.w("{", 3)
     b.w("int sn = StatsAt + (1 - cur) * BQ + tid;", 4)
@@ -458,13 +491,15 @@ def backward_key_value(d):
     b.w("}", 3)
     b.w("}")
     b.w("default(TP).WaitGroups(0);")
-    b.w(f"long ob0 = ((tokenBase + key0) * p.NumKvHeads + kvh) * {d} + 2 * t4, ob1 = ob0 + 8L * p.NumKvHeads * {d};")
-    for r, es in ((0, (0, 1)), (1, (2, 3))):
-        b.w(f"if (key{r} < p.Seq)")
+    for mi, r in rows:
+        k = f"{mi}{r}"
+        es = (0, 1) if r == 0 else (2, 3)
+        b.w(f"if (key{k} < p.Seq)")
         b.w("{")
+        b.w(f"long ob = ((tokenBase + key{k}) * p.NumKvHeads + kvh) * {d} + 2 * t4;", 3)
         for n in range(nt_o):
-            b.w(f"dK[ob{r} + {8 * n}] = dk{n}_{es[0]} * p.Scale; dK[ob{r} + {8 * n + 1}] = dk{n}_{es[1]} * p.Scale;", 3)
-            b.w(f"dV[ob{r} + {8 * n}] = dv{n}_{es[0]}; dV[ob{r} + {8 * n + 1}] = dv{n}_{es[1]};", 3)
+            b.w(f"dK[ob + {8 * n}] = dk{mi}_{n}_{es[0]} * p.Scale; dK[ob + {8 * n + 1}] = dk{mi}_{n}_{es[1]} * p.Scale;", 3)
+            b.w(f"dV[ob + {8 * n}] = dv{mi}_{n}_{es[0]}; dV[ob + {8 * n + 1}] = dv{mi}_{n}_{es[1]};", 3)
         b.w("}")
     b.w("}", 1)
     return b.o
@@ -483,6 +518,9 @@ def main():
     out.append("    /// <summary>Query rows per group of the dQ kernel at each head dim.</summary>")
     out.append("    static int BackwardQueryRows(int headDim) => headDim switch { " +
                ", ".join(f"{d} => {64 * BQ_MI[d]}" for d in HEAD_DIMS) + ", _ => 0 };")
+    out.append("    /// <summary>Keys per group of the dK/dV kernel at each head dim.</summary>")
+    out.append("    static int KeyValueKeys(int headDim) => headDim switch { " +
+               ", ".join(f"{d} => {64 * KV_MI[d]}" for d in HEAD_DIMS) + ", _ => 0 };")
     out.append("    /// <summary>Query rows per step of the dK/dV kernel at each head dim.</summary>")
     out.append("    static int KeyValueBlockQ(int headDim) => headDim switch { " +
                ", ".join(f"{d} => {kv_block_q(d)}" for d in HEAD_DIMS) + ", _ => 0 };")

@@ -244,11 +244,11 @@ public static partial class FlashAttentionHalf
             IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQuery", headDim, type, smemQ);
         query(k.Stream, Config(s.Batch * s.NumHeads, seq, rowsQ, smemQ), q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);
 
-        int bq = KeyValueBlockQ(headDim);
-        var pKv = MakeParams(k, s, causal, segmentIds, q, kk, v, dOHalf, out int smemKv, (2 * 64 + 4 * bq) * headDim * 2 + 6 * bq * 4);
+        int bq = KeyValueBlockQ(headDim), keys = KeyValueKeys(headDim);
+        var pKv = MakeParams(k, s, causal, segmentIds, q, kk, v, dOHalf, out int smemKv, (2 * keys + 4 * bq) * headDim * 2 + 6 * bq * 4);
         var keyValue = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
             IntView, FloatView, FloatView, Params, FloatView, FloatView>>(k, "BackwardKeyValue", headDim, type, smemKv);
-        keyValue(k.Stream, Config(s.Batch * s.NumKvHeads, seq, 64, smemKv), q, kk, v, dOHalf, segmentIds, logSumExp, delta, pKv, dK, dV);
+        keyValue(k.Stream, Config(s.Batch * s.NumKvHeads, seq, keys, smemKv), q, kk, v, dOHalf, segmentIds, logSumExp, delta, pKv, dK, dV);
     }
 
     static Attention.Sizes Validate(int batch, int seq, int numHeads, int numKvHeads, int headDim)
