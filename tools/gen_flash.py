@@ -227,16 +227,9 @@ def forward(d):
         for mi, r in rows:
             es = (0, 1) if r == 0 else (2, 3)
             b.w(f"l{mi}{r} = l{mi}{r} * al{mi}{r} + (" + " + ".join(f"s{mi}_{n}_{e}" for n in range(nt) for e in es) + ");", 4)
-        if d <= 64:
-            b.w("// Rescale only when a running max moved (rare once the rows have seen a few tiles): skips most of the", 4)
-            b.w("// O-sized multiplies, the largest non-mma cost. (At d=128 the branch makes ptxas spill in the loop.)", 4)
-            b.w("if (" + " || ".join(f"al{mi}{r} != 1f" for mi, r in rows) + ")", 4)
-            b.w("{", 4)
         for mi in range(mi_n):
             for n in range(nt_o):
-                b.w(f"o{mi}_{n}_0 *= al{mi}0; o{mi}_{n}_1 *= al{mi}0; o{mi}_{n}_2 *= al{mi}1; o{mi}_{n}_3 *= al{mi}1;", 5 if d <= 64 else 4)
-        if d <= 64:
-            b.w("}", 4)
+                b.w(f"o{mi}_{n}_0 *= al{mi}0; o{mi}_{n}_1 *= al{mi}0; o{mi}_{n}_2 *= al{mi}1; o{mi}_{n}_3 *= al{mi}1;", 4)
         b.w("}", 3)
         for mi in range(mi_n):
             b.pack(f"s{mi}_", sub, f"pa{ks}_{mi}_")

@@ -250,15 +250,10 @@ public static partial class FlashAttentionHalf
                 l01 = l01 * al01 + (s0_0_2 + s0_0_3 + s0_1_2 + s0_1_3 + s0_2_2 + s0_2_3 + s0_3_2 + s0_3_3 + s0_4_2 + s0_4_3 + s0_5_2 + s0_5_3 + s0_6_2 + s0_6_3 + s0_7_2 + s0_7_3);
                 l10 = l10 * al10 + (s1_0_0 + s1_0_1 + s1_1_0 + s1_1_1 + s1_2_0 + s1_2_1 + s1_3_0 + s1_3_1 + s1_4_0 + s1_4_1 + s1_5_0 + s1_5_1 + s1_6_0 + s1_6_1 + s1_7_0 + s1_7_1);
                 l11 = l11 * al11 + (s1_0_2 + s1_0_3 + s1_1_2 + s1_1_3 + s1_2_2 + s1_2_3 + s1_3_2 + s1_3_3 + s1_4_2 + s1_4_3 + s1_5_2 + s1_5_3 + s1_6_2 + s1_6_3 + s1_7_2 + s1_7_3);
-                // Rescale only when a running max moved (rare once the rows have seen a few tiles): skips most of the
-                // O-sized multiplies, the largest non-mma cost. (At d=128 the branch makes ptxas spill in the loop.)
-                if (al00 != 1f || al01 != 1f || al10 != 1f || al11 != 1f)
-                {
-                    o0_0_0 *= al00; o0_0_1 *= al00; o0_0_2 *= al01; o0_0_3 *= al01;
-                    o0_1_0 *= al00; o0_1_1 *= al00; o0_1_2 *= al01; o0_1_3 *= al01;
-                    o1_0_0 *= al10; o1_0_1 *= al10; o1_0_2 *= al11; o1_0_3 *= al11;
-                    o1_1_0 *= al10; o1_1_1 *= al10; o1_1_2 *= al11; o1_1_3 *= al11;
-                }
+                o0_0_0 *= al00; o0_0_1 *= al00; o0_0_2 *= al01; o0_0_3 *= al01;
+                o0_1_0 *= al00; o0_1_1 *= al00; o0_1_2 *= al01; o0_1_3 *= al01;
+                o1_0_0 *= al10; o1_0_1 *= al10; o1_0_2 *= al11; o1_0_3 *= al11;
+                o1_1_0 *= al10; o1_1_1 *= al10; o1_1_2 *= al11; o1_1_3 *= al11;
             }
             uint pa0_0_0_0 = default(TH).Pack<TP>(s0_0_0, s0_0_1), pa0_0_0_1 = default(TH).Pack<TP>(s0_0_2, s0_0_3), pa0_0_0_2 = default(TH).Pack<TP>(s0_1_0, s0_1_1), pa0_0_0_3 = default(TH).Pack<TP>(s0_1_2, s0_1_3);
             uint pa0_0_1_0 = default(TH).Pack<TP>(s0_2_0, s0_2_1), pa0_0_1_1 = default(TH).Pack<TP>(s0_2_2, s0_2_3), pa0_0_1_2 = default(TH).Pack<TP>(s0_3_0, s0_3_1), pa0_0_1_3 = default(TH).Pack<TP>(s0_3_2, s0_3_3);
@@ -1251,19 +1246,14 @@ public static partial class FlashAttentionHalf
                 l01 = l01 * al01 + (s0_0_2 + s0_0_3 + s0_1_2 + s0_1_3 + s0_2_2 + s0_2_3 + s0_3_2 + s0_3_3 + s0_4_2 + s0_4_3 + s0_5_2 + s0_5_3 + s0_6_2 + s0_6_3 + s0_7_2 + s0_7_3);
                 l10 = l10 * al10 + (s1_0_0 + s1_0_1 + s1_1_0 + s1_1_1 + s1_2_0 + s1_2_1 + s1_3_0 + s1_3_1 + s1_4_0 + s1_4_1 + s1_5_0 + s1_5_1 + s1_6_0 + s1_6_1 + s1_7_0 + s1_7_1);
                 l11 = l11 * al11 + (s1_0_2 + s1_0_3 + s1_1_2 + s1_1_3 + s1_2_2 + s1_2_3 + s1_3_2 + s1_3_3 + s1_4_2 + s1_4_3 + s1_5_2 + s1_5_3 + s1_6_2 + s1_6_3 + s1_7_2 + s1_7_3);
-                // Rescale only when a running max moved (rare once the rows have seen a few tiles): skips most of the
-                // O-sized multiplies, the largest non-mma cost. (At d=128 the branch makes ptxas spill in the loop.)
-                if (al00 != 1f || al01 != 1f || al10 != 1f || al11 != 1f)
-                {
-                    o0_0_0 *= al00; o0_0_1 *= al00; o0_0_2 *= al01; o0_0_3 *= al01;
-                    o0_1_0 *= al00; o0_1_1 *= al00; o0_1_2 *= al01; o0_1_3 *= al01;
-                    o0_2_0 *= al00; o0_2_1 *= al00; o0_2_2 *= al01; o0_2_3 *= al01;
-                    o0_3_0 *= al00; o0_3_1 *= al00; o0_3_2 *= al01; o0_3_3 *= al01;
-                    o1_0_0 *= al10; o1_0_1 *= al10; o1_0_2 *= al11; o1_0_3 *= al11;
-                    o1_1_0 *= al10; o1_1_1 *= al10; o1_1_2 *= al11; o1_1_3 *= al11;
-                    o1_2_0 *= al10; o1_2_1 *= al10; o1_2_2 *= al11; o1_2_3 *= al11;
-                    o1_3_0 *= al10; o1_3_1 *= al10; o1_3_2 *= al11; o1_3_3 *= al11;
-                }
+                o0_0_0 *= al00; o0_0_1 *= al00; o0_0_2 *= al01; o0_0_3 *= al01;
+                o0_1_0 *= al00; o0_1_1 *= al00; o0_1_2 *= al01; o0_1_3 *= al01;
+                o0_2_0 *= al00; o0_2_1 *= al00; o0_2_2 *= al01; o0_2_3 *= al01;
+                o0_3_0 *= al00; o0_3_1 *= al00; o0_3_2 *= al01; o0_3_3 *= al01;
+                o1_0_0 *= al10; o1_0_1 *= al10; o1_0_2 *= al11; o1_0_3 *= al11;
+                o1_1_0 *= al10; o1_1_1 *= al10; o1_1_2 *= al11; o1_1_3 *= al11;
+                o1_2_0 *= al10; o1_2_1 *= al10; o1_2_2 *= al11; o1_2_3 *= al11;
+                o1_3_0 *= al10; o1_3_1 *= al10; o1_3_2 *= al11; o1_3_3 *= al11;
             }
             uint pa0_0_0_0 = default(TH).Pack<TP>(s0_0_0, s0_0_1), pa0_0_0_1 = default(TH).Pack<TP>(s0_0_2, s0_0_3), pa0_0_0_2 = default(TH).Pack<TP>(s0_1_0, s0_1_1), pa0_0_0_3 = default(TH).Pack<TP>(s0_1_2, s0_1_3);
             uint pa0_0_1_0 = default(TH).Pack<TP>(s0_2_0, s0_2_1), pa0_0_1_1 = default(TH).Pack<TP>(s0_2_2, s0_2_3), pa0_0_1_2 = default(TH).Pack<TP>(s0_3_0, s0_3_1), pa0_0_1_3 = default(TH).Pack<TP>(s0_3_2, s0_3_3);
@@ -2340,27 +2330,22 @@ public static partial class FlashAttentionHalf
                 l01 = l01 * al01 + (s0_0_2 + s0_0_3 + s0_1_2 + s0_1_3 + s0_2_2 + s0_2_3 + s0_3_2 + s0_3_3 + s0_4_2 + s0_4_3 + s0_5_2 + s0_5_3 + s0_6_2 + s0_6_3 + s0_7_2 + s0_7_3);
                 l10 = l10 * al10 + (s1_0_0 + s1_0_1 + s1_1_0 + s1_1_1 + s1_2_0 + s1_2_1 + s1_3_0 + s1_3_1 + s1_4_0 + s1_4_1 + s1_5_0 + s1_5_1 + s1_6_0 + s1_6_1 + s1_7_0 + s1_7_1);
                 l11 = l11 * al11 + (s1_0_2 + s1_0_3 + s1_1_2 + s1_1_3 + s1_2_2 + s1_2_3 + s1_3_2 + s1_3_3 + s1_4_2 + s1_4_3 + s1_5_2 + s1_5_3 + s1_6_2 + s1_6_3 + s1_7_2 + s1_7_3);
-                // Rescale only when a running max moved (rare once the rows have seen a few tiles): skips most of the
-                // O-sized multiplies, the largest non-mma cost. (At d=128 the branch makes ptxas spill in the loop.)
-                if (al00 != 1f || al01 != 1f || al10 != 1f || al11 != 1f)
-                {
-                    o0_0_0 *= al00; o0_0_1 *= al00; o0_0_2 *= al01; o0_0_3 *= al01;
-                    o0_1_0 *= al00; o0_1_1 *= al00; o0_1_2 *= al01; o0_1_3 *= al01;
-                    o0_2_0 *= al00; o0_2_1 *= al00; o0_2_2 *= al01; o0_2_3 *= al01;
-                    o0_3_0 *= al00; o0_3_1 *= al00; o0_3_2 *= al01; o0_3_3 *= al01;
-                    o0_4_0 *= al00; o0_4_1 *= al00; o0_4_2 *= al01; o0_4_3 *= al01;
-                    o0_5_0 *= al00; o0_5_1 *= al00; o0_5_2 *= al01; o0_5_3 *= al01;
-                    o0_6_0 *= al00; o0_6_1 *= al00; o0_6_2 *= al01; o0_6_3 *= al01;
-                    o0_7_0 *= al00; o0_7_1 *= al00; o0_7_2 *= al01; o0_7_3 *= al01;
-                    o1_0_0 *= al10; o1_0_1 *= al10; o1_0_2 *= al11; o1_0_3 *= al11;
-                    o1_1_0 *= al10; o1_1_1 *= al10; o1_1_2 *= al11; o1_1_3 *= al11;
-                    o1_2_0 *= al10; o1_2_1 *= al10; o1_2_2 *= al11; o1_2_3 *= al11;
-                    o1_3_0 *= al10; o1_3_1 *= al10; o1_3_2 *= al11; o1_3_3 *= al11;
-                    o1_4_0 *= al10; o1_4_1 *= al10; o1_4_2 *= al11; o1_4_3 *= al11;
-                    o1_5_0 *= al10; o1_5_1 *= al10; o1_5_2 *= al11; o1_5_3 *= al11;
-                    o1_6_0 *= al10; o1_6_1 *= al10; o1_6_2 *= al11; o1_6_3 *= al11;
-                    o1_7_0 *= al10; o1_7_1 *= al10; o1_7_2 *= al11; o1_7_3 *= al11;
-                }
+                o0_0_0 *= al00; o0_0_1 *= al00; o0_0_2 *= al01; o0_0_3 *= al01;
+                o0_1_0 *= al00; o0_1_1 *= al00; o0_1_2 *= al01; o0_1_3 *= al01;
+                o0_2_0 *= al00; o0_2_1 *= al00; o0_2_2 *= al01; o0_2_3 *= al01;
+                o0_3_0 *= al00; o0_3_1 *= al00; o0_3_2 *= al01; o0_3_3 *= al01;
+                o0_4_0 *= al00; o0_4_1 *= al00; o0_4_2 *= al01; o0_4_3 *= al01;
+                o0_5_0 *= al00; o0_5_1 *= al00; o0_5_2 *= al01; o0_5_3 *= al01;
+                o0_6_0 *= al00; o0_6_1 *= al00; o0_6_2 *= al01; o0_6_3 *= al01;
+                o0_7_0 *= al00; o0_7_1 *= al00; o0_7_2 *= al01; o0_7_3 *= al01;
+                o1_0_0 *= al10; o1_0_1 *= al10; o1_0_2 *= al11; o1_0_3 *= al11;
+                o1_1_0 *= al10; o1_1_1 *= al10; o1_1_2 *= al11; o1_1_3 *= al11;
+                o1_2_0 *= al10; o1_2_1 *= al10; o1_2_2 *= al11; o1_2_3 *= al11;
+                o1_3_0 *= al10; o1_3_1 *= al10; o1_3_2 *= al11; o1_3_3 *= al11;
+                o1_4_0 *= al10; o1_4_1 *= al10; o1_4_2 *= al11; o1_4_3 *= al11;
+                o1_5_0 *= al10; o1_5_1 *= al10; o1_5_2 *= al11; o1_5_3 *= al11;
+                o1_6_0 *= al10; o1_6_1 *= al10; o1_6_2 *= al11; o1_6_3 *= al11;
+                o1_7_0 *= al10; o1_7_1 *= al10; o1_7_2 *= al11; o1_7_3 *= al11;
             }
             uint pa0_0_0_0 = default(TH).Pack<TP>(s0_0_0, s0_0_1), pa0_0_0_1 = default(TH).Pack<TP>(s0_0_2, s0_0_3), pa0_0_0_2 = default(TH).Pack<TP>(s0_1_0, s0_1_1), pa0_0_0_3 = default(TH).Pack<TP>(s0_1_2, s0_1_3);
             uint pa0_0_1_0 = default(TH).Pack<TP>(s0_2_0, s0_2_1), pa0_0_1_1 = default(TH).Pack<TP>(s0_2_2, s0_2_3), pa0_0_1_2 = default(TH).Pack<TP>(s0_3_0, s0_3_1), pa0_0_1_3 = default(TH).Pack<TP>(s0_3_2, s0_3_3);
