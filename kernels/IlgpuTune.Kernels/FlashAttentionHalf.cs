@@ -39,9 +39,9 @@ namespace IlgpuTune.Kernels;
 public static partial class FlashAttentionHalf
 {
     /// <summary>Head dims with a generated kernel.</summary>
-    public static readonly int[] HeadDims = [16, 32, 64, 128];
+    public static IReadOnlyList<int> HeadDims { get; } = [16, 32, 64, 128];
 
-    public static bool SupportsHeadDim(int headDim) => Array.IndexOf(HeadDims, headDim) >= 0;
+    public static bool SupportsHeadDim(int headDim) => HeadDims.Contains(headDim);
 
     const float Log2E = 1.44269504f, Ln2 = 0.693147181f;
     const int ScratchPerWarp = 256; // uints of CPU-emulation scratch per warp (Gemm's emulated ldmatrix / mma)
