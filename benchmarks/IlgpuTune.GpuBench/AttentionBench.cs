@@ -1,6 +1,9 @@
-// Flash attention (fp32) on the GPU: first checked against the naive Attention kernel on the same GPU (odd lengths, GQA,
-// packed samples, head dims 64/80/96/128; outputs poisoned with NaN), then timed like tools/bench/peer_kernels.py's SDPA
-// lines: batch 1, heads = 4096 / d, causal, FLOPs fwd = 4*h*seq^2*d/2 and bwd = 2.5x that.
+// Flash attention on the GPU. Checks first: the fp32 kernels (FlashAttention) against the naive Attention kernel on the same
+// GPU, and the tensor-core kernels (FlashAttentionHalf, bf16/f16) against their CPU reference on the same 16-bit-rounded
+// inputs (odd lengths, GQA, packed samples, causal and not; outputs NaN-poisoned). Then the tensor-core kernels are timed like
+// tools/bench/peer_sdpa.py's SDPA lines: batch 1, heads = 4096 / d, bf16, FLOPs fwd = 4*h*seq^2*d (halved when causal),
+// bwd = 2.5x that (the bwd time includes the dO cast and the delta pre-pass). Writes attention.json and attention.md to --out.
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using ILGPU;
 using ILGPU.Runtime;
@@ -9,7 +12,7 @@ using IlgpuTune.Kernels;
 
 static class AttentionBench
 {
-    public static int Run(string? peerFile, bool quick)
+    public static int Run(string? peerFile, string outDir, bool quick)
     {
         using var ctx = Context.Create(b => b.Cuda().EnableAlgorithms().Profiling());
         using var acc = ctx.GetCudaDevice(0).CreateAccelerator(ctx);
@@ -19,34 +22,132 @@ static class AttentionBench
         foreach (var (batch, seq, heads, kvHeads, d, packed) in new[]
                  { (2, 300, 8, 2, 64, true), (1, 257, 4, 4, 128, false), (1, 513, 4, 1, 80, true), (3, 100, 6, 3, 96, true) })
             ok &= Check(k, batch, seq, heads, kvHeads, d, packed);
+        foreach (var (type, batch, seq, heads, kvHeads, d, packed, causal) in new[]
+                 {
+                     (HalfType.BFloat16, 2, 300, 8, 2, 64, true, true), (HalfType.BFloat16, 1, 257, 4, 4, 128, false, true),
+                     (HalfType.BFloat16, 1, 200, 4, 1, 16, true, false), (HalfType.BFloat16, 1, 130, 4, 2, 32, false, false),
+                     (HalfType.BFloat16, 1, 520, 2, 2, 128, false, false), (HalfType.Float16, 2, 190, 4, 2, 64, true, true),
+                     (HalfType.BFloat16, 1, 1024, 2, 1, 128, false, true),
+                 })
+            ok &= CheckHalf(k, type, batch, seq, heads, kvHeads, d, packed, causal);
 
         var peers = LoadPeers(peerFile);
-        Console.WriteLine("| seq | d | heads | fwd TFLOP/s | torch fwd | ratio | bwd TFLOP/s | torch bwd | ratio |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
-        foreach (int seq in quick ? new[] { 1024, 2048 } : new[] { 1024, 2048, 4096 })
+        var results = new JsonArray();
+        var table = new List<string>();
+        foreach (int seq in quick ? new[] { 1024, 2048 } : new[] { 512, 1024, 2048, 4096, 8192 })
             foreach (int d in new[] { 64, 128 })
             {
                 int h = 4096 / d;
                 long n = (long)seq * h * d;
                 var rng = new Random(seq + d);
                 float[] Rnd() { var a = new float[n]; for (long i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 2 - 1); return a; }
-                using var q = acc.Allocate1D(Rnd()); using var kk = acc.Allocate1D(Rnd()); using var v = acc.Allocate1D(Rnd());
+                using var qf = acc.Allocate1D(Rnd()); using var kf = acc.Allocate1D(Rnd()); using var vf = acc.Allocate1D(Rnd());
                 using var dO = acc.Allocate1D(Rnd());
+                using var q = acc.Allocate1D<ushort>(n); using var kk = acc.Allocate1D<ushort>(n); using var v = acc.Allocate1D<ushort>(n);
+                using var dOh = acc.Allocate1D<ushort>(n);
+                Cast.ToBf16(k, qf.View, n, q.View); Cast.ToBf16(k, kf.View, n, kk.View); Cast.ToBf16(k, vf.View, n, v.View);
                 using var o = acc.Allocate1D<float>(n); using var lse = acc.Allocate1D<float>((long)h * seq);
                 using var delta = acc.Allocate1D<float>((long)h * seq);
                 using var dQ = acc.Allocate1D<float>(n); using var dK = acc.Allocate1D<float>(n); using var dV = acc.Allocate1D<float>(n);
-                void Fwd() => FlashAttention.Forward(k, q.View, kk.View, v.View, ArrayView<int>.Empty, 1, seq, h, h, d, o.View, lse.View);
-                void Bwd() => FlashAttention.Backward(k, dO.View, q.View, kk.View, v.View, o.View, lse.View, ArrayView<int>.Empty, 1, seq, h, h, d,
-                    delta.View, dQ.View, dK.View, dV.View);
-                Fwd();
-                double flops = 4.0 * h * seq * (double)seq * d / 2;
-                double fwd = flops / (GemmBench.Time(acc, Fwd) * 1e-3) / 1e12;
-                double bwd = 2.5 * flops / (GemmBench.Time(acc, Bwd) * 1e-3) / 1e12;
-                string Peer(string op, double mine) => peers.TryGetValue((op, seq, d), out var t) ? $"{t:F1} | {mine / t:P1}" : "- | -";
-                Console.WriteLine($"| {seq} | {d} | {h} | {fwd:F2} | {Peer("sdpa_fwd_causal", fwd)} | {bwd:F2} | {Peer("sdpa_bwd_causal", bwd)} |");
+                foreach (bool causal in new[] { true, false })
+                {
+                    void Fwd() => FlashAttentionHalf.Forward(k, HalfType.BFloat16, q.View, kk.View, v.View, ArrayView<int>.Empty, 1, seq, h, h, d,
+                        causal, o.View, lse.View);
+                    void Bwd() => FlashAttentionHalf.Backward(k, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View,
+                        ArrayView<int>.Empty, 1, seq, h, h, d, causal, dOh.View, delta.View, dQ.View, dK.View, dV.View);
+                    Fwd();
+                    double flops = 4.0 * h * seq * (double)seq * d / (causal ? 2 : 1);
+                    double fwdMs = GemmBench.Time(acc, Fwd), bwdMs = GemmBench.Time(acc, Bwd);
+                    double fwd = flops / (fwdMs * 1e-3) / 1e12, bwd = 2.5 * flops / (bwdMs * 1e-3) / 1e12;
+                    string tag = causal ? "_causal" : "";
+                    double? pf = peers.TryGetValue(("sdpa_fwd" + tag, seq, d), out var x) ? x : null;
+                    double? pb = peers.TryGetValue(("sdpa_bwd" + tag, seq, d), out var y) ? y : null;
+                    string Cell(double mine, double? peer) => peer is { } t ? $"{t:F1} | {mine / t:P0}" : "- | -";
+                    string line = $"| {seq} | {d} | {h} | {(causal ? "yes" : "no")} | {fwd:F1} | {Cell(fwd, pf)} | {bwd:F1} | {Cell(bwd, pb)} |";
+                    Console.WriteLine(line);
+                    table.Add(line);
+                    results.Add(new JsonObject
+                    {
+                        ["seq"] = seq, ["d"] = d, ["heads"] = h, ["causal"] = causal,
+                        ["fwd_us"] = Math.Round(fwdMs * 1e3, 1), ["fwd_tflops"] = Math.Round(fwd, 2), ["sdpa_fwd_tflops"] = pf,
+                        ["fwd_ratio"] = pf is { } a ? Math.Round(fwd / a, 3) : null,
+                        ["bwd_us"] = Math.Round(bwdMs * 1e3, 1), ["bwd_tflops"] = Math.Round(bwd, 2), ["sdpa_bwd_tflops"] = pb,
+                        ["bwd_ratio"] = pb is { } c ? Math.Round(bwd / c, 3) : null,
+                    });
+                }
             }
+        const string head = "| seq | d | heads | causal | fwd TFLOP/s | SDPA fwd | ratio | bwd TFLOP/s | SDPA bwd | ratio |\n|---|---|---|---|---|---|---|---|---|---|";
+        Console.WriteLine();
+        Console.WriteLine(head);
+        foreach (var l in table) Console.WriteLine(l);
+        Directory.CreateDirectory(outDir);
+        var doc = new JsonObject
+        {
+            ["kernel"] = "FlashAttentionHalf (bf16 q/k/v/dO, mma.sync m16n8k16, fp32 accumulation and outputs)", ["device"] = acc.Name,
+            ["checks_passed"] = ok,
+            ["timing"] = "CUDA events, median of 7 pairs around 10 back-to-back launches, after 3 warm-up launches",
+            ["flops"] = "fwd 4*h*seq^2*d (/2 causal), bwd 2.5x fwd; batch 1, heads 4096/d",
+            ["peer"] = "torch SDPA bf16 (tools/bench/peer_sdpa.py)", ["results"] = results,
+        };
+        File.WriteAllText(Path.Combine(outDir, "attention.json"), doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(Path.Combine(outDir, "attention-table.md"), head + "\n" + string.Join("\n", table) + "\n");
         Console.WriteLine($"checks passed: {ok}");
         return ok ? 0 : 1;
+    }
+
+    // The tensor-core kernels against FlashAttentionHalf's CPU reference on the same 16-bit inputs; outputs NaN-poisoned.
+    static bool CheckHalf(KernelRegistry k, HalfType type, int batch, int seq, int heads, int kvHeads, int d, bool packed, bool causal)
+    {
+        var acc = k.Accelerator;
+        int qn = batch * seq * heads * d, kvn = batch * seq * kvHeads * d, rows = batch * heads * seq;
+        var rng = new Random(seq * 7 + d);
+        (ushort[] Bits, float[] Values) Rnd(int n, float scale)
+        {
+            var f = new float[n];
+            for (int i = 0; i < n; i++) f[i] = (float)(rng.NextDouble() * 2 - 1) * scale;
+            var bits = new ushort[n];
+            var back = new float[n];
+            if (type == HalfType.BFloat16) { Cast.ToBf16Cpu(f, bits); Cast.FromBf16Cpu(bits, back); }
+            else { Cast.ToF16Cpu(f, bits); Cast.FromF16Cpu(bits, back); }
+            return (bits, back);
+        }
+        var (qb, q) = Rnd(qn, 2f); var (kb, kv) = Rnd(kvn, 2f); var (vb, v) = Rnd(kvn, 1f); var (_, dO) = Rnd(qn, 1f);
+        var seg = new int[packed ? batch * seq : 1];
+        for (int t = 1; t < seg.Length; t++) seg[t] = seg[t - 1] + (t % seq == 0 || rng.Next(40) == 0 ? 1 : 0);
+        var segSpan = packed ? seg : [];
+        var (o, lse, dQ, dK, dV) = (new float[qn], new float[rows], new float[qn], new float[kvn], new float[kvn]);
+        FlashAttentionHalf.ForwardCpu<float>(q, kv, v, segSpan, batch, seq, heads, kvHeads, d, causal, o, lse);
+        FlashAttentionHalf.BackwardCpu<float>(dO, q, kv, v, segSpan, batch, seq, heads, kvHeads, d, causal, dQ, dK, dV);
+
+        using var gq = acc.Allocate1D(qb); using var gk = acc.Allocate1D(kb); using var gv = acc.Allocate1D(vb);
+        using var gdO = acc.Allocate1D(dO); using var gdOh = acc.Allocate1D<ushort>(qn); using var gseg = acc.Allocate1D(seg);
+        var segView = gseg.View.SubView(0, packed ? batch * seq : 0);
+        var bufs = new MemoryBuffer1D<float, Stride1D.Dense>[6];
+        long[] sizes = [qn, rows, rows, qn, kvn, kvn];
+        for (int i = 0; i < bufs.Length; i++) { bufs[i] = acc.Allocate1D<float>(sizes[i]); bufs[i].View.SubView(0, sizes[i]).MemSet(0xFF); }
+        var (go, glse, gdelta, gdQ, gdK, gdV) = (bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5]);
+        FlashAttentionHalf.Forward(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, go.View, glse.View);
+        FlashAttentionHalf.Backward(k, type, gdO.View, gq.View, gk.View, gv.View, go.View, glse.View, segView, batch, seq, heads, kvHeads, d,
+            causal, gdOh.View, gdelta.View, gdQ.View, gdK.View, gdV.View);
+        acc.Synchronize();
+        double tol = type == HalfType.BFloat16 ? 2e-2 : 5e-3;
+        bool ok = true;
+        var line = $"check half {type} batch {batch} seq {seq} heads {heads}/{kvHeads} d {d} packed {packed} causal {causal}:";
+        foreach (var (name, want, got, t) in new[] { ("o", o, go, tol), ("lse", lse, glse, 1e-4), ("dQ", dQ, gdQ, tol), ("dK", dK, gdK, tol), ("dV", dV, gdV, tol) })
+        {
+            var g = got.GetAsArray1D();
+            double err = 0, max = 0;
+            for (int i = 0; i < want.Length; i++)
+            {
+                err = Math.Max(err, float.IsNaN(g[i]) ? double.PositiveInfinity : Math.Abs(g[i] - want[i]));
+                max = Math.Max(max, Math.Abs(want[i]));
+            }
+            line += $" {name} {err / max:G3}";
+            ok &= err <= t * max;
+        }
+        foreach (var b in bufs) b.Dispose();
+        Console.WriteLine(line + (ok ? " ok" : " FAIL"));
+        return ok;
     }
 
     static bool Check(KernelRegistry k, int batch, int seq, int heads, int kvHeads, int d, bool packed)

@@ -4,11 +4,11 @@
 // It checks every timed configuration first (random inputs, NaN-poisoned output, sampled fp64 dot products; small
 // shapes in full against the CPU reference), then times with CUDA events after warm-up: the median over 7 event pairs
 // of 10 back-to-back launches each. Prints a table and writes DIR/gemm.json.
-//   dotnet IlgpuTune.GpuBench.dll ptx DIR   compiles every GEMM kernel to PTX offline (no GPU needed)
+//   dotnet IlgpuTune.GpuBench.dll ptx DIR   compiles the GEMM and tensor-core flash-attention kernels to PTX offline (no GPU needed)
 //   dotnet IlgpuTune.GpuBench.dll membound --out DIR   memory-bound kernels in GB/s against the device copy bandwidth
 //   dotnet IlgpuTune.GpuBench.dll nf4 [FIXTURE]        NF4/FP4 kernels on CUDA, byte-exact against the torch golden
-//   dotnet IlgpuTune.GpuBench.dll attention [--peer peers.jsonl] [--quick]   flash attention vs the naive kernel, then timed
-//     against torch SDPA (tools/bench/peer_kernels.py lines op=sdpa_*), see AttentionBench.cs
+//   dotnet IlgpuTune.GpuBench.dll attention [--peer peers.jsonl] [--out DIR] [--quick]   flash attention (fp32 and tensor-core)
+//     checked, then the tensor-core kernels timed against torch SDPA (tools/bench/peer_sdpa.py lines op=sdpa_*), see AttentionBench.cs
 //   dotnet IlgpuTune.GpuBench.dll ce [--peer peers.jsonl] [--out DIR]   fused output projection + cross-entropy vs torch
 //     (peer_kernels.py op=lmhead_ce_fwd_bwd), see CeBench.cs
 using System.Diagnostics;
@@ -34,7 +34,7 @@ static class Program
         string outDir = Arg(args, "--out") ?? ".";
         bool quick = args.Contains("--quick");
         if (mode == "ce") return CeBench.Run(peer, outDir);
-        return mode == "attention" ? AttentionBench.Run(peer, quick) : GemmBench.Run(peer, outDir, quick);
+        return mode == "attention" ? AttentionBench.Run(peer, outDir, quick) : GemmBench.Run(peer, outDir, quick);
     }
 
     static string? Arg(string[] args, string name)
@@ -61,6 +61,18 @@ static class Program
                 int Count(string s) => ptx.Split(s).Length - 1;
                 Console.WriteLine($"{layout} {tile}: {sw.ElapsedMilliseconds} ms, {ptx.Length} chars, mma {Count("mma.sync")}, ldmatrix {Count("ldmatrix")}, " +
                     $"cp.async {Count("cp.async.cg")}, ld.local {Count("ld.local")}, st.local {Count("st.local")}, depot {LocalDepot(ptx)}");
+            }
+        foreach (var kind in new[] { "Forward", "BackwardQuery", "BackwardKeyValue" })
+            foreach (int d in FlashAttentionHalf.HeadDims)
+            {
+                var sw = Stopwatch.StartNew();
+                var entry = EntryPointDescription.FromExplicitlyGroupedKernel(FlashAttentionHalf.KernelMethod(kind, d, HalfType.BFloat16, false));
+                var ck = (PTXCompiledKernel)backend.Compile(entry, default);
+                var (ptx, promoted) = PtxLocals.Promote(ck.PTXAssembly);
+                File.WriteAllText(Path.Combine(dir, $"flash-{kind}-{d}.ptx"), ptx);
+                int Count(string s) => ptx.Split(s).Length - 1;
+                Console.WriteLine($"flash {kind} {d}: {sw.ElapsedMilliseconds} ms, promoted {promoted}, mma {Count("mma.sync")}, ldmatrix {Count("ldmatrix")}, " +
+                    $"ld.local {Count("ld.local")}, st.local {Count("st.local")}, depot {LocalDepot(ptx)}");
             }
         return 0;
     }

@@ -341,9 +341,7 @@ public static class FlashAttention
         if (segmentIds.Length != 0) Attention.Need(s.Tokens, (nameof(segmentIds), segmentIds.Length));
         if (s.Tokens == 0) return;
         var dims = ToDims(s);
-        var pre = k.Get("flashattention.backward.delta",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, Dims, FloatView>(DeltaKernel));
-        pre(s.ScoreRows, dO, o, dims, delta);
+        Delta(k, dO, o, s, delta);
         var keyValue = k.Get("flashattention.backward.keyvalue",
             a => a.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, FloatView, FloatView, IntView, Dims, FloatView, FloatView>(
                 BackwardKeyValueKernel));
@@ -352,6 +350,14 @@ public static class FlashAttention
             a => a.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, FloatView, FloatView, IntView, Dims, FloatView>(
                 BackwardQueryKernel));
         query(new KernelConfig(Blocks(s, s.NumHeads, BlockQ), Threads(k)), dO, q, kk, v, logSumExp, delta, segmentIds, dims, dQ);
+    }
+
+    // dO, o[batch*seq, numHeads, headDim] -> delta[batch, numHeads, seq] = rowsum(dO * o) (also FlashAttentionHalf's pre-pass)
+    internal static void Delta(KernelRegistry k, FloatView dO, FloatView o, Attention.Sizes s, FloatView delta)
+    {
+        var pre = k.Get("flashattention.backward.delta",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, Dims, FloatView>(DeltaKernel));
+        pre(s.ScoreRows, dO, o, ToDims(s), delta);
     }
 
     // Tile loops stride by the group: 32 emulated threads keep CPU tests cheap, 128 on a GPU cover a 16x16 score tile in two steps.

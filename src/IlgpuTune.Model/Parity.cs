@@ -16,9 +16,11 @@ public static class Parity
 {
     public const double OutputLimit = 1e-4;
     public const double GradLimit = 1e-3;
-    /// <summary>Limits with bf16 tensor-core matmuls (inputs rounded to 8 mantissa bits) against fp32 transformers.</summary>
+    /// <summary>Limits with bf16 tensor-core matmuls (inputs rounded to 8 mantissa bits) against fp32 transformers. The
+    /// gradient limit covers bf16 attention too, which rounds q, k, v, dO, P and dS as torch's bf16 SDPA does (worst
+    /// seen on the H100: 5.4e-2 on a q_proj weight grad of full fine-tuning, 3.7e-2 with fp32 attention).</summary>
     public const double Bf16OutputLimit = 3e-2;
-    public const double Bf16GradLimit = 5e-2;
+    public const double Bf16GradLimit = 8e-2;
 
     /// <summary>Runs every case of one fixture folder (config.json, model.safetensors, golden.safetensors, adapter/).</summary>
     public static List<ParityRow> Run(string fixtureDir, Device device)

@@ -55,10 +55,13 @@ public static partial class Ops
     }
 
     // ILGPU devices: tiled FlashAttention-2, O(seq) memory: saves only logsumexp[batch, heads, seq] (and q, k, v, o).
+    // With bf16/f16 matmuls and a generated head dim it runs on tensor cores (FlashAttentionHalf), else in fp32.
     private static Tensor FlashAttention(Tensor q, Tensor k, Tensor v, Tensor? segmentIds, int batch, int seq, int numHeads,
         int numKvHeads, int headDim, Tensor o)
     {
         var dev = q.Device;
+        if (dev.MatmulPrecision != MatmulPrecision.F32 && Kernels.FlashAttentionHalf.SupportsHeadDim(headDim))
+            return FlashAttentionHalf(q, k, v, segmentIds, batch, seq, numHeads, numKvHeads, headDim, o);
         long tokens = (long)batch * seq;
         // An empty view (of a real buffer: kernels reject null views) means one segment per row.
         var segments = segmentIds?.Alias() ?? Tensor.Empty(dev, DType.I32, 1);
@@ -89,6 +92,47 @@ public static partial class Ops
             ctx.AddGrad(1, dK);
             ctx.AddGrad(2, dV);
         }, sq, sk, sv, so, lse, segments);
+        return o;
+    }
+
+    // Tensor-core FlashAttention-2: q, k, v rounded to bf16/f16 once (the 16-bit copies, half the size, are what backward
+    // keeps), fp32 o, logsumexp and grads; dO is rounded inside the backward kernel launcher.
+    private static Tensor FlashAttentionHalf(Tensor q, Tensor k, Tensor v, Tensor? segmentIds, int batch, int seq, int numHeads,
+        int numKvHeads, int headDim, Tensor o)
+    {
+        var dev = q.Device;
+        var (half, dtype) = dev.MatmulPrecision == MatmulPrecision.BF16 ? (Kernels.HalfType.BFloat16, DType.BF16) : (Kernels.HalfType.Float16, DType.F16);
+        long tokens = (long)batch * seq;
+        var segments = segmentIds?.Alias() ?? Tensor.Empty(dev, DType.I32, 1);
+        ArrayView<int> SegmentView() => segments.I32View.SubView(0, segmentIds is null ? 0 : tokens);
+        var qb = CastRaw(q, dtype);
+        var kb = CastRaw(k, dtype);
+        var vb = CastRaw(v, dtype);
+        var lse = EmptyF32(dev, batch, numHeads, seq);
+        Kernels.FlashAttentionHalf.Forward(K(q), half, qb.View<ushort>(), kb.View<ushort>(), vb.View<ushort>(), SegmentView(), batch, seq,
+            numHeads, numKvHeads, headDim, true, o.F32View, lse.F32View);
+        if (!Tape.IsRecording(q, k, v))
+        {
+            foreach (var t in new[] { qb, kb, vb, lse, segments }) t.Dispose();
+            return o;
+        }
+        var (qShape, kShape) = (q.Shape, k.Shape);
+        var so = o.Alias();
+        Tape.Record("attention", [q, k, v], [o], ctx =>
+        {
+            var dO = ctx.GradOutput()!;
+            var dQ = EmptyF32(dev, qShape);
+            var dK = EmptyF32(dev, kShape);
+            var dV = EmptyF32(dev, kShape);
+            using var dOb = Tensor.Empty(dev, dtype, qShape);
+            using var delta = EmptyF32(dev, batch, numHeads, seq);
+            Kernels.FlashAttentionHalf.Backward(K(dO), half, dO.F32View, qb.View<ushort>(), kb.View<ushort>(), vb.View<ushort>(), so.F32View,
+                lse.F32View, SegmentView(), batch, seq, numHeads, numKvHeads, headDim, true, dOb.View<ushort>(), delta.F32View, dQ.F32View,
+                dK.F32View, dV.F32View);
+            ctx.AddGrad(0, dQ);
+            ctx.AddGrad(1, dK);
+            ctx.AddGrad(2, dV);
+        }, qb, kb, vb, so, lse, segments);
         return o;
     }
 }

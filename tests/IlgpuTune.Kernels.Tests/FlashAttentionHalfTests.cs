@@ -1,0 +1,155 @@
+using ILGPU;
+using ILGPU.Runtime;
+using FsCheck;
+using FsCheck.Fluent;
+using FsCheck.Xunit;
+using IlgpuTune.Kernels;
+using IlgpuTune.TestKit;
+
+namespace IlgpuTune.Kernels.Tests;
+
+// On the CPU accelerator the mma / ldmatrix / cp.async sites run Gemm's C# emulation, so these tests cover the tiling,
+// swizzles, fragment layouts and masks of the tensor-core kernels; one group is 128 emulated threads, so shapes stay tiny.
+[Collection(IlgpuCpuCollection.Name)]
+public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
+{
+    // Random values rounded to 16 bits: the bits for the kernel, the exact values for the reference.
+    static (ushort[] Bits, float[] Values) Half16(HalfType type, int seed, int n, float scale)
+    {
+        var f = Rand.Floats(seed, n, scale);
+        var bits = new ushort[n];
+        var back = new float[n];
+        if (type == HalfType.BFloat16) { Cast.ToBf16Cpu(f, bits); Cast.FromBf16Cpu(bits, back); }
+        else { Cast.ToF16Cpu(f, bits); Cast.FromF16Cpu(bits, back); }
+        return (bits, back);
+    }
+
+    void Check(HalfType type, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, int[] segments, int seed)
+    {
+        int tokens = batch * seq, qn = tokens * numHeads * headDim, kvn = tokens * numKvHeads * headDim, rows = batch * numHeads * seq;
+        var (qBits, q) = Half16(type, seed, qn, 2f);
+        var (kBits, k) = Half16(type, seed + 1, kvn, 2f);
+        var (vBits, v) = Half16(type, seed + 2, kvn, 1f);
+        var (_, dO) = Half16(type, seed + 3, qn, 1f); // exact in 16 bits, so the kernel's cast of dO is lossless
+        var (o, lse) = (new float[qn], new float[rows]);
+        var (dQ, dK, dV) = (new float[qn], new float[kvn], new float[kvn]);
+        FlashAttentionHalf.ForwardCpu<float>(q, k, v, segments, batch, seq, numHeads, numKvHeads, headDim, causal, o, lse);
+        FlashAttentionHalf.BackwardCpu<float>(dO, q, k, v, segments, batch, seq, numHeads, numKvHeads, headDim, causal, dQ, dK, dV);
+
+        var acc = gpu.Accelerator;
+        using var gq = acc.Allocate1D(qBits); using var gk = acc.Allocate1D(kBits); using var gv = acc.Allocate1D(vBits);
+        using var gdO = gpu.Upload(dO); using var gdOHalf = acc.Allocate1D<ushort>(qn);
+        using var gseg = gpu.Upload(segments.Length > 0 ? segments : [0]);
+        ArrayView<int> segView = segments.Length > 0 ? gseg.View.SubView(0, segments.Length) : ArrayView<int>.Empty;
+        // Outputs and scratch start as garbage: everything is overwritten.
+        using var go = gpu.Upload(Rand.Floats(seed + 6, qn)); using var glse = gpu.Upload(Rand.Floats(seed + 7, rows));
+        using var gdelta = gpu.Upload(Rand.Floats(seed + 8, rows)); using var gdQ = gpu.Upload(Rand.Floats(seed + 9, qn));
+        using var gdK = gpu.Upload(Rand.Floats(seed + 10, kvn)); using var gdV = gpu.Upload(Rand.Floats(seed + 11, kvn));
+        FlashAttentionHalf.Forward(gpu.Kernels, type, gq.View, gk.View, gv.View, segView, batch, seq, numHeads, numKvHeads, headDim, causal,
+            go.View, glse.View);
+        acc.Synchronize();
+        // P (and dS) enter the second products rounded to 16 bits: relative error ~2^-8 of the largest terms.
+        double tol = type == HalfType.BFloat16 ? 2e-2 : 4e-3;
+        AssertRel("o", o, go.GetAsArray1D(), tol);
+        Close.Assert("logSumExp", lse, glse.GetAsArray1D(), 1e-4, 1e-4);
+
+        FlashAttentionHalf.Backward(gpu.Kernels, type, gdO.View, gq.View, gk.View, gv.View, go.View, glse.View, segView, batch, seq, numHeads,
+            numKvHeads, headDim, causal, gdOHalf.View, gdelta.View, gdQ.View, gdK.View, gdV.View);
+        acc.Synchronize();
+        AssertRel("dQ", dQ, gdQ.GetAsArray1D(), tol);
+        AssertRel("dK", dK, gdK.GetAsArray1D(), tol);
+        AssertRel("dV", dV, gdV.GetAsArray1D(), tol);
+    }
+
+    // |actual - expected| <= tol * max|expected| everywhere (the metric of the parity suite).
+    static void AssertRel(string name, float[] expected, float[] actual, double tol)
+    {
+        double rel = Close.RelativeToMax(expected, actual);
+        Assert.True(rel <= tol, $"{name}: max error {rel:G3} of max |expected| (tolerance {tol:G3})");
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1, 1, 16, true)]
+    [InlineData(1, 7, 2, 2, 16, false)]
+    [InlineData(1, 70, 2, 1, 16, true)]  // two blocks, the second partial; GQA 2
+    [InlineData(1, 70, 4, 1, 16, false)] // GQA 4, every key visible
+    [InlineData(1, 130, 1, 1, 16, true)] // two 128-row query blocks, three 64-key tiles
+    [InlineData(2, 33, 2, 2, 64, true)]
+    [InlineData(1, 65, 2, 1, 64, false)]
+    public void Kernel_MatchesCpuReference(int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal) =>
+        Check(HalfType.BFloat16, batch, seq, numHeads, numKvHeads, headDim, causal, [], seq * 10 + headDim);
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Kernel_PackedSamples(bool causal)
+    {
+        // 70 tokens in samples of 1, 1, 5, 2, 40, 21: tiles straddle sample boundaries; single-token samples.
+        int[] lengths = [1, 1, 5, 2, 40, 21];
+        var segments = lengths.SelectMany((n, id) => Enumerable.Repeat(id, n)).ToArray();
+        Check(HalfType.BFloat16, 1, 70, 2, 1, 16, causal, segments, 31);
+    }
+
+    [Fact]
+    public void Kernel_Float16_HeadDim32() => Check(HalfType.Float16, 1, 40, 2, 2, 32, true, [], 41);
+
+    [Fact]
+    public void Kernel_HeadDim128() => Check(HalfType.BFloat16, 1, 20, 1, 1, 128, true, [], 51);
+
+    [Fact]
+    public void ForwardCpu_CausalMatchesNaiveAttention()
+    {
+        const int batch = 2, seq = 9, numHeads = 4, numKvHeads = 2, headDim = 5;
+        var q = Rand.Floats(61, batch * seq * numHeads * headDim, 2f);
+        var k = Rand.Floats(62, batch * seq * numKvHeads * headDim, 2f);
+        var v = Rand.Floats(63, k.Length);
+        int[] segments = [0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4];
+        var (want, got) = (new float[q.Length], new float[q.Length]);
+        Attention.ForwardCpu<float>(q, k, v, segments, batch, seq, numHeads, numKvHeads, headDim, new float[batch * numHeads * seq * seq], want);
+        FlashAttentionHalf.ForwardCpu<float>(q, k, v, segments, batch, seq, numHeads, numKvHeads, headDim, true, got,
+            new float[batch * numHeads * seq]);
+        Close.Assert("o", want, got, 1e-6, 1e-5);
+    }
+
+    [Property(MaxTest = 25)]
+    public Property BackwardCpu_MatchesFiniteDifferences()
+    {
+        var shapes = from batch in Gen.Choose(1, 2) from seq in Gen.Choose(1, 5) from numKvHeads in Gen.Choose(1, 2)
+                     from groups in Gen.Elements(1, 2) from headDim in Gen.Choose(1, 4) from causal in Gen.Elements(false, true)
+                     from packed in Gen.Elements(false, true) from seed in Gen.Choose(0, 10000)
+                     select (batch, seq, numHeads: numKvHeads * groups, numKvHeads, headDim, causal, packed, seed);
+        return Prop.ForAll(shapes.ToArbitrary(), s =>
+        {
+            var (batch, seq, numHeads, numKvHeads, headDim, causal, packed, seed) = s;
+            int tokens = batch * seq, qn = tokens * numHeads * headDim, kvn = tokens * numKvHeads * headDim;
+            var q = Rand.Doubles(seed, qn);
+            var k = Rand.Doubles(seed + 1, kvn);
+            var v = Rand.Doubles(seed + 2, kvn);
+            var w = Rand.Doubles(seed + 3, qn); // loss = sum(o * w), so dO = w
+            var segments = packed ? Enumerable.Range(0, tokens).Select(t => t % seq / 2).ToArray() : [];
+            double Loss(double[] qq, double[] kk, double[] vv)
+            {
+                var o = new double[qn];
+                FlashAttentionHalf.ForwardCpu<double>(qq, kk, vv, segments, batch, seq, numHeads, numKvHeads, headDim, causal, o,
+                    new double[batch * numHeads * seq]);
+                double l = 0;
+                for (int i = 0; i < qn; i++) l += o[i] * w[i];
+                return l;
+            }
+            var (dQ, dK, dV) = (new double[qn], new double[kvn], new double[kvn]);
+            FlashAttentionHalf.BackwardCpu<double>(w, q, k, v, segments, batch, seq, numHeads, numKvHeads, headDim, causal, dQ, dK, dV);
+            FiniteDifference.Check("dQ", q, dQ, x => Loss(x, k, v));
+            FiniteDifference.Check("dK", k, dK, x => Loss(q, x, v));
+            FiniteDifference.Check("dV", v, dV, x => Loss(q, k, x));
+        });
+    }
+
+    [Fact]
+    public void RejectsHeadDimWithoutKernel()
+    {
+        using var b = gpu.Accelerator.Allocate1D<ushort>(48);
+        using var f = gpu.Zeros(48);
+        Assert.Throws<ArgumentException>(() => FlashAttentionHalf.Forward(gpu.Kernels, HalfType.BFloat16, b.View, b.View, b.View,
+            ArrayView<int>.Empty, 1, 1, 1, 1, 48, false, f.View, f.View));
+    }
+}
