@@ -94,8 +94,9 @@ public static partial class FlashAttentionHalf
     internal struct Ptx : IFlashPlatform
     {
         public uint SmemBase() => default(Gemm.Ptx).SmemBase();
+        // Gemm's CopyChunk takes the chunk's byte address; ours, the tensor's base pointer and the element index.
         public void CopyChunk(ArrayView<ushort> g, ulong gPtr, long gi, ArrayView<ushort> sm, uint smBase, int dst) =>
-            default(Gemm.Ptx).CopyChunk(g, gPtr, gi, sm, smBase, dst);
+            default(Gemm.Ptx).CopyChunk(g, gPtr + (ulong)gi * 2, gi, sm, smBase, dst);
         public void CommitGroup() => default(Gemm.Ptx).CommitGroup();
         public void WaitGroups(int pending) => default(Gemm.Ptx).WaitGroups(pending);
         public void Ldsm(uint addr, bool trans, ArrayView<ushort> sm, ArrayView<uint> scratch, int warpScratch,
