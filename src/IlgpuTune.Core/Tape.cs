@@ -129,12 +129,19 @@ public sealed class Tape : IDisposable
     /// only its inputs; in backward it re-runs the block under a nested tape and back-propagates through that. Parameters the
     /// block uses get their gradients as usual. The block must be deterministic (derive dropout RNGs from a captured seed).
     /// </summary>
-    public static Tensor Checkpoint(Func<Tensor[], Tensor> block, params Tensor[] inputs)
+    public static Tensor Checkpoint(Func<Tensor[], Tensor> block, params Tensor[] inputs) => Checkpoint(block, null, inputs);
+
+    /// <summary>
+    /// <see cref="Checkpoint(Func{Tensor[], Tensor}, Tensor[])"/> keeping its first input in <paramref name="storeFirstAs"/>
+    /// (BF16/F16; half the memory of an F32 activation) until the recompute widens it again. Exact only when that input
+    /// holds 16-bit values already (Ops.RoundTo); its gradient stays F32.
+    /// </summary>
+    public static Tensor Checkpoint(Func<Tensor[], Tensor> block, DType? storeFirstAs, params Tensor[] inputs)
     {
         if (Current is null) return block(inputs);
         Tensor output;
         using (NoGrad()) output = block(inputs);
-        var saved = inputs.Select(t => t.Alias()).ToArray();
+        var saved = inputs.Select((t, i) => i == 0 && storeFirstAs is { } d ? Ops.CastRaw(t, d) : t.Alias()).ToArray();
         var needs = inputs.Select(t => t.RequiresGrad).ToArray();
         Record("checkpoint", inputs, [output], ctx =>
         {
@@ -143,7 +150,12 @@ public sealed class Tape : IDisposable
             try
             {
                 using var tape = new Tape();
-                var leaves = saved.Select((t, i) => { var l = t.Alias(); l.RequiresGrad = needs[i]; return l; }).ToArray();
+                var leaves = saved.Select((t, i) =>
+                {
+                    var l = t.DType == inputs[i].DType ? t.Alias() : Ops.CastRaw(t, inputs[i].DType);
+                    l.RequiresGrad = needs[i];
+                    return l;
+                }).ToArray();
                 try
                 {
                     using var recomputed = block(leaves);

@@ -347,8 +347,17 @@ public sealed partial class CausalLM : IDisposable
             Tensor next;
             if (GradientCheckpointing)
             {
+                // With bf16 matmuls the layer inputs kept for the recompute are stored in bf16 (half the memory of the
+                // checkpoints), so the residual stream is rounded to bf16 between layers, as a bf16 model has it.
+                DType? store = Device.MatmulPrecision == MatmulPrecision.BF16 && !Device.IsCpu ? DType.BF16 : null;
+                if (store is { } d)
+                {
+                    var rounded = Ops.RoundTo(h, d);
+                    h.Dispose();
+                    h = rounded;
+                }
                 Tensor[] inputs = segments is null ? [h, cos, sin] : [h, cos, sin, segments];
-                next = Tape.Checkpoint(t => Block(layer, t[0], t[1], t[2], new Random(seed), Causal(t.Length > 3 ? t[3] : null)), inputs);
+                next = Tape.Checkpoint(t => Block(layer, t[0], t[1], t[2], new Random(seed), Causal(t.Length > 3 ? t[3] : null)), store, inputs);
             }
             else next = Block(layer, h, cos, sin, new Random(seed), Causal(segments));
             h.Dispose();

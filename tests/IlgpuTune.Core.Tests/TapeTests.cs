@@ -131,4 +131,41 @@ public class TapeTests
         Assert.Equal(4, a.Grad!.Length);
         Assert.Equal([4], a.Grad.Shape);
     }
+
+    // The checkpoint keeps its first input in bf16; on an input that already holds bf16 values (RoundTo) the recompute
+    // sees exactly what the forward saw, so values and the F32 gradient equal the plain block's.
+    [Fact]
+    public void Checkpoint_StoringItsInputInBf16_EqualsThePlainBlockOnTheRoundedInput()
+    {
+        using var d = Device.Create("cpu");
+        var data = Rand.Floats(7, 40);
+        var dy = Rand.Floats(8, 40);
+        static Tensor Block(Tensor[] t) => Ops.Mul(t[0], t[0]);
+        (float[] Y, float[] G, long Peak) Run(bool checkpoint)
+        {
+            using var x = Tensor.FromArray(d, data, 40);
+            x.RequiresGrad = true;
+            using var gy = Tensor.FromArray(d, dy, 40);
+            float[] y;
+            d.Allocator.ResetPeak();
+            using (var tape = new Tape())
+            {
+                using var r = Ops.RoundTo(x, DType.BF16);
+                using var o = checkpoint ? Tape.Checkpoint(Block, DType.BF16, r) : Block([r]);
+                y = o.ToFloatArray();
+                tape.Backward(o, gy);
+            }
+            return (y, x.Grad!.ToFloatArray(), d.Allocator.PeakAllocatedBytes);
+        }
+        var plain = Run(false);
+        var ckpt = Run(true);
+        Assert.Equal(plain.Y, ckpt.Y);
+        Assert.Equal(plain.G, ckpt.G);
+        // d(r²)/dx = 2r·dy with the straight-through rounding, r the bf16 value of x
+        var bits = new ushort[40];
+        var r = new float[40];
+        Kernels.Cast.ToBf16Cpu(data, bits);
+        Kernels.Cast.FromBf16Cpu(bits, r);
+        for (int i = 0; i < 40; i++) Assert.Equal(2f * r[i] * dy[i], plain.G[i]);
+    }
 }

@@ -15,7 +15,21 @@ public static partial class Ops
         return y;
     }
 
-    private static Tensor CastRaw(Tensor x, DType to)
+    /// <summary>
+    /// x rounded to the values of a 16-bit type (bf16/f16, nearest even) and kept in F32; the gradient passes straight
+    /// through. Makes a tensor exactly storable in 16 bits (see Tape.Checkpoint's storeFirstAs).
+    /// </summary>
+    public static Tensor RoundTo(Tensor x, DType half)
+    {
+        RequireF32("round_to", x, "x");
+        if (half is not (DType.BF16 or DType.F16)) throw new ArgumentException($"round_to: {half} is not a 16-bit type");
+        Tensor y;
+        using (var h = CastRaw(x, half)) y = CastRaw(h, DType.F32);
+        if (Tape.IsRecording(x)) Tape.Record("round_to", [x], [y], ctx => ctx.AddGrad(0, ctx.GradOutput()!.Alias()));
+        return y;
+    }
+
+    internal static Tensor CastRaw(Tensor x, DType to)
     {
         var y = Tensor.Empty(x.Device, to, x.Shape);
         int n = (int)x.Length;
