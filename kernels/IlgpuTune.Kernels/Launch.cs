@@ -32,6 +32,10 @@ internal static class Launch
         return true;
     }
 
+    /// <summary>Whether the view's first element sits on a multiple of <paramref name="bytes"/> in device memory.</summary>
+    public static bool AlignedTo<T>(ArrayView<T> view, int bytes) where T : unmanaged =>
+        view.Length == 0 || (((IArrayView)view).Buffer.NativePtr.ToInt64() + ((IContiguousArrayView)view).IndexInBytes) % bytes == 0;
+
     /// <summary>Throws unless <paramref name="view"/> holds at least <paramref name="count"/> elements.</summary>
     public static void Need<T>(ArrayView<T> view, long count, string name) where T : unmanaged
     {

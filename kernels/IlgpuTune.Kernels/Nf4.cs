@@ -239,6 +239,30 @@ public static class Nf4
             y[i] = Cast.FloatToF16(Dequantize4(packed, absmax, code4, blocksize, i));
     }
 
+    // Fast path of DequantizeBf16/F16: eight elements per thread, one 32-bit word of packed nibbles in and one 16-byte store
+    // out, the absmax block found by a shift (blocksize a power of two >= 8, so the eight share it). Byte k of the word
+    // holds elements 2k (high nibble) and 2k+1, which land in output word k low and high half (little-endian).
+    static void DequantizeHalf8Kernel(ArrayView<uint> packed, FloatView absmax, FloatView code4, long groups, int log2Blocksize, int isF16,
+        ArrayView<ILGPU.Util.Int4> y)
+    {
+        for (long g = Grid.GlobalIndex.X; g < groups; g += Launch.GridStride())
+        {
+            uint w = packed[g];
+            float a = absmax[(g << 3) >> log2Blocksize];
+            y[g] = new ILGPU.Util.Int4((int)HalfPair(w, 0, a, code4, isF16), (int)HalfPair(w, 8, a, code4, isF16),
+                (int)HalfPair(w, 16, a, code4, isF16), (int)HalfPair(w, 24, a, code4, isF16));
+        }
+    }
+
+    static uint HalfPair(uint w, int shift, float a, FloatView code4, int isF16)
+    {
+        int b = (int)((w >> shift) & 0xFF);
+        float even = code4[b >> 4] * a, odd = code4[b & 15] * a;
+        return isF16 != 0
+            ? Cast.FloatToF16(even) | ((uint)Cast.FloatToF16(odd) << 16)
+            : Cast.FloatToBf16(even) | ((uint)Cast.FloatToBf16(odd) << 16);
+    }
+
     // ---- launchers ----
 
     public static long Blocks(long n, int blocksize) => (n + blocksize - 1) / blocksize;
@@ -319,7 +343,7 @@ public static class Nf4
     {
         CheckDequantize(packed, absmax, code4, n, blocksize);
         Launch.Need(y, n, nameof(y));
-        if (n == 0) return;
+        if (n == 0 || DequantizeHalf8(k, packed, absmax, code4, n, blocksize, false, y)) return;
         var kernel = k.Get("nf4.dequantize.bf16",
             a => a.LoadStreamKernel<ArrayView<byte>, FloatView, FloatView, long, int, ArrayView<ushort>>(DequantizeBf16Kernel));
         kernel(Launch.Flat(k, n), packed, absmax, code4, n, blocksize, y);
@@ -331,10 +355,23 @@ public static class Nf4
     {
         CheckDequantize(packed, absmax, code4, n, blocksize);
         Launch.Need(y, n, nameof(y));
-        if (n == 0) return;
+        if (n == 0 || DequantizeHalf8(k, packed, absmax, code4, n, blocksize, true, y)) return;
         var kernel = k.Get("nf4.dequantize.f16",
             a => a.LoadStreamKernel<ArrayView<byte>, FloatView, FloatView, long, int, ArrayView<ushort>>(DequantizeF16Kernel));
         kernel(Launch.Flat(k, n), packed, absmax, code4, n, blocksize, y);
+    }
+
+    // Runs the eight-per-thread kernel when n, blocksize and the views' alignment allow; false when they do not.
+    static bool DequantizeHalf8(KernelRegistry k, ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize, bool f16,
+        ArrayView<ushort> y)
+    {
+        if (n % 8 != 0 || blocksize < 8 || !Launch.AlignedTo(packed, 4) || !Launch.AlignedTo(y, 16)) return false;
+        long groups = n / 8;
+        var kernel = k.Get("nf4.dequantize.half8",
+            a => a.LoadStreamKernel<ArrayView<uint>, FloatView, FloatView, long, int, int, ArrayView<ILGPU.Util.Int4>>(DequantizeHalf8Kernel));
+        kernel(Launch.Flat(k, groups), packed.SubView(0, groups * 4).Cast<uint>(), absmax, code4, groups, System.Numerics.BitOperations.Log2((uint)blocksize),
+            f16 ? 1 : 0, y.SubView(0, n).Cast<ILGPU.Util.Int4>());
+        return true;
     }
 
     static void CheckDequantize(ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize)
