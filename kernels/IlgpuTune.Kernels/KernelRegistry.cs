@@ -36,6 +36,9 @@ public sealed class KernelRegistry
 
     private MemoryBuffer1D<float, Stride1D.Dense>? _workspace;
 
+    /// <summary>Called with the change in bytes whenever the workspace is reallocated (device memory accounting).</summary>
+    public Action<long>? WorkspaceResized { get; set; }
+
     /// <summary>
     /// A scratch fp32 buffer of at least <paramref name="n"/> elements for kernels that need one between launches
     /// (split-K partial sums). Shared by every kernel on this registry's stream; it grows and is never shrunk.
@@ -44,8 +47,10 @@ public sealed class KernelRegistry
     {
         if (_workspace == null || _workspace.Length < n)
         {
+            long old = _workspace?.LengthInBytes ?? 0;
             _workspace?.Dispose(); // cuMemFree waits for kernels still using it
             _workspace = Accelerator.Allocate1D<float>(Math.Max(n, 1));
+            WorkspaceResized?.Invoke(_workspace.LengthInBytes - old);
         }
         return _workspace.View.SubView(0, n);
     }

@@ -78,6 +78,19 @@ public sealed class CachingAllocator : IDisposable
         }
     }
 
+    /// <summary>
+    /// Counts device memory allocated outside the cache (optimizer state, kernel workspaces) in AllocatedBytes and the
+    /// peak, so the reported peak is all the device memory the engine holds; negative when it is freed.
+    /// </summary>
+    public void TrackExternal(long bytes)
+    {
+        lock (_lock)
+        {
+            AllocatedBytes += bytes;
+            PeakAllocatedBytes = Math.Max(PeakAllocatedBytes, AllocatedBytes);
+        }
+    }
+
     public void ResetPeak()
     {
         lock (_lock) PeakAllocatedBytes = AllocatedBytes;

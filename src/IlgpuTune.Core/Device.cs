@@ -40,8 +40,9 @@ public sealed class Device : IDisposable
         Kind = kind;
         _context = context;
         Accelerator = accelerator;
-        Kernels = accelerator is null ? null : new KernelRegistry(accelerator);
         Allocator = new CachingAllocator(accelerator);
+        Kernels = accelerator is null ? null : new KernelRegistry(accelerator);
+        if (Kernels is not null) Kernels.WorkspaceResized = Allocator.TrackExternal;
     }
 
     public DeviceKind Kind { get; }

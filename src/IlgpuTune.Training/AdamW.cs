@@ -24,7 +24,7 @@ namespace IlgpuTune.Training;
 public sealed class AdamW : IDisposable
 {
     /// <summary>State elements (per moment) in one chunk when the state is paged; the device holds three chunks.</summary>
-    public const long PagedChunkElements = 1L << 22;
+    public const long PagedChunkElements = 1L << 20;
 
     // Staging slots in the ring: chunk j+1 is uploaded into the slot chunk j-2 used, so it need not wait for chunk j-1's download.
     private const int StagingSlots = 3;
@@ -95,6 +95,7 @@ public sealed class AdamW : IDisposable
             _chunkElements = Math.Max(1, Math.Min(pagedChunkElements, _total));
             _stages = new MemoryBuffer1D<float, Stride1D.Dense>[StagingSlots];
             for (int s = 0; s < StagingSlots; s++) _stages[s] = acc.Allocate1D<float>(2 * _chunkElements);
+            _deviceBytes = StagingSlots * 2 * _chunkElements * sizeof(float);
             _upload = acc.CreateStream();
             _download = acc.CreateStream();
             _order = new StreamOrder(acc);
@@ -106,8 +107,12 @@ public sealed class AdamW : IDisposable
             _devAvgSq = acc.Allocate1D<float>(Math.Max(_total, 1));
             _devAvg.MemSetToZero();
             _devAvgSq.MemSetToZero();
+            _deviceBytes = _devAvg.LengthInBytes + _devAvgSq.LengthInBytes;
         }
+        if (!_device.IsCpu) _device.Allocator.TrackExternal(_deviceBytes); // the reported peak includes the optimizer's share
     }
+
+    private readonly long _deviceBytes;
 
     public double Lr { get; set; }
     public double Beta1 { get; }
@@ -376,5 +381,6 @@ public sealed class AdamW : IDisposable
         if (_stages != null) foreach (var stage in _stages) stage.Dispose();
         _pinnedAvg?.Dispose();
         _pinnedAvgSq?.Dispose();
+        if (!_device.IsCpu) _device.Allocator.TrackExternal(-_deviceBytes);
     }
 }

@@ -147,4 +147,26 @@ public class AdamWTests(Devices devices)
         Assert.Contains("F32", Assert.Throws<ArgumentException>(() => new AdamW([c])).Message);
         Assert.Contains("Name", Assert.Throws<ArgumentException>(() => new AdamW([u])).Message);
     }
+
+    // The moments (or the paged staging ring) live outside the tensor cache; the allocator's peak must still count them.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void DeviceState_IsCountedInTheAllocatorsPeak(bool paged)
+    {
+        var d = devices.Get("ilgpu-cpu");
+        var ps = Params(d, 11);
+        try
+        {
+            long before = d.Allocator.AllocatedBytes;
+            long total = ps.Sum(p => p.Length);
+            using (new AdamW(ps, 0.01, 0.9, 0.999, 1e-8, 0.0, pagedState: paged, 4))
+                Assert.Equal(paged ? 3 * 2 * 4 * sizeof(float) : 2 * total * sizeof(float), d.Allocator.AllocatedBytes - before);
+            Assert.Equal(before, d.Allocator.AllocatedBytes);
+        }
+        finally
+        {
+            foreach (var p in ps) p.Dispose();
+        }
+    }
 }
