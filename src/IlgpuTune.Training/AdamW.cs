@@ -24,7 +24,7 @@ namespace IlgpuTune.Training;
 public sealed class AdamW : IDisposable
 {
     /// <summary>State elements (per moment) in one chunk when the state is paged; the device holds three chunks.</summary>
-    public const long PagedChunkElements = 1L << 20;
+    public const long PagedChunkElements = 1L << 19;
 
     // Staging slots in the ring: chunk j+1 is uploaded into the slot chunk j-2 used, so it need not wait for chunk j-1's download.
     private const int StagingSlots = 3;
