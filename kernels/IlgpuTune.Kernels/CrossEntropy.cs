@@ -58,8 +58,11 @@ public static class CrossEntropy
         float lse = logSumExp[row];
         // Each thread reads an element before writing it, so dLogits may alias logits.
         for (int c = Group.IdxX; c < vocab; c += Group.DimX)
-            dLogits[start + c] = supervised ? gradScale * (MathF.Exp(logits[start + c] - lse) - (c == t ? 1f : 0f)) : 0f;
+            dLogits[start + c] = DLogit(logits[start + c], lse, c == t, supervised, gradScale);
     }
+
+    static float DLogit(float x, float lse, bool target, bool supervised, float gradScale) =>
+        supervised ? gradScale * (MathF.Exp(x - lse) - (target ? 1f : 0f)) : 0f;
 
     static void BackwardHalfKernel(FloatView logits, IntView targets, FloatView logSumExp, int vocab, float gradScale, int isF16,
         ArrayView<ushort> dLogits)
@@ -71,7 +74,7 @@ public static class CrossEntropy
         float lse = logSumExp[row];
         for (int c = Group.IdxX; c < vocab; c += Group.DimX)
         {
-            float d = supervised ? gradScale * (MathF.Exp(logits[start + c] - lse) - (c == t ? 1f : 0f)) : 0f;
+            float d = DLogit(logits[start + c], lse, c == t, supervised, gradScale);
             dLogits[start + c] = isF16 != 0 ? Cast.FloatToF16(d) : Cast.FloatToBf16(d);
         }
     }

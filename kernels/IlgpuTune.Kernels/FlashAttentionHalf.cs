@@ -108,20 +108,8 @@ public static partial class FlashAttentionHalf
         public ushort FloatToF16(float x) => default(Gemm.Ptx).FloatToF16(x);
         public float F16ToFloat(ushort h) => default(Gemm.Ptx).F16ToFloat(h);
 
-        // cvt packs two floats, the first operand into the high half, rounding to nearest even like Cast.
-        public uint PackBf16(float lo, float hi)
-        {
-            uint r = 0;
-            if (CudaAsm.IsSupported) CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, %1, %2;", out r, hi, lo);
-            return r;
-        }
-
-        public uint PackF16(float lo, float hi)
-        {
-            uint r = 0;
-            if (CudaAsm.IsSupported) CudaAsm.Emit("cvt.rn.f16x2.f32 %0, %1, %2;", out r, hi, lo);
-            return r;
-        }
+        public uint PackBf16(float lo, float hi) => default(Gemm.Ptx).PackBf16x2(lo, hi);
+        public uint PackF16(float lo, float hi) => default(Gemm.Ptx).PackF16x2(lo, hi);
 
         public float Exp2(float x)
         {
@@ -149,8 +137,8 @@ public static partial class FlashAttentionHalf
             default(Gemm.Emulated).Mma<TH>(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1, scratch, warpScratch);
         public ushort FloatToF16(float x) => Cast.FloatToF16(x);
         public float F16ToFloat(ushort h) => Cast.F16ToFloat(h);
-        public uint PackBf16(float lo, float hi) => Cast.FloatToBf16(lo) | ((uint)Cast.FloatToBf16(hi) << 16);
-        public uint PackF16(float lo, float hi) => Cast.FloatToF16(lo) | ((uint)Cast.FloatToF16(hi) << 16);
+        public uint PackBf16(float lo, float hi) => default(Gemm.Emulated).PackBf16x2(lo, hi);
+        public uint PackF16(float lo, float hi) => default(Gemm.Emulated).PackF16x2(lo, hi);
         public float Exp2(float x) => MathF.Exp(x * Ln2);
 
         public float ShuffleXor(float x, int mask, ArrayView<uint> scratch, int warpScratch)

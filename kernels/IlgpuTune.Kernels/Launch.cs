@@ -28,7 +28,7 @@ internal static class Launch
     public static bool Aligned16(params ReadOnlySpan<FloatView> views)
     {
         foreach (var v in views)
-            if (v.Length > 0 && (((IArrayView)v).Buffer.NativePtr.ToInt64() + ((IContiguousArrayView)v).IndexInBytes) % 16 != 0) return false;
+            if (!AlignedTo(v, 16)) return false;
         return true;
     }
 

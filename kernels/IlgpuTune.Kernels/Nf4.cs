@@ -227,16 +227,14 @@ public static class Nf4
         for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride()) y[i] = Dequantize4(packed, absmax, code4, blocksize, i);
     }
 
-    static void DequantizeBf16Kernel(ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize, ArrayView<ushort> y)
+    static void DequantizeHalfKernel(ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize, int isF16,
+        ArrayView<ushort> y)
     {
         for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride())
-            y[i] = Cast.FloatToBf16(Dequantize4(packed, absmax, code4, blocksize, i));
-    }
-
-    static void DequantizeF16Kernel(ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize, ArrayView<ushort> y)
-    {
-        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride())
-            y[i] = Cast.FloatToF16(Dequantize4(packed, absmax, code4, blocksize, i));
+        {
+            float v = Dequantize4(packed, absmax, code4, blocksize, i);
+            y[i] = isF16 != 0 ? Cast.FloatToF16(v) : Cast.FloatToBf16(v);
+        }
     }
 
     // Fast path of DequantizeBf16/F16: eight elements per thread, one 32-bit word of packed nibbles in and one 16-byte store
@@ -339,26 +337,21 @@ public static class Nf4
 
     // packed[(n+1)/2], absmax[Blocks(n, blocksize)], code4[16] -> y[n] bf16 bits
     public static void DequantizeBf16(KernelRegistry k, ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize,
-        ArrayView<ushort> y)
-    {
-        CheckDequantize(packed, absmax, code4, n, blocksize);
-        Launch.Need(y, n, nameof(y));
-        if (n == 0 || DequantizeHalf8(k, packed, absmax, code4, n, blocksize, false, y)) return;
-        var kernel = k.Get("nf4.dequantize.bf16",
-            a => a.LoadStreamKernel<ArrayView<byte>, FloatView, FloatView, long, int, ArrayView<ushort>>(DequantizeBf16Kernel));
-        kernel(Launch.Flat(k, n), packed, absmax, code4, n, blocksize, y);
-    }
+        ArrayView<ushort> y) => DequantizeHalf(k, packed, absmax, code4, n, blocksize, false, y);
 
     // packed[(n+1)/2], absmax[Blocks(n, blocksize)], code4[16] -> y[n] fp16 bits
     public static void DequantizeF16(KernelRegistry k, ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize,
+        ArrayView<ushort> y) => DequantizeHalf(k, packed, absmax, code4, n, blocksize, true, y);
+
+    static void DequantizeHalf(KernelRegistry k, ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize, bool f16,
         ArrayView<ushort> y)
     {
         CheckDequantize(packed, absmax, code4, n, blocksize);
         Launch.Need(y, n, nameof(y));
-        if (n == 0 || DequantizeHalf8(k, packed, absmax, code4, n, blocksize, true, y)) return;
-        var kernel = k.Get("nf4.dequantize.f16",
-            a => a.LoadStreamKernel<ArrayView<byte>, FloatView, FloatView, long, int, ArrayView<ushort>>(DequantizeF16Kernel));
-        kernel(Launch.Flat(k, n), packed, absmax, code4, n, blocksize, y);
+        if (n == 0 || DequantizeHalf8(k, packed, absmax, code4, n, blocksize, f16, y)) return;
+        var kernel = k.Get("nf4.dequantize.half",
+            a => a.LoadStreamKernel<ArrayView<byte>, FloatView, FloatView, long, int, int, ArrayView<ushort>>(DequantizeHalfKernel));
+        kernel(Launch.Flat(k, n), packed, absmax, code4, n, blocksize, f16 ? 1 : 0, y);
     }
 
     // Runs the eight-per-thread kernel when n, blocksize and the views' alignment allow; false when they do not.

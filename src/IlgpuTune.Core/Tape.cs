@@ -143,6 +143,7 @@ public sealed class Tape : IDisposable
         using (NoGrad()) output = block(inputs);
         var saved = inputs.Select((t, i) => i == 0 && storeFirstAs is { } d ? Ops.CastRaw(t, d) : t.Alias()).ToArray();
         var needs = inputs.Select(t => t.RequiresGrad).ToArray();
+        var dtypes = inputs.Select(t => t.DType).ToArray(); // the inputs may be disposed before backward
         Record("checkpoint", inputs, [output], ctx =>
         {
             int outer = s_noGrad;
@@ -152,7 +153,7 @@ public sealed class Tape : IDisposable
                 using var tape = new Tape();
                 var leaves = saved.Select((t, i) =>
                 {
-                    var l = t.DType == inputs[i].DType ? t.Alias() : Ops.CastRaw(t, inputs[i].DType);
+                    var l = t.DType == dtypes[i] ? t.Alias() : Ops.CastRaw(t, dtypes[i]);
                     l.RequiresGrad = needs[i];
                     return l;
                 }).ToArray();

@@ -340,6 +340,9 @@ public sealed partial class CausalLM : IDisposable
         Func<Tensor, Tensor, Tensor, Tensor> Causal(Tensor? segs) =>
             (q, k, v) => Ops.Attention(q, k, v, segs, batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim);
         var h = Ops.Embedding(ids, EmbedTokens);
+        // With bf16 matmuls the layer inputs kept for the recompute are stored in bf16 (half the memory of the
+        // checkpoints), so the residual stream is rounded to bf16 between layers, as a bf16 model has it.
+        DType? store = GradientCheckpointing && Device.MatmulPrecision == MatmulPrecision.BF16 && !Device.IsCpu ? DType.BF16 : null;
         foreach (var layer in Layers)
         {
             // One seed per layer, so a checkpointed block re-draws the same dropout masks when it is recomputed.
@@ -347,9 +350,6 @@ public sealed partial class CausalLM : IDisposable
             Tensor next;
             if (GradientCheckpointing)
             {
-                // With bf16 matmuls the layer inputs kept for the recompute are stored in bf16 (half the memory of the
-                // checkpoints), so the residual stream is rounded to bf16 between layers, as a bf16 model has it.
-                DType? store = Device.MatmulPrecision == MatmulPrecision.BF16 && !Device.IsCpu ? DType.BF16 : null;
                 if (store is { } d)
                 {
                     var rounded = Ops.RoundTo(h, d);
