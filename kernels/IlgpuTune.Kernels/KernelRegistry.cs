@@ -31,8 +31,14 @@ public sealed class KernelRegistry
     public int RowGroupSize { get; }
 
     /// <summary>Returns the cached launcher named <paramref name="name"/>, loading it on first use.</summary>
-    public T Get<T>(string name, Func<Accelerator, T> load) where T : Delegate =>
-        (T)_kernels.GetOrAdd(name, _ => load(Accelerator));
+    public T Get<T>(string name, Func<Accelerator, T> load) where T : Delegate
+    {
+        Profile?.Mark(name, Accelerator);
+        return (T)_kernels.GetOrAdd(name, _ => load(Accelerator));
+    }
+
+    /// <summary>When set, every launch is timed (see KernelProfile); for diagnosis only, it serialises host and device.</summary>
+    public KernelProfile? Profile { get; set; }
 
     private MemoryBuffer1D<float, Stride1D.Dense>? _workspace;
 

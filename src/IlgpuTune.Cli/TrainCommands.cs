@@ -16,12 +16,13 @@ public sealed class TrainCommands
         [Option("work-dir", Description = "where logs, checkpoints, the adapter and curve.svg go (default work_dirs/<config>)")] string? workDir = null,
         [Option("resume", Description = "continue from a checkpoint folder, or 'latest' for the newest in the work dir")] string? resume = null,
         [Option("seed", Description = "override the config's seed")] int? seed = null,
-        [Option("cfg-options", Description = "override config keys: key=value (YAML values; lora.r=16)")] string[]? cfgOptions = null)
+        [Option("cfg-options", Description = "override config keys: key=value (YAML values; lora.r=16)")] string[]? cfgOptions = null,
+        [Option("profile", Description = "diagnosis: after N iterations, time every kernel launch and log where a step goes (slows those iterations)")] int? profile = null)
     {
         var overrides = (cfgOptions ?? []).ToList();
         if (seed is { } s) overrides.Add($"seed={s}");
         var cfg = Builtins.LoadConfig(config, overrides);
-        var options = new TrainOptions { WorkDir = workDir, Resume = resume is null ? null : resume == "latest" ? "" : resume };
+        var options = new TrainOptions { WorkDir = workDir, Resume = resume is null ? null : resume == "latest" ? "" : resume, ProfileAfter = profile };
         TrainResult result;
         if (Console.IsOutputRedirected) result = Trainer.Run(cfg, options);
         else

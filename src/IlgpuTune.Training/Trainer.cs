@@ -22,6 +22,11 @@ public sealed record TrainOptions
     public int? StopAfter { get; init; }
     /// <summary>Called after every iteration with (iterations done, max iterations), e.g. to drive a progress bar.</summary>
     public Action<int, int>? Progress { get; init; }
+    /// <summary>
+    /// Diagnosis: after this many iterations, time every kernel launch (KernelProfile; slows the run) and log where a
+    /// step goes; the iterations before it log their forward / backward / optimizer wall times.
+    /// </summary>
+    public int? ProfileAfter { get; init; }
 }
 
 public sealed record TrainResult(string WorkDir, int Iterations, IReadOnlyList<LogRecord> Log, string? AdapterDir);
@@ -129,9 +134,13 @@ public static class Trainer
         float? lastNorm = resumeState?.LastGradNorm;
         int[]? order = null;
         int orderEpoch = -1;
+        var profile = options.ProfileAfter is null || device.Kernels is null ? null : new Kernels.KernelProfile();
+        int profiledIters = 0;
         for (int iter = start; iter < maxIters; iter++)
         {
             if (options.StopAfter is { } stop && iter - start >= stop) break;
+            if (profile is not null && iter - start == options.ProfileAfter) device.Kernels!.Profile = profile;
+            if (device.Kernels?.Profile is not null) profiledIters++;
             var t0 = sw.Elapsed;
             int epoch = iter / itersPerEpoch;
             if (epoch != orderEpoch) (order, orderEpoch) = (EpochOrder(rows, cfg.Seed, epoch), epoch);
@@ -142,13 +151,17 @@ public static class Trainer
 
             float lr = (float)schedule.LrAt(iter);
             float loss;
+            TimeSpan tForward;
             using (var tape = new Tape())
             {
                 using var lossTensor = model.Loss(batch.InputIds, batch.Labels, batch.Size, batch.Length,
                     batch.PositionIds, batch.SegmentIds, new Random(unchecked(cfg.Seed * 1_000_003 + iter)));
                 loss = lossTensor.Item();
+                tForward = sw.Elapsed;
                 if (lossTensor.RequiresGrad) tape.Backward(lossTensor, scaler.Scale / plan.LossDivisor(iter));
             }
+            if (profile is not null) device.Synchronize();
+            var tBackward = sw.Elapsed;
             if (plan.EndsStep(iter))
             {
                 // mmengine's order: unscale -> clip -> step (skipped on inf/NaN) -> scaler update.
@@ -158,6 +171,13 @@ public static class Trainer
                 if (scaler.Step(optimizer)) steps++;
                 scaler.Update();
                 optimizer.ZeroGrad();
+            }
+            if (profile is not null)
+            {
+                device.Synchronize();
+                if (device.Kernels!.Profile is null)
+                    log.Info($"iteration {iter + 1} unprofiled: data {(t1 - t0).TotalMilliseconds:F1} ms, forward {(tForward - t1).TotalMilliseconds:F1} ms, " +
+                        $"backward {(tBackward - tForward).TotalMilliseconds:F1} ms, clip + optimizer {(sw.Elapsed - tBackward).TotalMilliseconds:F1} ms");
             }
 
             var t2 = sw.Elapsed;
@@ -185,6 +205,12 @@ public static class Trainer
                     trainable, optimizer.ExportState(), cfg.SaveTotalLimit);
                 log.Info($"saved checkpoint {Checkpoint.DirFor(workDir, done)}");
             }
+        }
+        if (profile is not null && profiledIters > 0)
+        {
+            profile.Flush(device.Kernels!.Accelerator);
+            device.Kernels.Profile = null;
+            log.Info(profile.Report(profiledIters));
         }
         log.WriteCurve();
         if (Checkpoint.List(workDir).LastOrDefault().Iter == maxIters) Evaluate("after training");

@@ -122,4 +122,31 @@ public class CastTests(IlgpuCpuFixture gpu)
         Assert.Equal(toBf16, gToBf16.GetAsArray1D());
         Assert.Equal(toF16, gToF16.GetAsArray1D());
     }
+
+    [Theory]
+    [InlineData(0)] // aligned: the four-a-thread kernels with a tail
+    [InlineData(1)] // misaligned: the scalar kernels
+    public void Kernels_AtAnyAlignment_MatchCpuReference(int offset)
+    {
+        var x = Specials.Concat(RandomFloats(5, 1001)).ToArray();
+        int n = x.Length - offset;
+        using var gx = gpu.Upload(x);
+        using var gb = gpu.Accelerator.Allocate1D<ushort>(x.Length); using var gh = gpu.Accelerator.Allocate1D<ushort>(x.Length);
+        using var gBack = gpu.Zeros(x.Length); using var gBackH = gpu.Zeros(x.Length);
+        Cast.ToBf16(gpu.Kernels, gx.View.SubView(offset, n), n, gb.View.SubView(offset, n));
+        Cast.ToF16(gpu.Kernels, gx.View.SubView(offset, n), n, gh.View.SubView(offset, n));
+        Cast.FromBf16(gpu.Kernels, gb.View.SubView(offset, n), n, gBack.View.SubView(offset, n));
+        Cast.FromF16(gpu.Kernels, gh.View.SubView(offset, n), n, gBackH.View.SubView(offset, n));
+        gpu.Accelerator.Synchronize();
+
+        var b = new ushort[n]; var h = new ushort[n]; var back = new float[n]; var backH = new float[n];
+        Cast.ToBf16Cpu(x.AsSpan(offset), b);
+        Cast.ToF16Cpu(x.AsSpan(offset), h);
+        Cast.FromBf16Cpu(b, back);
+        Cast.FromF16Cpu(h, backH);
+        Assert.Equal(b, gb.GetAsArray1D()[offset..]);
+        Assert.Equal(h, gh.GetAsArray1D()[offset..]);
+        Assert.Equal(back.Select(Bits), gBack.GetAsArray1D()[offset..].Select(Bits));
+        Assert.Equal(backH.Select(Bits), gBackH.GetAsArray1D()[offset..].Select(Bits));
+    }
 }

@@ -46,6 +46,31 @@ public class ElementwiseTests(IlgpuCpuFixture gpu)
     }
 
     [Theory]
+    [InlineData(0)] // 16-byte aligned: the Float4 kernel with a tail
+    [InlineData(1)] // misaligned: the scalar kernels
+    public void AddScaleAccumulate_AtAnyAlignment_MatchCpuReference(int offset)
+    {
+        const int n = 1003;
+        var a = Rand.Floats(1, n + offset);
+        var b = Rand.Floats(2, n + offset);
+        var y0 = Rand.Floats(3, n + offset);
+        using var ga = gpu.Upload(a); using var gb = gpu.Upload(b); using var gAcc = gpu.Upload(y0);
+        using var gAdd = gpu.Zeros(n + offset); using var gScale = gpu.Zeros(n + offset);
+        Elementwise.Add(gpu.Kernels, ga.View.SubView(offset, n), gb.View.SubView(offset, n), n, gAdd.View.SubView(offset, n));
+        Elementwise.Scale(gpu.Kernels, ga.View.SubView(offset, n), 0.75f, n, gScale.View.SubView(offset, n));
+        Elementwise.Accumulate(gpu.Kernels, ga.View.SubView(offset, n), n, gAcc.View.SubView(offset, n));
+        gpu.Accelerator.Synchronize();
+
+        var add = new float[n]; var scale = new float[n]; var acc = y0[offset..];
+        Elementwise.AddCpu<float>(a.AsSpan(offset), b.AsSpan(offset), add);
+        Elementwise.ScaleCpu<float>(a.AsSpan(offset), 0.75f, scale);
+        Elementwise.AccumulateCpu<float>(a.AsSpan(offset), acc);
+        Close.Assert("Add", add, gAdd.GetAsArray1D()[offset..], 0, 0);
+        Close.Assert("Scale", scale, gScale.GetAsArray1D()[offset..], 0, 0);
+        Close.Assert("Accumulate", acc, gAcc.GetAsArray1D()[offset..], 0, 0);
+    }
+
+    [Theory]
     [InlineData(1, 1)]
     [InlineData(3, 7)]
     [InlineData(9, 40)]

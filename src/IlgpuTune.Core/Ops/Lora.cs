@@ -1,14 +1,23 @@
+using IlgpuTune.Kernels;
+
 namespace IlgpuTune.Core;
 
 public static partial class Ops
 {
     /// <summary>
     /// PEFT LoRA linear: y = x·Wᵀ + bias + scaling · (dropout(x)·Aᵀ)·Bᵀ, with A[r, in], B[out, r];
-    /// scaling = alpha / r (or alpha / √r with rsLoRA, see LoraScaling). Built from differentiable ops, so A and B (and x) get grads.
+    /// scaling = alpha / r (or alpha / √r with rsLoRA, see LoraScaling). A and B (and x) get grads; a 16-bit frozen base
+    /// on tensor cores takes the fused path (LoraHalf), anything else is built from differentiable ops.
     /// </summary>
     public static Tensor LoraLinear(Tensor x, Tensor weight, Tensor? bias, Tensor loraA, Tensor loraB, float scaling, float dropout, Random rng)
     {
         CheckLora(weight.Name, weight.Shape, loraA, loraB);
+        if (OnTensorCores(x, loraA, loraB) && !weight.RequiresGrad)
+        {
+            RequireSameDevice("lora_linear", x, weight);
+            if (x.Dim(-1) != weight.Dim(1)) throw new ArgumentException($"lora_linear: x {ShapeText(x.Shape)} does not fit weight {weight.Name} {ShapeText(weight.Shape)}");
+            return LoraHalf(x, weight, null, bias, loraA, loraB, scaling, dropout, rng);
+        }
         using var baseOut = Linear(x, weight, bias);
         return AddLoraBranch(baseOut, x, loraA, loraB, scaling, dropout, rng);
     }
@@ -17,6 +26,11 @@ public static partial class Ops
     public static Tensor LoraLinear(Tensor x, Nf4Weight weight, Tensor? bias, Tensor loraA, Tensor loraB, float scaling, float dropout, Random rng)
     {
         CheckLora(weight.Name, weight.Shape, loraA, loraB);
+        if (OnTensorCores(x, loraA, loraB) && ReferenceEquals(x.Device, weight.Device))
+        {
+            if (x.Dim(-1) != weight.InFeatures) throw new ArgumentException($"lora_linear: x {ShapeText(x.Shape)} does not fit weight {weight.Name} {ShapeText(weight.Shape)}");
+            return LoraHalf(x, null, weight, bias, loraA, loraB, scaling, dropout, rng);
+        }
         using var baseOut = LinearNf4(x, weight, bias);
         return AddLoraBranch(baseOut, x, loraA, loraB, scaling, dropout, rng);
     }
@@ -32,6 +46,10 @@ public static partial class Ops
                 $"lora: A {ShapeText(loraA.Shape)} and B {ShapeText(loraB.Shape)} do not fit weight {weightName} {ShapeText(weightShape)}");
     }
 
+    private static bool OnTensorCores(Tensor x, Tensor loraA, Tensor loraB) =>
+        !x.Device.IsCpu && x.Device.MatmulPrecision != MatmulPrecision.F32 && x.DType == DType.F32 &&
+        loraA.DType == DType.F32 && loraB.DType == DType.F32 && ReferenceEquals(x.Device, loraA.Device) && ReferenceEquals(x.Device, loraB.Device);
+
     // baseOut + scaling · (dropout(x)·Aᵀ)·Bᵀ
     private static Tensor AddLoraBranch(Tensor baseOut, Tensor x, Tensor loraA, Tensor loraB, float scaling, float dropout, Random rng)
     {
@@ -40,5 +58,98 @@ public static partial class Ops
         using var up = Linear(down, loraB);
         using var scaled = Scale(up, scaling);
         return Add(baseOut, scaled);
+    }
+
+    // The fused tensor-core LoRA linear (a dense 16-bit / fp32 frozen weight, or NF4 dequantized per product):
+    //   xh = half(x) is cast once and feeds both the base product and the down projection (without dropout);
+    //   y = xh·Wᵀ + bias (fp32), down = half(xh·Aᵀ), y += scaling · down·Bᵀ in the GEMM epilogue (alpha, beta 1).
+    // Backward, dYh = half(dY) cast once:
+    //   dDown = half(scaling · dYh·B); dX = dYh·W, += dDown·A in the epilogue (beta 1) when the down projection read x
+    //   itself; dA = dDownᵀ·xh; dB = scaling · dYhᵀ·down; dBias = Σ_rows dY.
+    // So the branch costs no separate scale, add or gradient-sum pass over [rows, out] / [rows, in], and x and dY are
+    // rounded once. The roundings are those of the unfused path (which rounds down and scaling·dY to 16 bits too;
+    // identical when scaling is a power of two).
+    private static Tensor LoraHalf(Tensor x, Tensor? weight, Nf4Weight? quantized, Tensor? bias, Tensor loraA, Tensor loraB,
+        float scaling, float dropout, Random rng)
+    {
+        const string op = "lora_linear";
+        var dev = x.Device;
+        var k = K(x);
+        var (half, dtype) = dev.MatmulPrecision == MatmulPrecision.BF16 ? (HalfType.BFloat16, DType.BF16) : (HalfType.Float16, DType.F16);
+        if (weight is not null && weight.DType != DType.F32 && weight.DType != dtype)
+            throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; this device's matmuls are {dev.MatmulPrecision}");
+        int outF = loraB.Dim(0), inF = loraA.Dim(1), r = loraA.Dim(0);
+        int rows = (int)(x.Length / inF);
+        if (bias is not null && (bias.Rank != 1 || bias.Dim(0) != outF))
+            throw new ArgumentException($"{op}: bias {bias.Name} {ShapeText(bias.Shape)} does not fit [{outF}]");
+
+        // Dropout on the branch's input is its own tape op; without it the branch reads x (and dX sums in place).
+        var xa = dropout > 0 ? Dropout(x, dropout, rng) : null;
+        var xh = CastRaw(x, dtype);
+        var xah = xa is null ? xh.Alias() : CastRaw(xa, dtype);
+        var ah = CastRaw(loraA, dtype);
+        var bh = CastRaw(loraB, dtype);
+        var downH = Tensor.Empty(dev, dtype, rows, r);
+        var y = EmptyF32(dev, WithLast(x.Shape, outF));
+        ILGPU.ArrayView<float> biasView = bias is null ? default : bias.F32View;
+
+        Tensor? wh = null;
+        if (weight is not null) wh = weight.DType == dtype ? weight.Alias() : CastRaw(weight, dtype);
+        using (var w = quantized?.Dequantize(dtype))
+            Gemm.NT(k, half, xh.View<ushort>(), (w ?? wh)!.View<ushort>(), biasView, rows, outF, inF, 1f, false, y.F32View);
+        Gemm.Run(k, GemmLayout.NT, half, xah.View<ushort>(), ah.View<ushort>(), default, rows, r, inF, 1f, false, half, downH.View<ushort>());
+        Gemm.NT(k, half, downH.View<ushort>(), bh.View<ushort>(), default, rows, outF, r, scaling, true, y.F32View);
+
+        var saved = new List<Tensor> { xh, xah, ah, bh, downH };
+        if (wh is not null) saved.Add(wh);
+        if (!Tape.IsRecording(x, xa, loraA, loraB, bias))
+        {
+            foreach (var t in saved) t.Dispose();
+            xa?.Dispose();
+            return y;
+        }
+        var inShape = x.Shape;
+        Tape.Record(op, [x, xa, loraA, loraB, bias], [y], ctx =>
+        {
+            var dY = ctx.GradOutput()!;
+            using var dYh = CastRaw(dY, dtype);
+            using var dDownH = Tensor.Empty(dev, dtype, rows, r);
+            Gemm.Run(k, GemmLayout.NN, half, dYh.View<ushort>(), bh.View<ushort>(), default, rows, r, outF, scaling, false, half, dDownH.View<ushort>());
+            if (ctx.NeedsGrad(0))
+            {
+                var dX = EmptyF32(dev, inShape);
+                using (var w = quantized?.Dequantize(dtype))
+                    Gemm.NN(k, half, dYh.View<ushort>(), (w ?? wh)!.View<ushort>(), default, rows, inF, outF, 1f, false, dX.F32View);
+                if (xa is null)
+                    Gemm.NN(k, half, dDownH.View<ushort>(), ah.View<ushort>(), default, rows, inF, r, 1f, true, dX.F32View);
+                ctx.AddGrad(0, dX);
+            }
+            if (xa is not null && ctx.NeedsGrad(1))
+            {
+                var dXa = EmptyF32(dev, inShape);
+                Gemm.NN(k, half, dDownH.View<ushort>(), ah.View<ushort>(), default, rows, inF, r, 1f, false, dXa.F32View);
+                ctx.AddGrad(1, dXa);
+            }
+            if (ctx.NeedsGrad(2))
+            {
+                var dA = EmptyF32(dev, r, inF);
+                Gemm.TN(k, half, dDownH.View<ushort>(), xah.View<ushort>(), default, r, inF, rows, 1f, false, dA.F32View);
+                ctx.AddGrad(2, dA);
+            }
+            if (ctx.NeedsGrad(3))
+            {
+                var dB = EmptyF32(dev, outF, r);
+                Gemm.TN(k, half, dYh.View<ushort>(), downH.View<ushort>(), default, outF, r, rows, scaling, false, dB.F32View);
+                ctx.AddGrad(3, dB);
+            }
+            if (ctx.NeedsGrad(4))
+            {
+                var dBias = Tensor.Zeros(dev, DType.F32, outF);
+                Elementwise.SumRows(k, dY.F32View, rows, outF, dBias.F32View);
+                ctx.AddGrad(4, dBias);
+            }
+        }, [.. saved]);
+        xa?.Dispose();
+        return y;
     }
 }
