@@ -61,7 +61,10 @@ def kernel(name, a_k, b_k, tile):
     w("        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;")
     w(f"        int wm = warp / {wnn}, wn = warp - wm * {wnn};")
     w("        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);")
-    w("        int m0 = tm * Bm, n0 = tn * Bn;")
+    w("        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range")
+    w("        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.")
+    w("        int mStart = tm * Bm, nStart = tn * Bn;")
+    w("        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));")
     w("        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;")
     w("        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;")
     w("        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;")
@@ -218,7 +221,7 @@ def kernel(name, a_k, b_k, tile):
     w("        bool quads = inside && p.VecC != 0;")
     for r in range(32):
         w(f"        default(TP).LoadShared4(smf, smBase, patch + ({2 * r} + qr) * EpiStride * 4 + qc * 4, out float v{r}_0, out float v{r}_1, out float v{r}_2, out float v{r}_3);")
-        w(f"        StoreQuad<TP>(p, bias, cF, cH, cOff, row + {2 * r}, col, quads, v{r}_0, v{r}_1, v{r}_2, v{r}_3);")
+        w(f"        StoreQuad<TP>(p, bias, cF, cH, cOff, row + {2 * r}, col, mStart, nStart, quads, v{r}_0, v{r}_1, v{r}_2, v{r}_3);")
     w("    }")
     return o
 

@@ -100,6 +100,9 @@ static class GemmBench
         new(GemmLayout.NT, 2048, 4096, 4096, "llama"), new(GemmLayout.NT, 2048, 11008, 4096, "llama"),
         new(GemmLayout.NT, 2048, 4096, 11008, "llama"), new(GemmLayout.NN, 2048, 4096, 11008, "llama"),
         new(GemmLayout.TN, 11008, 4096, 2048, "llama"),
+        // A packed training row is rarely a multiple of the tile (the 7B benchmark's rows hold ~1954 tokens): tail tiles.
+        new(GemmLayout.NT, 1954, 4096, 4096, "llama-1954"), new(GemmLayout.NN, 1954, 4096, 11008, "llama-1954"),
+        new(GemmLayout.NT, 1954, 4096, 64, "lora"),
         new(GemmLayout.NT, 2048, 64, 4096, "lora"), new(GemmLayout.NT, 2048, 4096, 64, "lora"),
         new(GemmLayout.NN, 2048, 64, 4096, "lora"), new(GemmLayout.NN, 2048, 4096, 64, "lora"),
         new(GemmLayout.TN, 4096, 64, 2048, "lora"), new(GemmLayout.TN, 64, 4096, 2048, "lora"),

@@ -92,6 +92,9 @@ public class GemmTests(IlgpuCpuFixture gpu)
     [InlineData(GemmLayout.NN, HalfType.Float16, 33, 8, 130)]   // K tail after 4 stages: the ring wraps
     [InlineData(GemmLayout.TN, HalfType.BFloat16, 72, 17, 24)]  // M-major A: partial 16-byte chunks in M
     [InlineData(GemmLayout.TN, HalfType.Float16, 16, 64, 96)]
+    [InlineData(GemmLayout.NT, HalfType.BFloat16, 70, 68, 72)]  // tail tiles in M and N slide back: fast path, masked stores
+    [InlineData(GemmLayout.NN, HalfType.Float16, 129, 66, 64)]
+    [InlineData(GemmLayout.TN, HalfType.BFloat16, 68, 100, 40)]
     public void Kernel_MatchesCpuReference(GemmLayout layout, HalfType type, int m, int n, int kDim)
     {
         foreach (bool accumulate in new[] { false, true })
