@@ -27,7 +27,7 @@ static class Program
     static int Main(string[] args)
     {
         string mode = args.Length > 0 ? args[0] : "gemm";
-        if (mode == "ptx") return Ptx(args.Length > 1 ? args[1] : ".");
+        if (mode == "ptx") return Ptx(args.Length > 1 ? args[1] : ".", args.Length > 2 ? args[2] : "");
         if (mode == "membound") return MemBoundBench.Run(Arg(args, "--out") ?? ".");
         if (mode == "nf4") return Nf4Check.Run(args.Length > 1 ? args[1] : "tests/fixtures/nf4/nf4.safetensors");
         string? peer = Arg(args, "--peer");
@@ -43,7 +43,8 @@ static class Program
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
-    static int Ptx(string dir)
+    // prefix: only the GEMM tile configurations whose name starts with it (and no flash attention), e.g. "W" for wgmma.
+    static int Ptx(string dir, string prefix)
     {
         Directory.CreateDirectory(dir);
         using var ctx = Context.Create(b => b.EnableAlgorithms());
@@ -51,18 +52,20 @@ static class Program
         foreach (var layout in Enum.GetValues<GemmLayout>())
             foreach (var tile in Enum.GetValues<Gemm.TileConfig>())
             {
+                if (!tile.ToString().StartsWith(prefix, StringComparison.Ordinal)) continue;
                 var sw = Stopwatch.StartNew();
                 var entry = EntryPointDescription.FromExplicitlyGroupedKernel(Gemm.KernelMethod(layout, HalfType.BFloat16, tile));
                 var ck = (PTXCompiledKernel)backend.Compile(entry, default);
                 File.WriteAllText(Path.Combine(dir, $"gemm-{layout}-{tile}-ilgpu.ptx"), ck.PTXAssembly);
-                var (ptx, promoted) = PtxLocals.Promote(ck.PTXAssembly);
+                var (promotedPtx, promoted) = PtxLocals.Promote(ck.PTXAssembly);
+                string ptx = Gemm.Ptx90a(promotedPtx, tile);
                 File.WriteAllText(Path.Combine(dir, $"gemm-{layout}-{tile}.ptx"), ptx);
                 Console.Write($"promoted {promoted} .local slots; ");
                 int Count(string s) => ptx.Split(s).Length - 1;
-                Console.WriteLine($"{layout} {tile}: {sw.ElapsedMilliseconds} ms, {ptx.Length} chars, mma {Count("mma.sync")}, ldmatrix {Count("ldmatrix")}, " +
+                Console.WriteLine($"{layout} {tile}: {sw.ElapsedMilliseconds} ms, {ptx.Length} chars, mma {Count("mma.sync")}, wgmma {Count("wgmma.mma_async")}, ldmatrix {Count("ldmatrix")}, " +
                     $"cp.async {Count("cp.async.cg")}, ld.local {Count("ld.local")}, st.local {Count("st.local")}, depot {LocalDepot(ptx)}");
             }
-        foreach (var kind in new[] { "Forward", "BackwardQuery", "BackwardKeyValue" })
+        foreach (var kind in prefix == "" ? new[] { "Forward", "BackwardQuery", "BackwardKeyValue" } : [])
             foreach (int d in FlashAttentionHalf.HeadDims)
             {
                 var sw = Stopwatch.StartNew();
