@@ -1,6 +1,6 @@
 // GPU benchmarks of the kernels against PyTorch, run on the GPU machine in one invocation:
 //   python3 tools/bench/peer_gemm.py > peer.jsonl        (torch.matmul, same shapes, layouts and timing method)
-//   dotnet IlgpuTune.GpuBench.dll gemm --peer peer.jsonl --out DIR
+//   dotnet IlgpuTune.GpuBench.dll gemm --peer peer.jsonl --out DIR [--tags square,mlp,llama,lora] [--wgmma-checks (full checks of wgmma tiles only)]
 // It checks every timed configuration first (random inputs, NaN-poisoned output, sampled fp64 dot products; small
 // shapes in full against the CPU reference), then times with CUDA events after warm-up: the median over 7 event pairs
 // of 10 back-to-back launches each. Prints a table and writes DIR/gemm.json.
@@ -34,7 +34,8 @@ static class Program
         string outDir = Arg(args, "--out") ?? ".";
         bool quick = args.Contains("--quick");
         if (mode == "ce") return CeBench.Run(peer, outDir);
-        return mode == "attention" ? AttentionBench.Run(peer, outDir, quick) : GemmBench.Run(peer, outDir, quick);
+        if (mode == "attention") return AttentionBench.Run(peer, outDir, quick);
+        return GemmBench.Run(peer, outDir, quick, Arg(args, "--tags")?.Split(','), args.Contains("--wgmma-checks"));
     }
 
     static string? Arg(string[] args, string name)
@@ -112,7 +113,8 @@ static class GemmBench
     [DllImport("libcuda.so.1", EntryPoint = "cuFuncGetAttribute")]
     static extern int CuFuncGetAttribute(out int value, int attribute, IntPtr function);
 
-    public static int Run(string? peerFile, string outDir, bool quick)
+    // tags: only these shape kinds (square, mlp, llama, lora); wgmmaChecks: the full checks of the wgmma tiles only.
+    public static int Run(string? peerFile, string outDir, bool quick, string[]? tags, bool wgmmaChecks)
     {
         var total = Stopwatch.StartNew();
         using var ctx = Context.Create(b => b.Cuda().EnableAlgorithms().Profiling());
@@ -124,7 +126,7 @@ static class GemmBench
         var results = new JsonArray();
         bool allOk = true;
 
-        allOk &= FullChecks(k);
+        allOk &= FullChecks(k, wgmmaChecks);
 
         long maxA = 8192L * 8192, maxC = 8192L * 11008;
         var rng = new Random(7);
@@ -134,15 +136,22 @@ static class GemmBench
         using var dB = acc.Allocate1D(hB);
         using var dC = acc.Allocate1D<ushort>(maxC);
 
-        var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x2K32S6, Gemm.TileConfig.T2x4, Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2 };
-        foreach (var tile in tiles) Resources(k, tile);
+        var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x4, Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2,
+            Gemm.TileConfig.W2N128, Gemm.TileConfig.W2N128S3, Gemm.TileConfig.W2N256 };
+        foreach (var tile in tiles)
+        {
+            try { Resources(k, tile); }
+            catch (Exception e) { Console.WriteLine($"kernel {tile}: FAILED {e.GetType().Name}: {e.Message}"); allOk = false; }
+        }
 
         var table = new List<string>();
         foreach (var s in Shapes)
         {
             if (quick && s.M * (long)s.N * s.K > 4096L * 4096 * 4096) continue;
+            if (tags != null && !tags.Contains(s.Tag)) continue;
             var (autoTile, autoSplits) = Gemm.Choose(k, 1, s.M, s.N, s.K);
             var candidates = new List<(Gemm.TileConfig Tile, int Splits)> { (autoTile, autoSplits) };
+            bool square = s.Tag == "square";
             if (s.Tag != "lora")
             {
                 foreach (var t in tiles) { if (t != autoTile && t is not (Gemm.TileConfig.T2x1 or Gemm.TileConfig.T1x2)) candidates.Add((t, 1)); }
@@ -156,30 +165,40 @@ static class GemmBench
             (double Tflops, double S)? peer = peers.TryGetValue((s.Layout.ToString(), s.M, s.N, s.K), out var pv) ? pv : null;
             double flops = 2.0 * s.M * s.N * s.K;
             (double Ms, Gemm.TileConfig Tile, int Splits)? best = null;
-            foreach (var (tile, splits) in candidates)
+            // Square shapes: the 128x256 wgmma tile also without fence.proxy.async (its cost; correctness is checked too).
+            var runs = candidates.Select(c => (c.Tile, c.Splits, Fence: true)).ToList();
+            if (square) runs.Add((Gemm.TileConfig.W2N256, 1, false));
+            foreach (var (tile, splits, fence) in runs)
             {
-                void Launch() => Gemm.LaunchGemm(k, s.Layout, HalfType.BFloat16, dA.View, dB.View, default, 1, s.M, s.N, s.K, 0, 0, 0,
-                    1f, false, 1, default, dC.View, tile, splits);
+                void Launch()
+                {
+                    Gemm.ProxyFence = fence;
+                    Gemm.LaunchGemm(k, s.Layout, HalfType.BFloat16, dA.View, dB.View, default, 1, s.M, s.N, s.K, 0, 0, 0,
+                        1f, false, 1, default, dC.View, tile, splits);
+                    Gemm.ProxyFence = true;
+                }
+                string tag = fence ? "" : " nofence";
                 string err;
                 try { err = SampledCheck(k, s, hA, hB, dC, Launch); }
                 catch (Exception e) { err = "FAILED " + e.GetType().Name + ": " + e.Message; }
                 if (err != "")
                 {
                     allOk = false;
-                    Console.WriteLine($"  {s.Layout} {s.M}x{s.N}x{s.K} {tile} splits {splits}: {err}");
+                    Console.WriteLine($"  {s.Layout} {s.M}x{s.N}x{s.K} {tile}{tag} splits {splits}: {err}");
                     results.Add(new JsonObject { ["layout"] = s.Layout.ToString(), ["M"] = s.M, ["N"] = s.N, ["K"] = s.K, ["tile"] = tile.ToString(), ["splits"] = splits, ["error"] = err });
                     continue;
                 }
                 double ms = Time(acc, Launch);
                 double tf = flops / (ms * 1e-3) / 1e12;
-                Console.WriteLine($"  {s.Layout} {s.M}x{s.N}x{s.K} {tile} splits {splits}: {ms * 1e3:F1} us, {tf:F1} TFLOP/s" +
+                Console.WriteLine($"  {s.Layout} {s.M}x{s.N}x{s.K} {tile}{tag} splits {splits}: {ms * 1e3:F1} us, {tf:F1} TFLOP/s" +
                     (peer is { } p0 ? $", {tf / p0.Tflops:P0} of torch" : ""));
                 results.Add(new JsonObject
                 {
-                    ["layout"] = s.Layout.ToString(), ["M"] = s.M, ["N"] = s.N, ["K"] = s.K, ["tag"] = s.Tag, ["tile"] = tile.ToString(),
+                    ["layout"] = s.Layout.ToString(), ["M"] = s.M, ["N"] = s.N, ["K"] = s.K, ["tag"] = s.Tag, ["tile"] = tile + tag,
                     ["splits"] = splits, ["auto"] = tile == autoTile && splits == autoSplits, ["us"] = Math.Round(ms * 1e3, 2),
                     ["tflops"] = Math.Round(tf, 2), ["torch_tflops"] = peer?.Tflops, ["ratio"] = peer is { } p1 ? Math.Round(tf / p1.Tflops, 3) : null,
                 });
+                if (!fence) continue;
                 if (best == null || ms < best.Value.Ms) best = (ms, tile, splits);
                 if (tile == autoTile && splits == autoSplits)
                     table.Add($"| {s.Layout} | {s.M}×{s.N}×{s.K} | {tile}/{splits} | {tf:F1} | {(peer is { } p2 ? $"{p2.Tflops:F1} | {tf / p2.Tflops:P0}" : "- | -")} |");
@@ -293,7 +312,7 @@ static class GemmBench
 
     // Full comparisons with the CPU reference at tail-heavy mid-size shapes: every layout, both input formats, bias,
     // accumulate, fp32 and 16-bit outputs, batches, split-K, and each tile configuration.
-    static bool FullChecks(KernelRegistry k)
+    static bool FullChecks(KernelRegistry k, bool wgmmaOnly)
     {
         bool ok = true;
         var rng = new Random(3);
@@ -313,9 +332,20 @@ static class GemmBench
             cases.Add((l, HalfType.BFloat16, 1, 520, 264, 1024, 1, Gemm.TileConfig.T4x2, 3));
             cases.Add((l, HalfType.BFloat16, 1, 256, 64, 2048, 0, Gemm.TileConfig.T2x1, 4));
             cases.Add((l, HalfType.Float16, 1, 64, 392, 1000, 1, Gemm.TileConfig.T1x2, 3));
+            // wgmma tiles (Hopper): tails in M, N and K, in-range group tiles, f16, batches, split-K, every output mode.
+            if (k.Accelerator is CudaAccelerator { Architecture: { Major: 9 } })
+            {
+                cases.Add((l, HalfType.BFloat16, 1, 300, 200, 520, 0, Gemm.TileConfig.W2N128, 1));
+                cases.Add((l, HalfType.Float16, 2, 257, 129, 77, 2, Gemm.TileConfig.W2N256, 1));
+                cases.Add((l, HalfType.BFloat16, 1, 264, 520, 1024, 1, Gemm.TileConfig.W2N256, 1));
+                cases.Add((l, HalfType.Float16, 2, 136, 256, 520, 0, Gemm.TileConfig.W2N256, 1));
+                cases.Add((l, HalfType.BFloat16, 1, 520, 264, 1024, 1, Gemm.TileConfig.W2N128S3, 3));
+                cases.Add((l, HalfType.Float16, 1, 256, 392, 640, 1, Gemm.TileConfig.W2N128, 1));
+            }
         }
         foreach (var c in cases)
         {
+            if (wgmmaOnly && !Gemm.Shape(c.Tile).Wgmma) continue;
             long sA = (long)c.M * c.K + 8, sB = (long)c.K * c.N + 8, sC = (long)c.M * c.N;
             var fa = new float[sA * c.Batch]; var fb = new float[sB * c.Batch]; var fbias = new float[c.N]; var fc = new float[sC * c.Batch];
             foreach (var arr in new[] { fa, fb, fbias, fc }) for (int i = 0; i < arr.Length; i++) arr[i] = (float)(rng.NextDouble() * 2 - 1);
@@ -354,16 +384,16 @@ static class GemmBench
                 ok = false;
                 continue;
             }
-            double maxErr = 0, maxRef = 0; int bad = -1;
+            double maxErr = 0, maxRef = 0; int bad = -1, nBad = 0;
             double rtol = c.Out == 0 ? 1e-5 : c.Out == 1 ? 1.0 / 256 : 1.0 / 2048;
             for (int i = 0; i < got.Length; i++)
             {
                 double e = Math.Abs(got[i] - want[i]);
                 if (double.IsNaN(got[i])) e = double.PositiveInfinity;
                 maxErr = Math.Max(maxErr, e); maxRef = Math.Max(maxRef, Math.Abs(want[i]));
-                if (bad < 0 && !(e <= 1e-4 + rtol * Math.Abs(want[i]))) bad = i;
+                if (!(e <= 1e-4 + rtol * Math.Abs(want[i]))) { nBad++; if (bad < 0) bad = i; }
             }
-            Console.WriteLine($"check {c}: max abs err {maxErr:G3} (max |ref| {maxRef:G3}) {(bad < 0 ? "ok" : $"FAIL at {bad}: {got[bad]} vs {want[bad]}")}");
+            Console.WriteLine($"check {c}: max abs err {maxErr:G3} (max |ref| {maxRef:G3}) {(bad < 0 ? "ok" : $"FAIL at {bad} ({nBad} of {got.Length} bad): {got[bad]} vs {want[bad]}")}");
             ok &= bad < 0;
         }
         return ok;

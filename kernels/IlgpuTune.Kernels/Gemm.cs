@@ -22,9 +22,25 @@
 //     fill, and the epilogue guards every store; so any m, n, k works;
 //   * split-K for skinny products (few output tiles, long K): splits write fp32 partials to a workspace and a second
 //     kernel sums them in split order and applies the epilogue: deterministic, no atomics.
-// Inline PTX (cp.async, ldmatrix, mma.sync) runs only on CUDA; on ILGPU's CPU accelerator each site takes a C# branch
-// that moves the same values between lanes (through a per-warp shared-memory scratch), so tiling, swizzles and
-// fragment layouts are tested without a GPU.
+// Hopper (compute capability 9.0): Choose picks a wgmma tile (TileConfig W<g>N<n>, gen_gemm.py's WG_TILES) for all
+// but the skinny products; mma.sync stays for other GPUs, the skinny (LoRA) shapes and as the forced fallback:
+//   * g warpgroups (128 threads each, g·64 x n tile of C): each issues one wgmma.mma_async m64nNk16 (N = n, fp32
+//     accumulators, A and B both from shared memory) per k16 step, 4 per K tile of 64, fence/commit once per K tile;
+//   * shared-memory tiles in the canonical 128-byte-swizzle layout: 64-element panels of 128-byte rows, 16-byte chunk c
+//     of row r at chunk c ^ (r % 8), 1024-byte atoms of 8 rows (the ring is aligned to 1024 at run time); K-major
+//     operands are one panel, M/N-major ones (A in TN, B in NN and TN) use the transpose flags; matrix descriptors
+//     (start, leading/stride byte offsets >> 4, swizzle mode 1) advance 32 bytes (K-major) or 2048 (M/N-major) per k16;
+//   * the cp.async ring (Stages slots) is filled Stages - 2 tiles ahead, so that the slot being overwritten held tile
+//     kt-2, whose wgmma every warpgroup waited for (wait_group 1) before this iteration's barrier; cp.async and the
+//     guarded st.shared of tails are made visible to the tensor cores with fence.proxy.async before that barrier;
+//   * the accumulators are function-scope PTX registers (wacc0..) named in the instruction text: CudaAsm takes at most
+//     ~44 operands and passes each through a .local slot, wgmma m64n256 has 128 of them;
+//   * tails, epilogue and split-K as for mma.sync (zero-filled guarded loads; an fp32 patch over the ring);
+//   * ILGPU 1.5.3 writes `.target sm_80`/`sm_90`; the PTX of these kernels is retargeted to sm_90a before loading.
+// Inline PTX (cp.async, ldmatrix, mma.sync, wgmma) runs only on CUDA; on ILGPU's CPU accelerator each site takes a C# branch
+// that moves the same values between lanes (through a per-warp shared-memory scratch; wgmma: each thread reads its
+// accumulator fragment's A and B elements through the descriptors, as the hardware would), so tiling, swizzles,
+// descriptors and fragment layouts are tested without a GPU.
 // CPU reference: MatMul's fp32/fp64 products on inputs already rounded to 16 bits, per batch, plus bias.
 using System.Numerics;
 using System.Runtime.InteropServices;
@@ -787,7 +803,7 @@ public static partial class Gemm
     // Compiled once per (layout, type, tile); kernels over 48 KB of shared memory get their limit raised on CUDA.
     static Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>> Kernel(
         KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile, int smemBytes) =>
-        k.Get($"gemm.{layout}.{type}.{tile}", acc =>
+        k.Get($"gemm.{layout}.{type}.{tile}{(ProxyFence ? "" : ".nofence")}", acc =>
         {
             if (acc is not CudaAccelerator) return Load(acc, layout, type, tile, k.IsEmulated);
             // CUDA: compile, promote the inline-asm .local slots to registers (PtxLocals), then load.
@@ -807,9 +823,16 @@ public static partial class Gemm
         });
 
     /// <summary>PTX of a wgmma tile retargeted to sm_90a (ILGPU 1.5.3 writes at most sm_80 or sm_90, neither has wgmma); others unchanged.</summary>
-    internal static string Ptx90a(string ptx, TileConfig tile) =>
-        Shape(tile).Wgmma ? System.Text.RegularExpressions.Regex.Replace(ptx, @"^\.target\s+sm_\d+a?", ".target sm_90a",
-            System.Text.RegularExpressions.RegexOptions.Multiline) : ptx;
+    internal static string Ptx90a(string ptx, TileConfig tile)
+    {
+        if (!Shape(tile).Wgmma) return ptx;
+        if (!ProxyFence) ptx = ptx.Replace("fence.proxy.async.shared::cta;", "");
+        return System.Text.RegularExpressions.Regex.Replace(ptx, @"^\.target\s+sm_\d+a?", ".target sm_90a",
+            System.Text.RegularExpressions.RegexOptions.Multiline);
+    }
+
+    /// <summary>Bench knob: false leaves fence.proxy.async out of wgmma kernels compiled from then on, to measure its cost.</summary>
+    internal static bool ProxyFence = true;
 
     const int MaxDynamicSharedSizeBytes = 8; // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 
