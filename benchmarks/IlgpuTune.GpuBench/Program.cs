@@ -136,8 +136,10 @@ static class GemmBench
         using var dB = acc.Allocate1D(hB);
         using var dC = acc.Allocate1D<ushort>(maxC);
 
+        // wgmma tiles only where they run (compute capability 9.0)
+        bool hopper = acc is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
         var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x4, Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2,
-            Gemm.TileConfig.W2N128, Gemm.TileConfig.W2N128S3, Gemm.TileConfig.W2N256 };
+            Gemm.TileConfig.W2N128, Gemm.TileConfig.W2N128S3, Gemm.TileConfig.W2N256 }.Where(t => hopper || !Gemm.Shape(t).Wgmma).ToArray();
         foreach (var tile in tiles)
         {
             try { Resources(k, tile); }
@@ -151,54 +153,44 @@ static class GemmBench
             if (tags != null && !tags.Contains(s.Tag)) continue;
             var (autoTile, autoSplits) = Gemm.Choose(k, 1, s.M, s.N, s.K);
             var candidates = new List<(Gemm.TileConfig Tile, int Splits)> { (autoTile, autoSplits) };
-            bool square = s.Tag == "square";
             if (s.Tag != "lora")
             {
                 foreach (var t in tiles) { if (t != autoTile && t is not (Gemm.TileConfig.T2x1 or Gemm.TileConfig.T1x2)) candidates.Add((t, 1)); }
             }
             else
             {
-                foreach (var t in new[] { Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2, Gemm.TileConfig.T2x2 })
+                foreach (var t in new[] { Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2, Gemm.TileConfig.T2x2, Gemm.TileConfig.W2N128, Gemm.TileConfig.W2N256 }
+                    .Where(t => hopper || !Gemm.Shape(t).Wgmma))
                     foreach (int sp in new[] { 1, autoSplits, Math.Max(1, autoSplits / 2), autoSplits * 2 })
                         if (!candidates.Contains((t, sp))) candidates.Add((t, sp));
             }
             (double Tflops, double S)? peer = peers.TryGetValue((s.Layout.ToString(), s.M, s.N, s.K), out var pv) ? pv : null;
             double flops = 2.0 * s.M * s.N * s.K;
             (double Ms, Gemm.TileConfig Tile, int Splits)? best = null;
-            // Square shapes: the 128x256 wgmma tile also without fence.proxy.async (its cost; correctness is checked too).
-            var runs = candidates.Select(c => (c.Tile, c.Splits, Fence: true)).ToList();
-            if (square) runs.Add((Gemm.TileConfig.W2N256, 1, false));
-            foreach (var (tile, splits, fence) in runs)
+            foreach (var (tile, splits) in candidates)
             {
-                void Launch()
-                {
-                    Gemm.ProxyFence = fence;
-                    Gemm.LaunchGemm(k, s.Layout, HalfType.BFloat16, dA.View, dB.View, default, 1, s.M, s.N, s.K, 0, 0, 0,
-                        1f, false, 1, default, dC.View, tile, splits);
-                    Gemm.ProxyFence = true;
-                }
-                string tag = fence ? "" : " nofence";
+                void Launch() => Gemm.LaunchGemm(k, s.Layout, HalfType.BFloat16, dA.View, dB.View, default, 1, s.M, s.N, s.K, 0, 0, 0,
+                    1f, false, 1, default, dC.View, tile, splits);
                 string err;
                 try { err = SampledCheck(k, s, hA, hB, dC, Launch); }
                 catch (Exception e) { err = "FAILED " + e.GetType().Name + ": " + e.Message; }
                 if (err != "")
                 {
                     allOk = false;
-                    Console.WriteLine($"  {s.Layout} {s.M}x{s.N}x{s.K} {tile}{tag} splits {splits}: {err}");
+                    Console.WriteLine($"  {s.Layout} {s.M}x{s.N}x{s.K} {tile} splits {splits}: {err}");
                     results.Add(new JsonObject { ["layout"] = s.Layout.ToString(), ["M"] = s.M, ["N"] = s.N, ["K"] = s.K, ["tile"] = tile.ToString(), ["splits"] = splits, ["error"] = err });
                     continue;
                 }
                 double ms = Time(acc, Launch);
                 double tf = flops / (ms * 1e-3) / 1e12;
-                Console.WriteLine($"  {s.Layout} {s.M}x{s.N}x{s.K} {tile}{tag} splits {splits}: {ms * 1e3:F1} us, {tf:F1} TFLOP/s" +
+                Console.WriteLine($"  {s.Layout} {s.M}x{s.N}x{s.K} {tile} splits {splits}: {ms * 1e3:F1} us, {tf:F1} TFLOP/s" +
                     (peer is { } p0 ? $", {tf / p0.Tflops:P0} of torch" : ""));
                 results.Add(new JsonObject
                 {
-                    ["layout"] = s.Layout.ToString(), ["M"] = s.M, ["N"] = s.N, ["K"] = s.K, ["tag"] = s.Tag, ["tile"] = tile + tag,
+                    ["layout"] = s.Layout.ToString(), ["M"] = s.M, ["N"] = s.N, ["K"] = s.K, ["tag"] = s.Tag, ["tile"] = tile.ToString(),
                     ["splits"] = splits, ["auto"] = tile == autoTile && splits == autoSplits, ["us"] = Math.Round(ms * 1e3, 2),
                     ["tflops"] = Math.Round(tf, 2), ["torch_tflops"] = peer?.Tflops, ["ratio"] = peer is { } p1 ? Math.Round(tf / p1.Tflops, 3) : null,
                 });
-                if (!fence) continue;
                 if (best == null || ms < best.Value.Ms) best = (ms, tile, splits);
                 if (tile == autoTile && splits == autoSplits)
                     table.Add($"| {s.Layout} | {s.M}×{s.N}×{s.K} | {tile}/{splits} | {tf:F1} | {(peer is { } p2 ? $"{p2.Tflops:F1} | {tf / p2.Tflops:P0}" : "- | -")} |");
@@ -333,7 +325,7 @@ static class GemmBench
             cases.Add((l, HalfType.BFloat16, 1, 256, 64, 2048, 0, Gemm.TileConfig.T2x1, 4));
             cases.Add((l, HalfType.Float16, 1, 64, 392, 1000, 1, Gemm.TileConfig.T1x2, 3));
             // wgmma tiles (Hopper): tails in M, N and K, in-range group tiles, f16, batches, split-K, every output mode.
-            if (k.Accelerator is CudaAccelerator { Architecture: { Major: 9 } })
+            if (k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } })
             {
                 cases.Add((l, HalfType.BFloat16, 1, 300, 200, 520, 0, Gemm.TileConfig.W2N128, 1));
                 cases.Add((l, HalfType.Float16, 2, 257, 129, 77, 2, Gemm.TileConfig.W2N256, 1));

@@ -681,7 +681,8 @@ public static partial class Gemm
         // From 8192x8192 outputs on, one 8-warp 128x256 group per SM beats two 128x128 ones (432 vs 419 TFLOP/s on the
         // H100 at 8192^3; at 4096x11008 and below 128x128 wins).
         if (tile == TileConfig.T2x2 && (long)m * n >= 8192L * 8192) tile = TileConfig.T2x4;
-        // Hopper: wgmma groups for everything but the skinny products.
+        // Hopper: wgmma groups for everything but the skinny products; 128x256 beat 128x128 (one or two groups per SM)
+        // at every shape measured on the H100 (4096^3: 704-714 vs 493-530 TFLOP/s), 128x128 only for narrower C.
         if (Hopper(k) && tile is TileConfig.T2x2 or TileConfig.T2x4) tile = n >= 256 ? TileConfig.W2N256 : TileConfig.W2N128;
         var (bm, bn) = TileSize(tile);
         long groups = (long)((m + bm - 1) / bm) * ((n + bn - 1) / bn) * batch;
@@ -803,7 +804,7 @@ public static partial class Gemm
     // Compiled once per (layout, type, tile); kernels over 48 KB of shared memory get their limit raised on CUDA.
     static Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>> Kernel(
         KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile, int smemBytes) =>
-        k.Get($"gemm.{layout}.{type}.{tile}{(ProxyFence ? "" : ".nofence")}", acc =>
+        k.Get($"gemm.{layout}.{type}.{tile}", acc =>
         {
             if (acc is not CudaAccelerator) return Load(acc, layout, type, tile, k.IsEmulated);
             // CUDA: compile, promote the inline-asm .local slots to registers (PtxLocals), then load.
@@ -823,16 +824,9 @@ public static partial class Gemm
         });
 
     /// <summary>PTX of a wgmma tile retargeted to sm_90a (ILGPU 1.5.3 writes at most sm_80 or sm_90, neither has wgmma); others unchanged.</summary>
-    internal static string Ptx90a(string ptx, TileConfig tile)
-    {
-        if (!Shape(tile).Wgmma) return ptx;
-        if (!ProxyFence) ptx = ptx.Replace("fence.proxy.async.shared::cta;", "");
-        return System.Text.RegularExpressions.Regex.Replace(ptx, @"^\.target\s+sm_\d+a?", ".target sm_90a",
-            System.Text.RegularExpressions.RegexOptions.Multiline);
-    }
-
-    /// <summary>Bench knob: false leaves fence.proxy.async out of wgmma kernels compiled from then on, to measure its cost.</summary>
-    internal static bool ProxyFence = true;
+    internal static string Ptx90a(string ptx, TileConfig tile) =>
+        Shape(tile).Wgmma ? System.Text.RegularExpressions.Regex.Replace(ptx, @"^\.target\s+sm_\d+a?", ".target sm_90a",
+            System.Text.RegularExpressions.RegexOptions.Multiline) : ptx;
 
     const int MaxDynamicSharedSizeBytes = 8; // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 
