@@ -137,6 +137,26 @@ public class GemmTests(IlgpuCpuFixture gpu)
     public void Kernel_WgmmaTwoWarpgroups(GemmLayout layout) =>
         Check(new Case(layout, HalfType.Float16, 1, 136, 130, 136, true, false, 2, 1, Gemm.TileConfig.W2N128, 0, 17));
 
+    // Random layouts, formats, epilogues, splits and tails through the one-warpgroup wgmma tiles (128 threads a group).
+    [Property(MaxTest = 6)]
+    public Property Kernel_WgmmaRandomShapes()
+    {
+        var cases = from layout in Gen.Elements(GemmLayout.NT, GemmLayout.NN, GemmLayout.TN)
+                    from type in Gen.Elements(HalfType.BFloat16, HalfType.Float16)
+                    from tile in Gen.Elements(Gemm.TileConfig.W1N64, Gemm.TileConfig.W1N128)
+                    from m in Gen.Choose(1, 80)
+                    from n in Gen.Choose(1, 140)
+                    from kDim in Gen.Choose(1, 300)
+                    from accumulate in Gen.Elements(false, true)
+                    from bias in Gen.Elements(false, true)
+                    from outMode in Gen.Choose(0, 2)
+                    from splits in Gen.Choose(1, 2)
+                    from pad in Gen.Choose(0, 9)
+                    from seed in Gen.Choose(0, 10000)
+                    select new Case(layout, type, 1, m, n, kDim, accumulate, bias, outMode, splits, tile, pad, seed);
+        return Prop.ForAll(cases.ToArbitrary(), c => Check(c));
+    }
+
     [Fact]
     public void Kernel_WgmmaBatchedSplitK() =>
         Check(new Case(GemmLayout.NN, HalfType.BFloat16, 2, 20, 70, 200, true, true, 0, 2, Gemm.TileConfig.W1N64, 8, 23));
