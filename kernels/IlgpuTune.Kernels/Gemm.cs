@@ -746,6 +746,8 @@ public static partial class Gemm
 
         var (autoTile, autoSplits) = Choose(k, batch, m, n, kDim);
         var t = tile ?? autoTile;
+        if (Shape(t).Wgmma && !k.IsEmulated && !Hopper(k))
+            throw new ArgumentException($"GEMM tile {t} uses wgmma (sm_90a), which needs a compute capability 9.0 GPU", nameof(tile));
         int bk = Shape(t).Bk;
         int kTiles = (kDim + bk - 1) / bk;
         splits = Math.Clamp(splits > 0 ? splits : autoSplits, 1, Math.Max(1, kTiles));
