@@ -22,11 +22,25 @@ TILES = {
     "T4x2": (4, 2, 64, 3),
     "T2x4S4": (2, 4, 64, 4),
 }
+# Hopper (wgmma, sm_90a) configurations: name: (warpgroups along M, N per warpgroup = Bn, stages); K 64 per stage.
+# Bm = 64 per warpgroup. W1N64 and W1N128 (one warpgroup, 128 threads) are the CPU-emulation test sizes.
+WG_TILES = {
+    "W1N64": (1, 64, 4),
+    "W1N128": (1, 128, 4),
+    "W2N128": (2, 128, 4),
+    "W2N128S3": (2, 128, 3),
+    "W2N256": (2, 256, 4),
+}
 
 
-def swz(r, c, chunks):
+def swz(r, c, chunks, rows=None):
     """C# expression of ChunkOffset(r, c, chunks) (see Gemm.cs)."""
     return f"ChunkOffset({r}, {c}, {chunks})"
+
+
+def wg_swz(r, c, chunks, rows):
+    """C# expression of WgChunkOffset(r, c, rows): 64-element panels of 128-byte rows (see Gemm.cs)."""
+    return f"WgChunkOffset({r}, {c}, {rows})"
 
 
 def tile_loads(op, kmajor, rows_mn, bk, threads):
@@ -38,6 +52,73 @@ def tile_loads(op, kmajor, rows_mn, bk, threads):
     rpp = threads // chunks
     assert rows % rpp == 0
     return chunks, rows, rpp, rows // rpp
+
+
+def emit_group_setup(w):
+    """The group's C tile, batch and split, its K-tile range, and whether the straight-line cp.async path applies."""
+    w("        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);")
+    w("        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range")
+    w("        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.")
+    w("        int mStart = tm * Bm, nStart = tn * Bn;")
+    w("        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));")
+    w("        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;")
+    w("        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;")
+    w("        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;")
+    w("        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).")
+    w("        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;")
+    w("        bool fast = inside && p.VecA != 0 && p.VecB != 0;")
+    w("        uint smBase = default(TP).SmemBase();")
+
+
+def load_plans(w, a_k, b_k, bm, bn, bk, threads, a_bytes, offset):
+    """Declares this thread's cp.async plan for both operands of a stage: its first chunk (row R, chunk C), its global
+    element index and byte address at K tile 0, and the step between its chunks (rpp rows further). offset(r, c, chunks,
+    rows) is the C# expression of a chunk's byte offset in the tile."""
+    plans = []
+    for op, kmaj, rows_mn, base in (("a", a_k, bm, "aOff"), ("b", b_k, bn, "bOff")):
+        chunks, rows, rpp, passes = tile_loads(op, kmaj, rows_mn, bk, threads)
+        mn0 = "m0" if op == "a" else "n0"
+        ext_mn = "p.M" if op == "a" else "p.N"
+        w(f"        int {op}R = tid / {chunks}, {op}C = tid - {op}R * {chunks};")
+        if kmaj:
+            # row = M/N index, contiguous K: element (mn0 + r, k0 + 8c) at base + (mn0 + r) * K + k0 + 8c
+            w(f"        long {op}G = {base} + (long)({mn0} + {op}R) * p.K + {op}C * 8, {op}Step = (long){rpp} * p.K;")
+            w(f"        ulong {op}P = p.{op.upper()}Ptr + (ulong){op}G * 2, {op}PStep = (ulong){op}Step * 2;")
+            kstep = f"(long)kt * Bk"
+        else:
+            # row = K index, contiguous M/N: element (k0 + r, mn0 + 8c) at base + (k0 + r) * ext + mn0 + 8c
+            w(f"        long {op}G = {base} + (long){op}R * {ext_mn} + {mn0} + {op}C * 8, {op}Step = (long){rpp} * {ext_mn};")
+            w(f"        ulong {op}P = p.{op.upper()}Ptr + (ulong){op}G * 2, {op}PStep = (ulong){op}Step * 2;")
+            kstep = f"(long)kt * Bk * {ext_mn}"
+        period_ok = rpp % 8 == 0
+        if period_ok:
+            w(f"        int {op}D = {offset(op + 'R', op + 'C', chunks, rows)};")
+        plans.append((op, chunks, rows, rpp, passes, period_ok, kstep, 0 if op == "a" else a_bytes, offset))
+    return plans
+
+
+def emit_load_block(w, plans, indent, kt, slot, a_k, b_k, panels):
+    """Loads K tile kt into the stage at byte offset slot: straight-line cp.async when the group tile is in range (K
+    tiles < ktFull), else the guarded LoadStage. panels: the wgmma layout (WgChunkOffset), else ChunkOffset."""
+    ind = " " * indent
+    w(f"{ind}if (fast && {kt} < ktFull)")
+    w(f"{ind}{{")
+    for op, chunks, rows, rpp, passes, period_ok, kstep, tile_off, offset in plans:
+        w(f"{ind}    long {op}g = {op}G + {kstep.replace('kt', kt)};")
+        w(f"{ind}    ulong {op}p = {op}P + (ulong)({kstep.replace('kt', kt)}) * 2;")
+        for j in range(passes):
+            if period_ok:
+                # rows a multiple of 8 apart share their swizzle: a constant offset
+                step = j * rpp * (128 if panels else chunks * 16)
+                dst = f"{slot} + {tile_off + step} + {op}D"
+            else:
+                dst = f"{slot} + {tile_off} + {offset(f'{op}R + {j * rpp}', op + 'C', chunks, rows)}"
+            w(f"{ind}    default(TP).CopyChunk({op}, {op}p, {op}g, sm, smBase, {dst});")
+            if j + 1 < passes:
+                w(f"{ind}    {op}g += {op}Step; {op}p += {op}PStep;")
+    w(f"{ind}}}")
+    w(f"{ind}else LoadStage<TP>(a, b, sm, p, smBase, {slot}, {kt}, m0, n0, aOff, bOff, {'true' if a_k else 'false'}, "
+      f"{'true' if b_k else 'false'}, Bm, Bn, Bk, Threads, {'true' if panels else 'false'});")
 
 
 def kernel(name, a_k, b_k, tile):
@@ -60,62 +141,14 @@ def kernel(name, a_k, b_k, tile):
     w("        var smf = SharedMemory.GetDynamic<float>();")
     w("        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;")
     w(f"        int wm = warp / {wnn}, wn = warp - wm * {wnn};")
-    w("        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);")
-    w("        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range")
-    w("        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.")
-    w("        int mStart = tm * Bm, nStart = tn * Bn;")
-    w("        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));")
-    w("        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;")
-    w("        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;")
-    w("        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;")
-    w("        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).")
-    w("        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;")
-    w("        bool fast = inside && p.VecA != 0 && p.VecB != 0;")
-    w("        uint smBase = default(TP).SmemBase();")
+    emit_group_setup(w)
     w("        int ws = SmemMain / 4 + warp * ScratchPerWarp;")
     w("        int q = lane / 8, r8 = lane % 8;")
 
-    # cp.async plans: this thread's first chunk (row r0, chunk c), its global element index at K tile 0, and the
-    # global step between its chunks (rpp rows further) and between K tiles.
-    plans = []
-    for op, kmaj, rows_mn, base in (("a", a_k, bm, "aOff"), ("b", b_k, bn, "bOff")):
-        chunks, rows, rpp, passes = tile_loads(op, kmaj, rows_mn, bk, threads)
-        mn0 = "m0" if op == "a" else "n0"
-        ext_mn = "p.M" if op == "a" else "p.N"
-        w(f"        int {op}R = tid / {chunks}, {op}C = tid - {op}R * {chunks};")
-        if kmaj:
-            # row = M/N index, contiguous K: element (mn0 + r, k0 + 8c) at base + (mn0 + r) * K + k0 + 8c
-            w(f"        long {op}G = {base} + (long)({mn0} + {op}R) * p.K + {op}C * 8, {op}Step = (long){rpp} * p.K;")
-            w(f"        ulong {op}P = p.{op.upper()}Ptr + (ulong){op}G * 2, {op}PStep = (ulong){op}Step * 2;")
-            kstep = f"(long)kt * Bk"
-        else:
-            # row = K index, contiguous M/N: element (k0 + r, mn0 + 8c) at base + (k0 + r) * ext + mn0 + 8c
-            w(f"        long {op}G = {base} + (long){op}R * {ext_mn} + {mn0} + {op}C * 8, {op}Step = (long){rpp} * {ext_mn};")
-            w(f"        ulong {op}P = p.{op.upper()}Ptr + (ulong){op}G * 2, {op}PStep = (ulong){op}Step * 2;")
-            kstep = f"(long)kt * Bk * {ext_mn}"
-        period_ok = rpp % 8 == 0
-        if period_ok:
-            w(f"        int {op}D = {swz(op + 'R', op + 'C', chunks)};")
-        plans.append((op, chunks, rpp, passes, period_ok, kstep, 0 if op == "a" else a_bytes))
+    plans = load_plans(w, a_k, b_k, bm, bn, bk, threads, a_bytes, swz)
 
     def load_block(indent, kt, slot):
-        ind = " " * indent
-        w(f"{ind}if (fast && {kt} < ktFull)")
-        w(f"{ind}{{")
-        for op, chunks, rpp, passes, period_ok, kstep, tile_off in plans:
-            w(f"{ind}    long {op}g = {op}G + {kstep.replace('kt', kt)};")
-            w(f"{ind}    ulong {op}p = {op}P + (ulong)({kstep.replace('kt', kt)}) * 2;")
-            for j in range(passes):
-                if period_ok:
-                    dst = f"{slot} + {tile_off + j * rpp * chunks * 16} + {op}D"
-                else:
-                    dst = f"{slot} + {tile_off} + {swz(f'{op}R + {j * rpp}', op + 'C', chunks)}"
-                w(f"{ind}    default(TP).CopyChunk({op}, {op}p, {op}g, sm, smBase, {dst});")
-                if j + 1 < passes:
-                    w(f"{ind}    {op}g += {op}Step; {op}p += {op}PStep;")
-        w(f"{ind}}}")
-        w(f"{ind}else LoadStage<TP>(a, b, sm, p, smBase, {slot}, {kt}, m0, n0, aOff, bOff, {'true' if a_k else 'false'}, "
-          f"{'true' if b_k else 'false'}, Bm, Bn, Bk, Threads);")
+        emit_load_block(w, plans, indent, kt, slot, a_k, b_k, False)
 
     # Per-lane ldmatrix offsets inside a stage's A / B tile. Row starts are multiples of 64 bytes and the swizzled chunk index (2x + h) ^ s = ((h ^ s) ^ 2x), so the offset of
     # k16 step kk (K-major) or of m/n16 tile x (M/N-major) is the lane's first offset XOR 32x: no register per step.
@@ -226,6 +259,150 @@ def kernel(name, a_k, b_k, tile):
     return o
 
 
+def wg_kernel(name, a_k, b_k, tile):
+    """Hopper body: warpgroup w of the group owns C rows 64w..64w+63 of the Bm x Bn tile and issues one
+    wgmma.mma_async m64nBnk16 per k16 step, A and B read from the stage through shared-memory matrix descriptors."""
+    wgs, bn, stages = WG_TILES[tile]
+    bm, bk, threads = 64 * wgs, 64, 128 * wgs
+    a_bytes = bm * bk * 2
+    stage_bytes = (bm + bn) * bk * 2
+    epi = bn + 8
+    smem_main = max(stages * stage_bytes, bm * epi * 4)  # SharedBytes in Gemm.cs: the same
+    o = []
+    w = o.append
+    w(f"    // {name}, {tile}: {bm}x{bn} group tile, {wgs} warpgroup(s) of 128 threads, K {bk} per stage, {stages} stages; "
+      f"wgmma m64n{bn}k16, {'A K-major' if a_k else 'A M-major'}, {'B K-major' if b_k else 'B N-major'}.")
+    w(f"    static void {name}Kernel{tile}<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)")
+    w("        where TH : struct, IHalf where TP : struct, IPlatform")
+    w("    {")
+    w(f"        const int Bm = {bm}, Bn = {bn}, Bk = {bk}, Stages = {stages}, Threads = {threads}, StageBytes = {stage_bytes}, "
+      f"SmemMain = {smem_main}, EpiW = {epi};")
+    w("        var sm = SharedMemory.GetDynamic<ushort>();")
+    w("        var smf = SharedMemory.GetDynamic<float>();")
+    w("        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;")
+    emit_group_setup(w)
+    w("        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.")
+    w("        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);")
+    w(f"        int accOff = (SmemMain + 1024) / 4 + tid * {bn // 2}; // CPU emulation: this thread's accumulators")
+    plans = load_plans(w, a_k, b_k, bm, bn, bk, threads, a_bytes, wg_swz)
+
+    def load_block(indent, kt, slot):
+        emit_load_block(w, plans, indent, kt, slot, a_k, b_k, True)
+
+    w(f"        default(TP).WgAccZero({bn}, smf, accOff);")
+    w("        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load")
+    w("        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.")
+    w("        for (int s = 0; s < Stages - 2; s++)")
+    w("        {")
+    w("            if (kt0 + s < kt1)")
+    w("            {")
+    w("                int kl = kt0 + s, slot = ring + s * StageBytes;")
+    load_block(16, "kl", "slot")
+    w("            }")
+    w("            default(TP).CommitGroup();")
+    w("        }")
+    # descriptors: A rows (K-major) or M panel (M-major) of this warpgroup at wg * 8192; B the whole tile
+    lbo_a = 16 if a_k else bk * 128
+    lbo_b = 16 if b_k else bk * 128
+    step_a = 2 if a_k else 128  # k16 step: 32 bytes along a 128-byte row, or two 8-row groups (2048 bytes)
+    step_b = 2 if b_k else 128
+    w(f"        ulong dA = WgDesc(smBase + (uint)(ring + wg * {64 * 128}), {lbo_a}, 1024), dB = WgDesc(smBase + (uint)(ring + {a_bytes}), {lbo_b}, 1024);")
+    w("        int rd = 0; // byte offset of K tile kt's slot in the ring")
+    w("        for (int kt = kt0; kt < kt1; kt++)")
+    w("        {")
+    w("            default(TP).WaitGroups(Stages - 3);")
+    w("            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)")
+    w("            Group.Barrier();")
+    w("            default(TP).WgFence();")
+    w("            ulong sd = (ulong)(rd >> 4);")
+    for kk in range(bk // 16):
+        w(f"            default(TP).Wgmma<TH>({bn}, {'false' if a_k else 'true'}, {'false' if b_k else 'true'}, "
+          f"dA + sd + {kk * step_a}, dB + sd + {kk * step_b}, sm, smf, accOff);")
+    w("            default(TP).WgCommit();")
+    w("            int next = kt + Stages - 2;")
+    w("            if (next < kt1)")
+    w("            {")
+    w("                int wr = rd + (Stages - 2) * StageBytes;")
+    w("                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;")
+    w("                wr += ring;")
+    load_block(16, "next", "wr")
+    w("            }")
+    w("            default(TP).CommitGroup();")
+    w("            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done")
+    w("            rd += StageBytes;")
+    w("            if (rd == Stages * StageBytes) rd = 0;")
+    w("        }")
+    w("        default(TP).WaitGroups(0);")
+    w("        default(TP).WgWait(0);")
+    w("        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row")
+    w("        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns")
+    w("        // per step, a warp 128 contiguous columns of one row.")
+    w("        Group.Barrier(); // every warpgroup is done reading the ring")
+    w("        int fl = t % 32;")
+    w("        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);")
+    w("        Group.Barrier();")
+    w("        bool quads = inside && p.VecC != 0;")
+    w("        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)")
+    w("        {")
+    w("            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;")
+    w("            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);")
+    w("            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);")
+    w("        }")
+    w("    }")
+    return o
+
+
+def wg_ptx():
+    """PTX of the wgmma sites, one literal per configuration: the accumulators are function-scope registers wacc<N/2>
+    named in the instruction text (not asm operands: CudaAsm takes at most ~44, and operands pass through .local slots)."""
+    o = []
+    w = o.append
+    ns = sorted({bn for (_, bn, _) in WG_TILES.values()})
+    acc = lambda n: ", ".join(f"wacc{i}" for i in range(n // 2))
+    for t, ptype in (("Bf16", "bf16"), ("F16", "f16")):
+        w(f"    internal partial struct {t}")
+        w("    {")
+        w("        // wgmma.mma_async m64nNk16, fp32 accumulators wacc0.. (scale-d 1: they start at zero), descriptors A and B.")
+        w("        public void WgmmaPtx(int n, bool transA, bool transB, ulong descA, ulong descB)")
+        w("        {")
+        first = True
+        for n in ns:
+            for ta in (0, 1):
+                for tb in (0, 1):
+                    cond = f"n == {n} && {'' if ta else '!'}transA && {'' if tb else '!'}transB"
+                    w(f"            {'if' if first else 'else if'} ({cond})")
+                    w(f"                CudaAsm.Emit(\"{{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptype}.{ptype} "
+                      f"{{{acc(n)}}}, %0, %1, wp, 1, 1, {ta}, {tb}; }}\", descA, descB, 1);")
+                    first = False
+        w("        }")
+        w("    }")
+        w("")
+    w("    internal partial struct Ptx")
+    w("    {")
+    w("        // Declares this thread's n/2 accumulators (function scope, so the wgmma and WgStoreAcc sites see them) as zero.")
+    w("        public void WgAccZero(int n, ArrayView<float> smf, int accOff)")
+    w("        {")
+    w("            if (!CudaAsm.IsSupported) return;")
+    for i, n in enumerate(ns):
+        zeros = " ".join(f"mov.f32 wacc{j}, 0f00000000;" for j in range(n // 2))
+        w(f"            {'if' if i == 0 else 'else if'} (n == {n}) CudaAsm.Emit(\".reg .f32 wacc<{n // 2}>; {zeros}\");")
+    w("        }")
+    w("")
+    w("        // Parks the accumulators in an fp32 patch of n + 8 floats per row: d[4i + 2h + e] at row +8h, column 8i + e.")
+    w("        public void WgStoreAcc(int n, ArrayView<float> smf, uint smBase, int off, int accOff)")
+    w("        {")
+    w("            if (!CudaAsm.IsSupported) return;")
+    for i, n in enumerate(ns):
+        stride = n + 8
+        sts = " ".join(f"st.shared.v2.f32 [%0+{(8 * h * stride + 8 * j) * 4}], {{wacc{4 * j + 2 * h}, wacc{4 * j + 2 * h + 1}}};"
+                       for j in range(n // 8) for h in range(2))
+        w(f"            {'if' if i == 0 else 'else if'} (n == {n}) CudaAsm.Emit(\"{sts}\", smBase + (uint)off);")
+    w("        }")
+    w("    }")
+    w("")
+    return o
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = ["// <auto-generated> by tools/gen_gemm.py; edit that script, not this file. </auto-generated>",
@@ -233,13 +410,15 @@ def main():
            "public static partial class Gemm", "{"]
     out.append("    /// <summary>Tile configurations a launch can pick (tests and the GPU bench force one): TWmxWn = warps along M x N,")
     out.append("    /// each warp 64x64 of C; K per stage and ring depth in <see cref=\"Shape\"/>.</summary>")
-    out.append("    internal enum TileConfig { " + ", ".join(TILES) + " }")
+    out.append("    internal enum TileConfig { " + ", ".join(list(TILES) + list(WG_TILES)) + " }")
     out.append("")
-    out.append("    /// <summary>Warps along M and N, K per pipeline stage, and stages of the cp.async ring.</summary>")
-    out.append("    internal static (int WarpsM, int WarpsN, int Bk, int Stages) Shape(TileConfig t) => t switch")
+    out.append("    /// <summary>Group tile, K per pipeline stage, stages of the cp.async ring, threads, and whether it is a wgmma tile.</summary>")
+    out.append("    internal static (int Bm, int Bn, int Bk, int Stages, int Threads, bool Wgmma) Shape(TileConfig t) => t switch")
     out.append("    {")
     for t, (a, b, c, d) in TILES.items():
-        out.append(f"        TileConfig.{t} => ({a}, {b}, {c}, {d}),")
+        out.append(f"        TileConfig.{t} => ({a * 64}, {b * 64}, {c}, {d}, {a * b * 32}, false),")
+    for t, (g, n, st) in WG_TILES.items():
+        out.append(f"        TileConfig.{t} => ({g * 64}, {n}, 64, {st}, {g * 128}, true),")
     out.append("        _ => throw new ArgumentOutOfRangeException(nameof(t)),")
     out.append("    };")
     out.append("")
@@ -247,10 +426,15 @@ def main():
         for name, (a_k, b_k) in LAYOUTS.items():
             out += kernel(name, a_k, b_k, tile)
             out.append("")
+    for tile in WG_TILES:
+        for name, (a_k, b_k) in LAYOUTS.items():
+            out += wg_kernel(name, a_k, b_k, tile)
+            out.append("")
+    out += wg_ptx()
     sig = "KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>"
     out.append(f"    static Action<{sig}> Load(Accelerator acc, GemmLayout layout, HalfType type, TileConfig tile, bool emulated) => (layout, type, tile, emulated) switch")
     out.append("    {")
-    for (name, t, tile, emu) in itertools.product(LAYOUTS, TYPES, TILES, [False, True]):
+    for (name, t, tile, emu) in itertools.product(LAYOUTS, TYPES, list(TILES) + list(WG_TILES), [False, True]):
         ht = "BFloat16" if t == "Bf16" else "Float16"
         plat = "Emulated" if emu else "Ptx"
         out.append(f"        (GemmLayout.{name}, HalfType.{ht}, TileConfig.{tile}, {'true' if emu else 'false'}) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>({name}Kernel{tile}<{t}, {plat}>),")

@@ -1,6 +1,6 @@
 // GPU benchmarks of the kernels against PyTorch, run on the GPU machine in one invocation:
 //   python3 tools/bench/peer_gemm.py > peer.jsonl        (torch.matmul, same shapes, layouts and timing method)
-//   dotnet IlgpuTune.GpuBench.dll gemm --peer peer.jsonl --out DIR
+//   dotnet IlgpuTune.GpuBench.dll gemm --peer peer.jsonl --out DIR [--tags square,mlp,llama,lora] [--wgmma-checks (full checks of wgmma tiles only)]
 // It checks every timed configuration first (random inputs, NaN-poisoned output, sampled fp64 dot products; small
 // shapes in full against the CPU reference), then times with CUDA events after warm-up: the median over 7 event pairs
 // of 10 back-to-back launches each. Prints a table and writes DIR/gemm.json.
@@ -27,14 +27,15 @@ static class Program
     static int Main(string[] args)
     {
         string mode = args.Length > 0 ? args[0] : "gemm";
-        if (mode == "ptx") return Ptx(args.Length > 1 ? args[1] : ".");
+        if (mode == "ptx") return Ptx(args.Length > 1 ? args[1] : ".", args.Length > 2 ? args[2] : "");
         if (mode == "membound") return MemBoundBench.Run(Arg(args, "--out") ?? ".");
         if (mode == "nf4") return Nf4Check.Run(args.Length > 1 ? args[1] : "tests/fixtures/nf4/nf4.safetensors");
         string? peer = Arg(args, "--peer");
         string outDir = Arg(args, "--out") ?? ".";
         bool quick = args.Contains("--quick");
         if (mode == "ce") return CeBench.Run(peer, outDir);
-        return mode == "attention" ? AttentionBench.Run(peer, outDir, quick) : GemmBench.Run(peer, outDir, quick);
+        if (mode == "attention") return AttentionBench.Run(peer, outDir, quick);
+        return GemmBench.Run(peer, outDir, quick, Arg(args, "--tags")?.Split(','), args.Contains("--wgmma-checks"));
     }
 
     static string? Arg(string[] args, string name)
@@ -43,7 +44,8 @@ static class Program
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
-    static int Ptx(string dir)
+    // prefix: only the GEMM tile configurations whose name starts with it (and no flash attention), e.g. "W" for wgmma.
+    static int Ptx(string dir, string prefix)
     {
         Directory.CreateDirectory(dir);
         using var ctx = Context.Create(b => b.EnableAlgorithms());
@@ -51,18 +53,20 @@ static class Program
         foreach (var layout in Enum.GetValues<GemmLayout>())
             foreach (var tile in Enum.GetValues<Gemm.TileConfig>())
             {
+                if (!tile.ToString().StartsWith(prefix, StringComparison.Ordinal)) continue;
                 var sw = Stopwatch.StartNew();
                 var entry = EntryPointDescription.FromExplicitlyGroupedKernel(Gemm.KernelMethod(layout, HalfType.BFloat16, tile));
                 var ck = (PTXCompiledKernel)backend.Compile(entry, default);
                 File.WriteAllText(Path.Combine(dir, $"gemm-{layout}-{tile}-ilgpu.ptx"), ck.PTXAssembly);
-                var (ptx, promoted) = PtxLocals.Promote(ck.PTXAssembly);
+                var (promotedPtx, promoted) = PtxLocals.Promote(ck.PTXAssembly);
+                string ptx = Gemm.Ptx90a(promotedPtx, tile);
                 File.WriteAllText(Path.Combine(dir, $"gemm-{layout}-{tile}.ptx"), ptx);
                 Console.Write($"promoted {promoted} .local slots; ");
                 int Count(string s) => ptx.Split(s).Length - 1;
-                Console.WriteLine($"{layout} {tile}: {sw.ElapsedMilliseconds} ms, {ptx.Length} chars, mma {Count("mma.sync")}, ldmatrix {Count("ldmatrix")}, " +
+                Console.WriteLine($"{layout} {tile}: {sw.ElapsedMilliseconds} ms, {ptx.Length} chars, mma {Count("mma.sync")}, wgmma {Count("wgmma.mma_async")}, ldmatrix {Count("ldmatrix")}, " +
                     $"cp.async {Count("cp.async.cg")}, ld.local {Count("ld.local")}, st.local {Count("st.local")}, depot {LocalDepot(ptx)}");
             }
-        foreach (var kind in new[] { "Forward", "BackwardQuery", "BackwardKeyValue" })
+        foreach (var kind in prefix == "" ? new[] { "Forward", "BackwardQuery", "BackwardKeyValue" } : [])
             foreach (int d in FlashAttentionHalf.HeadDims)
             {
                 var sw = Stopwatch.StartNew();
@@ -112,7 +116,8 @@ static class GemmBench
     [DllImport("libcuda.so.1", EntryPoint = "cuFuncGetAttribute")]
     static extern int CuFuncGetAttribute(out int value, int attribute, IntPtr function);
 
-    public static int Run(string? peerFile, string outDir, bool quick)
+    // tags: only these shape kinds (square, mlp, llama, lora); wgmmaChecks: the full checks of the wgmma tiles only.
+    public static int Run(string? peerFile, string outDir, bool quick, string[]? tags, bool wgmmaChecks)
     {
         var total = Stopwatch.StartNew();
         using var ctx = Context.Create(b => b.Cuda().EnableAlgorithms().Profiling());
@@ -124,7 +129,7 @@ static class GemmBench
         var results = new JsonArray();
         bool allOk = true;
 
-        allOk &= FullChecks(k);
+        allOk &= FullChecks(k, wgmmaChecks);
 
         long maxA = 8192L * 8192, maxC = 8192L * 11008;
         var rng = new Random(7);
@@ -134,13 +139,21 @@ static class GemmBench
         using var dB = acc.Allocate1D(hB);
         using var dC = acc.Allocate1D<ushort>(maxC);
 
-        var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x2K32S6, Gemm.TileConfig.T2x4, Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2 };
-        foreach (var tile in tiles) Resources(k, tile);
+        // wgmma tiles only where they run (compute capability 9.0)
+        bool hopper = acc is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
+        var tiles = new[] { Gemm.TileConfig.T2x2, Gemm.TileConfig.T2x4, Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2,
+            Gemm.TileConfig.W2N128, Gemm.TileConfig.W2N128S3, Gemm.TileConfig.W2N256 }.Where(t => hopper || !Gemm.Shape(t).Wgmma).ToArray();
+        foreach (var tile in tiles)
+        {
+            try { Resources(k, tile); }
+            catch (Exception e) { Console.WriteLine($"kernel {tile}: FAILED {e.GetType().Name}: {e.Message}"); allOk = false; }
+        }
 
         var table = new List<string>();
         foreach (var s in Shapes)
         {
             if (quick && s.M * (long)s.N * s.K > 4096L * 4096 * 4096) continue;
+            if (tags != null && !tags.Contains(s.Tag)) continue;
             var (autoTile, autoSplits) = Gemm.Choose(k, 1, s.M, s.N, s.K);
             var candidates = new List<(Gemm.TileConfig Tile, int Splits)> { (autoTile, autoSplits) };
             if (s.Tag != "lora")
@@ -149,7 +162,8 @@ static class GemmBench
             }
             else
             {
-                foreach (var t in new[] { Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2, Gemm.TileConfig.T2x2 })
+                foreach (var t in new[] { Gemm.TileConfig.T2x1, Gemm.TileConfig.T1x2, Gemm.TileConfig.T2x2, Gemm.TileConfig.W2N128, Gemm.TileConfig.W2N256 }
+                    .Where(t => hopper || !Gemm.Shape(t).Wgmma))
                     foreach (int sp in new[] { 1, autoSplits, Math.Max(1, autoSplits / 2), autoSplits * 2 })
                         if (!candidates.Contains((t, sp))) candidates.Add((t, sp));
             }
@@ -293,7 +307,7 @@ static class GemmBench
 
     // Full comparisons with the CPU reference at tail-heavy mid-size shapes: every layout, both input formats, bias,
     // accumulate, fp32 and 16-bit outputs, batches, split-K, and each tile configuration.
-    static bool FullChecks(KernelRegistry k)
+    static bool FullChecks(KernelRegistry k, bool wgmmaOnly)
     {
         bool ok = true;
         var rng = new Random(3);
@@ -313,9 +327,20 @@ static class GemmBench
             cases.Add((l, HalfType.BFloat16, 1, 520, 264, 1024, 1, Gemm.TileConfig.T4x2, 3));
             cases.Add((l, HalfType.BFloat16, 1, 256, 64, 2048, 0, Gemm.TileConfig.T2x1, 4));
             cases.Add((l, HalfType.Float16, 1, 64, 392, 1000, 1, Gemm.TileConfig.T1x2, 3));
+            // wgmma tiles (Hopper): tails in M, N and K, in-range group tiles, f16, batches, split-K, every output mode.
+            if (k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } })
+            {
+                cases.Add((l, HalfType.BFloat16, 1, 300, 200, 520, 0, Gemm.TileConfig.W2N128, 1));
+                cases.Add((l, HalfType.Float16, 2, 257, 129, 77, 2, Gemm.TileConfig.W2N256, 1));
+                cases.Add((l, HalfType.BFloat16, 1, 264, 520, 1024, 1, Gemm.TileConfig.W2N256, 1));
+                cases.Add((l, HalfType.Float16, 2, 136, 256, 520, 0, Gemm.TileConfig.W2N256, 1));
+                cases.Add((l, HalfType.BFloat16, 1, 520, 264, 1024, 1, Gemm.TileConfig.W2N128S3, 3));
+                cases.Add((l, HalfType.Float16, 1, 256, 392, 640, 1, Gemm.TileConfig.W2N128, 1));
+            }
         }
         foreach (var c in cases)
         {
+            if (wgmmaOnly && !Gemm.Shape(c.Tile).Wgmma) continue;
             long sA = (long)c.M * c.K + 8, sB = (long)c.K * c.N + 8, sC = (long)c.M * c.N;
             var fa = new float[sA * c.Batch]; var fb = new float[sB * c.Batch]; var fbias = new float[c.N]; var fc = new float[sC * c.Batch];
             foreach (var arr in new[] { fa, fb, fbias, fc }) for (int i = 0; i < arr.Length; i++) arr[i] = (float)(rng.NextDouble() * 2 - 1);
@@ -354,16 +379,16 @@ static class GemmBench
                 ok = false;
                 continue;
             }
-            double maxErr = 0, maxRef = 0; int bad = -1;
+            double maxErr = 0, maxRef = 0; int bad = -1, nBad = 0;
             double rtol = c.Out == 0 ? 1e-5 : c.Out == 1 ? 1.0 / 256 : 1.0 / 2048;
             for (int i = 0; i < got.Length; i++)
             {
                 double e = Math.Abs(got[i] - want[i]);
                 if (double.IsNaN(got[i])) e = double.PositiveInfinity;
                 maxErr = Math.Max(maxErr, e); maxRef = Math.Max(maxRef, Math.Abs(want[i]));
-                if (bad < 0 && !(e <= 1e-4 + rtol * Math.Abs(want[i]))) bad = i;
+                if (!(e <= 1e-4 + rtol * Math.Abs(want[i]))) { nBad++; if (bad < 0) bad = i; }
             }
-            Console.WriteLine($"check {c}: max abs err {maxErr:G3} (max |ref| {maxRef:G3}) {(bad < 0 ? "ok" : $"FAIL at {bad}: {got[bad]} vs {want[bad]}")}");
+            Console.WriteLine($"check {c}: max abs err {maxErr:G3} (max |ref| {maxRef:G3}) {(bad < 0 ? "ok" : $"FAIL at {bad} ({nBad} of {got.Length} bad): {got[bad]} vs {want[bad]}")}");
             ok &= bad < 0;
         }
         return ok;

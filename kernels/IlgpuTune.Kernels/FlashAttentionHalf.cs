@@ -79,6 +79,8 @@ public static partial class FlashAttentionHalf
         public void MmaPtx(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
             uint a0, uint a1, uint a2, uint a3, uint b0, uint b1) =>
             default(Gemm.Bf16).MmaPtx(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1);
+        public void WgmmaPtx(int n, bool transA, bool transB, ulong descA, ulong descB) =>
+            default(Gemm.Bf16).WgmmaPtx(n, transA, transB, descA, descB);
         public uint Pack<TP>(float lo, float hi) where TP : struct, IFlashPlatform => default(TP).PackBf16(lo, hi);
     }
 
@@ -88,6 +90,8 @@ public static partial class FlashAttentionHalf
         public void MmaPtx(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
             uint a0, uint a1, uint a2, uint a3, uint b0, uint b1) =>
             default(Gemm.F16).MmaPtx(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1);
+        public void WgmmaPtx(int n, bool transA, bool transB, ulong descA, ulong descB) =>
+            default(Gemm.F16).WgmmaPtx(n, transA, transB, descA, descB);
         public uint Pack<TP>(float lo, float hi) where TP : struct, IFlashPlatform => default(TP).PackF16(lo, hi);
     }
 

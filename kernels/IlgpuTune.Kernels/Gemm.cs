@@ -25,9 +25,25 @@
 //     any m, n, k works;
 //   * split-K for skinny products (few output tiles, long K): splits write fp32 partials to a workspace and a second
 //     kernel sums them in split order and applies the epilogue: deterministic, no atomics.
-// Inline PTX (cp.async, ldmatrix, mma.sync) runs only on CUDA; on ILGPU's CPU accelerator each site takes a C# branch
-// that moves the same values between lanes (through a per-warp shared-memory scratch), so tiling, swizzles and
-// fragment layouts are tested without a GPU.
+// Hopper (compute capability 9.0): Choose picks a wgmma tile (TileConfig W<g>N<n>, gen_gemm.py's WG_TILES) for all
+// but the skinny products; mma.sync stays for other GPUs, the skinny (LoRA) shapes and as the forced fallback:
+//   * g warpgroups (128 threads each, g·64 x n tile of C): each issues one wgmma.mma_async m64nNk16 (N = n, fp32
+//     accumulators, A and B both from shared memory) per k16 step, 4 per K tile of 64, fence/commit once per K tile;
+//   * shared-memory tiles in the canonical 128-byte-swizzle layout: 64-element panels of 128-byte rows, 16-byte chunk c
+//     of row r at chunk c ^ (r % 8), 1024-byte atoms of 8 rows (the ring is aligned to 1024 at run time); K-major
+//     operands are one panel, M/N-major ones (A in TN, B in NN and TN) use the transpose flags; matrix descriptors
+//     (start, leading/stride byte offsets >> 4, swizzle mode 1) advance 32 bytes (K-major) or 2048 (M/N-major) per k16;
+//   * the cp.async ring (Stages slots) is filled Stages - 2 tiles ahead, so that the slot being overwritten held tile
+//     kt-2, whose wgmma every warpgroup waited for (wait_group 1) before this iteration's barrier; cp.async and the
+//     guarded st.shared of tails are made visible to the tensor cores with fence.proxy.async before that barrier;
+//   * the accumulators are function-scope PTX registers (wacc0..) named in the instruction text: CudaAsm takes at most
+//     ~44 operands and passes each through a .local slot, wgmma m64n256 has 128 of them;
+//   * tails, epilogue and split-K as for mma.sync (zero-filled guarded loads; an fp32 patch over the ring);
+//   * ILGPU 1.5.3 writes `.target sm_80`/`sm_90`; the PTX of these kernels is retargeted to sm_90a before loading.
+// Inline PTX (cp.async, ldmatrix, mma.sync, wgmma) runs only on CUDA; on ILGPU's CPU accelerator each site takes a C# branch
+// that moves the same values between lanes (through a per-warp shared-memory scratch; wgmma: each thread reads its
+// accumulator fragment's A and B elements through the descriptors, as the hardware would), so tiling, swizzles,
+// descriptors and fragment layouts are tested without a GPU.
 // CPU reference: MatMul's fp32/fp64 products on inputs already rounded to 16 bits, per batch, plus bias.
 using System.Numerics;
 using System.Runtime.InteropServices;
@@ -55,9 +71,10 @@ public static partial class Gemm
         float ToFloat(ushort h);
         void MmaPtx(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
             uint a0, uint a1, uint a2, uint a3, uint b0, uint b1);
+        void WgmmaPtx(int n, bool transA, bool transB, ulong descA, ulong descB); // Gemm.g.cs
     }
 
-    internal struct Bf16 : IHalf
+    internal partial struct Bf16 : IHalf
     {
         public float ToFloat(ushort h) => Cast.Bf16ToFloat(h);
         public void MmaPtx(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
@@ -69,7 +86,7 @@ public static partial class Gemm
         }
     }
 
-    internal struct F16 : IHalf
+    internal partial struct F16 : IHalf
     {
         public float ToFloat(ushort h) => Cast.F16ToFloat(h);
         public void MmaPtx(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
@@ -110,9 +127,20 @@ public static partial class Gemm
         void LoadU32x2(ArrayView<ushort> c, ulong cPtr, long o, out uint lo, out uint hi);
         uint PackBf16x2(float lo, float hi);
         uint PackF16x2(float lo, float hi);
+        // Hopper warpgroup MMA (wgmma tiles): accumulators of this thread (n/2 floats; the CPU emulation keeps them at
+        // smf[accOff..]), zeroed, then one m64nNk16 product per call from descriptors of A and B in shared memory.
+        void FenceProxyAsync();
+        void WgAccZero(int n, ArrayView<float> smf, int accOff);
+        void WgFence();
+        void Wgmma<TH>(int n, bool transA, bool transB, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+            where TH : struct, IHalf;
+        void WgCommit();
+        void WgWait(int pending);
+        // The accumulators to an fp32 patch of n + 8 floats per row, this thread's first element at byte offset off.
+        void WgStoreAcc(int n, ArrayView<float> smf, uint smBase, int off, int accOff);
     }
 
-    internal struct Ptx : IPlatform
+    internal partial struct Ptx : IPlatform
     {
         public uint SmemBase()
         {
@@ -236,6 +264,34 @@ public static partial class Gemm
             if (CudaAsm.IsSupported) CudaAsm.Emit("cvt.rn.f16x2.f32 %0, %1, %2;", out v, hi, lo);
             return v;
         }
+
+        public void FenceProxyAsync()
+        {
+            if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
+        }
+
+        public void WgFence()
+        {
+            if (CudaAsm.IsSupported) CudaAsm.Emit("wgmma.fence.sync.aligned;");
+        }
+
+        public void Wgmma<TH>(int n, bool transA, bool transB, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+            where TH : struct, IHalf
+        {
+            if (CudaAsm.IsSupported) default(TH).WgmmaPtx(n, transA, transB, descA, descB);
+        }
+
+        public void WgCommit()
+        {
+            if (CudaAsm.IsSupported) CudaAsm.Emit("wgmma.commit_group.sync.aligned;");
+        }
+
+        public void WgWait(int pending)
+        {
+            if (!CudaAsm.IsSupported) return;
+            if (pending <= 0) CudaAsm.Emit("wgmma.wait_group.sync.aligned 0;");
+            else CudaAsm.Emit("wgmma.wait_group.sync.aligned 1;");
+        }
     }
 
     // The same instructions in C#, moving values between lanes through a per-warp shared-memory scratch.
@@ -297,6 +353,33 @@ public static partial class Gemm
         public uint PackBf16x2(float lo, float hi) => Cast.FloatToBf16(lo) | ((uint)Cast.FloatToBf16(hi) << 16);
 
         public uint PackF16x2(float lo, float hi) => Cast.FloatToF16(lo) | ((uint)Cast.FloatToF16(hi) << 16);
+
+        public void FenceProxyAsync() { }
+
+        public void WgAccZero(int n, ArrayView<float> smf, int accOff)
+        {
+            for (int i = 0; i < n / 2; i++) smf[accOff + i] = 0f;
+        }
+
+        public void WgFence() { }
+
+        public void Wgmma<TH>(int n, bool transA, bool transB, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+            where TH : struct, IHalf => WgmmaEmulated<TH>(n, transA, transB, descA, descB, sm, smf, accOff);
+
+        public void WgCommit() { }
+
+        public void WgWait(int pending) { }
+
+        public void WgStoreAcc(int n, ArrayView<float> smf, uint smBase, int off, int accOff)
+        {
+            for (int j = 0; j < n / 8; j++)
+                for (int h = 0; h < 2; h++)
+                {
+                    int o = off / 4 + 8 * h * (n + 8) + 8 * j;
+                    smf[o] = smf[accOff + 4 * j + 2 * h];
+                    smf[o + 1] = smf[accOff + 4 * j + 2 * h + 1];
+                }
+        }
     }
 
     const int WarpTile = 64;        // C rows and columns per warp
@@ -324,15 +407,20 @@ public static partial class Gemm
     static int ChunkOffset(int r, int c, int chunks) =>
         r * chunks * 16 + (chunks == 4 ? c ^ ((r >> 1) & 3) : c ^ (r & 7)) * 16;
 
+    // wgmma tiles: 64-element panels (128-byte rows, 1024-byte swizzle atoms of 8 rows), chunk c of row r at chunk
+    // c ^ (r % 8) of its row in panel c / 8; a tile of `rows` rows. K-major tiles (Bk = 64) are one panel.
+    static int WgChunkOffset(int r, int c, int rows) => (c >> 3) * rows * 128 + r * 128 + ((c & 7) ^ (r & 7)) * 16;
+
     // Copies a rows x (8·chunks) tile, element (row0 + r, col0 + col) of a dense matrix with rowExt rows and colExt
-    // columns at g[gOff..], into shared memory at byte offset tileOff; out-of-range elements become zero.
+    // columns at g[gOff..], into shared memory at byte offset tileOff; out-of-range elements become zero. panels: the
+    // wgmma layout (WgChunkOffset), else ChunkOffset.
     static void LoadTile<TP>(ArrayView<ushort> g, ulong gPtr, ArrayView<ushort> sm, uint smBase, int tileOff, int rows, int chunks,
-        int rowExt, int colExt, int row0, int col0, long gOff, int vec, int threads) where TP : struct, IPlatform
+        int rowExt, int colExt, int row0, int col0, long gOff, int vec, int threads, bool panels) where TP : struct, IPlatform
     {
         for (int idx = Group.IdxX; idx < rows * chunks; idx += threads)
         {
             int r = idx / chunks, c = idx - r * chunks;
-            int dst = tileOff + ChunkOffset(r, c, chunks);
+            int dst = tileOff + (panels ? WgChunkOffset(r, c, rows) : ChunkOffset(r, c, chunks));
             int gr = row0 + r, gc = col0 + c * 8;
             long gi = gOff + (long)gr * colExt + gc;
             int valid = gr < rowExt ? Math.Max(0, Math.Min(colExt - gc, 8)) : 0;
@@ -344,15 +432,50 @@ public static partial class Gemm
 
     // One pipeline stage, any position: the A and B tiles of K tile kt. K-major tiles are [rows][bk]; M/N-major ones [bk][cols].
     static void LoadStage<TP>(ArrayView<ushort> a, ArrayView<ushort> b, ArrayView<ushort> sm, Params p, uint smBase, int stageOff,
-        int kt, int m0, int n0, long aOff, long bOff, bool aKMajor, bool bKMajor, int bm, int bn, int bk, int threads)
+        int kt, int m0, int n0, long aOff, long bOff, bool aKMajor, bool bKMajor, int bm, int bn, int bk, int threads, bool panels)
         where TP : struct, IPlatform
     {
         int k0 = kt * bk;
-        if (aKMajor) LoadTile<TP>(a, p.APtr, sm, smBase, stageOff, bm, bk / 8, p.M, p.K, m0, k0, aOff, p.VecA, threads);
-        else LoadTile<TP>(a, p.APtr, sm, smBase, stageOff, bk, bm / 8, p.K, p.M, k0, m0, aOff, p.VecA, threads);
+        if (aKMajor) LoadTile<TP>(a, p.APtr, sm, smBase, stageOff, bm, bk / 8, p.M, p.K, m0, k0, aOff, p.VecA, threads, panels);
+        else LoadTile<TP>(a, p.APtr, sm, smBase, stageOff, bk, bm / 8, p.K, p.M, k0, m0, aOff, p.VecA, threads, panels);
         int bTile = stageOff + bm * bk * 2;
-        if (bKMajor) LoadTile<TP>(b, p.BPtr, sm, smBase, bTile, bn, bk / 8, p.N, p.K, n0, k0, bOff, p.VecB, threads);
-        else LoadTile<TP>(b, p.BPtr, sm, smBase, bTile, bk, bn / 8, p.K, p.N, k0, n0, bOff, p.VecB, threads);
+        if (bKMajor) LoadTile<TP>(b, p.BPtr, sm, smBase, bTile, bn, bk / 8, p.N, p.K, n0, k0, bOff, p.VecB, threads, panels);
+        else LoadTile<TP>(b, p.BPtr, sm, smBase, bTile, bk, bn / 8, p.K, p.N, k0, n0, bOff, p.VecB, threads, panels);
+    }
+
+    // Shared-memory matrix descriptor of wgmma: start address, leading and stride byte offsets (each >> 4, 14 bits),
+    // layout type 1 = 128-byte swizzle (bits 62-63). K-major: rows of 128 bytes, 8-row groups `sbo` apart (lbo unused,
+    // 16). M/N-major: 64 M/N elements per 128-byte row, 8-row (K) groups `sbo` apart, 64-wide panels `lbo` apart.
+    static ulong WgDesc(uint addr, int lbo, int sbo) =>
+        (1UL << 62) | ((ulong)(uint)(sbo >> 4) << 32) | ((ulong)(uint)(lbo >> 4) << 16) | ((addr >> 4) & 0x3FFF);
+
+    // wgmma.mma_async m64nNk16 (emulated): thread t of the warpgroup owns D rows 16(t/32) + (t%32)/4 (+8) and columns
+    // 8i + 2(t%4) (+1), i < N/8, as d[4i..4i+3]; A[row][k] and B[col][k] (k < 16) are read through their descriptors.
+    static void WgmmaEmulated<TH>(int n, bool transA, bool transB, ulong descA, ulong descB, ArrayView<ushort> sm,
+        ArrayView<float> smf, int accOff) where TH : struct, IHalf
+    {
+        int t = Group.IdxX % 128, w = t / 32, l = t % 32;
+        for (int i = 0; i < n / 8; i++)
+            for (int e = 0; e < 4; e++)
+            {
+                int row = 16 * w + l / 4 + 8 * (e / 2), col = 8 * i + 2 * (l % 4) + e % 2;
+                float sum = 0f;
+                for (int k = 0; k < 16; k++)
+                    sum += default(TH).ToFloat(sm[DescElement(descA, transA, row, k)]) * default(TH).ToFloat(sm[DescElement(descB, transB, col, k)]);
+                smf[accOff + 4 * i + e] += sum;
+            }
+    }
+
+    // Element (mn, k) of the 16-deep slice a descriptor describes, as an index into the 16-bit view of shared memory
+    // (CPU emulation: shared addresses start at 0). The 128-byte swizzle XORs address bits 4-6 with bits 7-9.
+    static int DescElement(ulong desc, bool mnMajor, int mn, int k)
+    {
+        int start = (int)(desc & 0x3FFF) << 4, lbo = (int)((desc >> 16) & 0x3FFF) << 4, sbo = (int)((desc >> 32) & 0x3FFF) << 4;
+        int addr = mnMajor
+            ? start + (mn / 64) * lbo + (mn % 64) * 2 + (k / 8) * sbo + (k % 8) * 128
+            : start + (mn / 8) * sbo + (mn % 8) * 128 + k * 2;
+        if ((desc >> 62) == 1) addr ^= ((addr >> 7) & 7) << 4;
+        return addr / 2;
     }
 
     // ldmatrix.x4 (emulated): lane l gives the row address of 8x8 matrix l/8, row l%8; register j receives matrix j's
@@ -564,6 +687,9 @@ public static partial class Gemm
         // From 8192x8192 outputs on, one 8-warp 128x256 group per SM beats two 128x128 ones (432 vs 419 TFLOP/s on the
         // H100 at 8192^3; at 4096x11008 and below 128x128 wins).
         if (tile == TileConfig.T2x2 && (long)m * n >= 8192L * 8192) tile = TileConfig.T2x4;
+        // Hopper: wgmma groups for everything but the skinny products; 128x256 beat 128x128 (one or two groups per SM)
+        // at every shape measured on the H100 (4096^3: 704-714 vs 493-530 TFLOP/s), 128x128 only for narrower C.
+        if (Hopper(k) && tile is TileConfig.T2x2 or TileConfig.T2x4) tile = n >= 256 ? TileConfig.W2N256 : TileConfig.W2N128;
         var (bm, bn) = TileSize(tile);
         long groups = (long)((m + bm - 1) / bm) * ((n + bn - 1) / bn) * batch;
         int kTiles = (kDim + Shape(tile).Bk - 1) / Shape(tile).Bk;
@@ -574,16 +700,22 @@ public static partial class Gemm
         return (tile, splits);
     }
 
-    static (int Bm, int Bn) TileSize(TileConfig t) => (Shape(t).WarpsM * WarpTile, Shape(t).WarpsN * WarpTile);
+    static (int Bm, int Bn) TileSize(TileConfig t) => (Shape(t).Bm, Shape(t).Bn);
 
-    // The cp.async ring (or the epilogue staging patches laid over it, when larger), plus the per-warp scratch of the
-    // CPU emulation.
+    // The cp.async ring (or the epilogue staging patches laid over it, when larger), plus the scratch of the CPU
+    // emulation (per warp; wgmma tiles: each thread's accumulators). wgmma tiles add 1 KB to align the ring to 1024.
     static int SharedBytes(KernelRegistry k, TileConfig t)
     {
-        var (wm, wn, bk, stages) = Shape(t);
-        int main = Math.Max(stages * (wm + wn) * WarpTile * bk * 2, wm * wn * WarpTile * EpiStride * 4); // = SmemMain in Gemm.g.cs
-        return main + (k.IsEmulated ? wm * wn * ScratchPerWarp * 4 : 0);
+        var (bm, bn, bk, stages, threads, wgmma) = Shape(t);
+        if (wgmma)
+            return Math.Max(stages * (bm + bn) * bk * 2, bm * (bn + 8) * 4) + 1024 + (k.IsEmulated ? threads * bn / 2 * 4 : 0);
+        int warps = threads / 32;
+        int main = Math.Max(stages * (bm + bn) * bk * 2, warps * WarpTile * EpiStride * 4); // = SmemMain in Gemm.g.cs
+        return main + (k.IsEmulated ? warps * ScratchPerWarp * 4 : 0);
     }
+
+    // Hopper (sm_90): the wgmma tiles need sm_90a PTX, which only a compute capability 9.0 device runs.
+    static bool Hopper(KernelRegistry k) => !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
 
     /// <summary>The compiled kernel of one configuration (the GPU bench reads its register and local-memory use).</summary>
     internal static ILGPU.Runtime.Kernel CompiledKernel(KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile) =>
@@ -620,6 +752,8 @@ public static partial class Gemm
 
         var (autoTile, autoSplits) = Choose(k, batch, m, n, kDim);
         var t = tile ?? autoTile;
+        if (Shape(t).Wgmma && !k.IsEmulated && !Hopper(k))
+            throw new ArgumentException($"GEMM tile {t} uses wgmma (sm_90a), which needs a compute capability 9.0 GPU", nameof(tile));
         int bk = Shape(t).Bk;
         int kTiles = (kDim + bk - 1) / bk;
         splits = Math.Clamp(splits > 0 ? splits : autoSplits, 1, Math.Max(1, kTiles));
@@ -649,7 +783,7 @@ public static partial class Gemm
 
         var (bm, bn) = TileSize(t);
         int tiles = ((m + bm - 1) / bm) * ((n + bn - 1) / bn);
-        int threads = bm / WarpTile * (bn / WarpTile) * 32;
+        int threads = Shape(t).Threads;
         int smem = SharedBytes(k, t);
         var kernel = Kernel(k, layout, type, t, smem);
         var config = new KernelConfig(new Index3D(tiles, 1, batch * splits), new Index3D(threads, 1, 1),
@@ -684,7 +818,7 @@ public static partial class Gemm
             // CUDA: compile, promote the inline-asm .local slots to registers (PtxLocals), then load.
             var compiled = (PTXCompiledKernel)acc.GetBackend().Compile(
                 EntryPointDescription.FromExplicitlyGroupedKernel(KernelMethod(layout, type, tile)), default);
-            PtxLocals.Rewrite(compiled, PtxLocals.Promote(compiled.PTXAssembly).Ptx);
+            PtxLocals.Rewrite(compiled, Ptx90a(PtxLocals.Promote(compiled.PTXAssembly).Ptx, tile));
             var kernel = (CudaKernel)acc.LoadKernel(compiled);
             if (smemBytes > 48 * 1024)
             {
@@ -696,6 +830,11 @@ public static partial class Gemm
             var stream = acc.DefaultStream;
             return (config, a, b, bias, p, cF, cH) => launch(stream, config, a, b, bias, p, cF, cH);
         });
+
+    /// <summary>PTX of a wgmma tile retargeted to sm_90a (ILGPU 1.5.3 writes at most sm_80 or sm_90, neither has wgmma); others unchanged.</summary>
+    internal static string Ptx90a(string ptx, TileConfig tile) =>
+        Shape(tile).Wgmma ? System.Text.RegularExpressions.Regex.Replace(ptx, @"^\.target\s+sm_\d+a?", ".target sm_90a",
+            System.Text.RegularExpressions.RegexOptions.Multiline) : ptx;
 
     const int MaxDynamicSharedSizeBytes = 8; // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 

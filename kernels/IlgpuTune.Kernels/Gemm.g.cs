@@ -9,20 +9,25 @@ public static partial class Gemm
 {
     /// <summary>Tile configurations a launch can pick (tests and the GPU bench force one): TWmxWn = warps along M x N,
     /// each warp 64x64 of C; K per stage and ring depth in <see cref="Shape"/>.</summary>
-    internal enum TileConfig { T1x1, T2x1, T1x2, T2x2, T2x2K32, T2x2K32S6, T2x4, T4x2, T2x4S4 }
+    internal enum TileConfig { T1x1, T2x1, T1x2, T2x2, T2x2K32, T2x2K32S6, T2x4, T4x2, T2x4S4, W1N64, W1N128, W2N128, W2N128S3, W2N256 }
 
-    /// <summary>Warps along M and N, K per pipeline stage, and stages of the cp.async ring.</summary>
-    internal static (int WarpsM, int WarpsN, int Bk, int Stages) Shape(TileConfig t) => t switch
+    /// <summary>Group tile, K per pipeline stage, stages of the cp.async ring, threads, and whether it is a wgmma tile.</summary>
+    internal static (int Bm, int Bn, int Bk, int Stages, int Threads, bool Wgmma) Shape(TileConfig t) => t switch
     {
-        TileConfig.T1x1 => (1, 1, 32, 4),
-        TileConfig.T2x1 => (2, 1, 64, 4),
-        TileConfig.T1x2 => (1, 2, 64, 4),
-        TileConfig.T2x2 => (2, 2, 64, 3),
-        TileConfig.T2x2K32 => (2, 2, 32, 4),
-        TileConfig.T2x2K32S6 => (2, 2, 32, 6),
-        TileConfig.T2x4 => (2, 4, 64, 3),
-        TileConfig.T4x2 => (4, 2, 64, 3),
-        TileConfig.T2x4S4 => (2, 4, 64, 4),
+        TileConfig.T1x1 => (64, 64, 32, 4, 32, false),
+        TileConfig.T2x1 => (128, 64, 64, 4, 64, false),
+        TileConfig.T1x2 => (64, 128, 64, 4, 64, false),
+        TileConfig.T2x2 => (128, 128, 64, 3, 128, false),
+        TileConfig.T2x2K32 => (128, 128, 32, 4, 128, false),
+        TileConfig.T2x2K32S6 => (128, 128, 32, 6, 128, false),
+        TileConfig.T2x4 => (128, 256, 64, 3, 256, false),
+        TileConfig.T4x2 => (256, 128, 64, 3, 256, false),
+        TileConfig.T2x4S4 => (128, 256, 64, 4, 256, false),
+        TileConfig.W1N64 => (64, 64, 64, 4, 128, true),
+        TileConfig.W1N128 => (64, 128, 64, 4, 128, true),
+        TileConfig.W2N128 => (128, 128, 64, 4, 256, true),
+        TileConfig.W2N128S3 => (128, 128, 64, 3, 256, true),
+        TileConfig.W2N256 => (128, 256, 64, 4, 256, true),
         _ => throw new ArgumentOutOfRangeException(nameof(t)),
     };
 
@@ -108,7 +113,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 7680 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -175,7 +180,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 7680 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -482,7 +487,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 28, bC, 8));
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -549,7 +554,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 28, bC, 8));
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -854,7 +859,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 4096 + ChunkOffset(bR + 28, bC, 8));
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -921,7 +926,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 4096 + ChunkOffset(bR + 28, bC, 8));
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -1246,7 +1251,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 23552 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -1329,7 +1334,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -1733,7 +1738,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 23552 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -1816,7 +1821,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -2218,7 +2223,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 23552 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -2301,7 +2306,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -2706,7 +2711,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 23552 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -2789,7 +2794,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -3192,7 +3197,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 60, bC, 16));
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -3275,7 +3280,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 60, bC, 16));
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -3677,7 +3682,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + ChunkOffset(bR + 60, bC, 16));
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -3760,7 +3765,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + ChunkOffset(bR + 60, bC, 16));
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -4149,7 +4154,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 30720 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -4216,7 +4221,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 30720 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -4604,7 +4609,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 30720 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -4671,7 +4676,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 30720 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -5058,7 +5063,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 30720 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -5125,7 +5130,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 30720 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -5498,7 +5503,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -5549,7 +5554,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -5841,7 +5846,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -5892,7 +5897,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -6183,7 +6188,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -6234,7 +6239,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -6527,7 +6532,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -6578,7 +6583,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -6870,7 +6875,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -6921,7 +6926,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -7212,7 +7217,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -7263,7 +7268,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -7564,7 +7569,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -7623,7 +7628,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -8003,7 +8008,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -8062,7 +8067,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -8441,7 +8446,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -8500,7 +8505,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -8881,7 +8886,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -8940,7 +8945,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -9320,7 +9325,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -9379,7 +9384,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -9758,7 +9763,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -9817,7 +9822,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -10198,7 +10203,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -10257,7 +10262,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -10637,7 +10642,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -10696,7 +10701,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -11075,7 +11080,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
         }
@@ -11134,7 +11139,7 @@ public static partial class Gemm
                     bg += bStep; bp += bPStep;
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
                 }
-                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads);
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, false);
             }
             default(TP).CommitGroup();
             default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
@@ -11441,6 +11446,2137 @@ public static partial class Gemm
         StoreQuad<TP>(p, bias, cF, cH, cOff, row + 62, col, mStart, nStart, quads, v31_0, v31_1, v31_2, v31_3);
     }
 
+    // NT, W1N64: 64x64 group tile, 1 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n64k16, A K-major, B K-major.
+    static void NTKernelW1N64<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 64, Bk = 64, Stages = 4, Threads = 128, StageBytes = 16384, SmemMain = 65536, EpiW = 72;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 32; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)16 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(64, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 8192), 16, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(64, false, false, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, false, dA + sd + 2, dB + sd + 2, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, false, dA + sd + 4, dB + sd + 4, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, false, dA + sd + 6, dB + sd + 6, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NN, W1N64: 64x64 group tile, 1 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n64k16, A K-major, B N-major.
+    static void NNKernelW1N64<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 64, Bk = 64, Stages = 4, Threads = 128, StageBytes = 16384, SmemMain = 65536, EpiW = 72;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 32; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(64, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 8192), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(64, false, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, true, dA + sd + 2, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, true, dA + sd + 4, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, true, dA + sd + 6, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // TN, W1N64: 64x64 group tile, 1 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n64k16, A M-major, B N-major.
+    static void TNKernelW1N64<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 64, Bk = 64, Stages = 4, Threads = 128, StageBytes = 16384, SmemMain = 65536, EpiW = 72;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 32; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)16 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(64, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 8192, 1024), dB = WgDesc(smBase + (uint)(ring + 8192), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(64, true, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, true, true, dA + sd + 128, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, true, true, dA + sd + 256, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, true, true, dA + sd + 384, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NT, W1N128: 64x128 group tile, 1 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n128k16, A K-major, B K-major.
+    static void NTKernelW1N128<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 128, Bk = 64, Stages = 4, Threads = 128, StageBytes = 24576, SmemMain = 98304, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)16 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 128);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 8192), 16, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 2, dB + sd + 2, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 4, dB + sd + 4, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 6, dB + sd + 6, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NN, W1N128: 64x128 group tile, 1 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n128k16, A K-major, B N-major.
+    static void NNKernelW1N128<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 128, Bk = 64, Stages = 4, Threads = 128, StageBytes = 24576, SmemMain = 98304, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 9216 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 11264 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 13312 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 15360 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 8192), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 2, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 4, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 6, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 9216 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 11264 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 13312 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 15360 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // TN, W1N128: 64x128 group tile, 1 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n128k16, A M-major, B N-major.
+    static void TNKernelW1N128<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 128, Bk = 64, Stages = 4, Threads = 128, StageBytes = 24576, SmemMain = 98304, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)16 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 9216 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 11264 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 13312 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 14336 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 15360 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 8192, 1024), dB = WgDesc(smBase + (uint)(ring + 8192), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 128, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 256, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 384, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 8192 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 9216 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 10240 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 11264 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 12288 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 13312 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 14336 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 15360 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NT, W2N128: 128x128 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n128k16, A K-major, B K-major.
+    static void NTKernelW2N128<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 4, Threads = 256, StageBytes = 32768, SmemMain = 131072, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 128);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)32 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 128);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 16, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 2, dB + sd + 2, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 4, dB + sd + 4, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 6, dB + sd + 6, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NN, W2N128: 128x128 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n128k16, A K-major, B N-major.
+    static void NNKernelW2N128<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 4, Threads = 256, StageBytes = 32768, SmemMain = 131072, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 128);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 2, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 4, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 6, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // TN, W2N128: 128x128 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n128k16, A M-major, B N-major.
+    static void TNKernelW2N128<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 4, Threads = 256, StageBytes = 32768, SmemMain = 131072, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        int aR = tid / 16, aC = tid - aR * 16;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)16 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 8192, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 128, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 256, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 384, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NT, W2N128S3: 128x128 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 3 stages; wgmma m64n128k16, A K-major, B K-major.
+    static void NTKernelW2N128S3<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 3, Threads = 256, StageBytes = 32768, SmemMain = 98304, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 128);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)32 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 128);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 16, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 2, dB + sd + 2, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 4, dB + sd + 4, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 6, dB + sd + 6, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NN, W2N128S3: 128x128 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 3 stages; wgmma m64n128k16, A K-major, B N-major.
+    static void NNKernelW2N128S3<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 3, Threads = 256, StageBytes = 32768, SmemMain = 98304, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 128);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 2, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 4, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 6, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // TN, W2N128S3: 128x128 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 3 stages; wgmma m64n128k16, A M-major, B N-major.
+    static void TNKernelW2N128S3<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 3, Threads = 256, StageBytes = 32768, SmemMain = 98304, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        int aR = tid / 16, aC = tid - aR * 16;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)16 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 8192, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 128, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 256, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, true, true, dA + sd + 384, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NT, W2N256: 128x256 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n256k16, A K-major, B K-major.
+    static void NTKernelW2N256<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 4, Threads = 256, StageBytes = 49152, SmemMain = 196608, EpiW = 264;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 128; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 128);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)32 * p.K;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 256);
+        default(TP).WgAccZero(256, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk;
+                    ulong bp = bP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 16, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(256, false, false, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, false, dA + sd + 2, dB + sd + 2, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, false, dA + sd + 4, dB + sd + 4, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, false, dA + sd + 6, dB + sd + 6, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk;
+                    ulong bp = bP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 24576 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 28672 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 32768 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 36864 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 40960 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 45056 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NN, W2N256: 128x256 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n256k16, A K-major, B N-major.
+    static void NNKernelW2N256<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 4, Threads = 256, StageBytes = 49152, SmemMain = 196608, EpiW = 264;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 128; // CPU emulation: this thread's accumulators
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 128);
+        int bR = tid / 32, bC = tid - bR * 32;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(256, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(256, false, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, true, dA + sd + 2, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, true, dA + sd + 4, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, true, dA + sd + 6, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // TN, W2N256: 128x256 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n256k16, A M-major, B N-major.
+    static void TNKernelW2N256<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, IHalf where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 4, Threads = 256, StageBytes = 49152, SmemMain = 196608, EpiW = 264;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 128; // CPU emulation: this thread's accumulators
+        int aR = tid / 16, aC = tid - aR * 16;
+        long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)16 * p.M;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 32, bC = tid - bR * 32;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(256, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long ag = aG + (long)kl * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)kl * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    long bg = bG + (long)kl * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)kl * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, slot + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, slot, kl, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 8192, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(256, true, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, true, true, dA + sd + 128, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, true, true, dA + sd + 256, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, true, true, dA + sd + 384, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long ag = aG + (long)next * Bk * p.M;
+                    ulong ap = aP + (ulong)((long)next * Bk * p.M) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    long bg = bG + (long)next * Bk * p.N;
+                    ulong bp = bP + (ulong)((long)next * Bk * p.N) * 2;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 16384 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 17408 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 18432 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 19456 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 20480 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 21504 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 22528 + bD);
+                    bg += bStep; bp += bPStep;
+                    default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
+                }
+                else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    internal partial struct Bf16
+    {
+        // wgmma.mma_async m64nNk16, fp32 accumulators wacc0.. (scale-d 1: they start at zero), descriptors A and B.
+        public void WgmmaPtx(int n, bool transA, bool transB, ulong descA, ulong descB)
+        {
+            if (n == 64 && !transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31}, %0, %1, wp, 1, 1, 0, 0; }", descA, descB, 1);
+            else if (n == 64 && !transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31}, %0, %1, wp, 1, 1, 0, 1; }", descA, descB, 1);
+            else if (n == 64 && transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31}, %0, %1, wp, 1, 1, 1, 0; }", descA, descB, 1);
+            else if (n == 64 && transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31}, %0, %1, wp, 1, 1, 1, 1; }", descA, descB, 1);
+            else if (n == 128 && !transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63}, %0, %1, wp, 1, 1, 0, 0; }", descA, descB, 1);
+            else if (n == 128 && !transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63}, %0, %1, wp, 1, 1, 0, 1; }", descA, descB, 1);
+            else if (n == 128 && transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63}, %0, %1, wp, 1, 1, 1, 0; }", descA, descB, 1);
+            else if (n == 128 && transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63}, %0, %1, wp, 1, 1, 1, 1; }", descA, descB, 1);
+            else if (n == 256 && !transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63, wacc64, wacc65, wacc66, wacc67, wacc68, wacc69, wacc70, wacc71, wacc72, wacc73, wacc74, wacc75, wacc76, wacc77, wacc78, wacc79, wacc80, wacc81, wacc82, wacc83, wacc84, wacc85, wacc86, wacc87, wacc88, wacc89, wacc90, wacc91, wacc92, wacc93, wacc94, wacc95, wacc96, wacc97, wacc98, wacc99, wacc100, wacc101, wacc102, wacc103, wacc104, wacc105, wacc106, wacc107, wacc108, wacc109, wacc110, wacc111, wacc112, wacc113, wacc114, wacc115, wacc116, wacc117, wacc118, wacc119, wacc120, wacc121, wacc122, wacc123, wacc124, wacc125, wacc126, wacc127}, %0, %1, wp, 1, 1, 0, 0; }", descA, descB, 1);
+            else if (n == 256 && !transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63, wacc64, wacc65, wacc66, wacc67, wacc68, wacc69, wacc70, wacc71, wacc72, wacc73, wacc74, wacc75, wacc76, wacc77, wacc78, wacc79, wacc80, wacc81, wacc82, wacc83, wacc84, wacc85, wacc86, wacc87, wacc88, wacc89, wacc90, wacc91, wacc92, wacc93, wacc94, wacc95, wacc96, wacc97, wacc98, wacc99, wacc100, wacc101, wacc102, wacc103, wacc104, wacc105, wacc106, wacc107, wacc108, wacc109, wacc110, wacc111, wacc112, wacc113, wacc114, wacc115, wacc116, wacc117, wacc118, wacc119, wacc120, wacc121, wacc122, wacc123, wacc124, wacc125, wacc126, wacc127}, %0, %1, wp, 1, 1, 0, 1; }", descA, descB, 1);
+            else if (n == 256 && transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63, wacc64, wacc65, wacc66, wacc67, wacc68, wacc69, wacc70, wacc71, wacc72, wacc73, wacc74, wacc75, wacc76, wacc77, wacc78, wacc79, wacc80, wacc81, wacc82, wacc83, wacc84, wacc85, wacc86, wacc87, wacc88, wacc89, wacc90, wacc91, wacc92, wacc93, wacc94, wacc95, wacc96, wacc97, wacc98, wacc99, wacc100, wacc101, wacc102, wacc103, wacc104, wacc105, wacc106, wacc107, wacc108, wacc109, wacc110, wacc111, wacc112, wacc113, wacc114, wacc115, wacc116, wacc117, wacc118, wacc119, wacc120, wacc121, wacc122, wacc123, wacc124, wacc125, wacc126, wacc127}, %0, %1, wp, 1, 1, 1, 0; }", descA, descB, 1);
+            else if (n == 256 && transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63, wacc64, wacc65, wacc66, wacc67, wacc68, wacc69, wacc70, wacc71, wacc72, wacc73, wacc74, wacc75, wacc76, wacc77, wacc78, wacc79, wacc80, wacc81, wacc82, wacc83, wacc84, wacc85, wacc86, wacc87, wacc88, wacc89, wacc90, wacc91, wacc92, wacc93, wacc94, wacc95, wacc96, wacc97, wacc98, wacc99, wacc100, wacc101, wacc102, wacc103, wacc104, wacc105, wacc106, wacc107, wacc108, wacc109, wacc110, wacc111, wacc112, wacc113, wacc114, wacc115, wacc116, wacc117, wacc118, wacc119, wacc120, wacc121, wacc122, wacc123, wacc124, wacc125, wacc126, wacc127}, %0, %1, wp, 1, 1, 1, 1; }", descA, descB, 1);
+        }
+    }
+
+    internal partial struct F16
+    {
+        // wgmma.mma_async m64nNk16, fp32 accumulators wacc0.. (scale-d 1: they start at zero), descriptors A and B.
+        public void WgmmaPtx(int n, bool transA, bool transB, ulong descA, ulong descB)
+        {
+            if (n == 64 && !transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31}, %0, %1, wp, 1, 1, 0, 0; }", descA, descB, 1);
+            else if (n == 64 && !transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31}, %0, %1, wp, 1, 1, 0, 1; }", descA, descB, 1);
+            else if (n == 64 && transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31}, %0, %1, wp, 1, 1, 1, 0; }", descA, descB, 1);
+            else if (n == 64 && transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31}, %0, %1, wp, 1, 1, 1, 1; }", descA, descB, 1);
+            else if (n == 128 && !transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63}, %0, %1, wp, 1, 1, 0, 0; }", descA, descB, 1);
+            else if (n == 128 && !transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63}, %0, %1, wp, 1, 1, 0, 1; }", descA, descB, 1);
+            else if (n == 128 && transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63}, %0, %1, wp, 1, 1, 1, 0; }", descA, descB, 1);
+            else if (n == 128 && transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63}, %0, %1, wp, 1, 1, 1, 1; }", descA, descB, 1);
+            else if (n == 256 && !transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63, wacc64, wacc65, wacc66, wacc67, wacc68, wacc69, wacc70, wacc71, wacc72, wacc73, wacc74, wacc75, wacc76, wacc77, wacc78, wacc79, wacc80, wacc81, wacc82, wacc83, wacc84, wacc85, wacc86, wacc87, wacc88, wacc89, wacc90, wacc91, wacc92, wacc93, wacc94, wacc95, wacc96, wacc97, wacc98, wacc99, wacc100, wacc101, wacc102, wacc103, wacc104, wacc105, wacc106, wacc107, wacc108, wacc109, wacc110, wacc111, wacc112, wacc113, wacc114, wacc115, wacc116, wacc117, wacc118, wacc119, wacc120, wacc121, wacc122, wacc123, wacc124, wacc125, wacc126, wacc127}, %0, %1, wp, 1, 1, 0, 0; }", descA, descB, 1);
+            else if (n == 256 && !transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63, wacc64, wacc65, wacc66, wacc67, wacc68, wacc69, wacc70, wacc71, wacc72, wacc73, wacc74, wacc75, wacc76, wacc77, wacc78, wacc79, wacc80, wacc81, wacc82, wacc83, wacc84, wacc85, wacc86, wacc87, wacc88, wacc89, wacc90, wacc91, wacc92, wacc93, wacc94, wacc95, wacc96, wacc97, wacc98, wacc99, wacc100, wacc101, wacc102, wacc103, wacc104, wacc105, wacc106, wacc107, wacc108, wacc109, wacc110, wacc111, wacc112, wacc113, wacc114, wacc115, wacc116, wacc117, wacc118, wacc119, wacc120, wacc121, wacc122, wacc123, wacc124, wacc125, wacc126, wacc127}, %0, %1, wp, 1, 1, 0, 1; }", descA, descB, 1);
+            else if (n == 256 && transA && !transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63, wacc64, wacc65, wacc66, wacc67, wacc68, wacc69, wacc70, wacc71, wacc72, wacc73, wacc74, wacc75, wacc76, wacc77, wacc78, wacc79, wacc80, wacc81, wacc82, wacc83, wacc84, wacc85, wacc86, wacc87, wacc88, wacc89, wacc90, wacc91, wacc92, wacc93, wacc94, wacc95, wacc96, wacc97, wacc98, wacc99, wacc100, wacc101, wacc102, wacc103, wacc104, wacc105, wacc106, wacc107, wacc108, wacc109, wacc110, wacc111, wacc112, wacc113, wacc114, wacc115, wacc116, wacc117, wacc118, wacc119, wacc120, wacc121, wacc122, wacc123, wacc124, wacc125, wacc126, wacc127}, %0, %1, wp, 1, 1, 1, 0; }", descA, descB, 1);
+            else if (n == 256 && transA && transB)
+                CudaAsm.Emit("{ .reg .pred wp; setp.ne.b32 wp, %2, 0; wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {wacc0, wacc1, wacc2, wacc3, wacc4, wacc5, wacc6, wacc7, wacc8, wacc9, wacc10, wacc11, wacc12, wacc13, wacc14, wacc15, wacc16, wacc17, wacc18, wacc19, wacc20, wacc21, wacc22, wacc23, wacc24, wacc25, wacc26, wacc27, wacc28, wacc29, wacc30, wacc31, wacc32, wacc33, wacc34, wacc35, wacc36, wacc37, wacc38, wacc39, wacc40, wacc41, wacc42, wacc43, wacc44, wacc45, wacc46, wacc47, wacc48, wacc49, wacc50, wacc51, wacc52, wacc53, wacc54, wacc55, wacc56, wacc57, wacc58, wacc59, wacc60, wacc61, wacc62, wacc63, wacc64, wacc65, wacc66, wacc67, wacc68, wacc69, wacc70, wacc71, wacc72, wacc73, wacc74, wacc75, wacc76, wacc77, wacc78, wacc79, wacc80, wacc81, wacc82, wacc83, wacc84, wacc85, wacc86, wacc87, wacc88, wacc89, wacc90, wacc91, wacc92, wacc93, wacc94, wacc95, wacc96, wacc97, wacc98, wacc99, wacc100, wacc101, wacc102, wacc103, wacc104, wacc105, wacc106, wacc107, wacc108, wacc109, wacc110, wacc111, wacc112, wacc113, wacc114, wacc115, wacc116, wacc117, wacc118, wacc119, wacc120, wacc121, wacc122, wacc123, wacc124, wacc125, wacc126, wacc127}, %0, %1, wp, 1, 1, 1, 1; }", descA, descB, 1);
+        }
+    }
+
+    internal partial struct Ptx
+    {
+        // Declares this thread's n/2 accumulators (function scope, so the wgmma and WgStoreAcc sites see them) as zero.
+        public void WgAccZero(int n, ArrayView<float> smf, int accOff)
+        {
+            if (!CudaAsm.IsSupported) return;
+            if (n == 64) CudaAsm.Emit(".reg .f32 wacc<32>; mov.f32 wacc0, 0f00000000; mov.f32 wacc1, 0f00000000; mov.f32 wacc2, 0f00000000; mov.f32 wacc3, 0f00000000; mov.f32 wacc4, 0f00000000; mov.f32 wacc5, 0f00000000; mov.f32 wacc6, 0f00000000; mov.f32 wacc7, 0f00000000; mov.f32 wacc8, 0f00000000; mov.f32 wacc9, 0f00000000; mov.f32 wacc10, 0f00000000; mov.f32 wacc11, 0f00000000; mov.f32 wacc12, 0f00000000; mov.f32 wacc13, 0f00000000; mov.f32 wacc14, 0f00000000; mov.f32 wacc15, 0f00000000; mov.f32 wacc16, 0f00000000; mov.f32 wacc17, 0f00000000; mov.f32 wacc18, 0f00000000; mov.f32 wacc19, 0f00000000; mov.f32 wacc20, 0f00000000; mov.f32 wacc21, 0f00000000; mov.f32 wacc22, 0f00000000; mov.f32 wacc23, 0f00000000; mov.f32 wacc24, 0f00000000; mov.f32 wacc25, 0f00000000; mov.f32 wacc26, 0f00000000; mov.f32 wacc27, 0f00000000; mov.f32 wacc28, 0f00000000; mov.f32 wacc29, 0f00000000; mov.f32 wacc30, 0f00000000; mov.f32 wacc31, 0f00000000;");
+            else if (n == 128) CudaAsm.Emit(".reg .f32 wacc<64>; mov.f32 wacc0, 0f00000000; mov.f32 wacc1, 0f00000000; mov.f32 wacc2, 0f00000000; mov.f32 wacc3, 0f00000000; mov.f32 wacc4, 0f00000000; mov.f32 wacc5, 0f00000000; mov.f32 wacc6, 0f00000000; mov.f32 wacc7, 0f00000000; mov.f32 wacc8, 0f00000000; mov.f32 wacc9, 0f00000000; mov.f32 wacc10, 0f00000000; mov.f32 wacc11, 0f00000000; mov.f32 wacc12, 0f00000000; mov.f32 wacc13, 0f00000000; mov.f32 wacc14, 0f00000000; mov.f32 wacc15, 0f00000000; mov.f32 wacc16, 0f00000000; mov.f32 wacc17, 0f00000000; mov.f32 wacc18, 0f00000000; mov.f32 wacc19, 0f00000000; mov.f32 wacc20, 0f00000000; mov.f32 wacc21, 0f00000000; mov.f32 wacc22, 0f00000000; mov.f32 wacc23, 0f00000000; mov.f32 wacc24, 0f00000000; mov.f32 wacc25, 0f00000000; mov.f32 wacc26, 0f00000000; mov.f32 wacc27, 0f00000000; mov.f32 wacc28, 0f00000000; mov.f32 wacc29, 0f00000000; mov.f32 wacc30, 0f00000000; mov.f32 wacc31, 0f00000000; mov.f32 wacc32, 0f00000000; mov.f32 wacc33, 0f00000000; mov.f32 wacc34, 0f00000000; mov.f32 wacc35, 0f00000000; mov.f32 wacc36, 0f00000000; mov.f32 wacc37, 0f00000000; mov.f32 wacc38, 0f00000000; mov.f32 wacc39, 0f00000000; mov.f32 wacc40, 0f00000000; mov.f32 wacc41, 0f00000000; mov.f32 wacc42, 0f00000000; mov.f32 wacc43, 0f00000000; mov.f32 wacc44, 0f00000000; mov.f32 wacc45, 0f00000000; mov.f32 wacc46, 0f00000000; mov.f32 wacc47, 0f00000000; mov.f32 wacc48, 0f00000000; mov.f32 wacc49, 0f00000000; mov.f32 wacc50, 0f00000000; mov.f32 wacc51, 0f00000000; mov.f32 wacc52, 0f00000000; mov.f32 wacc53, 0f00000000; mov.f32 wacc54, 0f00000000; mov.f32 wacc55, 0f00000000; mov.f32 wacc56, 0f00000000; mov.f32 wacc57, 0f00000000; mov.f32 wacc58, 0f00000000; mov.f32 wacc59, 0f00000000; mov.f32 wacc60, 0f00000000; mov.f32 wacc61, 0f00000000; mov.f32 wacc62, 0f00000000; mov.f32 wacc63, 0f00000000;");
+            else if (n == 256) CudaAsm.Emit(".reg .f32 wacc<128>; mov.f32 wacc0, 0f00000000; mov.f32 wacc1, 0f00000000; mov.f32 wacc2, 0f00000000; mov.f32 wacc3, 0f00000000; mov.f32 wacc4, 0f00000000; mov.f32 wacc5, 0f00000000; mov.f32 wacc6, 0f00000000; mov.f32 wacc7, 0f00000000; mov.f32 wacc8, 0f00000000; mov.f32 wacc9, 0f00000000; mov.f32 wacc10, 0f00000000; mov.f32 wacc11, 0f00000000; mov.f32 wacc12, 0f00000000; mov.f32 wacc13, 0f00000000; mov.f32 wacc14, 0f00000000; mov.f32 wacc15, 0f00000000; mov.f32 wacc16, 0f00000000; mov.f32 wacc17, 0f00000000; mov.f32 wacc18, 0f00000000; mov.f32 wacc19, 0f00000000; mov.f32 wacc20, 0f00000000; mov.f32 wacc21, 0f00000000; mov.f32 wacc22, 0f00000000; mov.f32 wacc23, 0f00000000; mov.f32 wacc24, 0f00000000; mov.f32 wacc25, 0f00000000; mov.f32 wacc26, 0f00000000; mov.f32 wacc27, 0f00000000; mov.f32 wacc28, 0f00000000; mov.f32 wacc29, 0f00000000; mov.f32 wacc30, 0f00000000; mov.f32 wacc31, 0f00000000; mov.f32 wacc32, 0f00000000; mov.f32 wacc33, 0f00000000; mov.f32 wacc34, 0f00000000; mov.f32 wacc35, 0f00000000; mov.f32 wacc36, 0f00000000; mov.f32 wacc37, 0f00000000; mov.f32 wacc38, 0f00000000; mov.f32 wacc39, 0f00000000; mov.f32 wacc40, 0f00000000; mov.f32 wacc41, 0f00000000; mov.f32 wacc42, 0f00000000; mov.f32 wacc43, 0f00000000; mov.f32 wacc44, 0f00000000; mov.f32 wacc45, 0f00000000; mov.f32 wacc46, 0f00000000; mov.f32 wacc47, 0f00000000; mov.f32 wacc48, 0f00000000; mov.f32 wacc49, 0f00000000; mov.f32 wacc50, 0f00000000; mov.f32 wacc51, 0f00000000; mov.f32 wacc52, 0f00000000; mov.f32 wacc53, 0f00000000; mov.f32 wacc54, 0f00000000; mov.f32 wacc55, 0f00000000; mov.f32 wacc56, 0f00000000; mov.f32 wacc57, 0f00000000; mov.f32 wacc58, 0f00000000; mov.f32 wacc59, 0f00000000; mov.f32 wacc60, 0f00000000; mov.f32 wacc61, 0f00000000; mov.f32 wacc62, 0f00000000; mov.f32 wacc63, 0f00000000; mov.f32 wacc64, 0f00000000; mov.f32 wacc65, 0f00000000; mov.f32 wacc66, 0f00000000; mov.f32 wacc67, 0f00000000; mov.f32 wacc68, 0f00000000; mov.f32 wacc69, 0f00000000; mov.f32 wacc70, 0f00000000; mov.f32 wacc71, 0f00000000; mov.f32 wacc72, 0f00000000; mov.f32 wacc73, 0f00000000; mov.f32 wacc74, 0f00000000; mov.f32 wacc75, 0f00000000; mov.f32 wacc76, 0f00000000; mov.f32 wacc77, 0f00000000; mov.f32 wacc78, 0f00000000; mov.f32 wacc79, 0f00000000; mov.f32 wacc80, 0f00000000; mov.f32 wacc81, 0f00000000; mov.f32 wacc82, 0f00000000; mov.f32 wacc83, 0f00000000; mov.f32 wacc84, 0f00000000; mov.f32 wacc85, 0f00000000; mov.f32 wacc86, 0f00000000; mov.f32 wacc87, 0f00000000; mov.f32 wacc88, 0f00000000; mov.f32 wacc89, 0f00000000; mov.f32 wacc90, 0f00000000; mov.f32 wacc91, 0f00000000; mov.f32 wacc92, 0f00000000; mov.f32 wacc93, 0f00000000; mov.f32 wacc94, 0f00000000; mov.f32 wacc95, 0f00000000; mov.f32 wacc96, 0f00000000; mov.f32 wacc97, 0f00000000; mov.f32 wacc98, 0f00000000; mov.f32 wacc99, 0f00000000; mov.f32 wacc100, 0f00000000; mov.f32 wacc101, 0f00000000; mov.f32 wacc102, 0f00000000; mov.f32 wacc103, 0f00000000; mov.f32 wacc104, 0f00000000; mov.f32 wacc105, 0f00000000; mov.f32 wacc106, 0f00000000; mov.f32 wacc107, 0f00000000; mov.f32 wacc108, 0f00000000; mov.f32 wacc109, 0f00000000; mov.f32 wacc110, 0f00000000; mov.f32 wacc111, 0f00000000; mov.f32 wacc112, 0f00000000; mov.f32 wacc113, 0f00000000; mov.f32 wacc114, 0f00000000; mov.f32 wacc115, 0f00000000; mov.f32 wacc116, 0f00000000; mov.f32 wacc117, 0f00000000; mov.f32 wacc118, 0f00000000; mov.f32 wacc119, 0f00000000; mov.f32 wacc120, 0f00000000; mov.f32 wacc121, 0f00000000; mov.f32 wacc122, 0f00000000; mov.f32 wacc123, 0f00000000; mov.f32 wacc124, 0f00000000; mov.f32 wacc125, 0f00000000; mov.f32 wacc126, 0f00000000; mov.f32 wacc127, 0f00000000;");
+        }
+
+        // Parks the accumulators in an fp32 patch of n + 8 floats per row: d[4i + 2h + e] at row +8h, column 8i + e.
+        public void WgStoreAcc(int n, ArrayView<float> smf, uint smBase, int off, int accOff)
+        {
+            if (!CudaAsm.IsSupported) return;
+            if (n == 64) CudaAsm.Emit("st.shared.v2.f32 [%0+0], {wacc0, wacc1}; st.shared.v2.f32 [%0+2304], {wacc2, wacc3}; st.shared.v2.f32 [%0+32], {wacc4, wacc5}; st.shared.v2.f32 [%0+2336], {wacc6, wacc7}; st.shared.v2.f32 [%0+64], {wacc8, wacc9}; st.shared.v2.f32 [%0+2368], {wacc10, wacc11}; st.shared.v2.f32 [%0+96], {wacc12, wacc13}; st.shared.v2.f32 [%0+2400], {wacc14, wacc15}; st.shared.v2.f32 [%0+128], {wacc16, wacc17}; st.shared.v2.f32 [%0+2432], {wacc18, wacc19}; st.shared.v2.f32 [%0+160], {wacc20, wacc21}; st.shared.v2.f32 [%0+2464], {wacc22, wacc23}; st.shared.v2.f32 [%0+192], {wacc24, wacc25}; st.shared.v2.f32 [%0+2496], {wacc26, wacc27}; st.shared.v2.f32 [%0+224], {wacc28, wacc29}; st.shared.v2.f32 [%0+2528], {wacc30, wacc31};", smBase + (uint)off);
+            else if (n == 128) CudaAsm.Emit("st.shared.v2.f32 [%0+0], {wacc0, wacc1}; st.shared.v2.f32 [%0+4352], {wacc2, wacc3}; st.shared.v2.f32 [%0+32], {wacc4, wacc5}; st.shared.v2.f32 [%0+4384], {wacc6, wacc7}; st.shared.v2.f32 [%0+64], {wacc8, wacc9}; st.shared.v2.f32 [%0+4416], {wacc10, wacc11}; st.shared.v2.f32 [%0+96], {wacc12, wacc13}; st.shared.v2.f32 [%0+4448], {wacc14, wacc15}; st.shared.v2.f32 [%0+128], {wacc16, wacc17}; st.shared.v2.f32 [%0+4480], {wacc18, wacc19}; st.shared.v2.f32 [%0+160], {wacc20, wacc21}; st.shared.v2.f32 [%0+4512], {wacc22, wacc23}; st.shared.v2.f32 [%0+192], {wacc24, wacc25}; st.shared.v2.f32 [%0+4544], {wacc26, wacc27}; st.shared.v2.f32 [%0+224], {wacc28, wacc29}; st.shared.v2.f32 [%0+4576], {wacc30, wacc31}; st.shared.v2.f32 [%0+256], {wacc32, wacc33}; st.shared.v2.f32 [%0+4608], {wacc34, wacc35}; st.shared.v2.f32 [%0+288], {wacc36, wacc37}; st.shared.v2.f32 [%0+4640], {wacc38, wacc39}; st.shared.v2.f32 [%0+320], {wacc40, wacc41}; st.shared.v2.f32 [%0+4672], {wacc42, wacc43}; st.shared.v2.f32 [%0+352], {wacc44, wacc45}; st.shared.v2.f32 [%0+4704], {wacc46, wacc47}; st.shared.v2.f32 [%0+384], {wacc48, wacc49}; st.shared.v2.f32 [%0+4736], {wacc50, wacc51}; st.shared.v2.f32 [%0+416], {wacc52, wacc53}; st.shared.v2.f32 [%0+4768], {wacc54, wacc55}; st.shared.v2.f32 [%0+448], {wacc56, wacc57}; st.shared.v2.f32 [%0+4800], {wacc58, wacc59}; st.shared.v2.f32 [%0+480], {wacc60, wacc61}; st.shared.v2.f32 [%0+4832], {wacc62, wacc63};", smBase + (uint)off);
+            else if (n == 256) CudaAsm.Emit("st.shared.v2.f32 [%0+0], {wacc0, wacc1}; st.shared.v2.f32 [%0+8448], {wacc2, wacc3}; st.shared.v2.f32 [%0+32], {wacc4, wacc5}; st.shared.v2.f32 [%0+8480], {wacc6, wacc7}; st.shared.v2.f32 [%0+64], {wacc8, wacc9}; st.shared.v2.f32 [%0+8512], {wacc10, wacc11}; st.shared.v2.f32 [%0+96], {wacc12, wacc13}; st.shared.v2.f32 [%0+8544], {wacc14, wacc15}; st.shared.v2.f32 [%0+128], {wacc16, wacc17}; st.shared.v2.f32 [%0+8576], {wacc18, wacc19}; st.shared.v2.f32 [%0+160], {wacc20, wacc21}; st.shared.v2.f32 [%0+8608], {wacc22, wacc23}; st.shared.v2.f32 [%0+192], {wacc24, wacc25}; st.shared.v2.f32 [%0+8640], {wacc26, wacc27}; st.shared.v2.f32 [%0+224], {wacc28, wacc29}; st.shared.v2.f32 [%0+8672], {wacc30, wacc31}; st.shared.v2.f32 [%0+256], {wacc32, wacc33}; st.shared.v2.f32 [%0+8704], {wacc34, wacc35}; st.shared.v2.f32 [%0+288], {wacc36, wacc37}; st.shared.v2.f32 [%0+8736], {wacc38, wacc39}; st.shared.v2.f32 [%0+320], {wacc40, wacc41}; st.shared.v2.f32 [%0+8768], {wacc42, wacc43}; st.shared.v2.f32 [%0+352], {wacc44, wacc45}; st.shared.v2.f32 [%0+8800], {wacc46, wacc47}; st.shared.v2.f32 [%0+384], {wacc48, wacc49}; st.shared.v2.f32 [%0+8832], {wacc50, wacc51}; st.shared.v2.f32 [%0+416], {wacc52, wacc53}; st.shared.v2.f32 [%0+8864], {wacc54, wacc55}; st.shared.v2.f32 [%0+448], {wacc56, wacc57}; st.shared.v2.f32 [%0+8896], {wacc58, wacc59}; st.shared.v2.f32 [%0+480], {wacc60, wacc61}; st.shared.v2.f32 [%0+8928], {wacc62, wacc63}; st.shared.v2.f32 [%0+512], {wacc64, wacc65}; st.shared.v2.f32 [%0+8960], {wacc66, wacc67}; st.shared.v2.f32 [%0+544], {wacc68, wacc69}; st.shared.v2.f32 [%0+8992], {wacc70, wacc71}; st.shared.v2.f32 [%0+576], {wacc72, wacc73}; st.shared.v2.f32 [%0+9024], {wacc74, wacc75}; st.shared.v2.f32 [%0+608], {wacc76, wacc77}; st.shared.v2.f32 [%0+9056], {wacc78, wacc79}; st.shared.v2.f32 [%0+640], {wacc80, wacc81}; st.shared.v2.f32 [%0+9088], {wacc82, wacc83}; st.shared.v2.f32 [%0+672], {wacc84, wacc85}; st.shared.v2.f32 [%0+9120], {wacc86, wacc87}; st.shared.v2.f32 [%0+704], {wacc88, wacc89}; st.shared.v2.f32 [%0+9152], {wacc90, wacc91}; st.shared.v2.f32 [%0+736], {wacc92, wacc93}; st.shared.v2.f32 [%0+9184], {wacc94, wacc95}; st.shared.v2.f32 [%0+768], {wacc96, wacc97}; st.shared.v2.f32 [%0+9216], {wacc98, wacc99}; st.shared.v2.f32 [%0+800], {wacc100, wacc101}; st.shared.v2.f32 [%0+9248], {wacc102, wacc103}; st.shared.v2.f32 [%0+832], {wacc104, wacc105}; st.shared.v2.f32 [%0+9280], {wacc106, wacc107}; st.shared.v2.f32 [%0+864], {wacc108, wacc109}; st.shared.v2.f32 [%0+9312], {wacc110, wacc111}; st.shared.v2.f32 [%0+896], {wacc112, wacc113}; st.shared.v2.f32 [%0+9344], {wacc114, wacc115}; st.shared.v2.f32 [%0+928], {wacc116, wacc117}; st.shared.v2.f32 [%0+9376], {wacc118, wacc119}; st.shared.v2.f32 [%0+960], {wacc120, wacc121}; st.shared.v2.f32 [%0+9408], {wacc122, wacc123}; st.shared.v2.f32 [%0+992], {wacc124, wacc125}; st.shared.v2.f32 [%0+9440], {wacc126, wacc127};", smBase + (uint)off);
+        }
+    }
+
     static Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>> Load(Accelerator acc, GemmLayout layout, HalfType type, TileConfig tile, bool emulated) => (layout, type, tile, emulated) switch
     {
         (GemmLayout.NT, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x1<Bf16, Ptx>),
@@ -11461,6 +13597,16 @@ public static partial class Gemm
         (GemmLayout.NT, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT4x2<Bf16, Emulated>),
         (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4S4<Bf16, Ptx>),
         (GemmLayout.NT, HalfType.BFloat16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4S4<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.W1N64, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW1N64<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.W1N64, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW1N64<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.W1N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW1N128<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.W1N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW1N128<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.W2N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N128<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.W2N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N128<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.W2N128S3, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N128S3<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.W2N128S3, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N128S3<Bf16, Emulated>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.W2N256, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N256<Bf16, Ptx>),
+        (GemmLayout.NT, HalfType.BFloat16, TileConfig.W2N256, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N256<Bf16, Emulated>),
         (GemmLayout.NT, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x1<F16, Ptx>),
         (GemmLayout.NT, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT1x1<F16, Emulated>),
         (GemmLayout.NT, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x1<F16, Ptx>),
@@ -11479,6 +13625,16 @@ public static partial class Gemm
         (GemmLayout.NT, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT4x2<F16, Emulated>),
         (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4S4<F16, Ptx>),
         (GemmLayout.NT, HalfType.Float16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelT2x4S4<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.W1N64, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW1N64<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.W1N64, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW1N64<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.W1N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW1N128<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.W1N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW1N128<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.W2N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N128<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.W2N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N128<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.W2N128S3, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N128S3<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.W2N128S3, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N128S3<F16, Emulated>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.W2N256, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N256<F16, Ptx>),
+        (GemmLayout.NT, HalfType.Float16, TileConfig.W2N256, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NTKernelW2N256<F16, Emulated>),
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x1<Bf16, Ptx>),
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x1<Bf16, Emulated>),
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x1<Bf16, Ptx>),
@@ -11497,6 +13653,16 @@ public static partial class Gemm
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT4x2<Bf16, Emulated>),
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4S4<Bf16, Ptx>),
         (GemmLayout.NN, HalfType.BFloat16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4S4<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.W1N64, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW1N64<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.W1N64, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW1N64<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.W1N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW1N128<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.W1N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW1N128<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.W2N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N128<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.W2N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N128<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.W2N128S3, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N128S3<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.W2N128S3, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N128S3<Bf16, Emulated>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.W2N256, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N256<Bf16, Ptx>),
+        (GemmLayout.NN, HalfType.BFloat16, TileConfig.W2N256, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N256<Bf16, Emulated>),
         (GemmLayout.NN, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x1<F16, Ptx>),
         (GemmLayout.NN, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT1x1<F16, Emulated>),
         (GemmLayout.NN, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x1<F16, Ptx>),
@@ -11515,6 +13681,16 @@ public static partial class Gemm
         (GemmLayout.NN, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT4x2<F16, Emulated>),
         (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4S4<F16, Ptx>),
         (GemmLayout.NN, HalfType.Float16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelT2x4S4<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.W1N64, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW1N64<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.W1N64, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW1N64<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.W1N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW1N128<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.W1N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW1N128<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.W2N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N128<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.W2N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N128<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.W2N128S3, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N128S3<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.W2N128S3, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N128S3<F16, Emulated>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.W2N256, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N256<F16, Ptx>),
+        (GemmLayout.NN, HalfType.Float16, TileConfig.W2N256, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(NNKernelW2N256<F16, Emulated>),
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x1<Bf16, Ptx>),
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x1<Bf16, Emulated>),
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x1<Bf16, Ptx>),
@@ -11533,6 +13709,16 @@ public static partial class Gemm
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT4x2<Bf16, Emulated>),
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4S4<Bf16, Ptx>),
         (GemmLayout.TN, HalfType.BFloat16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4S4<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.W1N64, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW1N64<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.W1N64, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW1N64<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.W1N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW1N128<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.W1N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW1N128<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.W2N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N128<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.W2N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N128<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.W2N128S3, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N128S3<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.W2N128S3, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N128S3<Bf16, Emulated>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.W2N256, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N256<Bf16, Ptx>),
+        (GemmLayout.TN, HalfType.BFloat16, TileConfig.W2N256, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N256<Bf16, Emulated>),
         (GemmLayout.TN, HalfType.Float16, TileConfig.T1x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x1<F16, Ptx>),
         (GemmLayout.TN, HalfType.Float16, TileConfig.T1x1, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT1x1<F16, Emulated>),
         (GemmLayout.TN, HalfType.Float16, TileConfig.T2x1, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x1<F16, Ptx>),
@@ -11551,6 +13737,16 @@ public static partial class Gemm
         (GemmLayout.TN, HalfType.Float16, TileConfig.T4x2, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT4x2<F16, Emulated>),
         (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4S4, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4S4<F16, Ptx>),
         (GemmLayout.TN, HalfType.Float16, TileConfig.T2x4S4, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelT2x4S4<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.W1N64, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW1N64<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.W1N64, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW1N64<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.W1N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW1N128<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.W1N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW1N128<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.W2N128, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N128<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.W2N128, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N128<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.W2N128S3, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N128S3<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.W2N128S3, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N128S3<F16, Emulated>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.W2N256, false) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N256<F16, Ptx>),
+        (GemmLayout.TN, HalfType.Float16, TileConfig.W2N256, true) => acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>(TNKernelW2N256<F16, Emulated>),
         _ => throw new ArgumentOutOfRangeException(nameof(tile)),
     };
 }

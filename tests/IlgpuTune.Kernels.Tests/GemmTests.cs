@@ -118,6 +118,52 @@ public class GemmTests(IlgpuCpuFixture gpu)
     public void Kernel_TwoByTwoWarps(GemmLayout layout, int outMode) =>
         Check(new Case(layout, HalfType.BFloat16, 1, 136, 132, 136, true, true, outMode, 1, Gemm.TileConfig.T2x2, 0, 11));
 
+    // Hopper wgmma tiles through their CPU emulation (descriptors decoded as the hardware reads them, the 128-byte
+    // swizzle on addresses, the m64nNk16 accumulator fragment): one warpgroup (128 threads), a 64x64 or 64x128 group
+    // tile. The first group tile is in range (straight-line cp.async for the 5 whole K tiles: the 4-slot ring wraps),
+    // the others and the K tail of 8 take the guarded loads; W1N128's N-major B spans two 64-wide panels.
+    [Theory]
+    [InlineData(GemmLayout.NT, "W1N64", 0)]
+    [InlineData(GemmLayout.NN, "W1N64", 1)]
+    [InlineData(GemmLayout.TN, "W1N64", 2)]
+    [InlineData(GemmLayout.NT, "W1N128", 1)]
+    [InlineData(GemmLayout.NN, "W1N128", 0)]
+    [InlineData(GemmLayout.TN, "W1N128", 0)]
+    public void Kernel_Wgmma(GemmLayout layout, string tile, int outMode) =>
+        Check(new Case(layout, HalfType.BFloat16, 1, 72, 136, 328, true, true, outMode, 1, Enum.Parse<Gemm.TileConfig>(tile), 0, 13));
+
+    // Two warpgroups (each its own 64 rows of the 128x128 tile), f16 inputs; and wgmma with split-K and a batch.
+    [Theory]
+    [InlineData(GemmLayout.NT)]
+    [InlineData(GemmLayout.NN)]
+    [InlineData(GemmLayout.TN)]
+    public void Kernel_WgmmaTwoWarpgroups(GemmLayout layout) =>
+        Check(new Case(layout, HalfType.Float16, 1, 136, 130, 136, true, false, 2, 1, Gemm.TileConfig.W2N128, 0, 17));
+
+    // Random layouts, formats, epilogues, splits and tails through the one-warpgroup wgmma tiles (128 threads a group).
+    [Property(MaxTest = 6)]
+    public Property Kernel_WgmmaRandomShapes()
+    {
+        var cases = from layout in Gen.Elements(GemmLayout.NT, GemmLayout.NN, GemmLayout.TN)
+                    from type in Gen.Elements(HalfType.BFloat16, HalfType.Float16)
+                    from tile in Gen.Elements(Gemm.TileConfig.W1N64, Gemm.TileConfig.W1N128)
+                    from m in Gen.Choose(1, 80)
+                    from n in Gen.Choose(1, 140)
+                    from kDim in Gen.Choose(1, 300)
+                    from accumulate in Gen.Elements(false, true)
+                    from bias in Gen.Elements(false, true)
+                    from outMode in Gen.Choose(0, 2)
+                    from splits in Gen.Choose(1, 2)
+                    from pad in Gen.Choose(0, 9)
+                    from seed in Gen.Choose(0, 10000)
+                    select new Case(layout, type, 1, m, n, kDim, accumulate, bias, outMode, splits, tile, pad, seed);
+        return Prop.ForAll(cases.ToArbitrary(), c => Check(c));
+    }
+
+    [Fact]
+    public void Kernel_WgmmaBatchedSplitK() =>
+        Check(new Case(GemmLayout.NN, HalfType.BFloat16, 2, 20, 70, 200, true, true, 0, 2, Gemm.TileConfig.W1N64, 8, 23));
+
     [Fact]
     public void Kernel_BatchedSplitK()
     {
