@@ -1,5 +1,6 @@
 // NF4/FP4 kernels on CUDA against the torch golden (tests/fixtures/nf4/nf4.safetensors, made by tools/golden/make_nf4_golden.py):
 // the same byte-exact comparison Nf4Tests runs on the CPU accelerator, for the real PTX (FMA fusion, division rounding).
+using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
@@ -31,8 +32,12 @@ static class Nf4Check
                 Nf4.QuantizeBlockwise8(k, absmax.View, offset.View, dyn.View, m, Nf4.NestedBlockSize, q8.View, absmax2.View);
                 Nf4.DequantizeAbsmax(k, q8.View, absmax2.View, offset.View, dyn.View, m, absmaxDq.View);
                 Nf4.Dequantize(k, packed.View, absmaxDq.View, code4.View, n, Nf4.BlockSize, y.View);
+                using var yb = acc.Allocate1D<ushort>(n);
+                bool onePass = Nf4.DequantizeHalfNested(k, packed.View, q8.View, absmax2.View, offset.View, dyn.View, code4.View, n,
+                    Nf4.BlockSize, false, yb.View);
                 acc.Synchronize();
                 bool ok = f.GetBytes($"{p}.packed").SequenceEqual(packed.GetAsArray1D())
+                    && (!onePass || f.GetBytes($"{p}.dequant_nested_bf16").SequenceEqual(MemoryMarshal.AsBytes(yb.GetAsArray1D().AsSpan()).ToArray()))
                     && Bits(f.ReadFloat32($"{p}.absmax")).SequenceEqual(Bits(absmax.GetAsArray1D()))
                     && f.GetBytes($"{p}.qabsmax").SequenceEqual(q8.GetAsArray1D())
                     && Bits(f.ReadFloat32($"{p}.dequant_nested")).SequenceEqual(Bits(y.GetAsArray1D()));

@@ -13,11 +13,13 @@
 //                       pivot search (an exact midpoint goes to the search's final pivot, either neighbour).
 //   DequantizeAbsmax:   absmax[b] = code8[qabsmax[b]] * absmax2[b/256] + offset (two fp32 roundings, as bnb: no fma).
 //   Dequantize(Bf16|F16): y[i] = code4[nibble(i)] * absmax[i/blocksize] in fp32, then (bf16 / fp16: round to nearest even).
+//   DequantizeHalfNested: both in one pass for a double-quantized weight, bf16 / fp16 out, byte for byte the same.
 // No backward: the quantized base weight is frozen (QLoRA trains only the adapters), and quantization is not
 // differentiable. The CPU references are fp32, not generic: the spec is the exact fp32 arithmetic of the CUDA kernels.
 // torch's mean of the absmax (a float32 reduction) can differ from ours in the last bit; a checkpoint stores its offset.
 using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 
 namespace IlgpuTune.Kernels;
 
@@ -252,6 +254,31 @@ public static class Nf4
         }
     }
 
+    // Double-quantized weights: the same, with each thread rebuilding its block's absmax (code8[q] * absmax2 + offset)
+    // instead of a separate pass over the blocks. bnb rounds the product and the sum separately; the product goes through
+    // mul.rn, which ptxas never contracts into an fma (ILGPU and ptxas would contract a plain multiply-add).
+    static void DequantizeHalf8NestedKernel(ArrayView<uint> packed, ArrayView<byte> qabsmax, FloatView absmax2, FloatView offset,
+        FloatView code8, FloatView code4, long groups, int log2Blocksize, int isF16, ArrayView<ILGPU.Util.Int4> y)
+    {
+        float off = offset[0];
+        for (long g = Grid.GlobalIndex.X; g < groups; g += Launch.GridStride())
+        {
+            uint w = packed[g];
+            long blk = (g << 3) >> log2Blocksize;
+            float a = MulRn(code8[(int)qabsmax[blk]], absmax2[blk / NestedBlockSize]) + off;
+            y[g] = new ILGPU.Util.Int4((int)HalfPair(w, 0, a, code4, isF16), (int)HalfPair(w, 8, a, code4, isF16),
+                (int)HalfPair(w, 16, a, code4, isF16), (int)HalfPair(w, 24, a, code4, isF16));
+        }
+    }
+
+    static float MulRn(float a, float b)
+    {
+        float r;
+        if (CudaAsm.IsSupported) CudaAsm.Emit("mul.rn.f32 %0, %1, %2;", out r, a, b);
+        else r = a * b;
+        return r;
+    }
+
     static uint HalfPair(uint w, int shift, float a, FloatView code4, int isF16)
     {
         int b = (int)((w >> shift) & 0xFF);
@@ -364,6 +391,29 @@ public static class Nf4
             a => a.LoadStreamKernel<ArrayView<uint>, FloatView, FloatView, long, int, int, ArrayView<ILGPU.Util.Int4>>(DequantizeHalf8Kernel));
         kernel(Launch.Flat(k, groups), packed.SubView(0, groups * 4).Cast<uint>(), absmax, code4, groups, System.Numerics.BitOperations.Log2((uint)blocksize),
             f16 ? 1 : 0, y.SubView(0, n).Cast<ILGPU.Util.Int4>());
+        return true;
+    }
+
+    /// <summary>
+    /// Dequantizes a double-quantized weight to bf16 / fp16 bits in one pass, its absmax rebuilt per block (as
+    /// DequantizeAbsmax then DequantizeBf16/F16 would, byte for byte). packed[(n+1)/2], qabsmax[m], absmax2[Blocks(m, 256)],
+    /// offset[1], code8[256], code4[16] -> y[n]. False (nothing launched) when n, blocksize or alignment rule the fast path out.
+    /// </summary>
+    public static bool DequantizeHalfNested(KernelRegistry k, ArrayView<byte> packed, ArrayView<byte> qabsmax, FloatView absmax2, FloatView offset,
+        FloatView code8, FloatView code4, long n, int blocksize, bool f16, ArrayView<ushort> y)
+    {
+        CheckBlocksize(blocksize);
+        long m = Blocks(n, blocksize);
+        Launch.Need(packed, (n + 1) / 2, nameof(packed)); Launch.Need(qabsmax, m, nameof(qabsmax));
+        Launch.Need(absmax2, Blocks(m, NestedBlockSize), nameof(absmax2)); Launch.Need(offset, 1, nameof(offset));
+        Launch.Need(code8, 256, nameof(code8)); Launch.Need(code4, 16, nameof(code4)); Launch.Need(y, n, nameof(y));
+        if (n == 0 || n % 8 != 0 || blocksize < 8 || !Launch.AlignedTo(packed, 4) || !Launch.AlignedTo(y, 16)) return false;
+        long groups = n / 8;
+        var kernel = k.Get("nf4.dequantize.half8.nested",
+            a => a.LoadStreamKernel<ArrayView<uint>, ArrayView<byte>, FloatView, FloatView, FloatView, FloatView, long, int, int,
+                ArrayView<ILGPU.Util.Int4>>(DequantizeHalf8NestedKernel));
+        kernel(Launch.Flat(k, groups), packed.SubView(0, groups * 4).Cast<uint>(), qabsmax, absmax2, offset, code8, code4, groups,
+            System.Numerics.BitOperations.Log2((uint)blocksize), f16 ? 1 : 0, y.SubView(0, n).Cast<ILGPU.Util.Int4>());
         return true;
     }
 

@@ -174,6 +174,9 @@ public sealed class Nf4Weight : IDisposable
             return y;
         }
         var k = Device.RequireKernels();
+        if (DoubleQuant && dtype != DType.F32 && Nf4.DequantizeHalfNested(k, Packed.View<byte>(), QAbsmax!.View<byte>(), Absmax2!.F32View,
+                Offset!.F32View, Code8!.F32View, Code4.F32View, Length, BlockSize, dtype == DType.F16, y.View<ushort>()))
+            return y;
         // The absmax of a double-quantized weight is rebuilt per use (bnb does the same): keeping it would cost 0.5 bit/weight.
         using var scratch = DoubleQuant ? Tensor.Empty(Device, DType.F32, blocks) : null;
         if (DoubleQuant) Nf4.DequantizeAbsmax(k, QAbsmax!.View<byte>(), Absmax2!.F32View, Offset!.F32View, Code8!.F32View, blocks, scratch!.F32View);

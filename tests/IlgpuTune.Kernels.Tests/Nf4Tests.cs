@@ -168,6 +168,14 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
             gpu.Accelerator.Synchronize();
             BitEqual($"{p}.dequant_nested", F32(f, $"{p}.dequant_nested"), gy.GetAsArray1D());
             Equal($"{p}.dequant_nested_bf16", Bf16(f, $"{p}.dequant_nested_bf16"), gyb.GetAsArray1D());
+            // One pass with the absmax rebuilt per block: the same bytes (where n allows the eight-per-thread path).
+            gyb.MemSetToZero();
+            if (Nf4.DequantizeHalfNested(gpu.Kernels, gpacked.View, gq8.View, gabs2.View, goff.View, gdyn.View, gcode4.View, n, Nf4.BlockSize, false, gyb.View))
+            {
+                gpu.Accelerator.Synchronize();
+                Equal($"{p}.dequant_nested_bf16 one pass", Bf16(f, $"{p}.dequant_nested_bf16"), gyb.GetAsArray1D());
+            }
+            else Assert.True(n % 8 != 0, $"{p}: the one-pass path should take n = {n}");
 
             // fp16 (the F16 compute path of QLoRA): the golden's fp32 dequant rounded by the CPU reference cast.
             var wantF16 = new ushort[n];
