@@ -26,13 +26,19 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q (128 rows) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, 0, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         default(TP).CommitGroup();
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         default(TP).WaitGroups(1);
         Group.Barrier();
@@ -50,7 +56,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float o0_0_0 = 0f, o0_0_1 = 0f, o0_0_2 = 0f, o0_0_3 = 0f, o0_1_0 = 0f, o0_1_1 = 0f, o0_1_2 = 0f, o0_1_3 = 0f;
         float o1_0_0 = 0f, o1_0_1 = 0f, o1_0_2 = 0f, o1_0_3 = 0f, o1_1_0 = 0f, o1_1_1 = 0f, o1_1_2 = 0f, o1_1_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -350,12 +356,18 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq, lb = (long)bh * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q | dO (128 rows each) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, QAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, OAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         int rowBase = i0 + warp * 32 + g;
         int row00 = rowBase + 0, seg00 = p.Segmented != 0 && row00 < p.Seq ? segmentIds[tokenBase + row00] : 0;
@@ -373,7 +385,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float dq0_0_0 = 0f, dq0_0_1 = 0f, dq0_0_2 = 0f, dq0_0_3 = 0f, dq0_1_0 = 0f, dq0_1_1 = 0f, dq0_1_2 = 0f, dq0_1_3 = 0f;
         float dq1_0_0 = 0f, dq1_0_1 = 0f, dq1_0_2 = 0f, dq1_0_3 = 0f, dq1_1_0 = 0f, dq1_1_1 = 0f, dq1_1_2 = 0f, dq1_1_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -648,9 +660,17 @@ public static partial class FlashAttentionHalf
         const int StatsAt = (2 * Tile + 4 * QTile) / 4;
         int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;
         long tokenBase = (long)bIdx * p.Seq;
-        int iStart = p.Causal != 0 ? j0 / BQ : 0, nI = (p.Seq + BQ - 1) / BQ - iStart, total = p.Groups * nI;
+        int iStart = p.Causal != 0 ? j0 / BQ : 0, iEnd = (p.Seq + BQ - 1) / BQ;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the query tiles holding queries of the block's segments (keys j0 .. min(j0 + Keys, seq) - 1)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, BQ, j0, Math.Min(j0 + Keys, p.Seq) - 1, out int qFirst, out int qEnd);
+            iStart = Math.Max(iStart, qFirst);
+            iEnd = Math.Min(iEnd, qEnd);
+        }
+        int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         default(TP).CommitGroup();
@@ -1000,13 +1020,19 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q (128 rows) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, 0, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         default(TP).CommitGroup();
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         default(TP).WaitGroups(1);
         Group.Barrier();
@@ -1026,7 +1052,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float o0_0_0 = 0f, o0_0_1 = 0f, o0_0_2 = 0f, o0_0_3 = 0f, o0_1_0 = 0f, o0_1_1 = 0f, o0_1_2 = 0f, o0_1_3 = 0f, o0_2_0 = 0f, o0_2_1 = 0f, o0_2_2 = 0f, o0_2_3 = 0f, o0_3_0 = 0f, o0_3_1 = 0f, o0_3_2 = 0f, o0_3_3 = 0f;
         float o1_0_0 = 0f, o1_0_1 = 0f, o1_0_2 = 0f, o1_0_3 = 0f, o1_1_0 = 0f, o1_1_1 = 0f, o1_1_2 = 0f, o1_1_3 = 0f, o1_2_0 = 0f, o1_2_1 = 0f, o1_2_2 = 0f, o1_2_3 = 0f, o1_3_0 = 0f, o1_3_1 = 0f, o1_3_2 = 0f, o1_3_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -1378,12 +1404,18 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq, lb = (long)bh * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q | dO (128 rows each) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, QAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, OAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         int rowBase = i0 + warp * 32 + g;
         int row00 = rowBase + 0, seg00 = p.Segmented != 0 && row00 < p.Seq ? segmentIds[tokenBase + row00] : 0;
@@ -1401,7 +1433,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float dq0_0_0 = 0f, dq0_0_1 = 0f, dq0_0_2 = 0f, dq0_0_3 = 0f, dq0_1_0 = 0f, dq0_1_1 = 0f, dq0_1_2 = 0f, dq0_1_3 = 0f, dq0_2_0 = 0f, dq0_2_1 = 0f, dq0_2_2 = 0f, dq0_2_3 = 0f, dq0_3_0 = 0f, dq0_3_1 = 0f, dq0_3_2 = 0f, dq0_3_3 = 0f;
         float dq1_0_0 = 0f, dq1_0_1 = 0f, dq1_0_2 = 0f, dq1_0_3 = 0f, dq1_1_0 = 0f, dq1_1_1 = 0f, dq1_1_2 = 0f, dq1_1_3 = 0f, dq1_2_0 = 0f, dq1_2_1 = 0f, dq1_2_2 = 0f, dq1_2_3 = 0f, dq1_3_0 = 0f, dq1_3_1 = 0f, dq1_3_2 = 0f, dq1_3_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -1748,9 +1780,17 @@ public static partial class FlashAttentionHalf
         const int StatsAt = (2 * Tile + 4 * QTile) / 4;
         int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;
         long tokenBase = (long)bIdx * p.Seq;
-        int iStart = p.Causal != 0 ? j0 / BQ : 0, nI = (p.Seq + BQ - 1) / BQ - iStart, total = p.Groups * nI;
+        int iStart = p.Causal != 0 ? j0 / BQ : 0, iEnd = (p.Seq + BQ - 1) / BQ;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the query tiles holding queries of the block's segments (keys j0 .. min(j0 + Keys, seq) - 1)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, BQ, j0, Math.Min(j0 + Keys, p.Seq) - 1, out int qFirst, out int qEnd);
+            iStart = Math.Max(iStart, qFirst);
+            iEnd = Math.Min(iEnd, qEnd);
+        }
+        int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         default(TP).CommitGroup();
@@ -2040,13 +2080,19 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q (128 rows) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, 0, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         default(TP).CommitGroup();
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         default(TP).WaitGroups(1);
         Group.Barrier();
@@ -2062,7 +2108,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float o0_0_0 = 0f, o0_0_1 = 0f, o0_0_2 = 0f, o0_0_3 = 0f, o0_1_0 = 0f, o0_1_1 = 0f, o0_1_2 = 0f, o0_1_3 = 0f, o0_2_0 = 0f, o0_2_1 = 0f, o0_2_2 = 0f, o0_2_3 = 0f, o0_3_0 = 0f, o0_3_1 = 0f, o0_3_2 = 0f, o0_3_3 = 0f, o0_4_0 = 0f, o0_4_1 = 0f, o0_4_2 = 0f, o0_4_3 = 0f, o0_5_0 = 0f, o0_5_1 = 0f, o0_5_2 = 0f, o0_5_3 = 0f, o0_6_0 = 0f, o0_6_1 = 0f, o0_6_2 = 0f, o0_6_3 = 0f, o0_7_0 = 0f, o0_7_1 = 0f, o0_7_2 = 0f, o0_7_3 = 0f;
         float o1_0_0 = 0f, o1_0_1 = 0f, o1_0_2 = 0f, o1_0_3 = 0f, o1_1_0 = 0f, o1_1_1 = 0f, o1_1_2 = 0f, o1_1_3 = 0f, o1_2_0 = 0f, o1_2_1 = 0f, o1_2_2 = 0f, o1_2_3 = 0f, o1_3_0 = 0f, o1_3_1 = 0f, o1_3_2 = 0f, o1_3_3 = 0f, o1_4_0 = 0f, o1_4_1 = 0f, o1_4_2 = 0f, o1_4_3 = 0f, o1_5_0 = 0f, o1_5_1 = 0f, o1_5_2 = 0f, o1_5_3 = 0f, o1_6_0 = 0f, o1_6_1 = 0f, o1_6_2 = 0f, o1_6_3 = 0f, o1_7_0 = 0f, o1_7_1 = 0f, o1_7_2 = 0f, o1_7_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -2526,12 +2572,18 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq, lb = (long)bh * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q | dO (128 rows each) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, QAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, OAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         int rowBase = i0 + warp * 32 + g;
         int row00 = rowBase + 0, seg00 = p.Segmented != 0 && row00 < p.Seq ? segmentIds[tokenBase + row00] : 0;
@@ -2549,7 +2601,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float dq0_0_0 = 0f, dq0_0_1 = 0f, dq0_0_2 = 0f, dq0_0_3 = 0f, dq0_1_0 = 0f, dq0_1_1 = 0f, dq0_1_2 = 0f, dq0_1_3 = 0f, dq0_2_0 = 0f, dq0_2_1 = 0f, dq0_2_2 = 0f, dq0_2_3 = 0f, dq0_3_0 = 0f, dq0_3_1 = 0f, dq0_3_2 = 0f, dq0_3_3 = 0f, dq0_4_0 = 0f, dq0_4_1 = 0f, dq0_4_2 = 0f, dq0_4_3 = 0f, dq0_5_0 = 0f, dq0_5_1 = 0f, dq0_5_2 = 0f, dq0_5_3 = 0f, dq0_6_0 = 0f, dq0_6_1 = 0f, dq0_6_2 = 0f, dq0_6_3 = 0f, dq0_7_0 = 0f, dq0_7_1 = 0f, dq0_7_2 = 0f, dq0_7_3 = 0f;
         float dq1_0_0 = 0f, dq1_0_1 = 0f, dq1_0_2 = 0f, dq1_0_3 = 0f, dq1_1_0 = 0f, dq1_1_1 = 0f, dq1_1_2 = 0f, dq1_1_3 = 0f, dq1_2_0 = 0f, dq1_2_1 = 0f, dq1_2_2 = 0f, dq1_2_3 = 0f, dq1_3_0 = 0f, dq1_3_1 = 0f, dq1_3_2 = 0f, dq1_3_3 = 0f, dq1_4_0 = 0f, dq1_4_1 = 0f, dq1_4_2 = 0f, dq1_4_3 = 0f, dq1_5_0 = 0f, dq1_5_1 = 0f, dq1_5_2 = 0f, dq1_5_3 = 0f, dq1_6_0 = 0f, dq1_6_1 = 0f, dq1_6_2 = 0f, dq1_6_3 = 0f, dq1_7_0 = 0f, dq1_7_1 = 0f, dq1_7_2 = 0f, dq1_7_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -3065,9 +3117,17 @@ public static partial class FlashAttentionHalf
         const int StatsAt = (2 * Tile + 4 * QTile) / 4;
         int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;
         long tokenBase = (long)bIdx * p.Seq;
-        int iStart = p.Causal != 0 ? j0 / BQ : 0, nI = (p.Seq + BQ - 1) / BQ - iStart, total = p.Groups * nI;
+        int iStart = p.Causal != 0 ? j0 / BQ : 0, iEnd = (p.Seq + BQ - 1) / BQ;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the query tiles holding queries of the block's segments (keys j0 .. min(j0 + Keys, seq) - 1)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, BQ, j0, Math.Min(j0 + Keys, p.Seq) - 1, out int qFirst, out int qEnd);
+            iStart = Math.Max(iStart, qFirst);
+            iEnd = Math.Min(iEnd, qEnd);
+        }
+        int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         default(TP).CommitGroup();
@@ -3477,13 +3537,19 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q (128 rows) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, 0, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         default(TP).CommitGroup();
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         default(TP).WaitGroups(1);
         Group.Barrier();
@@ -3499,7 +3565,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float o0_0_0 = 0f, o0_0_1 = 0f, o0_0_2 = 0f, o0_0_3 = 0f, o0_1_0 = 0f, o0_1_1 = 0f, o0_1_2 = 0f, o0_1_3 = 0f, o0_2_0 = 0f, o0_2_1 = 0f, o0_2_2 = 0f, o0_2_3 = 0f, o0_3_0 = 0f, o0_3_1 = 0f, o0_3_2 = 0f, o0_3_3 = 0f, o0_4_0 = 0f, o0_4_1 = 0f, o0_4_2 = 0f, o0_4_3 = 0f, o0_5_0 = 0f, o0_5_1 = 0f, o0_5_2 = 0f, o0_5_3 = 0f, o0_6_0 = 0f, o0_6_1 = 0f, o0_6_2 = 0f, o0_6_3 = 0f, o0_7_0 = 0f, o0_7_1 = 0f, o0_7_2 = 0f, o0_7_3 = 0f, o0_8_0 = 0f, o0_8_1 = 0f, o0_8_2 = 0f, o0_8_3 = 0f, o0_9_0 = 0f, o0_9_1 = 0f, o0_9_2 = 0f, o0_9_3 = 0f, o0_10_0 = 0f, o0_10_1 = 0f, o0_10_2 = 0f, o0_10_3 = 0f, o0_11_0 = 0f, o0_11_1 = 0f, o0_11_2 = 0f, o0_11_3 = 0f, o0_12_0 = 0f, o0_12_1 = 0f, o0_12_2 = 0f, o0_12_3 = 0f, o0_13_0 = 0f, o0_13_1 = 0f, o0_13_2 = 0f, o0_13_3 = 0f, o0_14_0 = 0f, o0_14_1 = 0f, o0_14_2 = 0f, o0_14_3 = 0f, o0_15_0 = 0f, o0_15_1 = 0f, o0_15_2 = 0f, o0_15_3 = 0f;
         float o1_0_0 = 0f, o1_0_1 = 0f, o1_0_2 = 0f, o1_0_3 = 0f, o1_1_0 = 0f, o1_1_1 = 0f, o1_1_2 = 0f, o1_1_3 = 0f, o1_2_0 = 0f, o1_2_1 = 0f, o1_2_2 = 0f, o1_2_3 = 0f, o1_3_0 = 0f, o1_3_1 = 0f, o1_3_2 = 0f, o1_3_3 = 0f, o1_4_0 = 0f, o1_4_1 = 0f, o1_4_2 = 0f, o1_4_3 = 0f, o1_5_0 = 0f, o1_5_1 = 0f, o1_5_2 = 0f, o1_5_3 = 0f, o1_6_0 = 0f, o1_6_1 = 0f, o1_6_2 = 0f, o1_6_3 = 0f, o1_7_0 = 0f, o1_7_1 = 0f, o1_7_2 = 0f, o1_7_3 = 0f, o1_8_0 = 0f, o1_8_1 = 0f, o1_8_2 = 0f, o1_8_3 = 0f, o1_9_0 = 0f, o1_9_1 = 0f, o1_9_2 = 0f, o1_9_3 = 0f, o1_10_0 = 0f, o1_10_1 = 0f, o1_10_2 = 0f, o1_10_3 = 0f, o1_11_0 = 0f, o1_11_1 = 0f, o1_11_2 = 0f, o1_11_3 = 0f, o1_12_0 = 0f, o1_12_1 = 0f, o1_12_2 = 0f, o1_12_3 = 0f, o1_13_0 = 0f, o1_13_1 = 0f, o1_13_2 = 0f, o1_13_3 = 0f, o1_14_0 = 0f, o1_14_1 = 0f, o1_14_2 = 0f, o1_14_3 = 0f, o1_15_0 = 0f, o1_15_1 = 0f, o1_15_2 = 0f, o1_15_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -4268,12 +4334,18 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq, lb = (long)bh * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q | dO (64 rows each) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, QAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, OAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         int rowBase = i0 + warp * 16 + g;
         int row00 = rowBase + 0, seg00 = p.Segmented != 0 && row00 < p.Seq ? segmentIds[tokenBase + row00] : 0;
@@ -4284,7 +4356,7 @@ public static partial class FlashAttentionHalf
         float lse01 = row01 < p.Seq ? logSumExp[lb + row01] * Log2E : float.PositiveInfinity, dl01 = row01 < p.Seq ? delta[lb + row01] : 0f;
         float sc = p.ScaleLog2;
         float dq0_0_0 = 0f, dq0_0_1 = 0f, dq0_0_2 = 0f, dq0_0_3 = 0f, dq0_1_0 = 0f, dq0_1_1 = 0f, dq0_1_2 = 0f, dq0_1_3 = 0f, dq0_2_0 = 0f, dq0_2_1 = 0f, dq0_2_2 = 0f, dq0_2_3 = 0f, dq0_3_0 = 0f, dq0_3_1 = 0f, dq0_3_2 = 0f, dq0_3_3 = 0f, dq0_4_0 = 0f, dq0_4_1 = 0f, dq0_4_2 = 0f, dq0_4_3 = 0f, dq0_5_0 = 0f, dq0_5_1 = 0f, dq0_5_2 = 0f, dq0_5_3 = 0f, dq0_6_0 = 0f, dq0_6_1 = 0f, dq0_6_2 = 0f, dq0_6_3 = 0f, dq0_7_0 = 0f, dq0_7_1 = 0f, dq0_7_2 = 0f, dq0_7_3 = 0f, dq0_8_0 = 0f, dq0_8_1 = 0f, dq0_8_2 = 0f, dq0_8_3 = 0f, dq0_9_0 = 0f, dq0_9_1 = 0f, dq0_9_2 = 0f, dq0_9_3 = 0f, dq0_10_0 = 0f, dq0_10_1 = 0f, dq0_10_2 = 0f, dq0_10_3 = 0f, dq0_11_0 = 0f, dq0_11_1 = 0f, dq0_11_2 = 0f, dq0_11_3 = 0f, dq0_12_0 = 0f, dq0_12_1 = 0f, dq0_12_2 = 0f, dq0_12_3 = 0f, dq0_13_0 = 0f, dq0_13_1 = 0f, dq0_13_2 = 0f, dq0_13_3 = 0f, dq0_14_0 = 0f, dq0_14_1 = 0f, dq0_14_2 = 0f, dq0_14_3 = 0f, dq0_15_0 = 0f, dq0_15_1 = 0f, dq0_15_2 = 0f, dq0_15_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -4745,9 +4817,17 @@ public static partial class FlashAttentionHalf
         const int StatsAt = (2 * Tile + 4 * QTile) / 4;
         int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;
         long tokenBase = (long)bIdx * p.Seq;
-        int iStart = p.Causal != 0 ? j0 / BQ : 0, nI = (p.Seq + BQ - 1) / BQ - iStart, total = p.Groups * nI;
+        int iStart = p.Causal != 0 ? j0 / BQ : 0, iEnd = (p.Seq + BQ - 1) / BQ;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the query tiles holding queries of the block's segments (keys j0 .. min(j0 + Keys, seq) - 1)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, BQ, j0, Math.Min(j0 + Keys, p.Seq) - 1, out int qFirst, out int qEnd);
+            iStart = Math.Max(iStart, qFirst);
+            iEnd = Math.Min(iEnd, qEnd);
+        }
+        int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         default(TP).CommitGroup();
