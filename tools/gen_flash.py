@@ -110,6 +110,29 @@ class Body:
         self.lane_consts()
 
 
+def query_mask(b, mi_n, nt, ks):
+    """Masks the scores s{mi}_{n}_{e} of query rows row{mi}{r} (segments seg{mi}{r}) against keys j0 + ks*8*nt ..: key col is
+    visible iff col < seq, not causal or col <= row, and not segmented or seg[col] == seg[row]. Each lane loads its columns'
+    ids once (clamped into the row, so the loads need no branch; a column past seq is masked by the first test anyway), and
+    the tests use non-short-circuit operators, so each mask compiles to a select, not a branch."""
+    b.w("if (mask)", 3)
+    b.w("{", 3)
+    for n in range(nt):
+        col = [f"col{n}_{c}" for c in (0, 1)]
+        b.w(f"int {col[0]} = j0 + {8 * (ks * nt + n)} + 2 * t4, {col[1]} = {col[0]} + 1, cs{n}_0 = 0, cs{n}_1 = 0;", 4)
+        b.w("if (p.Segmented != 0)", 4)
+        b.w("{", 4)
+        for c in (0, 1):
+            b.w(f"cs{n}_{c} = segmentIds[tokenBase + Math.Min({col[c]}, p.Seq - 1)];", 5)
+        b.w("}", 4)
+        for mi in range(mi_n):
+            for e in range(4):
+                r, c = e // 2, e & 1
+                b.w(f"if (({col[c]} >= p.Seq) | ((p.Causal != 0) & ({col[c]} > row{mi}{r})) | ((p.Segmented != 0) & (cs{n}_{c} != seg{mi}{r}))) "
+                    f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
+    b.w("}", 3)
+
+
 def key_tiles(b):
     """Sorted packed rows: key tiles [tFirst, nTiles) narrowed to those holding keys of the block's segments (its queries
     i0 .. min(i0 + Rows, seq) - 1); a skipped tile is fully masked for every query of the block."""
@@ -208,15 +231,7 @@ def forward(d):
                 for mi in range(mi_n):
                     b.mma(f"s{mi}_{2 * jp}", a[mi], bb[0:2])
                     b.mma(f"s{mi}_{2 * jp + 1}", a[mi], bb[2:4])
-        b.w("if (mask)", 3)
-        b.w("{", 3)
-        for mi in range(mi_n):
-            for n in range(nt):
-                for e in range(4):
-                    r = e // 2
-                    b.w(f"if (!Visible(segmentIds, p, tokenBase, row{mi}{r}, seg{mi}{r}, j0 + {8 * (ks * nt + n)} + 2 * t4 + {e & 1})) "
-                        f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
-        b.w("}", 3)
+        query_mask(b, mi_n, nt, ks)
         b.w("{", 3)
         for mi, r in rows:
             es = (0, 1) if r == 0 else (2, 3)
@@ -345,15 +360,7 @@ def backward_query(d):
                     for mi in range(mi_n):
                         b.mma(f"{acc}{mi}_{2 * jp}", a[mi], bb[0:2])
                         b.mma(f"{acc}{mi}_{2 * jp + 1}", a[mi], bb[2:4])
-        b.w("if (mask)", 3)
-        b.w("{", 3)
-        for mi in range(mi_n):
-            for n in range(nt):
-                for e in range(4):
-                    r = e // 2
-                    b.w(f"if (!Visible(segmentIds, p, tokenBase, row{mi}{r}, seg{mi}{r}, j0 + {8 * (ks * nt + n)} + 2 * t4 + {e & 1})) "
-                        f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
-        b.w("}", 3)
+        query_mask(b, mi_n, nt, ks)
         for mi in range(mi_n):
             for n in range(nt):
                 for e in range(4):
@@ -481,12 +488,13 @@ def backward_key_value(d):
             b.w(f"float lc{n}_{e} = stats[st + {col}], dc{n}_{e} = stats[st + 2 * BQ + {col}];", 3)
     b.w("if (mask)", 3)
     b.w("{", 3)
+    b.w("// non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch", 4)
     for mi in range(mi_n):
         for n in range(nt_s):
             for e in range(4):
                 k = f"{mi}{e // 2}"
                 col = f"{8 * n} + 2 * t4 + {e & 1}"
-                b.w(f"if ((p.Causal != 0 && key{k} > i0 + {col}) || (p.Segmented != 0 && statsInt[st + 4 * BQ + {col}] != seg{k})) "
+                b.w(f"if (((p.Causal != 0) & (key{k} > i0 + {col})) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + {col}] != seg{k}))) "
                     f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
     b.w("}", 3)
     for mi in range(mi_n):

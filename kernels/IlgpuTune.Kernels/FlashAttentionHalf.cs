@@ -198,10 +198,6 @@ public static partial class FlashAttentionHalf
         }
     }
 
-    // Query row `row` (segment segRow) sees key `col`. Checks col < seq first so the segment read stays in range.
-    static bool Visible(IntView segmentIds, Params p, long tokenBase, int row, int segRow, int col) =>
-        col < p.Seq && (p.Causal == 0 || col <= row) && (p.Segmented == 0 || segmentIds[tokenBase + col] == segRow);
-
     // Sorted packed rows: of the row's tiles of `size` rows (tile t = rows t·size ..), [first, end) are those that may hold a
     // row of a segment from seg[from] to seg[to]: first = tiles whose last row is in an earlier segment, end = tiles whose
     // first row is in a segment <= seg[to]. Every thread of the group takes part (barriers) and gets the same counts.

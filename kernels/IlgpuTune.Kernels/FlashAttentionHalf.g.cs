@@ -94,70 +94,118 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref s1_7_0, ref s1_7_1, ref s1_7_2, ref s1_7_3, qa1_0_0, qa1_0_1, qa1_0_2, qa1_0_3, kb0_0_3_2, kb0_0_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1), s0_4_0), s0_4_1), s0_5_0), s0_5_1), s0_6_0), s0_6_1), s0_7_0), s0_7_1);
@@ -449,70 +497,118 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp1_7_0, ref dp1_7_1, ref dp1_7_2, ref dp1_7_3, oa0_1_0_0, oa0_1_0_1, oa0_1_0_2, oa0_1_0_3, ob0_0_3_2, ob0_0_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -774,70 +870,71 @@ public static partial class FlashAttentionHalf
             float lc7_1 = stats[st + 56 + 2 * t4 + 1], dc7_1 = stats[st + 2 * BQ + 56 + 2 * t4 + 1];
             if (mask)
             {
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00)) s0_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00)) s0_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01)) s0_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01)) s0_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00)) s0_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00)) s0_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01)) s0_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01)) s0_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00)) s0_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00)) s0_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01)) s0_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01)) s0_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00)) s0_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00)) s0_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01)) s0_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01)) s0_3_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 32 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg00)) s0_4_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 32 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg00)) s0_4_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 32 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg01)) s0_4_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 32 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg01)) s0_4_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 40 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg00)) s0_5_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 40 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg00)) s0_5_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 40 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg01)) s0_5_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 40 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg01)) s0_5_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 48 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg00)) s0_6_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 48 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg00)) s0_6_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 48 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg01)) s0_6_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 48 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg01)) s0_6_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 56 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg00)) s0_7_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 56 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg00)) s0_7_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 56 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg01)) s0_7_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 56 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg01)) s0_7_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10)) s1_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10)) s1_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11)) s1_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11)) s1_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10)) s1_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10)) s1_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11)) s1_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11)) s1_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10)) s1_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10)) s1_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11)) s1_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11)) s1_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10)) s1_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10)) s1_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11)) s1_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11)) s1_3_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 32 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg10)) s1_4_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 32 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg10)) s1_4_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 32 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg11)) s1_4_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 32 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg11)) s1_4_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 40 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg10)) s1_5_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 40 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg10)) s1_5_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 40 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg11)) s1_5_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 40 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg11)) s1_5_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 48 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg10)) s1_6_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 48 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg10)) s1_6_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 48 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg11)) s1_6_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 48 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg11)) s1_6_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 56 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg10)) s1_7_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 56 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg10)) s1_7_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 56 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg11)) s1_7_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 56 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg11)) s1_7_3 = float.NegativeInfinity;
+                // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg00))) s0_4_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg00))) s0_4_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg01))) s0_4_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg01))) s0_4_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg00))) s0_5_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg00))) s0_5_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg01))) s0_5_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg01))) s0_5_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg00))) s0_6_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg00))) s0_6_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg01))) s0_6_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg01))) s0_6_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg00))) s0_7_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg00))) s0_7_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg01))) s0_7_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg01))) s0_7_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg10))) s1_4_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg10))) s1_4_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg11))) s1_4_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg11))) s1_4_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg10))) s1_5_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg10))) s1_5_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg11))) s1_5_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg11))) s1_5_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg10))) s1_6_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg10))) s1_6_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg11))) s1_6_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg11))) s1_6_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg10))) s1_7_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg10))) s1_7_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg11))) s1_7_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);
@@ -1110,70 +1207,118 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref s1_7_0, ref s1_7_1, ref s1_7_2, ref s1_7_3, qa1_1_0, qa1_1_1, qa1_1_2, qa1_1_3, kb0_1_3_2, kb0_1_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1), s0_4_0), s0_4_1), s0_5_0), s0_5_1), s0_6_0), s0_6_1), s0_7_0), s0_7_1);
@@ -1541,70 +1686,118 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp1_7_0, ref dp1_7_1, ref dp1_7_2, ref dp1_7_3, oa0_1_1_0, oa0_1_1_1, oa0_1_1_2, oa0_1_1_3, ob0_1_3_2, ob0_1_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -1890,38 +2083,39 @@ public static partial class FlashAttentionHalf
             float lc3_1 = stats[st + 24 + 2 * t4 + 1], dc3_1 = stats[st + 2 * BQ + 24 + 2 * t4 + 1];
             if (mask)
             {
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00)) s0_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00)) s0_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01)) s0_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01)) s0_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00)) s0_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00)) s0_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01)) s0_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01)) s0_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00)) s0_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00)) s0_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01)) s0_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01)) s0_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00)) s0_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00)) s0_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01)) s0_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01)) s0_3_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10)) s1_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10)) s1_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11)) s1_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11)) s1_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10)) s1_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10)) s1_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11)) s1_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11)) s1_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10)) s1_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10)) s1_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11)) s1_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11)) s1_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10)) s1_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10)) s1_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11)) s1_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11)) s1_3_3 = float.NegativeInfinity;
+                // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);
@@ -2214,70 +2408,118 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref s1_7_0, ref s1_7_1, ref s1_7_2, ref s1_7_3, qa0_1_3_0, qa0_1_3_1, qa0_1_3_2, qa0_1_3_3, kb0_3_3_2, kb0_3_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1), s0_4_0), s0_4_1), s0_5_0), s0_5_1), s0_6_0), s0_6_1), s0_7_0), s0_7_1);
@@ -2717,38 +2959,62 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp1_3_0, ref dp1_3_1, ref dp1_3_2, ref dp1_3_3, oa0_1_3_0, oa0_1_3_1, oa0_1_3_2, oa0_1_3_3, ob0_3_1_2, ob0_3_1_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -2930,38 +3196,62 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp1_3_0, ref dp1_3_1, ref dp1_3_2, ref dp1_3_3, oa1_1_3_0, oa1_1_3_1, oa1_1_3_2, oa1_1_3_3, ob1_3_1_2, ob1_3_1_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 32 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 40 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 48 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 56 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -3275,38 +3565,39 @@ public static partial class FlashAttentionHalf
             float lc3_1 = stats[st + 24 + 2 * t4 + 1], dc3_1 = stats[st + 2 * BQ + 24 + 2 * t4 + 1];
             if (mask)
             {
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00)) s0_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00)) s0_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01)) s0_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01)) s0_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00)) s0_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00)) s0_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01)) s0_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01)) s0_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00)) s0_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00)) s0_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01)) s0_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01)) s0_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00)) s0_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00)) s0_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01)) s0_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01)) s0_3_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10)) s1_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10)) s1_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11)) s1_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11)) s1_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10)) s1_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10)) s1_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11)) s1_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11)) s1_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10)) s1_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10)) s1_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11)) s1_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11)) s1_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10)) s1_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10)) s1_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11)) s1_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11)) s1_3_3 = float.NegativeInfinity;
+                // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);
@@ -3679,38 +3970,62 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref s1_3_0, ref s1_3_1, ref s1_3_2, ref s1_3_3, qa0_1_7_0, qa0_1_7_1, qa0_1_7_2, qa0_1_7_3, kb0_7_1_2, kb0_7_1_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1);
@@ -3996,38 +4311,62 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref s1_3_0, ref s1_3_1, ref s1_3_2, ref s1_3_3, qa1_1_7_0, qa1_1_7_1, qa1_1_7_2, qa1_1_7_3, kb1_7_1_2, kb1_7_1_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 32 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 40 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 48 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 56 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1);
@@ -4582,38 +4921,86 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp0_7_0, ref dp0_7_1, ref dp0_7_2, ref dp0_7_3, oa0_0_7_0, oa0_0_7_1, oa0_0_7_2, oa0_0_7_3, ob0_7_3_2, ob0_7_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -4985,22 +5372,23 @@ public static partial class FlashAttentionHalf
             float lc3_1 = stats[st + 24 + 2 * t4 + 1], dc3_1 = stats[st + 2 * BQ + 24 + 2 * t4 + 1];
             if (mask)
             {
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00)) s0_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00)) s0_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01)) s0_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01)) s0_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00)) s0_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00)) s0_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01)) s0_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01)) s0_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00)) s0_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00)) s0_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01)) s0_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01)) s0_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00)) s0_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00)) s0_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01)) s0_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01)) s0_3_3 = float.NegativeInfinity;
+                // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);
