@@ -18,11 +18,14 @@
 //   and loops only over the tiles in between: the forward and dQ kernels over key tiles from the one holding the first key of
 //   their first query's segment (and, not causal, up to the last key of their last query's segment); the dK/dV kernel over
 //   query tiles from the first query of its first key's segment (not before its keys when causal) to the last query of its
-//   last key's segment. Rows of 2048 tokens in samples of ~100 thus do ~1/10 of the dense work. A skipped tile is one that
-//   is fully masked for every row of the group, and such a tile changes nothing: its scores are all -inf, so the row max
-//   m stays, alpha = exp2(0) = 1 (exp2(-inf) = 0 while nothing was visible, when l and o are still 0), P = 0 adds exactly 0
-//   to l, and P·V, dS·K, Pᵀ·dO, dSᵀ·Q add products of exact zeros; the kept tiles are masked and visited in the same order
-//   as before, so the results are bit-identical to the full loop. Unsorted ids (segmentsSorted false) take the full loop.
+//   last key's segment (H100, a row of 2048 in samples of ~100, d 128, 32 heads, causal: forward 354 -> 68 us, backward
+//   1059 -> 319 us, with the select masks below). A skipped tile is one that is fully masked for every row of the group,
+//   and such a tile changes nothing: its scores are all -inf, so the row max m stays, alpha = exp2(0) = 1 (exp2(-inf) = 0
+//   while nothing was visible, when l and o are still 0), P = 0 adds exactly 0 to l, and P·V, dS·K, Pᵀ·dO, dSᵀ·Q add
+//   products of exact zeros; the kept tiles are masked and visited in the same order as before, so the results are
+//   bit-identical to the full loop. Unsorted ids (segmentsSorted false) take the full loop.
+// Masks are selects, not branches: each lane reads its columns' segment ids once per key step (clamped into the row, so
+//   the read needs no guard) and tests visibility with non-short-circuit operators.
 // Backward (FA2), P_ij = exp(s_ij - lse_i) recomputed, dP_ij = dO_i . v_j, delta_i = dO_i . o_i (FlashAttention's pre-pass):
 //   dS_ij = P_ij (dP_ij - delta_i);  dQ_i = scale sum_j dS_ij k_j;  dK_j = scale sum_{h in group} sum_i dS_ij q_i;
 //   dV_j = sum_{h in group} sum_i P_ij dO_i.
