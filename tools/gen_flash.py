@@ -110,6 +110,40 @@ class Body:
         self.lane_consts()
 
 
+def query_mask(b, mi_n, nt, ks):
+    """Masks the scores s{mi}_{n}_{e} of query rows row{mi}{r} (segments seg{mi}{r}) against keys j0 + ks*8*nt ..: key col is
+    visible iff col < seq, not causal or col <= row, and not segmented or seg[col] == seg[row]. Each lane loads its columns'
+    ids once (clamped into the row, so the loads need no branch; a column past seq is masked by the first test anyway), and
+    the tests use non-short-circuit operators, so each mask compiles to a select, not a branch."""
+    b.w("if (mask)", 3)
+    b.w("{", 3)
+    for n in range(nt):
+        col = [f"col{n}_{c}" for c in (0, 1)]
+        b.w(f"int {col[0]} = j0 + {8 * (ks * nt + n)} + 2 * t4, {col[1]} = {col[0]} + 1, cs{n}_0 = 0, cs{n}_1 = 0;", 4)
+        b.w("if (p.Segmented != 0)", 4)
+        b.w("{", 4)
+        for c in (0, 1):
+            b.w(f"cs{n}_{c} = segmentIds[tokenBase + Math.Min({col[c]}, p.Seq - 1)];", 5)
+        b.w("}", 4)
+        for mi in range(mi_n):
+            for e in range(4):
+                r, c = e // 2, e & 1
+                b.w(f"if (({col[c]} >= p.Seq) | ((p.Causal != 0) & ({col[c]} > row{mi}{r})) | ((p.Segmented != 0) & (cs{n}_{c} != seg{mi}{r}))) "
+                    f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
+    b.w("}", 3)
+
+
+def key_tiles(b):
+    """Sorted packed rows: key tiles [tFirst, nTiles) narrowed to those holding keys of the block's segments (its queries
+    i0 .. min(i0 + Rows, seq) - 1); a skipped tile is fully masked for every query of the block."""
+    b.w("// sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)")
+    b.w("if (p.Sorted != 0)")
+    b.w("{")
+    b.w("TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);", 3)
+    b.w("nTiles = Math.Min(nTiles, tEnd);", 3)
+    b.w("}")
+
+
 FWD_MI = 2  # m16 tiles per warp in the forward: each K/V fragment feeds 2x the mma of a 16-row warp (half the ldmatrix traffic)
 FWD_BM = 4 * 16 * FWD_MI
 Q_REGS_MAX_D = 32
@@ -135,13 +169,14 @@ def forward(d):
     b.w("int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;")
     b.w("int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;")
     b.w("long tokenBase = (long)bIdx * p.Seq;")
-    b.w("int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;")
+    b.w("int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;")
     b.w(f"// shared memory: Q ({FWD_BM} rows) | K x2 | V x2 (64 rows each)")
     b.w("LoadRows<TP>(q, p.QPtr, sm, smBase, 0, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);")
     b.w("default(TP).CommitGroup();")
+    key_tiles(b)
     b.w(f"const int KAt = {FWD_BM // 64} * Tile, VAt = KAt + 2 * Tile;")
-    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
-    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
+    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);")
+    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);")
     b.w("default(TP).CommitGroup();")
     b.w("default(TP).WaitGroups(1);")
     b.w("Group.Barrier();")
@@ -162,7 +197,7 @@ def forward(d):
     b.w("float sc = p.ScaleLog2;")
     for mi in range(mi_n):
         b.zeros(f"o{mi}_", nt_o)
-    b.w("for (int t = 0; t < nTiles; t++)")
+    b.w("for (int t = tFirst; t < nTiles; t++)")
     b.w("{")
     b.w("default(TP).WaitGroups(0);", 3)
     b.w("Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers", 3)
@@ -196,15 +231,7 @@ def forward(d):
                 for mi in range(mi_n):
                     b.mma(f"s{mi}_{2 * jp}", a[mi], bb[0:2])
                     b.mma(f"s{mi}_{2 * jp + 1}", a[mi], bb[2:4])
-        b.w("if (mask)", 3)
-        b.w("{", 3)
-        for mi in range(mi_n):
-            for n in range(nt):
-                for e in range(4):
-                    r = e // 2
-                    b.w(f"if (!Visible(segmentIds, p, tokenBase, row{mi}{r}, seg{mi}{r}, j0 + {8 * (ks * nt + n)} + 2 * t4 + {e & 1})) "
-                        f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
-        b.w("}", 3)
+        query_mask(b, mi_n, nt, ks)
         b.w("{", 3)
         for mi, r in rows:
             es = (0, 1) if r == 0 else (2, 3)
@@ -285,12 +312,13 @@ def backward_query(d):
     b.w("int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;")
     b.w("int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;")
     b.w("long tokenBase = (long)bIdx * p.Seq, lb = (long)bh * p.Seq;")
-    b.w("int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;")
+    b.w("int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;")
     b.w(f"// shared memory: Q | dO ({rows_n} rows each) | K x2 | V x2 (64 rows each)")
     b.w("LoadRows<TP>(q, p.QPtr, sm, smBase, QAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);")
     b.w("LoadRows<TP>(dO, p.DOPtr, sm, smBase, OAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);")
-    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
-    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);")
+    key_tiles(b)
+    b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);")
+    b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);")
     b.w("default(TP).CommitGroup();")
     b.w(f"int rowBase = i0 + warp * {16 * mi_n} + g;")
     rows = [(mi, r) for mi in range(mi_n) for r in range(2)]
@@ -302,7 +330,7 @@ def backward_query(d):
     b.w("float sc = p.ScaleLog2;")
     for mi in range(mi_n):
         b.zeros(f"dq{mi}_", nt_o)
-    b.w("for (int t = 0; t < nTiles; t++)")
+    b.w("for (int t = tFirst; t < nTiles; t++)")
     b.w("{")
     b.w("default(TP).WaitGroups(0);", 3)
     b.w("Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers", 3)
@@ -332,15 +360,7 @@ def backward_query(d):
                     for mi in range(mi_n):
                         b.mma(f"{acc}{mi}_{2 * jp}", a[mi], bb[0:2])
                         b.mma(f"{acc}{mi}_{2 * jp + 1}", a[mi], bb[2:4])
-        b.w("if (mask)", 3)
-        b.w("{", 3)
-        for mi in range(mi_n):
-            for n in range(nt):
-                for e in range(4):
-                    r = e // 2
-                    b.w(f"if (!Visible(segmentIds, p, tokenBase, row{mi}{r}, seg{mi}{r}, j0 + {8 * (ks * nt + n)} + 2 * t4 + {e & 1})) "
-                        f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
-        b.w("}", 3)
+        query_mask(b, mi_n, nt, ks)
         for mi in range(mi_n):
             for n in range(nt):
                 for e in range(4):
@@ -399,9 +419,17 @@ def backward_key_value(d):
     b.w("const int StatsAt = (2 * Tile + 4 * QTile) / 4;")
     b.w("int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;")
     b.w("long tokenBase = (long)bIdx * p.Seq;")
-    b.w("int iStart = p.Causal != 0 ? j0 / BQ : 0, nI = (p.Seq + BQ - 1) / BQ - iStart, total = p.Groups * nI;")
+    b.w("int iStart = p.Causal != 0 ? j0 / BQ : 0, iEnd = (p.Seq + BQ - 1) / BQ;")
     b.w("LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);")
     b.w("LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);")
+    b.w("// sorted packed rows: only the query tiles holding queries of the block's segments (keys j0 .. min(j0 + Keys, seq) - 1)")
+    b.w("if (p.Sorted != 0)")
+    b.w("{")
+    b.w("TileSpan(segmentIds, p, tokenBase, BQ, j0, Math.Min(j0 + Keys, p.Seq) - 1, out int qFirst, out int qEnd);", 3)
+    b.w("iStart = Math.Max(iStart, qFirst);", 3)
+    b.w("iEnd = Math.Min(iEnd, qEnd);", 3)
+    b.w("}")
+    b.w("int nI = iEnd - iStart, total = p.Groups * nI;")
     b.w("LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);")
     b.w("LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);")
     b.w("default(TP).CommitGroup();")
@@ -460,12 +488,13 @@ def backward_key_value(d):
             b.w(f"float lc{n}_{e} = stats[st + {col}], dc{n}_{e} = stats[st + 2 * BQ + {col}];", 3)
     b.w("if (mask)", 3)
     b.w("{", 3)
+    b.w("// non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch", 4)
     for mi in range(mi_n):
         for n in range(nt_s):
             for e in range(4):
                 k = f"{mi}{e // 2}"
                 col = f"{8 * n} + 2 * t4 + {e & 1}"
-                b.w(f"if ((p.Causal != 0 && key{k} > i0 + {col}) || (p.Segmented != 0 && statsInt[st + 4 * BQ + {col}] != seg{k})) "
+                b.w(f"if (((p.Causal != 0) & (key{k} > i0 + {col})) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + {col}] != seg{k}))) "
                     f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
     b.w("}", 3)
     for mi in range(mi_n):

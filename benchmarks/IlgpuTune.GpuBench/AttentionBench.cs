@@ -2,7 +2,11 @@
 // GPU, and the tensor-core kernels (FlashAttentionHalf, bf16/f16) against their CPU reference on the same 16-bit-rounded
 // inputs (odd lengths, GQA, packed samples, causal and not; outputs NaN-poisoned). Then the tensor-core kernels are timed like
 // tools/bench/peer_sdpa.py's SDPA lines: batch 1, heads = 4096 / d, bf16, FLOPs fwd = 4*h*seq^2*d (halved when causal),
-// bwd = 2.5x that (the bwd time includes the dO cast and the delta pre-pass). Writes attention.json and attention.md to --out.
+// bwd = 2.5x that (the bwd time includes the dO cast and the delta pre-pass). Then a packed row as training has them (seq 2048
+// in samples of 60..140 tokens, padding last; d 128, 32 heads, causal), timed with the full loop (segmentsSorted false: every
+// tile computed and masked, as before tile skipping) and with tile skipping, in TFLOP/s of the dense causal FLOPs (as the
+// table above) and of the FLOPs the samples need (4*h*d*sum L(L+1)/2 fwd, 2.5x bwd). Writes attention.json and
+// attention-table.md to --out.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using ILGPU;
@@ -27,7 +31,8 @@ static class AttentionBench
                      (HalfType.BFloat16, 2, 300, 8, 2, 64, true, true), (HalfType.BFloat16, 1, 257, 4, 4, 128, false, true),
                      (HalfType.BFloat16, 1, 200, 4, 1, 16, true, false), (HalfType.BFloat16, 1, 130, 4, 2, 32, false, false),
                      (HalfType.BFloat16, 1, 520, 2, 2, 128, false, false), (HalfType.Float16, 2, 190, 4, 2, 64, true, true),
-                     (HalfType.BFloat16, 1, 1024, 2, 1, 128, false, true),
+                     (HalfType.BFloat16, 1, 1024, 2, 1, 128, false, true), (HalfType.BFloat16, 1, 1000, 4, 2, 128, true, true),
+                     (HalfType.BFloat16, 2, 600, 4, 4, 128, true, false),
                  })
             ok &= CheckHalf(k, type, batch, seq, heads, kvHeads, d, packed, causal);
 
@@ -52,9 +57,9 @@ static class AttentionBench
                 foreach (bool causal in new[] { true, false })
                 {
                     void Fwd() => FlashAttentionHalf.Forward(k, HalfType.BFloat16, q.View, kk.View, v.View, ArrayView<int>.Empty, 1, seq, h, h, d,
-                        causal, o.View, lse.View);
+                        causal, false, o.View, lse.View);
                     void Bwd() => FlashAttentionHalf.Backward(k, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View,
-                        ArrayView<int>.Empty, 1, seq, h, h, d, causal, dOh.View, delta.View, dQ.View, dK.View, dV.View);
+                        ArrayView<int>.Empty, 1, seq, h, h, d, causal, false, dOh.View, delta.View, dQ.View, dK.View, dV.View);
                     Fwd();
                     double flops = 4.0 * h * seq * (double)seq * d / (causal ? 2 : 1);
                     double fwdMs = GemmBench.Time(acc, Fwd), bwdMs = GemmBench.Time(acc, Bwd);
@@ -80,6 +85,9 @@ static class AttentionBench
         Console.WriteLine();
         Console.WriteLine(head);
         foreach (var l in table) Console.WriteLine(l);
+        var (packedTable, packedResults) = TimePacked(k, 2048, 128, 32);
+        Console.WriteLine();
+        Console.WriteLine(packedTable);
         Directory.CreateDirectory(outDir);
         var doc = new JsonObject
         {
@@ -88,14 +96,79 @@ static class AttentionBench
             ["timing"] = "CUDA events, median of 7 pairs around 10 back-to-back launches, after 3 warm-up launches",
             ["flops"] = "fwd 4*h*seq^2*d (/2 causal), bwd 2.5x fwd; batch 1, heads 4096/d",
             ["peer"] = "torch SDPA bf16 (tools/bench/peer_sdpa.py)", ["results"] = results,
+            ["packed"] = packedResults,
         };
         File.WriteAllText(Path.Combine(outDir, "attention.json"), doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        File.WriteAllText(Path.Combine(outDir, "attention-table.md"), head + "\n" + string.Join("\n", table) + "\n");
+        File.WriteAllText(Path.Combine(outDir, "attention-table.md"), head + "\n" + string.Join("\n", table) + "\n\n" + packedTable + "\n");
         Console.WriteLine($"checks passed: {ok}");
         return ok ? 0 : 1;
     }
 
+    // One packed row of `seq` tokens (samples of 60..140 tokens, then padding), causal, bf16: the full loop vs tile skipping.
+    static (string Table, JsonArray Results) TimePacked(KernelRegistry k, int seq, int d, int h)
+    {
+        var acc = k.Accelerator;
+        var rng = new Random(2048);
+        var seg = new int[seq];
+        var lengths = new List<int>();
+        for (int at = 0; seq - at >= 140;)
+        {
+            int len = 60 + rng.Next(81);
+            for (int t = at; t < at + len; t++) seg[t] = lengths.Count;
+            lengths.Add(len);
+            at += len;
+        }
+        for (int t = lengths.Sum(); t < seq; t++) seg[t] = int.MaxValue; // the trainer's padding: a segment of its own
+        int pad = seq - lengths.Sum();
+        long n = (long)seq * h * d;
+        float[] Rnd() { var a = new float[n]; for (long i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 2 - 1); return a; }
+        using var qf = acc.Allocate1D(Rnd()); using var kf = acc.Allocate1D(Rnd()); using var vf = acc.Allocate1D(Rnd());
+        using var dO = acc.Allocate1D(Rnd());
+        using var q = acc.Allocate1D<ushort>(n); using var kk = acc.Allocate1D<ushort>(n); using var v = acc.Allocate1D<ushort>(n);
+        using var dOh = acc.Allocate1D<ushort>(n); using var gseg = acc.Allocate1D(seg);
+        Cast.ToBf16(k, qf.View, n, q.View); Cast.ToBf16(k, kf.View, n, kk.View); Cast.ToBf16(k, vf.View, n, v.View);
+        using var o = acc.Allocate1D<float>(n); using var lse = acc.Allocate1D<float>((long)h * seq);
+        using var delta = acc.Allocate1D<float>((long)h * seq);
+        using var dQ = acc.Allocate1D<float>(n); using var dK = acc.Allocate1D<float>(n); using var dV = acc.Allocate1D<float>(n);
+        double dense = 4.0 * h * seq * (double)seq * d / 2;
+        double needed = 4.0 * h * d * (lengths.Sum(l => (double)l * (l + 1) / 2) + (double)pad * (pad + 1) / 2);
+        var lines = new List<string>();
+        var results = new JsonArray();
+        var msBy = new Dictionary<bool, (double Fwd, double Bwd)>();
+        foreach (bool sorted in new[] { false, true })
+        {
+            void Fwd() => FlashAttentionHalf.Forward(k, HalfType.BFloat16, q.View, kk.View, v.View, gseg.View, 1, seq, h, h, d, true, sorted,
+                o.View, lse.View);
+            void Bwd() => FlashAttentionHalf.Backward(k, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View, gseg.View,
+                1, seq, h, h, d, true, sorted, dOh.View, delta.View, dQ.View, dK.View, dV.View);
+            Fwd();
+            double fwdMs = GemmBench.Time(acc, Fwd), bwdMs = GemmBench.Time(acc, Bwd);
+            msBy[sorted] = (fwdMs, bwdMs);
+            double T(double flops, double ms) => flops / (ms * 1e-3) / 1e12;
+            string line = $"| {(sorted ? "tile skipping" : "full loop")} | {fwdMs * 1e3:F1} | {T(dense, fwdMs):F1} | {T(needed, fwdMs):F1} | " +
+                          $"{bwdMs * 1e3:F1} | {T(2.5 * dense, bwdMs):F1} | {T(2.5 * needed, bwdMs):F1} |";
+            Console.WriteLine(line);
+            lines.Add(line);
+            results.Add(new JsonObject
+            {
+                ["seq"] = seq, ["d"] = d, ["heads"] = h, ["causal"] = true, ["samples"] = lengths.Count, ["padding"] = pad,
+                ["segments_sorted"] = sorted,
+                ["fwd_us"] = Math.Round(fwdMs * 1e3, 1), ["fwd_tflops_dense_causal"] = Math.Round(T(dense, fwdMs), 2),
+                ["fwd_tflops_needed"] = Math.Round(T(needed, fwdMs), 2),
+                ["bwd_us"] = Math.Round(bwdMs * 1e3, 1), ["bwd_tflops_dense_causal"] = Math.Round(T(2.5 * dense, bwdMs), 2),
+                ["bwd_tflops_needed"] = Math.Round(T(2.5 * needed, bwdMs), 2),
+            });
+        }
+        string table = $"Packed row: seq {seq}, d {d}, {h} heads, causal, bf16; {lengths.Count} samples of 60..140 tokens " +
+                       $"(mean {lengths.Average():F0}) + {pad} padding; needed FLOPs = {needed / dense:P1} of dense causal. " +
+                       $"Speed-up fwd {msBy[false].Fwd / msBy[true].Fwd:F2}x, bwd {msBy[false].Bwd / msBy[true].Bwd:F2}x.\n" +
+                       "| loop | fwd us | fwd TFLOP/s (dense causal) | fwd TFLOP/s (needed) | bwd us | bwd TFLOP/s (dense causal) | bwd TFLOP/s (needed) |\n" +
+                       "|---|---|---|---|---|---|---|\n" + string.Join("\n", lines);
+        return (table, results);
+    }
+
     // The tensor-core kernels against FlashAttentionHalf's CPU reference on the same 16-bit inputs; outputs NaN-poisoned.
+    // Packed ids (non-decreasing here) run with tile skipping, then again with the full loop, which must give the same bits.
     static bool CheckHalf(KernelRegistry k, HalfType type, int batch, int seq, int heads, int kvHeads, int d, bool packed, bool causal)
     {
         var acc = k.Accelerator;
@@ -126,10 +199,11 @@ static class AttentionBench
         long[] sizes = [qn, rows, rows, qn, kvn, kvn];
         for (int i = 0; i < bufs.Length; i++) { bufs[i] = acc.Allocate1D<float>(sizes[i]); bufs[i].View.SubView(0, sizes[i]).MemSet(0xFF); }
         var (go, glse, gdelta, gdQ, gdK, gdV) = (bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5]);
-        FlashAttentionHalf.Forward(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, go.View, glse.View);
+        FlashAttentionHalf.Forward(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, packed, go.View, glse.View);
         FlashAttentionHalf.Backward(k, type, gdO.View, gq.View, gk.View, gv.View, go.View, glse.View, segView, batch, seq, heads, kvHeads, d,
-            causal, gdOh.View, gdelta.View, gdQ.View, gdK.View, gdV.View);
+            causal, packed, gdOh.View, gdelta.View, gdQ.View, gdK.View, gdV.View);
         acc.Synchronize();
+        float[][] skipped = [go.GetAsArray1D(), glse.GetAsArray1D(), gdQ.GetAsArray1D(), gdK.GetAsArray1D(), gdV.GetAsArray1D()];
         double tol = type == HalfType.BFloat16 ? 2e-2 : 5e-3;
         bool ok = true;
         var line = $"check half {type} batch {batch} seq {seq} heads {heads}/{kvHeads} d {d} packed {packed} causal {causal}:";
@@ -144,6 +218,22 @@ static class AttentionBench
             }
             line += $" {name} {err / max:G3}";
             ok &= err <= t * max;
+        }
+        if (packed)
+        {
+            using var fo = acc.Allocate1D<float>(qn); using var flse = acc.Allocate1D<float>(rows); using var fdQ = acc.Allocate1D<float>(qn);
+            using var fdK = acc.Allocate1D<float>(kvn); using var fdV = acc.Allocate1D<float>(kvn);
+            FlashAttentionHalf.Forward(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, false, fo.View, flse.View);
+            FlashAttentionHalf.Backward(k, type, gdO.View, gq.View, gk.View, gv.View, fo.View, flse.View, segView, batch, seq, heads, kvHeads, d,
+                causal, false, gdOh.View, gdelta.View, fdQ.View, fdK.View, fdV.View);
+            acc.Synchronize();
+            float[][] full = [fo.GetAsArray1D(), flse.GetAsArray1D(), fdQ.GetAsArray1D(), fdK.GetAsArray1D(), fdV.GetAsArray1D()];
+            long differ = 0;
+            for (int a = 0; a < full.Length; a++)
+                for (int i = 0; i < full[a].Length; i++)
+                    if (BitConverter.SingleToInt32Bits(full[a][i]) != BitConverter.SingleToInt32Bits(skipped[a][i])) differ++;
+            line += differ == 0 ? "; skipping = full loop bit for bit" : $"; {differ} values differ from the full loop";
+            ok &= differ == 0;
         }
         foreach (var b in bufs) b.Dispose();
         Console.WriteLine(line + (ok ? " ok" : " FAIL"));

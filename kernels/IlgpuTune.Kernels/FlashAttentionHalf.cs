@@ -11,6 +11,21 @@
 //   online softmax in base 2 on the accumulator fragments (row max by quad shuffles; row sums per lane, reduced once at the
 //   end), then P, rounded to 16 bits, is the A operand of O += P·V directly (the m16n8 C layout pairs into the A layout;
 //   V via ldmatrix.trans). Masks are applied only on tiles that need them (diagonal, past seq, or packed samples).
+// Packed rows (varlen): with segmentsSorted the caller promises that segment ids never decrease along each batch row (samples
+//   laid end to end, padding last with an id of its own, as Trainer's Batch.Assemble and CausalLM build them; CausalLM checks
+//   its ids on the host with SegmentsSorted). Then each group first counts, over the row's tiles (Group.BarrierPopCount, one
+//   global read per tile), the tiles that lie wholly before its first row's segment or wholly after its last row's segment,
+//   and loops only over the tiles in between: the forward and dQ kernels over key tiles from the one holding the first key of
+//   their first query's segment (and, not causal, up to the last key of their last query's segment); the dK/dV kernel over
+//   query tiles from the first query of its first key's segment (not before its keys when causal) to the last query of its
+//   last key's segment (H100, a row of 2048 in samples of ~100, d 128, 32 heads, causal: forward 354 -> 68 us, backward
+//   1059 -> 319 us, with the select masks below). A skipped tile is one that is fully masked for every row of the group,
+//   and such a tile changes nothing: its scores are all -inf, so the row max m stays, alpha = exp2(0) = 1 (exp2(-inf) = 0
+//   while nothing was visible, when l and o are still 0), P = 0 adds exactly 0 to l, and P·V, dS·K, Pᵀ·dO, dSᵀ·Q add
+//   products of exact zeros; the kept tiles are masked and visited in the same order as before, so the results are
+//   bit-identical to the full loop. Unsorted ids (segmentsSorted false) take the full loop.
+// Masks are selects, not branches: each lane reads its columns' segment ids once per key step (clamped into the row, so
+//   the read needs no guard) and tests visibility with non-short-circuit operators.
 // Backward (FA2), P_ij = exp(s_ij - lse_i) recomputed, dP_ij = dO_i . v_j, delta_i = dO_i . o_i (FlashAttention's pre-pass):
 //   dS_ij = P_ij (dP_ij - delta_i);  dQ_i = scale sum_j dS_ij k_j;  dK_j = scale sum_{h in group} sum_i dS_ij q_i;
 //   dV_j = sum_{h in group} sum_i P_ij dO_i.
@@ -161,7 +176,8 @@ public static partial class FlashAttentionHalf
     {
         public ulong QPtr, KPtr, VPtr, DOPtr;
         public int Seq, NumHeads, NumKvHeads, Groups;
-        public int Causal, Segmented, Vec, ScratchOffset; // Vec: every row is a whole number of aligned 16-byte chunks
+        // Sorted: segment ids never decrease along a row (tile skipping); Vec: every row is a whole number of aligned 16-byte chunks
+        public int Causal, Segmented, Sorted, Vec, ScratchOffset;
         public float Scale, ScaleLog2;
     }
 
@@ -189,9 +205,23 @@ public static partial class FlashAttentionHalf
         }
     }
 
-    // Query row `row` (segment segRow) sees key `col`. Checks col < seq first so the segment read stays in range.
-    static bool Visible(IntView segmentIds, Params p, long tokenBase, int row, int segRow, int col) =>
-        col < p.Seq && (p.Causal == 0 || col <= row) && (p.Segmented == 0 || segmentIds[tokenBase + col] == segRow);
+    // Sorted packed rows: of the row's tiles of `size` rows (tile t = rows t·size ..), [first, end) are those that may hold a
+    // row of a segment from seg[from] to seg[to]: first = tiles whose last row is in an earlier segment, end = tiles whose
+    // first row is in a segment <= seg[to]. Every thread of the group takes part (barriers) and gets the same counts.
+    static void TileSpan(IntView segmentIds, Params p, long tokenBase, int size, int from, int to, out int first, out int end)
+    {
+        int segFirst = segmentIds[tokenBase + from], segLast = segmentIds[tokenBase + to], tiles = (p.Seq + size - 1) / size;
+        first = 0;
+        end = 0;
+        for (int t0 = 0; t0 < tiles; t0 += Threads)
+        {
+            int t = t0 + Group.IdxX;
+            bool before = t < tiles && segmentIds[tokenBase + Math.Min(t * size + size - 1, p.Seq - 1)] < segFirst;
+            bool upTo = t < tiles && segmentIds[tokenBase + t * size] <= segLast;
+            first += Group.BarrierPopCount(before);
+            end += Group.BarrierPopCount(upTo);
+        }
+    }
 
     // Row statistics of query i of head row bh (= batch * numHeads + h) for the dK/dV kernel; past seq: lse +inf makes P zero.
     static void LoadStats(IntView segmentIds, FloatView logSumExp, FloatView delta, Params p, long tokenBase, int bh, int i,
@@ -209,10 +239,12 @@ public static partial class FlashAttentionHalf
 
     // ---- launchers ----
 
-    // q[batch*seq, numHeads, headDim], kk, v[batch*seq, numKvHeads, headDim] as `type` bits; segmentIds[batch*seq] or empty
+    // q[batch*seq, numHeads, headDim], kk, v[batch*seq, numKvHeads, headDim] as `type` bits; segmentIds[batch*seq] or empty;
+    // segmentsSorted: the ids never decrease along a batch row (SegmentsSorted), so fully masked tiles are skipped
     // -> o[batch*seq, numHeads, headDim], logSumExp[batch, numHeads, seq] (both overwritten)
     public static void Forward(KernelRegistry k, HalfType type, ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v,
-        IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, FloatView o, FloatView logSumExp)
+        IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, bool segmentsSorted,
+        FloatView o, FloatView logSumExp)
     {
         var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
         Attention.Need(s.QueryElements, (nameof(q), q.Length), (nameof(o), o.Length));
@@ -220,18 +252,18 @@ public static partial class FlashAttentionHalf
         Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length));
         if (segmentIds.Length != 0) Attention.Need(s.Tokens, (nameof(segmentIds), segmentIds.Length));
         if (s.Tokens == 0) return;
-        var p = MakeParams(k, s, causal, segmentIds, q, kk, v, default, out int smem, (ForwardRows + 4 * 64) * headDim * 2);
+        var p = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, default, out int smem, (ForwardRows + 4 * 64) * headDim * 2);
         var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, IntView, Params,
             FloatView, FloatView>>(k, "Forward", headDim, type, smem);
         kernel(k.Stream, Config(s.Batch * s.NumHeads, seq, ForwardRows, smem), q, kk, v, segmentIds, p, o, logSumExp);
     }
 
-    // dO (fp32), o[batch*seq, numHeads, headDim]; q, kk, v as in Forward; logSumExp from Forward; segmentIds as in Forward;
+    // dO (fp32), o[batch*seq, numHeads, headDim]; q, kk, v as in Forward; logSumExp from Forward; segmentIds, segmentsSorted as in Forward;
     // dOHalf[batch*seq, numHeads, headDim] and delta[batch, numHeads, seq] are scratch (overwritten);
     // -> dQ[batch*seq, numHeads, headDim], dK, dV[batch*seq, numKvHeads, headDim] fp32 (overwritten)
     public static void Backward(KernelRegistry k, HalfType type, FloatView dO, ArrayView<ushort> q, ArrayView<ushort> kk,
         ArrayView<ushort> v, FloatView o, FloatView logSumExp, IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads,
-        int headDim, bool causal, ArrayView<ushort> dOHalf, FloatView delta, FloatView dQ, FloatView dK, FloatView dV)
+        int headDim, bool causal, bool segmentsSorted, ArrayView<ushort> dOHalf, FloatView delta, FloatView dQ, FloatView dK, FloatView dV)
     {
         var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
         Attention.Need(s.QueryElements, (nameof(dO), dO.Length), (nameof(q), q.Length), (nameof(o), o.Length),
@@ -245,16 +277,26 @@ public static partial class FlashAttentionHalf
         FlashAttention.Delta(k, dO, o, s, delta);
 
         int rowsQ = BackwardQueryRows(headDim);
-        var p = MakeParams(k, s, causal, segmentIds, q, kk, v, dOHalf, out int smemQ, (2 * rowsQ + 4 * 64) * headDim * 2);
+        var p = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, dOHalf, out int smemQ, (2 * rowsQ + 4 * 64) * headDim * 2);
         var query = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
             IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQuery", headDim, type, smemQ);
         query(k.Stream, Config(s.Batch * s.NumHeads, seq, rowsQ, smemQ), q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);
 
         int bq = KeyValueBlockQ(headDim), keys = KeyValueKeys(headDim);
-        var pKv = MakeParams(k, s, causal, segmentIds, q, kk, v, dOHalf, out int smemKv, (2 * keys + 4 * bq) * headDim * 2 + 6 * bq * 4);
+        var pKv = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, dOHalf, out int smemKv, (2 * keys + 4 * bq) * headDim * 2 + 6 * bq * 4);
         var keyValue = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
             IntView, FloatView, FloatView, Params, FloatView, FloatView>>(k, "BackwardKeyValue", headDim, type, smemKv);
         keyValue(k.Stream, Config(s.Batch * s.NumKvHeads, seq, keys, smemKv), q, kk, v, dOHalf, segmentIds, logSumExp, delta, pKv, dK, dV);
+    }
+
+    /// <summary>Whether segmentIds[batch*seq] never decrease along each row: the precondition of segmentsSorted.</summary>
+    public static bool SegmentsSorted(ReadOnlySpan<int> segmentIds, int batch, int seq)
+    {
+        if (segmentIds.Length != (long)batch * seq) throw new ArgumentException($"{segmentIds.Length} segment ids for batch {batch} × seq {seq}", nameof(segmentIds));
+        for (int b = 0; b < batch; b++)
+            for (int i = b * seq + 1; i < (b + 1) * seq; i++)
+                if (segmentIds[i] < segmentIds[i - 1]) return false;
+        return true;
     }
 
     static Attention.Sizes Validate(int batch, int seq, int numHeads, int numKvHeads, int headDim)
@@ -270,7 +312,7 @@ public static partial class FlashAttentionHalf
         new(new Index3D(heads, (seq + rows - 1) / rows, 1), new Index3D(Threads, 1, 1), SharedMemoryConfig.RequestDynamic<byte>(smem));
 
     // tileBytes: the kernel's shared tiles; the CPU emulation's per-warp scratch goes after them.
-    static Params MakeParams(KernelRegistry k, Attention.Sizes s, bool causal, IntView segmentIds, ArrayView<ushort> q,
+    static Params MakeParams(KernelRegistry k, Attention.Sizes s, bool causal, IntView segmentIds, bool segmentsSorted, ArrayView<ushort> q,
         ArrayView<ushort> kk, ArrayView<ushort> v, ArrayView<ushort> dO, out int smemBytes, int tileBytes)
     {
         bool aligned = k.IsEmulated || (Address(q) % 16 == 0 && Address(kk) % 16 == 0 && Address(v) % 16 == 0 && Address(dO) % 16 == 0);
@@ -280,7 +322,8 @@ public static partial class FlashAttentionHalf
         {
             QPtr = Address(q), KPtr = Address(kk), VPtr = Address(v), DOPtr = Address(dO),
             Seq = s.Seq, NumHeads = s.NumHeads, NumKvHeads = s.NumKvHeads, Groups = s.Groups,
-            Causal = causal ? 1 : 0, Segmented = segmentIds.Length != 0 ? 1 : 0, Vec = aligned ? 1 : 0, ScratchOffset = scratchOffset,
+            Causal = causal ? 1 : 0, Segmented = segmentIds.Length != 0 ? 1 : 0, Sorted = segmentIds.Length != 0 && segmentsSorted ? 1 : 0,
+            Vec = aligned ? 1 : 0, ScratchOffset = scratchOffset,
             Scale = Attention.Scale(s.HeadDim), ScaleLog2 = Attention.Scale(s.HeadDim) * Log2E,
         };
     }

@@ -26,13 +26,19 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q (128 rows) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, 0, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         default(TP).CommitGroup();
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         default(TP).WaitGroups(1);
         Group.Barrier();
@@ -50,7 +56,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float o0_0_0 = 0f, o0_0_1 = 0f, o0_0_2 = 0f, o0_0_3 = 0f, o0_1_0 = 0f, o0_1_1 = 0f, o0_1_2 = 0f, o0_1_3 = 0f;
         float o1_0_0 = 0f, o1_0_1 = 0f, o1_0_2 = 0f, o1_0_3 = 0f, o1_1_0 = 0f, o1_1_1 = 0f, o1_1_2 = 0f, o1_1_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -88,70 +94,118 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref s1_7_0, ref s1_7_1, ref s1_7_2, ref s1_7_3, qa1_0_0, qa1_0_1, qa1_0_2, qa1_0_3, kb0_0_3_2, kb0_0_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1), s0_4_0), s0_4_1), s0_5_0), s0_5_1), s0_6_0), s0_6_1), s0_7_0), s0_7_1);
@@ -350,12 +404,18 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq, lb = (long)bh * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q | dO (128 rows each) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, QAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, OAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         int rowBase = i0 + warp * 32 + g;
         int row00 = rowBase + 0, seg00 = p.Segmented != 0 && row00 < p.Seq ? segmentIds[tokenBase + row00] : 0;
@@ -373,7 +433,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float dq0_0_0 = 0f, dq0_0_1 = 0f, dq0_0_2 = 0f, dq0_0_3 = 0f, dq0_1_0 = 0f, dq0_1_1 = 0f, dq0_1_2 = 0f, dq0_1_3 = 0f;
         float dq1_0_0 = 0f, dq1_0_1 = 0f, dq1_0_2 = 0f, dq1_0_3 = 0f, dq1_1_0 = 0f, dq1_1_1 = 0f, dq1_1_2 = 0f, dq1_1_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -437,70 +497,118 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp1_7_0, ref dp1_7_1, ref dp1_7_2, ref dp1_7_3, oa0_1_0_0, oa0_1_0_1, oa0_1_0_2, oa0_1_0_3, ob0_0_3_2, ob0_0_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -648,9 +756,17 @@ public static partial class FlashAttentionHalf
         const int StatsAt = (2 * Tile + 4 * QTile) / 4;
         int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;
         long tokenBase = (long)bIdx * p.Seq;
-        int iStart = p.Causal != 0 ? j0 / BQ : 0, nI = (p.Seq + BQ - 1) / BQ - iStart, total = p.Groups * nI;
+        int iStart = p.Causal != 0 ? j0 / BQ : 0, iEnd = (p.Seq + BQ - 1) / BQ;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the query tiles holding queries of the block's segments (keys j0 .. min(j0 + Keys, seq) - 1)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, BQ, j0, Math.Min(j0 + Keys, p.Seq) - 1, out int qFirst, out int qEnd);
+            iStart = Math.Max(iStart, qFirst);
+            iEnd = Math.Min(iEnd, qEnd);
+        }
+        int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         default(TP).CommitGroup();
@@ -754,70 +870,71 @@ public static partial class FlashAttentionHalf
             float lc7_1 = stats[st + 56 + 2 * t4 + 1], dc7_1 = stats[st + 2 * BQ + 56 + 2 * t4 + 1];
             if (mask)
             {
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00)) s0_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00)) s0_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01)) s0_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01)) s0_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00)) s0_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00)) s0_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01)) s0_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01)) s0_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00)) s0_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00)) s0_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01)) s0_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01)) s0_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00)) s0_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00)) s0_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01)) s0_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01)) s0_3_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 32 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg00)) s0_4_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 32 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg00)) s0_4_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 32 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg01)) s0_4_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 32 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg01)) s0_4_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 40 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg00)) s0_5_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 40 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg00)) s0_5_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 40 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg01)) s0_5_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 40 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg01)) s0_5_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 48 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg00)) s0_6_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 48 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg00)) s0_6_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 48 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg01)) s0_6_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 48 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg01)) s0_6_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 56 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg00)) s0_7_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 56 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg00)) s0_7_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 56 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg01)) s0_7_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 56 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg01)) s0_7_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10)) s1_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10)) s1_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11)) s1_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11)) s1_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10)) s1_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10)) s1_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11)) s1_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11)) s1_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10)) s1_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10)) s1_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11)) s1_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11)) s1_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10)) s1_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10)) s1_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11)) s1_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11)) s1_3_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 32 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg10)) s1_4_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 32 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg10)) s1_4_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 32 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg11)) s1_4_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 32 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg11)) s1_4_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 40 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg10)) s1_5_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 40 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg10)) s1_5_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 40 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg11)) s1_5_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 40 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg11)) s1_5_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 48 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg10)) s1_6_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 48 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg10)) s1_6_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 48 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg11)) s1_6_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 48 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg11)) s1_6_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 56 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg10)) s1_7_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 56 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg10)) s1_7_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 56 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg11)) s1_7_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 56 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg11)) s1_7_3 = float.NegativeInfinity;
+                // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg00))) s0_4_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg00))) s0_4_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg01))) s0_4_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg01))) s0_4_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg00))) s0_5_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg00))) s0_5_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg01))) s0_5_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg01))) s0_5_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg00))) s0_6_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg00))) s0_6_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg01))) s0_6_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg01))) s0_6_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg00))) s0_7_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg00))) s0_7_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg01))) s0_7_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg01))) s0_7_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg10))) s1_4_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg10))) s1_4_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg11))) s1_4_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg11))) s1_4_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg10))) s1_5_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg10))) s1_5_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg11))) s1_5_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg11))) s1_5_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg10))) s1_6_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg10))) s1_6_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg11))) s1_6_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg11))) s1_6_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg10))) s1_7_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg10))) s1_7_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg11))) s1_7_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);
@@ -1000,13 +1117,19 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q (128 rows) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, 0, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         default(TP).CommitGroup();
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         default(TP).WaitGroups(1);
         Group.Barrier();
@@ -1026,7 +1149,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float o0_0_0 = 0f, o0_0_1 = 0f, o0_0_2 = 0f, o0_0_3 = 0f, o0_1_0 = 0f, o0_1_1 = 0f, o0_1_2 = 0f, o0_1_3 = 0f, o0_2_0 = 0f, o0_2_1 = 0f, o0_2_2 = 0f, o0_2_3 = 0f, o0_3_0 = 0f, o0_3_1 = 0f, o0_3_2 = 0f, o0_3_3 = 0f;
         float o1_0_0 = 0f, o1_0_1 = 0f, o1_0_2 = 0f, o1_0_3 = 0f, o1_1_0 = 0f, o1_1_1 = 0f, o1_1_2 = 0f, o1_1_3 = 0f, o1_2_0 = 0f, o1_2_1 = 0f, o1_2_2 = 0f, o1_2_3 = 0f, o1_3_0 = 0f, o1_3_1 = 0f, o1_3_2 = 0f, o1_3_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -1084,70 +1207,118 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref s1_7_0, ref s1_7_1, ref s1_7_2, ref s1_7_3, qa1_1_0, qa1_1_1, qa1_1_2, qa1_1_3, kb0_1_3_2, kb0_1_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1), s0_4_0), s0_4_1), s0_5_0), s0_5_1), s0_6_0), s0_6_1), s0_7_0), s0_7_1);
@@ -1378,12 +1549,18 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq, lb = (long)bh * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q | dO (128 rows each) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, QAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, OAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         int rowBase = i0 + warp * 32 + g;
         int row00 = rowBase + 0, seg00 = p.Segmented != 0 && row00 < p.Seq ? segmentIds[tokenBase + row00] : 0;
@@ -1401,7 +1578,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float dq0_0_0 = 0f, dq0_0_1 = 0f, dq0_0_2 = 0f, dq0_0_3 = 0f, dq0_1_0 = 0f, dq0_1_1 = 0f, dq0_1_2 = 0f, dq0_1_3 = 0f, dq0_2_0 = 0f, dq0_2_1 = 0f, dq0_2_2 = 0f, dq0_2_3 = 0f, dq0_3_0 = 0f, dq0_3_1 = 0f, dq0_3_2 = 0f, dq0_3_3 = 0f;
         float dq1_0_0 = 0f, dq1_0_1 = 0f, dq1_0_2 = 0f, dq1_0_3 = 0f, dq1_1_0 = 0f, dq1_1_1 = 0f, dq1_1_2 = 0f, dq1_1_3 = 0f, dq1_2_0 = 0f, dq1_2_1 = 0f, dq1_2_2 = 0f, dq1_2_3 = 0f, dq1_3_0 = 0f, dq1_3_1 = 0f, dq1_3_2 = 0f, dq1_3_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -1509,70 +1686,118 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp1_7_0, ref dp1_7_1, ref dp1_7_2, ref dp1_7_3, oa0_1_1_0, oa0_1_1_1, oa0_1_1_2, oa0_1_1_3, ob0_1_3_2, ob0_1_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -1748,9 +1973,17 @@ public static partial class FlashAttentionHalf
         const int StatsAt = (2 * Tile + 4 * QTile) / 4;
         int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;
         long tokenBase = (long)bIdx * p.Seq;
-        int iStart = p.Causal != 0 ? j0 / BQ : 0, nI = (p.Seq + BQ - 1) / BQ - iStart, total = p.Groups * nI;
+        int iStart = p.Causal != 0 ? j0 / BQ : 0, iEnd = (p.Seq + BQ - 1) / BQ;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the query tiles holding queries of the block's segments (keys j0 .. min(j0 + Keys, seq) - 1)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, BQ, j0, Math.Min(j0 + Keys, p.Seq) - 1, out int qFirst, out int qEnd);
+            iStart = Math.Max(iStart, qFirst);
+            iEnd = Math.Min(iEnd, qEnd);
+        }
+        int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         default(TP).CommitGroup();
@@ -1850,38 +2083,39 @@ public static partial class FlashAttentionHalf
             float lc3_1 = stats[st + 24 + 2 * t4 + 1], dc3_1 = stats[st + 2 * BQ + 24 + 2 * t4 + 1];
             if (mask)
             {
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00)) s0_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00)) s0_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01)) s0_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01)) s0_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00)) s0_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00)) s0_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01)) s0_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01)) s0_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00)) s0_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00)) s0_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01)) s0_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01)) s0_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00)) s0_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00)) s0_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01)) s0_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01)) s0_3_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10)) s1_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10)) s1_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11)) s1_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11)) s1_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10)) s1_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10)) s1_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11)) s1_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11)) s1_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10)) s1_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10)) s1_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11)) s1_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11)) s1_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10)) s1_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10)) s1_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11)) s1_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11)) s1_3_3 = float.NegativeInfinity;
+                // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);
@@ -2040,13 +2274,19 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q (128 rows) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, 0, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         default(TP).CommitGroup();
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         default(TP).WaitGroups(1);
         Group.Barrier();
@@ -2062,7 +2302,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float o0_0_0 = 0f, o0_0_1 = 0f, o0_0_2 = 0f, o0_0_3 = 0f, o0_1_0 = 0f, o0_1_1 = 0f, o0_1_2 = 0f, o0_1_3 = 0f, o0_2_0 = 0f, o0_2_1 = 0f, o0_2_2 = 0f, o0_2_3 = 0f, o0_3_0 = 0f, o0_3_1 = 0f, o0_3_2 = 0f, o0_3_3 = 0f, o0_4_0 = 0f, o0_4_1 = 0f, o0_4_2 = 0f, o0_4_3 = 0f, o0_5_0 = 0f, o0_5_1 = 0f, o0_5_2 = 0f, o0_5_3 = 0f, o0_6_0 = 0f, o0_6_1 = 0f, o0_6_2 = 0f, o0_6_3 = 0f, o0_7_0 = 0f, o0_7_1 = 0f, o0_7_2 = 0f, o0_7_3 = 0f;
         float o1_0_0 = 0f, o1_0_1 = 0f, o1_0_2 = 0f, o1_0_3 = 0f, o1_1_0 = 0f, o1_1_1 = 0f, o1_1_2 = 0f, o1_1_3 = 0f, o1_2_0 = 0f, o1_2_1 = 0f, o1_2_2 = 0f, o1_2_3 = 0f, o1_3_0 = 0f, o1_3_1 = 0f, o1_3_2 = 0f, o1_3_3 = 0f, o1_4_0 = 0f, o1_4_1 = 0f, o1_4_2 = 0f, o1_4_3 = 0f, o1_5_0 = 0f, o1_5_1 = 0f, o1_5_2 = 0f, o1_5_3 = 0f, o1_6_0 = 0f, o1_6_1 = 0f, o1_6_2 = 0f, o1_6_3 = 0f, o1_7_0 = 0f, o1_7_1 = 0f, o1_7_2 = 0f, o1_7_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -2168,70 +2408,118 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref s1_7_0, ref s1_7_1, ref s1_7_2, ref s1_7_3, qa0_1_3_0, qa0_1_3_1, qa0_1_3_2, qa0_1_3_3, kb0_3_3_2, kb0_3_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1), s0_4_0), s0_4_1), s0_5_0), s0_5_1), s0_6_0), s0_6_1), s0_7_0), s0_7_1);
@@ -2526,12 +2814,18 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq, lb = (long)bh * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q | dO (128 rows each) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, QAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, OAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         int rowBase = i0 + warp * 32 + g;
         int row00 = rowBase + 0, seg00 = p.Segmented != 0 && row00 < p.Seq ? segmentIds[tokenBase + row00] : 0;
@@ -2549,7 +2843,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float dq0_0_0 = 0f, dq0_0_1 = 0f, dq0_0_2 = 0f, dq0_0_3 = 0f, dq0_1_0 = 0f, dq0_1_1 = 0f, dq0_1_2 = 0f, dq0_1_3 = 0f, dq0_2_0 = 0f, dq0_2_1 = 0f, dq0_2_2 = 0f, dq0_2_3 = 0f, dq0_3_0 = 0f, dq0_3_1 = 0f, dq0_3_2 = 0f, dq0_3_3 = 0f, dq0_4_0 = 0f, dq0_4_1 = 0f, dq0_4_2 = 0f, dq0_4_3 = 0f, dq0_5_0 = 0f, dq0_5_1 = 0f, dq0_5_2 = 0f, dq0_5_3 = 0f, dq0_6_0 = 0f, dq0_6_1 = 0f, dq0_6_2 = 0f, dq0_6_3 = 0f, dq0_7_0 = 0f, dq0_7_1 = 0f, dq0_7_2 = 0f, dq0_7_3 = 0f;
         float dq1_0_0 = 0f, dq1_0_1 = 0f, dq1_0_2 = 0f, dq1_0_3 = 0f, dq1_1_0 = 0f, dq1_1_1 = 0f, dq1_1_2 = 0f, dq1_1_3 = 0f, dq1_2_0 = 0f, dq1_2_1 = 0f, dq1_2_2 = 0f, dq1_2_3 = 0f, dq1_3_0 = 0f, dq1_3_1 = 0f, dq1_3_2 = 0f, dq1_3_3 = 0f, dq1_4_0 = 0f, dq1_4_1 = 0f, dq1_4_2 = 0f, dq1_4_3 = 0f, dq1_5_0 = 0f, dq1_5_1 = 0f, dq1_5_2 = 0f, dq1_5_3 = 0f, dq1_6_0 = 0f, dq1_6_1 = 0f, dq1_6_2 = 0f, dq1_6_3 = 0f, dq1_7_0 = 0f, dq1_7_1 = 0f, dq1_7_2 = 0f, dq1_7_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -2665,38 +2959,62 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp1_3_0, ref dp1_3_1, ref dp1_3_2, ref dp1_3_3, oa0_1_3_0, oa0_1_3_1, oa0_1_3_2, oa0_1_3_3, ob0_3_1_2, ob0_3_1_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -2878,38 +3196,62 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp1_3_0, ref dp1_3_1, ref dp1_3_2, ref dp1_3_3, oa1_1_3_0, oa1_1_3_1, oa1_1_3_2, oa1_1_3_3, ob1_3_1_2, ob1_3_1_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 32 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 40 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 48 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 56 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -3065,9 +3407,17 @@ public static partial class FlashAttentionHalf
         const int StatsAt = (2 * Tile + 4 * QTile) / 4;
         int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;
         long tokenBase = (long)bIdx * p.Seq;
-        int iStart = p.Causal != 0 ? j0 / BQ : 0, nI = (p.Seq + BQ - 1) / BQ - iStart, total = p.Groups * nI;
+        int iStart = p.Causal != 0 ? j0 / BQ : 0, iEnd = (p.Seq + BQ - 1) / BQ;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the query tiles holding queries of the block's segments (keys j0 .. min(j0 + Keys, seq) - 1)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, BQ, j0, Math.Min(j0 + Keys, p.Seq) - 1, out int qFirst, out int qEnd);
+            iStart = Math.Max(iStart, qFirst);
+            iEnd = Math.Min(iEnd, qEnd);
+        }
+        int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         default(TP).CommitGroup();
@@ -3215,38 +3565,39 @@ public static partial class FlashAttentionHalf
             float lc3_1 = stats[st + 24 + 2 * t4 + 1], dc3_1 = stats[st + 2 * BQ + 24 + 2 * t4 + 1];
             if (mask)
             {
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00)) s0_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00)) s0_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01)) s0_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01)) s0_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00)) s0_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00)) s0_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01)) s0_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01)) s0_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00)) s0_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00)) s0_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01)) s0_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01)) s0_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00)) s0_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00)) s0_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01)) s0_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01)) s0_3_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10)) s1_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10)) s1_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11)) s1_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11)) s1_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10)) s1_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10)) s1_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11)) s1_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11)) s1_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10)) s1_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10)) s1_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11)) s1_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11)) s1_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10)) s1_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key10 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10)) s1_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11)) s1_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key11 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11)) s1_3_3 = float.NegativeInfinity;
+                // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);
@@ -3477,13 +3828,19 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q (128 rows) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, 0, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         default(TP).CommitGroup();
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         default(TP).WaitGroups(1);
         Group.Barrier();
@@ -3499,7 +3856,7 @@ public static partial class FlashAttentionHalf
         float sc = p.ScaleLog2;
         float o0_0_0 = 0f, o0_0_1 = 0f, o0_0_2 = 0f, o0_0_3 = 0f, o0_1_0 = 0f, o0_1_1 = 0f, o0_1_2 = 0f, o0_1_3 = 0f, o0_2_0 = 0f, o0_2_1 = 0f, o0_2_2 = 0f, o0_2_3 = 0f, o0_3_0 = 0f, o0_3_1 = 0f, o0_3_2 = 0f, o0_3_3 = 0f, o0_4_0 = 0f, o0_4_1 = 0f, o0_4_2 = 0f, o0_4_3 = 0f, o0_5_0 = 0f, o0_5_1 = 0f, o0_5_2 = 0f, o0_5_3 = 0f, o0_6_0 = 0f, o0_6_1 = 0f, o0_6_2 = 0f, o0_6_3 = 0f, o0_7_0 = 0f, o0_7_1 = 0f, o0_7_2 = 0f, o0_7_3 = 0f, o0_8_0 = 0f, o0_8_1 = 0f, o0_8_2 = 0f, o0_8_3 = 0f, o0_9_0 = 0f, o0_9_1 = 0f, o0_9_2 = 0f, o0_9_3 = 0f, o0_10_0 = 0f, o0_10_1 = 0f, o0_10_2 = 0f, o0_10_3 = 0f, o0_11_0 = 0f, o0_11_1 = 0f, o0_11_2 = 0f, o0_11_3 = 0f, o0_12_0 = 0f, o0_12_1 = 0f, o0_12_2 = 0f, o0_12_3 = 0f, o0_13_0 = 0f, o0_13_1 = 0f, o0_13_2 = 0f, o0_13_3 = 0f, o0_14_0 = 0f, o0_14_1 = 0f, o0_14_2 = 0f, o0_14_3 = 0f, o0_15_0 = 0f, o0_15_1 = 0f, o0_15_2 = 0f, o0_15_3 = 0f;
         float o1_0_0 = 0f, o1_0_1 = 0f, o1_0_2 = 0f, o1_0_3 = 0f, o1_1_0 = 0f, o1_1_1 = 0f, o1_1_2 = 0f, o1_1_3 = 0f, o1_2_0 = 0f, o1_2_1 = 0f, o1_2_2 = 0f, o1_2_3 = 0f, o1_3_0 = 0f, o1_3_1 = 0f, o1_3_2 = 0f, o1_3_3 = 0f, o1_4_0 = 0f, o1_4_1 = 0f, o1_4_2 = 0f, o1_4_3 = 0f, o1_5_0 = 0f, o1_5_1 = 0f, o1_5_2 = 0f, o1_5_3 = 0f, o1_6_0 = 0f, o1_6_1 = 0f, o1_6_2 = 0f, o1_6_3 = 0f, o1_7_0 = 0f, o1_7_1 = 0f, o1_7_2 = 0f, o1_7_3 = 0f, o1_8_0 = 0f, o1_8_1 = 0f, o1_8_2 = 0f, o1_8_3 = 0f, o1_9_0 = 0f, o1_9_1 = 0f, o1_9_2 = 0f, o1_9_3 = 0f, o1_10_0 = 0f, o1_10_1 = 0f, o1_10_2 = 0f, o1_10_3 = 0f, o1_11_0 = 0f, o1_11_1 = 0f, o1_11_2 = 0f, o1_11_3 = 0f, o1_12_0 = 0f, o1_12_1 = 0f, o1_12_2 = 0f, o1_12_3 = 0f, o1_13_0 = 0f, o1_13_1 = 0f, o1_13_2 = 0f, o1_13_3 = 0f, o1_14_0 = 0f, o1_14_1 = 0f, o1_14_2 = 0f, o1_14_3 = 0f, o1_15_0 = 0f, o1_15_1 = 0f, o1_15_2 = 0f, o1_15_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -3613,38 +3970,62 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref s1_3_0, ref s1_3_1, ref s1_3_2, ref s1_3_3, qa0_1_7_0, qa0_1_7_1, qa0_1_7_2, qa0_1_7_3, kb0_7_1_2, kb0_7_1_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 0 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 0 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 8 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 8 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 16 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 16 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 24 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 24 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1);
@@ -3930,38 +4311,62 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref s1_3_0, ref s1_3_1, ref s1_3_2, ref s1_3_3, qa1_1_7_0, qa1_1_7_1, qa1_1_7_2, qa1_1_7_3, kb1_7_1_2, kb1_7_1_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 0)) s1_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 32 + 2 * t4 + 1)) s1_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 0)) s1_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 32 + 2 * t4 + 1)) s1_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 0)) s1_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 40 + 2 * t4 + 1)) s1_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 0)) s1_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 40 + 2 * t4 + 1)) s1_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 0)) s1_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 48 + 2 * t4 + 1)) s1_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 0)) s1_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 48 + 2 * t4 + 1)) s1_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 0)) s1_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row10, seg10, j0 + 56 + 2 * t4 + 1)) s1_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 0)) s1_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row11, seg11, j0 + 56 + 2 * t4 + 1)) s1_3_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 32 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 40 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 48 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 56 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1);
@@ -4268,12 +4673,18 @@ public static partial class FlashAttentionHalf
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
         int blocks = (p.Seq + Rows - 1) / Rows, qb = blocks - 1 - Grid.IdxY, i0 = qb * Rows, keyTiles = (p.Seq + 63) >> 6;
         long tokenBase = (long)bIdx * p.Seq, lb = (long)bh * p.Seq;
-        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
+        int tFirst = 0, nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + Rows) >> 6) : keyTiles;
         // shared memory: Q | dO (64 rows each) | K x2 | V x2 (64 rows each)
         LoadRows<TP>(q, p.QPtr, sm, smBase, QAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, OAt, Rows, Chunks, tokenBase, i0, p.NumHeads, h, p);
-        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
-        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt, 64, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the key tiles holding keys of the block's segments (the others are masked for all its rows)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
+            nTiles = Math.Min(nTiles, tEnd);
+        }
+        LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
+        LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
         int rowBase = i0 + warp * 16 + g;
         int row00 = rowBase + 0, seg00 = p.Segmented != 0 && row00 < p.Seq ? segmentIds[tokenBase + row00] : 0;
@@ -4284,7 +4695,7 @@ public static partial class FlashAttentionHalf
         float lse01 = row01 < p.Seq ? logSumExp[lb + row01] * Log2E : float.PositiveInfinity, dl01 = row01 < p.Seq ? delta[lb + row01] : 0f;
         float sc = p.ScaleLog2;
         float dq0_0_0 = 0f, dq0_0_1 = 0f, dq0_0_2 = 0f, dq0_0_3 = 0f, dq0_1_0 = 0f, dq0_1_1 = 0f, dq0_1_2 = 0f, dq0_1_3 = 0f, dq0_2_0 = 0f, dq0_2_1 = 0f, dq0_2_2 = 0f, dq0_2_3 = 0f, dq0_3_0 = 0f, dq0_3_1 = 0f, dq0_3_2 = 0f, dq0_3_3 = 0f, dq0_4_0 = 0f, dq0_4_1 = 0f, dq0_4_2 = 0f, dq0_4_3 = 0f, dq0_5_0 = 0f, dq0_5_1 = 0f, dq0_5_2 = 0f, dq0_5_3 = 0f, dq0_6_0 = 0f, dq0_6_1 = 0f, dq0_6_2 = 0f, dq0_6_3 = 0f, dq0_7_0 = 0f, dq0_7_1 = 0f, dq0_7_2 = 0f, dq0_7_3 = 0f, dq0_8_0 = 0f, dq0_8_1 = 0f, dq0_8_2 = 0f, dq0_8_3 = 0f, dq0_9_0 = 0f, dq0_9_1 = 0f, dq0_9_2 = 0f, dq0_9_3 = 0f, dq0_10_0 = 0f, dq0_10_1 = 0f, dq0_10_2 = 0f, dq0_10_3 = 0f, dq0_11_0 = 0f, dq0_11_1 = 0f, dq0_11_2 = 0f, dq0_11_3 = 0f, dq0_12_0 = 0f, dq0_12_1 = 0f, dq0_12_2 = 0f, dq0_12_3 = 0f, dq0_13_0 = 0f, dq0_13_1 = 0f, dq0_13_2 = 0f, dq0_13_3 = 0f, dq0_14_0 = 0f, dq0_14_1 = 0f, dq0_14_2 = 0f, dq0_14_3 = 0f, dq0_15_0 = 0f, dq0_15_1 = 0f, dq0_15_2 = 0f, dq0_15_3 = 0f;
-        for (int t = 0; t < nTiles; t++)
+        for (int t = tFirst; t < nTiles; t++)
         {
             default(TP).WaitGroups(0);
             Group.Barrier(); // tile t has landed, and every warp is done with tile t-1's buffers
@@ -4510,38 +4921,86 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp0_7_0, ref dp0_7_1, ref dp0_7_2, ref dp0_7_3, oa0_0_7_0, oa0_0_7_1, oa0_0_7_2, oa0_0_7_3, ob0_7_3_2, ob0_7_3_3, scratch, ws);
             if (mask)
             {
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 0)) s0_0_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 0 + 2 * t4 + 1)) s0_0_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 0)) s0_0_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 0 + 2 * t4 + 1)) s0_0_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 0)) s0_1_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 8 + 2 * t4 + 1)) s0_1_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 0)) s0_1_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 8 + 2 * t4 + 1)) s0_1_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 0)) s0_2_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 16 + 2 * t4 + 1)) s0_2_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 0)) s0_2_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 16 + 2 * t4 + 1)) s0_2_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 0)) s0_3_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 24 + 2 * t4 + 1)) s0_3_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 0)) s0_3_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 24 + 2 * t4 + 1)) s0_3_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 0)) s0_4_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 32 + 2 * t4 + 1)) s0_4_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 0)) s0_4_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 32 + 2 * t4 + 1)) s0_4_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 0)) s0_5_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 40 + 2 * t4 + 1)) s0_5_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 0)) s0_5_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 40 + 2 * t4 + 1)) s0_5_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 0)) s0_6_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 48 + 2 * t4 + 1)) s0_6_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 0)) s0_6_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 48 + 2 * t4 + 1)) s0_6_3 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 0)) s0_7_0 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row00, seg00, j0 + 56 + 2 * t4 + 1)) s0_7_1 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 0)) s0_7_2 = float.NegativeInfinity;
-                if (!Visible(segmentIds, p, tokenBase, row01, seg01, j0 + 56 + 2 * t4 + 1)) s0_7_3 = float.NegativeInfinity;
+                int col0_0 = j0 + 0 + 2 * t4, col0_1 = col0_0 + 1, cs0_0 = 0, cs0_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
+                    cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
+                }
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
+                    cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
+                }
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
+                    cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
+                }
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
+                    cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
+                }
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
+                    cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
+                }
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
+                    cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
+                }
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
+                    cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
+                }
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
+                if (p.Segmented != 0)
+                {
+                    cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
+                    cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
+                }
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -4745,9 +5204,17 @@ public static partial class FlashAttentionHalf
         const int StatsAt = (2 * Tile + 4 * QTile) / 4;
         int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;
         long tokenBase = (long)bIdx * p.Seq;
-        int iStart = p.Causal != 0 ? j0 / BQ : 0, nI = (p.Seq + BQ - 1) / BQ - iStart, total = p.Groups * nI;
+        int iStart = p.Causal != 0 ? j0 / BQ : 0, iEnd = (p.Seq + BQ - 1) / BQ;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, 0, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, Tile, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p);
+        // sorted packed rows: only the query tiles holding queries of the block's segments (keys j0 .. min(j0 + Keys, seq) - 1)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, BQ, j0, Math.Min(j0 + Keys, p.Seq) - 1, out int qFirst, out int qEnd);
+            iStart = Math.Max(iStart, qFirst);
+            iEnd = Math.Min(iEnd, qEnd);
+        }
+        int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         default(TP).CommitGroup();
@@ -4905,22 +5372,23 @@ public static partial class FlashAttentionHalf
             float lc3_1 = stats[st + 24 + 2 * t4 + 1], dc3_1 = stats[st + 2 * BQ + 24 + 2 * t4 + 1];
             if (mask)
             {
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00)) s0_0_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00)) s0_0_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01)) s0_0_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 0 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01)) s0_0_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00)) s0_1_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00)) s0_1_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01)) s0_1_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 8 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01)) s0_1_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00)) s0_2_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00)) s0_2_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01)) s0_2_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 16 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01)) s0_2_3 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00)) s0_3_0 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key00 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00)) s0_3_1 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 0) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01)) s0_3_2 = float.NegativeInfinity;
-                if ((p.Causal != 0 && key01 > i0 + 24 + 2 * t4 + 1) || (p.Segmented != 0 && statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01)) s0_3_3 = float.NegativeInfinity;
+                // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);

@@ -336,9 +336,11 @@ public sealed partial class CausalLM : IDisposable
         using var cos = Tensor.FromArray(Device, cosData, tokens, c.HeadDim / 2);
         using var sin = Tensor.FromArray(Device, sinData, tokens, c.HeadDim / 2);
         using var segments = segmentIds is null ? null : Tensor.FromArray(Device, segmentIds, tokens);
+        // Packed rows as the trainer builds them (samples end to end, padding last) let attention skip the tiles between samples.
+        bool sorted = segmentIds is not null && FlashAttentionHalf.SegmentsSorted(segmentIds, batch, seq);
 
         Func<Tensor, Tensor, Tensor, Tensor> Causal(Tensor? segs) =>
-            (q, k, v) => Ops.Attention(q, k, v, segs, batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim);
+            (q, k, v) => Ops.Attention(q, k, v, segs, batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, sorted);
         var h = Ops.Embedding(ids, EmbedTokens);
         // With bf16 matmuls the layer inputs kept for the recompute are stored in bf16 (half the memory of the
         // checkpoints), so the residual stream is rounded to bf16 between layers, as a bf16 model has it.

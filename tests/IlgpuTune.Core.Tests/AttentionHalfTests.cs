@@ -9,9 +9,10 @@ namespace IlgpuTune.Core.Tests;
 public class AttentionHalfTests
 {
     [Theory]
-    [InlineData(MatmulPrecision.BF16, 2e-2)]
-    [InlineData(MatmulPrecision.F16, 4e-3)]
-    public void ForwardAndBackward_MatchTheReferenceOnRoundedInputs(MatmulPrecision precision, double tol)
+    [InlineData(MatmulPrecision.BF16, 2e-2, false)]
+    [InlineData(MatmulPrecision.BF16, 2e-2, true)] // sorted segment ids: tile skipping
+    [InlineData(MatmulPrecision.F16, 4e-3, true)]
+    public void ForwardAndBackward_MatchTheReferenceOnRoundedInputs(MatmulPrecision precision, double tol, bool segmentsSorted)
     {
         float[] Round(float[] a) => a.Select(v => precision == MatmulPrecision.BF16
             ? HalfBits.Bf16ToFloat(HalfBits.FloatToBf16(v)) : HalfBits.F16ToFloat(HalfBits.FloatToF16(v))).ToArray();
@@ -30,7 +31,7 @@ public class AttentionHalfTests
         float[] o, dQ, dK, dV;
         using (var tape = new Tape())
         {
-            using var ot = Ops.Attention(q, k, v, seg, batch, seq, heads, kvHeads, hd);
+            using var ot = Ops.Attention(q, k, v, seg, batch, seq, heads, kvHeads, hd, segmentsSorted);
             o = ot.ToFloatArray();
             tape.Backward(ot, Tensor.FromArray(d, gData, seq, heads * hd));
             (dQ, dK, dV) = (q.Grad!.ToFloatArray(), k.Grad!.ToFloatArray(), v.Grad!.ToFloatArray());

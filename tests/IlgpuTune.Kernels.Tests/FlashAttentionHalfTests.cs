@@ -24,8 +24,11 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
         return (bits, back);
     }
 
+    // Packed ids that never decrease along each row run with tile skipping, checked against the reference and, bit for bit,
+    // against the full loop (segmentsSorted false).
     void Check(HalfType type, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, int[] segments, int seed)
     {
+        bool sorted = segments.Length > 0 && FlashAttentionHalf.SegmentsSorted(segments, batch, seq);
         int tokens = batch * seq, qn = tokens * numHeads * headDim, kvn = tokens * numKvHeads * headDim, rows = batch * numHeads * seq;
         var (qBits, q) = Half16(type, seed, qn, 2f);
         var (kBits, k) = Half16(type, seed + 1, kvn, 2f);
@@ -46,7 +49,7 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
         using var gdelta = gpu.Upload(Rand.Floats(seed + 8, rows)); using var gdQ = gpu.Upload(Rand.Floats(seed + 9, qn));
         using var gdK = gpu.Upload(Rand.Floats(seed + 10, kvn)); using var gdV = gpu.Upload(Rand.Floats(seed + 11, kvn));
         FlashAttentionHalf.Forward(gpu.Kernels, type, gq.View, gk.View, gv.View, segView, batch, seq, numHeads, numKvHeads, headDim, causal,
-            go.View, glse.View);
+            sorted, go.View, glse.View);
         acc.Synchronize();
         // P (and dS) enter the second products rounded to 16 bits: relative error ~2^-8 of the largest terms.
         double tol = type == HalfType.BFloat16 ? 2e-2 : 4e-3;
@@ -54,12 +57,35 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
         Close.Assert("logSumExp", lse, glse.GetAsArray1D(), 1e-4, 1e-4);
 
         FlashAttentionHalf.Backward(gpu.Kernels, type, gdO.View, gq.View, gk.View, gv.View, go.View, glse.View, segView, batch, seq, numHeads,
-            numKvHeads, headDim, causal, gdOHalf.View, gdelta.View, gdQ.View, gdK.View, gdV.View);
+            numKvHeads, headDim, causal, sorted, gdOHalf.View, gdelta.View, gdQ.View, gdK.View, gdV.View);
         acc.Synchronize();
         AssertRel("dQ", dQ, gdQ.GetAsArray1D(), tol);
         AssertRel("dK", dK, gdK.GetAsArray1D(), tol);
         AssertRel("dV", dV, gdV.GetAsArray1D(), tol);
+        if (!sorted) return;
+
+        // The skipped tiles were fully masked: the full loop gives the same bits.
+        var skipped = new[] { go, glse, gdQ, gdK, gdV }.Select(b => b.GetAsArray1D()).ToArray();
+        using var fo = gpu.Upload(Rand.Floats(seed + 12, qn)); using var flse = gpu.Upload(Rand.Floats(seed + 13, rows));
+        using var fdQ = gpu.Upload(Rand.Floats(seed + 14, qn));
+        using var fdK = gpu.Upload(Rand.Floats(seed + 15, kvn)); using var fdV = gpu.Upload(Rand.Floats(seed + 16, kvn));
+        FlashAttentionHalf.Forward(gpu.Kernels, type, gq.View, gk.View, gv.View, segView, batch, seq, numHeads, numKvHeads, headDim, causal,
+            false, fo.View, flse.View);
+        FlashAttentionHalf.Backward(gpu.Kernels, type, gdO.View, gq.View, gk.View, gv.View, fo.View, flse.View, segView, batch, seq, numHeads,
+            numKvHeads, headDim, causal, false, gdOHalf.View, gdelta.View, fdQ.View, fdK.View, fdV.View);
+        acc.Synchronize();
+        string[] names = ["o", "logSumExp", "dQ", "dK", "dV"];
+        var full = new[] { fo, flse, fdQ, fdK, fdV }.Select(b => b.GetAsArray1D()).ToArray();
+        for (int n = 0; n < names.Length; n++)
+            for (int i = 0; i < full[n].Length; i++)
+                Assert.True(BitConverter.SingleToInt32Bits(full[n][i]) == BitConverter.SingleToInt32Bits(skipped[n][i]),
+                    $"{names[n]}[{i}]: {skipped[n][i]:R} with tile skipping, {full[n][i]:R} without");
     }
+
+    // Packed rows of samples with these lengths, then padding (id int.MaxValue, as the trainer pads) to seq.
+    static int[] Packed(int seq, params int[][] rows) =>
+        rows.SelectMany(lengths => lengths.SelectMany((n, id) => Enumerable.Repeat(id, n))
+            .Concat(Enumerable.Repeat(int.MaxValue, seq - lengths.Sum()))).ToArray();
 
     // |actual - expected| <= tol * max|expected| everywhere (the metric of the parity suite).
     static void AssertRel(string name, float[] expected, float[] actual, double tol)
@@ -88,6 +114,43 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
         int[] lengths = [1, 1, 5, 2, 40, 21];
         var segments = lengths.SelectMany((n, id) => Enumerable.Repeat(id, n)).ToArray();
         Check(HalfType.BFloat16, 1, 70, 2, 1, 16, causal, segments, 31);
+    }
+
+    // Many short samples: most (query block, key tile) pairs are skipped; single-token samples, padding at the end.
+    [Theory]
+    [InlineData(true, 2, 1)]
+    [InlineData(false, 2, 1)]
+    [InlineData(true, 4, 2)]
+    [InlineData(false, 3, 3)]
+    public void Kernel_ManyShortSamples(bool causal, int numHeads, int numKvHeads) =>
+        Check(HalfType.BFloat16, 1, 150, numHeads, numKvHeads, 16, causal, Packed(150, [1, 7, 40, 3, 2, 30, 12, 1, 20]), 71);
+
+    // A sample spanning several key tiles and query blocks; two rows packed differently (one ends in padding); head dims with
+    // other block shapes (d 64: dK/dV query tiles of 32; d 128: dQ blocks of 64 rows, dK/dV blocks of 64 keys).
+    [Theory]
+    [InlineData(true, 16)]
+    [InlineData(false, 16)]
+    [InlineData(true, 64)]
+    [InlineData(false, 128)]
+    [InlineData(true, 128)]
+    public void Kernel_SampleSpanningTiles(bool causal, int headDim) =>
+        Check(HalfType.BFloat16, 2, 200, 2, 1, headDim, causal, Packed(200, [3, 150, 47], [70, 1, 60, 2]), 81 + headDim);
+
+    // Ids that go back down within a row are allowed too; they take the full loop.
+    [Fact]
+    public void Kernel_UnsortedSegments()
+    {
+        var segments = Enumerable.Range(0, 100).Select(t => t / 7 % 3).ToArray();
+        Assert.False(FlashAttentionHalf.SegmentsSorted(segments, 1, 100));
+        Check(HalfType.BFloat16, 1, 100, 2, 1, 16, true, segments, 91);
+    }
+
+    [Fact]
+    public void SegmentsSorted_IsPerRow()
+    {
+        Assert.True(FlashAttentionHalf.SegmentsSorted([0, 0, 1, int.MaxValue, 0, 1, 1, 1], 2, 4));
+        Assert.False(FlashAttentionHalf.SegmentsSorted([0, 0, 1, int.MaxValue, 0, 1, 0, 1], 2, 4));
+        Assert.Throws<ArgumentException>(() => FlashAttentionHalf.SegmentsSorted([0, 1, 2], 2, 2));
     }
 
     [Fact]
@@ -150,6 +213,6 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
         using var b = gpu.Accelerator.Allocate1D<ushort>(48);
         using var f = gpu.Zeros(48);
         Assert.Throws<ArgumentException>(() => FlashAttentionHalf.Forward(gpu.Kernels, HalfType.BFloat16, b.View, b.View, b.View,
-            ArrayView<int>.Empty, 1, 1, 1, 1, 48, false, f.View, f.View));
+            ArrayView<int>.Empty, 1, 1, 1, 1, 48, false, false, f.View, f.View));
     }
 }

@@ -8,9 +8,12 @@ public static partial class Ops
     /// Causal scaled-dot-product attention with GQA: FlashAttention-2 on ILGPU devices (O(seq) memory), the naive reference
     /// (probs[batch, heads, seq, seq]) on the managed CPU path.
     /// q[batch*seq, numHeads*headDim], k/v[batch*seq, numKvHeads*headDim] -> o[batch*seq, numHeads*headDim].
-    /// <paramref name="segmentIds"/> (I32 [batch*seq], optional) keeps packed samples from attending to each other.
+    /// <paramref name="segmentIds"/> (I32 [batch*seq], optional) keeps packed samples from attending to each other;
+    /// <paramref name="segmentsSorted"/>: they never decrease along a row (Kernels.FlashAttentionHalf.SegmentsSorted), so the
+    /// tensor-core kernels skip the tiles between samples (same results).
     /// </summary>
-    public static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor? segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim)
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor? segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim,
+        bool segmentsSorted = false)
     {
         const string op = "attention";
         RequireF32(op, q, "q");
@@ -25,7 +28,7 @@ public static partial class Ops
 
         var dev = q.Device;
         var o = EmptyF32(dev, q.Shape);
-        if (!dev.IsCpu) return FlashAttention(q, k, v, segmentIds, batch, seq, numHeads, numKvHeads, headDim, o);
+        if (!dev.IsCpu) return FlashAttention(q, k, v, segmentIds, batch, seq, numHeads, numKvHeads, headDim, segmentsSorted, o);
 
         // Managed CPU path: the naive reference, which keeps probs[batch, heads, seq, seq] for backward.
         var probs = EmptyF32(dev, batch, numHeads, seq, seq);
@@ -57,11 +60,11 @@ public static partial class Ops
     // ILGPU devices: tiled FlashAttention-2, O(seq) memory: saves only logsumexp[batch, heads, seq] (and q, k, v, o).
     // With bf16/f16 matmuls and a generated head dim it runs on tensor cores (FlashAttentionHalf), else in fp32.
     private static Tensor FlashAttention(Tensor q, Tensor k, Tensor v, Tensor? segmentIds, int batch, int seq, int numHeads,
-        int numKvHeads, int headDim, Tensor o)
+        int numKvHeads, int headDim, bool segmentsSorted, Tensor o)
     {
         var dev = q.Device;
         if (dev.MatmulPrecision != MatmulPrecision.F32 && Kernels.FlashAttentionHalf.SupportsHeadDim(headDim))
-            return FlashAttentionHalf(q, k, v, segmentIds, batch, seq, numHeads, numKvHeads, headDim, o);
+            return FlashAttentionHalf(q, k, v, segmentIds, batch, seq, numHeads, numKvHeads, headDim, segmentsSorted, o);
         long tokens = (long)batch * seq;
         // An empty view (of a real buffer: kernels reject null views) means one segment per row.
         var segments = segmentIds?.Alias() ?? Tensor.Empty(dev, DType.I32, 1);
@@ -98,7 +101,7 @@ public static partial class Ops
     // Tensor-core FlashAttention-2: q, k, v rounded to bf16/f16 once (the 16-bit copies, half the size, are what backward
     // keeps), fp32 o, logsumexp and grads; dO is rounded inside the backward kernel launcher.
     private static Tensor FlashAttentionHalf(Tensor q, Tensor k, Tensor v, Tensor? segmentIds, int batch, int seq, int numHeads,
-        int numKvHeads, int headDim, Tensor o)
+        int numKvHeads, int headDim, bool segmentsSorted, Tensor o)
     {
         var dev = q.Device;
         var (half, dtype) = dev.MatmulPrecision == MatmulPrecision.BF16 ? (Kernels.HalfType.BFloat16, DType.BF16) : (Kernels.HalfType.Float16, DType.F16);
@@ -110,7 +113,7 @@ public static partial class Ops
         var vb = CastRaw(v, dtype);
         var lse = EmptyF32(dev, batch, numHeads, seq);
         Kernels.FlashAttentionHalf.Forward(K(q), half, qb.View<ushort>(), kb.View<ushort>(), vb.View<ushort>(), SegmentView(), batch, seq,
-            numHeads, numKvHeads, headDim, true, o.F32View, lse.F32View);
+            numHeads, numKvHeads, headDim, true, segmentsSorted, o.F32View, lse.F32View);
         if (!Tape.IsRecording(q, k, v))
         {
             foreach (var t in new[] { qb, kb, vb, lse, segments }) t.Dispose();
@@ -127,7 +130,7 @@ public static partial class Ops
             using var dOb = Tensor.Empty(dev, dtype, qShape);
             using var delta = EmptyF32(dev, batch, numHeads, seq);
             Kernels.FlashAttentionHalf.Backward(K(dO), half, dO.F32View, qb.View<ushort>(), kb.View<ushort>(), vb.View<ushort>(), so.F32View,
-                lse.F32View, SegmentView(), batch, seq, numHeads, numKvHeads, headDim, true, dOb.View<ushort>(), delta.F32View, dQ.F32View,
+                lse.F32View, SegmentView(), batch, seq, numHeads, numKvHeads, headDim, true, segmentsSorted, dOb.View<ushort>(), delta.F32View, dQ.F32View,
                 dK.F32View, dV.F32View);
             ctx.AddGrad(0, dQ);
             ctx.AddGrad(1, dK);
