@@ -2,7 +2,8 @@
 // inputs, masks and outputs (o and logSumExp, which the mma.sync backward consumes). FlashAttention-3's ideas without TMA or
 // warp specialization:
 //   * a group of 2 warpgroups (256 threads) owns 128 query rows of one (batch, head), 64 per warpgroup; every thread issues
-//     cp.async. Q sits in shared memory; K and V tiles of WgmmaKeys (128) keys stream through two slots each. All tiles use
+//     cp.async. Q sits in shared memory; K and V tiles of WgmmaKeys (128) keys stream through a ring of slots (3 at d 128,
+//     4 at d 64: WgmmaStages), filled stages - 1 tiles ahead. All tiles use
 //     the 128-byte-swizzle layout of Gemm's wgmma tiles (Gemm.WgChunkOffset: 64-element panels, d contiguous).
 //   * S = Q·Kᵀ: wgmma m64n128k16 per k16 step of d, A (Q) and B (K) K-major from shared-memory descriptors (Gemm.WgDesc);
 //     O += P·V: wgmma m64nDk16 per 16 keys with A = P from registers (the S accumulator fragment, rows 16·warp + lane/4 (+8),
@@ -11,8 +12,10 @@
 //     out into locals for the online softmax (base 2, row max by quad shuffles, masks only on tiles that need them), O is
 //     rescaled in place by one inline-asm block per tile and read out at the end.
 //   * intra-warpgroup overlap: iteration t issues S_t = Q·K_tᵀ, then O += P_(t-1)·V_(t-1), waits for S_t only, runs the
-//     softmax of tile t while the tensor cores do P·V, then waits for it and rescales O. So each iteration loads K_(t+1) and
-//     V_t (one cp.async group, waited for at the top of the next iteration); the loop ends with the last P·V.
+//     softmax of tile t while the tensor cores do P·V, then waits for it and rescales O. So each iteration loads K_(t+stages-1)
+//     and V_(t+stages-2) (one cp.async group); the loop ends with the last P·V. ptxas serializes all wgmma of a kernel if
+//     a register one reads is redefined while it may run, hence O is rescaled before P·V is issued and P is packed after
+//     P·V completes.
 // CPU accelerator: the Emulated platform keeps each thread's accumulators in shared memory (after the per-warp scratch) and
 // computes them from the decoded descriptors (Gemm.WgmmaEmulated) and, for P·V, from the warp's A fragments exchanged through
 // its scratch, so the tests cover descriptors, swizzles and fragment layouts. Bodies: tools/gen_flash_wgmma.py.
@@ -160,31 +163,38 @@ public static partial class FlashAttentionHalf
         WgmmaForwardEnabled && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } }
         && WgmmaHeadDims.Contains(headDim);
 
-    // Forward through the wgmma kernel, `warpgroups` (1 or 2) of 64 query rows per group; arguments as in Forward.
+    // K/V slots (each a 128-key tile of K and one of V) at each head dim: the most that fit 227 KB with two warpgroups' Q.
+    internal static int WgmmaStages(int headDim) => headDim <= 64 ? 4 : 3;
+
+    // Forward through the wgmma kernel, `warpgroups` (1 or 2) of 64 query rows per group, `stages` K/V slots (2 ..
+    // WgmmaStages; 0: WgmmaStages); other arguments as in Forward.
     internal static void ForwardWgmma(KernelRegistry k, HalfType type, ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v,
         IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, FloatView o, FloatView logSumExp,
-        int warpgroups)
+        int warpgroups, int stages = 0)
     {
         var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
         if (!WgmmaHeadDims.Contains(headDim))
             throw new ArgumentException($"wgmma flash attention supports head dims {string.Join('/', WgmmaHeadDims)}, got {headDim}", nameof(headDim));
         ArgumentOutOfRangeException.ThrowIfLessThan(warpgroups, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(warpgroups, 2);
+        if (stages == 0) stages = WgmmaStages(headDim);
+        ArgumentOutOfRangeException.ThrowIfLessThan(stages, 2);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(stages, WgmmaStages(headDim));
         Attention.Need(s.QueryElements, (nameof(q), q.Length), (nameof(o), o.Length));
         Attention.Need(s.KeyValueElements, (nameof(kk), kk.Length), (nameof(v), v.Length));
         Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length));
         if (segmentIds.Length != 0) Attention.Need(s.Tokens, (nameof(segmentIds), segmentIds.Length));
         if (s.Tokens == 0) return;
         int rows = 64 * warpgroups, threads = 128 * warpgroups;
-        int tileBytes = 1024 + (rows + 4 * WgmmaKeys) * headDim * 2; // 1 KB to align the tiles to 1024
+        int tileBytes = 1024 + (rows + 2 * stages * WgmmaKeys) * headDim * 2; // 1 KB to align the tiles to 1024
         var p = MakeParams(k, s, causal, segmentIds, q, kk, v, default, out _, tileBytes);
         int smem = k.IsEmulated ? (p.ScratchOffset + threads / 32 * ScratchPerWarp + threads * (WgmmaKeys / 2 + headDim / 2)) * 4 : tileBytes;
-        // The CUDA limit is raised once, for the larger (two-warpgroup) size.
-        int maxSmem = 1024 + (128 + 4 * WgmmaKeys) * headDim * 2;
+        // The CUDA limit is raised once, for the largest configuration.
+        int maxSmem = 1024 + (128 + 2 * WgmmaStages(headDim) * WgmmaKeys) * headDim * 2;
         var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, IntView, Params,
-            FloatView, FloatView>>(k, "ForwardWgmma", headDim, type, maxSmem, sm90a: true);
+            int, FloatView, FloatView>>(k, "ForwardWgmma", headDim, type, maxSmem, sm90a: true);
         var config = new KernelConfig(new Index3D(s.Batch * s.NumHeads, (seq + rows - 1) / rows, 1), new Index3D(threads, 1, 1),
             SharedMemoryConfig.RequestDynamic<byte>(smem));
-        kernel(k.Stream, config, q, kk, v, segmentIds, p, o, logSumExp);
+        kernel(k.Stream, config, q, kk, v, segmentIds, p, stages, o, logSumExp);
     }
 }

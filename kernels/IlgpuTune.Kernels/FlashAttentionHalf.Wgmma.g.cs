@@ -10,7 +10,7 @@ public static partial class FlashAttentionHalf
     const int WgmmaKeys = 128; // keys per K/V tile of the wgmma forward
 
     // Forward, head dim 64, wgmma. Grid x = batch * numHeads, y = query blocks of 64 per warpgroup (last first).
-    static void ForwardWgmma64Kernel<TH, TP>(ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v, IntView segmentIds, Params p, FloatView o, FloatView logSumExp)
+    static void ForwardWgmma64Kernel<TH, TP>(ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v, IntView segmentIds, Params p, int stages, FloatView o, FloatView logSumExp)
         where TH : struct, IFlashWgmmaHalf where TP : struct, IFlashPlatform, IFlashWgmma
     {
         const int D = 64, Chunks = 8, Keys = 128, KvTile = Keys * D * 2;
@@ -20,8 +20,8 @@ public static partial class FlashAttentionHalf
         int tid = Group.IdxX, threads = Group.DimX, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
         int rows = threads >> 1; // 64 query rows per warpgroup
         uint smBase = default(TP).SmemBase();
-        // Q | K x2 | V x2 from a 1024-byte aligned start (the 128-byte swizzle repeats every 8 rows, on address bits)
-        int qAt = (int)(((smBase + 1023) & ~1023u) - smBase), kAt = qAt + rows * D * 2, vAt = kAt + 2 * KvTile;
+        // Q | K x stages | V x stages from a 1024-byte aligned start (the 128-byte swizzle repeats every 8 rows, on address bits)
+        int qAt = (int)(((smBase + 1023) & ~1023u) - smBase), kAt = qAt + rows * D * 2, vAt = kAt + stages * KvTile;
         int ws = p.ScratchOffset + (tid >> 5) * ScratchPerWarp;
         int accOff = p.ScratchOffset + (threads >> 5) * ScratchPerWarp + tid * 96; // CPU emulation: accumulators
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
@@ -31,8 +31,15 @@ public static partial class FlashAttentionHalf
         LoadRowsWg<TP>(q, p.QPtr, sm, smBase, qAt, rows, Chunks, tokenBase, i0, p.NumHeads, h, p, threads);
         LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt, Keys, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p, threads);
         default(TP).CommitGroup();
-        // The first iteration's P·V (P = 0) reads V slot 1: zeros, not stale bits that could be NaN.
-        for (int idx = tid; idx < KvTile / 2; idx += threads) sm[(vAt + KvTile) / 2 + idx] = 0;
+        // Tile j of K and of V goes to slot j % stages; cp.async group 0 = Q, K_0; group j = K_j, V_(j-1), issued stages - 1 ahead.
+        for (int j = 1; j < stages - 1; j++)
+        {
+            if (j < nTiles) LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + j * KvTile, Keys, Chunks, tokenBase, j * Keys, p.NumKvHeads, kvh, p, threads);
+            if (j - 1 < nTiles) LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + (j - 1) * KvTile, Keys, Chunks, tokenBase, (j - 1) * Keys, p.NumKvHeads, kvh, p, threads);
+            default(TP).CommitGroup();
+        }
+        // The first iteration's P·V (P = 0) reads V slot stages - 1 (first written at iteration 1): zeros, not stale bits that could be NaN.
+        for (int idx = tid; idx < KvTile / 2; idx += threads) sm[(vAt + (stages - 1) * KvTile) / 2 + idx] = 0;
         default(TP).WgDeclare(D, smf, accOff);
         // Descriptors (128-byte swizzle): Q rows of this warpgroup, K-major, 64-wide panels rows * 128 bytes apart;
         // K slot 0 likewise (panels Keys * 128 apart); V slot 0 MN-major (d contiguous), panels Keys * 128 apart, k16 = 2048 bytes.
@@ -40,18 +47,20 @@ public static partial class FlashAttentionHalf
         ulong dK = Gemm.WgDesc(smBase + (uint)kAt, 16, 1024), dV = Gemm.WgDesc(smBase + (uint)vAt, Keys * 128, 1024);
         int row0 = i0 + wg * 64 + warp * 16 + g, row1 = row0 + 8, wgRow = i0 + wg * 64;
         int seg0 = p.Segmented != 0 && row0 < p.Seq ? segmentIds[tokenBase + row0] : 0, seg1 = p.Segmented != 0 && row1 < p.Seq ? segmentIds[tokenBase + row1] : 0;
-        float m0 = float.NegativeInfinity, m1 = float.NegativeInfinity, l0 = 0f, l1 = 0f, sc = p.ScaleLog2;
+        float m0 = float.NegativeInfinity, m1 = float.NegativeInfinity, l0 = 0f, l1 = 0f, al0 = 1f, al1 = 1f, sc = p.ScaleLog2;
         uint pa0_0 = 0, pa0_1 = 0, pa0_2 = 0, pa0_3 = 0, pa1_0 = 0, pa1_1 = 0, pa1_2 = 0, pa1_3 = 0, pa2_0 = 0, pa2_1 = 0, pa2_2 = 0, pa2_3 = 0, pa3_0 = 0, pa3_1 = 0, pa3_2 = 0, pa3_3 = 0, pa4_0 = 0, pa4_1 = 0, pa4_2 = 0, pa4_3 = 0, pa5_0 = 0, pa5_1 = 0, pa5_2 = 0, pa5_3 = 0, pa6_0 = 0, pa6_1 = 0, pa6_2 = 0, pa6_3 = 0, pa7_0 = 0, pa7_1 = 0, pa7_2 = 0, pa7_3 = 0;
         for (int t = 0; t < nTiles; t++)
         {
-            default(TP).WaitGroups(0);
+            default(TP).WaitGroups(stages - 2); // group t
             default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
             Group.Barrier(); // K_t and V_(t-1) have landed; every warpgroup is done with S_(t-1) and P_(t-2)·V_(t-2)
-            int j0 = t * Keys, kSlot = (t & 1) * KvTile, vSlot = KvTile - kSlot;
-            if (t + 1 < nTiles) LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + KvTile - kSlot, Keys, Chunks, tokenBase, j0 + Keys, p.NumKvHeads, kvh, p, threads);
-            LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + kSlot, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p, threads);
+            // slots: K_t (read now), t - 1 (S_(t-1) is done: K_(t+stages-1) goes there), t - 2 (P_(t-2)·V_(t-2) is done: V_(t+stages-2))
+            int j0 = t * Keys, sl = t % stages, prev = sl == 0 ? stages - 1 : sl - 1, prev2 = prev == 0 ? stages - 1 : prev - 1;
+            int kSlot = sl * KvTile, pSlot = prev * KvTile, jk = t + stages - 1, jv = jk - 1;
+            if (jk < nTiles) LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + pSlot, Keys, Chunks, tokenBase, jk * Keys, p.NumKvHeads, kvh, p, threads);
+            if (jv < nTiles) LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + prev2 * KvTile, Keys, Chunks, tokenBase, jv * Keys, p.NumKvHeads, kvh, p, threads);
             default(TP).CommitGroup();
-            ulong ks = (ulong)(kSlot >> 4), vs = (ulong)(vSlot >> 4);
+            ulong ks = (ulong)(kSlot >> 4), vs = (ulong)(pSlot >> 4);
             default(TP).WgFence();
             // S_t = Q·K_tᵀ (the first k16 step overwrites), then O += P_(t-1)·V_(t-1), which runs under this tile's softmax
             default(TP).WgmmaS<TH>(128, false, dQ + 0 * qPanel + 0, dK + ks + 0, sm, smf, accOff);
@@ -59,6 +68,8 @@ public static partial class FlashAttentionHalf
             default(TP).WgmmaS<TH>(128, true, dQ + 0 * qPanel + 4, dK + ks + 4, sm, smf, accOff);
             default(TP).WgmmaS<TH>(128, true, dQ + 0 * qPanel + 6, dK + ks + 6, sm, smf, accOff);
             default(TP).WgCommit();
+            default(TP).ScaleO(Keys, D, al0, al1, smf, accOff); // O to tile t-1's row maxima, before P_(t-1)·V_(t-1) joins it
+            default(TP).WgFence();
             default(TP).WgmmaPV<TH>(128, D, pa0_0, pa0_1, pa0_2, pa0_3, dV + vs + 0, sm, smf, accOff, scratch, ws);
             default(TP).WgmmaPV<TH>(128, D, pa1_0, pa1_1, pa1_2, pa1_3, dV + vs + 128, sm, smf, accOff, scratch, ws);
             default(TP).WgmmaPV<TH>(128, D, pa2_0, pa2_1, pa2_2, pa2_3, dV + vs + 256, sm, smf, accOff, scratch, ws);
@@ -157,14 +168,14 @@ public static partial class FlashAttentionHalf
             mx0 = MathF.Max(mx0, default(TP).ShuffleXor(mx0, 2, scratch, ws));
             float mn0 = MathF.Max(m0, mx0 * sc);
             float mu0 = mn0 == float.NegativeInfinity ? 0f : mn0; // nothing visible yet: keep P = 0, not NaN
-            float al0 = default(TP).Exp2(m0 - mu0);
+            al0 = default(TP).Exp2(m0 - mu0);
             m0 = mn0;
             float mx1 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_2, s0_3), MathF.Max(s1_2, s1_3)), MathF.Max(MathF.Max(s2_2, s2_3), MathF.Max(s3_2, s3_3))), MathF.Max(MathF.Max(MathF.Max(s4_2, s4_3), MathF.Max(s5_2, s5_3)), MathF.Max(MathF.Max(s6_2, s6_3), MathF.Max(s7_2, s7_3)))), MathF.Max(MathF.Max(MathF.Max(MathF.Max(s8_2, s8_3), MathF.Max(s9_2, s9_3)), MathF.Max(MathF.Max(s10_2, s10_3), MathF.Max(s11_2, s11_3))), MathF.Max(MathF.Max(MathF.Max(s12_2, s12_3), MathF.Max(s13_2, s13_3)), MathF.Max(MathF.Max(s14_2, s14_3), MathF.Max(s15_2, s15_3)))));
             mx1 = MathF.Max(mx1, default(TP).ShuffleXor(mx1, 1, scratch, ws));
             mx1 = MathF.Max(mx1, default(TP).ShuffleXor(mx1, 2, scratch, ws));
             float mn1 = MathF.Max(m1, mx1 * sc);
             float mu1 = mn1 == float.NegativeInfinity ? 0f : mn1; // nothing visible yet: keep P = 0, not NaN
-            float al1 = default(TP).Exp2(m1 - mu1);
+            al1 = default(TP).Exp2(m1 - mu1);
             m1 = mn1;
             s0_0 = default(TP).Exp2(s0_0 * sc - mu0); s0_1 = default(TP).Exp2(s0_1 * sc - mu0); s0_2 = default(TP).Exp2(s0_2 * sc - mu1); s0_3 = default(TP).Exp2(s0_3 * sc - mu1);
             s1_0 = default(TP).Exp2(s1_0 * sc - mu0); s1_1 = default(TP).Exp2(s1_1 * sc - mu0); s1_2 = default(TP).Exp2(s1_2 * sc - mu1); s1_3 = default(TP).Exp2(s1_3 * sc - mu1);
@@ -184,7 +195,9 @@ public static partial class FlashAttentionHalf
             s15_0 = default(TP).Exp2(s15_0 * sc - mu0); s15_1 = default(TP).Exp2(s15_1 * sc - mu0); s15_2 = default(TP).Exp2(s15_2 * sc - mu1); s15_3 = default(TP).Exp2(s15_3 * sc - mu1);
             l0 = l0 * al0 + (s0_0 + s0_1 + s1_0 + s1_1 + s2_0 + s2_1 + s3_0 + s3_1 + s4_0 + s4_1 + s5_0 + s5_1 + s6_0 + s6_1 + s7_0 + s7_1 + s8_0 + s8_1 + s9_0 + s9_1 + s10_0 + s10_1 + s11_0 + s11_1 + s12_0 + s12_1 + s13_0 + s13_1 + s14_0 + s14_1 + s15_0 + s15_1);
             l1 = l1 * al1 + (s0_2 + s0_3 + s1_2 + s1_3 + s2_2 + s2_3 + s3_2 + s3_3 + s4_2 + s4_3 + s5_2 + s5_3 + s6_2 + s6_3 + s7_2 + s7_3 + s8_2 + s8_3 + s9_2 + s9_3 + s10_2 + s10_3 + s11_2 + s11_3 + s12_2 + s12_3 + s13_2 + s13_3 + s14_2 + s14_3 + s15_2 + s15_3);
-            // P_t in the A-fragment layout of the next P·V: the m64nNk16 accumulator fragment pairs into it
+            // Once P_(t-1)·V_(t-1) is done (ptxas serializes every wgmma if a register one reads is redefined while it may run),
+            // P_t in the A-fragment layout of the next P·V: the m64nNk16 accumulator fragment pairs into it.
+            default(TP).WgWait(0);
             pa0_0 = default(TH).Pack<TP>(s0_0, s0_1); pa0_1 = default(TH).Pack<TP>(s0_2, s0_3); pa0_2 = default(TH).Pack<TP>(s1_0, s1_1); pa0_3 = default(TH).Pack<TP>(s1_2, s1_3);
             pa1_0 = default(TH).Pack<TP>(s2_0, s2_1); pa1_1 = default(TH).Pack<TP>(s2_2, s2_3); pa1_2 = default(TH).Pack<TP>(s3_0, s3_1); pa1_3 = default(TH).Pack<TP>(s3_2, s3_3);
             pa2_0 = default(TH).Pack<TP>(s4_0, s4_1); pa2_1 = default(TH).Pack<TP>(s4_2, s4_3); pa2_2 = default(TH).Pack<TP>(s5_0, s5_1); pa2_3 = default(TH).Pack<TP>(s5_2, s5_3);
@@ -193,14 +206,13 @@ public static partial class FlashAttentionHalf
             pa5_0 = default(TH).Pack<TP>(s10_0, s10_1); pa5_1 = default(TH).Pack<TP>(s10_2, s10_3); pa5_2 = default(TH).Pack<TP>(s11_0, s11_1); pa5_3 = default(TH).Pack<TP>(s11_2, s11_3);
             pa6_0 = default(TH).Pack<TP>(s12_0, s12_1); pa6_1 = default(TH).Pack<TP>(s12_2, s12_3); pa6_2 = default(TH).Pack<TP>(s13_0, s13_1); pa6_3 = default(TH).Pack<TP>(s13_2, s13_3);
             pa7_0 = default(TH).Pack<TP>(s14_0, s14_1); pa7_1 = default(TH).Pack<TP>(s14_2, s14_3); pa7_2 = default(TH).Pack<TP>(s15_0, s15_1); pa7_3 = default(TH).Pack<TP>(s15_2, s15_3);
-            default(TP).WgWait(0); // P_(t-1)·V_(t-1) is done: rescale O to this tile's row maxima
-            default(TP).ScaleO(Keys, D, al0, al1, smf, accOff);
         }
         default(TP).WaitGroups(0);
         default(TP).FenceProxyAsync();
         Group.Barrier(); // the last V tile has landed
-        int vLast = (nTiles & 1) == 0 ? KvTile : 0; // V_(n-1) went to slot (n-1) & 1
+        int vLast = (nTiles - 1) % stages * KvTile;
         ulong vl = (ulong)(vLast >> 4);
+        default(TP).ScaleO(Keys, D, al0, al1, smf, accOff);
         default(TP).WgFence();
         default(TP).WgmmaPV<TH>(128, D, pa0_0, pa0_1, pa0_2, pa0_3, dV + vl + 0, sm, smf, accOff, scratch, ws);
         default(TP).WgmmaPV<TH>(128, D, pa1_0, pa1_1, pa1_2, pa1_3, dV + vl + 128, sm, smf, accOff, scratch, ws);
@@ -248,7 +260,7 @@ public static partial class FlashAttentionHalf
     }
 
     // Forward, head dim 128, wgmma. Grid x = batch * numHeads, y = query blocks of 64 per warpgroup (last first).
-    static void ForwardWgmma128Kernel<TH, TP>(ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v, IntView segmentIds, Params p, FloatView o, FloatView logSumExp)
+    static void ForwardWgmma128Kernel<TH, TP>(ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v, IntView segmentIds, Params p, int stages, FloatView o, FloatView logSumExp)
         where TH : struct, IFlashWgmmaHalf where TP : struct, IFlashPlatform, IFlashWgmma
     {
         const int D = 128, Chunks = 16, Keys = 128, KvTile = Keys * D * 2;
@@ -258,8 +270,8 @@ public static partial class FlashAttentionHalf
         int tid = Group.IdxX, threads = Group.DimX, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
         int rows = threads >> 1; // 64 query rows per warpgroup
         uint smBase = default(TP).SmemBase();
-        // Q | K x2 | V x2 from a 1024-byte aligned start (the 128-byte swizzle repeats every 8 rows, on address bits)
-        int qAt = (int)(((smBase + 1023) & ~1023u) - smBase), kAt = qAt + rows * D * 2, vAt = kAt + 2 * KvTile;
+        // Q | K x stages | V x stages from a 1024-byte aligned start (the 128-byte swizzle repeats every 8 rows, on address bits)
+        int qAt = (int)(((smBase + 1023) & ~1023u) - smBase), kAt = qAt + rows * D * 2, vAt = kAt + stages * KvTile;
         int ws = p.ScratchOffset + (tid >> 5) * ScratchPerWarp;
         int accOff = p.ScratchOffset + (threads >> 5) * ScratchPerWarp + tid * 128; // CPU emulation: accumulators
         int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
@@ -269,8 +281,15 @@ public static partial class FlashAttentionHalf
         LoadRowsWg<TP>(q, p.QPtr, sm, smBase, qAt, rows, Chunks, tokenBase, i0, p.NumHeads, h, p, threads);
         LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt, Keys, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p, threads);
         default(TP).CommitGroup();
-        // The first iteration's P·V (P = 0) reads V slot 1: zeros, not stale bits that could be NaN.
-        for (int idx = tid; idx < KvTile / 2; idx += threads) sm[(vAt + KvTile) / 2 + idx] = 0;
+        // Tile j of K and of V goes to slot j % stages; cp.async group 0 = Q, K_0; group j = K_j, V_(j-1), issued stages - 1 ahead.
+        for (int j = 1; j < stages - 1; j++)
+        {
+            if (j < nTiles) LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + j * KvTile, Keys, Chunks, tokenBase, j * Keys, p.NumKvHeads, kvh, p, threads);
+            if (j - 1 < nTiles) LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + (j - 1) * KvTile, Keys, Chunks, tokenBase, (j - 1) * Keys, p.NumKvHeads, kvh, p, threads);
+            default(TP).CommitGroup();
+        }
+        // The first iteration's P·V (P = 0) reads V slot stages - 1 (first written at iteration 1): zeros, not stale bits that could be NaN.
+        for (int idx = tid; idx < KvTile / 2; idx += threads) sm[(vAt + (stages - 1) * KvTile) / 2 + idx] = 0;
         default(TP).WgDeclare(D, smf, accOff);
         // Descriptors (128-byte swizzle): Q rows of this warpgroup, K-major, 64-wide panels rows * 128 bytes apart;
         // K slot 0 likewise (panels Keys * 128 apart); V slot 0 MN-major (d contiguous), panels Keys * 128 apart, k16 = 2048 bytes.
@@ -278,18 +297,20 @@ public static partial class FlashAttentionHalf
         ulong dK = Gemm.WgDesc(smBase + (uint)kAt, 16, 1024), dV = Gemm.WgDesc(smBase + (uint)vAt, Keys * 128, 1024);
         int row0 = i0 + wg * 64 + warp * 16 + g, row1 = row0 + 8, wgRow = i0 + wg * 64;
         int seg0 = p.Segmented != 0 && row0 < p.Seq ? segmentIds[tokenBase + row0] : 0, seg1 = p.Segmented != 0 && row1 < p.Seq ? segmentIds[tokenBase + row1] : 0;
-        float m0 = float.NegativeInfinity, m1 = float.NegativeInfinity, l0 = 0f, l1 = 0f, sc = p.ScaleLog2;
+        float m0 = float.NegativeInfinity, m1 = float.NegativeInfinity, l0 = 0f, l1 = 0f, al0 = 1f, al1 = 1f, sc = p.ScaleLog2;
         uint pa0_0 = 0, pa0_1 = 0, pa0_2 = 0, pa0_3 = 0, pa1_0 = 0, pa1_1 = 0, pa1_2 = 0, pa1_3 = 0, pa2_0 = 0, pa2_1 = 0, pa2_2 = 0, pa2_3 = 0, pa3_0 = 0, pa3_1 = 0, pa3_2 = 0, pa3_3 = 0, pa4_0 = 0, pa4_1 = 0, pa4_2 = 0, pa4_3 = 0, pa5_0 = 0, pa5_1 = 0, pa5_2 = 0, pa5_3 = 0, pa6_0 = 0, pa6_1 = 0, pa6_2 = 0, pa6_3 = 0, pa7_0 = 0, pa7_1 = 0, pa7_2 = 0, pa7_3 = 0;
         for (int t = 0; t < nTiles; t++)
         {
-            default(TP).WaitGroups(0);
+            default(TP).WaitGroups(stages - 2); // group t
             default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
             Group.Barrier(); // K_t and V_(t-1) have landed; every warpgroup is done with S_(t-1) and P_(t-2)·V_(t-2)
-            int j0 = t * Keys, kSlot = (t & 1) * KvTile, vSlot = KvTile - kSlot;
-            if (t + 1 < nTiles) LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + KvTile - kSlot, Keys, Chunks, tokenBase, j0 + Keys, p.NumKvHeads, kvh, p, threads);
-            LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + kSlot, Keys, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p, threads);
+            // slots: K_t (read now), t - 1 (S_(t-1) is done: K_(t+stages-1) goes there), t - 2 (P_(t-2)·V_(t-2) is done: V_(t+stages-2))
+            int j0 = t * Keys, sl = t % stages, prev = sl == 0 ? stages - 1 : sl - 1, prev2 = prev == 0 ? stages - 1 : prev - 1;
+            int kSlot = sl * KvTile, pSlot = prev * KvTile, jk = t + stages - 1, jv = jk - 1;
+            if (jk < nTiles) LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + pSlot, Keys, Chunks, tokenBase, jk * Keys, p.NumKvHeads, kvh, p, threads);
+            if (jv < nTiles) LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + prev2 * KvTile, Keys, Chunks, tokenBase, jv * Keys, p.NumKvHeads, kvh, p, threads);
             default(TP).CommitGroup();
-            ulong ks = (ulong)(kSlot >> 4), vs = (ulong)(vSlot >> 4);
+            ulong ks = (ulong)(kSlot >> 4), vs = (ulong)(pSlot >> 4);
             default(TP).WgFence();
             // S_t = Q·K_tᵀ (the first k16 step overwrites), then O += P_(t-1)·V_(t-1), which runs under this tile's softmax
             default(TP).WgmmaS<TH>(128, false, dQ + 0 * qPanel + 0, dK + ks + 0, sm, smf, accOff);
@@ -301,6 +322,8 @@ public static partial class FlashAttentionHalf
             default(TP).WgmmaS<TH>(128, true, dQ + 1 * qPanel + 4, dK + ks + 1028, sm, smf, accOff);
             default(TP).WgmmaS<TH>(128, true, dQ + 1 * qPanel + 6, dK + ks + 1030, sm, smf, accOff);
             default(TP).WgCommit();
+            default(TP).ScaleO(Keys, D, al0, al1, smf, accOff); // O to tile t-1's row maxima, before P_(t-1)·V_(t-1) joins it
+            default(TP).WgFence();
             default(TP).WgmmaPV<TH>(128, D, pa0_0, pa0_1, pa0_2, pa0_3, dV + vs + 0, sm, smf, accOff, scratch, ws);
             default(TP).WgmmaPV<TH>(128, D, pa1_0, pa1_1, pa1_2, pa1_3, dV + vs + 128, sm, smf, accOff, scratch, ws);
             default(TP).WgmmaPV<TH>(128, D, pa2_0, pa2_1, pa2_2, pa2_3, dV + vs + 256, sm, smf, accOff, scratch, ws);
@@ -399,14 +422,14 @@ public static partial class FlashAttentionHalf
             mx0 = MathF.Max(mx0, default(TP).ShuffleXor(mx0, 2, scratch, ws));
             float mn0 = MathF.Max(m0, mx0 * sc);
             float mu0 = mn0 == float.NegativeInfinity ? 0f : mn0; // nothing visible yet: keep P = 0, not NaN
-            float al0 = default(TP).Exp2(m0 - mu0);
+            al0 = default(TP).Exp2(m0 - mu0);
             m0 = mn0;
             float mx1 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_2, s0_3), MathF.Max(s1_2, s1_3)), MathF.Max(MathF.Max(s2_2, s2_3), MathF.Max(s3_2, s3_3))), MathF.Max(MathF.Max(MathF.Max(s4_2, s4_3), MathF.Max(s5_2, s5_3)), MathF.Max(MathF.Max(s6_2, s6_3), MathF.Max(s7_2, s7_3)))), MathF.Max(MathF.Max(MathF.Max(MathF.Max(s8_2, s8_3), MathF.Max(s9_2, s9_3)), MathF.Max(MathF.Max(s10_2, s10_3), MathF.Max(s11_2, s11_3))), MathF.Max(MathF.Max(MathF.Max(s12_2, s12_3), MathF.Max(s13_2, s13_3)), MathF.Max(MathF.Max(s14_2, s14_3), MathF.Max(s15_2, s15_3)))));
             mx1 = MathF.Max(mx1, default(TP).ShuffleXor(mx1, 1, scratch, ws));
             mx1 = MathF.Max(mx1, default(TP).ShuffleXor(mx1, 2, scratch, ws));
             float mn1 = MathF.Max(m1, mx1 * sc);
             float mu1 = mn1 == float.NegativeInfinity ? 0f : mn1; // nothing visible yet: keep P = 0, not NaN
-            float al1 = default(TP).Exp2(m1 - mu1);
+            al1 = default(TP).Exp2(m1 - mu1);
             m1 = mn1;
             s0_0 = default(TP).Exp2(s0_0 * sc - mu0); s0_1 = default(TP).Exp2(s0_1 * sc - mu0); s0_2 = default(TP).Exp2(s0_2 * sc - mu1); s0_3 = default(TP).Exp2(s0_3 * sc - mu1);
             s1_0 = default(TP).Exp2(s1_0 * sc - mu0); s1_1 = default(TP).Exp2(s1_1 * sc - mu0); s1_2 = default(TP).Exp2(s1_2 * sc - mu1); s1_3 = default(TP).Exp2(s1_3 * sc - mu1);
@@ -426,7 +449,9 @@ public static partial class FlashAttentionHalf
             s15_0 = default(TP).Exp2(s15_0 * sc - mu0); s15_1 = default(TP).Exp2(s15_1 * sc - mu0); s15_2 = default(TP).Exp2(s15_2 * sc - mu1); s15_3 = default(TP).Exp2(s15_3 * sc - mu1);
             l0 = l0 * al0 + (s0_0 + s0_1 + s1_0 + s1_1 + s2_0 + s2_1 + s3_0 + s3_1 + s4_0 + s4_1 + s5_0 + s5_1 + s6_0 + s6_1 + s7_0 + s7_1 + s8_0 + s8_1 + s9_0 + s9_1 + s10_0 + s10_1 + s11_0 + s11_1 + s12_0 + s12_1 + s13_0 + s13_1 + s14_0 + s14_1 + s15_0 + s15_1);
             l1 = l1 * al1 + (s0_2 + s0_3 + s1_2 + s1_3 + s2_2 + s2_3 + s3_2 + s3_3 + s4_2 + s4_3 + s5_2 + s5_3 + s6_2 + s6_3 + s7_2 + s7_3 + s8_2 + s8_3 + s9_2 + s9_3 + s10_2 + s10_3 + s11_2 + s11_3 + s12_2 + s12_3 + s13_2 + s13_3 + s14_2 + s14_3 + s15_2 + s15_3);
-            // P_t in the A-fragment layout of the next P·V: the m64nNk16 accumulator fragment pairs into it
+            // Once P_(t-1)·V_(t-1) is done (ptxas serializes every wgmma if a register one reads is redefined while it may run),
+            // P_t in the A-fragment layout of the next P·V: the m64nNk16 accumulator fragment pairs into it.
+            default(TP).WgWait(0);
             pa0_0 = default(TH).Pack<TP>(s0_0, s0_1); pa0_1 = default(TH).Pack<TP>(s0_2, s0_3); pa0_2 = default(TH).Pack<TP>(s1_0, s1_1); pa0_3 = default(TH).Pack<TP>(s1_2, s1_3);
             pa1_0 = default(TH).Pack<TP>(s2_0, s2_1); pa1_1 = default(TH).Pack<TP>(s2_2, s2_3); pa1_2 = default(TH).Pack<TP>(s3_0, s3_1); pa1_3 = default(TH).Pack<TP>(s3_2, s3_3);
             pa2_0 = default(TH).Pack<TP>(s4_0, s4_1); pa2_1 = default(TH).Pack<TP>(s4_2, s4_3); pa2_2 = default(TH).Pack<TP>(s5_0, s5_1); pa2_3 = default(TH).Pack<TP>(s5_2, s5_3);
@@ -435,14 +460,13 @@ public static partial class FlashAttentionHalf
             pa5_0 = default(TH).Pack<TP>(s10_0, s10_1); pa5_1 = default(TH).Pack<TP>(s10_2, s10_3); pa5_2 = default(TH).Pack<TP>(s11_0, s11_1); pa5_3 = default(TH).Pack<TP>(s11_2, s11_3);
             pa6_0 = default(TH).Pack<TP>(s12_0, s12_1); pa6_1 = default(TH).Pack<TP>(s12_2, s12_3); pa6_2 = default(TH).Pack<TP>(s13_0, s13_1); pa6_3 = default(TH).Pack<TP>(s13_2, s13_3);
             pa7_0 = default(TH).Pack<TP>(s14_0, s14_1); pa7_1 = default(TH).Pack<TP>(s14_2, s14_3); pa7_2 = default(TH).Pack<TP>(s15_0, s15_1); pa7_3 = default(TH).Pack<TP>(s15_2, s15_3);
-            default(TP).WgWait(0); // P_(t-1)·V_(t-1) is done: rescale O to this tile's row maxima
-            default(TP).ScaleO(Keys, D, al0, al1, smf, accOff);
         }
         default(TP).WaitGroups(0);
         default(TP).FenceProxyAsync();
         Group.Barrier(); // the last V tile has landed
-        int vLast = (nTiles & 1) == 0 ? KvTile : 0; // V_(n-1) went to slot (n-1) & 1
+        int vLast = (nTiles - 1) % stages * KvTile;
         ulong vl = (ulong)(vLast >> 4);
+        default(TP).ScaleO(Keys, D, al0, al1, smf, accOff);
         default(TP).WgFence();
         default(TP).WgmmaPV<TH>(128, D, pa0_0, pa0_1, pa0_2, pa0_3, dV + vl + 0, sm, smf, accOff, scratch, ws);
         default(TP).WgmmaPV<TH>(128, D, pa1_0, pa1_1, pa1_2, pa1_3, dV + vl + 128, sm, smf, accOff, scratch, ws);

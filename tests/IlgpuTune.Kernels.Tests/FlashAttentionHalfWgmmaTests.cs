@@ -20,7 +20,7 @@ public class FlashAttentionHalfWgmmaTests(IlgpuCpuFixture gpu)
         return (bits, back);
     }
 
-    void Check(HalfType type, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, int[] segments, int warpgroups, int seed)
+    void Check(HalfType type, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, int[] segments, int warpgroups, int stages, int seed)
     {
         int tokens = batch * seq, qn = tokens * numHeads * headDim, kvn = tokens * numKvHeads * headDim, rows = batch * numHeads * seq;
         var (qBits, q) = Half16(type, seed, qn, 2f);
@@ -35,7 +35,7 @@ public class FlashAttentionHalfWgmmaTests(IlgpuCpuFixture gpu)
         ArrayView<int> segView = segments.Length > 0 ? gseg.View.SubView(0, segments.Length) : ArrayView<int>.Empty;
         using var go = gpu.Upload(Rand.Floats(seed + 6, qn)); using var glse = gpu.Upload(Rand.Floats(seed + 7, rows));
         FlashAttentionHalf.ForwardWgmma(gpu.Kernels, type, gq.View, gk.View, gv.View, segView, batch, seq, numHeads, numKvHeads, headDim,
-            causal, go.View, glse.View, warpgroups);
+            causal, go.View, glse.View, warpgroups, stages);
         acc.Synchronize();
         double tol = type == HalfType.BFloat16 ? 2e-2 : 4e-3; // P enters P·V rounded to 16 bits
         double rel = Close.RelativeToMax(o, go.GetAsArray1D());
@@ -44,14 +44,16 @@ public class FlashAttentionHalfWgmmaTests(IlgpuCpuFixture gpu)
     }
 
     [Theory]
-    [InlineData(1, 1, 1, 1, 64, true, 1)]
-    [InlineData(1, 70, 2, 1, 64, false, 1)]   // two query blocks, the second partial; GQA 2
-    [InlineData(1, 150, 4, 1, 128, true, 1)]  // GQA 4, two key tiles (the second partial), causal over three query blocks
-    [InlineData(2, 33, 2, 2, 128, false, 2)]  // two warpgroups, the second past seq
-    [InlineData(1, 300, 1, 1, 64, true, 2)]   // three key tiles: both K/V slots reused
-    [InlineData(1, 260, 2, 2, 128, false, 2)]
-    public void Forward_MatchesCpuReference(int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, int warpgroups) =>
-        Check(HalfType.BFloat16, batch, seq, numHeads, numKvHeads, headDim, causal, [], warpgroups, seq * 10 + headDim);
+    [InlineData(1, 1, 1, 1, 64, true, 1, 2)]
+    [InlineData(1, 70, 2, 1, 64, false, 1, 4)]   // two query blocks, the second partial; GQA 2
+    [InlineData(1, 150, 4, 1, 128, true, 1, 3)]  // GQA 4, two key tiles (the second partial), causal over three query blocks
+    [InlineData(2, 33, 2, 2, 128, false, 2, 2)]  // two warpgroups, the second past seq
+    [InlineData(1, 300, 1, 1, 64, true, 2, 2)]   // three key tiles: the ring of 2 slots wraps
+    [InlineData(1, 520, 1, 1, 128, false, 2, 3)] // five key tiles: the ring of 3 wraps
+    [InlineData(1, 260, 2, 2, 64, false, 2, 4)]
+    public void Forward_MatchesCpuReference(int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, int warpgroups,
+        int stages) =>
+        Check(HalfType.BFloat16, batch, seq, numHeads, numKvHeads, headDim, causal, [], warpgroups, stages, seq * 10 + headDim);
 
     [Theory]
     [InlineData(true)]
@@ -61,11 +63,11 @@ public class FlashAttentionHalfWgmmaTests(IlgpuCpuFixture gpu)
         // 150 tokens in samples of 1, 1, 5, 2, 100, 41: tiles straddle sample boundaries; single-token samples.
         int[] lengths = [1, 1, 5, 2, 100, 41];
         var segments = lengths.SelectMany((n, id) => Enumerable.Repeat(id, n)).ToArray();
-        Check(HalfType.BFloat16, 1, 150, 2, 1, 64, causal, segments, 1, 31);
+        Check(HalfType.BFloat16, 1, 150, 2, 1, 64, causal, segments, 1, 0, 31);
     }
 
     [Fact]
-    public void Forward_Float16() => Check(HalfType.Float16, 1, 140, 2, 1, 128, true, [], 2, 41);
+    public void Forward_Float16() => Check(HalfType.Float16, 1, 140, 2, 1, 128, true, [], 2, 0, 41);
 
     [Fact]
     public void RejectsHeadDimWithoutKernel()
