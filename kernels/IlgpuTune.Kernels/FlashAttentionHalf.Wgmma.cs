@@ -1,9 +1,11 @@
-// Hopper forward of FlashAttentionHalf (compute capability 9.0, head dims in WgmmaHeadDims): Forward picks it there, same
-// inputs, masks and outputs (o and logSumExp, which the mma.sync backward consumes). FlashAttention-3's ideas without TMA or
-// warp specialization:
+// Hopper forward of FlashAttentionHalf (compute capability 9.0; kernels for head dims 64 and 128, WgmmaHeadDims): Forward
+// picks it at head dim 128, same inputs, masks and outputs (o and logSumExp, which the mma.sync backward consumes). Measured
+// on the H100 (benchmarks/results/nvidia-h100-80gb/attention-wgmma.md), d 128 causal, seq 2048/4096/8192: 212/265/297
+// TFLOP/s against mma.sync's 190/227/245 (SDPA 308/460/589); at d 64 it was slower than mma.sync (160/198/219 against
+// 192/221/245), so d 64 keeps the mma.sync kernel. FlashAttention-3's ideas without TMA or warp specialization:
 //   * a group of 2 warpgroups (256 threads) owns 128 query rows of one (batch, head), 64 per warpgroup; every thread issues
-//     cp.async. Q sits in shared memory; K and V tiles of WgmmaKeys (128) keys stream through a ring of slots (3 at d 128,
-//     4 at d 64: WgmmaStages), filled stages - 1 tiles ahead. All tiles use
+//     cp.async. Q sits in shared memory; K and V tiles of WgmmaKeys (128) keys stream through a ring of slots (2 by default;
+//     up to 3 at d 128, 4 at d 64: WgmmaMaxStages), filled stages - 1 tiles ahead. All tiles use
 //     the 128-byte-swizzle layout of Gemm's wgmma tiles (Gemm.WgChunkOffset: 64-element panels, d contiguous).
 //   * S = Q·Kᵀ: wgmma m64n128k16 per k16 step of d, A (Q) and B (K) K-major from shared-memory descriptors (Gemm.WgDesc);
 //     O += P·V: wgmma m64nDk16 per 16 keys with A = P from registers (the S accumulator fragment, rows 16·warp + lane/4 (+8),
@@ -158,16 +160,16 @@ public static partial class FlashAttentionHalf
         }
     }
 
-    // Forward's hook: the wgmma kernel on a compute capability 9.0 GPU for the head dims it has.
+    // Forward's hook: the wgmma kernel on a compute capability 9.0 GPU at head dim 128 (at 64 mma.sync measured faster).
     static bool WgmmaForwardApplies(KernelRegistry k, int headDim) =>
-        WgmmaForwardEnabled && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } }
-        && WgmmaHeadDims.Contains(headDim);
+        WgmmaForwardEnabled && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } } && headDim == 128;
 
     // K/V slots (each a 128-key tile of K and one of V) at each head dim: the most that fit 227 KB with two warpgroups' Q.
-    internal static int WgmmaStages(int headDim) => headDim <= 64 ? 4 : 3;
+    internal static int WgmmaMaxStages(int headDim) => headDim <= 64 ? 4 : 3;
 
     // Forward through the wgmma kernel, `warpgroups` (1 or 2) of 64 query rows per group, `stages` K/V slots (2 ..
-    // WgmmaStages; 0: WgmmaStages); other arguments as in Forward.
+    // WgmmaMaxStages; 0: 2, which matched or beat 3 on the H100 at d 128: 297 vs 290 TFLOP/s at seq 8192 causal); other
+    // arguments as in Forward.
     internal static void ForwardWgmma(KernelRegistry k, HalfType type, ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v,
         IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, FloatView o, FloatView logSumExp,
         int warpgroups, int stages = 0)
@@ -177,9 +179,9 @@ public static partial class FlashAttentionHalf
             throw new ArgumentException($"wgmma flash attention supports head dims {string.Join('/', WgmmaHeadDims)}, got {headDim}", nameof(headDim));
         ArgumentOutOfRangeException.ThrowIfLessThan(warpgroups, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(warpgroups, 2);
-        if (stages == 0) stages = WgmmaStages(headDim);
+        if (stages == 0) stages = 2;
         ArgumentOutOfRangeException.ThrowIfLessThan(stages, 2);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(stages, WgmmaStages(headDim));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(stages, WgmmaMaxStages(headDim));
         Attention.Need(s.QueryElements, (nameof(q), q.Length), (nameof(o), o.Length));
         Attention.Need(s.KeyValueElements, (nameof(kk), kk.Length), (nameof(v), v.Length));
         Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length));
@@ -190,7 +192,7 @@ public static partial class FlashAttentionHalf
         var p = MakeParams(k, s, causal, segmentIds, q, kk, v, default, out _, tileBytes);
         int smem = k.IsEmulated ? (p.ScratchOffset + threads / 32 * ScratchPerWarp + threads * (WgmmaKeys / 2 + headDim / 2)) * 4 : tileBytes;
         // The CUDA limit is raised once, for the largest configuration.
-        int maxSmem = 1024 + (128 + 2 * WgmmaStages(headDim) * WgmmaKeys) * headDim * 2;
+        int maxSmem = 1024 + (128 + 2 * WgmmaMaxStages(headDim) * WgmmaKeys) * headDim * 2;
         var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, IntView, Params,
             int, FloatView, FloatView>>(k, "ForwardWgmma", headDim, type, maxSmem, sm90a: true);
         var config = new KernelConfig(new Index3D(s.Batch * s.NumHeads, (seq + rows - 1) / rows, 1), new Index3D(threads, 1, 1),
