@@ -15,7 +15,9 @@
 //     rescaled in place by one inline-asm block per tile and read out at the end.
 //   * intra-warpgroup overlap: iteration t issues S_t = Q·K_tᵀ, then O += P_(t-1)·V_(t-1), waits for S_t only, runs the
 //     softmax of tile t while the tensor cores do P·V, then waits for it and rescales O. So each iteration loads K_(t+stages-1)
-//     and V_(t+stages-2) (one cp.async group); the loop ends with the last P·V. ptxas serializes all wgmma of a kernel if
+//     and V_(t+stages-2) (one cp.async group, issued after the wgmma: those slots are free by then, and the copies stay off
+//     the path to the tensor cores; straight cp.async from addresses computed once where the tile is whole); the loop ends
+//     with the last P·V. ptxas serializes all wgmma of a kernel if
 //     a register one reads is redefined while it may run, hence O is rescaled before P·V is issued and P is packed after
 //     P·V completes.
 // CPU accelerator: the Emulated platform keeps each thread's accumulators in shared memory (after the per-warp scratch) and
@@ -157,6 +159,27 @@ public static partial class FlashAttentionHalf
             else if (p.Vec != 0) default(TP).CopyChunk(g, gPtr, gi, sm, smBase, dst);
             else
                 for (int e = 0; e < 8; e++) sm[dst / 2 + e] = g[gi + e];
+        }
+    }
+
+    // One K or V tile (WgmmaKeys rows from row0) as LoadRowsWg, with straight cp.async when the tile is in range and aligned:
+    // rows threads/chunks apart (a multiple of 8, so the swizzle term stays) are a constant step apart in both memories.
+    static void LoadKeysWg<TP>(ArrayView<ushort> g, ulong gPtr, ArrayView<ushort> sm, uint smBase, int tileOff, int chunks,
+        long tokenBase, int row0, int heads, int head, Params p, int threads) where TP : struct, IFlashPlatform
+    {
+        if (p.Vec == 0 || row0 + WgmmaKeys > p.Seq)
+        {
+            LoadRowsWg<TP>(g, gPtr, sm, smBase, tileOff, WgmmaKeys, chunks, tokenBase, row0, heads, head, p, threads);
+            return;
+        }
+        int tid = Group.IdxX, r = tid / chunks, c = tid - r * chunks, rowStep = threads / chunks;
+        int dst = tileOff + Gemm.WgChunkOffset(r, c, WgmmaKeys);
+        long gi = ((tokenBase + row0 + r) * heads + head) * (chunks * 8) + c * 8, step = (long)rowStep * heads * chunks * 8;
+        for (int row = r; row < WgmmaKeys; row += rowStep)
+        {
+            default(TP).CopyChunk(g, gPtr, gi, sm, smBase, dst);
+            dst += rowStep * 128;
+            gi += step;
         }
     }
 

@@ -29,13 +29,13 @@ public static partial class FlashAttentionHalf
         long tokenBase = (long)bIdx * p.Seq;
         int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + rows + Keys - 1) / Keys) : keyTiles;
         LoadRowsWg<TP>(q, p.QPtr, sm, smBase, qAt, rows, Chunks, tokenBase, i0, p.NumHeads, h, p, threads);
-        LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt, Keys, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p, threads);
+        LoadKeysWg<TP>(kk, p.KPtr, sm, smBase, kAt, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p, threads);
         default(TP).CommitGroup();
         // Tile j of K and of V goes to slot j % stages; cp.async group 0 = Q, K_0; group j = K_j, V_(j-1), issued stages - 1 ahead.
         for (int j = 1; j < stages - 1; j++)
         {
-            if (j < nTiles) LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + j * KvTile, Keys, Chunks, tokenBase, j * Keys, p.NumKvHeads, kvh, p, threads);
-            if (j - 1 < nTiles) LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + (j - 1) * KvTile, Keys, Chunks, tokenBase, (j - 1) * Keys, p.NumKvHeads, kvh, p, threads);
+            if (j < nTiles) LoadKeysWg<TP>(kk, p.KPtr, sm, smBase, kAt + j * KvTile, Chunks, tokenBase, j * Keys, p.NumKvHeads, kvh, p, threads);
+            if (j - 1 < nTiles) LoadKeysWg<TP>(v, p.VPtr, sm, smBase, vAt + (j - 1) * KvTile, Chunks, tokenBase, (j - 1) * Keys, p.NumKvHeads, kvh, p, threads);
             default(TP).CommitGroup();
         }
         // The first iteration's P·V (P = 0) reads V slot stages - 1 (first written at iteration 1): zeros, not stale bits that could be NaN.
@@ -57,9 +57,6 @@ public static partial class FlashAttentionHalf
             // slots: K_t (read now), t - 1 (S_(t-1) is done: K_(t+stages-1) goes there), t - 2 (P_(t-2)·V_(t-2) is done: V_(t+stages-2))
             int j0 = t * Keys, sl = t % stages, prev = sl == 0 ? stages - 1 : sl - 1, prev2 = prev == 0 ? stages - 1 : prev - 1;
             int kSlot = sl * KvTile, pSlot = prev * KvTile, jk = t + stages - 1, jv = jk - 1;
-            if (jk < nTiles) LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + pSlot, Keys, Chunks, tokenBase, jk * Keys, p.NumKvHeads, kvh, p, threads);
-            if (jv < nTiles) LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + prev2 * KvTile, Keys, Chunks, tokenBase, jv * Keys, p.NumKvHeads, kvh, p, threads);
-            default(TP).CommitGroup();
             ulong ks = (ulong)(kSlot >> 4), vs = (ulong)(pSlot >> 4);
             default(TP).WgFence();
             // S_t = Q·K_tᵀ (the first k16 step overwrites), then O += P_(t-1)·V_(t-1), which runs under this tile's softmax
@@ -79,6 +76,10 @@ public static partial class FlashAttentionHalf
             default(TP).WgmmaPV<TH>(128, D, pa6_0, pa6_1, pa6_2, pa6_3, dV + vs + 768, sm, smf, accOff, scratch, ws);
             default(TP).WgmmaPV<TH>(128, D, pa7_0, pa7_1, pa7_2, pa7_3, dV + vs + 896, sm, smf, accOff, scratch, ws);
             default(TP).WgCommit();
+            // The copies are issued under the wgmma, off the critical path: their slots held K_(t-1) and V_(t-2), both done.
+            if (jk < nTiles) LoadKeysWg<TP>(kk, p.KPtr, sm, smBase, kAt + pSlot, Chunks, tokenBase, jk * Keys, p.NumKvHeads, kvh, p, threads);
+            if (jv < nTiles) LoadKeysWg<TP>(v, p.VPtr, sm, smBase, vAt + prev2 * KvTile, Chunks, tokenBase, jv * Keys, p.NumKvHeads, kvh, p, threads);
+            default(TP).CommitGroup();
             default(TP).WgWait(1); // S_t is done
             default(TP).ReadS(128, 0, smf, accOff, out float s0_0, out float s0_1, out float s0_2, out float s0_3);
             default(TP).ReadS(128, 1, smf, accOff, out float s1_0, out float s1_1, out float s1_2, out float s1_3);
@@ -279,13 +280,13 @@ public static partial class FlashAttentionHalf
         long tokenBase = (long)bIdx * p.Seq;
         int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + rows + Keys - 1) / Keys) : keyTiles;
         LoadRowsWg<TP>(q, p.QPtr, sm, smBase, qAt, rows, Chunks, tokenBase, i0, p.NumHeads, h, p, threads);
-        LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt, Keys, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p, threads);
+        LoadKeysWg<TP>(kk, p.KPtr, sm, smBase, kAt, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p, threads);
         default(TP).CommitGroup();
         // Tile j of K and of V goes to slot j % stages; cp.async group 0 = Q, K_0; group j = K_j, V_(j-1), issued stages - 1 ahead.
         for (int j = 1; j < stages - 1; j++)
         {
-            if (j < nTiles) LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + j * KvTile, Keys, Chunks, tokenBase, j * Keys, p.NumKvHeads, kvh, p, threads);
-            if (j - 1 < nTiles) LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + (j - 1) * KvTile, Keys, Chunks, tokenBase, (j - 1) * Keys, p.NumKvHeads, kvh, p, threads);
+            if (j < nTiles) LoadKeysWg<TP>(kk, p.KPtr, sm, smBase, kAt + j * KvTile, Chunks, tokenBase, j * Keys, p.NumKvHeads, kvh, p, threads);
+            if (j - 1 < nTiles) LoadKeysWg<TP>(v, p.VPtr, sm, smBase, vAt + (j - 1) * KvTile, Chunks, tokenBase, (j - 1) * Keys, p.NumKvHeads, kvh, p, threads);
             default(TP).CommitGroup();
         }
         // The first iteration's P·V (P = 0) reads V slot stages - 1 (first written at iteration 1): zeros, not stale bits that could be NaN.
@@ -307,9 +308,6 @@ public static partial class FlashAttentionHalf
             // slots: K_t (read now), t - 1 (S_(t-1) is done: K_(t+stages-1) goes there), t - 2 (P_(t-2)·V_(t-2) is done: V_(t+stages-2))
             int j0 = t * Keys, sl = t % stages, prev = sl == 0 ? stages - 1 : sl - 1, prev2 = prev == 0 ? stages - 1 : prev - 1;
             int kSlot = sl * KvTile, pSlot = prev * KvTile, jk = t + stages - 1, jv = jk - 1;
-            if (jk < nTiles) LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + pSlot, Keys, Chunks, tokenBase, jk * Keys, p.NumKvHeads, kvh, p, threads);
-            if (jv < nTiles) LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + prev2 * KvTile, Keys, Chunks, tokenBase, jv * Keys, p.NumKvHeads, kvh, p, threads);
-            default(TP).CommitGroup();
             ulong ks = (ulong)(kSlot >> 4), vs = (ulong)(pSlot >> 4);
             default(TP).WgFence();
             // S_t = Q·K_tᵀ (the first k16 step overwrites), then O += P_(t-1)·V_(t-1), which runs under this tile's softmax
@@ -333,6 +331,10 @@ public static partial class FlashAttentionHalf
             default(TP).WgmmaPV<TH>(128, D, pa6_0, pa6_1, pa6_2, pa6_3, dV + vs + 768, sm, smf, accOff, scratch, ws);
             default(TP).WgmmaPV<TH>(128, D, pa7_0, pa7_1, pa7_2, pa7_3, dV + vs + 896, sm, smf, accOff, scratch, ws);
             default(TP).WgCommit();
+            // The copies are issued under the wgmma, off the critical path: their slots held K_(t-1) and V_(t-2), both done.
+            if (jk < nTiles) LoadKeysWg<TP>(kk, p.KPtr, sm, smBase, kAt + pSlot, Chunks, tokenBase, jk * Keys, p.NumKvHeads, kvh, p, threads);
+            if (jv < nTiles) LoadKeysWg<TP>(v, p.VPtr, sm, smBase, vAt + prev2 * KvTile, Chunks, tokenBase, jv * Keys, p.NumKvHeads, kvh, p, threads);
+            default(TP).CommitGroup();
             default(TP).WgWait(1); // S_t is done
             default(TP).ReadS(128, 0, smf, accOff, out float s0_0, out float s0_1, out float s0_2, out float s0_3);
             default(TP).ReadS(128, 1, smf, accOff, out float s1_0, out float s1_1, out float s1_2, out float s1_3);
