@@ -7,6 +7,9 @@
 // tile computed and masked, as before tile skipping) and with tile skipping, in TFLOP/s of the dense causal FLOPs (as the
 // table above) and of the FLOPs the samples need (4*h*d*sum L(L+1)/2 fwd, 2.5x bwd). Writes attention.json and
 // attention-table.md to --out.
+// On a compute capability 9.0 GPU Forward runs the wgmma kernel at d 128 (unless tile skipping applies); its configurations
+// (warpgroups x K/V slots, at d 64 and 128) are checked too, and timed next to the mma.sync forward
+// (FlashAttentionHalf.WgmmaForwardEnabled off).
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using ILGPU;
@@ -35,6 +38,15 @@ static class AttentionBench
                      (HalfType.BFloat16, 2, 600, 4, 4, 128, true, false),
                  })
             ok &= CheckHalf(k, type, batch, seq, heads, kvHeads, d, packed, causal);
+        bool hopper = acc is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
+        if (hopper)
+            foreach (var (type, batch, seq, heads, kvHeads, d, packed, causal) in new[]
+                     {
+                         (HalfType.BFloat16, 2, 300, 8, 2, 64, true, true), (HalfType.BFloat16, 1, 1000, 4, 4, 128, false, true),
+                         (HalfType.Float16, 1, 520, 2, 1, 128, false, false), (HalfType.BFloat16, 1, 257, 4, 2, 128, true, false),
+                         (HalfType.BFloat16, 1, 777, 2, 1, 64, false, false),
+                     })
+                ok &= CheckWgmma(k, type, batch, seq, heads, kvHeads, d, packed, causal);
 
         var peers = LoadPeers(peerFile);
         var results = new JsonArray();
@@ -64,11 +76,31 @@ static class AttentionBench
                     double flops = 4.0 * h * seq * (double)seq * d / (causal ? 2 : 1);
                     double fwdMs = GemmBench.Time(acc, Fwd), bwdMs = GemmBench.Time(acc, Bwd);
                     double fwd = flops / (fwdMs * 1e-3) / 1e12, bwd = 2.5 * flops / (bwdMs * 1e-3) / 1e12;
+                    // Hopper: the mma.sync forward, and each wgmma configuration (warpgroups, K/V slots)
+                    FlashAttentionHalf.WgmmaForwardEnabled = false;
+                    double mmaSync = flops / (GemmBench.Time(acc, Fwd) * 1e-3) / 1e12;
+                    FlashAttentionHalf.WgmmaForwardEnabled = true;
+                    var variants = new JsonObject();
+                    string variantCell = "-";
+                    if (hopper && FlashAttentionHalf.WgmmaHeadDims.Contains(d))
+                    {
+                        var cells = new List<string>();
+                        foreach (var (wgs, stages) in WgmmaVariants(d))
+                        {
+                            double ms = GemmBench.Time(acc, () => FlashAttentionHalf.ForwardWgmma(k, HalfType.BFloat16, q.View, kk.View, v.View,
+                                ArrayView<int>.Empty, 1, seq, h, h, d, causal, o.View, lse.View, wgs, stages));
+                            double tf = flops / (ms * 1e-3) / 1e12;
+                            variants[$"w{wgs}s{stages}"] = Math.Round(tf, 2);
+                            cells.Add($"w{wgs}s{stages} {tf:F0}");
+                        }
+                        variantCell = string.Join(", ", cells);
+                    }
                     string tag = causal ? "_causal" : "";
                     double? pf = peers.TryGetValue(("sdpa_fwd" + tag, seq, d), out var x) ? x : null;
                     double? pb = peers.TryGetValue(("sdpa_bwd" + tag, seq, d), out var y) ? y : null;
                     string Cell(double mine, double? peer) => peer is { } t ? $"{t:F1} | {mine / t:P0}" : "- | -";
-                    string line = $"| {seq} | {d} | {h} | {(causal ? "yes" : "no")} | {fwd:F1} | {Cell(fwd, pf)} | {bwd:F1} | {Cell(bwd, pb)} |";
+                    string line = $"| {seq} | {d} | {h} | {(causal ? "yes" : "no")} | {fwd:F1} | {Cell(fwd, pf)} | {bwd:F1} | {Cell(bwd, pb)} | " +
+                        $"{mmaSync:F1} | {variantCell} |";
                     Console.WriteLine(line);
                     table.Add(line);
                     results.Add(new JsonObject
@@ -78,10 +110,12 @@ static class AttentionBench
                         ["fwd_ratio"] = pf is { } a ? Math.Round(fwd / a, 3) : null,
                         ["bwd_us"] = Math.Round(bwdMs * 1e3, 1), ["bwd_tflops"] = Math.Round(bwd, 2), ["sdpa_bwd_tflops"] = pb,
                         ["bwd_ratio"] = pb is { } c ? Math.Round(bwd / c, 3) : null,
+                        ["fwd_mma_sync_tflops"] = Math.Round(mmaSync, 2), ["fwd_wgmma_variants_tflops"] = variants,
                     });
                 }
             }
-        const string head = "| seq | d | heads | causal | fwd TFLOP/s | SDPA fwd | ratio | bwd TFLOP/s | SDPA bwd | ratio |\n|---|---|---|---|---|---|---|---|---|---|";
+        const string head = "| seq | d | heads | causal | fwd TFLOP/s | SDPA fwd | ratio | bwd TFLOP/s | SDPA bwd | ratio | mma.sync fwd | wgmma fwd (warpgroups, slots) |\n" +
+            "|---|---|---|---|---|---|---|---|---|---|---|---|";
         Console.WriteLine();
         Console.WriteLine(head);
         foreach (var l in table) Console.WriteLine(l);
@@ -91,7 +125,8 @@ static class AttentionBench
         Directory.CreateDirectory(outDir);
         var doc = new JsonObject
         {
-            ["kernel"] = "FlashAttentionHalf (bf16 q/k/v/dO, mma.sync m16n8k16, fp32 accumulation and outputs)", ["device"] = acc.Name,
+            ["kernel"] = "FlashAttentionHalf (bf16 q/k/v/dO, fp32 accumulation and outputs; forward wgmma on compute capability 9.0 at d 64/128, " +
+                "else mma.sync m16n8k16; backward mma.sync)", ["device"] = acc.Name,
             ["checks_passed"] = ok,
             ["timing"] = "CUDA events, median of 7 pairs around 10 back-to-back launches, after 3 warm-up launches",
             ["flops"] = "fwd 4*h*seq^2*d (/2 causal), bwd 2.5x fwd; batch 1, heads 4096/d",
@@ -237,6 +272,62 @@ static class AttentionBench
         }
         foreach (var b in bufs) b.Dispose();
         Console.WriteLine(line + (ok ? " ok" : " FAIL"));
+        return ok;
+    }
+
+    // wgmma forward configurations timed and checked: (warpgroups, K/V slots).
+    static (int, int)[] WgmmaVariants(int d) =>
+        [(2, 2), (2, 3), .. d <= 64 ? new[] { (2, 4) } : [], (1, FlashAttentionHalf.WgmmaMaxStages(d))];
+
+    // Each wgmma forward configuration against FlashAttentionHalf's CPU reference (o, lse); outputs NaN-poisoned.
+    static bool CheckWgmma(KernelRegistry k, HalfType type, int batch, int seq, int heads, int kvHeads, int d, bool packed, bool causal)
+    {
+        var acc = k.Accelerator;
+        int qn = batch * seq * heads * d, kvn = batch * seq * kvHeads * d, rows = batch * heads * seq;
+        var rng = new Random(seq * 11 + d);
+        (ushort[] Bits, float[] Values) Rnd(int n, float scale)
+        {
+            var f = new float[n];
+            for (int i = 0; i < n; i++) f[i] = (float)(rng.NextDouble() * 2 - 1) * scale;
+            var bits = new ushort[n];
+            var back = new float[n];
+            if (type == HalfType.BFloat16) { Cast.ToBf16Cpu(f, bits); Cast.FromBf16Cpu(bits, back); }
+            else { Cast.ToF16Cpu(f, bits); Cast.FromF16Cpu(bits, back); }
+            return (bits, back);
+        }
+        var (qb, q) = Rnd(qn, 2f); var (kb, kv) = Rnd(kvn, 2f); var (vb, v) = Rnd(kvn, 1f);
+        var seg = new int[packed ? batch * seq : 1];
+        for (int t = 1; t < seg.Length; t++) seg[t] = seg[t - 1] + (t % seq == 0 || rng.Next(40) == 0 ? 1 : 0);
+        var (o, lse) = (new float[qn], new float[rows]);
+        FlashAttentionHalf.ForwardCpu<float>(q, kv, v, packed ? seg : [], batch, seq, heads, kvHeads, d, causal, o, lse);
+        using var gq = acc.Allocate1D(qb); using var gk = acc.Allocate1D(kb); using var gv = acc.Allocate1D(vb); using var gseg = acc.Allocate1D(seg);
+        var segView = gseg.View.SubView(0, packed ? batch * seq : 0);
+        using var go = acc.Allocate1D<float>(qn); using var glse = acc.Allocate1D<float>(rows);
+        double tol = type == HalfType.BFloat16 ? 2e-2 : 5e-3;
+        bool ok = true;
+        foreach (var (wgs, stages) in WgmmaVariants(d))
+        {
+            go.View.MemSet(0xFF); glse.View.MemSet(0xFF);
+            FlashAttentionHalf.ForwardWgmma(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, go.View, glse.View,
+                wgs, stages);
+            acc.Synchronize();
+            var line = $"check wgmma w{wgs}s{stages} {type} batch {batch} seq {seq} heads {heads}/{kvHeads} d {d} packed {packed} causal {causal}:";
+            bool good = true;
+            foreach (var (name, want, got, t) in new[] { ("o", o, go, tol), ("lse", lse, glse, 1e-4) })
+            {
+                var g = got.GetAsArray1D();
+                double err = 0, max = 0;
+                for (int i = 0; i < want.Length; i++)
+                {
+                    err = Math.Max(err, float.IsNaN(g[i]) ? double.PositiveInfinity : Math.Abs(g[i] - want[i]));
+                    max = Math.Max(max, Math.Abs(want[i]));
+                }
+                line += $" {name} {err / max:G3}";
+                good &= err <= t * max;
+            }
+            Console.WriteLine(line + (good ? " ok" : " FAIL"));
+            ok &= good;
+        }
         return ok;
     }
 

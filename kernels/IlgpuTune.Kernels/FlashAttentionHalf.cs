@@ -88,7 +88,7 @@ public static partial class FlashAttentionHalf
         uint Pack<TP>(float lo, float hi) where TP : struct, IFlashPlatform;
     }
 
-    internal struct Bf16 : IFlashHalf
+    internal partial struct Bf16 : IFlashHalf
     {
         public float ToFloat(ushort h) => Cast.Bf16ToFloat(h);
         public void MmaPtx(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
@@ -99,7 +99,7 @@ public static partial class FlashAttentionHalf
         public uint Pack<TP>(float lo, float hi) where TP : struct, IFlashPlatform => default(TP).PackBf16(lo, hi);
     }
 
-    internal struct F16 : IFlashHalf
+    internal partial struct F16 : IFlashHalf
     {
         public float ToFloat(ushort h) => Cast.F16ToFloat(h);
         public void MmaPtx(ref Ref<float> c0, ref Ref<float> c1, ref Ref<float> c2, ref Ref<float> c3,
@@ -110,7 +110,7 @@ public static partial class FlashAttentionHalf
         public uint Pack<TP>(float lo, float hi) where TP : struct, IFlashPlatform => default(TP).PackF16(lo, hi);
     }
 
-    internal struct Ptx : IFlashPlatform
+    internal partial struct Ptx : IFlashPlatform
     {
         public uint SmemBase() => default(Gemm.Ptx).SmemBase();
         // Gemm's CopyChunk takes the chunk's byte address; ours, the tensor's base pointer and the element index.
@@ -141,7 +141,7 @@ public static partial class FlashAttentionHalf
     }
 
     // Gemm's C# emulation of the same instructions, plus the quad shuffle through the same per-warp scratch.
-    internal struct Emulated : IFlashPlatform
+    internal partial struct Emulated : IFlashPlatform
     {
         public uint SmemBase() => 0;
         public void CopyChunk(ArrayView<ushort> g, ulong gPtr, long gi, ArrayView<ushort> sm, uint smBase, int dst) =>
@@ -246,6 +246,13 @@ public static partial class FlashAttentionHalf
         IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, bool segmentsSorted,
         FloatView o, FloatView logSumExp)
     {
+        // Hopper: FlashAttentionHalf.Wgmma.cs, except for packed rows with sorted ids, where this kernel's tile skipping does
+        // far less work (the wgmma kernel masks every tile).
+        if (WgmmaForwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0))
+        {
+            ForwardWgmma(k, type, q, kk, v, segmentIds, batch, seq, numHeads, numKvHeads, headDim, causal, o, logSumExp, 2);
+            return;
+        }
         var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
         Attention.Need(s.QueryElements, (nameof(q), q.Length), (nameof(o), o.Length));
         Attention.Need(s.KeyValueElements, (nameof(kk), kk.Length), (nameof(v), v.Length));
@@ -337,7 +344,7 @@ public static partial class FlashAttentionHalf
 
     // Compiled once per (kind, head dim, type); the shared-memory size of a variant is fixed. CUDA: promote the inline-asm
     // .local slots to registers (PtxLocals) and raise the dynamic shared-memory limit past 48 KB. Launchers take the stream first.
-    static T Load<T>(KernelRegistry k, string kind, int headDim, HalfType type, int smemBytes) where T : Delegate =>
+    static T Load<T>(KernelRegistry k, string kind, int headDim, HalfType type, int smemBytes, bool sm90a = false) where T : Delegate =>
         k.Get($"flashhalf.{kind}.{headDim}.{type}", acc =>
         {
             bool cuda = acc is CudaAccelerator;
@@ -345,7 +352,8 @@ public static partial class FlashAttentionHalf
                 EntryPointDescription.FromExplicitlyGroupedKernel(KernelMethod(kind, headDim, type, !cuda)), default);
             if (!cuda) return acc.LoadKernel(compiled).CreateLauncherDelegate<T>();
             var ptx = (PTXCompiledKernel)compiled;
-            PtxLocals.Rewrite(ptx, PtxLocals.Promote(ptx.PTXAssembly).Ptx);
+            string promoted = PtxLocals.Promote(ptx.PTXAssembly).Ptx;
+            PtxLocals.Rewrite(ptx, sm90a ? Gemm.Sm90a(promoted) : promoted); // sm90a: wgmma kernels
             var kernel = (CudaKernel)acc.LoadKernel(ptx);
             if (smemBytes > 48 * 1024)
             {

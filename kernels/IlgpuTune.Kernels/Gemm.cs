@@ -409,7 +409,7 @@ public static partial class Gemm
 
     // wgmma tiles: 64-element panels (128-byte rows, 1024-byte swizzle atoms of 8 rows), chunk c of row r at chunk
     // c ^ (r % 8) of its row in panel c / 8; a tile of `rows` rows. K-major tiles (Bk = 64) are one panel.
-    static int WgChunkOffset(int r, int c, int rows) => (c >> 3) * rows * 128 + r * 128 + ((c & 7) ^ (r & 7)) * 16;
+    internal static int WgChunkOffset(int r, int c, int rows) => (c >> 3) * rows * 128 + r * 128 + ((c & 7) ^ (r & 7)) * 16;
 
     // Copies a rows x (8·chunks) tile, element (row0 + r, col0 + col) of a dense matrix with rowExt rows and colExt
     // columns at g[gOff..], into shared memory at byte offset tileOff; out-of-range elements become zero. panels: the
@@ -446,12 +446,12 @@ public static partial class Gemm
     // Shared-memory matrix descriptor of wgmma: start address, leading and stride byte offsets (each >> 4, 14 bits),
     // layout type 1 = 128-byte swizzle (bits 62-63). K-major: rows of 128 bytes, 8-row groups `sbo` apart (lbo unused,
     // 16). M/N-major: 64 M/N elements per 128-byte row, 8-row (K) groups `sbo` apart, 64-wide panels `lbo` apart.
-    static ulong WgDesc(uint addr, int lbo, int sbo) =>
+    internal static ulong WgDesc(uint addr, int lbo, int sbo) =>
         (1UL << 62) | ((ulong)(uint)(sbo >> 4) << 32) | ((ulong)(uint)(lbo >> 4) << 16) | ((addr >> 4) & 0x3FFF);
 
     // wgmma.mma_async m64nNk16 (emulated): thread t of the warpgroup owns D rows 16(t/32) + (t%32)/4 (+8) and columns
     // 8i + 2(t%4) (+1), i < N/8, as d[4i..4i+3]; A[row][k] and B[col][k] (k < 16) are read through their descriptors.
-    static void WgmmaEmulated<TH>(int n, bool transA, bool transB, ulong descA, ulong descB, ArrayView<ushort> sm,
+    internal static void WgmmaEmulated<TH>(int n, bool transA, bool transB, ulong descA, ulong descB, ArrayView<ushort> sm,
         ArrayView<float> smf, int accOff) where TH : struct, IHalf
     {
         int t = Group.IdxX % 128, w = t / 32, l = t % 32;
@@ -468,7 +468,7 @@ public static partial class Gemm
 
     // Element (mn, k) of the 16-deep slice a descriptor describes, as an index into the 16-bit view of shared memory
     // (CPU emulation: shared addresses start at 0). The 128-byte swizzle XORs address bits 4-6 with bits 7-9.
-    static int DescElement(ulong desc, bool mnMajor, int mn, int k)
+    internal static int DescElement(ulong desc, bool mnMajor, int mn, int k)
     {
         int start = (int)(desc & 0x3FFF) << 4, lbo = (int)((desc >> 16) & 0x3FFF) << 4, sbo = (int)((desc >> 32) & 0x3FFF) << 4;
         int addr = mnMajor
@@ -832,9 +832,11 @@ public static partial class Gemm
         });
 
     /// <summary>PTX of a wgmma tile retargeted to sm_90a (ILGPU 1.5.3 writes at most sm_80 or sm_90, neither has wgmma); others unchanged.</summary>
-    internal static string Ptx90a(string ptx, TileConfig tile) =>
-        Shape(tile).Wgmma ? System.Text.RegularExpressions.Regex.Replace(ptx, @"^\.target\s+sm_\d+a?", ".target sm_90a",
-            System.Text.RegularExpressions.RegexOptions.Multiline) : ptx;
+    internal static string Ptx90a(string ptx, TileConfig tile) => Shape(tile).Wgmma ? Sm90a(ptx) : ptx;
+
+    /// <summary>PTX retargeted to sm_90a (wgmma kernels, here and in FlashAttentionHalf).</summary>
+    internal static string Sm90a(string ptx) => System.Text.RegularExpressions.Regex.Replace(ptx, @"^\.target\s+sm_\d+a?",
+        ".target sm_90a", System.Text.RegularExpressions.RegexOptions.Multiline);
 
     const int MaxDynamicSharedSizeBytes = 8; // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 

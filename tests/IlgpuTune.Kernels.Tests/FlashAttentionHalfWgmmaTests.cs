@@ -1,0 +1,80 @@
+using ILGPU;
+using ILGPU.Runtime;
+using IlgpuTune.Kernels;
+using IlgpuTune.TestKit;
+
+namespace IlgpuTune.Kernels.Tests;
+
+// The Hopper (wgmma) forward through its CPU emulation: descriptors decoded as the hardware reads them, the 128-byte swizzle,
+// the m64nNk16 accumulator fragment and the register A fragment of P·V. One warpgroup is 128 emulated threads, two are 256.
+[Collection(IlgpuCpuCollection.Name)]
+public class FlashAttentionHalfWgmmaTests(IlgpuCpuFixture gpu)
+{
+    static (ushort[] Bits, float[] Values) Half16(HalfType type, int seed, int n, float scale)
+    {
+        var f = Rand.Floats(seed, n, scale);
+        var bits = new ushort[n];
+        var back = new float[n];
+        if (type == HalfType.BFloat16) { Cast.ToBf16Cpu(f, bits); Cast.FromBf16Cpu(bits, back); }
+        else { Cast.ToF16Cpu(f, bits); Cast.FromF16Cpu(bits, back); }
+        return (bits, back);
+    }
+
+    void Check(HalfType type, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, int[] segments, int warpgroups, int stages, int seed)
+    {
+        int tokens = batch * seq, qn = tokens * numHeads * headDim, kvn = tokens * numKvHeads * headDim, rows = batch * numHeads * seq;
+        var (qBits, q) = Half16(type, seed, qn, 2f);
+        var (kBits, k) = Half16(type, seed + 1, kvn, 2f);
+        var (vBits, v) = Half16(type, seed + 2, kvn, 1f);
+        var (o, lse) = (new float[qn], new float[rows]);
+        FlashAttentionHalf.ForwardCpu<float>(q, k, v, segments, batch, seq, numHeads, numKvHeads, headDim, causal, o, lse);
+
+        var acc = gpu.Accelerator;
+        using var gq = acc.Allocate1D(qBits); using var gk = acc.Allocate1D(kBits); using var gv = acc.Allocate1D(vBits);
+        using var gseg = gpu.Upload(segments.Length > 0 ? segments : [0]);
+        ArrayView<int> segView = segments.Length > 0 ? gseg.View.SubView(0, segments.Length) : ArrayView<int>.Empty;
+        using var go = gpu.Upload(Rand.Floats(seed + 6, qn)); using var glse = gpu.Upload(Rand.Floats(seed + 7, rows));
+        FlashAttentionHalf.ForwardWgmma(gpu.Kernels, type, gq.View, gk.View, gv.View, segView, batch, seq, numHeads, numKvHeads, headDim,
+            causal, go.View, glse.View, warpgroups, stages);
+        acc.Synchronize();
+        double tol = type == HalfType.BFloat16 ? 2e-2 : 4e-3; // P enters P·V rounded to 16 bits
+        double rel = Close.RelativeToMax(o, go.GetAsArray1D());
+        Assert.True(rel <= tol, $"o: max error {rel:G3} of max |expected| (tolerance {tol:G3})");
+        Close.Assert("logSumExp", lse, glse.GetAsArray1D(), 1e-4, 1e-4);
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1, 1, 64, true, 1, 2)]
+    [InlineData(1, 70, 2, 1, 64, false, 1, 4)]   // two query blocks, the second partial; GQA 2
+    [InlineData(1, 150, 4, 1, 128, true, 1, 3)]  // GQA 4, two key tiles (the second partial), causal over three query blocks
+    [InlineData(2, 33, 2, 2, 128, false, 2, 2)]  // two warpgroups, the second past seq
+    [InlineData(1, 300, 1, 1, 64, true, 2, 2)]   // three key tiles: the ring of 2 slots wraps
+    [InlineData(1, 520, 1, 1, 128, false, 2, 3)] // five key tiles: the ring of 3 wraps
+    [InlineData(1, 260, 2, 2, 64, false, 2, 4)]
+    public void Forward_MatchesCpuReference(int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, int warpgroups,
+        int stages) =>
+        Check(HalfType.BFloat16, batch, seq, numHeads, numKvHeads, headDim, causal, [], warpgroups, stages, seq * 10 + headDim);
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Forward_PackedSamples(bool causal)
+    {
+        // 150 tokens in samples of 1, 1, 5, 2, 100, 41: tiles straddle sample boundaries; single-token samples.
+        int[] lengths = [1, 1, 5, 2, 100, 41];
+        var segments = lengths.SelectMany((n, id) => Enumerable.Repeat(id, n)).ToArray();
+        Check(HalfType.BFloat16, 1, 150, 2, 1, 64, causal, segments, 1, 0, 31);
+    }
+
+    [Fact]
+    public void Forward_Float16() => Check(HalfType.Float16, 1, 140, 2, 1, 128, true, [], 2, 0, 41);
+
+    [Fact]
+    public void RejectsHeadDimWithoutKernel()
+    {
+        using var b = gpu.Accelerator.Allocate1D<ushort>(32);
+        using var f = gpu.Zeros(32);
+        Assert.Throws<ArgumentException>(() => FlashAttentionHalf.ForwardWgmma(gpu.Kernels, HalfType.BFloat16, b.View, b.View, b.View,
+            ArrayView<int>.Empty, 1, 1, 1, 1, 32, false, f.View, f.View, 1));
+    }
+}
