@@ -170,30 +170,36 @@ static class AttentionBench
         var lines = new List<string>();
         var results = new JsonArray();
         var msBy = new Dictionary<bool, (double Fwd, double Bwd)>();
-        foreach (bool sorted in new[] { false, true })
+        // Both rows time the mma.sync kernel (with and without skipping), not the Hopper wgmma forward unsorted ids would take.
+        FlashAttentionHalf.WgmmaForwardEnabled = false;
+        try
         {
-            void Fwd() => FlashAttentionHalf.Forward(k, HalfType.BFloat16, q.View, kk.View, v.View, gseg.View, 1, seq, h, h, d, true, sorted,
-                o.View, lse.View);
-            void Bwd() => FlashAttentionHalf.Backward(k, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View, gseg.View,
-                1, seq, h, h, d, true, sorted, dOh.View, delta.View, dQ.View, dK.View, dV.View);
-            Fwd();
-            double fwdMs = GemmBench.Time(acc, Fwd), bwdMs = GemmBench.Time(acc, Bwd);
-            msBy[sorted] = (fwdMs, bwdMs);
-            double T(double flops, double ms) => flops / (ms * 1e-3) / 1e12;
-            string line = $"| {(sorted ? "tile skipping" : "full loop")} | {fwdMs * 1e3:F1} | {T(dense, fwdMs):F1} | {T(needed, fwdMs):F1} | " +
-                          $"{bwdMs * 1e3:F1} | {T(2.5 * dense, bwdMs):F1} | {T(2.5 * needed, bwdMs):F1} |";
-            Console.WriteLine(line);
-            lines.Add(line);
-            results.Add(new JsonObject
+            foreach (bool sorted in new[] { false, true })
             {
-                ["seq"] = seq, ["d"] = d, ["heads"] = h, ["causal"] = true, ["samples"] = lengths.Count, ["padding"] = pad,
-                ["segments_sorted"] = sorted,
-                ["fwd_us"] = Math.Round(fwdMs * 1e3, 1), ["fwd_tflops_dense_causal"] = Math.Round(T(dense, fwdMs), 2),
-                ["fwd_tflops_needed"] = Math.Round(T(needed, fwdMs), 2),
-                ["bwd_us"] = Math.Round(bwdMs * 1e3, 1), ["bwd_tflops_dense_causal"] = Math.Round(T(2.5 * dense, bwdMs), 2),
-                ["bwd_tflops_needed"] = Math.Round(T(2.5 * needed, bwdMs), 2),
-            });
+                void Fwd() => FlashAttentionHalf.Forward(k, HalfType.BFloat16, q.View, kk.View, v.View, gseg.View, 1, seq, h, h, d, true, sorted,
+                    o.View, lse.View);
+                void Bwd() => FlashAttentionHalf.Backward(k, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View, gseg.View,
+                    1, seq, h, h, d, true, sorted, dOh.View, delta.View, dQ.View, dK.View, dV.View);
+                Fwd();
+                double fwdMs = GemmBench.Time(acc, Fwd), bwdMs = GemmBench.Time(acc, Bwd);
+                msBy[sorted] = (fwdMs, bwdMs);
+                double T(double flops, double ms) => flops / (ms * 1e-3) / 1e12;
+                string line = $"| {(sorted ? "tile skipping" : "full loop")} | {fwdMs * 1e3:F1} | {T(dense, fwdMs):F1} | {T(needed, fwdMs):F1} | " +
+                              $"{bwdMs * 1e3:F1} | {T(2.5 * dense, bwdMs):F1} | {T(2.5 * needed, bwdMs):F1} |";
+                Console.WriteLine(line);
+                lines.Add(line);
+                results.Add(new JsonObject
+                {
+                    ["seq"] = seq, ["d"] = d, ["heads"] = h, ["causal"] = true, ["samples"] = lengths.Count, ["padding"] = pad,
+                    ["segments_sorted"] = sorted,
+                    ["fwd_us"] = Math.Round(fwdMs * 1e3, 1), ["fwd_tflops_dense_causal"] = Math.Round(T(dense, fwdMs), 2),
+                    ["fwd_tflops_needed"] = Math.Round(T(needed, fwdMs), 2),
+                    ["bwd_us"] = Math.Round(bwdMs * 1e3, 1), ["bwd_tflops_dense_causal"] = Math.Round(T(2.5 * dense, bwdMs), 2),
+                    ["bwd_tflops_needed"] = Math.Round(T(2.5 * needed, bwdMs), 2),
+                });
+            }
         }
+        finally { FlashAttentionHalf.WgmmaForwardEnabled = true; }
         string table = $"Packed row: seq {seq}, d {d}, {h} heads, causal, bf16; {lengths.Count} samples of 60..140 tokens " +
                        $"(mean {lengths.Average():F0}) + {pad} padding; needed FLOPs = {needed / dense:P1} of dense causal. " +
                        $"Speed-up fwd {msBy[false].Fwd / msBy[true].Fwd:F2}x, bwd {msBy[false].Bwd / msBy[true].Bwd:F2}x.\n" +
@@ -258,7 +264,10 @@ static class AttentionBench
         {
             using var fo = acc.Allocate1D<float>(qn); using var flse = acc.Allocate1D<float>(rows); using var fdQ = acc.Allocate1D<float>(qn);
             using var fdK = acc.Allocate1D<float>(kvn); using var fdV = acc.Allocate1D<float>(kvn);
-            FlashAttentionHalf.Forward(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, false, fo.View, flse.View);
+            // The same (mma.sync) kernel without skipping: unsorted ids would otherwise take the wgmma forward on Hopper.
+            FlashAttentionHalf.WgmmaForwardEnabled = false;
+            try { FlashAttentionHalf.Forward(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, false, fo.View, flse.View); }
+            finally { FlashAttentionHalf.WgmmaForwardEnabled = true; }
             FlashAttentionHalf.Backward(k, type, gdO.View, gq.View, gk.View, gv.View, fo.View, flse.View, segView, batch, seq, heads, kvHeads, d,
                 causal, false, gdOh.View, gdelta.View, fdQ.View, fdK.View, fdV.View);
             acc.Synchronize();
