@@ -42,6 +42,8 @@ public static partial class FlashAttentionHalf
     {
         void WgmmaSPtx(int keys, bool accumulate, ulong descA, ulong descB);
         void WgmmaPVPtx(int keys, int d, uint a0, uint a1, uint a2, uint a3, ulong descB);
+        void WgmmaTPtx(int which, bool accumulate, ulong descA, ulong descB);
+        void WgmmaKVPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB);
     }
 
     // Accumulators of this thread: S (keys/2 floats) and O (d/2); the CPU emulation keeps them at smf[accOff..], S first.
@@ -61,6 +63,18 @@ public static partial class FlashAttentionHalf
         void ReadS(int keys, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
         void ScaleO(int keys, int d, float lo, float hi, ArrayView<float> smf, int accOff);
         void ReadO(int keys, int d, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
+
+        // dK/dV kernel (head dim 128): Sᵀ, dPᵀ (WgmmaBackwardQueries/2 floats each), dK, dV (64 each); `which` 0 = Sᵀ or dK,
+        // 1 = dPᵀ or dV. The CPU emulation keeps them at smf[accOff..] in that order.
+        void WgDeclareKV(ArrayView<float> smf, int accOff);
+        // Sᵀ or dPᵀ (+)= A·Bᵀ over one k16 step (accumulate false: overwrite).
+        void WgmmaT<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+            where TH : struct, IFlashWgmmaHalf;
+        // dK or dV += A·B over 16 queries: A (dSᵀ or Pᵀ) as the warp's A fragment, B (Q or dO) MN-major through its descriptor.
+        void WgmmaKV<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+            int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf;
+        void ReadT(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
+        void ReadKV(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
     }
 
     internal partial struct Ptx
@@ -80,6 +94,18 @@ public static partial class FlashAttentionHalf
             int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf
         {
             if (CudaAsm.IsSupported) default(TH).WgmmaPVPtx(keys, d, a0, a1, a2, a3, descB);
+        }
+
+        public void WgmmaT<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+            where TH : struct, IFlashWgmmaHalf
+        {
+            if (CudaAsm.IsSupported) default(TH).WgmmaTPtx(which, accumulate, descA, descB);
+        }
+
+        public void WgmmaKV<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+            int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf
+        {
+            if (CudaAsm.IsSupported) default(TH).WgmmaKVPtx(which, a0, a1, a2, a3, descB);
         }
     }
 
@@ -103,16 +129,21 @@ public static partial class FlashAttentionHalf
             Gemm.WgmmaEmulated<TH>(keys, false, false, descA, descB, sm, smf, accOff);
         }
 
-        // Lane l holds A rows l/4 (a0: k 2(l%4), +1; a2: +8) and l/4 + 8 (a1, a3) of the warp's 16 rows, as mma.sync's A.
         public void WgmmaPV<TH>(int keys, int d, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
-            int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf
+            int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf =>
+            WgmmaRs<TH>(d, a0, a1, a2, a3, descB, sm, smf, accOff + keys / 2, scratch, warpScratch);
+
+        // D[at..] += A·B, m64nNk16 with A from registers. Lane l holds A rows l/4 (a0: k 2(l%4), +1; a2: +8) and l/4 + 8
+        // (a1, a3) of the warp's 16 rows, as mma.sync's A; B MN-major through its descriptor.
+        static void WgmmaRs<TH>(int n, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+            int at, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf
         {
             int lane = Warp.LaneIdx;
             Warp.Barrier(); // the previous emulated instruction has finished reading the scratch
             scratch[warpScratch + 4 * lane] = a0; scratch[warpScratch + 4 * lane + 1] = a1;
             scratch[warpScratch + 4 * lane + 2] = a2; scratch[warpScratch + 4 * lane + 3] = a3;
             Warp.Barrier();
-            for (int i = 0; i < d / 8; i++)
+            for (int i = 0; i < n / 8; i++)
                 for (int e = 0; e < 4; e++)
                 {
                     int row = lane / 4 + 8 * (e / 2), col = 8 * i + 2 * (lane % 4) + e % 2;
@@ -122,7 +153,7 @@ public static partial class FlashAttentionHalf
                         uint word = scratch[warpScratch + 4 * (4 * (row % 8) + (k % 8) / 2) + row / 8 + 2 * (k / 8)];
                         sum += default(TH).ToFloat((ushort)(word >> (16 * (k % 2)))) * default(TH).ToFloat(sm[Gemm.DescElement(descB, true, col, k)]);
                     }
-                    smf[accOff + keys / 2 + 4 * i + e] += sum;
+                    smf[at + 4 * i + e] += sum;
                 }
         }
 
@@ -139,6 +170,38 @@ public static partial class FlashAttentionHalf
         public void ReadO(int keys, int d, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
         {
             int at = accOff + keys / 2 + 4 * i;
+            v0 = smf[at]; v1 = smf[at + 1]; v2 = smf[at + 2]; v3 = smf[at + 3];
+        }
+
+        // dK/dV kernel: Sᵀ at accOff, dPᵀ, then dK, dV (WgmmaBackwardHeadDim each).
+        public void WgDeclareKV(ArrayView<float> smf, int accOff)
+        {
+            for (int j = 0; j < WgmmaBackwardHeadDim; j++) smf[accOff + WgmmaBackwardQueries + j] = 0f;
+        }
+
+        public void WgmmaT<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+            where TH : struct, IFlashWgmmaHalf
+        {
+            int at = accOff + which * WgmmaBackwardQueries / 2;
+            if (!accumulate)
+                for (int j = 0; j < WgmmaBackwardQueries / 2; j++) smf[at + j] = 0f;
+            Gemm.WgmmaEmulated<TH>(WgmmaBackwardQueries, false, false, descA, descB, sm, smf, at);
+        }
+
+        public void WgmmaKV<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+            int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf =>
+            WgmmaRs<TH>(WgmmaBackwardHeadDim, a0, a1, a2, a3, descB, sm, smf,
+                accOff + WgmmaBackwardQueries + which * WgmmaBackwardHeadDim / 2, scratch, warpScratch);
+
+        public void ReadT(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
+        {
+            int at = accOff + which * WgmmaBackwardQueries / 2 + 4 * i;
+            v0 = smf[at]; v1 = smf[at + 1]; v2 = smf[at + 2]; v3 = smf[at + 3];
+        }
+
+        public void ReadKV(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
+        {
+            int at = accOff + WgmmaBackwardQueries + which * WgmmaBackwardHeadDim / 2 + 4 * i;
             v0 = smf[at]; v1 = smf[at + 1]; v2 = smf[at + 2]; v3 = smf[at + 3];
         }
     }
@@ -221,6 +284,34 @@ public static partial class FlashAttentionHalf
         var config = new KernelConfig(new Index3D(s.Batch * s.NumHeads, (seq + rows - 1) / rows, 1), new Index3D(threads, 1, 1),
             SharedMemoryConfig.RequestDynamic<byte>(smem));
         kernel(k.Stream, config, q, kk, v, segmentIds, p, stages, o, logSumExp);
+    }
+
+    /// <summary>Backward computes dK and dV with the wgmma kernel where it applies; the GPU bench turns it off to time mma.sync.</summary>
+    internal static bool WgmmaBackwardEnabled { get; set; } = true;
+
+    // Backward's hook: the wgmma dK/dV kernel on a compute capability 9.0 GPU at head dim 128.
+    static bool WgmmaBackwardApplies(KernelRegistry k, int headDim) =>
+        WgmmaBackwardEnabled && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } } &&
+        headDim == WgmmaBackwardHeadDim;
+
+    // dK, dV[batch*seq, numKvHeads, 128] (overwritten) through the wgmma kernel: 2 warpgroups x 64 keys per group; inputs as the
+    // mma.sync dK/dV kernel's (dOHalf, delta from Backward).
+    static void BackwardKeyValueWgmma(KernelRegistry k, HalfType type, ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v,
+        ArrayView<ushort> dOHalf, IntView segmentIds, FloatView logSumExp, FloatView delta, Attention.Sizes s, bool causal, bool segmentsSorted,
+        FloatView dK, FloatView dV)
+    {
+        if (s.HeadDim != WgmmaBackwardHeadDim)
+            throw new ArgumentException($"the wgmma dK/dV kernel supports head dim {WgmmaBackwardHeadDim}, got {s.HeadDim}", nameof(s));
+        const int Threads2 = 256, D = WgmmaBackwardHeadDim;
+        // 1 KB to align the tiles to 1024 | K, V | Q, dO x2 | row statistics x2
+        int tileBytes = 1024 + (2 * WgmmaBackwardKeys + 4 * WgmmaBackwardQueries) * D * 2 + 6 * WgmmaBackwardQueries * 4;
+        var p = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, dOHalf, out _, tileBytes);
+        int smem = k.IsEmulated ? (p.ScratchOffset + Threads2 / 32 * ScratchPerWarp + Threads2 * (WgmmaBackwardQueries + D)) * 4 : tileBytes;
+        var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+            IntView, FloatView, FloatView, Params, FloatView, FloatView>>(k, "BackwardKeyValueWgmma", D, type, tileBytes, sm90a: true);
+        var config = new KernelConfig(new Index3D(s.Batch * s.NumKvHeads, (s.Seq + WgmmaBackwardKeys - 1) / WgmmaBackwardKeys, 1),
+            new Index3D(Threads2, 1, 1), SharedMemoryConfig.RequestDynamic<byte>(smem));
+        kernel(k.Stream, config, q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dK, dV);
     }
 
     // Whether key col is visible to query row (segment segRow) of this batch row: in range, causal, same packed sample.

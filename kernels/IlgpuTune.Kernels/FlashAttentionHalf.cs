@@ -213,7 +213,7 @@ public static partial class FlashAttentionHalf
         int segFirst = segmentIds[tokenBase + from], segLast = segmentIds[tokenBase + to], tiles = (p.Seq + size - 1) / size;
         first = 0;
         end = 0;
-        for (int t0 = 0; t0 < tiles; t0 += Threads)
+        for (int t0 = 0; t0 < tiles; t0 += Group.DimX)
         {
             int t = t0 + Group.IdxX;
             bool before = t < tiles && segmentIds[tokenBase + Math.Min(t * size + size - 1, p.Seq - 1)] < segFirst;
@@ -270,7 +270,16 @@ public static partial class FlashAttentionHalf
     // -> dQ[batch*seq, numHeads, headDim], dK, dV[batch*seq, numKvHeads, headDim] fp32 (overwritten)
     public static void Backward(KernelRegistry k, HalfType type, FloatView dO, ArrayView<ushort> q, ArrayView<ushort> kk,
         ArrayView<ushort> v, FloatView o, FloatView logSumExp, IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads,
-        int headDim, bool causal, bool segmentsSorted, ArrayView<ushort> dOHalf, FloatView delta, FloatView dQ, FloatView dK, FloatView dV)
+        int headDim, bool causal, bool segmentsSorted, ArrayView<ushort> dOHalf, FloatView delta, FloatView dQ, FloatView dK, FloatView dV) =>
+        Backward(k, type, dO, q, kk, v, o, logSumExp, segmentIds, batch, seq, numHeads, numKvHeads, headDim, causal, segmentsSorted,
+            dOHalf, delta, dQ, dK, dV, WgmmaBackwardApplies(k, headDim));
+
+    // As above; wgmmaKeyValue: dK and dV through the wgmma kernel (FlashAttentionHalf.Wgmma.cs; head dim 128; the tests force it
+    // on the CPU accelerator, where it runs emulated).
+    internal static void Backward(KernelRegistry k, HalfType type, FloatView dO, ArrayView<ushort> q, ArrayView<ushort> kk,
+        ArrayView<ushort> v, FloatView o, FloatView logSumExp, IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads,
+        int headDim, bool causal, bool segmentsSorted, ArrayView<ushort> dOHalf, FloatView delta, FloatView dQ, FloatView dK, FloatView dV,
+        bool wgmmaKeyValue)
     {
         var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
         Attention.Need(s.QueryElements, (nameof(dO), dO.Length), (nameof(q), q.Length), (nameof(o), o.Length),
@@ -289,6 +298,11 @@ public static partial class FlashAttentionHalf
             IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQuery", headDim, type, smemQ);
         query(k.Stream, Config(s.Batch * s.NumHeads, seq, rowsQ, smemQ), q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);
 
+        if (wgmmaKeyValue)
+        {
+            BackwardKeyValueWgmma(k, type, q, kk, v, dOHalf, segmentIds, logSumExp, delta, s, causal, segmentsSorted, dK, dV);
+            return;
+        }
         int bq = KeyValueBlockQ(headDim), keys = KeyValueKeys(headDim);
         var pKv = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, dOHalf, out int smemKv, (2 * keys + 4 * bq) * headDim * 2 + 6 * bq * 4);
         var keyValue = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
