@@ -9,7 +9,8 @@
 // attention-table.md to --out.
 // On a compute capability 9.0 GPU Forward runs the wgmma kernel at d 128 (unless tile skipping applies); its configurations
 // (warpgroups x K/V slots, at d 64 and 128) are checked too, and timed next to the mma.sync forward
-// (FlashAttentionHalf.WgmmaForwardEnabled off).
+// (FlashAttentionHalf.WgmmaForwardEnabled off); Backward runs the wgmma dK/dV kernel at d 128, checked by the half checks at
+// d 128 and timed next to the all-mma.sync backward (WgmmaBackwardEnabled off).
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using ILGPU;
@@ -35,7 +36,7 @@ static class AttentionBench
                      (HalfType.BFloat16, 1, 200, 4, 1, 16, true, false), (HalfType.BFloat16, 1, 130, 4, 2, 32, false, false),
                      (HalfType.BFloat16, 1, 520, 2, 2, 128, false, false), (HalfType.Float16, 2, 190, 4, 2, 64, true, true),
                      (HalfType.BFloat16, 1, 1024, 2, 1, 128, false, true), (HalfType.BFloat16, 1, 1000, 4, 2, 128, true, true),
-                     (HalfType.BFloat16, 2, 600, 4, 4, 128, true, false),
+                     (HalfType.BFloat16, 2, 600, 4, 4, 128, true, false), (HalfType.Float16, 1, 333, 4, 2, 128, false, true),
                  })
             ok &= CheckHalf(k, type, batch, seq, heads, kvHeads, d, packed, causal);
         bool hopper = acc is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
@@ -80,6 +81,14 @@ static class AttentionBench
                     FlashAttentionHalf.WgmmaForwardEnabled = false;
                     double mmaSync = flops / (GemmBench.Time(acc, Fwd) * 1e-3) / 1e12;
                     FlashAttentionHalf.WgmmaForwardEnabled = true;
+                    // and the mma.sync backward where the wgmma dK/dV kernel applies
+                    double? mmaSyncBwd = null;
+                    if (hopper && d == 128)
+                    {
+                        FlashAttentionHalf.WgmmaBackwardEnabled = false;
+                        try { mmaSyncBwd = 2.5 * flops / (GemmBench.Time(acc, Bwd) * 1e-3) / 1e12; }
+                        finally { FlashAttentionHalf.WgmmaBackwardEnabled = true; }
+                    }
                     var variants = new JsonObject();
                     string variantCell = "-";
                     if (hopper && FlashAttentionHalf.WgmmaHeadDims.Contains(d))
@@ -100,7 +109,7 @@ static class AttentionBench
                     double? pb = peers.TryGetValue(("sdpa_bwd" + tag, seq, d), out var y) ? y : null;
                     string Cell(double mine, double? peer) => peer is { } t ? $"{t:F1} | {mine / t:P0}" : "- | -";
                     string line = $"| {seq} | {d} | {h} | {(causal ? "yes" : "no")} | {fwd:F1} | {Cell(fwd, pf)} | {bwd:F1} | {Cell(bwd, pb)} | " +
-                        $"{mmaSync:F1} | {variantCell} |";
+                        $"{mmaSync:F1} | {variantCell} | {(mmaSyncBwd is { } mb ? $"{mb:F1}" : "-")} |";
                     Console.WriteLine(line);
                     table.Add(line);
                     results.Add(new JsonObject
@@ -111,11 +120,12 @@ static class AttentionBench
                         ["bwd_us"] = Math.Round(bwdMs * 1e3, 1), ["bwd_tflops"] = Math.Round(bwd, 2), ["sdpa_bwd_tflops"] = pb,
                         ["bwd_ratio"] = pb is { } c ? Math.Round(bwd / c, 3) : null,
                         ["fwd_mma_sync_tflops"] = Math.Round(mmaSync, 2), ["fwd_wgmma_variants_tflops"] = variants,
+                        ["bwd_mma_sync_tflops"] = mmaSyncBwd is { } m2 ? Math.Round(m2, 2) : null,
                     });
                 }
             }
-        const string head = "| seq | d | heads | causal | fwd TFLOP/s | SDPA fwd | ratio | bwd TFLOP/s | SDPA bwd | ratio | mma.sync fwd | wgmma fwd (warpgroups, slots) |\n" +
-            "|---|---|---|---|---|---|---|---|---|---|---|---|";
+        const string head = "| seq | d | heads | causal | fwd TFLOP/s | SDPA fwd | ratio | bwd TFLOP/s | SDPA bwd | ratio | mma.sync fwd | wgmma fwd (warpgroups, slots) | mma.sync bwd |\n" +
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|";
         Console.WriteLine();
         Console.WriteLine(head);
         foreach (var l in table) Console.WriteLine(l);
@@ -126,7 +136,7 @@ static class AttentionBench
         var doc = new JsonObject
         {
             ["kernel"] = "FlashAttentionHalf (bf16 q/k/v/dO, fp32 accumulation and outputs; forward wgmma on compute capability 9.0 at d 64/128, " +
-                "else mma.sync m16n8k16; backward mma.sync)", ["device"] = acc.Name,
+                "else mma.sync m16n8k16; backward: dQ mma.sync, dK/dV wgmma on compute capability 9.0 at d 128, else mma.sync)", ["device"] = acc.Name,
             ["checks_passed"] = ok,
             ["timing"] = "CUDA events, median of 7 pairs around 10 back-to-back launches, after 3 warm-up launches",
             ["flops"] = "fwd 4*h*seq^2*d (/2 causal), bwd 2.5x fwd; batch 1, heads 4096/d",
@@ -170,7 +180,8 @@ static class AttentionBench
         var lines = new List<string>();
         var results = new JsonArray();
         var msBy = new Dictionary<bool, (double Fwd, double Bwd)>();
-        // Both rows time the mma.sync kernel (with and without skipping), not the Hopper wgmma forward unsorted ids would take.
+        // Both rows time the mma.sync forward (with and without skipping), not the Hopper wgmma forward unsorted ids would take; the
+        // backward is Backward's (on Hopper at d 128 its dK/dV kernel is the wgmma one, which skips tiles too).
         FlashAttentionHalf.WgmmaForwardEnabled = false;
         try
         {

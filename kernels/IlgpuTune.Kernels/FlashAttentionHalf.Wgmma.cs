@@ -1,5 +1,5 @@
-// Hopper forward of FlashAttentionHalf (compute capability 9.0; kernels for head dims 64 and 128, WgmmaHeadDims): Forward
-// picks it at head dim 128, same inputs, masks and outputs (o and logSumExp, which the mma.sync backward consumes). Measured
+// Hopper kernels of FlashAttentionHalf (compute capability 9.0): the forward (head dims 64 and 128, WgmmaHeadDims) and the
+// backward's dK/dV kernel (head dim 128, below). Forward picks the forward at head dim 128, same inputs, masks and outputs (o and logSumExp, which the mma.sync backward consumes). Measured
 // on the H100 (benchmarks/results/nvidia-h100-80gb/attention-wgmma.md), d 128 causal, seq 2048/4096/8192: 212/265/297
 // TFLOP/s against mma.sync's 190/227/245 (SDPA 308/460/589); at d 64 it was slower than mma.sync (160/198/219 against
 // 192/221/245), so d 64 keeps the mma.sync kernel. FlashAttention-3's ideas without TMA or warp specialization:
@@ -20,6 +20,15 @@
 //     with the last P·V. ptxas serializes all wgmma of a kernel if
 //     a register one reads is redefined while it may run, hence O is rescaled before P·V is issued and P is packed after
 //     P·V completes.
+// Backward dK/dV (BackwardKeyValueWgmma128Kernel; head dim 128; the dQ kernel stays mma.sync): the mma.sync dK/dV kernel's
+// math and loop (every query head of the kv head, query tiles of 64 rows, the same tile skipping for sorted packed ids, no
+// atomics) on wgmma: a group of 2 warpgroups owns 128 keys, 64 per warpgroup; K and V stay in shared memory, Q and dO tiles
+// are double-buffered by cp.async, all in the 128-byte-swizzle layout. Per tile: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ as m64n64k16 SS
+// wgmma (keys are the accumulator rows), P and dS recomputed in registers from the tile's lse and delta (shared memory),
+// then dV += Pᵀ·dO and dK += dSᵀ·Q as m64n128k16 with Pᵀ, dSᵀ from registers (RS) and dO, Q MN-major; the step waits for
+// them before its registers are redefined. Accumulators tacc, pacc (32 each), kacc, vacc (64 each): 254 registers, no spills
+// (ptxas 12.4). H100, d 128 causal, seq 2048/4096/8192, whole backward: 134/187/205 TFLOP/s against 110/145/152 with the
+// mma.sync dK/dV kernel (benchmarks/results/nvidia-h100-80gb/attention-wgmma-bwd-run1.txt).
 // CPU accelerator: the Emulated platform keeps each thread's accumulators in shared memory (after the per-warp scratch) and
 // computes them from the decoded descriptors (Gemm.WgmmaEmulated) and, for P·V, from the warp's A fragments exchanged through
 // its scratch, so the tests cover descriptors, swizzles and fragment layouts. Bodies: tools/gen_flash_wgmma.py.
