@@ -277,7 +277,7 @@ def backward_key_value(d):
       "out float sl, out float sd, out int ss);", 3)
     w("smf[statsAt + tid] = sl; smf[statsAt + 2 * BQ + tid] = sd; statsInt[statsAt + 4 * BQ + tid] = ss;", 3)
     w("}")
-    w("default(TP).WgDeclareKV(smf, accOff);")
+    w("default(TP).WgDeclareBackward(smf, accOff);")
     w("// Descriptors (128-byte swizzle): this warpgroup's 64 keys of K and V (A, K-major, panels Keys * 128 bytes apart); Q and dO")
     w("// K-major as the B of Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ (panels BQ * 128 apart), MN-major as the B of dK += dSᵀ·Q and dV += Pᵀ·dO.")
     w("ulong kD = Gemm.WgDesc(smBase + (uint)(kAt + wg * 64 * 128), 16, 1024), vD = Gemm.WgDesc(smBase + (uint)(vAt + wg * 64 * 128), 16, 1024);")
@@ -312,12 +312,12 @@ def backward_key_value(d):
         for k in range(d // 16):
             aoff = f"{a} + {(k // 4) * keys * 8 + 2 * (k % 4)}"
             boff = f"{b} + qs + {(k // 4) * bq * 8 + 2 * (k % 4)}"
-            w(f"default(TP).WgmmaT<TH>({which}, {'true' if k else 'false'}, {aoff}, {boff}, sm, smf, accOff);", 3)
+            w(f"default(TP).WgmmaScore<TH>({which}, {'true' if k else 'false'}, {aoff}, {boff}, sm, smf, accOff);", 3)
     w("default(TP).WgCommit();", 3)
     w("default(TP).WgWait(0);", 3)
     for i in range(ns):
-        w(f"default(TP).ReadT(0, {i}, smf, accOff, out float s{i}_0, out float s{i}_1, out float s{i}_2, out float s{i}_3);", 3)
-        w(f"default(TP).ReadT(1, {i}, smf, accOff, out float dp{i}_0, out float dp{i}_1, out float dp{i}_2, out float dp{i}_3);", 3)
+        w(f"default(TP).ReadScore(0, {i}, smf, accOff, out float s{i}_0, out float s{i}_1, out float s{i}_2, out float s{i}_3);", 3)
+        w(f"default(TP).ReadScore(1, {i}, smf, accOff, out float dp{i}_0, out float dp{i}_1, out float dp{i}_2, out float dp{i}_3);", 3)
     w("if (p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0))", 3)
     w("{", 3)
     w("// non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch", 4)
@@ -346,7 +346,7 @@ def backward_key_value(d):
     w("// dV += Pᵀ·dO, dK += dSᵀ·Q: 16 queries per k16 step, dO and Q MN-major (2048 bytes per step)", 3)
     for which, a, b in ((1, "pa", "oT"), (0, "da", "qT")):
         for k in range(bq // 16):
-            w(f"default(TP).WgmmaKV<TH>({which}, {a}{k}_0, {a}{k}_1, {a}{k}_2, {a}{k}_3, {b} + qs + {128 * k}, sm, smf, accOff, scratch, ws);", 3)
+            w(f"default(TP).WgmmaGrad<TH>({which}, {a}{k}_0, {a}{k}_1, {a}{k}_2, {a}{k}_3, {b} + qs + {128 * k}, sm, smf, accOff, scratch, ws);", 3)
     w("default(TP).WgCommit();", 3)
     w("default(TP).WgWait(0); // the A registers are redefined next step: ptxas serializes every wgmma if one may still read them", 3)
     w("if (more && tid < BQ)", 3)
@@ -361,9 +361,113 @@ def backward_key_value(d):
     for i in range(no):
         for which, name, scale in ((0, "dK", " * p.Scale"), (1, "dV", "")):
             x = f"{name[1].lower()}{i}"
-            w(f"default(TP).ReadKV({which}, {i}, smf, accOff, out float {x}_0, out float {x}_1, out float {x}_2, out float {x}_3);")
+            w(f"default(TP).ReadGrad({which}, {i}, smf, accOff, out float {x}_0, out float {x}_1, out float {x}_2, out float {x}_3);")
             w(f"if (in0) {{ {name}[ob0 + {8 * i}] = {x}_0{scale}; {name}[ob0 + {8 * i + 1}] = {x}_1{scale}; }}")
             w(f"if (in1) {{ {name}[ob1 + {8 * i}] = {x}_2{scale}; {name}[ob1 + {8 * i + 1}] = {x}_3{scale}; }}")
+    w("}", 1)
+    return o
+
+
+def backward_query(d):
+    keys, c = BWD_BQ, d // 8  # 64-key tiles: S and dP are m64n64, as Sᵀ and dPᵀ in the dK/dV kernel
+    ns, no = keys // 8, d // 8
+    o = []
+
+    def w(s, ind=2):
+        o.append("    " * ind + s)
+
+    w(f"// Backward dQ, head dim {d}, wgmma. Grid x = batch * numHeads, y = query blocks of 64 per warpgroup (last first); each group", 1)
+    w(f"// loops over the key tiles of {keys} its queries see.", 1)
+    w(f"static void BackwardQueryWgmma{d}Kernel<TH, TP>(ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v, ArrayView<ushort> dO, "
+      "IntView segmentIds, FloatView logSumExp, FloatView delta, Params p, FloatView dQ)", 1)
+    w("where TH : struct, IFlashWgmmaHalf where TP : struct, IFlashPlatform, IFlashWgmma", 2)
+    w("{", 1)
+    w(f"const int D = {d}, Chunks = {c}, Keys = {keys}, KvTile = Keys * D * 2;")
+    w("var sm = SharedMemory.GetDynamic<ushort>();")
+    w("var smf = SharedMemory.GetDynamic<float>();")
+    w("var scratch = SharedMemory.GetDynamic<uint>();")
+    w("int tid = Group.IdxX, threads = Group.DimX, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;")
+    w("int rows = threads >> 1; // 64 query rows per warpgroup")
+    w("uint smBase = default(TP).SmemBase();")
+    w("// Q | dO | K x2 | V x2 from a 1024-byte aligned start")
+    w("int qAt = (int)(((smBase + 1023) & ~1023u) - smBase), oAt = qAt + rows * D * 2, kAt = oAt + rows * D * 2, vAt = kAt + 2 * KvTile;")
+    w("int ws = p.ScratchOffset + (tid >> 5) * ScratchPerWarp;")
+    w(f"int accOff = p.ScratchOffset + (threads >> 5) * ScratchPerWarp + tid * {BWD_BQ + d}; // CPU emulation: accumulators")
+    w("int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;")
+    w("int blocks = (p.Seq + rows - 1) / rows, i0 = (blocks - 1 - Grid.IdxY) * rows, keyTiles = (p.Seq + Keys - 1) / Keys;")
+    w("long tokenBase = (long)bIdx * p.Seq;")
+    w("int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + rows + Keys - 1) / Keys) : keyTiles;")
+    w("LoadRowsWg<TP>(q, p.QPtr, sm, smBase, qAt, rows, Chunks, tokenBase, i0, p.NumHeads, h, p, threads);")
+    w("LoadRowsWg<TP>(dO, p.DOPtr, sm, smBase, oAt, rows, Chunks, tokenBase, i0, p.NumHeads, h, p, threads);")
+    w("LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt, Keys, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p, threads);")
+    w("LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt, Keys, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p, threads);")
+    w("default(TP).CommitGroup();")
+    w("default(TP).WgDeclareBackward(smf, accOff);")
+    w("// Descriptors (128-byte swizzle): this warpgroup's Q and dO rows (A, K-major, panels rows * 128 bytes apart); K and V slot 0")
+    w("// K-major as the B of S = Q·Kᵀ and dP = dO·Vᵀ (panels Keys * 128 apart); K MN-major as the B of dQ += dS·K.")
+    w("ulong qD = Gemm.WgDesc(smBase + (uint)(qAt + wg * 64 * 128), 16, 1024), oD = Gemm.WgDesc(smBase + (uint)(oAt + wg * 64 * 128), 16, 1024);")
+    w("ulong kD = Gemm.WgDesc(smBase + (uint)kAt, 16, 1024), vD = Gemm.WgDesc(smBase + (uint)vAt, 16, 1024), qPanel = (ulong)(rows * 8);")
+    w("ulong kT = Gemm.WgDesc(smBase + (uint)kAt, Keys * 128, 1024);")
+    w("int row0 = i0 + wg * 64 + warp * 16 + g, row1 = row0 + 8, wgRow = i0 + wg * 64;")
+    w("LoadStats(segmentIds, logSumExp, delta, p, tokenBase, bh, row0, out float lse0, out float dl0, out int seg0);")
+    w("LoadStats(segmentIds, logSumExp, delta, p, tokenBase, bh, row1, out float lse1, out float dl1, out int seg1);")
+    w("float sc = p.ScaleLog2;")
+    w("for (int t = 0; t < nTiles; t++)")
+    w("{")
+    w("default(TP).WaitGroups(0);", 3)
+    w("default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)", 3)
+    w("Group.Barrier(); // tile t has landed, and every warpgroup is done with tile t-1's slot", 3)
+    w("int j0 = t * Keys, cur = t & 1;", 3)
+    w("if (t + 1 < nTiles)", 3)
+    w("{", 3)
+    w("LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + (1 - cur) * KvTile, Keys, Chunks, tokenBase, j0 + Keys, p.NumKvHeads, kvh, p, threads);", 4)
+    w("LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + (1 - cur) * KvTile, Keys, Chunks, tokenBase, j0 + Keys, p.NumKvHeads, kvh, p, threads);", 4)
+    w("}", 3)
+    w("default(TP).CommitGroup();", 3)
+    w("ulong ks = (ulong)((cur * KvTile) >> 4);", 3)
+    w("default(TP).WgFence();", 3)
+    w("// S = Q·Kᵀ and dP = dO·Vᵀ (the first k16 step of each overwrites)", 3)
+    for which, a, b in ((0, "qD", "kD"), (1, "oD", "vD")):
+        for k in range(d // 16):
+            aoff = f"{a} + {k // 4} * qPanel + {2 * (k % 4)}"
+            boff = f"{b} + ks + {(k // 4) * keys * 8 + 2 * (k % 4)}"
+            w(f"default(TP).WgmmaScore<TH>({which}, {'true' if k else 'false'}, {aoff}, {boff}, sm, smf, accOff);", 3)
+    w("default(TP).WgCommit();", 3)
+    w("default(TP).WgWait(0);", 3)
+    for i in range(ns):
+        w(f"default(TP).ReadScore(0, {i}, smf, accOff, out float s{i}_0, out float s{i}_1, out float s{i}_2, out float s{i}_3);", 3)
+        w(f"default(TP).ReadScore(1, {i}, smf, accOff, out float dp{i}_0, out float dp{i}_1, out float dp{i}_2, out float dp{i}_3);", 3)
+    w("if (p.Segmented != 0 || j0 + Keys > p.Seq || (p.Causal != 0 && j0 + Keys - 1 > wgRow))", 3)
+    w("{", 3)
+    for i in range(ns):
+        for e in range(4):
+            r = e // 2
+            w(f"if (!Visible(segmentIds, p, tokenBase, row{r}, seg{r}, j0 + {8 * i} + 2 * t4 + {e & 1})) s{i}_{e} = float.NegativeInfinity;", 4)
+    w("}", 3)
+    w("// P = exp2(s·scale·log2(e) - lse·log2(e)) (0 past seq: lse +inf), dS = P (dP - delta)", 3)
+    for i in range(ns):
+        for e in range(4):
+            r = e // 2
+            w(f"s{i}_{e} = default(TP).Exp2(s{i}_{e} * sc - lse{r}); dp{i}_{e} = s{i}_{e} * (dp{i}_{e} - dl{r});", 3)
+    w("// dS in the A-fragment layout of dQ += dS·K", 3)
+    for k in range(keys // 16):
+        a, b = 2 * k, 2 * k + 1
+        w(f"uint da{k}_0 = default(TH).Pack<TP>(dp{a}_0, dp{a}_1), da{k}_1 = default(TH).Pack<TP>(dp{a}_2, dp{a}_3), "
+          f"da{k}_2 = default(TH).Pack<TP>(dp{b}_0, dp{b}_1), da{k}_3 = default(TH).Pack<TP>(dp{b}_2, dp{b}_3);", 3)
+    w("default(TP).WgFence();", 3)
+    w("// dQ += dS·K: 16 keys per k16 step, K MN-major (2048 bytes per step)", 3)
+    for k in range(keys // 16):
+        w(f"default(TP).WgmmaGrad<TH>(0, da{k}_0, da{k}_1, da{k}_2, da{k}_3, kT + ks + {128 * k}, sm, smf, accOff, scratch, ws);", 3)
+    w("default(TP).WgCommit();", 3)
+    w("default(TP).WgWait(0); // the A registers are redefined next tile: ptxas serializes every wgmma if one may still read them", 3)
+    w("}")
+    w("default(TP).WaitGroups(0);")
+    w("long ob0 = ((tokenBase + row0) * p.NumHeads + h) * D + 2 * t4, ob1 = ((tokenBase + row1) * p.NumHeads + h) * D + 2 * t4;")
+    w("bool in0 = row0 < p.Seq, in1 = row1 < p.Seq;")
+    for i in range(no):
+        w(f"default(TP).ReadGrad(0, {i}, smf, accOff, out float q{i}_0, out float q{i}_1, out float q{i}_2, out float q{i}_3);")
+        w(f"if (in0) {{ dQ[ob0 + {8 * i}] = q{i}_0 * p.Scale; dQ[ob0 + {8 * i + 1}] = q{i}_1 * p.Scale; }}")
+        w(f"if (in1) {{ dQ[ob1 + {8 * i}] = q{i}_2 * p.Scale; dQ[ob1 + {8 * i + 1}] = q{i}_3 * p.Scale; }}")
     w("}", 1)
     return o
 
@@ -377,7 +481,7 @@ def ptx_sites_backward():
         w(f"    internal partial struct {t}")
         w("    {")
         w("        // Sᵀ or dPᵀ (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts it (scale-d 0).")
-        w("        public void WgmmaTPtx(int which, bool accumulate, ulong descA, ulong descB)")
+        w("        public void WgmmaScorePtx(int which, bool accumulate, ulong descA, ulong descB)")
         w("        {")
         for which, name in ((0, "tacc"), (1, "pacc")):
             regs = ", ".join(f"{name}{i}" for i in range(bq // 2))
@@ -387,7 +491,7 @@ def ptx_sites_backward():
         w("        }")
         w("")
         w("        // dK or dV += A·B: A (dSᵀ or Pᵀ) from registers, B (Q or dO) MN-major in shared memory (transpose flag).")
-        w("        public void WgmmaKVPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB)")
+        w("        public void WgmmaGradPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB)")
         w("        {")
         for d in BWD_HEAD_DIMS:
             for which, name in ((0, "kacc"), (1, "vacc")):
@@ -402,7 +506,7 @@ def ptx_sites_backward():
     w("    internal partial struct Ptx")
     w("    {")
     w("        // Declares the dK/dV kernel's accumulators at function scope, dK and dV zeroed (Sᵀ, dPᵀ are overwritten by their first step).")
-    w("        public void WgDeclareKV(ArrayView<float> smf, int accOff)")
+    w("        public void WgDeclareBackward(ArrayView<float> smf, int accOff)")
     w("        {")
     w("            if (!CudaAsm.IsSupported) return;")
     zeros = " ".join(f"mov.f32 {n}{j}, 0f00000000;" for n in ("kacc", "vacc") for j in range(d // 2))
@@ -410,7 +514,7 @@ def ptx_sites_backward():
     w("        }")
     w("")
     w("        // Fragment i of Sᵀ (which 0) or dPᵀ (1): key rows g, g + 8 of the warp's 16, query columns 8i + 2(lane % 4), +1.")
-    w("        public void ReadT(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)")
+    w("        public void ReadScore(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)")
     w("        {")
     w("            Output<float> x0 = default, x1 = default, x2 = default, x3 = default;")
     w("            if (CudaAsm.IsSupported)")
@@ -426,7 +530,7 @@ def ptx_sites_backward():
     w("        }")
     w("")
     w("        // Fragment i of dK (which 0) or dV (1), laid out as Sᵀ's.")
-    w("        public void ReadKV(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)")
+    w("        public void ReadGrad(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)")
     w("        {")
     w("            Output<float> x0 = default, x1 = default, x2 = default, x3 = default;")
     w("            if (CudaAsm.IsSupported)")
@@ -461,6 +565,8 @@ def main():
     out.append("")
     for d in BWD_HEAD_DIMS:
         out += backward_key_value(d)
+        out.append("")
+        out += backward_query(d)
         out.append("")
     out += ptx_sites_backward()
     out.append("}")

@@ -66,8 +66,8 @@ static class Program
                 Console.WriteLine($"{layout} {tile}: {sw.ElapsedMilliseconds} ms, {ptx.Length} chars, mma {Count("mma.sync")}, wgmma {Count("wgmma.mma_async")}, ldmatrix {Count("ldmatrix")}, " +
                     $"cp.async {Count("cp.async.cg")}, ld.local {Count("ld.local")}, st.local {Count("st.local")}, depot {LocalDepot(ptx)}");
             }
-        foreach (var kind in prefix == "" ? new[] { "Forward", "BackwardQuery", "BackwardKeyValue", "ForwardWgmma", "BackwardKeyValueWgmma" } : [])
-            foreach (int d in kind == "ForwardWgmma" ? FlashAttentionHalf.WgmmaHeadDims : kind == "BackwardKeyValueWgmma" ? [128] : FlashAttentionHalf.HeadDims)
+        foreach (var kind in prefix == "" ? new[] { "Forward", "BackwardQuery", "BackwardKeyValue", "ForwardWgmma", "BackwardKeyValueWgmma", "BackwardQueryWgmma" } : [])
+            foreach (int d in kind == "ForwardWgmma" ? FlashAttentionHalf.WgmmaHeadDims : kind.StartsWith("Backward", StringComparison.Ordinal) && kind.EndsWith("Wgmma", StringComparison.Ordinal) ? [128] : FlashAttentionHalf.HeadDims)
             {
                 var sw = Stopwatch.StartNew();
                 var entry = EntryPointDescription.FromExplicitlyGroupedKernel(FlashAttentionHalf.KernelMethod(kind, d, HalfType.BFloat16, false));

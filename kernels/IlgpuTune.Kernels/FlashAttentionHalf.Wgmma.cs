@@ -51,8 +51,8 @@ public static partial class FlashAttentionHalf
     {
         void WgmmaSPtx(int keys, bool accumulate, ulong descA, ulong descB);
         void WgmmaPVPtx(int keys, int d, uint a0, uint a1, uint a2, uint a3, ulong descB);
-        void WgmmaTPtx(int which, bool accumulate, ulong descA, ulong descB);
-        void WgmmaKVPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB);
+        void WgmmaScorePtx(int which, bool accumulate, ulong descA, ulong descB);
+        void WgmmaGradPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB);
     }
 
     // Accumulators of this thread: S (keys/2 floats) and O (d/2); the CPU emulation keeps them at smf[accOff..], S first.
@@ -75,15 +75,15 @@ public static partial class FlashAttentionHalf
 
         // dK/dV kernel (head dim 128): Sᵀ, dPᵀ (WgmmaBackwardQueries/2 floats each), dK, dV (64 each); `which` 0 = Sᵀ or dK,
         // 1 = dPᵀ or dV. The CPU emulation keeps them at smf[accOff..] in that order.
-        void WgDeclareKV(ArrayView<float> smf, int accOff);
+        void WgDeclareBackward(ArrayView<float> smf, int accOff);
         // Sᵀ or dPᵀ (+)= A·Bᵀ over one k16 step (accumulate false: overwrite).
-        void WgmmaT<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+        void WgmmaScore<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
             where TH : struct, IFlashWgmmaHalf;
         // dK or dV += A·B over 16 queries: A (dSᵀ or Pᵀ) as the warp's A fragment, B (Q or dO) MN-major through its descriptor.
-        void WgmmaKV<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+        void WgmmaGrad<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
             int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf;
-        void ReadT(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
-        void ReadKV(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
+        void ReadScore(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
+        void ReadGrad(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
     }
 
     internal partial struct Ptx
@@ -105,16 +105,16 @@ public static partial class FlashAttentionHalf
             if (CudaAsm.IsSupported) default(TH).WgmmaPVPtx(keys, d, a0, a1, a2, a3, descB);
         }
 
-        public void WgmmaT<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+        public void WgmmaScore<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
             where TH : struct, IFlashWgmmaHalf
         {
-            if (CudaAsm.IsSupported) default(TH).WgmmaTPtx(which, accumulate, descA, descB);
+            if (CudaAsm.IsSupported) default(TH).WgmmaScorePtx(which, accumulate, descA, descB);
         }
 
-        public void WgmmaKV<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+        public void WgmmaGrad<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
             int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf
         {
-            if (CudaAsm.IsSupported) default(TH).WgmmaKVPtx(which, a0, a1, a2, a3, descB);
+            if (CudaAsm.IsSupported) default(TH).WgmmaGradPtx(which, a0, a1, a2, a3, descB);
         }
     }
 
@@ -183,12 +183,12 @@ public static partial class FlashAttentionHalf
         }
 
         // dK/dV kernel: Sᵀ at accOff, dPᵀ, then dK, dV (WgmmaBackwardHeadDim each).
-        public void WgDeclareKV(ArrayView<float> smf, int accOff)
+        public void WgDeclareBackward(ArrayView<float> smf, int accOff)
         {
             for (int j = 0; j < WgmmaBackwardHeadDim; j++) smf[accOff + WgmmaBackwardQueries + j] = 0f;
         }
 
-        public void WgmmaT<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+        public void WgmmaScore<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
             where TH : struct, IFlashWgmmaHalf
         {
             int at = accOff + which * WgmmaBackwardQueries / 2;
@@ -197,18 +197,18 @@ public static partial class FlashAttentionHalf
             Gemm.WgmmaEmulated<TH>(WgmmaBackwardQueries, false, false, descA, descB, sm, smf, at);
         }
 
-        public void WgmmaKV<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+        public void WgmmaGrad<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
             int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf =>
             WgmmaRs<TH>(WgmmaBackwardHeadDim, a0, a1, a2, a3, descB, sm, smf,
                 accOff + WgmmaBackwardQueries + which * WgmmaBackwardHeadDim / 2, scratch, warpScratch);
 
-        public void ReadT(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
+        public void ReadScore(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
         {
             int at = accOff + which * WgmmaBackwardQueries / 2 + 4 * i;
             v0 = smf[at]; v1 = smf[at + 1]; v2 = smf[at + 2]; v3 = smf[at + 3];
         }
 
-        public void ReadKV(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
+        public void ReadGrad(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
         {
             int at = accOff + WgmmaBackwardQueries + which * WgmmaBackwardHeadDim / 2 + 4 * i;
             v0 = smf[at]; v1 = smf[at + 1]; v2 = smf[at + 2]; v3 = smf[at + 3];
@@ -298,6 +298,10 @@ public static partial class FlashAttentionHalf
     /// <summary>Backward computes dK and dV with the wgmma kernel where it applies; the GPU bench turns it off to time mma.sync.</summary>
     internal static bool WgmmaBackwardEnabled { get; set; } = true;
 
+    /// <summary>Backward computes dQ with the wgmma kernel where the dK/dV one applies. Off: not yet timed on a GPU (checked on the
+    /// CPU emulation only); the GPU bench turns it on to check and time it.</summary>
+    internal static bool WgmmaBackwardQueryEnabled { get; set; }
+
     // Backward's hook: the wgmma dK/dV kernel on a compute capability 9.0 GPU at head dim 128.
     static bool WgmmaBackwardApplies(KernelRegistry k, int headDim) =>
         WgmmaBackwardEnabled && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } } &&
@@ -321,6 +325,25 @@ public static partial class FlashAttentionHalf
         var config = new KernelConfig(new Index3D(s.Batch * s.NumKvHeads, (s.Seq + WgmmaBackwardKeys - 1) / WgmmaBackwardKeys, 1),
             new Index3D(Threads2, 1, 1), SharedMemoryConfig.RequestDynamic<byte>(smem));
         kernel(k.Stream, config, q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dK, dV);
+    }
+
+    // dQ[batch*seq, numHeads, 128] (overwritten) through the wgmma kernel: 2 warpgroups x 64 query rows per group, 64-key
+    // tiles; no tile skipping (Backward keeps sorted packed rows on mma.sync); inputs as in BackwardKeyValueWgmma.
+    static void BackwardQueryWgmma(KernelRegistry k, HalfType type, ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v,
+        ArrayView<ushort> dOHalf, IntView segmentIds, FloatView logSumExp, FloatView delta, Attention.Sizes s, bool causal, FloatView dQ)
+    {
+        if (s.HeadDim != WgmmaBackwardHeadDim)
+            throw new ArgumentException($"the wgmma dQ kernel supports head dim {WgmmaBackwardHeadDim}, got {s.HeadDim}", nameof(s));
+        const int Threads2 = 256, D = WgmmaBackwardHeadDim, Rows = 128;
+        // 1 KB to align the tiles to 1024 | Q, dO | K, V x2
+        int tileBytes = 1024 + (2 * Rows + 4 * WgmmaBackwardQueries) * D * 2;
+        var p = MakeParams(k, s, causal, segmentIds, false, q, kk, v, dOHalf, out _, tileBytes);
+        int smem = k.IsEmulated ? (p.ScratchOffset + Threads2 / 32 * ScratchPerWarp + Threads2 * (WgmmaBackwardQueries + D)) * 4 : tileBytes;
+        var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+            IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQueryWgmma", D, type, tileBytes, sm90a: true);
+        var config = new KernelConfig(new Index3D(s.Batch * s.NumHeads, (s.Seq + Rows - 1) / Rows, 1), new Index3D(Threads2, 1, 1),
+            SharedMemoryConfig.RequestDynamic<byte>(smem));
+        kernel(k.Stream, config, q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);
     }
 
     // Whether key col is visible to query row (segment segRow) of this batch row: in range, causal, same packed sample.

@@ -273,15 +273,16 @@ public static partial class FlashAttentionHalf
         ArrayView<ushort> v, FloatView o, FloatView logSumExp, IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads,
         int headDim, bool causal, bool segmentsSorted, ArrayView<ushort> dOHalf, FloatView delta, FloatView dQ, FloatView dK, FloatView dV) =>
         Backward(k, type, dO, q, kk, v, o, logSumExp, segmentIds, batch, seq, numHeads, numKvHeads, headDim, causal, segmentsSorted,
-            dOHalf, delta, dQ, dK, dV, WgmmaBackwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0));
+            dOHalf, delta, dQ, dK, dV, WgmmaBackwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0),
+            WgmmaBackwardQueryEnabled && WgmmaBackwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0));
 
-    // As above; wgmmaKeyValue: dK and dV through the wgmma kernel (FlashAttentionHalf.Wgmma.cs; head dim 128; the tests force it
-    // on the CPU accelerator, where it runs emulated). Backward takes it on Hopper at d 128 except for packed rows with sorted ids:
+    // As above; wgmmaKeyValue, wgmmaQuery: dK and dV, dQ through the wgmma kernels (FlashAttentionHalf.Wgmma.cs; head dim 128;
+    // the tests force them on the CPU accelerator, where they run emulated). Backward takes it on Hopper at d 128 except for packed rows with sorted ids:
     // there the mma.sync kernel's 32-row query tiles skip more (H100, the packed row of AttentionBench: 317 against 334 us).
     internal static void Backward(KernelRegistry k, HalfType type, FloatView dO, ArrayView<ushort> q, ArrayView<ushort> kk,
         ArrayView<ushort> v, FloatView o, FloatView logSumExp, IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads,
         int headDim, bool causal, bool segmentsSorted, ArrayView<ushort> dOHalf, FloatView delta, FloatView dQ, FloatView dK, FloatView dV,
-        bool wgmmaKeyValue)
+        bool wgmmaKeyValue, bool wgmmaQuery = false)
     {
         var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
         Attention.Need(s.QueryElements, (nameof(dO), dO.Length), (nameof(q), q.Length), (nameof(o), o.Length),
@@ -294,12 +295,9 @@ public static partial class FlashAttentionHalf
         else Cast.ToF16(k, dO, s.QueryElements, dOHalf);
         FlashAttention.Delta(k, dO, o, s, delta);
 
-        int rowsQ = BackwardQueryRows(headDim);
-        var p = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, dOHalf, out int smemQ, (2 * rowsQ + 4 * 64) * headDim * 2);
-        var query = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
-            IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQuery", headDim, type, smemQ);
-        query(k.Stream, Config(s.Batch * s.NumHeads, seq, rowsQ, smemQ), q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);
-
+        if (wgmmaQuery) BackwardQueryWgmma(k, type, q, kk, v, dOHalf, segmentIds, logSumExp, delta, s, causal, dQ);
+        else BackwardQuery(k, type, q, kk, v, dOHalf, segmentIds, logSumExp, delta, s, causal, segmentsSorted, dQ);
+        if (wgmmaKeyValue)
         if (wgmmaKeyValue)
         {
             BackwardKeyValueWgmma(k, type, q, kk, v, dOHalf, segmentIds, logSumExp, delta, s, causal, segmentsSorted, dK, dV);
@@ -310,6 +308,18 @@ public static partial class FlashAttentionHalf
         var keyValue = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
             IntView, FloatView, FloatView, Params, FloatView, FloatView>>(k, "BackwardKeyValue", headDim, type, smemKv);
         keyValue(k.Stream, Config(s.Batch * s.NumKvHeads, seq, keys, smemKv), q, kk, v, dOHalf, segmentIds, logSumExp, delta, pKv, dK, dV);
+    }
+
+    // dQ[batch*seq, numHeads, headDim] (overwritten) through the mma.sync dQ kernel; inputs as in Backward.
+    static void BackwardQuery(KernelRegistry k, HalfType type, ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v,
+        ArrayView<ushort> dOHalf, IntView segmentIds, FloatView logSumExp, FloatView delta, Attention.Sizes s, bool causal, bool segmentsSorted,
+        FloatView dQ)
+    {
+        int rowsQ = BackwardQueryRows(s.HeadDim);
+        var p = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, dOHalf, out int smemQ, (2 * rowsQ + 4 * 64) * s.HeadDim * 2);
+        var query = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+            IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQuery", s.HeadDim, type, smemQ);
+        query(k.Stream, Config(s.Batch * s.NumHeads, s.Seq, rowsQ, smemQ), q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);
     }
 
     /// <summary>Whether segmentIds[batch*seq] never decrease along each row: the precondition of segmentsSorted.</summary>
