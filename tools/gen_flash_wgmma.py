@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes kernels/IlgpuTune.Kernels/FlashAttentionHalf.Wgmma.g.cs: the Hopper (wgmma) flash-attention forward, one body per
-head dim (ILGPU 1.5.3 does not unroll loops), plus the PTX of its wgmma and accumulator sites, where the accumulators are
+head dim, and the backward's dK/dV and dQ kernels (head dim 128) (ILGPU 1.5.3 does not unroll loops), plus the PTX of its wgmma and accumulator sites, where the accumulators are
 function-scope registers named in the instruction text (sacc: S, oacc: O). See FlashAttentionHalf.Wgmma.cs for the
 algorithm. Run from the repository root: python3 tools/gen_flash_wgmma.py"""
 import os
@@ -473,14 +473,15 @@ def backward_query(d):
 
 
 def ptx_sites_backward():
-    """PTX of the dK/dV kernel's sites: accumulators tacc (Sᵀ), pacc (dPᵀ), kacc (dK), vacc (dV); `which` 0 = S, dK; 1 = dP, dV."""
+    """PTX of the backward kernels' sites: accumulators tacc (S or Sᵀ), pacc (dP or dPᵀ), kacc (dK or dQ), vacc (dV); `which`
+    0 = S, dK/dQ; 1 = dP, dV."""
     o = []
     w = o.append
     bq = BWD_BQ
     for t, ptype in (("Bf16", "bf16"), ("F16", "f16")):
         w(f"    internal partial struct {t}")
         w("    {")
-        w("        // Sᵀ or dPᵀ (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts it (scale-d 0).")
+        w("        // S or dP (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts it (scale-d 0).")
         w("        public void WgmmaScorePtx(int which, bool accumulate, ulong descA, ulong descB)")
         w("        {")
         for which, name in ((0, "tacc"), (1, "pacc")):
@@ -490,7 +491,7 @@ def ptx_sites_backward():
               f"{{{regs}}}, %0, %1, sz, 1, 1, 0, 0; }}\", descA, descB, accumulate ? 1 : 0);")
         w("        }")
         w("")
-        w("        // dK or dV += A·B: A (dSᵀ or Pᵀ) from registers, B (Q or dO) MN-major in shared memory (transpose flag).")
+        w("        // dK, dQ or dV += A·B: A (dSᵀ, dS or Pᵀ) from registers, B (Q, K or dO) MN-major in shared memory (transpose flag).")
         w("        public void WgmmaGradPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB)")
         w("        {")
         for d in BWD_HEAD_DIMS:
@@ -505,7 +506,7 @@ def ptx_sites_backward():
     d = max(BWD_HEAD_DIMS)
     w("    internal partial struct Ptx")
     w("    {")
-    w("        // Declares the dK/dV kernel's accumulators at function scope, dK and dV zeroed (Sᵀ, dPᵀ are overwritten by their first step).")
+    w("        // Declares the backward kernels' accumulators at function scope, the gradients zeroed (S, dP are overwritten by their first step).")
     w("        public void WgDeclareBackward(ArrayView<float> smf, int accOff)")
     w("        {")
     w("            if (!CudaAsm.IsSupported) return;")
@@ -513,7 +514,7 @@ def ptx_sites_backward():
     w(f"            CudaAsm.Emit(\".reg .f32 tacc<{bq // 2}>; .reg .f32 pacc<{bq // 2}>; .reg .f32 kacc<{d // 2}>; .reg .f32 vacc<{d // 2}>; {zeros}\");")
     w("        }")
     w("")
-    w("        // Fragment i of Sᵀ (which 0) or dPᵀ (1): key rows g, g + 8 of the warp's 16, query columns 8i + 2(lane % 4), +1.")
+    w("        // Fragment i of S (which 0) or dP (1): rows g, g + 8 of the warp's 16, columns 8i + 2(lane % 4), +1.")
     w("        public void ReadScore(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)")
     w("        {")
     w("            Output<float> x0 = default, x1 = default, x2 = default, x3 = default;")
@@ -529,7 +530,7 @@ def ptx_sites_backward():
     w("            v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;")
     w("        }")
     w("")
-    w("        // Fragment i of dK (which 0) or dV (1), laid out as Sᵀ's.")
+    w("        // Fragment i of dK or dQ (which 0) or dV (1), laid out as S's.")
     w("        public void ReadGrad(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)")
     w("        {")
     w("            Output<float> x0 = default, x1 = default, x2 = default, x3 = default;")

@@ -1,5 +1,6 @@
 // Hopper kernels of FlashAttentionHalf (compute capability 9.0): the forward (head dims 64 and 128, WgmmaHeadDims) and the
-// backward's dK/dV kernel (head dim 128, below). Forward picks the forward at head dim 128, same inputs, masks and outputs (o and logSumExp, which the mma.sync backward consumes). Measured
+// backward's dK/dV and dQ kernels (head dim 128, below). Forward picks the forward at head dim 128, same inputs, masks and
+// outputs (o and logSumExp, which the backward consumes). Measured
 // on the H100 (benchmarks/results/nvidia-h100-80gb/attention-wgmma.md), d 128 causal, seq 2048/4096/8192: 212/265/297
 // TFLOP/s against mma.sync's 190/227/245 (SDPA 308/460/589); at d 64 it was slower than mma.sync (160/198/219 against
 // 192/221/245), so d 64 keeps the mma.sync kernel. FlashAttention-3's ideas without TMA or warp specialization:
@@ -20,7 +21,7 @@
 //     with the last P·V. ptxas serializes all wgmma of a kernel if
 //     a register one reads is redefined while it may run, hence O is rescaled before P·V is issued and P is packed after
 //     P·V completes.
-// Backward dK/dV (BackwardKeyValueWgmma128Kernel; head dim 128; the dQ kernel stays mma.sync): the mma.sync dK/dV kernel's
+// Backward dK/dV (BackwardKeyValueWgmma128Kernel; head dim 128): the mma.sync dK/dV kernel's
 // math and loop (every query head of the kv head, query tiles of 64 rows, the same tile skipping for sorted packed ids, no
 // atomics) on wgmma: a group of 2 warpgroups owns 128 keys, 64 per warpgroup; K and V stay in shared memory, Q and dO tiles
 // are double-buffered by cp.async, all in the 128-byte-swizzle layout. Per tile: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ as m64n64k16 SS
@@ -28,7 +29,12 @@
 // then dV += Pᵀ·dO and dK += dSᵀ·Q as m64n128k16 with Pᵀ, dSᵀ from registers (RS) and dO, Q MN-major; the step waits for
 // them before its registers are redefined. Accumulators tacc, pacc (32 each), kacc, vacc (64 each): 254 registers, no spills
 // (ptxas 12.4). H100, d 128 causal, seq 2048/4096/8192, whole backward: 134/187/205 TFLOP/s against 110/145/152 with the
-// mma.sync dK/dV kernel (benchmarks/results/nvidia-h100-80gb/attention-wgmma-bwd-run1.txt).
+// mma.sync dK/dV kernel (benchmarks/results/nvidia-h100-80gb/attention-wgmma-bwd-run1.txt). Backward takes it at d 128
+// except for packed rows with sorted ids (mma.sync's 32-row query tiles skip more).
+// Backward dQ (BackwardQueryWgmma128Kernel; only with WgmmaBackwardQueryEnabled, not yet timed on a GPU): the forward's shape
+// (2 warpgroups x 64 query rows, Q and dO resident, 64-key K/V tiles double-buffered); per tile S = Q·Kᵀ and dP = dO·Vᵀ
+// (m64n64k16 SS), P and dS from the rows' lse and delta (registers), dQ += dS·K (m64n128k16, dS from registers, K MN-major);
+// no tile skipping. It reuses the dK/dV kernel's sites (S, dP in tacc, pacc; dQ in kacc): 160 registers, no spills.
 // CPU accelerator: the Emulated platform keeps each thread's accumulators in shared memory (after the per-warp scratch) and
 // computes them from the decoded descriptors (Gemm.WgmmaEmulated) and, for P·V, from the warp's A fragments exchanged through
 // its scratch, so the tests cover descriptors, swizzles and fragment layouts. Bodies: tools/gen_flash_wgmma.py.
@@ -73,13 +79,13 @@ public static partial class FlashAttentionHalf
         void ScaleO(int keys, int d, float lo, float hi, ArrayView<float> smf, int accOff);
         void ReadO(int keys, int d, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
 
-        // dK/dV kernel (head dim 128): Sᵀ, dPᵀ (WgmmaBackwardQueries/2 floats each), dK, dV (64 each); `which` 0 = Sᵀ or dK,
-        // 1 = dPᵀ or dV. The CPU emulation keeps them at smf[accOff..] in that order.
+        // Backward kernels (head dim 128): scores Sᵀ, dPᵀ (or S, dP: WgmmaBackwardQueries/2 floats each) and gradients dK, dV
+        // (or dQ: 64 each); `which` 0 = S or dK/dQ, 1 = dP or dV. The CPU emulation keeps them at smf[accOff..] in that order.
         void WgDeclareBackward(ArrayView<float> smf, int accOff);
-        // Sᵀ or dPᵀ (+)= A·Bᵀ over one k16 step (accumulate false: overwrite).
+        // Score (+)= A·Bᵀ, m64n64k16, A and B K-major (accumulate false: overwrite).
         void WgmmaScore<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
             where TH : struct, IFlashWgmmaHalf;
-        // dK or dV += A·B over 16 queries: A (dSᵀ or Pᵀ) as the warp's A fragment, B (Q or dO) MN-major through its descriptor.
+        // Gradient += A·B, m64n128k16: A (dSᵀ, Pᵀ or dS) as the warp's A fragment, B (Q, dO or K) MN-major through its descriptor.
         void WgmmaGrad<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
             int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf;
         void ReadScore(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
@@ -182,7 +188,7 @@ public static partial class FlashAttentionHalf
             v0 = smf[at]; v1 = smf[at + 1]; v2 = smf[at + 2]; v3 = smf[at + 3];
         }
 
-        // dK/dV kernel: Sᵀ at accOff, dPᵀ, then dK, dV (WgmmaBackwardHeadDim each).
+        // Backward kernels: S at accOff, dP, then the gradients (WgmmaBackwardHeadDim / 2 each).
         public void WgDeclareBackward(ArrayView<float> smf, int accOff)
         {
             for (int j = 0; j < WgmmaBackwardHeadDim; j++) smf[accOff + WgmmaBackwardQueries + j] = 0f;

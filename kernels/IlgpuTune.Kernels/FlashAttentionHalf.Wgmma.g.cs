@@ -1186,7 +1186,7 @@ public static partial class FlashAttentionHalf
 
     internal partial struct Bf16
     {
-        // Sᵀ or dPᵀ (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts it (scale-d 0).
+        // S or dP (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts it (scale-d 0).
         public void WgmmaScorePtx(int which, bool accumulate, ulong descA, ulong descB)
         {
             if (which == 0)
@@ -1195,7 +1195,7 @@ public static partial class FlashAttentionHalf
                 CudaAsm.Emit("{ .reg .pred sz; setp.ne.b32 sz, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {pacc0, pacc1, pacc2, pacc3, pacc4, pacc5, pacc6, pacc7, pacc8, pacc9, pacc10, pacc11, pacc12, pacc13, pacc14, pacc15, pacc16, pacc17, pacc18, pacc19, pacc20, pacc21, pacc22, pacc23, pacc24, pacc25, pacc26, pacc27, pacc28, pacc29, pacc30, pacc31}, %0, %1, sz, 1, 1, 0, 0; }", descA, descB, accumulate ? 1 : 0);
         }
 
-        // dK or dV += A·B: A (dSᵀ or Pᵀ) from registers, B (Q or dO) MN-major in shared memory (transpose flag).
+        // dK, dQ or dV += A·B: A (dSᵀ, dS or Pᵀ) from registers, B (Q, K or dO) MN-major in shared memory (transpose flag).
         public void WgmmaGradPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB)
         {
             if (which == 0)
@@ -1207,7 +1207,7 @@ public static partial class FlashAttentionHalf
 
     internal partial struct F16
     {
-        // Sᵀ or dPᵀ (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts it (scale-d 0).
+        // S or dP (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts it (scale-d 0).
         public void WgmmaScorePtx(int which, bool accumulate, ulong descA, ulong descB)
         {
             if (which == 0)
@@ -1216,7 +1216,7 @@ public static partial class FlashAttentionHalf
                 CudaAsm.Emit("{ .reg .pred sz; setp.ne.b32 sz, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {pacc0, pacc1, pacc2, pacc3, pacc4, pacc5, pacc6, pacc7, pacc8, pacc9, pacc10, pacc11, pacc12, pacc13, pacc14, pacc15, pacc16, pacc17, pacc18, pacc19, pacc20, pacc21, pacc22, pacc23, pacc24, pacc25, pacc26, pacc27, pacc28, pacc29, pacc30, pacc31}, %0, %1, sz, 1, 1, 0, 0; }", descA, descB, accumulate ? 1 : 0);
         }
 
-        // dK or dV += A·B: A (dSᵀ or Pᵀ) from registers, B (Q or dO) MN-major in shared memory (transpose flag).
+        // dK, dQ or dV += A·B: A (dSᵀ, dS or Pᵀ) from registers, B (Q, K or dO) MN-major in shared memory (transpose flag).
         public void WgmmaGradPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB)
         {
             if (which == 0)
@@ -1228,14 +1228,14 @@ public static partial class FlashAttentionHalf
 
     internal partial struct Ptx
     {
-        // Declares the dK/dV kernel's accumulators at function scope, dK and dV zeroed (Sᵀ, dPᵀ are overwritten by their first step).
+        // Declares the backward kernels' accumulators at function scope, the gradients zeroed (S, dP are overwritten by their first step).
         public void WgDeclareBackward(ArrayView<float> smf, int accOff)
         {
             if (!CudaAsm.IsSupported) return;
             CudaAsm.Emit(".reg .f32 tacc<32>; .reg .f32 pacc<32>; .reg .f32 kacc<64>; .reg .f32 vacc<64>; mov.f32 kacc0, 0f00000000; mov.f32 kacc1, 0f00000000; mov.f32 kacc2, 0f00000000; mov.f32 kacc3, 0f00000000; mov.f32 kacc4, 0f00000000; mov.f32 kacc5, 0f00000000; mov.f32 kacc6, 0f00000000; mov.f32 kacc7, 0f00000000; mov.f32 kacc8, 0f00000000; mov.f32 kacc9, 0f00000000; mov.f32 kacc10, 0f00000000; mov.f32 kacc11, 0f00000000; mov.f32 kacc12, 0f00000000; mov.f32 kacc13, 0f00000000; mov.f32 kacc14, 0f00000000; mov.f32 kacc15, 0f00000000; mov.f32 kacc16, 0f00000000; mov.f32 kacc17, 0f00000000; mov.f32 kacc18, 0f00000000; mov.f32 kacc19, 0f00000000; mov.f32 kacc20, 0f00000000; mov.f32 kacc21, 0f00000000; mov.f32 kacc22, 0f00000000; mov.f32 kacc23, 0f00000000; mov.f32 kacc24, 0f00000000; mov.f32 kacc25, 0f00000000; mov.f32 kacc26, 0f00000000; mov.f32 kacc27, 0f00000000; mov.f32 kacc28, 0f00000000; mov.f32 kacc29, 0f00000000; mov.f32 kacc30, 0f00000000; mov.f32 kacc31, 0f00000000; mov.f32 kacc32, 0f00000000; mov.f32 kacc33, 0f00000000; mov.f32 kacc34, 0f00000000; mov.f32 kacc35, 0f00000000; mov.f32 kacc36, 0f00000000; mov.f32 kacc37, 0f00000000; mov.f32 kacc38, 0f00000000; mov.f32 kacc39, 0f00000000; mov.f32 kacc40, 0f00000000; mov.f32 kacc41, 0f00000000; mov.f32 kacc42, 0f00000000; mov.f32 kacc43, 0f00000000; mov.f32 kacc44, 0f00000000; mov.f32 kacc45, 0f00000000; mov.f32 kacc46, 0f00000000; mov.f32 kacc47, 0f00000000; mov.f32 kacc48, 0f00000000; mov.f32 kacc49, 0f00000000; mov.f32 kacc50, 0f00000000; mov.f32 kacc51, 0f00000000; mov.f32 kacc52, 0f00000000; mov.f32 kacc53, 0f00000000; mov.f32 kacc54, 0f00000000; mov.f32 kacc55, 0f00000000; mov.f32 kacc56, 0f00000000; mov.f32 kacc57, 0f00000000; mov.f32 kacc58, 0f00000000; mov.f32 kacc59, 0f00000000; mov.f32 kacc60, 0f00000000; mov.f32 kacc61, 0f00000000; mov.f32 kacc62, 0f00000000; mov.f32 kacc63, 0f00000000; mov.f32 vacc0, 0f00000000; mov.f32 vacc1, 0f00000000; mov.f32 vacc2, 0f00000000; mov.f32 vacc3, 0f00000000; mov.f32 vacc4, 0f00000000; mov.f32 vacc5, 0f00000000; mov.f32 vacc6, 0f00000000; mov.f32 vacc7, 0f00000000; mov.f32 vacc8, 0f00000000; mov.f32 vacc9, 0f00000000; mov.f32 vacc10, 0f00000000; mov.f32 vacc11, 0f00000000; mov.f32 vacc12, 0f00000000; mov.f32 vacc13, 0f00000000; mov.f32 vacc14, 0f00000000; mov.f32 vacc15, 0f00000000; mov.f32 vacc16, 0f00000000; mov.f32 vacc17, 0f00000000; mov.f32 vacc18, 0f00000000; mov.f32 vacc19, 0f00000000; mov.f32 vacc20, 0f00000000; mov.f32 vacc21, 0f00000000; mov.f32 vacc22, 0f00000000; mov.f32 vacc23, 0f00000000; mov.f32 vacc24, 0f00000000; mov.f32 vacc25, 0f00000000; mov.f32 vacc26, 0f00000000; mov.f32 vacc27, 0f00000000; mov.f32 vacc28, 0f00000000; mov.f32 vacc29, 0f00000000; mov.f32 vacc30, 0f00000000; mov.f32 vacc31, 0f00000000; mov.f32 vacc32, 0f00000000; mov.f32 vacc33, 0f00000000; mov.f32 vacc34, 0f00000000; mov.f32 vacc35, 0f00000000; mov.f32 vacc36, 0f00000000; mov.f32 vacc37, 0f00000000; mov.f32 vacc38, 0f00000000; mov.f32 vacc39, 0f00000000; mov.f32 vacc40, 0f00000000; mov.f32 vacc41, 0f00000000; mov.f32 vacc42, 0f00000000; mov.f32 vacc43, 0f00000000; mov.f32 vacc44, 0f00000000; mov.f32 vacc45, 0f00000000; mov.f32 vacc46, 0f00000000; mov.f32 vacc47, 0f00000000; mov.f32 vacc48, 0f00000000; mov.f32 vacc49, 0f00000000; mov.f32 vacc50, 0f00000000; mov.f32 vacc51, 0f00000000; mov.f32 vacc52, 0f00000000; mov.f32 vacc53, 0f00000000; mov.f32 vacc54, 0f00000000; mov.f32 vacc55, 0f00000000; mov.f32 vacc56, 0f00000000; mov.f32 vacc57, 0f00000000; mov.f32 vacc58, 0f00000000; mov.f32 vacc59, 0f00000000; mov.f32 vacc60, 0f00000000; mov.f32 vacc61, 0f00000000; mov.f32 vacc62, 0f00000000; mov.f32 vacc63, 0f00000000;");
         }
 
-        // Fragment i of Sᵀ (which 0) or dPᵀ (1): key rows g, g + 8 of the warp's 16, query columns 8i + 2(lane % 4), +1.
+        // Fragment i of S (which 0) or dP (1): rows g, g + 8 of the warp's 16, columns 8i + 2(lane % 4), +1.
         public void ReadScore(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
         {
             Output<float> x0 = default, x1 = default, x2 = default, x3 = default;
@@ -1261,7 +1261,7 @@ public static partial class FlashAttentionHalf
             v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;
         }
 
-        // Fragment i of dK (which 0) or dV (1), laid out as Sᵀ's.
+        // Fragment i of dK or dQ (which 0) or dV (1), laid out as S's.
         public void ReadGrad(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
         {
             Output<float> x0 = default, x1 = default, x2 = default, x3 = default;
