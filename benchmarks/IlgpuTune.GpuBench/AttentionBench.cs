@@ -9,7 +9,9 @@
 // attention-table.md to --out.
 // On a compute capability 9.0 GPU Forward runs the wgmma kernel at d 128 (unless tile skipping applies); its configurations
 // (warpgroups x K/V slots, at d 64 and 128) are checked too, and timed next to the mma.sync forward
-// (FlashAttentionHalf.WgmmaForwardEnabled off).
+// (FlashAttentionHalf.WgmmaForwardEnabled off); Backward runs the wgmma dK/dV kernel at d 128, checked by the half checks at
+// d 128 and timed next to the all-mma.sync backward (WgmmaBackwardEnabled off); the wgmma dQ kernel (WgmmaBackwardQueryEnabled,
+// off by default) is checked by a second pass of the d 128 half checks and timed as its own column.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using ILGPU;
@@ -35,10 +37,25 @@ static class AttentionBench
                      (HalfType.BFloat16, 1, 200, 4, 1, 16, true, false), (HalfType.BFloat16, 1, 130, 4, 2, 32, false, false),
                      (HalfType.BFloat16, 1, 520, 2, 2, 128, false, false), (HalfType.Float16, 2, 190, 4, 2, 64, true, true),
                      (HalfType.BFloat16, 1, 1024, 2, 1, 128, false, true), (HalfType.BFloat16, 1, 1000, 4, 2, 128, true, true),
-                     (HalfType.BFloat16, 2, 600, 4, 4, 128, true, false),
+                     (HalfType.BFloat16, 2, 600, 4, 4, 128, true, false), (HalfType.Float16, 1, 333, 4, 2, 128, false, true),
                  })
             ok &= CheckHalf(k, type, batch, seq, heads, kvHeads, d, packed, causal);
         bool hopper = acc is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
+        if (hopper)
+        {
+            // the d 128 checks again with the wgmma dQ kernel (unsorted ids: the packed checks' full-loop pass)
+            FlashAttentionHalf.WgmmaBackwardQueryEnabled = true;
+            try
+            {
+                foreach (var (type, batch, seq, heads, kvHeads, d, packed, causal) in new[]
+                         {
+                             (HalfType.BFloat16, 1, 257, 4, 4, 128, false, true), (HalfType.BFloat16, 1, 520, 2, 2, 128, false, false),
+                             (HalfType.BFloat16, 1, 1000, 4, 2, 128, true, true), (HalfType.Float16, 1, 333, 4, 2, 128, false, true),
+                         })
+                    ok &= CheckHalf(k, type, batch, seq, heads, kvHeads, d, packed, causal, checkFullLoop: true);
+            }
+            finally { FlashAttentionHalf.WgmmaBackwardQueryEnabled = false; }
+        }
         if (hopper)
             foreach (var (type, batch, seq, heads, kvHeads, d, packed, causal) in new[]
                      {
@@ -80,6 +97,17 @@ static class AttentionBench
                     FlashAttentionHalf.WgmmaForwardEnabled = false;
                     double mmaSync = flops / (GemmBench.Time(acc, Fwd) * 1e-3) / 1e12;
                     FlashAttentionHalf.WgmmaForwardEnabled = true;
+                    // and the mma.sync backward where the wgmma dK/dV kernel applies
+                    double? mmaSyncBwd = null, wgmmaDqBwd = null;
+                    if (hopper && d == 128)
+                    {
+                        FlashAttentionHalf.WgmmaBackwardEnabled = false;
+                        try { mmaSyncBwd = 2.5 * flops / (GemmBench.Time(acc, Bwd) * 1e-3) / 1e12; }
+                        finally { FlashAttentionHalf.WgmmaBackwardEnabled = true; }
+                        FlashAttentionHalf.WgmmaBackwardQueryEnabled = true;
+                        try { wgmmaDqBwd = 2.5 * flops / (GemmBench.Time(acc, Bwd) * 1e-3) / 1e12; }
+                        finally { FlashAttentionHalf.WgmmaBackwardQueryEnabled = false; }
+                    }
                     var variants = new JsonObject();
                     string variantCell = "-";
                     if (hopper && FlashAttentionHalf.WgmmaHeadDims.Contains(d))
@@ -100,7 +128,7 @@ static class AttentionBench
                     double? pb = peers.TryGetValue(("sdpa_bwd" + tag, seq, d), out var y) ? y : null;
                     string Cell(double mine, double? peer) => peer is { } t ? $"{t:F1} | {mine / t:P0}" : "- | -";
                     string line = $"| {seq} | {d} | {h} | {(causal ? "yes" : "no")} | {fwd:F1} | {Cell(fwd, pf)} | {bwd:F1} | {Cell(bwd, pb)} | " +
-                        $"{mmaSync:F1} | {variantCell} |";
+                        $"{mmaSync:F1} | {variantCell} | {(mmaSyncBwd is { } mb ? $"{mb:F1}" : "-")} | {(wgmmaDqBwd is { } wq ? $"{wq:F1}" : "-")} |";
                     Console.WriteLine(line);
                     table.Add(line);
                     results.Add(new JsonObject
@@ -111,11 +139,13 @@ static class AttentionBench
                         ["bwd_us"] = Math.Round(bwdMs * 1e3, 1), ["bwd_tflops"] = Math.Round(bwd, 2), ["sdpa_bwd_tflops"] = pb,
                         ["bwd_ratio"] = pb is { } c ? Math.Round(bwd / c, 3) : null,
                         ["fwd_mma_sync_tflops"] = Math.Round(mmaSync, 2), ["fwd_wgmma_variants_tflops"] = variants,
+                        ["bwd_mma_sync_tflops"] = mmaSyncBwd is { } m2 ? Math.Round(m2, 2) : null,
+                        ["bwd_wgmma_dq_tflops"] = wgmmaDqBwd is { } w2 ? Math.Round(w2, 2) : null,
                     });
                 }
             }
-        const string head = "| seq | d | heads | causal | fwd TFLOP/s | SDPA fwd | ratio | bwd TFLOP/s | SDPA bwd | ratio | mma.sync fwd | wgmma fwd (warpgroups, slots) |\n" +
-            "|---|---|---|---|---|---|---|---|---|---|---|---|";
+        const string head = "| seq | d | heads | causal | fwd TFLOP/s | SDPA fwd | ratio | bwd TFLOP/s | SDPA bwd | ratio | mma.sync fwd | wgmma fwd (warpgroups, slots) | mma.sync bwd | bwd with wgmma dQ |\n" +
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
         Console.WriteLine();
         Console.WriteLine(head);
         foreach (var l in table) Console.WriteLine(l);
@@ -126,7 +156,7 @@ static class AttentionBench
         var doc = new JsonObject
         {
             ["kernel"] = "FlashAttentionHalf (bf16 q/k/v/dO, fp32 accumulation and outputs; forward wgmma on compute capability 9.0 at d 64/128, " +
-                "else mma.sync m16n8k16; backward mma.sync)", ["device"] = acc.Name,
+                "else mma.sync m16n8k16; backward: dQ mma.sync, dK/dV wgmma on compute capability 9.0 at d 128, else mma.sync)", ["device"] = acc.Name,
             ["checks_passed"] = ok,
             ["timing"] = "CUDA events, median of 7 pairs around 10 back-to-back launches, after 3 warm-up launches",
             ["flops"] = "fwd 4*h*seq^2*d (/2 causal), bwd 2.5x fwd; batch 1, heads 4096/d",
@@ -170,7 +200,8 @@ static class AttentionBench
         var lines = new List<string>();
         var results = new JsonArray();
         var msBy = new Dictionary<bool, (double Fwd, double Bwd)>();
-        // Both rows time the mma.sync kernel (with and without skipping), not the Hopper wgmma forward unsorted ids would take.
+        // Both rows time the mma.sync forward (with and without skipping), not the Hopper wgmma forward unsorted ids would take; the
+        // backward is Backward's: on Hopper at d 128 the full loop (unsorted ids) takes the wgmma dK/dV kernel, sorted ids mma.sync.
         FlashAttentionHalf.WgmmaForwardEnabled = false;
         try
         {
@@ -210,7 +241,8 @@ static class AttentionBench
 
     // The tensor-core kernels against FlashAttentionHalf's CPU reference on the same 16-bit inputs; outputs NaN-poisoned.
     // Packed ids (non-decreasing here) run with tile skipping, then again with the full loop, which must give the same bits.
-    static bool CheckHalf(KernelRegistry k, HalfType type, int batch, int seq, int heads, int kvHeads, int d, bool packed, bool causal)
+    static bool CheckHalf(KernelRegistry k, HalfType type, int batch, int seq, int heads, int kvHeads, int d, bool packed, bool causal,
+        bool checkFullLoop = false)
     {
         var acc = k.Accelerator;
         int qn = batch * seq * heads * d, kvn = batch * seq * kvHeads * d, rows = batch * heads * seq;
@@ -264,12 +296,16 @@ static class AttentionBench
         {
             using var fo = acc.Allocate1D<float>(qn); using var flse = acc.Allocate1D<float>(rows); using var fdQ = acc.Allocate1D<float>(qn);
             using var fdK = acc.Allocate1D<float>(kvn); using var fdV = acc.Allocate1D<float>(kvn);
-            // The same (mma.sync) kernel without skipping: unsorted ids would otherwise take the wgmma forward on Hopper.
+            // The same (mma.sync) kernels without skipping: unsorted ids would otherwise take the wgmma kernels on Hopper.
             FlashAttentionHalf.WgmmaForwardEnabled = false;
-            try { FlashAttentionHalf.Forward(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, false, fo.View, flse.View); }
-            finally { FlashAttentionHalf.WgmmaForwardEnabled = true; }
-            FlashAttentionHalf.Backward(k, type, gdO.View, gq.View, gk.View, gv.View, fo.View, flse.View, segView, batch, seq, heads, kvHeads, d,
-                causal, false, gdOh.View, gdelta.View, fdQ.View, fdK.View, fdV.View);
+            FlashAttentionHalf.WgmmaBackwardEnabled = false;
+            try
+            {
+                FlashAttentionHalf.Forward(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, false, fo.View, flse.View);
+                FlashAttentionHalf.Backward(k, type, gdO.View, gq.View, gk.View, gv.View, fo.View, flse.View, segView, batch, seq, heads, kvHeads, d,
+                    causal, false, gdOh.View, gdelta.View, fdQ.View, fdK.View, fdV.View);
+            }
+            finally { FlashAttentionHalf.WgmmaForwardEnabled = true; FlashAttentionHalf.WgmmaBackwardEnabled = true; }
             acc.Synchronize();
             float[][] full = [fo.GetAsArray1D(), flse.GetAsArray1D(), fdQ.GetAsArray1D(), fdK.GetAsArray1D(), fdV.GetAsArray1D()];
             long differ = 0;
@@ -278,6 +314,26 @@ static class AttentionBench
                     if (BitConverter.SingleToInt32Bits(full[a][i]) != BitConverter.SingleToInt32Bits(skipped[a][i])) differ++;
             line += differ == 0 ? "; skipping = full loop bit for bit" : $"; {differ} values differ from the full loop";
             ok &= differ == 0;
+            if (checkFullLoop)
+            {
+                // Unsorted: the backward Hopper takes at d 128 (wgmma kernels) on the packed ids, against the reference.
+                FlashAttentionHalf.Backward(k, type, gdO.View, gq.View, gk.View, gv.View, go.View, glse.View, segView, batch, seq, heads, kvHeads, d,
+                    causal, false, gdOh.View, gdelta.View, fdQ.View, fdK.View, fdV.View);
+                acc.Synchronize();
+                line += "; full loop";
+                foreach (var (name, want, got) in new[] { ("dQ", dQ, fdQ), ("dK", dK, fdK), ("dV", dV, fdV) })
+                {
+                    var g = got.GetAsArray1D();
+                    double err = 0, max = 0;
+                    for (int i = 0; i < want.Length; i++)
+                    {
+                        err = Math.Max(err, float.IsNaN(g[i]) ? double.PositiveInfinity : Math.Abs(g[i] - want[i]));
+                        max = Math.Max(max, Math.Abs(want[i]));
+                    }
+                    line += $" {name} {err / max:G3}";
+                    ok &= err <= tol * max;
+                }
+            }
         }
         foreach (var b in bufs) b.Dispose();
         Console.WriteLine(line + (ok ? " ok" : " FAIL"));

@@ -66,14 +66,14 @@ static class Program
                 Console.WriteLine($"{layout} {tile}: {sw.ElapsedMilliseconds} ms, {ptx.Length} chars, mma {Count("mma.sync")}, wgmma {Count("wgmma.mma_async")}, ldmatrix {Count("ldmatrix")}, " +
                     $"cp.async {Count("cp.async.cg")}, ld.local {Count("ld.local")}, st.local {Count("st.local")}, depot {LocalDepot(ptx)}");
             }
-        foreach (var kind in prefix == "" ? new[] { "Forward", "BackwardQuery", "BackwardKeyValue", "ForwardWgmma" } : [])
-            foreach (int d in kind == "ForwardWgmma" ? FlashAttentionHalf.WgmmaHeadDims : FlashAttentionHalf.HeadDims)
+        foreach (var kind in prefix == "" ? new[] { "Forward", "BackwardQuery", "BackwardKeyValue", "ForwardWgmma", "BackwardKeyValueWgmma", "BackwardQueryWgmma" } : [])
+            foreach (int d in kind == "ForwardWgmma" ? FlashAttentionHalf.WgmmaHeadDims : kind.StartsWith("Backward", StringComparison.Ordinal) && kind.EndsWith("Wgmma", StringComparison.Ordinal) ? [128] : FlashAttentionHalf.HeadDims)
             {
                 var sw = Stopwatch.StartNew();
                 var entry = EntryPointDescription.FromExplicitlyGroupedKernel(FlashAttentionHalf.KernelMethod(kind, d, HalfType.BFloat16, false));
                 var ck = (PTXCompiledKernel)backend.Compile(entry, default);
                 var (ptx, promoted) = PtxLocals.Promote(ck.PTXAssembly);
-                if (kind == "ForwardWgmma") ptx = Gemm.Sm90a(ptx);
+                if (kind.EndsWith("Wgmma", StringComparison.Ordinal)) ptx = Gemm.Sm90a(ptx);
                 File.WriteAllText(Path.Combine(dir, $"flash-{kind}-{d}.ptx"), ptx);
                 int Count(string s) => ptx.Split(s).Length - 1;
                 Console.WriteLine($"flash {kind} {d}: {sw.ElapsedMilliseconds} ms, promoted {promoted}, mma {Count("mma.sync")}, wgmma {Count("wgmma.mma_async")}, ldmatrix {Count("ldmatrix")}, " +

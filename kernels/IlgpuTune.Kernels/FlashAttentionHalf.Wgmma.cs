@@ -1,5 +1,6 @@
-// Hopper forward of FlashAttentionHalf (compute capability 9.0; kernels for head dims 64 and 128, WgmmaHeadDims): Forward
-// picks it at head dim 128, same inputs, masks and outputs (o and logSumExp, which the mma.sync backward consumes). Measured
+// Hopper kernels of FlashAttentionHalf (compute capability 9.0): the forward (head dims 64 and 128, WgmmaHeadDims) and the
+// backward's dK/dV and dQ kernels (head dim 128, below). Forward picks the forward at head dim 128, same inputs, masks and
+// outputs (o and logSumExp, which the backward consumes). Measured
 // on the H100 (benchmarks/results/nvidia-h100-80gb/attention-wgmma.md), d 128 causal, seq 2048/4096/8192: 212/265/297
 // TFLOP/s against mma.sync's 190/227/245 (SDPA 308/460/589); at d 64 it was slower than mma.sync (160/198/219 against
 // 192/221/245), so d 64 keeps the mma.sync kernel. FlashAttention-3's ideas without TMA or warp specialization:
@@ -20,6 +21,20 @@
 //     with the last P·V. ptxas serializes all wgmma of a kernel if
 //     a register one reads is redefined while it may run, hence O is rescaled before P·V is issued and P is packed after
 //     P·V completes.
+// Backward dK/dV (BackwardKeyValueWgmma128Kernel; head dim 128): the mma.sync dK/dV kernel's
+// math and loop (every query head of the kv head, query tiles of 64 rows, the same tile skipping for sorted packed ids, no
+// atomics) on wgmma: a group of 2 warpgroups owns 128 keys, 64 per warpgroup; K and V stay in shared memory, Q and dO tiles
+// are double-buffered by cp.async, all in the 128-byte-swizzle layout. Per tile: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ as m64n64k16 SS
+// wgmma (keys are the accumulator rows), P and dS recomputed in registers from the tile's lse and delta (shared memory),
+// then dV += Pᵀ·dO and dK += dSᵀ·Q as m64n128k16 with Pᵀ, dSᵀ from registers (RS) and dO, Q MN-major; the step waits for
+// them before its registers are redefined. Accumulators tacc, pacc (32 each), kacc, vacc (64 each): 254 registers, no spills
+// (ptxas 12.4). H100, d 128 causal, seq 2048/4096/8192, whole backward: 134/187/205 TFLOP/s against 110/145/152 with the
+// mma.sync dK/dV kernel (benchmarks/results/nvidia-h100-80gb/attention-wgmma-bwd-run1.txt). Backward takes it at d 128
+// except for packed rows with sorted ids (mma.sync's 32-row query tiles skip more).
+// Backward dQ (BackwardQueryWgmma128Kernel; only with WgmmaBackwardQueryEnabled, not yet timed on a GPU): the forward's shape
+// (2 warpgroups x 64 query rows, Q and dO resident, 64-key K/V tiles double-buffered); per tile S = Q·Kᵀ and dP = dO·Vᵀ
+// (m64n64k16 SS), P and dS from the rows' lse and delta (registers), dQ += dS·K (m64n128k16, dS from registers, K MN-major);
+// no tile skipping. It reuses the dK/dV kernel's sites (S, dP in tacc, pacc; dQ in kacc): 160 registers, no spills.
 // CPU accelerator: the Emulated platform keeps each thread's accumulators in shared memory (after the per-warp scratch) and
 // computes them from the decoded descriptors (Gemm.WgmmaEmulated) and, for P·V, from the warp's A fragments exchanged through
 // its scratch, so the tests cover descriptors, swizzles and fragment layouts. Bodies: tools/gen_flash_wgmma.py.
@@ -42,6 +57,8 @@ public static partial class FlashAttentionHalf
     {
         void WgmmaSPtx(int keys, bool accumulate, ulong descA, ulong descB);
         void WgmmaPVPtx(int keys, int d, uint a0, uint a1, uint a2, uint a3, ulong descB);
+        void WgmmaScorePtx(int which, bool accumulate, ulong descA, ulong descB);
+        void WgmmaGradPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB);
     }
 
     // Accumulators of this thread: S (keys/2 floats) and O (d/2); the CPU emulation keeps them at smf[accOff..], S first.
@@ -61,6 +78,18 @@ public static partial class FlashAttentionHalf
         void ReadS(int keys, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
         void ScaleO(int keys, int d, float lo, float hi, ArrayView<float> smf, int accOff);
         void ReadO(int keys, int d, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
+
+        // Backward kernels (head dim 128): scores Sᵀ, dPᵀ (or S, dP: WgmmaBackwardQueries/2 floats each) and gradients dK, dV
+        // (or dQ: 64 each); `which` 0 = S or dK/dQ, 1 = dP or dV. The CPU emulation keeps them at smf[accOff..] in that order.
+        void WgDeclareBackward(ArrayView<float> smf, int accOff);
+        // Score (+)= A·Bᵀ, m64n64k16, A and B K-major (accumulate false: overwrite).
+        void WgmmaScore<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+            where TH : struct, IFlashWgmmaHalf;
+        // Gradient += A·B, m64n128k16: A (dSᵀ, Pᵀ or dS) as the warp's A fragment, B (Q, dO or K) MN-major through its descriptor.
+        void WgmmaGrad<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+            int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf;
+        void ReadScore(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
+        void ReadGrad(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3);
     }
 
     internal partial struct Ptx
@@ -80,6 +109,18 @@ public static partial class FlashAttentionHalf
             int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf
         {
             if (CudaAsm.IsSupported) default(TH).WgmmaPVPtx(keys, d, a0, a1, a2, a3, descB);
+        }
+
+        public void WgmmaScore<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+            where TH : struct, IFlashWgmmaHalf
+        {
+            if (CudaAsm.IsSupported) default(TH).WgmmaScorePtx(which, accumulate, descA, descB);
+        }
+
+        public void WgmmaGrad<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+            int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf
+        {
+            if (CudaAsm.IsSupported) default(TH).WgmmaGradPtx(which, a0, a1, a2, a3, descB);
         }
     }
 
@@ -103,16 +144,21 @@ public static partial class FlashAttentionHalf
             Gemm.WgmmaEmulated<TH>(keys, false, false, descA, descB, sm, smf, accOff);
         }
 
-        // Lane l holds A rows l/4 (a0: k 2(l%4), +1; a2: +8) and l/4 + 8 (a1, a3) of the warp's 16 rows, as mma.sync's A.
         public void WgmmaPV<TH>(int keys, int d, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
-            int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf
+            int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf =>
+            WgmmaRs<TH>(d, a0, a1, a2, a3, descB, sm, smf, accOff + keys / 2, scratch, warpScratch);
+
+        // D[at..] += A·B, m64nNk16 with A from registers. Lane l holds A rows l/4 (a0: k 2(l%4), +1; a2: +8) and l/4 + 8
+        // (a1, a3) of the warp's 16 rows, as mma.sync's A; B MN-major through its descriptor.
+        static void WgmmaRs<TH>(int n, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+            int at, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf
         {
             int lane = Warp.LaneIdx;
             Warp.Barrier(); // the previous emulated instruction has finished reading the scratch
             scratch[warpScratch + 4 * lane] = a0; scratch[warpScratch + 4 * lane + 1] = a1;
             scratch[warpScratch + 4 * lane + 2] = a2; scratch[warpScratch + 4 * lane + 3] = a3;
             Warp.Barrier();
-            for (int i = 0; i < d / 8; i++)
+            for (int i = 0; i < n / 8; i++)
                 for (int e = 0; e < 4; e++)
                 {
                     int row = lane / 4 + 8 * (e / 2), col = 8 * i + 2 * (lane % 4) + e % 2;
@@ -122,7 +168,7 @@ public static partial class FlashAttentionHalf
                         uint word = scratch[warpScratch + 4 * (4 * (row % 8) + (k % 8) / 2) + row / 8 + 2 * (k / 8)];
                         sum += default(TH).ToFloat((ushort)(word >> (16 * (k % 2)))) * default(TH).ToFloat(sm[Gemm.DescElement(descB, true, col, k)]);
                     }
-                    smf[accOff + keys / 2 + 4 * i + e] += sum;
+                    smf[at + 4 * i + e] += sum;
                 }
         }
 
@@ -139,6 +185,38 @@ public static partial class FlashAttentionHalf
         public void ReadO(int keys, int d, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
         {
             int at = accOff + keys / 2 + 4 * i;
+            v0 = smf[at]; v1 = smf[at + 1]; v2 = smf[at + 2]; v3 = smf[at + 3];
+        }
+
+        // Backward kernels: S at accOff, dP, then the gradients (WgmmaBackwardHeadDim / 2 each).
+        public void WgDeclareBackward(ArrayView<float> smf, int accOff)
+        {
+            for (int j = 0; j < WgmmaBackwardHeadDim; j++) smf[accOff + WgmmaBackwardQueries + j] = 0f;
+        }
+
+        public void WgmmaScore<TH>(int which, bool accumulate, ulong descA, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf, int accOff)
+            where TH : struct, IFlashWgmmaHalf
+        {
+            int at = accOff + which * WgmmaBackwardQueries / 2;
+            if (!accumulate)
+                for (int j = 0; j < WgmmaBackwardQueries / 2; j++) smf[at + j] = 0f;
+            Gemm.WgmmaEmulated<TH>(WgmmaBackwardQueries, false, false, descA, descB, sm, smf, at);
+        }
+
+        public void WgmmaGrad<TH>(int which, uint a0, uint a1, uint a2, uint a3, ulong descB, ArrayView<ushort> sm, ArrayView<float> smf,
+            int accOff, ArrayView<uint> scratch, int warpScratch) where TH : struct, IFlashWgmmaHalf =>
+            WgmmaRs<TH>(WgmmaBackwardHeadDim, a0, a1, a2, a3, descB, sm, smf,
+                accOff + WgmmaBackwardQueries + which * WgmmaBackwardHeadDim / 2, scratch, warpScratch);
+
+        public void ReadScore(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
+        {
+            int at = accOff + which * WgmmaBackwardQueries / 2 + 4 * i;
+            v0 = smf[at]; v1 = smf[at + 1]; v2 = smf[at + 2]; v3 = smf[at + 3];
+        }
+
+        public void ReadGrad(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
+        {
+            int at = accOff + WgmmaBackwardQueries + which * WgmmaBackwardHeadDim / 2 + 4 * i;
             v0 = smf[at]; v1 = smf[at + 1]; v2 = smf[at + 2]; v3 = smf[at + 3];
         }
     }
@@ -221,6 +299,57 @@ public static partial class FlashAttentionHalf
         var config = new KernelConfig(new Index3D(s.Batch * s.NumHeads, (seq + rows - 1) / rows, 1), new Index3D(threads, 1, 1),
             SharedMemoryConfig.RequestDynamic<byte>(smem));
         kernel(k.Stream, config, q, kk, v, segmentIds, p, stages, o, logSumExp);
+    }
+
+    /// <summary>Backward computes dK and dV with the wgmma kernel where it applies; the GPU bench turns it off to time mma.sync.</summary>
+    internal static bool WgmmaBackwardEnabled { get; set; } = true;
+
+    /// <summary>Backward computes dQ with the wgmma kernel where the dK/dV one applies. Off: not yet timed on a GPU (checked on the
+    /// CPU emulation only); the GPU bench turns it on to check and time it.</summary>
+    internal static bool WgmmaBackwardQueryEnabled { get; set; }
+
+    // Backward's hook: the wgmma dK/dV kernel on a compute capability 9.0 GPU at head dim 128.
+    static bool WgmmaBackwardApplies(KernelRegistry k, int headDim) =>
+        WgmmaBackwardEnabled && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } } &&
+        headDim == WgmmaBackwardHeadDim;
+
+    // dK, dV[batch*seq, numKvHeads, 128] (overwritten) through the wgmma kernel: 2 warpgroups x 64 keys per group; inputs as the
+    // mma.sync dK/dV kernel's (dOHalf, delta from Backward).
+    static void BackwardKeyValueWgmma(KernelRegistry k, HalfType type, ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v,
+        ArrayView<ushort> dOHalf, IntView segmentIds, FloatView logSumExp, FloatView delta, Attention.Sizes s, bool causal, bool segmentsSorted,
+        FloatView dK, FloatView dV)
+    {
+        if (s.HeadDim != WgmmaBackwardHeadDim)
+            throw new ArgumentException($"the wgmma dK/dV kernel supports head dim {WgmmaBackwardHeadDim}, got {s.HeadDim}", nameof(s));
+        const int Threads2 = 256, D = WgmmaBackwardHeadDim;
+        // 1 KB to align the tiles to 1024 | K, V | Q, dO x2 | row statistics x2
+        int tileBytes = 1024 + (2 * WgmmaBackwardKeys + 4 * WgmmaBackwardQueries) * D * 2 + 6 * WgmmaBackwardQueries * 4;
+        var p = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, dOHalf, out _, tileBytes);
+        int smem = k.IsEmulated ? (p.ScratchOffset + Threads2 / 32 * ScratchPerWarp + Threads2 * (WgmmaBackwardQueries + D)) * 4 : tileBytes;
+        var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+            IntView, FloatView, FloatView, Params, FloatView, FloatView>>(k, "BackwardKeyValueWgmma", D, type, tileBytes, sm90a: true);
+        var config = new KernelConfig(new Index3D(s.Batch * s.NumKvHeads, (s.Seq + WgmmaBackwardKeys - 1) / WgmmaBackwardKeys, 1),
+            new Index3D(Threads2, 1, 1), SharedMemoryConfig.RequestDynamic<byte>(smem));
+        kernel(k.Stream, config, q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dK, dV);
+    }
+
+    // dQ[batch*seq, numHeads, 128] (overwritten) through the wgmma kernel: 2 warpgroups x 64 query rows per group, 64-key
+    // tiles; no tile skipping (Backward keeps sorted packed rows on mma.sync); inputs as in BackwardKeyValueWgmma.
+    static void BackwardQueryWgmma(KernelRegistry k, HalfType type, ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v,
+        ArrayView<ushort> dOHalf, IntView segmentIds, FloatView logSumExp, FloatView delta, Attention.Sizes s, bool causal, FloatView dQ)
+    {
+        if (s.HeadDim != WgmmaBackwardHeadDim)
+            throw new ArgumentException($"the wgmma dQ kernel supports head dim {WgmmaBackwardHeadDim}, got {s.HeadDim}", nameof(s));
+        const int Threads2 = 256, D = WgmmaBackwardHeadDim, Rows = 128;
+        // 1 KB to align the tiles to 1024 | Q, dO | K, V x2
+        int tileBytes = 1024 + (2 * Rows + 4 * WgmmaBackwardQueries) * D * 2;
+        var p = MakeParams(k, s, causal, segmentIds, false, q, kk, v, dOHalf, out _, tileBytes);
+        int smem = k.IsEmulated ? (p.ScratchOffset + Threads2 / 32 * ScratchPerWarp + Threads2 * (WgmmaBackwardQueries + D)) * 4 : tileBytes;
+        var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+            IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQueryWgmma", D, type, tileBytes, sm90a: true);
+        var config = new KernelConfig(new Index3D(s.Batch * s.NumHeads, (s.Seq + Rows - 1) / Rows, 1), new Index3D(Threads2, 1, 1),
+            SharedMemoryConfig.RequestDynamic<byte>(smem));
+        kernel(k.Stream, config, q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);
     }
 
     // Whether key col is visible to query row (segment segRow) of this batch row: in range, causal, same packed sample.

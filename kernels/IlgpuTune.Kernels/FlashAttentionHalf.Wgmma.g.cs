@@ -647,4 +647,660 @@ public static partial class FlashAttentionHalf
             v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;
         }
     }
+
+    // the wgmma dK/dV kernel's key block, query tile and head dim
+    const int WgmmaBackwardKeys = 128, WgmmaBackwardQueries = 64, WgmmaBackwardHeadDim = 128;
+
+    // Backward dK/dV, head dim 128, wgmma. Grid x = batch * numKvHeads, y = key blocks of 128 (64 per warpgroup); each group
+    // loops over the query heads of its kv head and their query tiles of 64 rows.
+    static void BackwardKeyValueWgmma128Kernel<TH, TP>(ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v, ArrayView<ushort> dO, IntView segmentIds, FloatView logSumExp, FloatView delta, Params p, FloatView dK, FloatView dV)
+        where TH : struct, IFlashWgmmaHalf where TP : struct, IFlashPlatform, IFlashWgmma
+    {
+        const int D = 128, Chunks = 16, Keys = 128, BQ = 64, Tile = Keys * D * 2, QTile = BQ * D * 2;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        var statsInt = SharedMemory.GetDynamic<int>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, threads = Group.DimX, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+        uint smBase = default(TP).SmemBase();
+        // K | V | Q x2 | dO x2 from a 1024-byte aligned start, then per query row x2: lse*log2(e), delta, segment id
+        int kAt = (int)(((smBase + 1023) & ~1023u) - smBase), vAt = kAt + Tile, qAt = vAt + Tile, oAt = qAt + 2 * QTile, statsAt = (oAt + 2 * QTile) / 4;
+        int ws = p.ScratchOffset + (tid >> 5) * ScratchPerWarp;
+        int accOff = p.ScratchOffset + (threads >> 5) * ScratchPerWarp + tid * 192; // CPU emulation: accumulators
+        int bkv = Grid.IdxX, bIdx = bkv / p.NumKvHeads, kvh = bkv - bIdx * p.NumKvHeads, j0 = Grid.IdxY * Keys;
+        long tokenBase = (long)bIdx * p.Seq;
+        int iStart = p.Causal != 0 ? j0 / BQ : 0, iEnd = (p.Seq + BQ - 1) / BQ;
+        LoadKeysWg<TP>(kk, p.KPtr, sm, smBase, kAt, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p, threads);
+        LoadKeysWg<TP>(v, p.VPtr, sm, smBase, vAt, Chunks, tokenBase, j0, p.NumKvHeads, kvh, p, threads);
+        // sorted packed rows: only the query tiles holding queries of the block's segments (keys j0 .. min(j0 + Keys, seq) - 1)
+        if (p.Sorted != 0)
+        {
+            TileSpan(segmentIds, p, tokenBase, BQ, j0, Math.Min(j0 + Keys, p.Seq) - 1, out int qFirst, out int qEnd);
+            iStart = Math.Max(iStart, qFirst);
+            iEnd = Math.Min(iEnd, qEnd);
+        }
+        int nI = iEnd - iStart, total = nI > 0 ? p.Groups * nI : 0;
+        LoadRowsWg<TP>(q, p.QPtr, sm, smBase, qAt, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p, threads);
+        LoadRowsWg<TP>(dO, p.DOPtr, sm, smBase, oAt, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p, threads);
+        default(TP).CommitGroup();
+        if (tid < BQ)
+        {
+            LoadStats(segmentIds, logSumExp, delta, p, tokenBase, bIdx * p.NumHeads + kvh * p.Groups, iStart * BQ + tid, out float sl, out float sd, out int ss);
+            smf[statsAt + tid] = sl; smf[statsAt + 2 * BQ + tid] = sd; statsInt[statsAt + 4 * BQ + tid] = ss;
+        }
+        default(TP).WgDeclareBackward(smf, accOff);
+        // Descriptors (128-byte swizzle): this warpgroup's 64 keys of K and V (A, K-major, panels Keys * 128 bytes apart); Q and dO
+        // K-major as the B of Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ (panels BQ * 128 apart), MN-major as the B of dK += dSᵀ·Q and dV += Pᵀ·dO.
+        ulong kD = Gemm.WgDesc(smBase + (uint)(kAt + wg * 64 * 128), 16, 1024), vD = Gemm.WgDesc(smBase + (uint)(vAt + wg * 64 * 128), 16, 1024);
+        ulong qD = Gemm.WgDesc(smBase + (uint)qAt, 16, 1024), oD = Gemm.WgDesc(smBase + (uint)oAt, 16, 1024);
+        ulong qT = Gemm.WgDesc(smBase + (uint)qAt, BQ * 128, 1024), oT = Gemm.WgDesc(smBase + (uint)oAt, BQ * 128, 1024);
+        int key0 = j0 + wg * 64 + warp * 16 + g, key1 = key0 + 8;
+        int seg0 = p.Segmented != 0 && key0 < p.Seq ? segmentIds[tokenBase + key0] : 0, seg1 = p.Segmented != 0 && key1 < p.Seq ? segmentIds[tokenBase + key1] : 0;
+        float sc = p.ScaleLog2;
+        for (int it = 0; it < total; it++)
+        {
+            default(TP).WaitGroups(0);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier(); // step it has landed, and every warpgroup is done with step it-1's buffers
+            int cur = it & 1, i0 = (iStart + it % nI) * BQ;
+            int hn = kvh * p.Groups + (it + 1) / nI, i0n = (iStart + (it + 1) % nI) * BQ;
+            bool more = it + 1 < total;
+            if (more)
+            {
+                LoadRowsWg<TP>(q, p.QPtr, sm, smBase, qAt + (1 - cur) * QTile, BQ, Chunks, tokenBase, i0n, p.NumHeads, hn, p, threads);
+                LoadRowsWg<TP>(dO, p.DOPtr, sm, smBase, oAt + (1 - cur) * QTile, BQ, Chunks, tokenBase, i0n, p.NumHeads, hn, p, threads);
+            }
+            default(TP).CommitGroup();
+            // next step's row statistics: loaded now, stored to shared memory after this step's math
+            float nl = 0f, nd = 0f; int nsg = 0;
+            if (more && tid < BQ) LoadStats(segmentIds, logSumExp, delta, p, tokenBase, bIdx * p.NumHeads + hn, i0n + tid, out nl, out nd, out nsg);
+            ulong qs = (ulong)((cur * QTile) >> 4);
+            int st = statsAt + cur * BQ;
+            default(TP).WgFence();
+            // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ (the first k16 step of each overwrites)
+            default(TP).WgmmaScore<TH>(0, false, kD + 0, qD + qs + 0, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, kD + 2, qD + qs + 2, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, kD + 4, qD + qs + 4, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, kD + 6, qD + qs + 6, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, kD + 1024, qD + qs + 512, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, kD + 1026, qD + qs + 514, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, kD + 1028, qD + qs + 516, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, kD + 1030, qD + qs + 518, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, false, vD + 0, oD + qs + 0, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, vD + 2, oD + qs + 2, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, vD + 4, oD + qs + 4, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, vD + 6, oD + qs + 6, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, vD + 1024, oD + qs + 512, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, vD + 1026, oD + qs + 514, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, vD + 1028, oD + qs + 516, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, vD + 1030, oD + qs + 518, sm, smf, accOff);
+            default(TP).WgCommit();
+            default(TP).WgWait(0);
+            default(TP).ReadScore(0, 0, smf, accOff, out float s0_0, out float s0_1, out float s0_2, out float s0_3);
+            default(TP).ReadScore(1, 0, smf, accOff, out float dp0_0, out float dp0_1, out float dp0_2, out float dp0_3);
+            default(TP).ReadScore(0, 1, smf, accOff, out float s1_0, out float s1_1, out float s1_2, out float s1_3);
+            default(TP).ReadScore(1, 1, smf, accOff, out float dp1_0, out float dp1_1, out float dp1_2, out float dp1_3);
+            default(TP).ReadScore(0, 2, smf, accOff, out float s2_0, out float s2_1, out float s2_2, out float s2_3);
+            default(TP).ReadScore(1, 2, smf, accOff, out float dp2_0, out float dp2_1, out float dp2_2, out float dp2_3);
+            default(TP).ReadScore(0, 3, smf, accOff, out float s3_0, out float s3_1, out float s3_2, out float s3_3);
+            default(TP).ReadScore(1, 3, smf, accOff, out float dp3_0, out float dp3_1, out float dp3_2, out float dp3_3);
+            default(TP).ReadScore(0, 4, smf, accOff, out float s4_0, out float s4_1, out float s4_2, out float s4_3);
+            default(TP).ReadScore(1, 4, smf, accOff, out float dp4_0, out float dp4_1, out float dp4_2, out float dp4_3);
+            default(TP).ReadScore(0, 5, smf, accOff, out float s5_0, out float s5_1, out float s5_2, out float s5_3);
+            default(TP).ReadScore(1, 5, smf, accOff, out float dp5_0, out float dp5_1, out float dp5_2, out float dp5_3);
+            default(TP).ReadScore(0, 6, smf, accOff, out float s6_0, out float s6_1, out float s6_2, out float s6_3);
+            default(TP).ReadScore(1, 6, smf, accOff, out float dp6_0, out float dp6_1, out float dp6_2, out float dp6_3);
+            default(TP).ReadScore(0, 7, smf, accOff, out float s7_0, out float s7_1, out float s7_2, out float s7_3);
+            default(TP).ReadScore(1, 7, smf, accOff, out float dp7_0, out float dp7_1, out float dp7_2, out float dp7_3);
+            if (p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0))
+            {
+                // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
+                if (((p.Causal != 0) & (key0 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg0))) s0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg0))) s0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg1))) s0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg1))) s0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg0))) s1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg0))) s1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg1))) s1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg1))) s1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg0))) s2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg0))) s2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg1))) s2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg1))) s2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg0))) s3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg0))) s3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg1))) s3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg1))) s3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg0))) s4_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg0))) s4_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg1))) s4_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg1))) s4_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg0))) s5_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg0))) s5_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg1))) s5_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg1))) s5_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg0))) s6_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg0))) s6_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg1))) s6_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg1))) s6_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg0))) s7_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key0 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg0))) s7_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg1))) s7_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key1 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg1))) s7_3 = float.NegativeInfinity;
+            }
+            // P = exp2(s·scale·log2(e) - lse·log2(e)) (0 past seq: lse +inf), dS = P (dP - delta)
+            float lc0_0 = smf[st + 0 + 2 * t4 + 0], dc0_0 = smf[st + 2 * BQ + 0 + 2 * t4 + 0];
+            float lc0_1 = smf[st + 0 + 2 * t4 + 1], dc0_1 = smf[st + 2 * BQ + 0 + 2 * t4 + 1];
+            float lc1_0 = smf[st + 8 + 2 * t4 + 0], dc1_0 = smf[st + 2 * BQ + 8 + 2 * t4 + 0];
+            float lc1_1 = smf[st + 8 + 2 * t4 + 1], dc1_1 = smf[st + 2 * BQ + 8 + 2 * t4 + 1];
+            float lc2_0 = smf[st + 16 + 2 * t4 + 0], dc2_0 = smf[st + 2 * BQ + 16 + 2 * t4 + 0];
+            float lc2_1 = smf[st + 16 + 2 * t4 + 1], dc2_1 = smf[st + 2 * BQ + 16 + 2 * t4 + 1];
+            float lc3_0 = smf[st + 24 + 2 * t4 + 0], dc3_0 = smf[st + 2 * BQ + 24 + 2 * t4 + 0];
+            float lc3_1 = smf[st + 24 + 2 * t4 + 1], dc3_1 = smf[st + 2 * BQ + 24 + 2 * t4 + 1];
+            float lc4_0 = smf[st + 32 + 2 * t4 + 0], dc4_0 = smf[st + 2 * BQ + 32 + 2 * t4 + 0];
+            float lc4_1 = smf[st + 32 + 2 * t4 + 1], dc4_1 = smf[st + 2 * BQ + 32 + 2 * t4 + 1];
+            float lc5_0 = smf[st + 40 + 2 * t4 + 0], dc5_0 = smf[st + 2 * BQ + 40 + 2 * t4 + 0];
+            float lc5_1 = smf[st + 40 + 2 * t4 + 1], dc5_1 = smf[st + 2 * BQ + 40 + 2 * t4 + 1];
+            float lc6_0 = smf[st + 48 + 2 * t4 + 0], dc6_0 = smf[st + 2 * BQ + 48 + 2 * t4 + 0];
+            float lc6_1 = smf[st + 48 + 2 * t4 + 1], dc6_1 = smf[st + 2 * BQ + 48 + 2 * t4 + 1];
+            float lc7_0 = smf[st + 56 + 2 * t4 + 0], dc7_0 = smf[st + 2 * BQ + 56 + 2 * t4 + 0];
+            float lc7_1 = smf[st + 56 + 2 * t4 + 1], dc7_1 = smf[st + 2 * BQ + 56 + 2 * t4 + 1];
+            s0_0 = default(TP).Exp2(s0_0 * sc - lc0_0); dp0_0 = s0_0 * (dp0_0 - dc0_0);
+            s0_1 = default(TP).Exp2(s0_1 * sc - lc0_1); dp0_1 = s0_1 * (dp0_1 - dc0_1);
+            s0_2 = default(TP).Exp2(s0_2 * sc - lc0_0); dp0_2 = s0_2 * (dp0_2 - dc0_0);
+            s0_3 = default(TP).Exp2(s0_3 * sc - lc0_1); dp0_3 = s0_3 * (dp0_3 - dc0_1);
+            s1_0 = default(TP).Exp2(s1_0 * sc - lc1_0); dp1_0 = s1_0 * (dp1_0 - dc1_0);
+            s1_1 = default(TP).Exp2(s1_1 * sc - lc1_1); dp1_1 = s1_1 * (dp1_1 - dc1_1);
+            s1_2 = default(TP).Exp2(s1_2 * sc - lc1_0); dp1_2 = s1_2 * (dp1_2 - dc1_0);
+            s1_3 = default(TP).Exp2(s1_3 * sc - lc1_1); dp1_3 = s1_3 * (dp1_3 - dc1_1);
+            s2_0 = default(TP).Exp2(s2_0 * sc - lc2_0); dp2_0 = s2_0 * (dp2_0 - dc2_0);
+            s2_1 = default(TP).Exp2(s2_1 * sc - lc2_1); dp2_1 = s2_1 * (dp2_1 - dc2_1);
+            s2_2 = default(TP).Exp2(s2_2 * sc - lc2_0); dp2_2 = s2_2 * (dp2_2 - dc2_0);
+            s2_3 = default(TP).Exp2(s2_3 * sc - lc2_1); dp2_3 = s2_3 * (dp2_3 - dc2_1);
+            s3_0 = default(TP).Exp2(s3_0 * sc - lc3_0); dp3_0 = s3_0 * (dp3_0 - dc3_0);
+            s3_1 = default(TP).Exp2(s3_1 * sc - lc3_1); dp3_1 = s3_1 * (dp3_1 - dc3_1);
+            s3_2 = default(TP).Exp2(s3_2 * sc - lc3_0); dp3_2 = s3_2 * (dp3_2 - dc3_0);
+            s3_3 = default(TP).Exp2(s3_3 * sc - lc3_1); dp3_3 = s3_3 * (dp3_3 - dc3_1);
+            s4_0 = default(TP).Exp2(s4_0 * sc - lc4_0); dp4_0 = s4_0 * (dp4_0 - dc4_0);
+            s4_1 = default(TP).Exp2(s4_1 * sc - lc4_1); dp4_1 = s4_1 * (dp4_1 - dc4_1);
+            s4_2 = default(TP).Exp2(s4_2 * sc - lc4_0); dp4_2 = s4_2 * (dp4_2 - dc4_0);
+            s4_3 = default(TP).Exp2(s4_3 * sc - lc4_1); dp4_3 = s4_3 * (dp4_3 - dc4_1);
+            s5_0 = default(TP).Exp2(s5_0 * sc - lc5_0); dp5_0 = s5_0 * (dp5_0 - dc5_0);
+            s5_1 = default(TP).Exp2(s5_1 * sc - lc5_1); dp5_1 = s5_1 * (dp5_1 - dc5_1);
+            s5_2 = default(TP).Exp2(s5_2 * sc - lc5_0); dp5_2 = s5_2 * (dp5_2 - dc5_0);
+            s5_3 = default(TP).Exp2(s5_3 * sc - lc5_1); dp5_3 = s5_3 * (dp5_3 - dc5_1);
+            s6_0 = default(TP).Exp2(s6_0 * sc - lc6_0); dp6_0 = s6_0 * (dp6_0 - dc6_0);
+            s6_1 = default(TP).Exp2(s6_1 * sc - lc6_1); dp6_1 = s6_1 * (dp6_1 - dc6_1);
+            s6_2 = default(TP).Exp2(s6_2 * sc - lc6_0); dp6_2 = s6_2 * (dp6_2 - dc6_0);
+            s6_3 = default(TP).Exp2(s6_3 * sc - lc6_1); dp6_3 = s6_3 * (dp6_3 - dc6_1);
+            s7_0 = default(TP).Exp2(s7_0 * sc - lc7_0); dp7_0 = s7_0 * (dp7_0 - dc7_0);
+            s7_1 = default(TP).Exp2(s7_1 * sc - lc7_1); dp7_1 = s7_1 * (dp7_1 - dc7_1);
+            s7_2 = default(TP).Exp2(s7_2 * sc - lc7_0); dp7_2 = s7_2 * (dp7_2 - dc7_0);
+            s7_3 = default(TP).Exp2(s7_3 * sc - lc7_1); dp7_3 = s7_3 * (dp7_3 - dc7_1);
+            // Pᵀ and dSᵀ in the A-fragment layout: the m64n64 accumulator fragment pairs into it
+            uint pa0_0 = default(TH).Pack<TP>(s0_0, s0_1), pa0_1 = default(TH).Pack<TP>(s0_2, s0_3), pa0_2 = default(TH).Pack<TP>(s1_0, s1_1), pa0_3 = default(TH).Pack<TP>(s1_2, s1_3);
+            uint pa1_0 = default(TH).Pack<TP>(s2_0, s2_1), pa1_1 = default(TH).Pack<TP>(s2_2, s2_3), pa1_2 = default(TH).Pack<TP>(s3_0, s3_1), pa1_3 = default(TH).Pack<TP>(s3_2, s3_3);
+            uint pa2_0 = default(TH).Pack<TP>(s4_0, s4_1), pa2_1 = default(TH).Pack<TP>(s4_2, s4_3), pa2_2 = default(TH).Pack<TP>(s5_0, s5_1), pa2_3 = default(TH).Pack<TP>(s5_2, s5_3);
+            uint pa3_0 = default(TH).Pack<TP>(s6_0, s6_1), pa3_1 = default(TH).Pack<TP>(s6_2, s6_3), pa3_2 = default(TH).Pack<TP>(s7_0, s7_1), pa3_3 = default(TH).Pack<TP>(s7_2, s7_3);
+            uint da0_0 = default(TH).Pack<TP>(dp0_0, dp0_1), da0_1 = default(TH).Pack<TP>(dp0_2, dp0_3), da0_2 = default(TH).Pack<TP>(dp1_0, dp1_1), da0_3 = default(TH).Pack<TP>(dp1_2, dp1_3);
+            uint da1_0 = default(TH).Pack<TP>(dp2_0, dp2_1), da1_1 = default(TH).Pack<TP>(dp2_2, dp2_3), da1_2 = default(TH).Pack<TP>(dp3_0, dp3_1), da1_3 = default(TH).Pack<TP>(dp3_2, dp3_3);
+            uint da2_0 = default(TH).Pack<TP>(dp4_0, dp4_1), da2_1 = default(TH).Pack<TP>(dp4_2, dp4_3), da2_2 = default(TH).Pack<TP>(dp5_0, dp5_1), da2_3 = default(TH).Pack<TP>(dp5_2, dp5_3);
+            uint da3_0 = default(TH).Pack<TP>(dp6_0, dp6_1), da3_1 = default(TH).Pack<TP>(dp6_2, dp6_3), da3_2 = default(TH).Pack<TP>(dp7_0, dp7_1), da3_3 = default(TH).Pack<TP>(dp7_2, dp7_3);
+            default(TP).WgFence();
+            // dV += Pᵀ·dO, dK += dSᵀ·Q: 16 queries per k16 step, dO and Q MN-major (2048 bytes per step)
+            default(TP).WgmmaGrad<TH>(1, pa0_0, pa0_1, pa0_2, pa0_3, oT + qs + 0, sm, smf, accOff, scratch, ws);
+            default(TP).WgmmaGrad<TH>(1, pa1_0, pa1_1, pa1_2, pa1_3, oT + qs + 128, sm, smf, accOff, scratch, ws);
+            default(TP).WgmmaGrad<TH>(1, pa2_0, pa2_1, pa2_2, pa2_3, oT + qs + 256, sm, smf, accOff, scratch, ws);
+            default(TP).WgmmaGrad<TH>(1, pa3_0, pa3_1, pa3_2, pa3_3, oT + qs + 384, sm, smf, accOff, scratch, ws);
+            default(TP).WgmmaGrad<TH>(0, da0_0, da0_1, da0_2, da0_3, qT + qs + 0, sm, smf, accOff, scratch, ws);
+            default(TP).WgmmaGrad<TH>(0, da1_0, da1_1, da1_2, da1_3, qT + qs + 128, sm, smf, accOff, scratch, ws);
+            default(TP).WgmmaGrad<TH>(0, da2_0, da2_1, da2_2, da2_3, qT + qs + 256, sm, smf, accOff, scratch, ws);
+            default(TP).WgmmaGrad<TH>(0, da3_0, da3_1, da3_2, da3_3, qT + qs + 384, sm, smf, accOff, scratch, ws);
+            default(TP).WgCommit();
+            default(TP).WgWait(0); // the A registers are redefined next step: ptxas serializes every wgmma if one may still read them
+            if (more && tid < BQ)
+            {
+                int sn = statsAt + (1 - cur) * BQ + tid;
+                smf[sn] = nl; smf[sn + 2 * BQ] = nd; statsInt[sn + 4 * BQ] = nsg;
+            }
+        }
+        default(TP).WaitGroups(0);
+        long ob0 = ((tokenBase + key0) * p.NumKvHeads + kvh) * D + 2 * t4, ob1 = ((tokenBase + key1) * p.NumKvHeads + kvh) * D + 2 * t4;
+        bool in0 = key0 < p.Seq, in1 = key1 < p.Seq;
+        default(TP).ReadGrad(0, 0, smf, accOff, out float k0_0, out float k0_1, out float k0_2, out float k0_3);
+        if (in0) { dK[ob0 + 0] = k0_0 * p.Scale; dK[ob0 + 1] = k0_1 * p.Scale; }
+        if (in1) { dK[ob1 + 0] = k0_2 * p.Scale; dK[ob1 + 1] = k0_3 * p.Scale; }
+        default(TP).ReadGrad(1, 0, smf, accOff, out float v0_0, out float v0_1, out float v0_2, out float v0_3);
+        if (in0) { dV[ob0 + 0] = v0_0; dV[ob0 + 1] = v0_1; }
+        if (in1) { dV[ob1 + 0] = v0_2; dV[ob1 + 1] = v0_3; }
+        default(TP).ReadGrad(0, 1, smf, accOff, out float k1_0, out float k1_1, out float k1_2, out float k1_3);
+        if (in0) { dK[ob0 + 8] = k1_0 * p.Scale; dK[ob0 + 9] = k1_1 * p.Scale; }
+        if (in1) { dK[ob1 + 8] = k1_2 * p.Scale; dK[ob1 + 9] = k1_3 * p.Scale; }
+        default(TP).ReadGrad(1, 1, smf, accOff, out float v1_0, out float v1_1, out float v1_2, out float v1_3);
+        if (in0) { dV[ob0 + 8] = v1_0; dV[ob0 + 9] = v1_1; }
+        if (in1) { dV[ob1 + 8] = v1_2; dV[ob1 + 9] = v1_3; }
+        default(TP).ReadGrad(0, 2, smf, accOff, out float k2_0, out float k2_1, out float k2_2, out float k2_3);
+        if (in0) { dK[ob0 + 16] = k2_0 * p.Scale; dK[ob0 + 17] = k2_1 * p.Scale; }
+        if (in1) { dK[ob1 + 16] = k2_2 * p.Scale; dK[ob1 + 17] = k2_3 * p.Scale; }
+        default(TP).ReadGrad(1, 2, smf, accOff, out float v2_0, out float v2_1, out float v2_2, out float v2_3);
+        if (in0) { dV[ob0 + 16] = v2_0; dV[ob0 + 17] = v2_1; }
+        if (in1) { dV[ob1 + 16] = v2_2; dV[ob1 + 17] = v2_3; }
+        default(TP).ReadGrad(0, 3, smf, accOff, out float k3_0, out float k3_1, out float k3_2, out float k3_3);
+        if (in0) { dK[ob0 + 24] = k3_0 * p.Scale; dK[ob0 + 25] = k3_1 * p.Scale; }
+        if (in1) { dK[ob1 + 24] = k3_2 * p.Scale; dK[ob1 + 25] = k3_3 * p.Scale; }
+        default(TP).ReadGrad(1, 3, smf, accOff, out float v3_0, out float v3_1, out float v3_2, out float v3_3);
+        if (in0) { dV[ob0 + 24] = v3_0; dV[ob0 + 25] = v3_1; }
+        if (in1) { dV[ob1 + 24] = v3_2; dV[ob1 + 25] = v3_3; }
+        default(TP).ReadGrad(0, 4, smf, accOff, out float k4_0, out float k4_1, out float k4_2, out float k4_3);
+        if (in0) { dK[ob0 + 32] = k4_0 * p.Scale; dK[ob0 + 33] = k4_1 * p.Scale; }
+        if (in1) { dK[ob1 + 32] = k4_2 * p.Scale; dK[ob1 + 33] = k4_3 * p.Scale; }
+        default(TP).ReadGrad(1, 4, smf, accOff, out float v4_0, out float v4_1, out float v4_2, out float v4_3);
+        if (in0) { dV[ob0 + 32] = v4_0; dV[ob0 + 33] = v4_1; }
+        if (in1) { dV[ob1 + 32] = v4_2; dV[ob1 + 33] = v4_3; }
+        default(TP).ReadGrad(0, 5, smf, accOff, out float k5_0, out float k5_1, out float k5_2, out float k5_3);
+        if (in0) { dK[ob0 + 40] = k5_0 * p.Scale; dK[ob0 + 41] = k5_1 * p.Scale; }
+        if (in1) { dK[ob1 + 40] = k5_2 * p.Scale; dK[ob1 + 41] = k5_3 * p.Scale; }
+        default(TP).ReadGrad(1, 5, smf, accOff, out float v5_0, out float v5_1, out float v5_2, out float v5_3);
+        if (in0) { dV[ob0 + 40] = v5_0; dV[ob0 + 41] = v5_1; }
+        if (in1) { dV[ob1 + 40] = v5_2; dV[ob1 + 41] = v5_3; }
+        default(TP).ReadGrad(0, 6, smf, accOff, out float k6_0, out float k6_1, out float k6_2, out float k6_3);
+        if (in0) { dK[ob0 + 48] = k6_0 * p.Scale; dK[ob0 + 49] = k6_1 * p.Scale; }
+        if (in1) { dK[ob1 + 48] = k6_2 * p.Scale; dK[ob1 + 49] = k6_3 * p.Scale; }
+        default(TP).ReadGrad(1, 6, smf, accOff, out float v6_0, out float v6_1, out float v6_2, out float v6_3);
+        if (in0) { dV[ob0 + 48] = v6_0; dV[ob0 + 49] = v6_1; }
+        if (in1) { dV[ob1 + 48] = v6_2; dV[ob1 + 49] = v6_3; }
+        default(TP).ReadGrad(0, 7, smf, accOff, out float k7_0, out float k7_1, out float k7_2, out float k7_3);
+        if (in0) { dK[ob0 + 56] = k7_0 * p.Scale; dK[ob0 + 57] = k7_1 * p.Scale; }
+        if (in1) { dK[ob1 + 56] = k7_2 * p.Scale; dK[ob1 + 57] = k7_3 * p.Scale; }
+        default(TP).ReadGrad(1, 7, smf, accOff, out float v7_0, out float v7_1, out float v7_2, out float v7_3);
+        if (in0) { dV[ob0 + 56] = v7_0; dV[ob0 + 57] = v7_1; }
+        if (in1) { dV[ob1 + 56] = v7_2; dV[ob1 + 57] = v7_3; }
+        default(TP).ReadGrad(0, 8, smf, accOff, out float k8_0, out float k8_1, out float k8_2, out float k8_3);
+        if (in0) { dK[ob0 + 64] = k8_0 * p.Scale; dK[ob0 + 65] = k8_1 * p.Scale; }
+        if (in1) { dK[ob1 + 64] = k8_2 * p.Scale; dK[ob1 + 65] = k8_3 * p.Scale; }
+        default(TP).ReadGrad(1, 8, smf, accOff, out float v8_0, out float v8_1, out float v8_2, out float v8_3);
+        if (in0) { dV[ob0 + 64] = v8_0; dV[ob0 + 65] = v8_1; }
+        if (in1) { dV[ob1 + 64] = v8_2; dV[ob1 + 65] = v8_3; }
+        default(TP).ReadGrad(0, 9, smf, accOff, out float k9_0, out float k9_1, out float k9_2, out float k9_3);
+        if (in0) { dK[ob0 + 72] = k9_0 * p.Scale; dK[ob0 + 73] = k9_1 * p.Scale; }
+        if (in1) { dK[ob1 + 72] = k9_2 * p.Scale; dK[ob1 + 73] = k9_3 * p.Scale; }
+        default(TP).ReadGrad(1, 9, smf, accOff, out float v9_0, out float v9_1, out float v9_2, out float v9_3);
+        if (in0) { dV[ob0 + 72] = v9_0; dV[ob0 + 73] = v9_1; }
+        if (in1) { dV[ob1 + 72] = v9_2; dV[ob1 + 73] = v9_3; }
+        default(TP).ReadGrad(0, 10, smf, accOff, out float k10_0, out float k10_1, out float k10_2, out float k10_3);
+        if (in0) { dK[ob0 + 80] = k10_0 * p.Scale; dK[ob0 + 81] = k10_1 * p.Scale; }
+        if (in1) { dK[ob1 + 80] = k10_2 * p.Scale; dK[ob1 + 81] = k10_3 * p.Scale; }
+        default(TP).ReadGrad(1, 10, smf, accOff, out float v10_0, out float v10_1, out float v10_2, out float v10_3);
+        if (in0) { dV[ob0 + 80] = v10_0; dV[ob0 + 81] = v10_1; }
+        if (in1) { dV[ob1 + 80] = v10_2; dV[ob1 + 81] = v10_3; }
+        default(TP).ReadGrad(0, 11, smf, accOff, out float k11_0, out float k11_1, out float k11_2, out float k11_3);
+        if (in0) { dK[ob0 + 88] = k11_0 * p.Scale; dK[ob0 + 89] = k11_1 * p.Scale; }
+        if (in1) { dK[ob1 + 88] = k11_2 * p.Scale; dK[ob1 + 89] = k11_3 * p.Scale; }
+        default(TP).ReadGrad(1, 11, smf, accOff, out float v11_0, out float v11_1, out float v11_2, out float v11_3);
+        if (in0) { dV[ob0 + 88] = v11_0; dV[ob0 + 89] = v11_1; }
+        if (in1) { dV[ob1 + 88] = v11_2; dV[ob1 + 89] = v11_3; }
+        default(TP).ReadGrad(0, 12, smf, accOff, out float k12_0, out float k12_1, out float k12_2, out float k12_3);
+        if (in0) { dK[ob0 + 96] = k12_0 * p.Scale; dK[ob0 + 97] = k12_1 * p.Scale; }
+        if (in1) { dK[ob1 + 96] = k12_2 * p.Scale; dK[ob1 + 97] = k12_3 * p.Scale; }
+        default(TP).ReadGrad(1, 12, smf, accOff, out float v12_0, out float v12_1, out float v12_2, out float v12_3);
+        if (in0) { dV[ob0 + 96] = v12_0; dV[ob0 + 97] = v12_1; }
+        if (in1) { dV[ob1 + 96] = v12_2; dV[ob1 + 97] = v12_3; }
+        default(TP).ReadGrad(0, 13, smf, accOff, out float k13_0, out float k13_1, out float k13_2, out float k13_3);
+        if (in0) { dK[ob0 + 104] = k13_0 * p.Scale; dK[ob0 + 105] = k13_1 * p.Scale; }
+        if (in1) { dK[ob1 + 104] = k13_2 * p.Scale; dK[ob1 + 105] = k13_3 * p.Scale; }
+        default(TP).ReadGrad(1, 13, smf, accOff, out float v13_0, out float v13_1, out float v13_2, out float v13_3);
+        if (in0) { dV[ob0 + 104] = v13_0; dV[ob0 + 105] = v13_1; }
+        if (in1) { dV[ob1 + 104] = v13_2; dV[ob1 + 105] = v13_3; }
+        default(TP).ReadGrad(0, 14, smf, accOff, out float k14_0, out float k14_1, out float k14_2, out float k14_3);
+        if (in0) { dK[ob0 + 112] = k14_0 * p.Scale; dK[ob0 + 113] = k14_1 * p.Scale; }
+        if (in1) { dK[ob1 + 112] = k14_2 * p.Scale; dK[ob1 + 113] = k14_3 * p.Scale; }
+        default(TP).ReadGrad(1, 14, smf, accOff, out float v14_0, out float v14_1, out float v14_2, out float v14_3);
+        if (in0) { dV[ob0 + 112] = v14_0; dV[ob0 + 113] = v14_1; }
+        if (in1) { dV[ob1 + 112] = v14_2; dV[ob1 + 113] = v14_3; }
+        default(TP).ReadGrad(0, 15, smf, accOff, out float k15_0, out float k15_1, out float k15_2, out float k15_3);
+        if (in0) { dK[ob0 + 120] = k15_0 * p.Scale; dK[ob0 + 121] = k15_1 * p.Scale; }
+        if (in1) { dK[ob1 + 120] = k15_2 * p.Scale; dK[ob1 + 121] = k15_3 * p.Scale; }
+        default(TP).ReadGrad(1, 15, smf, accOff, out float v15_0, out float v15_1, out float v15_2, out float v15_3);
+        if (in0) { dV[ob0 + 120] = v15_0; dV[ob0 + 121] = v15_1; }
+        if (in1) { dV[ob1 + 120] = v15_2; dV[ob1 + 121] = v15_3; }
+    }
+
+    // Backward dQ, head dim 128, wgmma. Grid x = batch * numHeads, y = query blocks of 64 per warpgroup (last first); each group
+    // loops over the key tiles of 64 its queries see.
+    static void BackwardQueryWgmma128Kernel<TH, TP>(ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v, ArrayView<ushort> dO, IntView segmentIds, FloatView logSumExp, FloatView delta, Params p, FloatView dQ)
+        where TH : struct, IFlashWgmmaHalf where TP : struct, IFlashPlatform, IFlashWgmma
+    {
+        const int D = 128, Chunks = 16, Keys = 64, KvTile = Keys * D * 2;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        int tid = Group.IdxX, threads = Group.DimX, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+        int rows = threads >> 1; // 64 query rows per warpgroup
+        uint smBase = default(TP).SmemBase();
+        // Q | dO | K x2 | V x2 from a 1024-byte aligned start
+        int qAt = (int)(((smBase + 1023) & ~1023u) - smBase), oAt = qAt + rows * D * 2, kAt = oAt + rows * D * 2, vAt = kAt + 2 * KvTile;
+        int ws = p.ScratchOffset + (tid >> 5) * ScratchPerWarp;
+        int accOff = p.ScratchOffset + (threads >> 5) * ScratchPerWarp + tid * 192; // CPU emulation: accumulators
+        int bh = Grid.IdxX, bIdx = bh / p.NumHeads, h = bh - bIdx * p.NumHeads, kvh = h / p.Groups;
+        int blocks = (p.Seq + rows - 1) / rows, i0 = (blocks - 1 - Grid.IdxY) * rows, keyTiles = (p.Seq + Keys - 1) / Keys;
+        long tokenBase = (long)bIdx * p.Seq;
+        int nTiles = p.Causal != 0 ? Math.Min(keyTiles, (i0 + rows + Keys - 1) / Keys) : keyTiles;
+        LoadRowsWg<TP>(q, p.QPtr, sm, smBase, qAt, rows, Chunks, tokenBase, i0, p.NumHeads, h, p, threads);
+        LoadRowsWg<TP>(dO, p.DOPtr, sm, smBase, oAt, rows, Chunks, tokenBase, i0, p.NumHeads, h, p, threads);
+        LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt, Keys, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p, threads);
+        LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt, Keys, Chunks, tokenBase, 0, p.NumKvHeads, kvh, p, threads);
+        default(TP).CommitGroup();
+        default(TP).WgDeclareBackward(smf, accOff);
+        // Descriptors (128-byte swizzle): this warpgroup's Q and dO rows (A, K-major, panels rows * 128 bytes apart); K and V slot 0
+        // K-major as the B of S = Q·Kᵀ and dP = dO·Vᵀ (panels Keys * 128 apart); K MN-major as the B of dQ += dS·K.
+        ulong qD = Gemm.WgDesc(smBase + (uint)(qAt + wg * 64 * 128), 16, 1024), oD = Gemm.WgDesc(smBase + (uint)(oAt + wg * 64 * 128), 16, 1024);
+        ulong kD = Gemm.WgDesc(smBase + (uint)kAt, 16, 1024), vD = Gemm.WgDesc(smBase + (uint)vAt, 16, 1024), qPanel = (ulong)(rows * 8);
+        ulong kT = Gemm.WgDesc(smBase + (uint)kAt, Keys * 128, 1024);
+        int row0 = i0 + wg * 64 + warp * 16 + g, row1 = row0 + 8, wgRow = i0 + wg * 64;
+        LoadStats(segmentIds, logSumExp, delta, p, tokenBase, bh, row0, out float lse0, out float dl0, out int seg0);
+        LoadStats(segmentIds, logSumExp, delta, p, tokenBase, bh, row1, out float lse1, out float dl1, out int seg1);
+        float sc = p.ScaleLog2;
+        for (int t = 0; t < nTiles; t++)
+        {
+            default(TP).WaitGroups(0);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier(); // tile t has landed, and every warpgroup is done with tile t-1's slot
+            int j0 = t * Keys, cur = t & 1;
+            if (t + 1 < nTiles)
+            {
+                LoadRowsWg<TP>(kk, p.KPtr, sm, smBase, kAt + (1 - cur) * KvTile, Keys, Chunks, tokenBase, j0 + Keys, p.NumKvHeads, kvh, p, threads);
+                LoadRowsWg<TP>(v, p.VPtr, sm, smBase, vAt + (1 - cur) * KvTile, Keys, Chunks, tokenBase, j0 + Keys, p.NumKvHeads, kvh, p, threads);
+            }
+            default(TP).CommitGroup();
+            ulong ks = (ulong)((cur * KvTile) >> 4);
+            default(TP).WgFence();
+            // S = Q·Kᵀ and dP = dO·Vᵀ (the first k16 step of each overwrites)
+            default(TP).WgmmaScore<TH>(0, false, qD + 0 * qPanel + 0, kD + ks + 0, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, qD + 0 * qPanel + 2, kD + ks + 2, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, qD + 0 * qPanel + 4, kD + ks + 4, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, qD + 0 * qPanel + 6, kD + ks + 6, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, qD + 1 * qPanel + 0, kD + ks + 512, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, qD + 1 * qPanel + 2, kD + ks + 514, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, qD + 1 * qPanel + 4, kD + ks + 516, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(0, true, qD + 1 * qPanel + 6, kD + ks + 518, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, false, oD + 0 * qPanel + 0, vD + ks + 0, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, oD + 0 * qPanel + 2, vD + ks + 2, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, oD + 0 * qPanel + 4, vD + ks + 4, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, oD + 0 * qPanel + 6, vD + ks + 6, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, oD + 1 * qPanel + 0, vD + ks + 512, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, oD + 1 * qPanel + 2, vD + ks + 514, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, oD + 1 * qPanel + 4, vD + ks + 516, sm, smf, accOff);
+            default(TP).WgmmaScore<TH>(1, true, oD + 1 * qPanel + 6, vD + ks + 518, sm, smf, accOff);
+            default(TP).WgCommit();
+            default(TP).WgWait(0);
+            default(TP).ReadScore(0, 0, smf, accOff, out float s0_0, out float s0_1, out float s0_2, out float s0_3);
+            default(TP).ReadScore(1, 0, smf, accOff, out float dp0_0, out float dp0_1, out float dp0_2, out float dp0_3);
+            default(TP).ReadScore(0, 1, smf, accOff, out float s1_0, out float s1_1, out float s1_2, out float s1_3);
+            default(TP).ReadScore(1, 1, smf, accOff, out float dp1_0, out float dp1_1, out float dp1_2, out float dp1_3);
+            default(TP).ReadScore(0, 2, smf, accOff, out float s2_0, out float s2_1, out float s2_2, out float s2_3);
+            default(TP).ReadScore(1, 2, smf, accOff, out float dp2_0, out float dp2_1, out float dp2_2, out float dp2_3);
+            default(TP).ReadScore(0, 3, smf, accOff, out float s3_0, out float s3_1, out float s3_2, out float s3_3);
+            default(TP).ReadScore(1, 3, smf, accOff, out float dp3_0, out float dp3_1, out float dp3_2, out float dp3_3);
+            default(TP).ReadScore(0, 4, smf, accOff, out float s4_0, out float s4_1, out float s4_2, out float s4_3);
+            default(TP).ReadScore(1, 4, smf, accOff, out float dp4_0, out float dp4_1, out float dp4_2, out float dp4_3);
+            default(TP).ReadScore(0, 5, smf, accOff, out float s5_0, out float s5_1, out float s5_2, out float s5_3);
+            default(TP).ReadScore(1, 5, smf, accOff, out float dp5_0, out float dp5_1, out float dp5_2, out float dp5_3);
+            default(TP).ReadScore(0, 6, smf, accOff, out float s6_0, out float s6_1, out float s6_2, out float s6_3);
+            default(TP).ReadScore(1, 6, smf, accOff, out float dp6_0, out float dp6_1, out float dp6_2, out float dp6_3);
+            default(TP).ReadScore(0, 7, smf, accOff, out float s7_0, out float s7_1, out float s7_2, out float s7_3);
+            default(TP).ReadScore(1, 7, smf, accOff, out float dp7_0, out float dp7_1, out float dp7_2, out float dp7_3);
+            if (p.Segmented != 0 || j0 + Keys > p.Seq || (p.Causal != 0 && j0 + Keys - 1 > wgRow))
+            {
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 0 + 2 * t4 + 0)) s0_0 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 0 + 2 * t4 + 1)) s0_1 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 0 + 2 * t4 + 0)) s0_2 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 0 + 2 * t4 + 1)) s0_3 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 8 + 2 * t4 + 0)) s1_0 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 8 + 2 * t4 + 1)) s1_1 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 8 + 2 * t4 + 0)) s1_2 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 8 + 2 * t4 + 1)) s1_3 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 16 + 2 * t4 + 0)) s2_0 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 16 + 2 * t4 + 1)) s2_1 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 16 + 2 * t4 + 0)) s2_2 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 16 + 2 * t4 + 1)) s2_3 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 24 + 2 * t4 + 0)) s3_0 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 24 + 2 * t4 + 1)) s3_1 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 24 + 2 * t4 + 0)) s3_2 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 24 + 2 * t4 + 1)) s3_3 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 32 + 2 * t4 + 0)) s4_0 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 32 + 2 * t4 + 1)) s4_1 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 32 + 2 * t4 + 0)) s4_2 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 32 + 2 * t4 + 1)) s4_3 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 40 + 2 * t4 + 0)) s5_0 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 40 + 2 * t4 + 1)) s5_1 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 40 + 2 * t4 + 0)) s5_2 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 40 + 2 * t4 + 1)) s5_3 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 48 + 2 * t4 + 0)) s6_0 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 48 + 2 * t4 + 1)) s6_1 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 48 + 2 * t4 + 0)) s6_2 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 48 + 2 * t4 + 1)) s6_3 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 56 + 2 * t4 + 0)) s7_0 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row0, seg0, j0 + 56 + 2 * t4 + 1)) s7_1 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 56 + 2 * t4 + 0)) s7_2 = float.NegativeInfinity;
+                if (!Visible(segmentIds, p, tokenBase, row1, seg1, j0 + 56 + 2 * t4 + 1)) s7_3 = float.NegativeInfinity;
+            }
+            // P = exp2(s·scale·log2(e) - lse·log2(e)) (0 past seq: lse +inf), dS = P (dP - delta)
+            s0_0 = default(TP).Exp2(s0_0 * sc - lse0); dp0_0 = s0_0 * (dp0_0 - dl0);
+            s0_1 = default(TP).Exp2(s0_1 * sc - lse0); dp0_1 = s0_1 * (dp0_1 - dl0);
+            s0_2 = default(TP).Exp2(s0_2 * sc - lse1); dp0_2 = s0_2 * (dp0_2 - dl1);
+            s0_3 = default(TP).Exp2(s0_3 * sc - lse1); dp0_3 = s0_3 * (dp0_3 - dl1);
+            s1_0 = default(TP).Exp2(s1_0 * sc - lse0); dp1_0 = s1_0 * (dp1_0 - dl0);
+            s1_1 = default(TP).Exp2(s1_1 * sc - lse0); dp1_1 = s1_1 * (dp1_1 - dl0);
+            s1_2 = default(TP).Exp2(s1_2 * sc - lse1); dp1_2 = s1_2 * (dp1_2 - dl1);
+            s1_3 = default(TP).Exp2(s1_3 * sc - lse1); dp1_3 = s1_3 * (dp1_3 - dl1);
+            s2_0 = default(TP).Exp2(s2_0 * sc - lse0); dp2_0 = s2_0 * (dp2_0 - dl0);
+            s2_1 = default(TP).Exp2(s2_1 * sc - lse0); dp2_1 = s2_1 * (dp2_1 - dl0);
+            s2_2 = default(TP).Exp2(s2_2 * sc - lse1); dp2_2 = s2_2 * (dp2_2 - dl1);
+            s2_3 = default(TP).Exp2(s2_3 * sc - lse1); dp2_3 = s2_3 * (dp2_3 - dl1);
+            s3_0 = default(TP).Exp2(s3_0 * sc - lse0); dp3_0 = s3_0 * (dp3_0 - dl0);
+            s3_1 = default(TP).Exp2(s3_1 * sc - lse0); dp3_1 = s3_1 * (dp3_1 - dl0);
+            s3_2 = default(TP).Exp2(s3_2 * sc - lse1); dp3_2 = s3_2 * (dp3_2 - dl1);
+            s3_3 = default(TP).Exp2(s3_3 * sc - lse1); dp3_3 = s3_3 * (dp3_3 - dl1);
+            s4_0 = default(TP).Exp2(s4_0 * sc - lse0); dp4_0 = s4_0 * (dp4_0 - dl0);
+            s4_1 = default(TP).Exp2(s4_1 * sc - lse0); dp4_1 = s4_1 * (dp4_1 - dl0);
+            s4_2 = default(TP).Exp2(s4_2 * sc - lse1); dp4_2 = s4_2 * (dp4_2 - dl1);
+            s4_3 = default(TP).Exp2(s4_3 * sc - lse1); dp4_3 = s4_3 * (dp4_3 - dl1);
+            s5_0 = default(TP).Exp2(s5_0 * sc - lse0); dp5_0 = s5_0 * (dp5_0 - dl0);
+            s5_1 = default(TP).Exp2(s5_1 * sc - lse0); dp5_1 = s5_1 * (dp5_1 - dl0);
+            s5_2 = default(TP).Exp2(s5_2 * sc - lse1); dp5_2 = s5_2 * (dp5_2 - dl1);
+            s5_3 = default(TP).Exp2(s5_3 * sc - lse1); dp5_3 = s5_3 * (dp5_3 - dl1);
+            s6_0 = default(TP).Exp2(s6_0 * sc - lse0); dp6_0 = s6_0 * (dp6_0 - dl0);
+            s6_1 = default(TP).Exp2(s6_1 * sc - lse0); dp6_1 = s6_1 * (dp6_1 - dl0);
+            s6_2 = default(TP).Exp2(s6_2 * sc - lse1); dp6_2 = s6_2 * (dp6_2 - dl1);
+            s6_3 = default(TP).Exp2(s6_3 * sc - lse1); dp6_3 = s6_3 * (dp6_3 - dl1);
+            s7_0 = default(TP).Exp2(s7_0 * sc - lse0); dp7_0 = s7_0 * (dp7_0 - dl0);
+            s7_1 = default(TP).Exp2(s7_1 * sc - lse0); dp7_1 = s7_1 * (dp7_1 - dl0);
+            s7_2 = default(TP).Exp2(s7_2 * sc - lse1); dp7_2 = s7_2 * (dp7_2 - dl1);
+            s7_3 = default(TP).Exp2(s7_3 * sc - lse1); dp7_3 = s7_3 * (dp7_3 - dl1);
+            // dS in the A-fragment layout of dQ += dS·K
+            uint da0_0 = default(TH).Pack<TP>(dp0_0, dp0_1), da0_1 = default(TH).Pack<TP>(dp0_2, dp0_3), da0_2 = default(TH).Pack<TP>(dp1_0, dp1_1), da0_3 = default(TH).Pack<TP>(dp1_2, dp1_3);
+            uint da1_0 = default(TH).Pack<TP>(dp2_0, dp2_1), da1_1 = default(TH).Pack<TP>(dp2_2, dp2_3), da1_2 = default(TH).Pack<TP>(dp3_0, dp3_1), da1_3 = default(TH).Pack<TP>(dp3_2, dp3_3);
+            uint da2_0 = default(TH).Pack<TP>(dp4_0, dp4_1), da2_1 = default(TH).Pack<TP>(dp4_2, dp4_3), da2_2 = default(TH).Pack<TP>(dp5_0, dp5_1), da2_3 = default(TH).Pack<TP>(dp5_2, dp5_3);
+            uint da3_0 = default(TH).Pack<TP>(dp6_0, dp6_1), da3_1 = default(TH).Pack<TP>(dp6_2, dp6_3), da3_2 = default(TH).Pack<TP>(dp7_0, dp7_1), da3_3 = default(TH).Pack<TP>(dp7_2, dp7_3);
+            default(TP).WgFence();
+            // dQ += dS·K: 16 keys per k16 step, K MN-major (2048 bytes per step)
+            default(TP).WgmmaGrad<TH>(0, da0_0, da0_1, da0_2, da0_3, kT + ks + 0, sm, smf, accOff, scratch, ws);
+            default(TP).WgmmaGrad<TH>(0, da1_0, da1_1, da1_2, da1_3, kT + ks + 128, sm, smf, accOff, scratch, ws);
+            default(TP).WgmmaGrad<TH>(0, da2_0, da2_1, da2_2, da2_3, kT + ks + 256, sm, smf, accOff, scratch, ws);
+            default(TP).WgmmaGrad<TH>(0, da3_0, da3_1, da3_2, da3_3, kT + ks + 384, sm, smf, accOff, scratch, ws);
+            default(TP).WgCommit();
+            default(TP).WgWait(0); // the A registers are redefined next tile: ptxas serializes every wgmma if one may still read them
+        }
+        default(TP).WaitGroups(0);
+        long ob0 = ((tokenBase + row0) * p.NumHeads + h) * D + 2 * t4, ob1 = ((tokenBase + row1) * p.NumHeads + h) * D + 2 * t4;
+        bool in0 = row0 < p.Seq, in1 = row1 < p.Seq;
+        default(TP).ReadGrad(0, 0, smf, accOff, out float q0_0, out float q0_1, out float q0_2, out float q0_3);
+        if (in0) { dQ[ob0 + 0] = q0_0 * p.Scale; dQ[ob0 + 1] = q0_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 0] = q0_2 * p.Scale; dQ[ob1 + 1] = q0_3 * p.Scale; }
+        default(TP).ReadGrad(0, 1, smf, accOff, out float q1_0, out float q1_1, out float q1_2, out float q1_3);
+        if (in0) { dQ[ob0 + 8] = q1_0 * p.Scale; dQ[ob0 + 9] = q1_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 8] = q1_2 * p.Scale; dQ[ob1 + 9] = q1_3 * p.Scale; }
+        default(TP).ReadGrad(0, 2, smf, accOff, out float q2_0, out float q2_1, out float q2_2, out float q2_3);
+        if (in0) { dQ[ob0 + 16] = q2_0 * p.Scale; dQ[ob0 + 17] = q2_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 16] = q2_2 * p.Scale; dQ[ob1 + 17] = q2_3 * p.Scale; }
+        default(TP).ReadGrad(0, 3, smf, accOff, out float q3_0, out float q3_1, out float q3_2, out float q3_3);
+        if (in0) { dQ[ob0 + 24] = q3_0 * p.Scale; dQ[ob0 + 25] = q3_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 24] = q3_2 * p.Scale; dQ[ob1 + 25] = q3_3 * p.Scale; }
+        default(TP).ReadGrad(0, 4, smf, accOff, out float q4_0, out float q4_1, out float q4_2, out float q4_3);
+        if (in0) { dQ[ob0 + 32] = q4_0 * p.Scale; dQ[ob0 + 33] = q4_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 32] = q4_2 * p.Scale; dQ[ob1 + 33] = q4_3 * p.Scale; }
+        default(TP).ReadGrad(0, 5, smf, accOff, out float q5_0, out float q5_1, out float q5_2, out float q5_3);
+        if (in0) { dQ[ob0 + 40] = q5_0 * p.Scale; dQ[ob0 + 41] = q5_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 40] = q5_2 * p.Scale; dQ[ob1 + 41] = q5_3 * p.Scale; }
+        default(TP).ReadGrad(0, 6, smf, accOff, out float q6_0, out float q6_1, out float q6_2, out float q6_3);
+        if (in0) { dQ[ob0 + 48] = q6_0 * p.Scale; dQ[ob0 + 49] = q6_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 48] = q6_2 * p.Scale; dQ[ob1 + 49] = q6_3 * p.Scale; }
+        default(TP).ReadGrad(0, 7, smf, accOff, out float q7_0, out float q7_1, out float q7_2, out float q7_3);
+        if (in0) { dQ[ob0 + 56] = q7_0 * p.Scale; dQ[ob0 + 57] = q7_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 56] = q7_2 * p.Scale; dQ[ob1 + 57] = q7_3 * p.Scale; }
+        default(TP).ReadGrad(0, 8, smf, accOff, out float q8_0, out float q8_1, out float q8_2, out float q8_3);
+        if (in0) { dQ[ob0 + 64] = q8_0 * p.Scale; dQ[ob0 + 65] = q8_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 64] = q8_2 * p.Scale; dQ[ob1 + 65] = q8_3 * p.Scale; }
+        default(TP).ReadGrad(0, 9, smf, accOff, out float q9_0, out float q9_1, out float q9_2, out float q9_3);
+        if (in0) { dQ[ob0 + 72] = q9_0 * p.Scale; dQ[ob0 + 73] = q9_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 72] = q9_2 * p.Scale; dQ[ob1 + 73] = q9_3 * p.Scale; }
+        default(TP).ReadGrad(0, 10, smf, accOff, out float q10_0, out float q10_1, out float q10_2, out float q10_3);
+        if (in0) { dQ[ob0 + 80] = q10_0 * p.Scale; dQ[ob0 + 81] = q10_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 80] = q10_2 * p.Scale; dQ[ob1 + 81] = q10_3 * p.Scale; }
+        default(TP).ReadGrad(0, 11, smf, accOff, out float q11_0, out float q11_1, out float q11_2, out float q11_3);
+        if (in0) { dQ[ob0 + 88] = q11_0 * p.Scale; dQ[ob0 + 89] = q11_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 88] = q11_2 * p.Scale; dQ[ob1 + 89] = q11_3 * p.Scale; }
+        default(TP).ReadGrad(0, 12, smf, accOff, out float q12_0, out float q12_1, out float q12_2, out float q12_3);
+        if (in0) { dQ[ob0 + 96] = q12_0 * p.Scale; dQ[ob0 + 97] = q12_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 96] = q12_2 * p.Scale; dQ[ob1 + 97] = q12_3 * p.Scale; }
+        default(TP).ReadGrad(0, 13, smf, accOff, out float q13_0, out float q13_1, out float q13_2, out float q13_3);
+        if (in0) { dQ[ob0 + 104] = q13_0 * p.Scale; dQ[ob0 + 105] = q13_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 104] = q13_2 * p.Scale; dQ[ob1 + 105] = q13_3 * p.Scale; }
+        default(TP).ReadGrad(0, 14, smf, accOff, out float q14_0, out float q14_1, out float q14_2, out float q14_3);
+        if (in0) { dQ[ob0 + 112] = q14_0 * p.Scale; dQ[ob0 + 113] = q14_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 112] = q14_2 * p.Scale; dQ[ob1 + 113] = q14_3 * p.Scale; }
+        default(TP).ReadGrad(0, 15, smf, accOff, out float q15_0, out float q15_1, out float q15_2, out float q15_3);
+        if (in0) { dQ[ob0 + 120] = q15_0 * p.Scale; dQ[ob0 + 121] = q15_1 * p.Scale; }
+        if (in1) { dQ[ob1 + 120] = q15_2 * p.Scale; dQ[ob1 + 121] = q15_3 * p.Scale; }
+    }
+
+    internal partial struct Bf16
+    {
+        // S or dP (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts it (scale-d 0).
+        public void WgmmaScorePtx(int which, bool accumulate, ulong descA, ulong descB)
+        {
+            if (which == 0)
+                CudaAsm.Emit("{ .reg .pred sz; setp.ne.b32 sz, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {tacc0, tacc1, tacc2, tacc3, tacc4, tacc5, tacc6, tacc7, tacc8, tacc9, tacc10, tacc11, tacc12, tacc13, tacc14, tacc15, tacc16, tacc17, tacc18, tacc19, tacc20, tacc21, tacc22, tacc23, tacc24, tacc25, tacc26, tacc27, tacc28, tacc29, tacc30, tacc31}, %0, %1, sz, 1, 1, 0, 0; }", descA, descB, accumulate ? 1 : 0);
+            else
+                CudaAsm.Emit("{ .reg .pred sz; setp.ne.b32 sz, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {pacc0, pacc1, pacc2, pacc3, pacc4, pacc5, pacc6, pacc7, pacc8, pacc9, pacc10, pacc11, pacc12, pacc13, pacc14, pacc15, pacc16, pacc17, pacc18, pacc19, pacc20, pacc21, pacc22, pacc23, pacc24, pacc25, pacc26, pacc27, pacc28, pacc29, pacc30, pacc31}, %0, %1, sz, 1, 1, 0, 0; }", descA, descB, accumulate ? 1 : 0);
+        }
+
+        // dK, dQ or dV += A·B: A (dSᵀ, dS or Pᵀ) from registers, B (Q, K or dO) MN-major in shared memory (transpose flag).
+        public void WgmmaGradPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB)
+        {
+            if (which == 0)
+                CudaAsm.Emit("{ .reg .pred pk; setp.ne.b32 pk, %5, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {kacc0, kacc1, kacc2, kacc3, kacc4, kacc5, kacc6, kacc7, kacc8, kacc9, kacc10, kacc11, kacc12, kacc13, kacc14, kacc15, kacc16, kacc17, kacc18, kacc19, kacc20, kacc21, kacc22, kacc23, kacc24, kacc25, kacc26, kacc27, kacc28, kacc29, kacc30, kacc31, kacc32, kacc33, kacc34, kacc35, kacc36, kacc37, kacc38, kacc39, kacc40, kacc41, kacc42, kacc43, kacc44, kacc45, kacc46, kacc47, kacc48, kacc49, kacc50, kacc51, kacc52, kacc53, kacc54, kacc55, kacc56, kacc57, kacc58, kacc59, kacc60, kacc61, kacc62, kacc63}, {%0, %1, %2, %3}, %4, pk, 1, 1, 1; }", a0, a1, a2, a3, descB, 1);
+            else if (which == 1)
+                CudaAsm.Emit("{ .reg .pred pk; setp.ne.b32 pk, %5, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {vacc0, vacc1, vacc2, vacc3, vacc4, vacc5, vacc6, vacc7, vacc8, vacc9, vacc10, vacc11, vacc12, vacc13, vacc14, vacc15, vacc16, vacc17, vacc18, vacc19, vacc20, vacc21, vacc22, vacc23, vacc24, vacc25, vacc26, vacc27, vacc28, vacc29, vacc30, vacc31, vacc32, vacc33, vacc34, vacc35, vacc36, vacc37, vacc38, vacc39, vacc40, vacc41, vacc42, vacc43, vacc44, vacc45, vacc46, vacc47, vacc48, vacc49, vacc50, vacc51, vacc52, vacc53, vacc54, vacc55, vacc56, vacc57, vacc58, vacc59, vacc60, vacc61, vacc62, vacc63}, {%0, %1, %2, %3}, %4, pk, 1, 1, 1; }", a0, a1, a2, a3, descB, 1);
+        }
+    }
+
+    internal partial struct F16
+    {
+        // S or dP (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts it (scale-d 0).
+        public void WgmmaScorePtx(int which, bool accumulate, ulong descA, ulong descB)
+        {
+            if (which == 0)
+                CudaAsm.Emit("{ .reg .pred sz; setp.ne.b32 sz, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {tacc0, tacc1, tacc2, tacc3, tacc4, tacc5, tacc6, tacc7, tacc8, tacc9, tacc10, tacc11, tacc12, tacc13, tacc14, tacc15, tacc16, tacc17, tacc18, tacc19, tacc20, tacc21, tacc22, tacc23, tacc24, tacc25, tacc26, tacc27, tacc28, tacc29, tacc30, tacc31}, %0, %1, sz, 1, 1, 0, 0; }", descA, descB, accumulate ? 1 : 0);
+            else
+                CudaAsm.Emit("{ .reg .pred sz; setp.ne.b32 sz, %2, 0; wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {pacc0, pacc1, pacc2, pacc3, pacc4, pacc5, pacc6, pacc7, pacc8, pacc9, pacc10, pacc11, pacc12, pacc13, pacc14, pacc15, pacc16, pacc17, pacc18, pacc19, pacc20, pacc21, pacc22, pacc23, pacc24, pacc25, pacc26, pacc27, pacc28, pacc29, pacc30, pacc31}, %0, %1, sz, 1, 1, 0, 0; }", descA, descB, accumulate ? 1 : 0);
+        }
+
+        // dK, dQ or dV += A·B: A (dSᵀ, dS or Pᵀ) from registers, B (Q, K or dO) MN-major in shared memory (transpose flag).
+        public void WgmmaGradPtx(int which, uint a0, uint a1, uint a2, uint a3, ulong descB)
+        {
+            if (which == 0)
+                CudaAsm.Emit("{ .reg .pred pk; setp.ne.b32 pk, %5, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {kacc0, kacc1, kacc2, kacc3, kacc4, kacc5, kacc6, kacc7, kacc8, kacc9, kacc10, kacc11, kacc12, kacc13, kacc14, kacc15, kacc16, kacc17, kacc18, kacc19, kacc20, kacc21, kacc22, kacc23, kacc24, kacc25, kacc26, kacc27, kacc28, kacc29, kacc30, kacc31, kacc32, kacc33, kacc34, kacc35, kacc36, kacc37, kacc38, kacc39, kacc40, kacc41, kacc42, kacc43, kacc44, kacc45, kacc46, kacc47, kacc48, kacc49, kacc50, kacc51, kacc52, kacc53, kacc54, kacc55, kacc56, kacc57, kacc58, kacc59, kacc60, kacc61, kacc62, kacc63}, {%0, %1, %2, %3}, %4, pk, 1, 1, 1; }", a0, a1, a2, a3, descB, 1);
+            else if (which == 1)
+                CudaAsm.Emit("{ .reg .pred pk; setp.ne.b32 pk, %5, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {vacc0, vacc1, vacc2, vacc3, vacc4, vacc5, vacc6, vacc7, vacc8, vacc9, vacc10, vacc11, vacc12, vacc13, vacc14, vacc15, vacc16, vacc17, vacc18, vacc19, vacc20, vacc21, vacc22, vacc23, vacc24, vacc25, vacc26, vacc27, vacc28, vacc29, vacc30, vacc31, vacc32, vacc33, vacc34, vacc35, vacc36, vacc37, vacc38, vacc39, vacc40, vacc41, vacc42, vacc43, vacc44, vacc45, vacc46, vacc47, vacc48, vacc49, vacc50, vacc51, vacc52, vacc53, vacc54, vacc55, vacc56, vacc57, vacc58, vacc59, vacc60, vacc61, vacc62, vacc63}, {%0, %1, %2, %3}, %4, pk, 1, 1, 1; }", a0, a1, a2, a3, descB, 1);
+        }
+    }
+
+    internal partial struct Ptx
+    {
+        // Declares the backward kernels' accumulators at function scope, the gradients zeroed (S, dP are overwritten by their first step).
+        public void WgDeclareBackward(ArrayView<float> smf, int accOff)
+        {
+            if (!CudaAsm.IsSupported) return;
+            CudaAsm.Emit(".reg .f32 tacc<32>; .reg .f32 pacc<32>; .reg .f32 kacc<64>; .reg .f32 vacc<64>; mov.f32 kacc0, 0f00000000; mov.f32 kacc1, 0f00000000; mov.f32 kacc2, 0f00000000; mov.f32 kacc3, 0f00000000; mov.f32 kacc4, 0f00000000; mov.f32 kacc5, 0f00000000; mov.f32 kacc6, 0f00000000; mov.f32 kacc7, 0f00000000; mov.f32 kacc8, 0f00000000; mov.f32 kacc9, 0f00000000; mov.f32 kacc10, 0f00000000; mov.f32 kacc11, 0f00000000; mov.f32 kacc12, 0f00000000; mov.f32 kacc13, 0f00000000; mov.f32 kacc14, 0f00000000; mov.f32 kacc15, 0f00000000; mov.f32 kacc16, 0f00000000; mov.f32 kacc17, 0f00000000; mov.f32 kacc18, 0f00000000; mov.f32 kacc19, 0f00000000; mov.f32 kacc20, 0f00000000; mov.f32 kacc21, 0f00000000; mov.f32 kacc22, 0f00000000; mov.f32 kacc23, 0f00000000; mov.f32 kacc24, 0f00000000; mov.f32 kacc25, 0f00000000; mov.f32 kacc26, 0f00000000; mov.f32 kacc27, 0f00000000; mov.f32 kacc28, 0f00000000; mov.f32 kacc29, 0f00000000; mov.f32 kacc30, 0f00000000; mov.f32 kacc31, 0f00000000; mov.f32 kacc32, 0f00000000; mov.f32 kacc33, 0f00000000; mov.f32 kacc34, 0f00000000; mov.f32 kacc35, 0f00000000; mov.f32 kacc36, 0f00000000; mov.f32 kacc37, 0f00000000; mov.f32 kacc38, 0f00000000; mov.f32 kacc39, 0f00000000; mov.f32 kacc40, 0f00000000; mov.f32 kacc41, 0f00000000; mov.f32 kacc42, 0f00000000; mov.f32 kacc43, 0f00000000; mov.f32 kacc44, 0f00000000; mov.f32 kacc45, 0f00000000; mov.f32 kacc46, 0f00000000; mov.f32 kacc47, 0f00000000; mov.f32 kacc48, 0f00000000; mov.f32 kacc49, 0f00000000; mov.f32 kacc50, 0f00000000; mov.f32 kacc51, 0f00000000; mov.f32 kacc52, 0f00000000; mov.f32 kacc53, 0f00000000; mov.f32 kacc54, 0f00000000; mov.f32 kacc55, 0f00000000; mov.f32 kacc56, 0f00000000; mov.f32 kacc57, 0f00000000; mov.f32 kacc58, 0f00000000; mov.f32 kacc59, 0f00000000; mov.f32 kacc60, 0f00000000; mov.f32 kacc61, 0f00000000; mov.f32 kacc62, 0f00000000; mov.f32 kacc63, 0f00000000; mov.f32 vacc0, 0f00000000; mov.f32 vacc1, 0f00000000; mov.f32 vacc2, 0f00000000; mov.f32 vacc3, 0f00000000; mov.f32 vacc4, 0f00000000; mov.f32 vacc5, 0f00000000; mov.f32 vacc6, 0f00000000; mov.f32 vacc7, 0f00000000; mov.f32 vacc8, 0f00000000; mov.f32 vacc9, 0f00000000; mov.f32 vacc10, 0f00000000; mov.f32 vacc11, 0f00000000; mov.f32 vacc12, 0f00000000; mov.f32 vacc13, 0f00000000; mov.f32 vacc14, 0f00000000; mov.f32 vacc15, 0f00000000; mov.f32 vacc16, 0f00000000; mov.f32 vacc17, 0f00000000; mov.f32 vacc18, 0f00000000; mov.f32 vacc19, 0f00000000; mov.f32 vacc20, 0f00000000; mov.f32 vacc21, 0f00000000; mov.f32 vacc22, 0f00000000; mov.f32 vacc23, 0f00000000; mov.f32 vacc24, 0f00000000; mov.f32 vacc25, 0f00000000; mov.f32 vacc26, 0f00000000; mov.f32 vacc27, 0f00000000; mov.f32 vacc28, 0f00000000; mov.f32 vacc29, 0f00000000; mov.f32 vacc30, 0f00000000; mov.f32 vacc31, 0f00000000; mov.f32 vacc32, 0f00000000; mov.f32 vacc33, 0f00000000; mov.f32 vacc34, 0f00000000; mov.f32 vacc35, 0f00000000; mov.f32 vacc36, 0f00000000; mov.f32 vacc37, 0f00000000; mov.f32 vacc38, 0f00000000; mov.f32 vacc39, 0f00000000; mov.f32 vacc40, 0f00000000; mov.f32 vacc41, 0f00000000; mov.f32 vacc42, 0f00000000; mov.f32 vacc43, 0f00000000; mov.f32 vacc44, 0f00000000; mov.f32 vacc45, 0f00000000; mov.f32 vacc46, 0f00000000; mov.f32 vacc47, 0f00000000; mov.f32 vacc48, 0f00000000; mov.f32 vacc49, 0f00000000; mov.f32 vacc50, 0f00000000; mov.f32 vacc51, 0f00000000; mov.f32 vacc52, 0f00000000; mov.f32 vacc53, 0f00000000; mov.f32 vacc54, 0f00000000; mov.f32 vacc55, 0f00000000; mov.f32 vacc56, 0f00000000; mov.f32 vacc57, 0f00000000; mov.f32 vacc58, 0f00000000; mov.f32 vacc59, 0f00000000; mov.f32 vacc60, 0f00000000; mov.f32 vacc61, 0f00000000; mov.f32 vacc62, 0f00000000; mov.f32 vacc63, 0f00000000;");
+        }
+
+        // Fragment i of S (which 0) or dP (1): rows g, g + 8 of the warp's 16, columns 8i + 2(lane % 4), +1.
+        public void ReadScore(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
+        {
+            Output<float> x0 = default, x1 = default, x2 = default, x3 = default;
+            if (CudaAsm.IsSupported)
+            {
+                if (which == 0 && i == 0) CudaAsm.EmitRef("mov.f32 %0, tacc0; mov.f32 %1, tacc1; mov.f32 %2, tacc2; mov.f32 %3, tacc3;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 1) CudaAsm.EmitRef("mov.f32 %0, tacc4; mov.f32 %1, tacc5; mov.f32 %2, tacc6; mov.f32 %3, tacc7;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 2) CudaAsm.EmitRef("mov.f32 %0, tacc8; mov.f32 %1, tacc9; mov.f32 %2, tacc10; mov.f32 %3, tacc11;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 3) CudaAsm.EmitRef("mov.f32 %0, tacc12; mov.f32 %1, tacc13; mov.f32 %2, tacc14; mov.f32 %3, tacc15;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 4) CudaAsm.EmitRef("mov.f32 %0, tacc16; mov.f32 %1, tacc17; mov.f32 %2, tacc18; mov.f32 %3, tacc19;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 5) CudaAsm.EmitRef("mov.f32 %0, tacc20; mov.f32 %1, tacc21; mov.f32 %2, tacc22; mov.f32 %3, tacc23;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 6) CudaAsm.EmitRef("mov.f32 %0, tacc24; mov.f32 %1, tacc25; mov.f32 %2, tacc26; mov.f32 %3, tacc27;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 7) CudaAsm.EmitRef("mov.f32 %0, tacc28; mov.f32 %1, tacc29; mov.f32 %2, tacc30; mov.f32 %3, tacc31;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 0) CudaAsm.EmitRef("mov.f32 %0, pacc0; mov.f32 %1, pacc1; mov.f32 %2, pacc2; mov.f32 %3, pacc3;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 1) CudaAsm.EmitRef("mov.f32 %0, pacc4; mov.f32 %1, pacc5; mov.f32 %2, pacc6; mov.f32 %3, pacc7;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 2) CudaAsm.EmitRef("mov.f32 %0, pacc8; mov.f32 %1, pacc9; mov.f32 %2, pacc10; mov.f32 %3, pacc11;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 3) CudaAsm.EmitRef("mov.f32 %0, pacc12; mov.f32 %1, pacc13; mov.f32 %2, pacc14; mov.f32 %3, pacc15;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 4) CudaAsm.EmitRef("mov.f32 %0, pacc16; mov.f32 %1, pacc17; mov.f32 %2, pacc18; mov.f32 %3, pacc19;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 5) CudaAsm.EmitRef("mov.f32 %0, pacc20; mov.f32 %1, pacc21; mov.f32 %2, pacc22; mov.f32 %3, pacc23;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 6) CudaAsm.EmitRef("mov.f32 %0, pacc24; mov.f32 %1, pacc25; mov.f32 %2, pacc26; mov.f32 %3, pacc27;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 7) CudaAsm.EmitRef("mov.f32 %0, pacc28; mov.f32 %1, pacc29; mov.f32 %2, pacc30; mov.f32 %3, pacc31;", ref x0, ref x1, ref x2, ref x3);
+            }
+            v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;
+        }
+
+        // Fragment i of dK or dQ (which 0) or dV (1), laid out as S's.
+        public void ReadGrad(int which, int i, ArrayView<float> smf, int accOff, out float v0, out float v1, out float v2, out float v3)
+        {
+            Output<float> x0 = default, x1 = default, x2 = default, x3 = default;
+            if (CudaAsm.IsSupported)
+            {
+                if (which == 0 && i == 0) CudaAsm.EmitRef("mov.f32 %0, kacc0; mov.f32 %1, kacc1; mov.f32 %2, kacc2; mov.f32 %3, kacc3;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 1) CudaAsm.EmitRef("mov.f32 %0, kacc4; mov.f32 %1, kacc5; mov.f32 %2, kacc6; mov.f32 %3, kacc7;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 2) CudaAsm.EmitRef("mov.f32 %0, kacc8; mov.f32 %1, kacc9; mov.f32 %2, kacc10; mov.f32 %3, kacc11;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 3) CudaAsm.EmitRef("mov.f32 %0, kacc12; mov.f32 %1, kacc13; mov.f32 %2, kacc14; mov.f32 %3, kacc15;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 4) CudaAsm.EmitRef("mov.f32 %0, kacc16; mov.f32 %1, kacc17; mov.f32 %2, kacc18; mov.f32 %3, kacc19;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 5) CudaAsm.EmitRef("mov.f32 %0, kacc20; mov.f32 %1, kacc21; mov.f32 %2, kacc22; mov.f32 %3, kacc23;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 6) CudaAsm.EmitRef("mov.f32 %0, kacc24; mov.f32 %1, kacc25; mov.f32 %2, kacc26; mov.f32 %3, kacc27;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 7) CudaAsm.EmitRef("mov.f32 %0, kacc28; mov.f32 %1, kacc29; mov.f32 %2, kacc30; mov.f32 %3, kacc31;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 8) CudaAsm.EmitRef("mov.f32 %0, kacc32; mov.f32 %1, kacc33; mov.f32 %2, kacc34; mov.f32 %3, kacc35;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 9) CudaAsm.EmitRef("mov.f32 %0, kacc36; mov.f32 %1, kacc37; mov.f32 %2, kacc38; mov.f32 %3, kacc39;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 10) CudaAsm.EmitRef("mov.f32 %0, kacc40; mov.f32 %1, kacc41; mov.f32 %2, kacc42; mov.f32 %3, kacc43;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 11) CudaAsm.EmitRef("mov.f32 %0, kacc44; mov.f32 %1, kacc45; mov.f32 %2, kacc46; mov.f32 %3, kacc47;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 12) CudaAsm.EmitRef("mov.f32 %0, kacc48; mov.f32 %1, kacc49; mov.f32 %2, kacc50; mov.f32 %3, kacc51;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 13) CudaAsm.EmitRef("mov.f32 %0, kacc52; mov.f32 %1, kacc53; mov.f32 %2, kacc54; mov.f32 %3, kacc55;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 14) CudaAsm.EmitRef("mov.f32 %0, kacc56; mov.f32 %1, kacc57; mov.f32 %2, kacc58; mov.f32 %3, kacc59;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 0 && i == 15) CudaAsm.EmitRef("mov.f32 %0, kacc60; mov.f32 %1, kacc61; mov.f32 %2, kacc62; mov.f32 %3, kacc63;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 0) CudaAsm.EmitRef("mov.f32 %0, vacc0; mov.f32 %1, vacc1; mov.f32 %2, vacc2; mov.f32 %3, vacc3;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 1) CudaAsm.EmitRef("mov.f32 %0, vacc4; mov.f32 %1, vacc5; mov.f32 %2, vacc6; mov.f32 %3, vacc7;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 2) CudaAsm.EmitRef("mov.f32 %0, vacc8; mov.f32 %1, vacc9; mov.f32 %2, vacc10; mov.f32 %3, vacc11;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 3) CudaAsm.EmitRef("mov.f32 %0, vacc12; mov.f32 %1, vacc13; mov.f32 %2, vacc14; mov.f32 %3, vacc15;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 4) CudaAsm.EmitRef("mov.f32 %0, vacc16; mov.f32 %1, vacc17; mov.f32 %2, vacc18; mov.f32 %3, vacc19;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 5) CudaAsm.EmitRef("mov.f32 %0, vacc20; mov.f32 %1, vacc21; mov.f32 %2, vacc22; mov.f32 %3, vacc23;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 6) CudaAsm.EmitRef("mov.f32 %0, vacc24; mov.f32 %1, vacc25; mov.f32 %2, vacc26; mov.f32 %3, vacc27;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 7) CudaAsm.EmitRef("mov.f32 %0, vacc28; mov.f32 %1, vacc29; mov.f32 %2, vacc30; mov.f32 %3, vacc31;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 8) CudaAsm.EmitRef("mov.f32 %0, vacc32; mov.f32 %1, vacc33; mov.f32 %2, vacc34; mov.f32 %3, vacc35;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 9) CudaAsm.EmitRef("mov.f32 %0, vacc36; mov.f32 %1, vacc37; mov.f32 %2, vacc38; mov.f32 %3, vacc39;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 10) CudaAsm.EmitRef("mov.f32 %0, vacc40; mov.f32 %1, vacc41; mov.f32 %2, vacc42; mov.f32 %3, vacc43;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 11) CudaAsm.EmitRef("mov.f32 %0, vacc44; mov.f32 %1, vacc45; mov.f32 %2, vacc46; mov.f32 %3, vacc47;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 12) CudaAsm.EmitRef("mov.f32 %0, vacc48; mov.f32 %1, vacc49; mov.f32 %2, vacc50; mov.f32 %3, vacc51;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 13) CudaAsm.EmitRef("mov.f32 %0, vacc52; mov.f32 %1, vacc53; mov.f32 %2, vacc54; mov.f32 %3, vacc55;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 14) CudaAsm.EmitRef("mov.f32 %0, vacc56; mov.f32 %1, vacc57; mov.f32 %2, vacc58; mov.f32 %3, vacc59;", ref x0, ref x1, ref x2, ref x3);
+                else if (which == 1 && i == 15) CudaAsm.EmitRef("mov.f32 %0, vacc60; mov.f32 %1, vacc61; mov.f32 %2, vacc62; mov.f32 %3, vacc63;", ref x0, ref x1, ref x2, ref x3);
+            }
+            v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;
+        }
+    }
 }
