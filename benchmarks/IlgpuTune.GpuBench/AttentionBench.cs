@@ -224,6 +224,18 @@ static class AttentionBench
         return (table, results);
     }
 
+    // n uniform values in [-scale, scale) as 16-bit bits, and the exact values those bits hold.
+    static (ushort[] Bits, float[] Values) RandomHalf(Random rng, HalfType type, int n, float scale)
+    {
+        var f = new float[n];
+        for (int i = 0; i < n; i++) f[i] = (float)(rng.NextDouble() * 2 - 1) * scale;
+        var bits = new ushort[n];
+        var back = new float[n];
+        if (type == HalfType.BFloat16) { Cast.ToBf16Cpu(f, bits); Cast.FromBf16Cpu(bits, back); }
+        else { Cast.ToF16Cpu(f, bits); Cast.FromF16Cpu(bits, back); }
+        return (bits, back);
+    }
+
     // The tensor-core kernels against FlashAttentionHalf's CPU reference on the same 16-bit inputs; outputs NaN-poisoned.
     // Packed ids (non-decreasing here) run with tile skipping, then again with the full loop, which must give the same bits.
     static bool CheckHalf(KernelRegistry k, HalfType type, int batch, int seq, int heads, int kvHeads, int d, bool packed, bool causal)
@@ -231,16 +243,7 @@ static class AttentionBench
         var acc = k.Accelerator;
         int qn = batch * seq * heads * d, kvn = batch * seq * kvHeads * d, rows = batch * heads * seq;
         var rng = new Random(seq * 7 + d);
-        (ushort[] Bits, float[] Values) Rnd(int n, float scale)
-        {
-            var f = new float[n];
-            for (int i = 0; i < n; i++) f[i] = (float)(rng.NextDouble() * 2 - 1) * scale;
-            var bits = new ushort[n];
-            var back = new float[n];
-            if (type == HalfType.BFloat16) { Cast.ToBf16Cpu(f, bits); Cast.FromBf16Cpu(bits, back); }
-            else { Cast.ToF16Cpu(f, bits); Cast.FromF16Cpu(bits, back); }
-            return (bits, back);
-        }
+        (ushort[] Bits, float[] Values) Rnd(int n, float scale) => RandomHalf(rng, type, n, scale);
         var (qb, q) = Rnd(qn, 2f); var (kb, kv) = Rnd(kvn, 2f); var (vb, v) = Rnd(kvn, 1f); var (_, dO) = Rnd(qn, 1f);
         var seg = new int[packed ? batch * seq : 1];
         for (int t = 1; t < seg.Length; t++) seg[t] = seg[t - 1] + (t % seq == 0 || rng.Next(40) == 0 ? 1 : 0);
@@ -334,16 +337,7 @@ static class AttentionBench
         var acc = k.Accelerator;
         int qn = batch * seq * heads * d, kvn = batch * seq * kvHeads * d, rows = batch * heads * seq;
         var rng = new Random(seq * 11 + d);
-        (ushort[] Bits, float[] Values) Rnd(int n, float scale)
-        {
-            var f = new float[n];
-            for (int i = 0; i < n; i++) f[i] = (float)(rng.NextDouble() * 2 - 1) * scale;
-            var bits = new ushort[n];
-            var back = new float[n];
-            if (type == HalfType.BFloat16) { Cast.ToBf16Cpu(f, bits); Cast.FromBf16Cpu(bits, back); }
-            else { Cast.ToF16Cpu(f, bits); Cast.FromF16Cpu(bits, back); }
-            return (bits, back);
-        }
+        (ushort[] Bits, float[] Values) Rnd(int n, float scale) => RandomHalf(rng, type, n, scale);
         var (qb, q) = Rnd(qn, 2f); var (kb, kv) = Rnd(kvn, 2f); var (vb, v) = Rnd(kvn, 1f);
         var seg = new int[packed ? batch * seq : 1];
         for (int t = 1; t < seg.Length; t++) seg[t] = seg[t - 1] + (t % seq == 0 || rng.Next(40) == 0 ? 1 : 0);

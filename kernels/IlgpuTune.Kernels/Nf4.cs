@@ -248,9 +248,7 @@ public static class Nf4
         for (long g = Grid.GlobalIndex.X; g < groups; g += Launch.GridStride())
         {
             uint w = packed[g];
-            float a = absmax[(g << 3) >> log2Blocksize];
-            y[g] = new ILGPU.Util.Int4((int)HalfPair(w, 0, a, code4, isF16), (int)HalfPair(w, 8, a, code4, isF16),
-                (int)HalfPair(w, 16, a, code4, isF16), (int)HalfPair(w, 24, a, code4, isF16));
+            y[g] = HalfEight(w, absmax[(g << 3) >> log2Blocksize], code4, isF16);
         }
     }
 
@@ -265,9 +263,7 @@ public static class Nf4
         {
             uint w = packed[g];
             long blk = (g << 3) >> log2Blocksize;
-            float a = MulRn(code8[(int)qabsmax[blk]], absmax2[blk / NestedBlockSize]) + off;
-            y[g] = new ILGPU.Util.Int4((int)HalfPair(w, 0, a, code4, isF16), (int)HalfPair(w, 8, a, code4, isF16),
-                (int)HalfPair(w, 16, a, code4, isF16), (int)HalfPair(w, 24, a, code4, isF16));
+            y[g] = HalfEight(w, MulRn(code8[(int)qabsmax[blk]], absmax2[blk / NestedBlockSize]) + off, code4, isF16);
         }
     }
 
@@ -278,6 +274,11 @@ public static class Nf4
         else r = a * b;
         return r;
     }
+
+    // The eight elements of one packed word, dequantized with absmax a, as one 16-byte store.
+    static ILGPU.Util.Int4 HalfEight(uint w, float a, FloatView code4, int isF16) =>
+        new((int)HalfPair(w, 0, a, code4, isF16), (int)HalfPair(w, 8, a, code4, isF16),
+            (int)HalfPair(w, 16, a, code4, isF16), (int)HalfPair(w, 24, a, code4, isF16));
 
     static uint HalfPair(uint w, int shift, float a, FloatView code4, int isF16)
     {
@@ -381,11 +382,15 @@ public static class Nf4
         kernel(Launch.Flat(k, n), packed, absmax, code4, n, blocksize, f16 ? 1 : 0, y);
     }
 
+    // Eight elements a thread: whole words of packed nibbles, a block shared by the eight, 16-byte-aligned stores.
+    static bool Half8Fits(ArrayView<byte> packed, long n, int blocksize, ArrayView<ushort> y) =>
+        n % 8 == 0 && blocksize >= 8 && Launch.AlignedTo(packed, 4) && Launch.AlignedTo(y, 16);
+
     // Runs the eight-per-thread kernel when n, blocksize and the views' alignment allow; false when they do not.
     static bool DequantizeHalf8(KernelRegistry k, ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize, bool f16,
         ArrayView<ushort> y)
     {
-        if (n % 8 != 0 || blocksize < 8 || !Launch.AlignedTo(packed, 4) || !Launch.AlignedTo(y, 16)) return false;
+        if (!Half8Fits(packed, n, blocksize, y)) return false;
         long groups = n / 8;
         var kernel = k.Get("nf4.dequantize.half8",
             a => a.LoadStreamKernel<ArrayView<uint>, FloatView, FloatView, long, int, int, ArrayView<ILGPU.Util.Int4>>(DequantizeHalf8Kernel));
@@ -407,7 +412,7 @@ public static class Nf4
         Launch.Need(packed, (n + 1) / 2, nameof(packed)); Launch.Need(qabsmax, m, nameof(qabsmax));
         Launch.Need(absmax2, Blocks(m, NestedBlockSize), nameof(absmax2)); Launch.Need(offset, 1, nameof(offset));
         Launch.Need(code8, 256, nameof(code8)); Launch.Need(code4, 16, nameof(code4)); Launch.Need(y, n, nameof(y));
-        if (n == 0 || n % 8 != 0 || blocksize < 8 || !Launch.AlignedTo(packed, 4) || !Launch.AlignedTo(y, 16)) return false;
+        if (n == 0 || !Half8Fits(packed, n, blocksize, y)) return false;
         long groups = n / 8;
         var kernel = k.Get("nf4.dequantize.half8.nested",
             a => a.LoadStreamKernel<ArrayView<uint>, ArrayView<byte>, FloatView, FloatView, FloatView, FloatView, long, int, int,
