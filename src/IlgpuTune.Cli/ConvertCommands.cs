@@ -12,8 +12,8 @@ public sealed class ConvertCommands
     public int Adapter([Argument(Description = "checkpoint folder")] string checkpoint, [Argument(Description = "output folder")] string output,
         [Option("dtype", Description = "float32, bfloat16 or float16 (default float32)")] string dtype = "float32")
     {
-        Console.WriteLine(CheckpointExport.Run(checkpoint, output, ParseDtype(dtype)));
-        return 0;
+        var type = ParseDtype(dtype);
+        return Interruptible(output, () => Console.WriteLine(CheckpointExport.Run(checkpoint, output, type)));
     }
 
     [Command("merge", Description = "Merge a PEFT LoRA adapter into its base model, shard by shard, into a new HF model folder")]
@@ -25,9 +25,12 @@ public sealed class ConvertCommands
     {
         if (device != "cpu") throw new ArgumentException($"--device {device}: the merge runs on the CPU, one tensor at a time");
         var outType = dtype is null ? ModelConfig.Load(baseModel).TorchDtype ?? DType.F32 : ParseDtype(dtype);
-        var summary = IlgpuTune.Model.Merge.Run(baseModel, adapter, output, IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize), outType);
-        Console.WriteLine($"merged LoRA into {summary.MergedModules.Count} modules -> {output} ({summary.Files.Count} files, {outType})");
-        return 0;
+        long shard = IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize);
+        return Interruptible(output, () =>
+        {
+            var summary = IlgpuTune.Model.Merge.Run(baseModel, adapter, output, shard, outType);
+            Console.WriteLine($"merged LoRA into {summary.MergedModules.Count} modules -> {output} ({summary.Files.Count} files, {outType})");
+        });
     }
 
     [Command("quantize", Description = "Quantize a model's decoder linear weights to 4 bits and save the folder as transformers saves a " +
@@ -37,8 +40,36 @@ public sealed class ConvertCommands
         [Option("no-double-quant", Description = "keep the absmax in fp32 instead of 8 bits")] bool noDoubleQuant = false,
         [Option("max-shard-size", Description = "largest shard, e.g. 2GB or 500MB (default 2GB)")] string maxShardSize = "2GB")
     {
-        var files = QuantizedExport.Run(baseModel, output, IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize), quantType, !noDoubleQuant);
-        Console.WriteLine($"quantized to {quantType}{(noDoubleQuant ? "" : " (double quant)")} -> {output} ({files.Count} files)");
+        long shard = IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize);
+        return Interruptible(output, () =>
+        {
+            var files = QuantizedExport.Run(baseModel, output, shard, quantType, !noDoubleQuant);
+            Console.WriteLine($"quantized to {quantType}{(noDoubleQuant ? "" : " (double quant)")} -> {output} ({files.Count} files)");
+        });
+    }
+
+    /// <summary>
+    /// Runs a conversion that writes <paramref name="output"/> with AtomicDirectory. Ctrl-C / SIGTERM removes its temp
+    /// folder and ends the process (exit 130 / 143): no partial output is left, and the old output, if any, stays.
+    /// </summary>
+    private static int Interruptible(string output, Action convert)
+    {
+        using var exiting = new ManualResetEventSlim();
+        using var signals = new Signals(signal =>
+        {
+            exiting.Set();
+            AtomicDirectory.RemoveOwn(output);
+            Environment.Exit(Signals.ExitCode(signal));
+            return true;
+        });
+        try
+        {
+            convert();
+        }
+        catch when (exiting.IsSet)
+        {
+            Thread.Sleep(Timeout.Infinite); // the writer failed because its temp folder was removed: the process is exiting
+        }
         return 0;
     }
 

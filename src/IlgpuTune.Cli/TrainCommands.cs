@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Cocona;
 using Spectre.Console;
 using IlgpuTune.Core;
@@ -10,48 +11,107 @@ namespace IlgpuTune.Cli;
 [FriendlyErrors]
 public sealed class TrainCommands
 {
-    [Command("train", Description = "Train with a config: a YAML file or a built-in config name (see list-cfg)")]
+    [Command("train", Description = "Train with a config: a YAML file or a built-in config name (see list-cfg). Ctrl-C or SIGTERM " +
+        "stops after the current step and saves a checkpoint to resume from (a second Ctrl-C stops at once)")]
     public int Train(
         [Argument(Description = "config file or built-in config name")] string config,
-        [Option("work-dir", Description = "where logs, checkpoints, the adapter and curve.svg go (default work_dirs/<config>)")] string? workDir = null,
+        [Option("work-dir", Description = "where checkpoints, the adapter and each launch's log folder (YYYYmmdd_HHMMSS/) go (default work_dirs/<config>)")] string? workDir = null,
         [Option("resume", Description = "continue from a checkpoint folder, or 'latest' for the newest in the work dir")] string? resume = null,
+        [Option("overwrite", Description = "start over in a work dir that holds another run's checkpoints, deleting them (logs stay)")] bool overwrite = false,
         [Option("seed", Description = "override the config's seed")] int? seed = null,
         [Option("cfg-options", Description = "override config keys: key=value (YAML values; lora.r=16)")] string[]? cfgOptions = null,
         [Option("profile", Description = "diagnosis: after N iterations, time every kernel launch and log where a step goes (slows those iterations)")] int? profile = null)
     {
+        if (overwrite && resume is not null) throw new ArgumentException("give --resume or --overwrite, not both");
         var overrides = (cfgOptions ?? []).ToList();
         if (seed is { } s) overrides.Add($"seed={s}");
         var cfg = Builtins.LoadConfig(config, overrides);
-        var options = new TrainOptions { WorkDir = workDir, Resume = resume is null ? null : resume == "latest" ? "" : resume, ProfileAfter = profile };
-        TrainResult result;
-        if (Console.IsOutputRedirected) result = Trainer.Run(cfg, options);
-        else
+        using var stop = new StopSignal();
+        var options = new TrainOptions
         {
-            // On a terminal: log lines scroll above a live progress bar (Spectre.Console).
-            result = AnsiConsole.Progress().AutoClear(true).HideCompleted(false)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
-                .Start(ctx =>
-                {
-                    var task = ctx.AddTask("train", autoStart: true, maxValue: 1);
-                    return Trainer.Run(cfg, options with
-                    {
-                        Console = WriteAboveProgress,
-                        Progress = (done, max) =>
-                        {
-                            task.MaxValue = max;
-                            task.Value = done;
-                            task.Description = $"train {done}/{max}";
-                        },
-                    });
-                });
+            WorkDir = workDir, Resume = resume is null ? null : resume == "latest" ? "" : resume, Overwrite = overwrite, ProfileAfter = profile,
+            Stop = stop.Token, ConfigOverrides = overrides,
+        };
+        TrainResult result;
+        try
+        {
+            result = Console.IsOutputRedirected ? Trainer.Run(cfg, options) : RunWithProgress(cfg, options);
+        }
+        catch (TrainingStoppedException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        string again = $"ilgpu-tune train {Quote(config)} --work-dir {Quote(result.WorkDir)} --resume" +
+            (cfgOptions is { Length: > 0 } ? " --cfg-options " + string.Join(' ', cfgOptions.Select(o => Quote(o))) : "") + (seed is null ? "" : $" --seed {seed}");
+        if (result.Interrupted)
+        {
+            Console.Error.WriteLine(result.LastCheckpoint is null
+                ? $"interrupted ({stop.Received}) before the first iteration; nothing to resume"
+                : $"interrupted ({stop.Received}) at iteration {result.Done}/{result.Iterations}; checkpoint {result.LastCheckpoint}\nresume with: {again}");
+            return Signals.ExitCode(stop.Received ?? PosixSignal.SIGINT);
         }
         var first = result.Log.FirstOrDefault();
         var last = result.Log.LastOrDefault();
         if (first is not null && last is not null)
-            Console.WriteLine($"loss {first.Loss:F4} (iter {first.Iter}) -> {last.Loss:F4} (iter {last.Iter}); curve: {Path.Combine(result.WorkDir, "curve.svg")}");
-        if (result.AdapterDir is not null) Console.WriteLine($"adapter: {result.AdapterDir}");
+            Console.WriteLine($"loss {first.Loss:F4} (iter {first.Iter}) -> {last.Loss:F4} (iter {last.Iter}); log and curve: {result.RunDir}");
+        if (result.Done < result.Iterations)
+        {
+            if (result.LastCheckpoint is not null) Console.WriteLine($"stopped at iteration {result.Done}/{result.Iterations}; resume with: {again}");
+            return 0;
+        }
+        foreach (var line in NextCommands(cfg, result)) Console.WriteLine(line);
         return 0;
     }
+
+    private static TrainResult RunWithProgress(TrainConfig cfg, TrainOptions options) =>
+        // On a terminal: log lines scroll above a live progress bar (Spectre.Console).
+        AnsiConsole.Progress().AutoClear(true).HideCompleted(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask("train", autoStart: true, maxValue: 1);
+                return Trainer.Run(cfg, options with
+                {
+                    Console = WriteAboveProgress,
+                    Progress = (done, max) =>
+                    {
+                        task.MaxValue = max;
+                        task.Value = done;
+                        task.Description = $"train {done}/{max}";
+                    },
+                });
+            });
+
+    /// <summary>What to run next, with this run's paths: export, merge, chat (XTuner's pth_to_hf -> merge -> chat).</summary>
+    internal static List<string> NextCommands(TrainConfig cfg, TrainResult result)
+    {
+        string model = Quote(Path.GetFullPath(cfg.PretrainedModelNameOrPath));
+        string template = (IlgpuTune.Data.Templates.XtunerTemplates.Prompt.ContainsKey(cfg.PromptTemplate) ? $" --prompt-template {cfg.PromptTemplate}" : "") +
+            (cfg.SystemTemplate is { } st ? $" --system-template {st}" : cfg.System is { } sys ? $" --system {Quote(sys, always: true)}" : "");
+        string ckpt = Quote(result.LastCheckpoint!);
+        var lines = new List<string> { "next:" };
+        if (result.AdapterDir is { } adapter)
+        {
+            string merged = Quote(Path.Combine(result.WorkDir, "merged"));
+            lines.Add($"  adapter (PEFT, written): {adapter}   (again from a checkpoint: ilgpu-tune convert adapter {ckpt} {Quote(Path.Combine(result.WorkDir, "hf_adapter"))})");
+            lines.Add($"  chat with it:  ilgpu-tune chat {model} --adapter {Quote(adapter)}{template}");
+            lines.Add($"  merge it:      ilgpu-tune convert merge {model} {Quote(adapter)} {merged}");
+            lines.Add($"  chat merged:   ilgpu-tune chat {merged}{template}");
+        }
+        else
+        {
+            string hf = Quote(Path.Combine(result.WorkDir, "hf"));
+            lines.Add($"  export to HF:  ilgpu-tune convert adapter {ckpt} {hf}");
+            lines.Add($"  chat with it:  ilgpu-tune chat {hf}{template}");
+        }
+        return lines;
+    }
+
+    // For a POSIX shell: single quotes when needed.
+    private static string Quote(string text, bool always = false) =>
+        always || text.Length == 0 || text.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '/' or '.' or '_' or '-' or ':' or '@' or '+' or ','))
+            ? $"'{text.Replace("'", "'\\''")}'" : text;
 
     // The live display redraws correctly only over whole lines that fit the terminal: split the text into lines and fold
     // long ones ourselves.

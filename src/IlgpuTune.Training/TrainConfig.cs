@@ -58,6 +58,9 @@ public sealed class TrainConfig
     public List<string> EvaluationInputs { get; set; } = [];
     public int EvaluationMaxNewTokens { get; set; } = 64;
     public int LoggingSteps { get; set; } = 10;
+    /// <summary>Stop the run after this many optimizer steps in a row skipped for a non-finite loss or gradient (or with a
+    /// gradient norm of exactly 0: diverged).</summary>
+    public int MaxSkippedSteps { get; set; } = 10;
     public int Seed { get; set; } = 42;
     public string? WorkDir { get; set; }
     /// <summary>cuda | cpu | ilgpu-cpu | auto.</summary>
@@ -101,6 +104,7 @@ public sealed class TrainConfig
         new("evaluation_inputs", (c, n, w) => c.EvaluationInputs = StrList(n, w)),
         new("evaluation_max_new_tokens", (c, n, w) => c.EvaluationMaxNewTokens = Int(n, w, min: 1)),
         new("logging_steps", (c, n, w) => c.LoggingSteps = Int(n, w, min: 1)),
+        new("max_skipped_steps", (c, n, w) => c.MaxSkippedSteps = Int(n, w, min: 1)),
         new("seed", (c, n, w) => c.Seed = Int(n, w, min: 0)),
         new("work_dir", (c, n, w) => c.WorkDir = NullableStr(n, w)),
         new("device", (c, n, w) => c.Device = IsNull(n) ? null : OneOf(n, w, "cuda", "cpu", "ilgpu-cpu", "auto")),

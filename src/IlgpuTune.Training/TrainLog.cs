@@ -1,4 +1,5 @@
-// Training logs as mmengine prints them, a scalars JSONL, and a loss / lr / grad-norm curve (SVG) in the work dir.
+// Training logs as mmengine writes them, one folder per launch (work_dir/YYYYmmdd_HHMMSS/: the text log, vis_data/scalars.json
+// with one JSON object per logged iteration, the config) and a loss / lr / grad-norm curve (SVG) there; never truncated.
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -10,41 +11,69 @@ public sealed record LogRecord(int Iter, int MaxIters, double Lr, double Loss, d
 
 public sealed class TrainLog : IDisposable
 {
-    private readonly StreamWriter _text;
-    private readonly StreamWriter _scalars;
+    public const string ScalarsFile = "scalars.json";
     private readonly Action<string> _console;
     private readonly List<LogRecord> _records = [];
+    // Lines logged while the run is still being validated: nothing is written into the work dir until it all checks out.
+    private readonly List<string> _pending = [];
+    private StreamWriter? _text;
+    private StreamWriter? _scalars;
 
-    /// <param name="resumedAt">When resuming, the checkpoint's iteration: earlier scalars are kept, later ones (from the
-    /// interrupted run) are dropped, so the resumed curve continues the old one exactly.</param>
-    public TrainLog(string workDir, Action<string> console, int? resumedAt)
-    {
-        Directory.CreateDirectory(workDir);
-        WorkDir = workDir;
-        _console = console;
-        _text = new StreamWriter(Path.Combine(workDir, "train.log"), append: resumedAt is not null) { AutoFlush = true };
-        string scalarsPath = Path.Combine(workDir, "scalars.jsonl");
-        if (resumedAt is { } at && File.Exists(scalarsPath))
-        {
-            _records.AddRange(File.ReadAllLines(scalarsPath).Where(l => l.Length > 0).Select(FromJson).Where(r => r.Iter <= at));
-            IlgpuTune.Core.AtomicFile.WriteAllText(scalarsPath, string.Concat(File.ReadAllLines(scalarsPath)
-                .Where(l => l.Length > 0 && FromJson(l).Iter <= at).Select(l => l + "\n")));
-        }
-        _scalars = new StreamWriter(scalarsPath, append: resumedAt is not null) { AutoFlush = true };
-    }
+    public TrainLog(Action<string> console) => _console = console;
 
-    public string WorkDir { get; }
+    /// <summary>This launch's folder, work_dir/YYYYmmdd_HHMMSS (null until <see cref="Open"/>).</summary>
+    public string? RunDir { get; private set; }
 
     public IReadOnlyList<LogRecord> Records => _records;
 
-    public void Info(string message)
+    /// <summary>
+    /// Starts writing: creates a new folder of this launch under <paramref name="workDir"/> as mmengine does
+    /// ({stamp}/{stamp}.log, {stamp}/vis_data/scalars.json); earlier launches' folders are never touched. A resumed run
+    /// passes the scalars its checkpoint's run inherited (<paramref name="earlier"/>), so its curve continues the old one.
+    /// </summary>
+    public string Open(string workDir, DateTime now, IEnumerable<LogRecord> earlier)
     {
-        string line = $"{DateTime.Now:yyyy/MM/dd HH:mm:ss} - ilgpu-tune - INFO - {message}";
-        _text.WriteLine(line);
+        string stamp = now.ToString("yyyyMMdd_HHmmss", CultureInfo.InvariantCulture);
+        string dir = Path.Combine(workDir, stamp);
+        for (int n = 1; Directory.Exists(dir); n++) dir = Path.Combine(workDir, $"{stamp}_{n}"); // two launches in one second
+        Directory.CreateDirectory(Path.Combine(dir, "vis_data"));
+        RunDir = dir;
+        _text = new StreamWriter(Path.Combine(dir, Path.GetFileName(dir) + ".log")) { AutoFlush = true };
+        foreach (var line in _pending) _text.WriteLine(line);
+        _pending.Clear();
+        _scalars = new StreamWriter(Path.Combine(dir, "vis_data", ScalarsFile)) { AutoFlush = true };
+        _records.AddRange(earlier);
+        return dir;
+    }
+
+    /// <summary>The records of iterations up to <paramref name="at"/> from earlier launches' folders (later launches win).</summary>
+    public static List<LogRecord> ReadEarlier(IEnumerable<string> runDirs, int at)
+    {
+        var byIter = new SortedDictionary<int, LogRecord>();
+        foreach (var dir in runDirs)
+        {
+            string path = Path.Combine(dir, "vis_data", ScalarsFile);
+            if (!File.Exists(path)) continue;
+            foreach (var line in File.ReadAllLines(path).Where(l => l.Length > 0))
+                if (FromJson(line) is { } r && r.Iter <= at) byIter[r.Iter] = r;
+        }
+        return [.. byIter.Values];
+    }
+
+    public void Info(string message) => Write("INFO", message);
+
+    public void Warning(string message) => Write("WARNING", message);
+
+    private void Write(string level, string message)
+    {
+        string line = $"{DateTime.Now:yyyy/MM/dd HH:mm:ss} - ilgpu-tune - {level} - {message}";
+        if (_text is null) _pending.Add(line);
+        else _text.WriteLine(line);
         _console(line);
     }
 
-    /// <summary>`Iter(train) [ 10/720]  lr: …  eta: …  time: …  data_time: …  memory: …  loss: …  grad_norm: …  tokens/s: …`.</summary>
+    /// <summary>`Iter(train) [ 10/720]  lr: …  eta: …  time: …  data_time: …  memory: …  loss: …  grad_norm: …  tokens/s: …`
+    /// (memory: peak device memory in MiB, as mmengine).</summary>
     public void Iteration(LogRecord r)
     {
         _records.Add(r);
@@ -56,29 +85,40 @@ public sealed class TrainLog : IDisposable
         if (r.GradNorm is { } g) sb.Append(CultureInfo.InvariantCulture, $"grad_norm: {g:F4}  ");
         sb.Append(CultureInfo.InvariantCulture, $"tokens/s: {r.TokensPerSecond:F1}");
         Info(sb.ToString());
-        _scalars.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>
+        // JSON has no NaN / Infinity: a non-finite value is written as null.
+        static double? F(double? v) => v is { } x && double.IsFinite(x) ? x : null;
+        _scalars?.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>
         {
-            ["iter"] = r.Iter, ["lr"] = r.Lr, ["loss"] = r.Loss, ["grad_norm"] = r.GradNorm, ["time"] = r.Time,
-            ["data_time"] = r.DataTime, ["memory"] = r.MemoryMiB, ["tokens_per_s"] = r.TokensPerSecond,
+            ["lr"] = F(r.Lr), ["data_time"] = F(r.DataTime), ["loss"] = F(r.Loss), ["grad_norm"] = F(r.GradNorm), ["time"] = F(r.Time),
+            ["memory"] = F(r.MemoryMiB), ["tokens_per_s"] = F(r.TokensPerSecond), ["iter"] = r.Iter, ["step"] = r.Iter,
         }));
     }
 
-    private static LogRecord FromJson(string line)
+    private static LogRecord? FromJson(string line)
     {
-        using var doc = JsonDocument.Parse(line);
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(line);
+        }
+        catch (JsonException)
+        {
+            return null; // a line cut by a kill
+        }
+        using var _ = doc;
         var o = doc.RootElement;
         double D(string k) => o.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : 0;
         double? N(string k) => o.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
-        return new LogRecord((int)D("iter"), 0, D("lr"), D("loss"), N("grad_norm"), D("time"), D("data_time"), D("memory"),
+        return new LogRecord((int)D("iter"), 0, D("lr"), N("loss") ?? double.NaN, N("grad_norm"), D("time"), D("data_time"), D("memory"),
             D("tokens_per_s"), TimeSpan.Zero);
     }
 
     private static string FormatEta(TimeSpan t) => $"{(int)t.TotalHours}:{t.Minutes:00}:{t.Seconds:00}";
 
-    /// <summary>Writes curve.svg: loss, lr and grad norm against iteration.</summary>
+    /// <summary>Writes the run folder's curve.svg: loss, lr and grad norm against iteration.</summary>
     public void WriteCurve()
     {
-        if (_records.Count == 0) return;
+        if (_records.Count == 0 || RunDir is null) return;
         var panels = new (string Title, Func<LogRecord, double?> Value, string Color)[]
         {
             ("loss", r => r.Loss, "#1f77b4"), ("lr", r => r.Lr, "#2ca02c"), ("grad_norm", r => r.GradNorm, "#d62728"),
@@ -111,12 +151,12 @@ public sealed class TrainLog : IDisposable
             svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{x0 + w - 12}\" y=\"{h - pad + 14}\" text-anchor=\"end\">iter {xmax:G6}</text>\n");
         }
         svg.Append("</svg>\n");
-        IlgpuTune.Core.AtomicFile.WriteAllText(Path.Combine(WorkDir, "curve.svg"), svg.ToString());
+        IlgpuTune.Core.AtomicFile.WriteAllText(Path.Combine(RunDir, "curve.svg"), svg.ToString());
     }
 
     public void Dispose()
     {
-        _text.Dispose();
-        _scalars.Dispose();
+        _text?.Dispose();
+        _scalars?.Dispose();
     }
 }

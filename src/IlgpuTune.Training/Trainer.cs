@@ -2,8 +2,11 @@
 // accumulation, LR warmup + cosine stepped per micro-batch, unscale -> clip -> AdamW -> scaler update at the end of each
 // window, logs every logging_steps, checkpoints every save_steps and at the end. Everything random derives from the seed
 // and the iteration number, so a run resumed from a checkpoint continues exactly as the uninterrupted run would.
+// A run is a TrainRun with phases: Open (validate everything, then lock the work dir and start this launch's log
+// folder), Resume, Step, Evaluate, Save, Export. Nothing is written into the work dir before every input checks out.
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using IlgpuTune.Core;
 using IlgpuTune.Data;
 using IlgpuTune.Data.Packing;
@@ -17,9 +20,13 @@ public sealed record TrainOptions
     public string? WorkDir { get; init; }
     /// <summary>null: start fresh; "": the latest checkpoint in the work dir; else a checkpoint folder.</summary>
     public string? Resume { get; init; }
+    /// <summary>Start fresh in a work dir that holds another run's checkpoints, deleting them (its log folders stay).</summary>
+    public bool Overwrite { get; init; }
     public Action<string> Console { get; init; } = System.Console.WriteLine;
     /// <summary>Stop (as if killed) after this many iterations of this process; for tests of resume.</summary>
     public int? StopAfter { get; init; }
+    /// <summary>Stop after the current iteration and save a resumable checkpoint (SIGINT / SIGTERM).</summary>
+    public CancellationToken Stop { get; init; }
     /// <summary>Called after every iteration with (iterations done, max iterations), e.g. to drive a progress bar.</summary>
     public Action<int, int>? Progress { get; init; }
     /// <summary>
@@ -27,202 +34,26 @@ public sealed record TrainOptions
     /// step goes; the iterations before it log their forward / backward / optimizer wall times.
     /// </summary>
     public int? ProfileAfter { get; init; }
+    /// <summary>The --cfg-options of this launch, recorded in the copy of the config in its log folder.</summary>
+    public IReadOnlyList<string> ConfigOverrides { get; init; } = [];
 }
 
-public sealed record TrainResult(string WorkDir, int Iterations, IReadOnlyList<LogRecord> Log, string? AdapterDir);
+/// <param name="RunDir">This launch's log folder (work_dir/YYYYmmdd_HHMMSS).</param>
+/// <param name="Done">Iterations done when the run returned (less than Iterations when stopped or interrupted).</param>
+/// <param name="LastCheckpoint">The newest complete checkpoint of the work dir, if any.</param>
+/// <param name="Interrupted">Stopped by <see cref="TrainOptions.Stop"/> (a checkpoint at Done was saved).</param>
+public sealed record TrainResult(string WorkDir, string RunDir, int Iterations, int Done, IReadOnlyList<LogRecord> Log, string? AdapterDir,
+    string? LastCheckpoint, bool Interrupted);
+
+/// <summary>The run cannot go on (non-finite losses, divergence, a non-finite weight): the message says why and what to change.</summary>
+public sealed class TrainingStoppedException(string message) : Exception(message);
 
 public static class Trainer
 {
     public static TrainResult Run(TrainConfig cfg, TrainOptions options)
     {
-        string workDir = Path.GetFullPath(options.WorkDir ?? cfg.WorkDir
-            ?? Path.Combine("work_dirs", Path.GetFileNameWithoutExtension(cfg.Source)));
-        Directory.CreateDirectory(workDir);
-        string? resumeDir = options.Resume is null ? null : Checkpoint.Resolve(workDir, options.Resume.Length == 0 ? null : options.Resume);
-        var resumeState = resumeDir is null ? null : Checkpoint.ReadState(resumeDir);
-        using var log = new TrainLog(workDir, options.Console, resumeState?.Iter);
-
-        using var device = Device.Create(cfg.Device);
-        // bf16 / fp16 autocast for matmuls runs on tensor cores; the managed CPU path and the emulator compute in fp32.
-        if (device.Kind == DeviceKind.Cuda)
-            device.MatmulPrecision = cfg.Dtype switch { "bfloat16" => MatmulPrecision.BF16, "float16" => MatmulPrecision.F16, _ => MatmulPrecision.F32 };
-        log.Info($"device: {device}; matmuls {device.MatmulPrecision}");
-        string modelDir = cfg.PretrainedModelNameOrPath;
-        string tokenizerDir = cfg.Tokenizer ?? modelDir;
-        var tokenizer = Tokenizers.FromDirectory(tokenizerDir);
-        var modelConfig = ModelConfig.Load(modelDir);
-        var dataOptions = new DataOptions
-        {
-            DataFiles = cfg.DataPath, Format = cfg.DatasetMapFn, TokenizerDir = tokenizerDir, Template = cfg.PromptTemplate,
-            MaxLength = cfg.MaxLength, Pack = cfg.PackToMaxLength, ShuffleBeforePack = cfg.ShuffleBeforePack, Seed = (ulong)cfg.Seed,
-        };
-        using var data = DataPipeline.Prepare(dataOptions, tokenizer, Path.Combine(workDir, "cache"));
-        var stats = data.Stats;
-        log.Info($"dataset: {stats.Samples} samples ({stats.DroppedNoLoss} without loss dropped, {stats.Truncated} truncated to " +
-            $"{cfg.MaxLength}) in {stats.Rows} rows, fill {stats.FillRatio:P1}");
-        if (stats.Rows == 0) throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample (every label is -100?)");
-
-        // LoRA with 16-bit tensor-core matmuls keeps the frozen base in that precision: half the memory, no per-step casts.
-        // QLoRA (quantization nf4) keeps the decoder linears in 4 bits instead, dequantized per product to the matmul precision.
-        var baseDtype = cfg.Lora is null ? DType.F32
-            : device.MatmulPrecision switch { MatmulPrecision.BF16 => DType.BF16, MatmulPrecision.F16 => DType.F16, _ => DType.F32 };
-        var quantization = cfg.Quantization == "nf4" ? Kernels.QuantType.Nf4 : (Kernels.QuantType?)null;
-        using var model = ModelLoader.Load(modelDir, device, baseDtype, quantization);
-        if (quantization is not null)
-            log.Info($"quantized {model.QuantizedWeights.Count} linear weights to NF4 (double quant, blocks of 64): " +
-                $"{model.QuantizedWeights.Values.Sum(q => q.Bytes) / 1048576.0:F1} MiB on the device");
-        if (cfg.Lora is { InitAdapter: { } init })
-        {
-            PeftAdapter.Load(init, model);
-            log.Info($"LoRA initialized from {init}");
-        }
-        else if (cfg.Lora is { } l)
-        {
-            var targets = l.TargetModules ?? model.Linears.Select(m => m.Name[(m.Name.LastIndexOf('.') + 1)..]).Distinct().ToList();
-            model.ApplyLora(new LoraConfig(l.R, (float)l.LoraAlpha, (float)l.LoraDropout, targets, l.UseRslora), cfg.Seed);
-        }
-        else model.SetFullFineTuning();
-        model.GradientCheckpointing = cfg.GradientCheckpointing;
-        var trainable = model.TrainableParameters.ToList();
-        var attached = model.Linears.Where(m => m.Lora is not null).ToList();
-        var loraState = attached.Count == 0 ? null : new System.Text.Json.Nodes.JsonObject
-        {
-            ["r"] = attached[0].Lora!.R, ["lora_alpha"] = attached[0].Lora!.Alpha, ["lora_dropout"] = attached[0].Lora!.Dropout,
-            ["use_rslora"] = attached[0].Lora!.UseRsLora,
-            ["modules"] = new System.Text.Json.Nodes.JsonArray(attached.Select(m => (System.Text.Json.Nodes.JsonNode)m.Name).ToArray()),
-        };
-        log.Info($"model: {modelConfig.Architecture} {modelDir}; trainable {trainable.Sum(t => t.Length):N0} of " +
-            $"{model.ParameterCount + (attached.Count == 0 ? 0 : trainable.Sum(t => t.Length)):N0} parameters" +
-            (attached.Count > 0 ? $" (LoRA r={attached[0].Lora!.R}, alpha={attached[0].Lora!.Alpha} on {attached.Count} modules)" : " (full fine-tuning)"));
-
-        int rows = data.RowCount;
-        int itersPerEpoch = (rows + cfg.BatchSize - 1) / cfg.BatchSize;
-        int maxIters = cfg.MaxIters ?? cfg.MaxEpochs * itersPerEpoch;
-        var schedule = cfg.MaxIters is null
-            ? LrSchedule.Xtuner(cfg.Lr, cfg.WarmupRatio, cfg.MaxEpochs, itersPerEpoch)
-            : new LrSchedule(cfg.Lr, (int)(cfg.WarmupRatio * maxIters), maxIters);
-        var plan = new AccumulationPlan(maxIters, cfg.AccumulativeCounts);
-        using var optimizer = new AdamW(trainable, cfg.Lr, cfg.Betas[0], cfg.Betas[1], 1e-8, cfg.WeightDecay, cfg.PagedOptimizer);
-        var scaler = new GradScaler(enabled: cfg.Dtype == "float16");
-        int start = 0, steps = 0;
-        if (resumeDir is not null)
-        {
-            Checkpoint.LoadTrainable(resumeDir, trainable);
-            optimizer.LoadState(Checkpoint.ReadOptimizer(resumeDir));
-            if (resumeState!.Scaler.Count > 0)
-                scaler.LoadState(resumeState.Scaler.Deserialize<GradScalerState>() ?? throw new InvalidDataException($"{resumeDir}: bad scaler state"));
-            (start, steps) = (resumeState!.Iter, resumeState.OptimizerSteps);
-            log.Info($"resumed from {resumeDir} at iteration {start}");
-        }
-        log.Info($"{rows} rows, batch {cfg.BatchSize}, {itersPerEpoch} iterations per epoch, {maxIters} iterations, " +
-            $"accumulative_counts {cfg.AccumulativeCounts}, lr {cfg.Lr}, work_dir {workDir}");
-
-        var evaluator = new EvaluateChat(cfg, tokenizer, modelDir, modelConfig);
-        void Evaluate(string when)
-        {
-            if (!evaluator.Enabled) return;
-            foreach (var (input, answer) in evaluator.Run(model))
-                log.Info($"Sample output ({when}):\n{input}\n--> {answer}\n");
-        }
-        if (start == 0) Evaluate("before training");
-
-        using var batchLog = cfg.DumpBatches ? new StreamWriter(Path.Combine(workDir, "batches.jsonl"), append: start > 0) : null;
-        var sw = Stopwatch.StartNew();
-        double windowLoss = 0, windowTime = 0, windowData = 0;
-        long windowTokens = 0;
-        int windowCount = 0;
-        float? lastNorm = resumeState?.LastGradNorm;
-        int[]? order = null;
-        int orderEpoch = -1;
-        var profile = options.ProfileAfter is null || device.Kernels is null ? null : new Kernels.KernelProfile();
-        int profiledIters = 0;
-        for (int iter = start; iter < maxIters; iter++)
-        {
-            if (options.StopAfter is { } stop && iter - start >= stop) break;
-            if (profile is not null && iter - start == options.ProfileAfter) device.Kernels!.Profile = profile;
-            if (device.Kernels?.Profile is not null) profiledIters++;
-            var t0 = sw.Elapsed;
-            int epoch = iter / itersPerEpoch;
-            if (epoch != orderEpoch) (order, orderEpoch) = (EpochOrder(rows, cfg.Seed, epoch), epoch);
-            var batch = Batch.Assemble(data, order!, (iter % itersPerEpoch) * cfg.BatchSize, cfg.BatchSize);
-            var t1 = sw.Elapsed;
-            batchLog?.WriteLine(JsonSerializer.Serialize(new { iter, batch.Size, batch.Length, input_ids = batch.InputIds, labels = batch.Labels,
-                position_ids = batch.PositionIds, segment_ids = batch.SegmentIds }));
-
-            float lr = (float)schedule.LrAt(iter);
-            float loss;
-            TimeSpan tForward;
-            using (var tape = new Tape())
-            {
-                using var lossTensor = model.Loss(batch.InputIds, batch.Labels, batch.Size, batch.Length,
-                    batch.PositionIds, batch.SegmentIds, new Random(unchecked(cfg.Seed * 1_000_003 + iter)));
-                loss = lossTensor.Item();
-                tForward = sw.Elapsed;
-                if (lossTensor.RequiresGrad) tape.Backward(lossTensor, scaler.Scale / plan.LossDivisor(iter));
-            }
-            if (profile is not null) device.Synchronize();
-            var tBackward = sw.Elapsed;
-            if (plan.EndsStep(iter))
-            {
-                // mmengine's order: unscale -> clip -> step (skipped on inf/NaN) -> scaler update.
-                scaler.Unscale(optimizer);
-                lastNorm = cfg.MaxNorm > 0 ? GradClipping.ClipGradNorm(trainable, (float)cfg.MaxNorm) : GradClipping.GradNorm(trainable);
-                optimizer.Lr = lr;
-                if (scaler.Step(optimizer)) steps++;
-                scaler.Update();
-                optimizer.ZeroGrad();
-            }
-            if (profile is not null)
-            {
-                device.Synchronize();
-                if (device.Kernels!.Profile is null)
-                    log.Info($"iteration {iter + 1} unprofiled: data {(t1 - t0).TotalMilliseconds:F1} ms, forward {(tForward - t1).TotalMilliseconds:F1} ms, " +
-                        $"backward {(tBackward - tForward).TotalMilliseconds:F1} ms, clip + optimizer {(sw.Elapsed - tBackward).TotalMilliseconds:F1} ms");
-            }
-
-            var t2 = sw.Elapsed;
-            windowLoss += loss;
-            windowTime += (t2 - t0).TotalSeconds;
-            windowData += (t1 - t0).TotalSeconds;
-            windowTokens += batch.Tokens;
-            windowCount++;
-            int done = iter + 1;
-            options.Progress?.Invoke(done, maxIters);
-            if (done % cfg.LoggingSteps == 0 || done == maxIters)
-            {
-                double perIter = windowTime / windowCount;
-                log.Iteration(new LogRecord(done, maxIters, lr, windowLoss / windowCount, lastNorm, perIter, windowData / windowCount,
-                    device.Allocator.PeakAllocatedBytes / 1048576.0, windowTokens / Math.Max(windowTime, 1e-9),
-                    TimeSpan.FromSeconds(perIter * (maxIters - done))));
-                (windowLoss, windowTime, windowData, windowTokens, windowCount) = (0, 0, 0, 0, 0);
-            }
-            if (done % cfg.EvaluationFreq == 0 && done != maxIters) Evaluate($"iter {done}");
-            if (done % cfg.SaveSteps == 0 || done == maxIters)
-            {
-                Checkpoint.Save(workDir, new CheckpointState(done, steps, cfg.Seed,
-                        scaler.Enabled ? (System.Text.Json.Nodes.JsonObject)System.Text.Json.JsonSerializer.SerializeToNode(scaler.ExportState())! : [],
-                        cfg.Source, Path.GetFullPath(modelDir), loraState, lastNorm),
-                    trainable, optimizer.ExportState(), cfg.SaveTotalLimit);
-                log.Info($"saved checkpoint {Checkpoint.DirFor(workDir, done)}");
-            }
-        }
-        if (profile is not null && profiledIters > 0)
-        {
-            profile.Flush(device.Kernels!.Accelerator);
-            device.Kernels.Profile = null;
-            log.Info(profile.Report(profiledIters));
-        }
-        log.WriteCurve();
-        if (Checkpoint.List(workDir).LastOrDefault().Iter == maxIters) Evaluate("after training");
-
-        string? adapterDir = null;
-        if (cfg.Lora is not null && Checkpoint.List(workDir).LastOrDefault().Iter == maxIters)
-        {
-            adapterDir = Path.Combine(workDir, "adapter");
-            PeftAdapter.Save(adapterDir, model, Path.GetFullPath(modelDir));
-            log.Info($"adapter written to {adapterDir}");
-        }
-        return new TrainResult(workDir, maxIters, log.Records, adapterDir);
+        using var run = TrainRun.Open(cfg, options);
+        return run.Run();
     }
 
     /// <summary>The row order of an epoch: a seeded shuffle per epoch (mmengine's DefaultSampler: seed + epoch).</summary>
@@ -231,6 +62,421 @@ public static class Trainer
         var order = Enumerable.Range(0, rows).ToArray();
         new Random(unchecked(seed + epoch)).Shuffle(order);
         return order;
+    }
+}
+
+public sealed class TrainRun : IDisposable
+{
+    private readonly TrainConfig _cfg;
+    private readonly TrainOptions _options;
+    private readonly string _workDir;
+    private readonly string _modelDir;
+    private readonly TrainLog _log;
+    private readonly List<IDisposable> _owned = [];
+    private WorkDirLock? _lock;
+    private Device _device = null!;
+    private PackedCache _data = null!;
+    private CausalLM _model = null!;
+    private List<Tensor> _trainable = null!;
+    private JsonObject? _loraState;
+    private AdamW _optimizer = null!;
+    private GradScaler _scaler = null!;
+    private LrSchedule _schedule = null!;
+    private AccumulationPlan _plan = null!;
+    private EvaluateChat _evaluator = null!;
+    private StreamWriter? _batchLog;
+    private string? _resumeDir;
+    private CheckpointState? _resumeState;
+    private string _runId = Guid.NewGuid().ToString("N");
+    private List<string> _logDirs = [];
+    private int _rows, _itersPerEpoch, _maxIters, _vocab;
+    private int _start, _steps, _saved = -1;
+    private float? _lastNorm;
+    // Non-finite handling: whether the current accumulation window saw a non-finite loss, and the run of skipped / zero-norm steps.
+    private bool _windowNonFinite;
+    private int _skippedInARow, _zeroNormInARow;
+    // The logging window's sums.
+    private double _windowLoss, _windowTime, _windowData;
+    private long _windowTokens;
+    private int _windowCount;
+    private int[]? _order;
+    private int _orderEpoch = -1;
+    private readonly Stopwatch _clock = new();
+
+    private TrainRun(TrainConfig cfg, TrainOptions options)
+    {
+        _cfg = cfg;
+        _options = options;
+        _workDir = Path.GetFullPath(options.WorkDir ?? cfg.WorkDir ?? Path.Combine("work_dirs", Path.GetFileNameWithoutExtension(cfg.Source)));
+        _modelDir = cfg.PretrainedModelNameOrPath;
+        _log = new TrainLog(options.Console);
+    }
+
+    public string WorkDir => _workDir;
+
+    /// <summary>
+    /// Setup: checks the model folder and its config, the tokenizer, the dataset (trainable samples), the checkpoint to
+    /// resume, the work dir (not locked by another run, no other run's checkpoints unless resuming or overwriting) and the
+    /// disk space for a checkpoint, all before writing anything into the work dir; then takes its lock and starts the log.
+    /// </summary>
+    public static TrainRun Open(TrainConfig cfg, TrainOptions options)
+    {
+        var run = new TrainRun(cfg, options);
+        try
+        {
+            run.Setup();
+            return run;
+        }
+        catch
+        {
+            run.Dispose();
+            throw;
+        }
+    }
+
+    private T Own<T>(T d) where T : IDisposable
+    {
+        _owned.Add(d);
+        return d;
+    }
+
+    private void Setup()
+    {
+        var cfg = _cfg;
+        if (_options.Resume is not null)
+        {
+            _resumeDir = Checkpoint.Resolve(_workDir, _options.Resume.Length == 0 ? null : _options.Resume);
+            _resumeState = Checkpoint.ReadState(_resumeDir);
+        }
+        if (!Directory.Exists(_modelDir))
+            throw new DirectoryNotFoundException($"pretrained_model_name_or_path: model folder {_modelDir} does not exist");
+        var modelConfig = ModelConfig.Load(_modelDir);
+        _vocab = modelConfig.VocabSize;
+        string tokenizerDir = cfg.Tokenizer ?? _modelDir;
+        var tokenizer = Tokenizers.FromDirectory(tokenizerDir);
+
+        // The dataset: from the work dir's cache when it holds these rows, else read, encoded and packed in memory (the
+        // cache is written once the work dir is ours).
+        var dataOptions = new DataOptions
+        {
+            DataFiles = cfg.DataPath, Format = cfg.DatasetMapFn, TokenizerDir = tokenizerDir, Template = cfg.PromptTemplate,
+            MaxLength = cfg.MaxLength, Pack = cfg.PackToMaxLength, ShuffleBeforePack = cfg.ShuffleBeforePack, Seed = (ulong)cfg.Seed,
+        };
+        string cacheDir = Path.Combine(_workDir, "cache"), cacheKey = DataPipeline.CacheKey(dataOptions);
+        var cached = PackedCache.TryOpen(cacheDir, cacheKey);
+        List<PackedRow>? packed = null;
+        PackStats stats;
+        if (cached is not null) stats = Own(cached).Stats;
+        else
+        {
+            var (conversations, _) = DataPipeline.Read(dataOptions);
+            if (conversations.Count == 0) throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: the dataset has no sample");
+            (packed, stats) = DataPipeline.Pack(DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(dataOptions, tokenizer)), dataOptions);
+        }
+        if (stats.Rows == 0)
+            throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample: of {stats.Samples} samples, " +
+                $"{stats.DroppedNoLoss} have no token to learn (every label -100: empty answers, or cut off by max_length {cfg.MaxLength}; " +
+                $"{stats.Truncated} were truncated); `ilgpu-tune check-dataset` shows them");
+
+        _device = Own(Device.Create(cfg.Device));
+        // bf16 / fp16 autocast for matmuls runs on tensor cores; the managed CPU path and the emulator compute in fp32.
+        if (_device.Kind == DeviceKind.Cuda)
+            _device.MatmulPrecision = cfg.Dtype switch { "bfloat16" => MatmulPrecision.BF16, "float16" => MatmulPrecision.F16, _ => MatmulPrecision.F32 };
+        _log.Info($"device: {_device}; matmuls {_device.MatmulPrecision}");
+        if (cfg.Dtype != "float32" && _device.MatmulPrecision == MatmulPrecision.F32)
+            _log.Warning($"dtype {cfg.Dtype}: {_device.Kind} has no {cfg.Dtype} matmuls; this run computes in float32 " +
+                (cfg.Dtype == "float16" ? "(with float16's dynamic loss scaling)" : "(losses match a float32 run, not a bfloat16 one)"));
+        _rows = stats.Rows;
+        _log.Info($"dataset: {stats.Samples} samples ({stats.DroppedNoLoss} without loss dropped, {stats.Truncated} truncated to " +
+            $"{cfg.MaxLength}) in {stats.Rows} rows, fill {stats.FillRatio:P1}");
+
+        LoadModel(modelConfig);
+        _evaluator = new EvaluateChat(cfg, tokenizer, _modelDir, modelConfig);
+        CheckDiskSpace();
+
+        // The work dir: ours for the run's life, and it must not hold another run's checkpoints.
+        _lock = WorkDirLock.Acquire(_workDir);
+        var existing = Checkpoint.List(_workDir);
+        if (_resumeDir is null && existing.Count > 0)
+        {
+            if (!_options.Overwrite)
+                throw new InvalidOperationException($"work dir {_workDir} holds checkpoints of another run " +
+                    $"({string.Join(", ", existing.TakeLast(3).Select(c => Path.GetFileName(c.Dir)))}): pass --resume to continue it, " +
+                    "--overwrite to delete its checkpoints and start over (its logs stay), or another --work-dir");
+            foreach (var (dir, _) in existing) Directory.Delete(dir, recursive: true);
+            File.Delete(Path.Combine(_workDir, Checkpoint.LastCheckpointFile));
+            string adapter = Path.Combine(_workDir, "adapter");
+            if (Directory.Exists(adapter)) Directory.Delete(adapter, recursive: true);
+        }
+        _data = cached ?? Own(PackedCache.Write(cacheDir, cacheKey, packed!, stats));
+
+        if (_resumeState is not null) (_runId, _logDirs) = (_resumeState.RunId.Length > 0 ? _resumeState.RunId : _runId, [.. _resumeState.LogDirs ?? []]);
+        var earlier = _resumeState is null ? [] : TrainLog.ReadEarlier(_logDirs.Select(d => Path.Combine(_workDir, d)), _resumeState.Iter);
+        string runDir = _log.Open(_workDir, DateTime.Now, earlier);
+        _logDirs.Add(Path.GetFileName(runDir));
+        WriteConfigCopy(runDir);
+        _log.Info($"log folder {runDir}; memory: peak device memory in MiB");
+        if (cfg.DumpBatches) _batchLog = Own(new StreamWriter(Path.Combine(runDir, "batches.jsonl")));
+    }
+
+    private void LoadModel(ModelConfig modelConfig)
+    {
+        var cfg = _cfg;
+        // LoRA with 16-bit tensor-core matmuls keeps the frozen base in that precision: half the memory, no per-step casts.
+        // QLoRA (quantization nf4) keeps the decoder linears in 4 bits instead, dequantized per product to the matmul precision.
+        var baseDtype = cfg.Lora is null ? DType.F32
+            : _device.MatmulPrecision switch { MatmulPrecision.BF16 => DType.BF16, MatmulPrecision.F16 => DType.F16, _ => DType.F32 };
+        var quantization = cfg.Quantization == "nf4" ? Kernels.QuantType.Nf4 : (Kernels.QuantType?)null;
+        _model = Own(ModelLoader.Load(_modelDir, _device, baseDtype, quantization));
+        if (quantization is not null)
+            _log.Info($"quantized {_model.QuantizedWeights.Count} linear weights to NF4 (double quant, blocks of 64): " +
+                $"{_model.QuantizedWeights.Values.Sum(q => q.Bytes) / 1048576.0:F1} MiB on the device");
+        if (cfg.Lora is { InitAdapter: { } init })
+        {
+            PeftAdapter.Load(init, _model);
+            _log.Info($"LoRA initialized from {init}");
+        }
+        else if (cfg.Lora is { } l)
+        {
+            var targets = l.TargetModules ?? _model.Linears.Select(m => m.Name[(m.Name.LastIndexOf('.') + 1)..]).Distinct().ToList();
+            _model.ApplyLora(new LoraConfig(l.R, (float)l.LoraAlpha, (float)l.LoraDropout, targets, l.UseRslora), cfg.Seed);
+        }
+        else _model.SetFullFineTuning();
+        _model.GradientCheckpointing = cfg.GradientCheckpointing;
+        _trainable = _model.TrainableParameters.ToList();
+        var attached = _model.Linears.Where(m => m.Lora is not null).ToList();
+        _loraState = attached.Count == 0 ? null : new JsonObject
+        {
+            ["r"] = attached[0].Lora!.R, ["lora_alpha"] = attached[0].Lora!.Alpha, ["lora_dropout"] = attached[0].Lora!.Dropout,
+            ["use_rslora"] = attached[0].Lora!.UseRsLora,
+            ["modules"] = new JsonArray(attached.Select(m => (JsonNode)m.Name).ToArray()),
+        };
+        _log.Info($"model: {modelConfig.Architecture} {_modelDir}; trainable {_trainable.Sum(t => t.Length):N0} of " +
+            $"{_model.ParameterCount + (attached.Count == 0 ? 0 : _trainable.Sum(t => t.Length)):N0} parameters" +
+            (attached.Count > 0 ? $" (LoRA r={attached[0].Lora!.R}, alpha={attached[0].Lora!.Alpha} on {attached.Count} modules)" : " (full fine-tuning)"));
+
+        _optimizer = Own(new AdamW(_trainable, cfg.Lr, cfg.Betas[0], cfg.Betas[1], 1e-8, cfg.WeightDecay, cfg.PagedOptimizer));
+        _scaler = new GradScaler(enabled: cfg.Dtype == "float16");
+    }
+
+    // A checkpoint holds fp32 weights, two AdamW moments and (mid-window) gradients of every trainable tensor.
+    private void CheckDiskSpace()
+    {
+        long need = _trainable.Sum(t => (long)t.Length) * 4 * 4 + (1 << 20);
+        string? probe = _workDir;
+        while (probe is not null && !Directory.Exists(probe)) probe = Path.GetDirectoryName(probe);
+        if (probe is null) return;
+        long free = new DriveInfo(probe).AvailableFreeSpace;
+        if (free < need)
+            throw new InvalidOperationException($"work dir {_workDir}: {free / 1048576.0:F0} MiB free, a checkpoint of this run needs " +
+                $"{need / 1048576.0:F0} MiB; free space or pass another --work-dir");
+    }
+
+    private void WriteConfigCopy(string runDir)
+    {
+        string text = File.Exists(_cfg.Source) ? File.ReadAllText(_cfg.Source)
+            : Builtins.ConfigNames.Contains(Path.GetFileNameWithoutExtension(_cfg.Source)) ? Builtins.ConfigText(Path.GetFileNameWithoutExtension(_cfg.Source))
+            : "";
+        string header = $"# {_cfg.Source}" + string.Concat(_options.ConfigOverrides.Select(o => $"\n# --cfg-options {o}")) + "\n";
+        AtomicFile.WriteAllText(Path.Combine(runDir, Path.GetFileName(_cfg.Source) is { Length: > 0 } n ? n : "config.yaml"), header + text);
+    }
+
+    /// <summary>Runs the iterations left, evaluating, saving and logging on schedule, then exports the adapter.</summary>
+    public TrainResult Run()
+    {
+        var cfg = _cfg;
+        _itersPerEpoch = (_rows + cfg.BatchSize - 1) / cfg.BatchSize;
+        _maxIters = cfg.MaxIters ?? cfg.MaxEpochs * _itersPerEpoch;
+        _schedule = cfg.MaxIters is null
+            ? LrSchedule.Xtuner(cfg.Lr, cfg.WarmupRatio, cfg.MaxEpochs, _itersPerEpoch)
+            : new LrSchedule(cfg.Lr, (int)(cfg.WarmupRatio * _maxIters), _maxIters);
+        _plan = new AccumulationPlan(_maxIters, cfg.AccumulativeCounts);
+        if (_resumeDir is not null) Resume();
+        _log.Info($"{_rows} rows, batch {cfg.BatchSize}, {_itersPerEpoch} iterations per epoch, {_maxIters} iterations, " +
+            $"accumulative_counts {cfg.AccumulativeCounts}, lr {cfg.Lr}, work_dir {_workDir}");
+        if (_start == 0) Evaluate("before training");
+
+        var profile = _options.ProfileAfter is null || _device.Kernels is null ? null : new Kernels.KernelProfile();
+        int profiledIters = 0, done = _start;
+        bool interrupted = false;
+        _clock.Start();
+        try
+        {
+            for (int iter = _start; iter < _maxIters; iter++)
+            {
+                if (_options.StopAfter is { } stop && iter - _start >= stop) break;
+                if (_options.Stop.IsCancellationRequested)
+                {
+                    interrupted = true;
+                    break;
+                }
+                if (profile is not null && iter - _start == _options.ProfileAfter) _device.Kernels!.Profile = profile;
+                if (_device.Kernels?.Profile is not null) profiledIters++;
+                Step(iter, profile is not null);
+                done = iter + 1;
+                _options.Progress?.Invoke(done, _maxIters);
+                if (done % cfg.EvaluationFreq == 0 && done != _maxIters) Evaluate($"iter {done}");
+                if (done % cfg.SaveSteps == 0 || done == _maxIters) Save(done);
+            }
+            if (interrupted && _saved != done && done > 0)
+            {
+                _log.Warning($"interrupted at iteration {done}/{_maxIters}: saving a checkpoint to resume from");
+                Save(done);
+            }
+        }
+        finally
+        {
+            if (profile is not null && profiledIters > 0)
+            {
+                profile.Flush(_device.Kernels!.Accelerator);
+                _device.Kernels.Profile = null;
+                _log.Info(profile.Report(profiledIters));
+            }
+            _log.WriteCurve();
+        }
+        string? adapterDir = null;
+        if (!interrupted && _saved == _maxIters)
+        {
+            Evaluate("after training");
+            adapterDir = Export();
+        }
+        string? last = Checkpoint.List(_workDir).Count > 0 ? Checkpoint.Resolve(_workDir, null) : null;
+        return new TrainResult(_workDir, _log.RunDir!, _maxIters, done, _log.Records, adapterDir, last, interrupted);
+    }
+
+    /// <summary>Loads the checkpoint's weights, optimizer and scaler state and its position in the run.</summary>
+    private void Resume()
+    {
+        var state = _resumeState!;
+        Checkpoint.LoadTrainable(_resumeDir!, _trainable);
+        _optimizer.LoadState(Checkpoint.ReadOptimizer(_resumeDir!));
+        if (state.Scaler.Count > 0)
+            _scaler.LoadState(state.Scaler.Deserialize<GradScalerState>() ?? throw new InvalidDataException($"{_resumeDir}: bad scaler state"));
+        (_start, _steps, _lastNorm, _windowNonFinite, _saved) = (state.Iter, state.OptimizerSteps, state.LastGradNorm, state.WindowNonFinite, state.Iter);
+        _log.Info($"resumed from {_resumeDir} at iteration {_start}");
+    }
+
+    /// <summary>One micro-batch: forward, backward, and at the end of an accumulation window the optimizer step.</summary>
+    private void Step(int iter, bool profiling)
+    {
+        var cfg = _cfg;
+        var t0 = _clock.Elapsed;
+        int epoch = iter / _itersPerEpoch;
+        if (epoch != _orderEpoch) (_order, _orderEpoch) = (Trainer.EpochOrder(_rows, cfg.Seed, epoch), epoch);
+        var batch = Batch.Assemble(_data, _order!, (iter % _itersPerEpoch) * cfg.BatchSize, cfg.BatchSize);
+        var t1 = _clock.Elapsed;
+        _batchLog?.WriteLine(JsonSerializer.Serialize(new { iter, batch.Size, batch.Length, input_ids = batch.InputIds, labels = batch.Labels,
+            position_ids = batch.PositionIds, segment_ids = batch.SegmentIds }));
+
+        float lr = (float)_schedule.LrAt(iter);
+        float loss;
+        TimeSpan tForward;
+        using (var tape = new Tape())
+        {
+            using var lossTensor = _model.Loss(batch.InputIds, batch.Labels, batch.Size, batch.Length,
+                batch.PositionIds, batch.SegmentIds, new Random(unchecked(cfg.Seed * 1_000_003 + iter)));
+            loss = lossTensor.Item();
+            tForward = _clock.Elapsed;
+            // A non-finite loss poisons the window: no backward (its gradients would be NaN), and the window's step is skipped.
+            if (!float.IsFinite(loss)) _windowNonFinite = true;
+            else if (lossTensor.RequiresGrad) tape.Backward(lossTensor, _scaler.Scale / _plan.LossDivisor(iter));
+        }
+        if (profiling) _device.Synchronize();
+        var tBackward = _clock.Elapsed;
+        if (_plan.EndsStep(iter)) OptimizerStep(iter, lr, loss);
+        if (profiling)
+        {
+            _device.Synchronize();
+            if (_device.Kernels!.Profile is null)
+                _log.Info($"iteration {iter + 1} unprofiled: data {(t1 - t0).TotalMilliseconds:F1} ms, forward {(tForward - t1).TotalMilliseconds:F1} ms, " +
+                    $"backward {(tBackward - tForward).TotalMilliseconds:F1} ms, clip + optimizer {(_clock.Elapsed - tBackward).TotalMilliseconds:F1} ms");
+        }
+
+        var t2 = _clock.Elapsed;
+        _windowLoss += loss;
+        _windowTime += (t2 - t0).TotalSeconds;
+        _windowData += (t1 - t0).TotalSeconds;
+        _windowTokens += batch.Tokens;
+        _windowCount++;
+        int done = iter + 1;
+        if (done % cfg.LoggingSteps == 0 || done == _maxIters)
+        {
+            double perIter = _windowTime / _windowCount;
+            _log.Iteration(new LogRecord(done, _maxIters, lr, _windowLoss / _windowCount, _lastNorm, perIter, _windowData / _windowCount,
+                _device.Allocator.PeakAllocatedBytes / 1048576.0, _windowTokens / Math.Max(_windowTime, 1e-9),
+                TimeSpan.FromSeconds(perIter * (_maxIters - done))));
+            (_windowLoss, _windowTime, _windowData, _windowTokens, _windowCount) = (0, 0, 0, 0, 0);
+        }
+    }
+
+    // mmengine's order: unscale -> clip -> step (skipped on inf/NaN, in every dtype, as torch's GradScaler does in fp16) ->
+    // scaler update. Too many skips in a row, or a gradient that stays exactly zero (weights saturated), stop the run.
+    private void OptimizerStep(int iter, float lr, float loss)
+    {
+        var cfg = _cfg;
+        bool scalerOverflow = _scaler.Unscale(_optimizer);
+        float norm = cfg.MaxNorm > 0 ? GradClipping.ClipGradNorm(_trainable, (float)cfg.MaxNorm) : GradClipping.GradNorm(_trainable);
+        _lastNorm = norm;
+        bool nonFinite = _windowNonFinite || !float.IsFinite(norm);
+        _optimizer.Lr = lr;
+        if (!nonFinite && _scaler.Step(_optimizer)) _steps++;
+        _scaler.Update();
+        _optimizer.ZeroGrad();
+        _windowNonFinite = false;
+        // fp16's overflows of the scaled gradients are the scaler's business (it backs off); a non-finite loss is not.
+        bool skipped = nonFinite && !(scalerOverflow && float.IsFinite(loss) && _scaler.Enabled);
+        if (skipped)
+        {
+            _skippedInARow++;
+            _log.Warning($"iteration {iter + 1}: non-finite {(float.IsFinite(norm) ? "loss" : "gradient norm")} (loss {loss}, grad_norm {norm}): " +
+                $"update skipped ({_skippedInARow} in a row; the run stops at max_skipped_steps {cfg.MaxSkippedSteps})");
+            if (_skippedInARow >= cfg.MaxSkippedSteps)
+                throw new TrainingStoppedException($"{_skippedInARow} updates in a row skipped for non-finite loss or gradients " +
+                    $"(iteration {iter + 1}, lr {lr:G3}): the run diverged; lower lr (now {cfg.Lr:G3}) or check the data. {LastCheckpointNote()}");
+            return;
+        }
+        if (!nonFinite) _skippedInARow = 0;
+        _zeroNormInARow = norm == 0 ? _zeroNormInARow + 1 : 0;
+        if (_zeroNormInARow >= cfg.MaxSkippedSteps)
+            throw new TrainingStoppedException($"the run diverged: gradient norm 0 for {_zeroNormInARow} optimizer steps in a row at loss {loss:F4} " +
+                $"(ln(vocab_size {_vocab}) = {Math.Log(_vocab):F4}): the weights saturated; lower lr (now {cfg.Lr:G3}). {LastCheckpointNote()}");
+    }
+
+    private string LastCheckpointNote() =>
+        Checkpoint.List(_workDir).Count > 0 ? $"Last complete checkpoint: {Checkpoint.Resolve(_workDir, null)}" : "No checkpoint was saved.";
+
+    private void Evaluate(string when)
+    {
+        if (!_evaluator.Enabled) return;
+        foreach (var (input, answer) in _evaluator.Run(_model))
+            _log.Info($"Sample output ({when}):\n{input}\n--> {answer}\n");
+    }
+
+    private void Save(int done)
+    {
+        Checkpoint.Save(_workDir, new CheckpointState(done, _steps, _cfg.Seed,
+                _scaler.Enabled ? (JsonObject)JsonSerializer.SerializeToNode(_scaler.ExportState())! : [],
+                _cfg.Source, Path.GetFullPath(_modelDir), _loraState, _lastNorm, _runId, _logDirs, _windowNonFinite),
+            _trainable, _optimizer.ExportState(), _cfg.SaveTotalLimit);
+        _saved = done;
+        _log.Info($"saved checkpoint {Checkpoint.DirFor(_workDir, done)}");
+    }
+
+    /// <summary>The trained LoRA as a PEFT adapter folder, work_dir/adapter (written whole or not at all); null for full fine-tuning.</summary>
+    private string? Export()
+    {
+        if (_cfg.Lora is null) return null;
+        string adapterDir = Path.Combine(_workDir, "adapter");
+        AtomicDirectory.Write(adapterDir, tmp => PeftAdapter.Save(tmp, _model, Path.GetFullPath(_modelDir)));
+        _log.Info($"adapter written to {adapterDir}");
+        return adapterDir;
+    }
+
+    public void Dispose()
+    {
+        _log.Dispose();
+        for (int i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
+        _lock?.Dispose();
     }
 }
 
