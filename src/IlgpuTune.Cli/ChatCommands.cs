@@ -71,6 +71,8 @@ public sealed class ChatCommands
                 return 0;
             }
             Console.Error.WriteLine($"device: {dev}");
+            // Ctrl-C ends the answer being generated; at the prompt it quits.
+            using var signals = new Signals(_ => session.CancelAnswer());
             return session.Run(Console.In, Console.Out);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or KeyNotFoundException or ArgumentException or FormatException

@@ -17,6 +17,9 @@ internal sealed class ChatSession : IDisposable
     private readonly GenerationOptions _options;
     private readonly Generator _generator;
     private readonly Random _rng;
+    private readonly Lock _gate = new();
+    // Set while an answer is being generated: Ctrl-C cancels it.
+    private CancellationTokenSource? _answer;
 
     public ChatSession(CausalLM model, HfTokenizer tokenizer, XtunerChatPrompt prompt, GenerationOptions options, int seed)
     {
@@ -27,12 +30,32 @@ internal sealed class ChatSession : IDisposable
         _rng = new Random(seed);
     }
 
-    /// <summary>Answers one user turn, streaming the answer to <paramref name="onText"/>.</summary>
+    /// <summary>Answers one user turn, streaming the answer to <paramref name="onText"/>; <see cref="CancelAnswer"/> ends it early.</summary>
     public GenerationResult Ask(string input, Action<string> onText)
     {
         bool first = _prompt.Round == 0;
         var ids = _tokenizer.Encode(_prompt.NextTurn(input), addSpecialTokens: first);
-        return _generator.Generate(ids, _options, _rng, onText);
+        using var answer = new CancellationTokenSource();
+        lock (_gate) _answer = answer;
+        try
+        {
+            return _generator.Generate(ids, _options, _rng, onText, answer.Token);
+        }
+        finally
+        {
+            lock (_gate) _answer = null;
+        }
+    }
+
+    /// <summary>Ctrl-C: ends the answer being generated (true), or false when none is (at the prompt Ctrl-C quits).</summary>
+    public bool CancelAnswer()
+    {
+        lock (_gate)
+        {
+            if (_answer is null) return false;
+            _answer.Cancel();
+            return true;
+        }
     }
 
     public void Reset()
@@ -58,7 +81,16 @@ internal sealed class ChatSession : IDisposable
                 output.WriteLine(text is null ? "" : "Log: Exit!");
                 return 0;
             }
-            AnswerTo(text, output);
+            try
+            {
+                AnswerTo(text, output);
+            }
+            catch (ArgumentException e) when (_generator.MaxPositions is not null)
+            {
+                output.WriteLine($"Log: input ignored: {e.Message}.");
+                Reset();
+                continue;
+            }
             // chat.py's rule: once the conversation reaches max_new_tokens tokens it starts over.
             if (_generator.Tokens.Count >= _options.MaxNewTokens)
             {
@@ -68,15 +100,34 @@ internal sealed class ChatSession : IDisposable
         }
     }
 
-    /// <summary>Streams the answer to <paramref name="output"/> and ends the line.</summary>
+    /// <summary>Streams the answer to <paramref name="output"/> and ends the line. A conversation that reaches the model's
+    /// max_position_embeddings is said so and starts over.</summary>
     public void AnswerTo(string text, TextWriter output)
     {
-        Ask(text, piece =>
+        void Write(string piece)
         {
             output.Write(piece);
             output.Flush();
-        });
+        }
+        GenerationResult result;
+        try
+        {
+            result = Ask(text, Write);
+        }
+        catch (ArgumentException e) when (_generator.MaxPositions is not null && _generator.Tokens.Count > 0)
+        {
+            output.WriteLine($"Remove the memory of history responses, since {e.Message}.");
+            Reset();
+            result = Ask(text, Write);
+        }
         output.WriteLine();
+        if (result.Reason == StopReason.Cancelled) output.WriteLine("Log: answer stopped (Ctrl-C); Ctrl-C at the prompt quits.");
+        if (result.Reason == StopReason.MaxPositionEmbeddings)
+        {
+            output.WriteLine($"Log: the conversation reached the model's max_position_embeddings ({_generator.MaxPositions} tokens): " +
+                "the answer stops here and the history is removed.");
+            Reset();
+        }
         output.Flush();
     }
 

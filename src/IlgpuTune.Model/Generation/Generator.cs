@@ -12,6 +12,11 @@ public enum StopReason
     /// <summary>The answer ended with a stop word (cut from Text).</summary>
     StopWord,
     MaxNewTokens,
+    /// <summary>The conversation reached the model's max_position_embeddings (transformers would warn and go on into
+    /// positions the model never saw; we stop).</summary>
+    MaxPositionEmbeddings,
+    /// <summary>The caller cancelled (Ctrl-C in chat): the answer so far.</summary>
+    Cancelled,
 }
 
 /// <summary>Tokens: every generated token, the stopping one included. Text: the decoded answer without EOS or stop word.</summary>
@@ -29,10 +34,14 @@ public sealed class Generator : IDisposable
     {
         Model = model;
         _decode = decode;
+        MaxPositions = GenerationConfig.MaxPositions(model.Config);
         Cache = new KvCache(model.Config, model.Device, initialCapacity);
     }
 
     public CausalLM Model { get; }
+
+    /// <summary>The most tokens a conversation may hold (max_position_embeddings; null with dynamic rope scaling).</summary>
+    public int? MaxPositions { get; }
     public KvCache Cache { get; }
 
     /// <summary>The conversation so far: prompts and generated tokens.</summary>
@@ -48,14 +57,19 @@ public sealed class Generator : IDisposable
 
     /// <summary>
     /// Appends <paramref name="promptIds"/> to the conversation and generates an answer. <paramref name="onText"/> receives the
-    /// answer's text piece by piece as it becomes final (whole characters, no stop word).
+    /// answer's text piece by piece as it becomes final (whole characters, no stop word). <paramref name="cancel"/> ends the
+    /// answer after the current token. Throws ArgumentException when the prompt does not fit in <see cref="MaxPositions"/>.
     /// </summary>
-    public GenerationResult Generate(IReadOnlyList<int> promptIds, GenerationOptions options, Random rng, Action<string>? onText = null)
+    public GenerationResult Generate(IReadOnlyList<int> promptIds, GenerationOptions options, Random rng, Action<string>? onText = null,
+        CancellationToken cancel = default)
     {
         options.Validate();
         if (promptIds.Count == 0 && _pending is null) throw new ArgumentException("the prompt is empty", nameof(promptIds));
         if (_decode is null && (options.StopWords.Count > 0 || onText is not null))
             throw new InvalidOperationException("stop words and streaming need the generator's decode function");
+        if (MaxPositions is { } max && _tokens.Count + promptIds.Count > max)
+            throw new ArgumentException($"the conversation would be {_tokens.Count + promptIds.Count} tokens; the model's " +
+                $"max_position_embeddings is {max}", nameof(promptIds));
         var input = new List<int>(promptIds.Count + 1);
         if (_pending is { } p) input.Add(p);
         input.AddRange(promptIds);
@@ -80,6 +94,8 @@ public sealed class Generator : IDisposable
                 if (stream.StopWord is not null) reason = StopReason.StopWord;
             }
             if (reason is null && generated.Count >= options.MaxNewTokens) reason = StopReason.MaxNewTokens;
+            if (reason is null && _tokens.Count >= MaxPositions) reason = StopReason.MaxPositionEmbeddings;
+            if (reason is null && cancel.IsCancellationRequested) reason = StopReason.Cancelled;
             if (reason is { } r)
             {
                 if (stream is not null) Emit(stream.Flush(), onText);
@@ -95,7 +111,7 @@ public sealed class Generator : IDisposable
     /// turn): the cached tokens it starts with are kept, the rest of the cache is dropped and the remainder prefilled.
     /// </summary>
     public GenerationResult GenerateFromConversation(IReadOnlyList<int> conversationIds, GenerationOptions options, Random rng,
-        Action<string>? onText = null)
+        Action<string>? onText = null, CancellationToken cancel = default)
     {
         if (conversationIds.Count == 0) throw new ArgumentException("the conversation is empty", nameof(conversationIds));
         int keep = 0, cached = Cache.Length, max = Math.Min(cached, conversationIds.Count - 1); // feed at least one token
@@ -103,7 +119,7 @@ public sealed class Generator : IDisposable
         Cache.Truncate(keep);
         _tokens.RemoveRange(keep, _tokens.Count - keep);
         _pending = null;
-        return Generate(conversationIds.Skip(keep).ToArray(), options, rng, onText);
+        return Generate(conversationIds.Skip(keep).ToArray(), options, rng, onText, cancel);
     }
 
     private static void Emit(string text, Action<string>? onText)
