@@ -65,7 +65,7 @@ public sealed class TrainConfig
     public string? WorkDir { get; set; }
     /// <summary>cuda | cpu | ilgpu-cpu | auto.</summary>
     public string? Device { get; set; }
-    /// <summary>Write each micro-batch's input ids, labels and position ids to work_dir/batches.jsonl (to replay a run elsewhere).</summary>
+    /// <summary>Write each micro-batch's input ids, labels and position ids to the launch folder work_dir/YYYYmmdd_HHMMSS/batches.jsonl (to replay a run elsewhere).</summary>
     public bool DumpBatches { get; set; }
 
     // ---- reading ----

@@ -7,7 +7,7 @@ On a machine with torch, transformers 5.x, peft and an ilgpu-tune build (GPU or 
      (r 8, alpha 16, dropout 0, all 7 linear targets) whose lora_B is seeded nonzero, saved with save_pretrained;
   2. trains that model with `ilgpu-tune train` (lora.init_adapter = that adapter, dump_batches) in a few settings
      (accumulation, gradient checkpointing, packed rows with padding);
-  3. replays each run's micro-batches (work_dir/batches.jsonl) with transformers + PEFT in fp32 eager attention on the CPU,
+  3. replays each run's micro-batches (work_dir/<launch>/batches.jsonl) with transformers + PEFT in fp32 eager attention on the CPU,
      with torch.optim.AdamW, clip_grad_norm_ and the same per-micro-batch cosine schedule, and compares the window-mean
      loss at every logged iteration: pass = relative deviation <= 1 % at every one;
   4. writes a fixture folder (tests/fixtures/tiny layout) whose adapter/ is OUR trained adapter and whose lora_logits /
@@ -242,9 +242,11 @@ def train_ours(run, base_dir, init_dir, out, device):
     rc, text, dt = cli(["train", path, "--work-dir", work], out, f"train_{run['name']}")
     if rc != 0:
         raise RuntimeError(f"ilgpu-tune train (run {run['name']}) exited {rc}")
-    with open(os.path.join(work, "scalars.jsonl")) as f:
+    # One launch into a fresh work dir: its log folder work/YYYYmmdd_HHMMSS/ holds vis_data/scalars.json and batches.jsonl.
+    launch = os.path.join(work, sorted(d for d in os.listdir(work) if d[:8].isdigit())[-1])
+    with open(os.path.join(launch, "vis_data", "scalars.json")) as f:
         scalars = [json.loads(l) for l in f if l.strip()]
-    with open(os.path.join(work, "batches.jsonl")) as f:
+    with open(os.path.join(launch, "batches.jsonl")) as f:
         batches = [json.loads(l) for l in f if l.strip()]
     return work, scalars, batches, dt
 
