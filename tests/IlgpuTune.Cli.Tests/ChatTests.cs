@@ -98,6 +98,24 @@ public sealed class ChatTests(ITestOutputHelper log, TinyChatModelFixture fixtur
     }
 
     [Fact]
+    public void CtrlC_EndsTheAnswer_AndTheConversationGoesOn()
+    {
+        using var device = Device.Create("cpu");
+        using var model = ModelLoader.Load(Tiny.ModelDir, device);
+        var options = new GenerationOptions { MaxNewTokens = 40, Temperature = 0, EosTokenIds = [] };
+        using var session = new ChatSession(model, Tiny.Tokenizer, new XtunerChatPrompt(XtunerTemplates.Get("qwen_chat")), options, seed: 0);
+        Assert.False(session.CancelAnswer()); // at the prompt: nothing to cancel, Ctrl-C quits
+        int pieces = 0;
+        var result = session.Ask("hello", _ =>
+        {
+            if (++pieces == 2) Assert.True(session.CancelAnswer());
+        });
+        Assert.Equal(StopReason.Cancelled, result.Reason);
+        Assert.True(result.Tokens.Length < 40);
+        Assert.NotEqual(StopReason.Cancelled, session.Ask("more", _ => { }).Reason); // the next turn answers in full
+    }
+
+    [Fact]
     public void AutoTemplate_FollowsTheTokenizerThenTheModelType()
     {
         var config = ModelConfig.Load(Tiny.ModelDir);

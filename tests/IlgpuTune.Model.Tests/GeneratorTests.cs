@@ -114,4 +114,45 @@ public sealed class GeneratorTests : IDisposable
         Assert.Empty(chat.Tokens);
         Assert.Equal(first.Tokens, chat.Generate(Prompt, options, new Random(0)).Tokens);
     }
+
+    [Fact]
+    public void StopsAtMaxPositionEmbeddings_AndRefusesAPromptThatDoesNotFit()
+    {
+        int max = _model.Config.MaxPositionEmbeddings; // 128 (llama3 rope scaling does not stretch it)
+        using var g = new Generator(_model, Letters);
+        Assert.Equal(max, g.MaxPositions);
+        var result = g.Generate(Prompt, new GenerationOptions { MaxNewTokens = 1000 }, new Random(0));
+        Assert.Equal(StopReason.MaxPositionEmbeddings, result.Reason);
+        Assert.Equal(max, g.Tokens.Count);
+        Assert.Equal(max - Prompt.Length, result.Tokens.Length);
+        g.Reset();
+        var e = Assert.Throws<ArgumentException>(() => g.Generate(Enumerable.Range(1, max + 1).ToArray(), new GenerationOptions(), new Random(0)));
+        Assert.Contains($"max_position_embeddings is {max}", e.Message);
+    }
+
+    [Fact]
+    public void Cancel_EndsTheAnswerAfterTheCurrentToken()
+    {
+        using var g = new Generator(_model, Letters);
+        using var cts = new CancellationTokenSource();
+        var result = g.Generate(Prompt, new GenerationOptions { MaxNewTokens = 50 }, new Random(0), _ => cts.Cancel(), cts.Token);
+        Assert.Equal(StopReason.Cancelled, result.Reason);
+        Assert.Single(result.Tokens);
+    }
+
+    [Fact]
+    public void EosTokenIds_AsTransformersGenerate_GenerationConfigThenConfigThenTokenizer()
+    {
+        using var dir = new TempDir();
+        var config = _model.Config; // eos_token_id 2
+        Assert.Equal([2], GenerationConfig.EosTokenIds(dir.Path, config, tokenizerEos: 9));
+        File.WriteAllText(dir.File("generation_config.json"), """{"eos_token_id": [5, 7]}""");
+        Assert.Equal([5, 7], GenerationConfig.EosTokenIds(dir.Path, config, tokenizerEos: 9));
+        File.WriteAllText(dir.File("generation_config.json"), """{"eos_token_id": 6}""");
+        Assert.Equal([6], GenerationConfig.EosTokenIds(dir.Path, config, tokenizerEos: 9));
+        File.WriteAllText(dir.File("generation_config.json"), """{"do_sample": true}""");
+        Assert.Equal([2], GenerationConfig.EosTokenIds(dir.Path, config, tokenizerEos: 9));
+        File.WriteAllText(dir.File("generation_config.json"), """{"eos_token_id": "x"}""");
+        Assert.Contains("eos_token_id must be an integer", Assert.Throws<InvalidDataException>(() => GenerationConfig.EosTokenIds(dir.Path, config, 9)).Message);
+    }
 }
