@@ -168,11 +168,14 @@ public class RunLifecycleTests(ITestOutputHelper log)
         var files = Directory.GetFiles(dir, "*", SearchOption.AllDirectories).Order().ToList();
         var bytes = files.Select(File.ReadAllBytes).ToList();
 
-        foreach (var bad in new[] { "pretrained_model_name_or_path=/nonexistent/model", "data_path=/nonexistent/data.jsonl" })
+        string empty = Path.Combine(work.Path, "empty.jsonl");
+        File.WriteAllText(empty, "");
+        foreach (var (bad, expected) in new[] { ("pretrained_model_name_or_path=/nonexistent/model", "/nonexistent/model"),
+            ("data_path=/nonexistent/data.jsonl", "/nonexistent/data.jsonl"), ($"data_path={empty}", empty) })
         {
             var (code, _, stderr) = CliRunner.Run(log, ["train", Builtins.DefaultConfig, "--work-dir", dir, "--resume", "--cfg-options", "max_iters=6", "device=cpu", bad]);
             Assert.Equal(2, code);
-            Assert.Contains("/nonexistent/", stderr);
+            Assert.Contains(expected, stderr);
         }
         Assert.Equal(files, Directory.GetFiles(dir, "*", SearchOption.AllDirectories).Order().ToList());
         Assert.Equal(bytes, files.Select(File.ReadAllBytes).ToList());

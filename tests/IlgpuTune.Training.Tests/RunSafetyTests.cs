@@ -27,7 +27,10 @@ public class RunSafetyTests
     public void EachLaunch_WritesItsOwnLogFolder_AndAResumedCurveContinuesTheOldOne()
     {
         using var work = new TempDir();
-        var first = Trainer.Run(Config(), new TrainOptions { WorkDir = work.Path, StopAfter = 6, Console = _ => { }, ConfigOverrides = ["max_iters=12"] });
+        var lines = new List<string>();
+        var first = Trainer.Run(Config("dtype=bfloat16"), new TrainOptions { WorkDir = work.Path, StopAfter = 6, Console = lines.Add, ConfigOverrides = ["max_iters=12"] });
+        // The managed CPU has no bf16 matmuls: the log says so instead of silently computing in fp32.
+        Assert.Contains(lines, l => l.Contains("WARNING - dtype bfloat16: Cpu has no bfloat16 matmuls; this run computes in float32", StringComparison.Ordinal));
         string run1 = first.RunDir;
         Assert.Matches(@"^\d{8}_\d{6}(_\d+)?$", Path.GetFileName(run1));
         Assert.True(File.Exists(Path.Combine(run1, Path.GetFileName(run1) + ".log")));
@@ -37,7 +40,7 @@ public class RunSafetyTests
         Assert.Contains("pretrained_model_name_or_path", config);
         string log1 = File.ReadAllText(Path.Combine(run1, Path.GetFileName(run1) + ".log"));
 
-        var resumed = Trainer.Run(Config(), new TrainOptions { WorkDir = work.Path, Resume = "", Console = _ => { } });
+        var resumed = Trainer.Run(Config("dtype=bfloat16"), new TrainOptions { WorkDir = work.Path, Resume = "", Console = _ => { } });
         Assert.NotEqual(run1, resumed.RunDir);
         Assert.Equal(log1, File.ReadAllText(Path.Combine(run1, Path.GetFileName(run1) + ".log"))); // never truncated
         // The resumed launch logs iterations 5..12; its curve (and Log) holds 1..4 from the first launch.
