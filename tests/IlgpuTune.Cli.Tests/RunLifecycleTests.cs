@@ -212,6 +212,49 @@ public class RunLifecycleTests(ITestOutputHelper log)
         Assert.Empty(Directory.GetDirectories(work.Path, "never*"));
     }
 
+    [Theory]
+    [InlineData("INT", 130)]
+    [InlineData("TERM", 143)]
+    public void Convert_Interrupted_LeavesNoPartialOutput(string signal, int expectedCode)
+    {
+        using var work = new TempDir();
+        // A base whose tokenizer.json is a FIFO: the merge blocks copying it, its temp folder half written.
+        string baseDir = Path.Combine(work.Path, "base");
+        Directory.CreateDirectory(baseDir);
+        foreach (var f in new[] { "config.json", "model.safetensors", "generation_config.json" })
+            File.Copy(Path.Combine(Repo.Fixture("tiny/llama"), f), Path.Combine(baseDir, f));
+        Process.Start("mkfifo", [Path.Combine(baseDir, "tokenizer.json")])!.WaitForExit();
+        string output = Path.Combine(work.Path, "merged");
+        var psi = new ProcessStartInfo("perl");
+        foreach (var a in (string[])["-e", "$SIG{INT} = 'DEFAULT'; exec(@ARGV) or die", Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet",
+            typeof(ChatCommands).Assembly.Location, "convert", "merge", baseDir, Path.Combine(Repo.Fixture("tiny/llama"), "adapter"), output]) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        try
+        {
+            Interrupt(p, work.Path, signal, expectedCode);
+        }
+        finally
+        {
+            if (!p.HasExited) p.Kill(); // a failed check must not leave it blocked on the FIFO
+        }
+        Assert.Empty(Directory.GetDirectories(work.Path, "merged*"));
+    }
+
+    private static void Interrupt(Process p, string folder, string signal, int expectedCode)
+    {
+        var deadline = DateTime.UtcNow.AddMinutes(1);
+        while (Directory.GetDirectories(folder, "merged.tmp-*").Length == 0)
+        {
+            Assert.False(p.HasExited, "convert exited early");
+            Assert.True(DateTime.UtcNow < deadline, "no temp folder appeared");
+            Thread.Sleep(20);
+        }
+        Thread.Sleep(200); // let the writer reach the FIFO
+        Process.Start("kill", ["-" + signal, p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(30)), "convert did not stop");
+        Assert.Equal(expectedCode, p.ExitCode);
+    }
+
     [Fact]
     public void AtomicDirectory_RemoveOwn_DeletesThisProcessesTempFolderDuringTheFill()
     {
