@@ -192,6 +192,12 @@ public sealed class TrainRun : IDisposable
 
         LoadModel(modelConfig);
         _evaluator = new EvaluateChat(cfg, tokenizer, _modelDir, modelConfig);
+        // An evaluation prompt the model cannot hold would fail mid-run: refuse it now.
+        if (Model.Generation.GenerationConfig.MaxPositions(modelConfig) is { } maxPositions)
+            foreach (var input in cfg.EvaluationInputs)
+                if (tokenizer.Encode(_evaluator.Prompt(input), addSpecialTokens: true).Length >= maxPositions)
+                    throw new ConfigException($"evaluation_inputs: the prompt of '{(input.Length > 40 ? input[..40] + "…" : input)}' does not fit in the " +
+                        $"model's max_position_embeddings ({maxPositions} tokens) with room for an answer");
         CheckDiskSpace();
 
         // The work dir: ours for the run's life, and it must not hold another run's checkpoints.

@@ -102,6 +102,18 @@ public class RunSafetyTests
     }
 
     [Fact]
+    public void AnEvaluationInputPastMaxPositionEmbeddings_IsRefusedBeforeTheWorkDirIsTouched()
+    {
+        using var work = new TempDir();
+        string dir = Path.Combine(work.Path, "w");
+        string longInput = string.Join(' ', Enumerable.Repeat("a very long description of a color", 80));
+        var e = Assert.Throws<ConfigException>(() => Trainer.Run(Config($"evaluation_inputs=['{longInput}']"),
+            new TrainOptions { WorkDir = dir, Console = _ => { } }));
+        Assert.Contains("max_position_embeddings (256 tokens)", e.Message);
+        Assert.False(Directory.Exists(dir));
+    }
+
+    [Fact]
     public void ACheckpointWithNaNWeights_IsNotWritten()
     {
         using var work = new TempDir();
