@@ -112,8 +112,6 @@ public sealed class TrainRun : IDisposable
         _log = new TrainLog(options.Console);
     }
 
-    public string WorkDir => _workDir;
-
     /// <summary>
     /// Setup: checks the model folder and its config, the tokenizer, the dataset (trainable samples), the checkpoint to
     /// resume, the work dir (not locked by another run, no other run's checkpoints unless resuming or overwriting) and the
@@ -191,6 +189,7 @@ public sealed class TrainRun : IDisposable
             $"{cfg.MaxLength}) in {stats.Rows} rows, fill {stats.FillRatio:P1}");
 
         LoadModel(modelConfig);
+        if (_resumeDir is not null) Resume(); // a checkpoint that does not fit this config fails here, before any write
         _evaluator = new EvaluateChat(cfg, tokenizer, _modelDir, modelConfig);
         // An evaluation prompt the model cannot hold would fail mid-run: refuse it now.
         if (Model.Generation.GenerationConfig.MaxPositions(modelConfig) is { } maxPositions)
@@ -297,7 +296,6 @@ public sealed class TrainRun : IDisposable
             ? LrSchedule.Xtuner(cfg.Lr, cfg.WarmupRatio, cfg.MaxEpochs, _itersPerEpoch)
             : new LrSchedule(cfg.Lr, (int)(cfg.WarmupRatio * _maxIters), _maxIters);
         _plan = new AccumulationPlan(_maxIters, cfg.AccumulativeCounts);
-        if (_resumeDir is not null) Resume();
         _log.Info($"{_rows} rows, batch {cfg.BatchSize}, {_itersPerEpoch} iterations per epoch, {_maxIters} iterations, " +
             $"accumulative_counts {cfg.AccumulativeCounts}, lr {cfg.Lr}, work_dir {_workDir}");
         if (_start == 0) Evaluate("before training");
