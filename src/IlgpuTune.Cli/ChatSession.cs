@@ -68,15 +68,24 @@ internal sealed class ChatSession : IDisposable
         }
     }
 
-    /// <summary>Streams the answer to <paramref name="output"/> and ends the line.</summary>
+    /// <summary>false (chat --no-streamer): each answer is printed when complete.</summary>
+    public bool Stream { get; init; } = true;
+
+    /// <summary>Streams the answer to <paramref name="output"/> (or writes it whole) and ends the line.</summary>
     public void AnswerTo(string text, TextWriter output)
     {
+        var whole = new System.Text.StringBuilder();
         Ask(text, piece =>
         {
+            if (!Stream)
+            {
+                whole.Append(piece);
+                return;
+            }
             output.Write(piece);
             output.Flush();
         });
-        output.WriteLine();
+        output.WriteLine(whole.ToString());
         output.Flush();
     }
 

@@ -227,8 +227,10 @@ public static class XtunerPyConfig
             Dataset(loader.Get("dataset") ?? throw Err(loader, "train_dataloader.dataset: missing"));
 
             Optimizer(RequireDict("optim_wrapper"));
-            var train = Typed(Global("train_cfg"), "train_cfg", "TrainLoop");
-            Known(train, "train_cfg", "max_epochs", "max_iters", "val_interval", "val_begin");
+            // Older XTuner configs write train_cfg = dict(by_epoch=True, max_epochs=..., val_interval=1) (mmengine's EpochBasedTrainLoop).
+            var train = Global("train_cfg") is PyDict { } tc && tc.Get("type") is null ? tc : Typed(Global("train_cfg"), "train_cfg", "TrainLoop", "EpochBasedTrainLoop");
+            Known(train, "train_cfg", "max_epochs", "max_iters", "val_interval", "val_begin", "by_epoch");
+            Require(train, "by_epoch", "train_cfg", v => v is null || Is(v, true), "by_epoch=True (or train_cfg = dict(type=TrainLoop, max_iters=N))");
             var maxEpochs = train.Get("max_epochs");
             if (maxEpochs is not null and not PyNone) Set("max_epochs", maxEpochs);
             if (train.Get("max_iters") is { } mi and not PyNone) Set("max_iters", mi);
@@ -488,6 +490,7 @@ public static class XtunerPyConfig
             else if (items.Count != 1) throw Err(sched, "param_scheduler: expected [LinearLR(...), CosineAnnealingLR(...)] or one CosineAnnealingLR");
             var cos = Typed(items[k], $"param_scheduler[{k}]", "CosineAnnealingLR");
             Known(cos, "CosineAnnealingLR", "eta_min", "by_epoch", "begin", "end", "convert_to_iter_based", "T_max");
+            Require(cos, "T_max", "CosineAnnealingLR", v => v is null or PyNone, "end=max_epochs instead of T_max (the cosine reaches eta_min at the end of training)");
             ByEpoch(cos, "CosineAnnealingLR");
             Require(cos, "eta_min", "CosineAnnealingLR", v => v is null || Is(v, 0.0), "eta_min=0.0");
             if (cos.Get("begin") is { } b && Number(b, "CosineAnnealingLR.begin") != warmupEnd)
@@ -511,9 +514,13 @@ public static class XtunerPyConfig
                     {
                         case "CheckpointHook":
                             Known(d, "CheckpointHook", "by_epoch", "interval", "max_keep_ckpts", "save_optimizer", "save_last", "save_param_scheduler", "out_dir");
-                            Require(d, "by_epoch", "CheckpointHook", v => Is(v, false), "by_epoch=False (checkpoints every N iterations)");
                             Require(d, "out_dir", "CheckpointHook", v => v is null or PyNone, "None (checkpoints go into the work dir)");
-                            if (d.Get("interval") is { } iv) Set("save_steps", iv);
+                            if (!Flag(d, "by_epoch", true, "CheckpointHook"))
+                            {
+                                if (d.Get("interval") is { } iv) Set("save_steps", iv);
+                            }
+                            else Notes.Add("CheckpointHook by_epoch=True: ilgpu-tune checkpoints every save_steps iterations (500 unless " +
+                                "--cfg-options save_steps=N) and at the end, not once per epoch");
                             Set("save_total_limit", d.Get("max_keep_ckpts") ?? new PyInt(-1, d.Line));
                             break;
                         case "LoggerHook":
