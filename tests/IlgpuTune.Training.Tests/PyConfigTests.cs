@@ -275,3 +275,27 @@ public class PyConfigTests
         return node.ToJsonString();
     }
 }
+
+public class XtunerYamlHabitsTests
+{
+    [Fact]
+    public void YamlNull_IsXtunersNone_ForMapFnAndTemplate()
+    {
+        var c = TrainConfig.Parse("pretrained_model_name_or_path: /m\ndata_path: d.jsonl\ndataset_map_fn: null\nprompt_template: ~\n", "c.yaml");
+        Assert.Equal(IlgpuTune.Data.Datasets.DatasetFormat.Conversation, IlgpuTune.Data.Datasets.DatasetMapFns.Parse(c.DatasetMapFn));
+        Assert.Equal("none", c.PromptTemplate);
+        Assert.Equal("none", TrainConfig.Parse("pretrained_model_name_or_path: /m\ndata_path: d.jsonl\n", "c.yaml", ["prompt_template=null"]).PromptTemplate);
+    }
+
+    [Fact]
+    public void InternLmV1Config_IsListed_AndItsModelFailsWithAClearError()
+    {
+        var cfg = TrainConfig.Parse(Builtins.ConfigText("internlm_chat_7b_qlora_oasst1_e3"), "internlm_chat_7b_qlora_oasst1_e3.yaml");
+        Assert.Equal("internlm_chat", cfg.PromptTemplate);
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("config.json"), """{"architectures": ["InternLMForCausalLM"], "model_type": "internlm", "hidden_size": 64}""");
+        var e = Assert.Throws<InvalidDataException>(() => IlgpuTune.Model.ModelConfig.Load(dir.Path));
+        Assert.Contains("model_type 'internlm'", e.Message);
+        Assert.Contains("is not supported", e.Message);
+    }
+}
