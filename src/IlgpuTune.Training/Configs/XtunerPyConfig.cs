@@ -202,7 +202,10 @@ public static class XtunerPyConfig
             Require(model, "max_position_embeddings", "model", v => v is null or PyNone, "None (context extension by RoPE scaling is not there yet)");
             var llm = Typed(model.Get("llm"), "model.llm", "from_pretrained");
             Known(llm, "model.llm", "pretrained_model_name_or_path", "trust_remote_code", "torch_dtype", "quantization_config",
-                "attn_implementation", "low_cpu_mem_usage", "use_cache");
+                "attn_implementation", "low_cpu_mem_usage", "use_cache", "load_in_8bit", "load_in_4bit");
+            if (Flag(llm, "load_in_8bit", false, "model.llm") || Flag(llm, "load_in_4bit", false, "model.llm"))
+                throw Err(llm, "model.llm.load_in_8bit / load_in_4bit: quantize with quantization_config=dict(type=BitsAndBytesConfig, load_in_4bit=True, " +
+                    "bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True) (8-bit LLM.int8 training is not supported)");
             var modelPath = llm.Get("pretrained_model_name_or_path") as PyStr
                 ?? throw Err(llm, "model.llm.pretrained_model_name_or_path: expected a model folder path");
             Set("pretrained_model_name_or_path", Yaml(modelPath with { Value = LocalPath(modelPath.Value) }, "pretrained_model_name_or_path"), modelPath);
