@@ -105,6 +105,12 @@ public class PyConfigTests
             ["train_dataloader.batch_size=2", "optim_wrapper.optimizer.lr=5e-5", "custom_hooks.1.every_n_iters=7",
              "model.lora.r=8", "randomness.seed=3", "max_iters=9", "lora.lora_alpha=4"]);
         Assert.Equal((2, 5e-5, 7, 8, 3, 9, 4.0), (c.BatchSize, c.Lr, c.EvaluationFreq, c.Lora!.R, c.Seed, c.MaxIters, c.Lora.LoraAlpha));
+        var lists = XtunerPyConfig.Load(Path.Combine(Dir, "tiny_llama_qlora_alpaca_e3.py"),
+            ["model.lora.target_modules=q_proj,v_proj", "custom_hooks.1.evaluation_inputs=[a, 'b c']", "model.lora.lora_dropout=0", "model.use_activation_checkpointing=true"]);
+        Assert.Equal(["q_proj", "v_proj"], lists.Lora!.TargetModules);
+        Assert.Equal(["a", "b c"], lists.EvaluationInputs);
+        Assert.Equal(0, lists.Lora.LoraDropout);
+        Assert.True(lists.GradientCheckpointing);
         // As in mmengine, train_dataset's top-level copy is not the one inside train_dataloader.
         var same = XtunerPyConfig.Load(Path.Combine(Dir, "tiny_llama_lora_custom_sft_e1.py"), ["train_dataset.max_length=64"]);
         Assert.Equal(128, same.MaxLength);
@@ -121,6 +127,8 @@ public class PyConfigTests
     [InlineData("prompt_template = PROMPT_TEMPLATE.qwen_chat", "prompt_template = PROMPT_TEMPLATE.qwen_chatt", "PROMPT_TEMPLATE.<name>")]
     [InlineData("        task_type='CAUSAL_LM'))", "        task_type='CAUSAL_LM', use_dora=True))", "DoRA is not there yet")]
     [InlineData("    dtype='float16')", "    dtype='float16', foo=1)", "optim_wrapper.foo: not a setting ilgpu-tune can honour")]
+    [InlineData("end=max_epochs,", "T_max=max_epochs,", "end=max_epochs instead of T_max")]
+    [InlineData("train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)", "train_cfg = dict(by_epoch=False, max_iters=10)", "by_epoch=True")]
     [InlineData("max_keep_ckpts=save_total_limit),", "max_keep_ckpts=save_total_limit, by_epoch=True),", "keyword argument 'by_epoch' repeated")]
     public void FieldsThatWouldChangeTraining_AreClearErrorsWithTheirLine(string find, string replace, string message)
     {
@@ -129,6 +137,19 @@ public class PyConfigTests
         var e = Assert.Throws<ConfigException>(() => XtunerPyConfig.Parse(text.Replace(find, replace), "x.py"));
         Assert.Matches(@"^x\.py:\d+: ", e.Message);
         Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void OlderXtunerShapes_AreRead()
+    {
+        string text = File.ReadAllText(Path.Combine(Dir, "tiny_llama_qlora_alpaca_e3.py"))
+            .Replace("train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)", "train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)");
+        text = System.Text.RegularExpressions.Regex.Replace(text, @"checkpoint=dict\([^)]*\),", "checkpoint=dict(type=CheckpointHook, interval=1),");
+        var c = XtunerPyConfig.Parse(text, Path.Combine(Dir, "old.py"));
+        Assert.Equal(3, c.MaxEpochs);
+        Assert.Equal(500, c.SaveSteps);
+        Assert.Equal(-1, c.SaveTotalLimit);
+        Assert.Contains(c.Notes, n => n.Contains("CheckpointHook by_epoch=True", StringComparison.Ordinal));
     }
 
     // ---- five configs in XTuner's shape train exactly as their YAML twins ----

@@ -49,7 +49,12 @@ public static class XtunerPyConfig
         }
         catch (ConfigException)
         {
-            value = text.ToLowerInvariant() switch { "true" => new PyBool(true, 0), "false" => new PyBool(false, 0), _ => new PyStr(text, 0) };
+            // key=a,b and key=[a, 'b c'] are lists of unquoted or quoted items, as mmengine's DictAction reads them.
+            string t = text.Trim();
+            bool bracketed = t.Length >= 2 && (t[0], t[^1]) is ('[', ']') or ('(', ')');
+            value = bracketed || t.Contains(',')
+                ? new PyList((bracketed ? t[1..^1] : t).Split(',', StringSplitOptions.RemoveEmptyEntries).Select(x => Scalar(x.Trim().Trim('\'', '"'))).ToList(), t[0] == '(', 0)
+                : Scalar(t);
         }
         var path = key.Split('.');
         // Config.fromfile gives every top-level name its own copy: setting train_dataset.x does not reach train_dataloader.dataset.
@@ -71,6 +76,18 @@ public static class XtunerPyConfig
                 default:
                     throw new ConfigException($"--cfg-options '{key}': '{string.Join('.', path[..i])}' is {PyConfig.Repr(node)}, not a dict");
             }
+        }
+    }
+
+    static PyValue Scalar(string text)
+    {
+        try
+        {
+            return PyConfig.Parse("v = " + text, "--cfg-options").Globals["v"] with { Line = 0 };
+        }
+        catch (ConfigException)
+        {
+            return text.ToLowerInvariant() switch { "true" => new PyBool(true, 0), "false" => new PyBool(false, 0), _ => new PyStr(text, 0) };
         }
     }
 
