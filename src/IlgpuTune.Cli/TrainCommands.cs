@@ -16,7 +16,7 @@ public sealed class TrainCommands
         [Option("work-dir", Description = "where logs, checkpoints, the adapter and curve.svg go (default work_dirs/<config>)")] string? workDir = null,
         [Option("resume", Description = "continue from a checkpoint folder, or 'latest' for the newest in the work dir")] string? resume = null,
         [Option("seed", Description = "override the config's seed")] int? seed = null,
-        [Option("cfg-options", Description = "override config keys: key=value (YAML values; lora.r=16)")] string[]? cfgOptions = null,
+        [Option("cfg-options", Description = "override config keys: key=value (YAML values; lora.r=16); a .py config also takes XTuner's dotted keys (train_dataloader.batch_size=2)")] string[]? cfgOptions = null,
         [Option("profile", Description = "diagnosis: after N iterations, time every kernel launch and log where a step goes (slows those iterations)")] int? profile = null,
         [Option("deepspeed", Description = "XTuner's deepspeed_zero1|zero2|zero2_offload|zero3|zero3_offload or a DeepSpeed JSON: mapped to one-GPU equivalents (offload -> paged optimizer)")] string? deepspeed = null,
         [Option("launcher", Description = "XTuner's job launcher: only none (one process, one GPU)")] string launcher = "none")
