@@ -30,17 +30,21 @@ public sealed class ChatCommands
         [Option("stop-words", Description = "stop when the answer ends with this text (repeat the option for several)")] string[]? stopWords = null,
         [Option("seed", Description = "sampling seed")] int seed = 0,
         [Option("prompt", Description = "answer this one prompt and exit")] string? prompt = null,
-        [Option("device", Description = "cuda, cpu, ilgpu-cpu or auto (default: ILGPUTUNE_DEVICE, else auto)")] string? device = null)
+        [Option("device", Description = "cuda, cpu, ilgpu-cpu or auto (default: ILGPUTUNE_DEVICE, else auto)")] string? device = null,
+        [Option("bits", Description = "4: quantize the model's linear weights to NF4 on load (as chat.py --bits 4); default: as saved")] int? bits = null,
+        [Option("no-streamer", Description = "print each answer when it is complete instead of token by token")] bool noStreamer = false)
     {
         try
         {
             if (system is not null && systemTemplate is not null) throw new ArgumentException("give --system or --system-template, not both");
+            if (bits is 8) throw new ArgumentException("--bits 8: 8-bit (LLM.int8) loading is not supported; use --bits 4 (NF4) or leave --bits out");
+            if (bits is not (null or 4)) throw new ArgumentException($"--bits {bits}: expected 4 (or 8, which is not supported yet)");
             if (!Directory.Exists(model)) throw new DirectoryNotFoundException($"model folder {model} does not exist");
             var tokenizer = LoadTokenizer(model, adapter);
             var config = ModelConfig.Load(model);
             var template = promptTemplate switch
             {
-                null => null,
+                null or "none" => null,
                 "auto" => XtunerTemplates.Get(AutoTemplate(config, tokenizer)),
                 _ => XtunerTemplates.Get(promptTemplate),
             };
@@ -62,9 +66,9 @@ public sealed class ChatCommands
             options.Validate();
 
             using var dev = Device.Create(device);
-            using var lm = ModelLoader.Load(model, dev);
+            using var lm = ModelLoader.Load(model, dev, quantization: bits is 4 ? IlgpuTune.Kernels.QuantType.Nf4 : null);
             if (adapter is not null) PeftAdapter.Load(adapter, lm);
-            using var session = new ChatSession(lm, tokenizer, chatPrompt, options, seed);
+            using var session = new ChatSession(lm, tokenizer, chatPrompt, options, seed) { Stream = !noStreamer };
             if (prompt is not null)
             {
                 session.AnswerTo(prompt, Console.Out);

@@ -100,12 +100,21 @@ internal sealed class ChatSession : IDisposable
         }
     }
 
-    /// <summary>Streams the answer to <paramref name="output"/> and ends the line. A conversation that reaches the model's
-    /// max_position_embeddings is said so and starts over.</summary>
+    /// <summary>false (chat --no-streamer): each answer is printed when complete.</summary>
+    public bool Stream { get; init; } = true;
+
+    /// <summary>Streams the answer to <paramref name="output"/> (or writes it whole) and ends the line. A conversation that
+    /// reaches the model's max_position_embeddings is said so and starts over.</summary>
     public void AnswerTo(string text, TextWriter output)
     {
+        var whole = new System.Text.StringBuilder();
         void Write(string piece)
         {
+            if (!Stream)
+            {
+                whole.Append(piece);
+                return;
+            }
             output.Write(piece);
             output.Flush();
         }
@@ -118,9 +127,10 @@ internal sealed class ChatSession : IDisposable
         {
             output.WriteLine($"Remove the memory of history responses, since {e.Message}.");
             Reset();
+            whole.Clear();
             result = Ask(text, Write);
         }
-        output.WriteLine();
+        output.WriteLine(whole.ToString());
         if (result.Reason == StopReason.Cancelled) output.WriteLine("Log: answer stopped (Ctrl-C); Ctrl-C at the prompt quits.");
         if (result.Reason == StopReason.MaxPositionEmbeddings)
         {

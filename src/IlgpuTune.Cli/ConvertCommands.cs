@@ -16,6 +16,36 @@ public sealed class ConvertCommands
         return Interruptible(output, () => Console.WriteLine(CheckpointExport.Run(checkpoint, output, type)));
     }
 
+    [Command("pth_to_hf", Description = "xtuner convert pth_to_hf: a training checkpoint (work_dir/iter_N, or iter_N.pth as XTuner names it) " +
+        "as a PEFT adapter (LoRA) or an HF model folder (full), checked against its config; float16 unless --fp32")]
+    public int PthToHf([Argument(Description = "config file or built-in config name the checkpoint was trained with")] string config,
+        [Argument(Description = "checkpoint folder (work_dir/iter_N)")] string checkpoint,
+        [Argument(Description = "output folder")] string saveDir,
+        [Option("fp32", Description = "save as float32 (default float16, as XTuner)")] bool fp32 = false,
+        [Option("max-shard-size", Description = "largest shard of a full model (default 2GB, as XTuner)")] string maxShardSize = "2GB",
+        [Option("cfg-options", Description = "override config keys, as for train")] string[]? cfgOptions = null)
+    {
+        var cfg = Builtins.LoadConfig(config, cfgOptions);
+        // XTuner's checkpoints are iter_N.pth; ours are iter_N folders.
+        if (!Directory.Exists(checkpoint) && checkpoint.EndsWith(".pth", StringComparison.Ordinal) && Directory.Exists(checkpoint[..^4]))
+            checkpoint = checkpoint[..^4];
+        if (!File.Exists(Path.Combine(checkpoint, "state.json")))
+            throw new FileNotFoundException($"{checkpoint}: not a checkpoint folder (no state.json); pass work_dir/iter_N");
+        var state = Checkpoint.ReadState(checkpoint);
+        if ((state.Lora is null) != (cfg.Lora is null))
+            throw new ArgumentException($"{checkpoint} holds {(state.Lora is null ? "full fine-tuning" : "LoRA")} weights but {config} configures " +
+                $"{(cfg.Lora is null ? "full fine-tuning" : "LoRA")}");
+        if (Path.GetFullPath(state.Model) != Path.GetFullPath(cfg.PretrainedModelNameOrPath))
+            Console.Error.WriteLine($"note: {checkpoint} was trained on {state.Model}, {config} names {cfg.PretrainedModelNameOrPath}; " +
+                "the output names the model it was trained on");
+        Console.WriteLine($"Load PTH model from {checkpoint}");
+        if (!fp32) Console.WriteLine("Convert LLM to float16");
+        Console.WriteLine(state.Lora is null ? $"Saving LLM to {saveDir}" : $"Saving adapter to {saveDir}");
+        Console.WriteLine(CheckpointExport.Run(checkpoint, saveDir, fp32 ? DType.F32 : DType.F16, IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize)));
+        Console.WriteLine("All done!");
+        return 0;
+    }
+
     [Command("merge", Description = "Merge a PEFT LoRA adapter into its base model, shard by shard, into a new HF model folder")]
     public int Merge([Argument(Description = "base model folder")] string baseModel, [Argument(Description = "PEFT adapter folder")] string adapter,
         [Argument(Description = "output folder")] string output,

@@ -11,21 +11,28 @@ namespace IlgpuTune.Cli;
 [FriendlyErrors]
 public sealed class TrainCommands
 {
-    [Command("train", Description = "Train with a config: a YAML file or a built-in config name (see list-cfg). Ctrl-C or SIGTERM " +
-        "stops after the current step and saves a checkpoint to resume from (a second Ctrl-C stops at once)")]
+    [Command("train", Description = "Train with a config: a YAML file, an XTuner .py config (read, not run) or a built-in config name " +
+        "(see list-cfg). Ctrl-C or SIGTERM stops after the current step and saves a checkpoint to resume from (a second Ctrl-C stops at once)")]
     public int Train(
         [Argument(Description = "config file or built-in config name")] string config,
         [Option("work-dir", Description = "where checkpoints, the adapter and each launch's log folder (YYYYmmdd_HHMMSS/) go (default work_dirs/<config>)")] string? workDir = null,
         [Option("resume", Description = "continue from a checkpoint folder, or 'latest' for the newest in the work dir")] string? resume = null,
         [Option("overwrite", Description = "start over in a work dir that holds another run's checkpoints, deleting them (logs stay)")] bool overwrite = false,
         [Option("seed", Description = "override the config's seed")] int? seed = null,
-        [Option("cfg-options", Description = "override config keys: key=value (YAML values; lora.r=16)")] string[]? cfgOptions = null,
-        [Option("profile", Description = "diagnosis: after N iterations, time every kernel launch and log where a step goes (slows those iterations)")] int? profile = null)
+        [Option("cfg-options", Description = "override config keys: key=value (YAML values; lora.r=16); a .py config also takes XTuner's dotted keys (train_dataloader.batch_size=2)")] string[]? cfgOptions = null,
+        [Option("profile", Description = "diagnosis: after N iterations, time every kernel launch and log where a step goes (slows those iterations)")] int? profile = null,
+        [Option("deepspeed", Description = "XTuner's deepspeed_zero1|zero2|zero2_offload|zero3|zero3_offload or a DeepSpeed JSON: mapped to one-GPU equivalents (offload -> paged optimizer)")] string? deepspeed = null,
+        [Option("launcher", Description = "XTuner's job launcher: only none (one process, one GPU)")] string launcher = "none")
     {
         if (overwrite && resume is not null) throw new ArgumentException("give --resume or --overwrite, not both");
-        var overrides = (cfgOptions ?? []).ToList();
+        XtunerHabits.SingleProcessOnly(launcher);
+        var overrides = new List<string>();
+        string? deepspeedNote = null;
+        if (deepspeed is not null) (overrides, deepspeedNote) = IlgpuTune.Training.Configs.DeepSpeed.Map(deepspeed);
+        overrides.AddRange(cfgOptions ?? []);
         if (seed is { } s) overrides.Add($"seed={s}");
         var cfg = Builtins.LoadConfig(config, overrides);
+        foreach (var note in cfg.Notes.Prepend(deepspeedNote).OfType<string>()) Console.WriteLine($"note: {note}");
         using var stop = new StopSignal();
         var options = new TrainOptions
         {
@@ -43,7 +50,7 @@ public sealed class TrainCommands
             return 1;
         }
         string again = $"ilgpu-tune train {Quote(config)} --work-dir {Quote(result.WorkDir)} --resume" +
-            (cfgOptions is { Length: > 0 } ? " --cfg-options " + string.Join(' ', cfgOptions.Select(o => Quote(o))) : "") + (seed is null ? "" : $" --seed {seed}");
+            (deepspeed is null ? "" : $" --deepspeed {Quote(deepspeed)}") + (cfgOptions is { Length: > 0 } ? " --cfg-options " + string.Join(' ', cfgOptions.Select(o => Quote(o))) : "") + (seed is null ? "" : $" --seed {seed}");
         if (result.Interrupted)
         {
             Console.Error.WriteLine(result.LastCheckpoint is null
@@ -123,19 +130,33 @@ public sealed class TrainCommands
                 AnsiConsole.WriteLine(line.Substring(i, Math.Min(width, line.Length - i)));
     }
 
-    [Command("list-cfg", Description = "List the built-in configs")]
-    public void ListCfg([Option('p', Description = "only names containing this pattern")] string? pattern = null)
+    [Command("list-cfg", Description = "List the built-in configs (as xtuner list-cfg)")]
+    public void ListCfg([Option("pattern", ['p'], Description = "only names containing this text (case-insensitive)")] string? pattern = null)
     {
+        Console.WriteLine("==========================CONFIGS===========================");
+        if (pattern is not null)
+        {
+            Console.WriteLine($"PATTERN: {pattern}");
+            Console.WriteLine("-------------------------------");
+        }
         foreach (var name in Builtins.ConfigNames.Where(n => pattern is null || n.Contains(pattern, StringComparison.OrdinalIgnoreCase)))
             Console.WriteLine(name);
+        Console.WriteLine("=============================================================");
     }
 
-    [Command("copy-cfg", Description = "Copy a built-in config into a folder to edit it")]
-    public int CopyCfg([Argument] string name, [Argument] string dir)
+    [Command("copy-cfg", Description = "Copy a built-in config into a folder to edit it: NAME_copy.yaml, or with --format py an XTuner .py config")]
+    public int CopyCfg([Argument(Description = "built-in config name (list-cfg)")] string name, [Argument(Description = "folder to write it into")] string dir,
+        [Option("format", Description = "yaml (default) or py (XTuner's Python config layout; train reads it back unchanged)")] string format = "yaml")
     {
+        string text = format switch
+        {
+            "yaml" => Builtins.ConfigText(name),
+            "py" => IlgpuTune.Training.Configs.XtunerPyWriter.Write(TrainConfig.Parse(Builtins.ConfigText(name), name + ".yaml"), name),
+            _ => throw new ArgumentException($"--format {format}: expected yaml or py"),
+        };
         Directory.CreateDirectory(dir);
-        string path = Path.Combine(dir, name + "_copy.yaml");
-        AtomicFile.WriteAllText(path, Builtins.ConfigText(name));
+        string path = Path.Combine(dir, $"{name}_copy.{format}");
+        AtomicFile.WriteAllText(path, text);
         Console.WriteLine($"Copy to {path}");
         return 0;
     }

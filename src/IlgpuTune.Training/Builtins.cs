@@ -25,7 +25,8 @@ public static class Builtins
     /// <summary>A config file path, or the name of a built-in config.</summary>
     public static TrainConfig LoadConfig(string pathOrName, IEnumerable<string>? overrides = null)
     {
-        var cfg = File.Exists(pathOrName) ? TrainConfig.Load(pathOrName, overrides)
+        var cfg = File.Exists(pathOrName) && pathOrName.EndsWith(".py", StringComparison.OrdinalIgnoreCase) ? Configs.XtunerPyConfig.Load(pathOrName, overrides)
+            : File.Exists(pathOrName) ? TrainConfig.Load(pathOrName, overrides)
             : ConfigNames.Contains(pathOrName) ? TrainConfig.Parse(ConfigText(pathOrName), pathOrName + ".yaml", overrides)
             : throw new ConfigException($"{pathOrName}: no such config file, and no built-in config of that name (`ilgpu-tune list-cfg`)");
         cfg.PretrainedModelNameOrPath = ResolveAsset(cfg.PretrainedModelNameOrPath);

@@ -183,7 +183,7 @@ public static class Checkpoint
 /// <summary>`convert adapter`: a checkpoint's trainable weights as a PEFT adapter folder (LoRA) or a full HF model folder.</summary>
 public static class CheckpointExport
 {
-    public static string Run(string checkpointDir, string outDir, DType dtype)
+    public static string Run(string checkpointDir, string outDir, DType dtype, long? maxShardBytes = null)
     {
         var state = Checkpoint.ReadState(checkpointDir);
         using var weights = SafetensorsFile.Open(Path.Combine(checkpointDir, "trainable.safetensors"));
@@ -203,7 +203,7 @@ public static class CheckpointExport
         using var model = IlgpuTune.Model.ModelLoader.Load(state.Model, device);
         model.SetFullFineTuning();
         Checkpoint.LoadTrainable(checkpointDir, model.TrainableParameters.ToList());
-        var files = IlgpuTune.Model.HfExport.Save(model, outDir, dtype, SafetensorsWriter.ParseSize("5GB"), state.Model);
+        var files = IlgpuTune.Model.HfExport.Save(model, outDir, dtype, maxShardBytes ?? SafetensorsWriter.ParseSize("5GB"), state.Model);
         return $"full model ({model.Parameters.Count} tensors, {files.Count} files) -> {outDir}";
     }
 }

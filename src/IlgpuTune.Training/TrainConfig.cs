@@ -67,6 +67,8 @@ public sealed class TrainConfig
     public string? Device { get; set; }
     /// <summary>Write each micro-batch's input ids, labels and position ids to the launch folder work_dir/YYYYmmdd_HHMMSS/batches.jsonl (to replay a run elsewhere).</summary>
     public bool DumpBatches { get; set; }
+    /// <summary>What reading the config decided that the user should hear (e.g. how an XTuner .py setting is honoured); not a key.</summary>
+    public List<string> Notes { get; } = [];
 
     // ---- reading ----
 
@@ -81,8 +83,9 @@ public sealed class TrainConfig
         new("gradient_checkpointing", (c, n, w) => c.GradientCheckpointing = Bool(n, w)),
         new("lora", (c, n, w) => c.Lora = IsNull(n) ? null : ReadLora(n, w, c.Lora ?? new LoraSettings())),
         new("data_path", (c, n, w) => c.DataPath = StrList(n, w)),
-        new("dataset_map_fn", (c, n, w) => c.DatasetMapFn = Str(n, w)),
-        new("prompt_template", (c, n, w) => c.PromptTemplate = Str(n, w)),
+        // null is XTuner's dataset_map_fn=None (records already in its conversation format) and template_map_fn=None.
+        new("dataset_map_fn", (c, n, w) => c.DatasetMapFn = IsNull(n) ? "conversation" : Str(n, w)),
+        new("prompt_template", (c, n, w) => c.PromptTemplate = IsNull(n) ? "none" : Str(n, w)),
         new("system", (c, n, w) => c.System = NullableStr(n, w)),
         new("system_template", (c, n, w) => c.SystemTemplate = NullableStr(n, w)),
         new("max_length", (c, n, w) => c.MaxLength = Int(n, w, min: 2)),
@@ -126,6 +129,15 @@ public sealed class TrainConfig
     {
         var root = ReadYaml(yaml, source) as YamlMappingNode
             ?? throw new ConfigException($"{source}: expected a mapping of keys to values at the top level");
+        return FromMapping(root, source, overrides, n => Where(source, n));
+    }
+
+    /// <summary>
+    /// The config from keys already read into a mapping (YAML, or an XTuner .py config mapped to our keys); where(node)
+    /// names the place a value came from for errors.
+    /// </summary>
+    internal static TrainConfig FromMapping(YamlMappingNode root, string source, IEnumerable<string>? overrides, Func<YamlNode, string> where)
+    {
         foreach (var o in overrides ?? [])
             ApplyOverride(root, o, source);
         var config = new TrainConfig { Source = source };
@@ -133,8 +145,8 @@ public sealed class TrainConfig
         {
             string name = ((YamlScalarNode)keyNode).Value ?? "";
             var key = s_keys.FirstOrDefault(k => k.Name == name)
-                ?? throw new ConfigException($"{Where(source, keyNode)}: unknown key '{name}'{Suggest(name, KeyNames)}");
-            key.Set(config, value, Where(source, value) + $": key '{name}'");
+                ?? throw new ConfigException($"{where(keyNode)}: unknown key '{name}'{Suggest(name, KeyNames)}");
+            key.Set(config, value, where(value) + $": key '{name}'");
         }
         if (string.IsNullOrWhiteSpace(config.PretrainedModelNameOrPath))
             throw new ConfigException($"{source}: key 'pretrained_model_name_or_path' is required");
@@ -158,7 +170,7 @@ public sealed class TrainConfig
         }
     }
 
-    private static void ApplyOverride(YamlMappingNode root, string option, string source)
+    internal static void ApplyOverride(YamlMappingNode root, string option, string source)
     {
         int eq = option.IndexOf('=');
         if (eq <= 0) throw new ConfigException($"--cfg-options '{option}': expected key=value");
@@ -265,7 +277,7 @@ public sealed class TrainConfig
         return list.Count == 2 ? list : throw new ConfigException($"{where}: expected two numbers in [0, 1), e.g. [0.9, 0.999]");
     }
 
-    private static string Suggest(string name, IEnumerable<string> valid)
+    internal static string Suggest(string name, IEnumerable<string> valid)
     {
         var close = valid.OrderBy(v => Distance(name, v)).First();
         return Distance(name, close) <= 3 ? $" (did you mean '{close}'?)" : $" (known keys: {string.Join(", ", valid)})";
