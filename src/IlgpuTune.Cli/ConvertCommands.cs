@@ -40,10 +40,13 @@ public sealed class ConvertCommands
                 "the output names the model it was trained on");
         Console.WriteLine($"Load PTH model from {checkpoint}");
         if (!fp32) Console.WriteLine("Convert LLM to float16");
+        long shard = IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize);
         Console.WriteLine(state.Lora is null ? $"Saving LLM to {saveDir}" : $"Saving adapter to {saveDir}");
-        Console.WriteLine(CheckpointExport.Run(checkpoint, saveDir, fp32 ? DType.F32 : DType.F16, IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize)));
-        Console.WriteLine("All done!");
-        return 0;
+        return Interruptible(saveDir, () =>
+        {
+            Console.WriteLine(CheckpointExport.Run(checkpoint, saveDir, fp32 ? DType.F32 : DType.F16, shard));
+            Console.WriteLine("All done!");
+        });
     }
 
     [Command("merge", Description = "Merge a PEFT LoRA adapter into its base model, shard by shard, into a new HF model folder")]
