@@ -6,6 +6,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using IlgpuTune.Core;
 using IlgpuTune.Data;
+using IlgpuTune.Data.Datasets;
 using IlgpuTune.Data.Packing;
 using IlgpuTune.Data.Tokenization;
 using IlgpuTune.Model;
@@ -55,12 +56,14 @@ public static class Trainer
         {
             DataFiles = cfg.DataPath, Format = cfg.DatasetMapFn, TokenizerDir = tokenizerDir, Template = cfg.PromptTemplate,
             MaxLength = cfg.MaxLength, Pack = cfg.PackToMaxLength, ShuffleBeforePack = cfg.ShuffleBeforePack, Seed = (ulong)cfg.Seed,
+            Columns = cfg.DatasetColumns, TextSampleBy = TextRecords.ParseSampleBy(cfg.TextSampleBy),
         };
         using var data = DataPipeline.Prepare(dataOptions, tokenizer, Path.Combine(workDir, "cache"));
         var stats = data.Stats;
         log.Info($"dataset: {stats.Samples} samples ({stats.DroppedNoLoss} without loss dropped, {stats.Truncated} truncated to " +
             $"{cfg.MaxLength}) in {stats.Rows} rows, fill {stats.FillRatio:P1}");
-        if (stats.Rows == 0) throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample (every label is -100?)");
+        if (stats.Rows == 0)
+            throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample: {DataPipeline.Diagnose(dataOptions, tokenizer).NoTrainableReason()}");
 
         // LoRA with 16-bit tensor-core matmuls keeps the frozen base in that precision: half the memory, no per-step casts.
         // QLoRA (quantization nf4) keeps the decoder linears in 4 bits instead, dequantized per product to the matmul precision.

@@ -40,7 +40,24 @@ WORDS = ["alice", "antique", "aqua", "marine", "blanched", "almond", "blue", "vi
          "maroon", "linen", "ivory", "indigo", "gainsboro", "fuchsia", "crimson", "chocolate", "bisque", "beige", "azure",
          "black", "lime"]
 
-PHRASES = ["a shade of {n}", "the color {n}", "something like {n}, please", "I want a {n} tone", "{n}"]
+# Descriptions of the training set; "I want a {n} tone" is held out (the demo's unseen phrasing).
+PHRASES = ["a shade of {n}", "the color {n}", "something like {n}, please", "{n}, {d}", "{d} called {n}", "I want a {n} tone"]
+TRAIN_PHRASES = PHRASES[:5]
+
+def describe(hexv):
+    """'87ceeb' -> 'a light blue': lightness and hue family of a hex color (HLS), as a human would say it."""
+    import colorsys
+    r, g, b = (int(hexv[i:i + 2], 16) / 255 for i in (0, 2, 4))
+    h, l, s = colorsys.rgb_to_hls(r, g, b)
+    if l > 0.95: return "a white"
+    if l < 0.08: return "a black"
+    if s < 0.15: hue = "gray"
+    else:
+        deg = h * 360
+        hue = next(name for top, name in [(15, "red"), (45, "orange"), (70, "yellow"), (160, "green"), (195, "cyan"),
+                                          (255, "blue"), (290, "purple"), (340, "pink"), (361, "red")] if deg < top)
+    light = "pale " if l > 0.85 else "light " if l > 0.65 else "dark " if l < 0.3 else ""
+    return f"a {light}{hue}"
 
 def split_name(name):
     """'darkslateblue' -> 'dark slate blue' using the word list (greedy longest match)."""
@@ -60,8 +77,9 @@ def dataset():
     rows = []
     for name, hexv in pairs:
         n = split_name(name)
-        for p in PHRASES[:3]:
-            rows.append({"description": p.format(n=n), "color": "#" + hexv})
+        # The real colorist format (burkelibbey/colors): "Name: description"; colors_map_fn keeps the text after ':'.
+        for p in TRAIN_PHRASES:
+            rows.append({"description": f"{n.title()}: {p.format(n=n, d=describe(hexv))}", "color": "#" + hexv})
     random.Random(7).shuffle(rows)
     return rows
 
@@ -194,12 +212,13 @@ def main():
     texts = []
     for name, hexv in [(toks[i], toks[i + 1]) for i in range(0, len(toks), 2)]:
         n = split_name(name)
-        texts += [f"{n} is the color #{hexv}.", f"The hex code of {n} is #{hexv}.", f"#{hexv} looks like {n}."]
+        texts += [f"{n} is the color #{hexv}.", f"The hex code of {n} is #{hexv}.", f"#{hexv} looks like {n}.",
+                  f"{n} is {describe(hexv)}."]
     rng.shuffle(texts)
     with open(os.path.join(a.out, "pretrain.jsonl"), "w") as f:
         for i in range(0, len(texts), 4): f.write(json.dumps({"text": " ".join(texts[i:i + 4])}) + "\n")
     system = "You are a professional color designer. Please provide the corresponding colors based on the description of Human.\n"
-    texts = [r["description"] for r in rows] + [r["color"] for r in rows] + [system, "system user assistant", "is the color hex code of looks like"]
+    texts = [r["description"].split(":", 1)[1].strip() for r in rows] + [r["color"] for r in rows] + [system, "system user assistant", "is the color hex code of looks like"]
     vocab, merges = train_bpe(texts, a.merges)
     tok, cfg, vocab_size = tokenizer_files(vocab, merges)
     with open(os.path.join(a.out, "tokenizer.json"), "w") as f: json.dump(tok, f, ensure_ascii=False); f.write("\n")
