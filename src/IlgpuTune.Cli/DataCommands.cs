@@ -150,7 +150,7 @@ public sealed class DataCommands
         return sb.ToString();
     }
 
-    [Command("check-dataset", Description = "Validate every record, then print counts, the token-length histogram, empty fields and truncations; exit 1 when no sample is trainable")]
+    [Command("check-dataset", Description = "Validate every record, then print counts, the token-length histogram, empty fields and truncations; exit 2 when no sample is trainable")]
     public int CheckDataset(DatasetParameters p)
     {
         var o = p.ToOptions();
@@ -170,8 +170,8 @@ public sealed class DataCommands
         }
         catch (DatasetException e)
         {
-            Console.Error.WriteLine(e.Message);
-            return 1;
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
         }
         catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
         {
@@ -197,7 +197,7 @@ public sealed class DataCommands
         if (diagnosis.Trainable == 0)
         {
             Console.Error.WriteLine($"error: no trainable sample: {diagnosis.NoTrainableReason()}");
-            return 1;
+            return 2;
         }
         return 0;
     }
@@ -241,8 +241,8 @@ public sealed class DataCommands
         }
         catch (DatasetException e)
         {
-            Console.Error.WriteLine(e.Message);
-            return 1;
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
         }
         catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
         {

@@ -40,9 +40,12 @@ WORDS = ["alice", "antique", "aqua", "marine", "blanched", "almond", "blue", "vi
          "maroon", "linen", "ivory", "indigo", "gainsboro", "fuchsia", "crimson", "chocolate", "bisque", "beige", "azure",
          "black", "lime"]
 
-# Descriptions of the training set; "I want a {n} tone" is held out (the demo's unseen phrasing).
-PHRASES = ["a shade of {n}", "the color {n}", "something like {n}, please", "{n}, {d}", "{d} called {n}", "I want a {n} tone"]
-TRAIN_PHRASES = PHRASES[:5]
+# Descriptions of the training set ({n} the name, {d} its lightness and hue); "I want a {n} tone" is held out (the demo's
+# unseen phrasing).
+TRAIN_PHRASES = ["a shade of {n}", "the color {n}", "something like {n}, please", "{n}, {d}", "{d} called {n}", "{n} please",
+                 "give me {n}", "a {n} color", "{d}, like {n}", "my favorite color is {n}", "paint it {n}", "the {n} one",
+                 "{n} for the background", "a bit of {n}", "pure {n}"]
+HELD_OUT_PHRASES = ["I want a {n} tone"]
 
 def describe(hexv):
     """'87ceeb' -> 'a light blue': lightness and hue family of a hex color (HLS), as a human would say it."""
@@ -218,7 +221,8 @@ def main():
     with open(os.path.join(a.out, "pretrain.jsonl"), "w") as f:
         for i in range(0, len(texts), 4): f.write(json.dumps({"text": " ".join(texts[i:i + 4])}) + "\n")
     system = "You are a professional color designer. Please provide the corresponding colors based on the description of Human.\n"
-    texts = [r["description"].split(":", 1)[1].strip() for r in rows] + [r["color"] for r in rows] + [system, "system user assistant", "is the color hex code of looks like"]
+    # The system prompt (SYSTEM_TEMPLATE.colorist) is in every sample: weighted so that it becomes a few tokens.
+    texts = [r["description"].split(":", 1)[1].strip() for r in rows] + [r["color"] for r in rows] + [system] * 50 + ["system user assistant", "is the color hex code of looks like"]
     vocab, merges = train_bpe(texts, a.merges)
     tok, cfg, vocab_size = tokenizer_files(vocab, merges)
     with open(os.path.join(a.out, "tokenizer.json"), "w") as f: json.dump(tok, f, ensure_ascii=False); f.write("\n")

@@ -116,7 +116,7 @@ public static class DatasetReader
         string fix = $"set dataset_map_fn: {DatasetMapFns.MapFnName(looks.Format)}";
         if (looks.Format == DatasetFormat.Text && format != DatasetFormat.Text && options.Columns is null)
             fix += " (or map your columns with dataset_columns / --columns)";
-        return new DatasetError(file, "(format)",
+        return new DatasetError(file, "dataset_map_fn",
             $"records look like {looks.Description} {DatasetMapFns.Shape(looks.Format)}, not what {DatasetMapFns.MapFnName(format)} reads " +
             $"{DatasetMapFns.Shape(format)}: {fix}");
     }

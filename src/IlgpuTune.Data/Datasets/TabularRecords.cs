@@ -81,7 +81,8 @@ public static class TabularRecords
             }
             catch (Exception e) when (e is InvalidDataException or IOException or System.Xml.XmlException or InvalidOperationException)
             {
-                errors.Add(new DatasetError($"{name} row {row + 1}", "(record)", $"unreadable row: {e.Message}"));
+                errors.Add(row == 1 ? new DatasetError(name, "(file)", $"not a readable .xlsx workbook: {e.Message}")
+                    : new DatasetError($"{name} row {row + 1}", "(record)", $"unreadable row: {e.Message}"));
                 yield break;
             }
             if (!more) yield break;
