@@ -175,7 +175,7 @@ public sealed class DataCommands
         }
         catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
         {
-            Console.Error.WriteLine(e.Message);
+            Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
         var (_, stats) = DataPipeline.Pack(samples, o);
@@ -246,7 +246,7 @@ public sealed class DataCommands
         }
         catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
         {
-            Console.Error.WriteLine(e.Message);
+            Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
         var (rows, _) = DataPipeline.Pack(samples, o);

@@ -38,14 +38,16 @@ public sealed record DataOptions
 /// What check-dataset and train say about a dataset beyond counts: inputs / outputs left empty by the map fn (a wrong
 /// format or column names), and samples that lost every supervised token to truncation, with the reason.
 /// </summary>
-public sealed record DatasetDiagnosis(int Samples, int Trainable, int EmptyInputs, string? FirstEmptyInput, int EmptyOutputs,
+public sealed record DatasetDiagnosis(DatasetFormat Format, int Samples, int Trainable, int EmptyInputs, string? FirstEmptyInput, int EmptyOutputs,
     string? FirstEmptyOutput, int DroppedByTruncation, string? TruncationReason, int NoLossNotTruncated)
 {
     /// <summary>One line per problem found (none for a healthy dataset).</summary>
     public IEnumerable<string> Warnings()
     {
         if (EmptyInputs > 0)
-            yield return $"{EmptyInputs} of {Samples} samples have an empty input after the map fn (first: {FirstEmptyInput}): check dataset_map_fn and the column names";
+            yield return $"{EmptyInputs} of {Samples} samples have an empty input after the map fn (first: {FirstEmptyInput}): " +
+                (Format == DatasetFormat.Colors ? "colors_map_fn keeps the text after ':' of description; write \"Name: description\""
+                    : "check dataset_map_fn and the column names");
         if (EmptyOutputs > 0)
             yield return $"{EmptyOutputs} of {Samples} samples have an empty output after the map fn (first: {FirstEmptyOutput})";
         if (DroppedByTruncation > 0)
@@ -194,7 +196,7 @@ public static class DataPipeline
                 ? $"system prompt of {o.Template} is {systemTokens} tokens; max_length {o.MaxLength} leaves no room for the answer (prompts of {span}); raise max_length or shorten the system"
                 : $"prompts of {span} before the first answer token; max_length {o.MaxLength} leaves no room for the answer; raise max_length or shorten the inputs";
         }
-        return new DatasetDiagnosis(samples.Count, samples.Count(s => s.HasLoss), emptyIn, firstIn, emptyOut, firstOut,
+        return new DatasetDiagnosis(format, samples.Count, samples.Count(s => s.HasLoss), emptyIn, firstIn, emptyOut, firstOut,
             truncatedAway.Count, reason, noLoss);
     }
 

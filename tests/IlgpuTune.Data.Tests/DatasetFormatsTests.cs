@@ -214,4 +214,14 @@ public class DatasetFormatsTests : IDisposable
         Assert.Equal((0, 2), (dd.Trainable, dd.DroppedByTruncation));
         Assert.StartsWith($"every sample lost its answer to truncation: system prompt of llama2_chat is {systemTokens} tokens; max_length 96 leaves no room", dd.NoTrainableReason());
     }
+
+    [Fact]
+    public void OneJsonObjectFileIsOneErrorNamingItsList()
+    {
+        string p = Write("wrapped.json", "{\n  \"data\": [\n    {\"text\": \"a\"},\n    {\"text\": \"b\"}\n  ]\n}\n");
+        var ex = Assert.Throws<DatasetException>(() => DatasetReader.Read(p, DatasetFormat.Text));
+        Assert.Contains("its records are under 'data'", Assert.Single(ex.Errors).Message);
+        string dup = Write("dup.csv", "input,input\na,b\n");
+        Assert.Contains("column 'input' appears twice", Assert.Single(Assert.Throws<DatasetException>(() => DatasetReader.Read(dup, DatasetFormat.Default)).Errors).Message);
+    }
 }

@@ -72,7 +72,9 @@ public static class DatasetReader
     public static IEnumerable<RawRecord> Records(string file, DatasetReadOptions options, List<DatasetError> errors) =>
         Path.GetExtension(file).ToLowerInvariant() switch
         {
-            ".jsonl" or ".json" => StartsWithArray(file) ? JsonRecords.ReadJsonArray(file, errors) : JsonRecords.ReadJsonl(file, errors),
+            ".jsonl" or ".json" => StartsWithArray(file) ? JsonRecords.ReadJsonArray(file, errors)
+                : OneObject(file) is { } why ? throw new DatasetException([new DatasetError(Path.GetFileName(file), "(file)", why)])
+                : JsonRecords.ReadJsonl(file, errors),
             ".parquet" => ParquetRecords.Read(file),
             ".csv" or ".tsv" => TabularRecords.ReadCsv(file, errors),
             ".xlsx" => TabularRecords.ReadXlsx(file, errors),
@@ -95,6 +97,37 @@ public static class DatasetReader
             return b == (byte)'[';
         }
         return false;
+    }
+
+    // A file that is one multi-line JSON object (not JSON Lines): one error instead of one per line.
+    static string? OneObject(string file)
+    {
+        string? firstLine = File.ReadLines(file).FirstOrDefault(l => !string.IsNullOrWhiteSpace(l));
+        if (firstLine is null || !firstLine.TrimStart().StartsWith('{')) return null;
+        try
+        {
+            using var _ = JsonDocument.Parse(firstLine);
+            return null;   // JSON Lines
+        }
+        catch (JsonException)
+        {
+        }
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(File.ReadAllBytes(file), new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip });
+        }
+        catch (JsonException)
+        {
+            return null;   // malformed JSON Lines: reported line by line
+        }
+        using (doc)
+        {
+            var lists = doc.RootElement.ValueKind == JsonValueKind.Object
+                ? doc.RootElement.EnumerateObject().Where(p => p.Value.ValueKind == JsonValueKind.Array).Select(p => p.Name).ToList() : [];
+            return "the file is one JSON object, not JSON Lines or an array of records" + (lists.Count == 1
+                ? $"; its records are under '{lists[0]}': write that list alone (json.dump(data[\"{lists[0]}\"], f))" : "");
+        }
     }
 
     static RawRecord Rename(RawRecord r, IReadOnlyDictionary<string, string> columns)

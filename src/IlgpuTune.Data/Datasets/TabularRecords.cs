@@ -31,6 +31,11 @@ public static class TabularRecords
             errors.Add(new DatasetError($"{name} row 1", "(header)", "expected a header row naming the columns"));
             yield break;
         }
+        if (header.GroupBy(h => h).FirstOrDefault(g => g.Count() > 1) is { } dup)
+        {
+            errors.Add(new DatasetError($"{name} row 1", "(header)", $"column '{dup.Key}' appears twice"));
+            yield break;
+        }
         int row = 1;
         while (true)
         {
