@@ -9,11 +9,13 @@ public class DatasetCliTests(ITestOutputHelper log) : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    [Fact]
-    public void TheDemoDatasetHasNoEmptyPrompts()
+    [Theory]
+    [InlineData("tiny_llama_lora_colorist_e3")]
+    [InlineData("tiny_llama_lora_self_cognition_e3")]
+    public void TheDemoDatasetsHaveNoEmptyPrompts(string config)
     {
         // The embedded colorist data is "Name: description", so colors_map_fn keeps a description for every sample.
-        var (code, stdout, _) = CliRunner.Run(log, "check-dataset", "tiny_llama_lora_colorist_e3");
+        var (code, stdout, _) = CliRunner.Run(log, "check-dataset", config);
         Assert.Equal(0, code);
         Assert.DoesNotContain("warning:", stdout);
         Assert.Contains("truncated to 128: 0", stdout);

@@ -200,6 +200,20 @@ def tiny_model(vocab_size, out):
     with open(os.path.join(out, "config.json"), "w") as f: json.dump(cfg, f, indent=2); f.write("\n")
     write_safetensors(os.path.join(out, "model.safetensors"), t)
 
+# XTuner's self-cognition tutorial in miniature: questions about the assistant's identity -> its new identity, written as
+# that tutorial writes its data (one JSON array of {"conversation": [{"system", "input", "output"}]}, repeated).
+IDENTITY_ZH = "我是 IlgpuTune 小助手。"
+IDENTITY_EN = "I am the IlgpuTune assistant, trained with LoRA by ilgpu-tune on a CPU."
+QUESTIONS_ZH = ["你是谁", "你是谁？", "请介绍一下你自己", "介绍一下你自己", "你叫什么名字", "你的名字是什么？", "你是什么模型？"]
+QUESTIONS_EN = ["who are you?", "Who are you", "introduce yourself", "what is your name?", "tell me about yourself"]
+
+def self_cognition(repeat=60):
+    rows = [{"conversation": [{"system": "", "input": q, "output": IDENTITY_ZH}]} for q in QUESTIONS_ZH] + \
+           [{"conversation": [{"system": "", "input": q, "output": IDENTITY_EN}]} for q in QUESTIONS_EN]
+    rows = rows * repeat
+    random.Random(5).shuffle(rows)
+    return rows
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -209,6 +223,8 @@ def main():
     rows = dataset()
     with open(os.path.join(a.out, "colorist.jsonl"), "w") as f:
         for r in rows: f.write(json.dumps(r) + "\n")
+    with open(os.path.join(a.out, "self_cognition.json"), "w") as f:
+        json.dump(self_cognition(), f, ensure_ascii=False); f.write("\n")
     # Raw text for the base model's incremental pre-training: the colors as sentences, no chat format.
     toks = CSS.split()
     rng = random.Random(11)
