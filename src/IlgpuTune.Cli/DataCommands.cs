@@ -13,8 +13,10 @@ namespace IlgpuTune.Cli;
 /// <summary>Dataset options shared by check-dataset and log-dataset (a training config will supply the same values).</summary>
 public sealed record DatasetParameters(
     [Argument(Description = "training config (YAML file or built-in name); the options below override its values")] string? Config = null,
-    [Option("data", Description = "dataset file (.json, .jsonl, .parquet); repeat for several")] string[]? Data = null,
-    [Option("format", Description = "conversation, alpaca, oasst1, colors, openai or text")] string? Format = null,
+    [Option("data", Description = "dataset file (.json/.jsonl: JSON Lines or one JSON array; .parquet; .csv/.tsv; .xlsx; .txt) or HF dataset folder; repeat for several")] string[]? Data = null,
+    [Option("format", Description = "the dataset map fn: conversation (None), alpaca, openai, colors, oasst1, text (pretrain), default, arxiv, code_alpaca, ... (XTuner's *_map_fn names work too)")] string? Format = null,
+    [Option("columns", Description = "rename columns to the fields the map fn reads, e.g. input=question,output=answer,system=persona")] string? Columns = null,
+    [Option("text-sample-by", Description = ".txt samples: line (each non-blank line), paragraph (blank-line separated) or document (whole file)")] string? TextSampleBy = null,
     [Option("tokenizer", Description = "tokenizer folder (tokenizer.json or tokenizer.model, tokenizer_config.json)")] string? Tokenizer = null,
     [Option("template", Description = "XTuner prompt template name, auto (the model's chat_template), or none")] string? Template = null,
     [Option("max-length", Description = "max_length in tokens")] int? MaxLength = null,
@@ -32,6 +34,8 @@ public sealed record DatasetParameters(
         {
             DataFiles = Data is { Length: > 0 } ? Data : cfg?.DataPath ?? throw new ArgumentException("--data is required (or give a training config)"),
             Format = Need(Format ?? cfg?.DatasetMapFn, "format"),
+            Columns = Columns is not null ? DatasetReadOptions.ParseColumns(Columns) : cfg?.DatasetColumns,
+            TextSampleBy = TextRecords.ParseSampleBy(TextSampleBy ?? cfg?.TextSampleBy ?? "line"),
             TokenizerDir = Need(Tokenizer ?? cfg?.Tokenizer ?? cfg?.PretrainedModelNameOrPath, "tokenizer"),
             Template = Need(Template ?? cfg?.PromptTemplate, "template"),
             MaxLength = MaxLength ?? cfg?.MaxLength ?? throw new ArgumentException("--max-length is required (or give a training config)"),
@@ -146,7 +150,7 @@ public sealed class DataCommands
         return sb.ToString();
     }
 
-    [Command("check-dataset", Description = "Validate every record, then print counts, the token-length histogram and truncations")]
+    [Command("check-dataset", Description = "Validate every record, then print counts, the token-length histogram, empty fields and truncations; exit 2 when no sample is trainable")]
     public int CheckDataset(DatasetParameters p)
     {
         var o = p.ToOptions();
@@ -166,12 +170,12 @@ public sealed class DataCommands
         }
         catch (DatasetException e)
         {
-            Console.Error.WriteLine(e.Message);
-            return 1;
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
         }
         catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
         {
-            Console.Error.WriteLine(e.Message);
+            Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
         var (_, stats) = DataPipeline.Pack(samples, o);
@@ -188,6 +192,13 @@ public sealed class DataCommands
         }
         if (o.Pack) Console.WriteLine($"packed: {stats.Rows} rows of ≤ {o.MaxLength} tokens, fill ratio {stats.FillRatio:P1}");
         else Console.WriteLine($"rows: {stats.Rows} (one sample per row)");
+        var diagnosis = DataPipeline.Diagnose(o, tok, conversations, samples);
+        foreach (string w in diagnosis.Warnings()) Console.WriteLine($"warning: {w}");
+        if (diagnosis.Trainable == 0)
+        {
+            Console.Error.WriteLine($"error: no trainable sample: {diagnosis.NoTrainableReason()}");
+            return 2;
+        }
         return 0;
     }
 
@@ -230,12 +241,12 @@ public sealed class DataCommands
         }
         catch (DatasetException e)
         {
-            Console.Error.WriteLine(e.Message);
-            return 1;
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
         }
         catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
         {
-            Console.Error.WriteLine(e.Message);
+            Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
         var (rows, _) = DataPipeline.Pack(samples, o);

@@ -11,9 +11,13 @@ namespace IlgpuTune.Data;
 /// </summary>
 public sealed record DataOptions
 {
-    /// <summary>.json, .jsonl or .parquet files, read in this order.</summary>
+    /// <summary>Dataset files (.json, .jsonl, .parquet, .csv, .tsv, .xlsx, .txt) or HF dataset folders, read in this order.</summary>
     public required IReadOnlyList<string> DataFiles { get; init; }
-    /// <summary>A dataset map fn name (DatasetMapFns.Parse): conversation, alpaca, oasst1, colors, openai, text.</summary>
+    /// <summary>Field → column renames applied before the map fn (dataset_columns), e.g. {input: question, output: answer}.</summary>
+    public IReadOnlyDictionary<string, string>? Columns { get; init; }
+    /// <summary>How .txt files are cut into samples (text_sample_by): line, paragraph (blank-line separated) or document.</summary>
+    public TextSampleBy TextSampleBy { get; init; } = TextSampleBy.Line;
+    /// <summary>A dataset map fn name (DatasetMapFns.Parse): conversation, alpaca, oasst1, colors, openai, text, default, ...</summary>
     public required string Format { get; init; }
     /// <summary>The tokenizer folder (its files key the cache).</summary>
     public required string TokenizerDir { get; init; }
@@ -30,6 +34,36 @@ public sealed record DataOptions
     public int MaxErrors { get; init; } = DatasetReader.DefaultMaxErrors;
 }
 
+/// <summary>
+/// What check-dataset and train say about a dataset beyond counts: inputs / outputs left empty by the map fn (a wrong
+/// format or column names), and samples that lost every supervised token to truncation, with the reason.
+/// </summary>
+public sealed record DatasetDiagnosis(DatasetFormat Format, int Samples, int Trainable, int EmptyInputs, string? FirstEmptyInput, int EmptyOutputs,
+    string? FirstEmptyOutput, int DroppedByTruncation, string? TruncationReason, int NoLossNotTruncated)
+{
+    /// <summary>One line per problem found (none for a healthy dataset).</summary>
+    public IEnumerable<string> Warnings()
+    {
+        if (EmptyInputs > 0)
+            yield return $"{EmptyInputs} of {Samples} samples have an empty input after the map fn (first: {FirstEmptyInput}): " +
+                (Format == DatasetFormat.Colors ? "colors_map_fn keeps the text after ':' of description; write \"Name: description\""
+                    : "check dataset_map_fn and the column names");
+        if (EmptyOutputs > 0)
+            yield return $"{EmptyOutputs} of {Samples} samples have an empty output after the map fn (first: {FirstEmptyOutput})";
+        if (DroppedByTruncation > 0)
+            yield return $"{DroppedByTruncation} of {Samples} samples dropped by truncation: {TruncationReason}";
+        if (NoLossNotTruncated > 0)
+            yield return $"{NoLossNotTruncated} of {Samples} samples have no supervised token (every output has output_with_loss false or loss false)";
+    }
+
+    /// <summary>Why no sample is trainable (for the error when Trainable is 0).</summary>
+    public string NoTrainableReason() =>
+        Samples == 0 ? "the dataset has no records"
+        : DroppedByTruncation > 0 ? $"every sample lost its answer to truncation: {TruncationReason}"
+        : NoLossNotTruncated > 0 ? "no sample has a supervised token (every output has output_with_loss false or loss false)"
+        : "every label is -100";
+}
+
 /// <summary>read → map → template → encode (all cores) → pack → memory-mapped cache.</summary>
 public static class DataPipeline
 {
@@ -44,11 +78,12 @@ public static class DataPipeline
         var errors = new List<DatasetError>();
         bool more = false;
         int dropped = 0;
-        foreach (string f in o.DataFiles)
+        var readOptions = new DatasetReadOptions { Columns = o.Columns, SampleBy = o.TextSampleBy };
+        foreach (string f in DatasetFiles.Expand(o.DataFiles))
         {
             try
             {
-                var (c, d) = DatasetReader.Read(f, format, o.MaxErrors);
+                var (c, d) = DatasetReader.Read(f, format, o.MaxErrors, readOptions);
                 all.AddRange(c);
                 dropped += d;
             }
@@ -117,8 +152,65 @@ public static class DataPipeline
         return (rows, new PackStats(rows.Count, rows.Count, noLoss, truncated, tokens, o.MaxLength));
     }
 
+    /// <summary>
+    /// Empty inputs / outputs after the map fn, and for the samples truncation left without a supervised token, why:
+    /// their prompts' lengths (re-encoded without the limit) and the prompt template's system part against max_length.
+    /// </summary>
+    public static DatasetDiagnosis Diagnose(DataOptions o, ITokenizer tokenizer, IReadOnlyList<Conversation> conversations,
+        IReadOnlyList<EncodedSample> samples)
+    {
+        var format = DatasetMapFns.Parse(o.Format);
+        int emptyIn = 0, emptyOut = 0;
+        string? firstIn = null, firstOut = null;
+        foreach (var c in conversations)
+        {
+            // Pre-training text has no input by design.
+            if (format != DatasetFormat.Text && o.Template is not ("none" or "") && c.Turns.Any(t => string.IsNullOrWhiteSpace(t.Input)))
+            {
+                emptyIn++;
+                firstIn ??= c.Source;
+            }
+            if (c.Turns.Any(t => string.IsNullOrWhiteSpace(t.Output)))
+            {
+                emptyOut++;
+                firstOut ??= c.Source;
+            }
+        }
+        var truncatedAway = Enumerable.Range(0, samples.Count).Where(i => samples[i].Truncated && !samples[i].HasLoss).ToList();
+        int noLoss = samples.Count(s => !s.Truncated && !s.HasLoss);
+        string? reason = null;
+        if (truncatedAway.Count > 0)
+        {
+            var full = CreateEncoder(o with { MaxLength = int.MaxValue / 2 }, tokenizer);
+            var prompts = truncatedAway.Take(1000).Select(i =>
+            {
+                var labels = full.Encode(conversations[i]).Labels;
+                int first = Array.FindIndex(labels, l => l >= 0);
+                return first < 0 ? labels.Length : first;
+            }).Order().ToArray();
+            string? system = truncatedAway.Select(i => conversations[i].Turns[0].System).FirstOrDefault(st => !string.IsNullOrEmpty(st));
+            int systemTokens = system is not null && XtunerTemplates.Prompt.TryGetValue(o.Template, out var t) && t.System is not null
+                ? tokenizer.Encode(XtunerTemplates.Format(t.System, ("system", system))).Length : 0;
+            string span = prompts[0] == prompts[^1] ? $"{prompts[0]} tokens" : $"{prompts[0]}-{prompts[^1]} tokens";
+            reason = systemTokens * 2 >= o.MaxLength
+                ? $"system prompt of {o.Template} is {systemTokens} tokens; max_length {o.MaxLength} leaves no room for the answer (prompts of {span}); raise max_length or shorten the system"
+                : $"prompts of {span} before the first answer token; max_length {o.MaxLength} leaves no room for the answer; raise max_length or shorten the inputs";
+        }
+        return new DatasetDiagnosis(format, samples.Count, samples.Count(s => s.HasLoss), emptyIn, firstIn, emptyOut, firstOut,
+            truncatedAway.Count, reason, noLoss);
+    }
+
+    /// <summary>The diagnosis of o's dataset read and encoded afresh (for the error when a run has no trainable sample).</summary>
+    public static DatasetDiagnosis Diagnose(DataOptions o, ITokenizer tokenizer)
+    {
+        var (conversations, _) = Read(o);
+        return Diagnose(o, tokenizer, conversations, EncodeAll(conversations, CreateEncoder(o, tokenizer)));
+    }
+
     public static string CacheKey(DataOptions o) =>
-        PackedCache.Key(o.DataFiles, Tokenizers.Files(o.TokenizerDir), o.Template, DatasetMapFns.Parse(o.Format).ToString(),
+        PackedCache.Key(DatasetFiles.Expand(o.DataFiles), Tokenizers.Files(o.TokenizerDir), o.Template, DatasetMapFns.Parse(o.Format) +
+            (o.Columns is { Count: > 0 } c ? "|columns " + string.Join(",", c.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")) : "") +
+            (o.TextSampleBy == TextSampleBy.Line ? "" : "|" + o.TextSampleBy),
             o.MaxLength, o.ShuffleBeforePack, o.Seed, o.Pack);
 
     /// <summary>

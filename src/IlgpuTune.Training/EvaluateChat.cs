@@ -1,6 +1,7 @@
 // XTuner's EvaluateChatHook: answers to evaluation_inputs, generated greedily with the model's current weights before
 // training, every evaluation_freq iterations and at the end, written to the log.
 using IlgpuTune.Core;
+using IlgpuTune.Data.Datasets;
 using IlgpuTune.Data.Templates;
 using IlgpuTune.Data.Templates.Jinja;
 using IlgpuTune.Data.Tokenization;
@@ -22,7 +23,10 @@ public sealed class EvaluateChat
     {
         _cfg = cfg;
         _tokenizer = tokenizer;
-        _system = cfg.System ?? (cfg.SystemTemplate is { } st ? XtunerChatPrompt.SystemFromTemplate(st) : null);
+        // The config's system, else the one the dataset map fn trains with (colors_map_fn: SYSTEM_TEMPLATE.colorist), so the
+        // evaluation prompt is the training prompt.
+        _system = cfg.System ?? (cfg.SystemTemplate is { } st ? XtunerChatPrompt.SystemFromTemplate(st) : null)
+            ?? DatasetMapFns.System(DatasetMapFns.Parse(cfg.DatasetMapFn));
         if (XtunerTemplates.Prompt.ContainsKey(cfg.PromptTemplate)) _template = XtunerTemplates.Get(cfg.PromptTemplate);
         else if (cfg.PromptTemplate != "none" && ChatTemplates.Resolve(cfg.PromptTemplate, tokenizer.Config) is { } source)
             _chatTemplate = JinjaTemplate.Parse(source);

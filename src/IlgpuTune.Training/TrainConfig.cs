@@ -34,6 +34,10 @@ public sealed class TrainConfig
     public LoraSettings? Lora { get; set; }
     public List<string> DataPath { get; set; } = [];
     public string DatasetMapFn { get; set; } = "conversation";
+    /// <summary>Field → column renames before the map fn (spreadsheets), e.g. {input: question, output: answer}.</summary>
+    public Dictionary<string, string>? DatasetColumns { get; set; }
+    /// <summary>How .txt data files are cut into samples: line | paragraph (blank-line separated) | document.</summary>
+    public string TextSampleBy { get; set; } = "line";
     public string PromptTemplate { get; set; } = "default";
     public string? System { get; set; }
     public string? SystemTemplate { get; set; }
@@ -85,6 +89,8 @@ public sealed class TrainConfig
         new("data_path", (c, n, w) => c.DataPath = StrList(n, w)),
         // null is XTuner's dataset_map_fn=None (records already in its conversation format) and template_map_fn=None.
         new("dataset_map_fn", (c, n, w) => c.DatasetMapFn = IsNull(n) ? "conversation" : Str(n, w)),
+        new("dataset_columns", (c, n, w) => c.DatasetColumns = IsNull(n) ? null : StrMap(n, w)),
+        new("text_sample_by", (c, n, w) => c.TextSampleBy = OneOf(n, w, "line", "paragraph", "document")),
         new("prompt_template", (c, n, w) => c.PromptTemplate = IsNull(n) ? "none" : Str(n, w)),
         new("system", (c, n, w) => c.System = NullableStr(n, w)),
         new("system_template", (c, n, w) => c.SystemTemplate = NullableStr(n, w)),
@@ -264,6 +270,10 @@ public sealed class TrainConfig
             throw new ConfigException($"{where}: expected a number, got '{s}'");
         return v >= min && v <= max ? v : throw new ConfigException($"{where}: {s} is outside [{min}, {max}]");
     }
+
+    private static Dictionary<string, string> StrMap(YamlNode n, string where) => n is YamlMappingNode map
+        ? map.Children.ToDictionary(kv => Str(kv.Key, where), kv => Str(kv.Value, where + "." + Str(kv.Key, where)))
+        : throw new ConfigException($"{where}: expected a mapping of field to column name, e.g. {{input: question, output: answer}}");
 
     private static List<string> StrList(YamlNode n, string where) => n switch
     {

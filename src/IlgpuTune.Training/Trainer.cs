@@ -9,6 +9,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using IlgpuTune.Core;
 using IlgpuTune.Data;
+using IlgpuTune.Data.Datasets;
 using IlgpuTune.Data.Packing;
 using IlgpuTune.Data.Tokenization;
 using IlgpuTune.Model;
@@ -159,6 +160,7 @@ public sealed class TrainRun : IDisposable
         {
             DataFiles = cfg.DataPath, Format = cfg.DatasetMapFn, TokenizerDir = tokenizerDir, Template = cfg.PromptTemplate,
             MaxLength = cfg.MaxLength, Pack = cfg.PackToMaxLength, ShuffleBeforePack = cfg.ShuffleBeforePack, Seed = (ulong)cfg.Seed,
+            Columns = cfg.DatasetColumns, TextSampleBy = TextRecords.ParseSampleBy(cfg.TextSampleBy),
         };
         string cacheDir = Path.Combine(_workDir, "cache"), cacheKey = DataPipeline.CacheKey(dataOptions);
         var cached = PackedCache.TryOpen(cacheDir, cacheKey);
@@ -172,9 +174,7 @@ public sealed class TrainRun : IDisposable
             (packed, stats) = DataPipeline.Pack(DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(dataOptions, tokenizer)), dataOptions);
         }
         if (stats.Rows == 0)
-            throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample: of {stats.Samples} samples, " +
-                $"{stats.DroppedNoLoss} have no token to learn (every label -100: empty answers, or cut off by max_length {cfg.MaxLength}; " +
-                $"{stats.Truncated} were truncated); `ilgpu-tune check-dataset` shows them");
+            throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample: {DataPipeline.Diagnose(dataOptions, tokenizer).NoTrainableReason()}");
 
         _device = Own(Device.Create(cfg.Device));
         // bf16 / fp16 autocast for matmuls runs on tensor cores; the managed CPU path and the emulator compute in fp32.

@@ -40,7 +40,27 @@ WORDS = ["alice", "antique", "aqua", "marine", "blanched", "almond", "blue", "vi
          "maroon", "linen", "ivory", "indigo", "gainsboro", "fuchsia", "crimson", "chocolate", "bisque", "beige", "azure",
          "black", "lime"]
 
-PHRASES = ["a shade of {n}", "the color {n}", "something like {n}, please", "I want a {n} tone", "{n}"]
+# Descriptions of the training set ({n} the name, {d} its lightness and hue); "I want a {n} tone" is held out (the demo's
+# unseen phrasing).
+TRAIN_PHRASES = ["a shade of {n}", "the color {n}", "something like {n}, please", "{n}, {d}", "{d} called {n}", "{n} please",
+                 "give me {n}", "a {n} color", "{d}, like {n}", "my favorite color is {n}", "paint it {n}", "the {n} one",
+                 "{n} for the background", "a bit of {n}", "pure {n}"]
+HELD_OUT_PHRASES = ["I want a {n} tone"]
+
+def describe(hexv):
+    """'87ceeb' -> 'a light blue': lightness and hue family of a hex color (HLS), as a human would say it."""
+    import colorsys
+    r, g, b = (int(hexv[i:i + 2], 16) / 255 for i in (0, 2, 4))
+    h, l, s = colorsys.rgb_to_hls(r, g, b)
+    if l > 0.95: return "a white"
+    if l < 0.08: return "a black"
+    if s < 0.15: hue = "gray"
+    else:
+        deg = h * 360
+        hue = next(name for top, name in [(15, "red"), (45, "orange"), (70, "yellow"), (160, "green"), (195, "cyan"),
+                                          (255, "blue"), (290, "purple"), (340, "pink"), (361, "red")] if deg < top)
+    light = "pale " if l > 0.85 else "light " if l > 0.65 else "dark " if l < 0.3 else ""
+    return f"a {light}{hue}"
 
 def split_name(name):
     """'darkslateblue' -> 'dark slate blue' using the word list (greedy longest match)."""
@@ -60,8 +80,9 @@ def dataset():
     rows = []
     for name, hexv in pairs:
         n = split_name(name)
-        for p in PHRASES[:3]:
-            rows.append({"description": p.format(n=n), "color": "#" + hexv})
+        # The real colorist format (burkelibbey/colors): "Name: description"; colors_map_fn keeps the text after ':'.
+        for p in TRAIN_PHRASES:
+            rows.append({"description": f"{n.title()}: {p.format(n=n, d=describe(hexv))}", "color": "#" + hexv})
     random.Random(7).shuffle(rows)
     return rows
 
@@ -179,6 +200,20 @@ def tiny_model(vocab_size, out):
     with open(os.path.join(out, "config.json"), "w") as f: json.dump(cfg, f, indent=2); f.write("\n")
     write_safetensors(os.path.join(out, "model.safetensors"), t)
 
+# XTuner's self-cognition tutorial in miniature: questions about the assistant's identity -> its new identity, written as
+# that tutorial writes its data (one JSON array of {"conversation": [{"system", "input", "output"}]}, repeated).
+IDENTITY_ZH = "我是 IlgpuTune 小助手。"
+IDENTITY_EN = "I am the IlgpuTune assistant, trained with LoRA by ilgpu-tune on a CPU."
+QUESTIONS_ZH = ["你是谁", "你是谁？", "请介绍一下你自己", "介绍一下你自己", "你叫什么名字", "你的名字是什么？", "你是什么模型？"]
+QUESTIONS_EN = ["who are you?", "Who are you", "introduce yourself", "what is your name?", "tell me about yourself"]
+
+def self_cognition(repeat=60):
+    rows = [{"conversation": [{"system": "", "input": q, "output": IDENTITY_ZH}]} for q in QUESTIONS_ZH] + \
+           [{"conversation": [{"system": "", "input": q, "output": IDENTITY_EN}]} for q in QUESTIONS_EN]
+    rows = rows * repeat
+    random.Random(5).shuffle(rows)
+    return rows
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -188,18 +223,22 @@ def main():
     rows = dataset()
     with open(os.path.join(a.out, "colorist.jsonl"), "w") as f:
         for r in rows: f.write(json.dumps(r) + "\n")
+    with open(os.path.join(a.out, "self_cognition.json"), "w") as f:
+        json.dump(self_cognition(), f, ensure_ascii=False); f.write("\n")
     # Raw text for the base model's incremental pre-training: the colors as sentences, no chat format.
     toks = CSS.split()
     rng = random.Random(11)
     texts = []
     for name, hexv in [(toks[i], toks[i + 1]) for i in range(0, len(toks), 2)]:
         n = split_name(name)
-        texts += [f"{n} is the color #{hexv}.", f"The hex code of {n} is #{hexv}.", f"#{hexv} looks like {n}."]
+        texts += [f"{n} is the color #{hexv}.", f"The hex code of {n} is #{hexv}.", f"#{hexv} looks like {n}.",
+                  f"{n} is {describe(hexv)}."]
     rng.shuffle(texts)
     with open(os.path.join(a.out, "pretrain.jsonl"), "w") as f:
         for i in range(0, len(texts), 4): f.write(json.dumps({"text": " ".join(texts[i:i + 4])}) + "\n")
     system = "You are a professional color designer. Please provide the corresponding colors based on the description of Human.\n"
-    texts = [r["description"] for r in rows] + [r["color"] for r in rows] + [system, "system user assistant", "is the color hex code of looks like"]
+    # The system prompt (SYSTEM_TEMPLATE.colorist) is in every sample: weighted so that it becomes a few tokens.
+    texts = [r["description"].split(":", 1)[1].strip() for r in rows] + [r["color"] for r in rows] + [system] * 50 + ["system user assistant", "is the color hex code of looks like"]
     vocab, merges = train_bpe(texts, a.merges)
     tok, cfg, vocab_size = tokenizer_files(vocab, merges)
     with open(os.path.join(a.out, "tokenizer.json"), "w") as f: json.dump(tok, f, ensure_ascii=False); f.write("\n")

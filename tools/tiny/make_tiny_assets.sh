@@ -12,5 +12,5 @@ $cli train tools/tiny/pretrain.yaml --work-dir "$tmp/pre" --cfg-options "pretrai
 out=src/IlgpuTune.Training/Assets/tiny
 rm -rf "$out" && mkdir -p "$out"
 $cli convert adapter "$(ls -d "$tmp"/pre/iter_* | sort -V | tail -1)" "$tmp/export"
-cp "$tmp/export/model.safetensors" "$tmp/src/config.json" "$tmp/src/tokenizer.json" "$tmp/src/tokenizer_config.json" "$tmp/src/colorist.jsonl" "$out/"
+cp "$tmp/export/model.safetensors" "$tmp/src/config.json" "$tmp/src/tokenizer.json" "$tmp/src/tokenizer_config.json" "$tmp/src/colorist.jsonl" "$tmp/src/self_cognition.json" "$out/"
 ls -l "$out"

@@ -12,6 +12,7 @@ public sealed class DatasetException(IReadOnlyList<DatasetError> errors, bool mo
 {
     public IReadOnlyList<DatasetError> Errors { get; } = errors;
 
-    static string Describe(IReadOnlyList<DatasetError> errors, bool more) =>
+    // One problem is one line; several are counted and listed.
+    static string Describe(IReadOnlyList<DatasetError> errors, bool more) => errors.Count == 1 && !more ? errors[0].ToString() :
         $"{errors.Count}{(more ? "+" : "")} bad record(s):\n" + string.Join("\n", errors) + (more ? "\n(more errors omitted)" : "");
 }
