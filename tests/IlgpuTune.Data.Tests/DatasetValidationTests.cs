@@ -47,6 +47,12 @@ public class DatasetValidationTests : IDisposable
             """);
         var j = Assert.Single(Assert.Throws<DatasetException>(() => DatasetReader.Read(json, DatasetFormat.Conversation)).Errors);
         Assert.Equal("b.json:3: conversation[0].output: " + j.Message, j.ToString());
+
+        string p = Path.Combine(_dir, "c.json");   // invalid UTF-8 bytes inside a string
+        File.WriteAllBytes(p, [.. "[{\"conversation\": [{\"input\": \"a"u8, 0xC3, 0x28, .. "\", \"output\": \"x\"}]}]"u8]);
+        var u = Assert.Single(Assert.Throws<DatasetException>(() => DatasetReader.Read(p, DatasetFormat.Conversation)).Errors);
+        Assert.Equal("c.json:1", u.Location);
+        Assert.Equal("conversation[0].input", u.Field);
     }
 
     [Theory]

@@ -62,5 +62,18 @@ public class ReaderValidationTests
         Assert.Contains(expected, e.Message);
     }
 
+    [Theory]
+    [InlineData("""{"\ud800":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""")]
+    [InlineData("""{"w":{"dtype":"F\udc00","shape":[1],"data_offsets":[0,4]}}""")]
+    public void SafetensorsHeaderWithALoneSurrogateIsNamed(string header)
+    {
+        using var dir = new TempDir();
+        string path = dir.File("model.safetensors");
+        var h = System.Text.Encoding.UTF8.GetBytes(header);
+        File.WriteAllBytes(path, [.. BitConverter.GetBytes((long)h.Length), .. h, 0, 0, 0, 0]);
+        var e = Assert.Throws<InvalidDataException>(() => SafetensorsFile.Open(path));
+        Assert.StartsWith(path + ": ", e.Message);
+    }
+
     static IEnumerable<byte[]> Windows(byte[] b) => Enumerable.Range(0, b.Length - 1).Select(i => new[] { b[i], b[i + 1] });
 }

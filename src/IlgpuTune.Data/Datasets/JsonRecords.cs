@@ -37,7 +37,7 @@ public static class JsonRecords
         }
     }
 
-    const string LoneSurrogate = "text is not valid UTF-16: a \\uD800-\\uDFFF escape without its pair (a lone surrogate)";
+    const string LoneSurrogate = "text is not valid Unicode: invalid UTF-8 bytes, or a \\uD800-\\uDFFF escape without its pair (a lone surrogate)";
 
     // The field holding a string (or key) with a lone surrogate escape ("\ud800" is valid JSON but not text), or null.
     // System.Text.Json only notices when the string is read, which would be a raw exception deep in the mapping.
@@ -86,7 +86,7 @@ public static class JsonRecords
         var records = new List<RawRecord>();
         int line = 1;
         long counted = 0;   // bytes scanned for newlines so far
-        bool mayEscape = bytes.AsSpan().IndexOf("\\u"u8) >= 0;
+        bool mayEscape = bytes.AsSpan().IndexOf("\\u"u8) >= 0 || !System.Text.Unicode.Utf8.IsValid(bytes);
         var reader = new Utf8JsonReader(bytes, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Skip });
         try
         {
