@@ -93,6 +93,24 @@ public class TokenizerValidationTests
     }
 
     [Fact]
+    public void ADownloadedChatTemplatesSyntaxErrorNamesItsFile()
+    {
+        string dir = Directory.CreateTempSubdirectory("tokcfg-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "tokenizer.json"), Json());
+            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"chat_template": "{% for m in messages %}{{ m.content }"}""");
+            var tok = HfTokenizer.FromDirectory(dir);
+            var e = Assert.Throws<Templates.Jinja.TemplateException>(() => new Datasets.ChatTemplateEncoder(tok, tok.Config.ChatTemplate!, 64));
+            Assert.StartsWith(Path.Combine(dir, "tokenizer_config.json") + ": chat template: line 1", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public void AMissingOrFileModelFolderIsNamed()
     {
         string file = Path.GetTempFileName();

@@ -14,6 +14,8 @@ public sealed record TokenizerConfig
     public bool? AddEosToken { get; init; }
     /// <summary>The default chat template (Jinja source), if any.</summary>
     public string? ChatTemplate { get; init; }
+    /// <summary>Where the chat templates came from (a tokenizer_config.json or chat_template.jinja path), for messages.</summary>
+    public string? ChatTemplateSource { get; init; }
     /// <summary>All named templates when tokenizer_config holds a list of {name, template}.</summary>
     public IReadOnlyDictionary<string, string> NamedChatTemplates { get; init; } = new Dictionary<string, string>();
     /// <summary>"added_tokens_decoder" (id → token): the special tokens a SentencePiece .model tokenizer must match itself.</summary>
@@ -24,9 +26,9 @@ public sealed record TokenizerConfig
     public static TokenizerConfig Load(string dir)
     {
         string path = Path.Combine(dir, "tokenizer_config.json");
-        var cfg = File.Exists(path) ? Parse(File.ReadAllText(path), path) : Empty;
+        var cfg = File.Exists(path) ? Parse(File.ReadAllText(path), path) with { ChatTemplateSource = path } : Empty;
         string jinja = Path.Combine(dir, "chat_template.jinja");
-        return File.Exists(jinja) ? cfg with { ChatTemplate = File.ReadAllText(jinja) } : cfg;
+        return File.Exists(jinja) ? cfg with { ChatTemplate = File.ReadAllText(jinja), ChatTemplateSource = jinja } : cfg;
     }
 
     /// <summary>Parses tokenizer_config.json; anything malformed is an InvalidDataException naming <paramref name="source"/>.</summary>
