@@ -41,7 +41,7 @@ sealed class JinjaParser
     void Enter()
     {
         if (++_depth > TemplateLimits.MaxDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
-            throw new TemplateException($"line {(_toks.Count > 0 ? Peek().Line : _items[Math.Max(0, _item - 1)].Line)}: the template nests blocks or expressions deeper than {TemplateLimits.MaxDepth} levels");
+            throw new TemplateException($"line {(_toks.Count > 0 ? Peek().Line : _item > 0 ? _items[_item - 1].Line : 1)}: the template nests blocks or expressions deeper than {TemplateLimits.MaxDepth} levels");
     }
 
     List<Node> ParseBodyCore(string[] ends, out string? endedBy)
