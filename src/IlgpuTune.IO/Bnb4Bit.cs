@@ -113,16 +113,7 @@ public sealed record BnbQuantizationConfig(bool LoadIn4Bit, bool LoadIn8Bit, str
     /// </summary>
     public static BnbQuantizationConfig? Read(string configJson)
     {
-        JsonNode? root;
-        try
-        {
-            root = JsonNode.Parse(File.ReadAllText(configJson));
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"{configJson}: not valid JSON: {e.Message}", e);
-        }
-        if (root is not JsonObject obj) throw new InvalidDataException($"{configJson}: expected a JSON object");
+        var obj = StrictJson.ParseObject(File.ReadAllBytes(configJson), configJson);
         if (!obj.TryGetPropertyValue("quantization_config", out var node) || node is null) return null;
         if (node is not JsonObject q) throw new InvalidDataException($"{configJson}: quantization_config must be an object");
         try
@@ -131,7 +122,9 @@ public sealed record BnbQuantizationConfig(bool LoadIn4Bit, bool LoadIn8Bit, str
             if (method != "bitsandbytes")
                 throw new NotSupportedException($"{configJson}: quant_method '{method}' is not supported (only bitsandbytes 4-bit)");
             bool Flag(string key) => q[key]?.GetValue<bool>() ?? q["_" + key]?.GetValue<bool>() ?? false;
-            var skip = q["llm_int8_skip_modules"] is JsonArray a ? a.Select(s => s!.GetValue<string>()).ToList() : null;
+            var skip = q["llm_int8_skip_modules"] is JsonArray a
+                ? a.Select(s => s?.GetValue<string>() ?? throw new InvalidDataException($"{configJson}: quantization_config.llm_int8_skip_modules holds null; expected module names")).ToList()
+                : null;
             return new BnbQuantizationConfig(Flag("load_in_4bit"), Flag("load_in_8bit"),
                 q["bnb_4bit_quant_type"]?.GetValue<string>() ?? "fp4", q["bnb_4bit_use_double_quant"]?.GetValue<bool>() ?? false,
                 q["bnb_4bit_compute_dtype"]?.GetValue<string>() ?? "float32", q["bnb_4bit_quant_storage"]?.GetValue<string>() ?? "uint8",
@@ -367,15 +360,7 @@ public static class Bnb4Bit
 
     private static QuantStateJsonValues ParseQuantState(byte[] bytes, string where, string suffixType)
     {
-        JsonObject obj;
-        try
-        {
-            obj = JsonNode.Parse(bytes) as JsonObject ?? throw new InvalidDataException($"{where}: quant_state is not a JSON object");
-        }
-        catch (Exception e) when (e is JsonException or ArgumentException)
-        {
-            throw new InvalidDataException($"{where}: quant_state is not valid UTF-8 JSON: {e.Message}", e);
-        }
+        var obj = StrictJson.ParseObject(bytes, $"{where}: quant_state");
         try
         {
             foreach (var (k, _) in obj)
@@ -385,7 +370,7 @@ public static class Bnb4Bit
             if (type != suffixType)
                 throw new InvalidDataException($"{where}: quant_type '{type}' does not match the key's bitsandbytes__{suffixType}");
             var shape = obj["shape"] is JsonArray a
-                ? a.Select(d => d!.GetValue<int>()).ToArray()
+                ? a.Select(d => d?.GetValue<int>() ?? throw new InvalidDataException($"{where}: quant_state 'shape' holds null; expected a list of ints")).ToArray()
                 : throw new InvalidDataException($"{where}: quant_state 'shape' must be a list of ints");
             bool nested = obj.ContainsKey("nested_offset") || obj.ContainsKey("nested_blocksize") || obj.ContainsKey("nested_dtype");
             int nestedBlock = 0;

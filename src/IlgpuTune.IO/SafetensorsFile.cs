@@ -225,6 +225,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
         {
             throw new InvalidDataException($"{path}: header is not valid JSON: {e.Message}", e);
         }
+        catch (InvalidOperationException e)   // GetString of an escape that is not UTF-16 text (a lone surrogate)
+        {
+            throw new InvalidDataException($"{path}: header holds a string that is not valid UTF-16 text: {e.Message}", e);
+        }
         return (metadata, tensors);
     }
 

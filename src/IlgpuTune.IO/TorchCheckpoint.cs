@@ -130,8 +130,9 @@ internal sealed unsafe class TorchFile : IDisposable
         var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         if (fs.Length < 4)
         {
+            long length = fs.Length;
             fs.Dispose();
-            throw new InvalidDataException($"{path}: {fs.Length} bytes is too short for a PyTorch checkpoint");
+            throw new InvalidDataException($"{path}: {length} bytes is too short for a PyTorch checkpoint");
         }
         var map = MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
         var view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);

@@ -1,7 +1,8 @@
-// A safe unpickler for torch.save checkpoints (formats.md §2.3, §2.4): it interprets only the opcode subset that torch's
+// A safe unpickler for torch.save checkpoints: it interprets only the opcode subset that torch's
 // _weights_only_unpickler accepts and only the allow-listed GLOBALs, and never calls anything: a REDUCE of an allow-listed
 // rebuild function produces a TorchTensor description (storage, offset, shape, strides); tensor bytes are read later.
-// Everything else is refused with InvalidDataException naming the source, the opcode or global, and its byte offset.
+// Everything else is refused with InvalidDataException naming the source, the opcode or global, and its byte offset:
+// "unsafe or unsupported" for what a weights-only load refuses, "malformed" for a truncated or inconsistent stream.
 using System.Buffers.Binary;
 using System.Numerics;
 using System.Text;
@@ -122,7 +123,7 @@ internal ref struct TorchPickle
             {
                 case 0x80: // PROTO
                     int proto = U8();
-                    if (proto is < 2 or > 5) throw Bad($"pickle protocol {proto} is not supported (expected 2..5)");
+                    if (proto is < 2 or > 5) throw Unsafe($"pickle protocol {proto} is not supported (expected 2..5)");
                     break;
                 case 0x95: // FRAME (protocol 4): only a length hint
                     Take(8);
@@ -200,7 +201,7 @@ internal ref struct TorchPickle
                 {
                     var bytes = Take(U8());
                     var v = new BigInteger(bytes, isUnsigned: false, isBigEndian: false);
-                    Push(v >= long.MinValue && v <= long.MaxValue ? (long)v : v);
+                    Push(v >= long.MinValue && v <= long.MaxValue ? (object)(long)v : v);   // torch writes ints >= 2^31 this way
                     break;
                 }
                 case (byte)'G': Push(BinaryPrimitives.ReadDoubleBigEndian(Take(8))); break;
@@ -227,7 +228,7 @@ internal ref struct TorchPickle
                     Pop();
                     var target = Peek("BUILD");
                     if (target is not (TorchTensor or PickleDict { Ordered: true }))
-                        throw Bad($"BUILD on {Describe(target)} is not allowed (only on an OrderedDict or a tensor)");
+                        throw Unsafe($"BUILD on {Describe(target)} is not allowed (only on an OrderedDict or a tensor)");
                     break;
                 }
                 case 0x81: // NEWOBJ: only torch.nn.Parameter(data[, requires_grad])
@@ -235,7 +236,7 @@ internal ref struct TorchPickle
                     var args = Pop() as object?[] ?? throw Bad("NEWOBJ arguments are not a tuple");
                     var cls = Pop();
                     if (cls is not PickleGlobal { Kind: GlobalKind.ParameterType })
-                        throw Bad($"NEWOBJ of {Describe(cls)} is not allowed (only torch.nn.Parameter)");
+                        throw Unsafe($"NEWOBJ of {Describe(cls)} is not allowed (only torch.nn.Parameter)");
                     if (args.Length is < 1 or > 2 || args[0] is not TorchTensor)
                         throw Bad("NEWOBJ torch.nn.Parameter expects (tensor[, requires_grad])");
                     Push(args[0]);
@@ -252,18 +253,18 @@ internal ref struct TorchPickle
                     }
                     catch (InvalidDataException e)
                     {
-                        throw Bad(e.Message);
+                        throw new InvalidDataException($"{_source}: at pickle offset {_op}: {e.Message}", e);
                     }
                     break;
                 }
                 default:
-                    throw Bad($"opcode 0x{op:X2}{(op is >= 0x20 and < 0x7F ? $" ('{(char)op}')" : "")} is not allowed "
-                        + "(the safe unpickler accepts only the opcodes torch.save emits for tensors, formats.md §2.4)");
+                    throw Unsafe($"opcode 0x{op:X2}{(op is >= 0x20 and < 0x7F ? $" ('{(char)op}')" : "")} is not allowed "
+                        + "(a weights file may only use the opcodes torch.save emits for tensors)");
             }
         }
     }
 
-    // ---- the allow-list (formats.md §2.4) ----
+    // ---- the allow-list (torch's weights_only unpickler) ----
 
     private PickleGlobal Resolve(string module, string name)
     {
@@ -281,11 +282,11 @@ internal ref struct TorchPickle
             _ => (GlobalKind?)null,
         };
         if (kind is null)
-            throw Bad(module == "torch._utils" && name.StartsWith("_rebuild_", StringComparison.Ordinal)
+            throw Unsafe(module == "torch._utils" && name.StartsWith("_rebuild_", StringComparison.Ordinal)
                 ? $"GLOBAL '{module}.{name}' is not supported: only dense CPU-loadable tensors can be read (no quantized, "
                   + "sparse, meta or subclass tensors)"
                 : $"GLOBAL '{module}.{name}' is not allowed: a weights file may only reference collections.OrderedDict, "
-                  + "torch._utils rebuild functions, torch.nn.Parameter, torch.Tensor and torch storage classes (formats.md §2.4)");
+                  + "torch._utils rebuild functions, torch.nn.Parameter, torch.Tensor and torch storage classes");
         if (kind == GlobalKind.Storage)
         {
             var (dtype, size) = StorageTypes[name];
@@ -297,7 +298,7 @@ internal ref struct TorchPickle
     private object Call(object? func, object?[] args)
     {
         if (func is not PickleGlobal g)
-            throw Bad($"REDUCE of {Describe(func)} is not allowed (only allow-listed torch rebuild functions)");
+            throw Unsafe($"REDUCE of {Describe(func)} is not allowed (only allow-listed torch rebuild functions)");
         switch (g.Kind)
         {
             case GlobalKind.OrderedDict:
@@ -322,13 +323,13 @@ internal ref struct TorchPickle
                 // (func, type, args, state) -> func(*args) for a plain Tensor or Parameter type
                 if (args.Length != 4) throw Bad($"{g} expects 4 arguments, got {args.Length}");
                 if (args[1] is not PickleGlobal { Kind: GlobalKind.TensorType or GlobalKind.ParameterType })
-                    throw Bad($"{g}: type {Describe(args[1])} is not allowed (only torch.Tensor or torch.nn.Parameter)");
+                    throw Unsafe($"{g}: type {Describe(args[1])} is not allowed (only torch.Tensor or torch.nn.Parameter)");
                 if (args[2] is not object?[] inner) throw Bad($"{g}: args is {Describe(args[2])}, expected a tuple");
                 if (args[0] is PickleGlobal { Kind: GlobalKind.RebuildFromTypeV2 })
-                    throw Bad($"{g} may not rebuild through itself");
+                    throw Unsafe($"{g} may not rebuild through itself");
                 return Call(args[0], inner);
             default:
-                throw Bad($"REDUCE of {g} is not allowed ({g} is only accepted as a value)");
+                throw Unsafe($"REDUCE of {g} is not allowed ({g} is only accepted as a value)");
         }
     }
 
@@ -459,6 +460,9 @@ internal ref struct TorchPickle
         _ => v.GetType().Name,
     };
 
-    private InvalidDataException Bad(string message) =>
+    private InvalidDataException Unsafe(string message) =>
         new($"{_source}: unsafe or unsupported pickle at offset {_op}: {message}");
+
+    private InvalidDataException Bad(string message) =>
+        new($"{_source}: malformed pickle at offset {_op}: {message}");
 }

@@ -161,14 +161,7 @@ internal static class HfFiles
     {
         string file = Path.Combine(directory, "config.json");
         if (!File.Exists(file)) throw new FileNotFoundException($"no config.json in {directory}", file);
-        try
-        {
-            return JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new InvalidDataException($"{file}: expected a JSON object");
-        }
-        catch (System.Text.Json.JsonException e)
-        {
-            throw new InvalidDataException($"{file}: not valid JSON ({e.Message})", e);
-        }
+        return StrictJson.ParseObject(File.ReadAllBytes(file), file);
     }
 
     /// <summary>config.json with both dtype keys (transformers v4 reads torch_dtype, v5 dtype), 2-space indent as HF.</summary>

@@ -1,8 +1,9 @@
-// A decoder-only causal LM's config.json, with the class defaults of transformers (formats.md §3.2) for missing keys.
+// A decoder-only causal LM's config.json, with the class defaults of transformers' configuration_*.py for missing keys.
 // Reads both `torch_dtype` and `dtype`, both legacy `rope_theta` + `rope_scaling` and v5 `rope_parameters`.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using IlgpuTune.Core;
+using IlgpuTune.IO;
 using IlgpuTune.Kernels;
 
 namespace IlgpuTune.Model;
@@ -49,23 +50,19 @@ public sealed class ModelConfig
     {
         string file = Directory.Exists(path) ? System.IO.Path.Combine(path, "config.json") : path;
         if (!File.Exists(file)) throw new FileNotFoundException($"no config.json at {file}", file);
-        JsonObject root;
-        try
-        {
-            root = JsonNode.Parse(File.ReadAllText(file)) as JsonObject
-                ?? throw new InvalidDataException($"{file}: expected a JSON object");
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"{file}: not valid JSON ({e.Message})", e);
-        }
-        return FromJson(root, file);
+        return FromJson(StrictJson.ParseObject(File.ReadAllBytes(file), file), file);
     }
 
     public static ModelConfig FromJson(JsonObject root, string source)
     {
         string? modelType = Str(root, "model_type", source);
-        string? arch = root["architectures"] is JsonArray a && a.Count > 0 ? a[0]?.GetValue<string>() : null;
+        string? arch = root["architectures"] switch
+        {
+            null => null,
+            JsonArray { Count: 0 } => null,
+            JsonArray a when a[0] is JsonValue v && v.TryGetValue<string>(out var s) => s,
+            var other => throw new InvalidDataException($"{source}: key 'architectures' has value {Short(other)}, expected a list of class names"),
+        };
         var architecture = (modelType, arch) switch
         {
             ("llama", _) or (_, "LlamaForCausalLM") => Architecture.Llama,
@@ -75,7 +72,7 @@ public sealed class ModelConfig
             _ => throw new InvalidDataException(
                 $"{source}: model_type '{modelType}' / architectures '{arch}' is not supported (expected llama, mistral, qwen2 or internlm2)"),
         };
-        // Class defaults from transformers' configuration_*.py (formats.md §3.2).
+        // Class defaults from transformers' configuration_*.py.
         var (vocab, hidden, inter, layers, maxPos) = architecture switch
         {
             Architecture.Llama => (32000, 4096, 11008, 32, 2048),
@@ -83,15 +80,30 @@ public sealed class ModelConfig
             Architecture.Qwen2 => (151936, 4096, 22016, 32, 32768),
             _ => (103168, 4096, 11008, 32, 2048),
         };
-        int hiddenSize = Int(root, "hidden_size", source) ?? hidden;
-        int heads = Int(root, "num_attention_heads", source) ?? 32;
-        int kvHeads = Int(root, "num_key_value_heads", source) ?? (architecture == Architecture.Mistral ? 8 : heads);
-        int headDim = Int(root, "head_dim", source) ?? hiddenSize / heads;
+        // Sizes are checked before any is used (a zero head count must not become a division by zero); the upper bounds
+        // are far above any real model and keep a hostile file from sizing a table by them.
+        int Size(string key, int fallback, int max)
+        {
+            int v = Int(root, key, source) ?? fallback;
+            if (v <= 0 || v > max) throw new InvalidDataException($"{source}: key '{key}' is {v}, expected a positive integer up to {max:N0}");
+            return v;
+        }
+        int hiddenSize = Size("hidden_size", hidden, 1 << 20);
+        int heads = Size("num_attention_heads", 32, 1 << 16);
+        int kvHeads = Size("num_key_value_heads", architecture == Architecture.Mistral ? 8 : heads, 1 << 16);
+        int? explicitHeadDim = root["head_dim"] is null ? null : Size("head_dim", 0, 1 << 16);
+        if (explicitHeadDim is null && hiddenSize % heads != 0)
+            throw new InvalidDataException($"{source}: hidden_size {hiddenSize} is not divisible by num_attention_heads {heads} (and there is no head_dim)");
+        int headDim = explicitHeadDim ?? hiddenSize / heads;
         string act = Str(root, "hidden_act", source) ?? "silu";
         if (act != "silu") throw new InvalidDataException($"{source}: hidden_act '{act}' is not supported (expected silu)");
-        if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
-            throw new InvalidDataException($"{source}: num_attention_heads {heads} is not a positive multiple of num_key_value_heads {kvHeads}");
+        if (heads % kvHeads != 0)
+            throw new InvalidDataException($"{source}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
         if (headDim % 2 != 0) throw new InvalidDataException($"{source}: head_dim {headDim} must be even for RoPE");
+        if ((long)heads * headDim > 1 << 24)
+            throw new InvalidDataException($"{source}: num_attention_heads {heads} × head_dim {headDim} is implausibly large");
+        double eps = Num(root, "rms_norm_eps", source) ?? 1e-6;
+        if (!(eps > 0 && double.IsFinite(eps))) throw new InvalidDataException($"{source}: key 'rms_norm_eps' is {eps}, expected a small positive number");
 
         var (theta, scaling) = ReadRope(root, source);
         bool internBias = Bool(root, "bias", source) ?? true;
@@ -100,15 +112,15 @@ public sealed class ModelConfig
         {
             Architecture = architecture,
             ModelType = modelType ?? architecture.ToString().ToLowerInvariant(),
-            VocabSize = Int(root, "vocab_size", source) ?? vocab,
+            VocabSize = Size("vocab_size", vocab, 1 << 24),
             HiddenSize = hiddenSize,
-            IntermediateSize = Int(root, "intermediate_size", source) ?? inter,
-            NumHiddenLayers = Int(root, "num_hidden_layers", source) ?? layers,
+            IntermediateSize = Size("intermediate_size", inter, 1 << 22),
+            NumHiddenLayers = Size("num_hidden_layers", layers, 4096),
             NumAttentionHeads = heads,
             NumKeyValueHeads = kvHeads,
             HeadDim = headDim,
-            MaxPositionEmbeddings = Int(root, "max_position_embeddings", source) ?? maxPos,
-            RmsNormEps = (float)(Num(root, "rms_norm_eps", source) ?? 1e-6),
+            MaxPositionEmbeddings = Size("max_position_embeddings", maxPos, int.MaxValue),
+            RmsNormEps = (float)eps,
             RopeTheta = theta,
             RopeScaling = scaling,
             TieWordEmbeddings = Bool(root, "tie_word_embeddings", source) ?? false,
@@ -130,9 +142,11 @@ public sealed class ModelConfig
             BosTokenId = Int(root, "bos_token_id", source),
             EosTokenIds = root["eos_token_id"] switch
             {
-                JsonArray arr => arr.Select(n => n!.GetValue<int>()).ToArray(),
-                JsonValue v => [v.GetValue<int>()],
-                _ => [],
+                JsonArray arr => arr.Select((n, i) => n is JsonValue v && v.TryGetValue<int>(out int id) ? id
+                    : throw new InvalidDataException($"{source}: key 'eos_token_id' item {i} is {Short(n)}, expected a token id")).ToArray(),
+                JsonValue v => [v.TryGetValue<int>(out int id) ? id : throw new InvalidDataException($"{source}: key 'eos_token_id' is {Short(v)}, expected a token id or a list of them")],
+                null => [],
+                var other => throw new InvalidDataException($"{source}: key 'eos_token_id' is {Short(other)}, expected a token id or a list of them"),
             },
             PadTokenId = Int(root, "pad_token_id", source),
             Raw = root,
@@ -149,10 +163,13 @@ public sealed class ModelConfig
         string type = src is null ? "default" : (Str(src, "rope_type", source) ?? Str(src, "type", source) ?? "default");
         if (type is not ("default" or "linear" or "dynamic" or "llama3"))
             throw new InvalidDataException($"{source}: rope type '{type}' is not supported (default, linear, dynamic, llama3)");
+        if (!(theta > 0 && double.IsFinite(theta))) throw new InvalidDataException($"{source}: rope_theta {theta} must be a positive number");
         if (type == "default" || src is null) return (theta, RopeScaling.None);
+        double factor = Num(src, "factor", source) ?? 1.0;
+        if (!(factor > 0 && double.IsFinite(factor))) throw new InvalidDataException($"{source}: rope scaling factor {factor} must be a positive number");
         return (theta, new RopeScaling(
             type,
-            Num(src, "factor", source) ?? 1.0,
+            factor,
             Num(src, "low_freq_factor", source) ?? 1.0,
             Num(src, "high_freq_factor", source) ?? 4.0,
             Int(src, "original_max_position_embeddings", source) ?? 8192));
@@ -170,6 +187,12 @@ public sealed class ModelConfig
         {
             throw new InvalidDataException($"{source}: key '{key}' has value {node.ToJsonString()}, expected {typeof(T).Name.ToLowerInvariant()}");
         }
+    }
+
+    private static string Short(JsonNode? n)
+    {
+        string s = n?.ToJsonString() ?? "null";
+        return s.Length <= 60 ? s : s[..40] + "…";
     }
 
     private static int? Int(JsonObject o, string key, string source) => Get(o, key, source, v => v.GetValue<int>());

@@ -25,10 +25,19 @@ public static class QuantizedExport
             throw new InvalidDataException($"{Path.Combine(baseDir, "config.json")}: the model is already quantized (quantization_config)");
         using var weights = WeightSource.Open(baseDir);
         var names = CausalLM.Names.For(model);
-        var linear = CausalLM.ExpectedWeights(model)
+        var expected = CausalLM.ExpectedWeights(model);
+        // Every tensor the config implies must be there with its shape before anything is written: a config.json that
+        // disagrees with its weights (hidden_size, vocab_size...) fails here, with no output folder.
+        foreach (var (name, shape) in expected)
+        {
+            if (!weights.Contains(name)) throw new InvalidDataException($"{weights.Path}: missing tensor '{name}' (config.json implies it)");
+            var actual = weights.Shape(name);
+            if (!actual.SequenceEqual(shape.Select(d => (long)d)))
+                throw new InvalidDataException($"{weights.Path}: tensor '{name}' has shape [{string.Join(", ", actual)}], " +
+                    $"but config.json implies [{string.Join(", ", shape)}]");
+        }
+        var linear = expected
             .Where(e => e.Shape.Length == 2 && e.Name != names.Embed && e.Name != names.Head).Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var name in linear)
-            if (!weights.Contains(name)) throw new InvalidDataException($"{weights.Path}: missing tensor '{name}'");
 
         // Pass 1: each linear's quantization without its packed bytes (kept: JSON, absmax parts, maps).
         var small = new Dictionary<string, ReadOnlyMemory<byte>>(StringComparer.Ordinal);

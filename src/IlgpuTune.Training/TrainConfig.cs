@@ -144,15 +144,16 @@ public sealed class TrainConfig
     /// </summary>
     internal static TrainConfig FromMapping(YamlMappingNode root, string source, IEnumerable<string>? overrides, Func<YamlNode, string> where)
     {
-        foreach (var o in overrides ?? [])
-            ApplyOverride(root, o, source);
         var config = new TrainConfig { Source = source };
         foreach (var (keyNode, value) in root.Children)
+            Apply(config, KeyName(keyNode, where), value, where(keyNode), where(value));
+        // Overrides apply after the file, each error naming the option rather than a line of the file; a dotted key
+        // becomes a nested mapping that merges into the section (lora.r=16 keeps the file's other lora keys).
+        foreach (var o in overrides ?? [])
         {
-            string name = ((YamlScalarNode)keyNode).Value ?? "";
-            var key = s_keys.FirstOrDefault(k => k.Name == name)
-                ?? throw new ConfigException($"{where(keyNode)}: unknown key '{name}'{Suggest(name, KeyNames)}");
-            key.Set(config, value, where(value) + $": key '{name}'");
+            var (name, value) = ReadOverride(o);
+            string at = $"--cfg-options '{o}'";
+            Apply(config, name, value, at, at);
         }
         if (string.IsNullOrWhiteSpace(config.PretrainedModelNameOrPath))
             throw new ConfigException($"{source}: key 'pretrained_model_name_or_path' is required");
@@ -161,6 +162,18 @@ public sealed class TrainConfig
             throw new ConfigException($"{source}: quantization nf4 (QLoRA) needs a 'lora' section");
         return config;
     }
+
+    private static void Apply(TrainConfig config, string name, YamlNode value, string keyWhere, string valueWhere)
+    {
+        var key = s_keys.FirstOrDefault(k => k.Name == name)
+            ?? throw new ConfigException($"{keyWhere}: unknown key '{name}'{Suggest(name, KeyNames)}");
+        key.Set(config, value, valueWhere + $": key '{name}'");
+    }
+
+    // Keys are plain names: a complex key ("? [a]") or a null key is refused at its position.
+    private static string KeyName(YamlNode k, Func<YamlNode, string> where) => k is YamlScalarNode { Value: { Length: > 0 } name }
+        ? name
+        : throw new ConfigException($"{where(k)}:{k.Start.Column}: keys must be plain names, got {Show(k)}");
 
     private static YamlNode ReadYaml(string yaml, string source)
     {
@@ -172,38 +185,55 @@ public sealed class TrainConfig
         }
         catch (YamlException e)
         {
-            throw new ConfigException($"{source}:{e.Start.Line}:{e.Start.Column}: invalid YAML: {e.InnerException?.Message ?? e.Message}");
+            var inner = e;
+            while (inner.InnerException is YamlException deeper) inner = deeper;
+            var (line, column) = Locate(yaml, inner);
+            throw new ConfigException($"{source}:{line}:{column}: invalid YAML: {inner.InnerException?.Message ?? inner.Message}");
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+        {
+            // Input ending inside an unclosed flow collection reaches the parser's end-of-stream state.
+            throw new ConfigException($"{source}: invalid YAML: unexpected end of input (an unclosed '[', '{{' or quote?)");
         }
     }
 
-    internal static void ApplyOverride(YamlMappingNode root, string option, string source)
+    // YamlDotNet reports some errors at an empty mark (1:1): a tab used as indentation, an alias to an unknown anchor.
+    // Those are found in the text; every other error keeps the parser's position.
+    private static (long Line, long Column) Locate(string yaml, YamlException e)
+    {
+        if (e.Start.Index > 0 || e.End.Index > 0) return (e.Start.Line, e.Start.Column);
+        string? needle = e is AnchorNotFoundException && e.Message.Split('\'') is { Length: >= 3 } parts ? "*" + parts[1] : null;
+        var lines = yaml.Split('\n');
+        for (int i = 0; i < lines.Length; i++)
+        {
+            int at = needle is not null ? lines[i].IndexOf(needle, StringComparison.Ordinal)
+                : e.Message.Contains("tab", StringComparison.Ordinal) ? lines[i].IndexOf('\t') : -1;
+            if (at >= 0) return (i + 1, at + 1);
+        }
+        return (e.Start.Line, e.Start.Column);
+    }
+
+    // "lora.r=16" -> ("lora", {r: 16}); values are YAML (numbers, lists, null), and text YAML cannot read as a value
+    // (e.g. "@tiny") is taken as a plain string.
+    private static (string Name, YamlNode Value) ReadOverride(string option)
     {
         int eq = option.IndexOf('=');
         if (eq <= 0) throw new ConfigException($"--cfg-options '{option}': expected key=value");
         var path = option[..eq].Trim().Split('.');
-        // Values are YAML (numbers, lists, null); text YAML cannot read as a value (e.g. "@tiny") is taken as a plain string.
+        if (path.Any(p => p.Length == 0)) throw new ConfigException($"--cfg-options '{option}': '{option[..eq]}' is not a key (dotted names, e.g. lora.r)");
         string text = option[(eq + 1)..];
         YamlNode value;
         try
         {
-            value = ReadYaml(text, $"--cfg-options {option[..eq]}");
+            value = ReadYaml(text, $"--cfg-options '{option}'");
         }
         catch (ConfigException)
         {
             value = new YamlScalarNode(text) { Style = ScalarStyle.DoubleQuoted };
         }
-        var node = root;
-        for (int i = 0; i < path.Length - 1; i++)
-        {
-            var k = new YamlScalarNode(path[i]);
-            if (!node.Children.TryGetValue(k, out var child) || child is not YamlMappingNode m)
-            {
-                m = new YamlMappingNode();
-                node.Children[k] = m;
-            }
-            node = m;
-        }
-        node.Children[new YamlScalarNode(path[^1])] = value;
+        for (int i = path.Length - 1; i > 0; i--)
+            value = new YamlMappingNode { { new YamlScalarNode(path[i]), value } };
+        return (path[0], value);
     }
 
     private static LoraSettings ReadLora(YamlNode n, string where, LoraSettings lora)
@@ -211,7 +241,8 @@ public sealed class TrainConfig
         if (n is not YamlMappingNode map) throw new ConfigException($"{where}: expected a mapping ({string.Join(", ", s_loraKeys)})");
         foreach (var (k, v) in map.Children)
         {
-            string name = ((YamlScalarNode)k).Value ?? "";
+            string name = k is YamlScalarNode { Value: { Length: > 0 } kn } ? kn
+                : throw new ConfigException($"{where}: keys must be plain names, got {Show(k)}");
             string w = where + "." + name;
             switch (name)
             {

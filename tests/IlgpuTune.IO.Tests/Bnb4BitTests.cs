@@ -281,7 +281,7 @@ public class Bnb4BitTests
     {
         var e = Malformed("a.weight.quant_state.bitsandbytes__nf4", _ => Json("{\"quant_type\": \"nf4\", "));
         Assert.Contains("'a.weight.quant_state.bitsandbytes__nf4'", e.Message);
-        Assert.Contains("not valid UTF-8 JSON", e.Message);
+        Assert.Contains("not valid JSON", e.Message);
     }
 
     [Fact]
@@ -299,6 +299,9 @@ public class Bnb4BitTests
     [InlineData("\"nested_dtype\": \"float32\"", "\"nested_dtype\": \"float16\"", "nested_dtype")]
     [InlineData(", \"nested_blocksize\": 256", ", \"nested_blocksize\": 256, \"extra\": 1", "unknown quant_state key 'extra'")]
     [InlineData("\"blocksize\": 64, ", "", "has no 'blocksize'")]
+    [InlineData("[7, 13]", "[null]", "'shape' holds null")]                                        // was a NullReferenceException
+    [InlineData("\"blocksize\": 64", "\"blocksize\": 64, \"blocksize\": 64", "duplicate key 'blocksize'")]   // was a raw ArgumentException
+    [InlineData("\"dtype\": \"float32\"", "\"dtype\": \"\\ud800\"", "not valid UTF-16")]
     [InlineData(", \"nested_blocksize\": 256, \"nested_dtype\": \"float32\", \"nested_offset\": 2.6792421340942383", "",
         "'a.weight.absmax': dtype U8; expected F32")]
     public void Malformed_QuantStateFields(string from, string to, string expected)

@@ -23,7 +23,14 @@ public sealed class ChatTemplateEncoder : ISampleEncoder
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLength, 1);
         _tok = tokenizer;
-        _template = JinjaTemplate.Parse(templateSource);
+        try
+        {
+            _template = JinjaTemplate.Parse(templateSource);
+        }
+        catch (TemplateException e) when (tokenizer.Config.ChatTemplateSource is { } from)
+        {
+            throw new TemplateException($"{from}: chat template: {e.Message}");   // a downloaded template's syntax error names its file
+        }
         _maxLength = maxLength;
         _kwargs = kwargs;
     }

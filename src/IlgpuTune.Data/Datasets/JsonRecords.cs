@@ -28,7 +28,54 @@ public static class JsonRecords
                 errors.Add(new DatasetError($"{name}:{lineNo}", "(record)", $"malformed JSON: {e.Message}"));
                 continue;
             }
+            if (line.Contains("\\u", StringComparison.Ordinal) && InvalidText(value, "") is { } field)
+            {
+                errors.Add(new DatasetError($"{name}:{lineNo}", field, LoneSurrogate));
+                continue;
+            }
             yield return new RawRecord(value, $"{name}:{lineNo}");
+        }
+    }
+
+    const string LoneSurrogate = "text is not valid Unicode: invalid UTF-8 bytes, or a \\uD800-\\uDFFF escape without its pair (a lone surrogate)";
+
+    // The field holding a string (or key) with a lone surrogate escape ("\ud800" is valid JSON but not text), or null.
+    // System.Text.Json only notices when the string is read, which would be a raw exception deep in the mapping.
+    static string? InvalidText(JsonElement e, string path)
+    {
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.Object:
+                foreach (var p in e.EnumerateObject())
+                {
+                    string key;
+                    try
+                    {
+                        key = p.Name;
+                    }
+                    catch (InvalidOperationException)
+                    {
+                        return path.Length == 0 ? "(a key)" : path + ".(a key)";
+                    }
+                    if (InvalidText(p.Value, path.Length == 0 ? key : $"{path}.{key}") is { } f) return f;
+                }
+                return null;
+            case JsonValueKind.Array:
+                int i = 0;
+                foreach (var item in e.EnumerateArray())
+                    if (InvalidText(item, $"{path}[{i++}]") is { } f) return f;
+                return null;
+            case JsonValueKind.String:
+                try
+                {
+                    e.GetString();
+                    return null;
+                }
+                catch (InvalidOperationException)
+                {
+                    return path.Length == 0 ? "(record)" : path;
+                }
+            default: return null;
         }
     }
 
@@ -39,6 +86,7 @@ public static class JsonRecords
         var records = new List<RawRecord>();
         int line = 1;
         long counted = 0;   // bytes scanned for newlines so far
+        bool mayEscape = bytes.AsSpan().IndexOf("\\u"u8) >= 0 || !System.Text.Unicode.Utf8.IsValid(bytes);
         var reader = new Utf8JsonReader(bytes, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Skip });
         try
         {
@@ -53,7 +101,9 @@ public static class JsonRecords
                 line += bytes.AsSpan((int)counted, (int)(start - counted)).Count((byte)'\n');
                 counted = start;
                 using var doc = JsonDocument.ParseValue(ref reader);
-                records.Add(new RawRecord(doc.RootElement.Clone(), $"{name}:{line}"));
+                if (mayEscape && InvalidText(doc.RootElement, "") is { } field)
+                    errors.Add(new DatasetError($"{name}:{line}", field, LoneSurrogate));
+                else records.Add(new RawRecord(doc.RootElement.Clone(), $"{name}:{line}"));
             }
         }
         catch (JsonException e)

@@ -6,7 +6,7 @@ namespace IlgpuTune.Data.Tokenization;
 public sealed record AddedToken(int Id, string Content, bool Special, bool SingleWord = false, bool LStrip = false,
     bool RStrip = false, bool Normalized = false)
 {
-    public static AddedToken FromJson(JsonElement e) => new(e.GetProperty("id").GetInt32(), e.GetProperty("content").GetString()!,
+    public static AddedToken FromJson(JsonElement e) => new(e.Prop("id").AsId("added token id"), e.Str("content"),
         TextNormalizer.Bool(e, "special", false), TextNormalizer.Bool(e, "single_word", false), TextNormalizer.Bool(e, "lstrip", false),
         TextNormalizer.Bool(e, "rstrip", false), TextNormalizer.Bool(e, "normalized", false));
 }

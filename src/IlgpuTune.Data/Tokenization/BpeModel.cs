@@ -43,32 +43,34 @@ public sealed class BpeModel
 
     public static BpeModel FromJson(JsonElement model)
     {
-        string type = model.TryGetProperty("type", out var t) ? t.GetString()! : "BPE";
+        string type = model.TryGetProperty("type", out var t) ? t.AsString("type") : "BPE";
         if (type != "BPE") throw new NotSupportedException($"tokenizer.json model type '{type}' is not supported (BPE only)");
         if (model.TryGetProperty("dropout", out var d) && d.ValueKind == JsonValueKind.Number && d.GetDouble() > 0)
             throw new NotSupportedException("BPE dropout is a training-time option; tokenizer.json with dropout > 0 is not supported");
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var p in model.GetProperty("vocab").EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
+        foreach (var p in model.Prop("vocab").Object("vocab")) vocab[p.Name] = p.Value.AsId($"vocab entry '{p.Name}'");
         var merges = new Dictionary<long, (int, int)>();
         int rank = 0;
-        foreach (var m in model.GetProperty("merges").EnumerateArray())
+        foreach (var m in model.Prop("merges").Array("merges"))
         {
             string a, b;
             if (m.ValueKind == JsonValueKind.Array)
             {
+                if (m.GetArrayLength() != 2 || m[0].ValueKind != JsonValueKind.String || m[1].ValueKind != JsonValueKind.String)
+                    throw new FormatException($"merge #{rank} {JsonFields.Short(m)} is not a pair of strings");
                 a = m[0].GetString()!;
                 b = m[1].GetString()!;
             }
             else
             {
-                string s = m.GetString()!;
+                string s = m.AsString($"merge #{rank}");
                 int sp = s.IndexOf(' ');
-                if (sp < 0) throw new FormatException($"tokenizer.json merge #{rank} '{s}' has no space");
+                if (sp < 0) throw new FormatException($"merge #{rank} '{s}' has no space");
                 a = s[..sp];
                 b = s[(sp + 1)..];
             }
             if (!vocab.TryGetValue(a, out int ia) || !vocab.TryGetValue(b, out int ib) || !vocab.TryGetValue(a + b, out int ic))
-                throw new FormatException($"tokenizer.json merge #{rank} ('{a}', '{b}') refers to a token missing from the vocab");
+                throw new FormatException($"merge #{rank} ('{a}', '{b}') refers to a token missing from the vocab");
             merges.TryAdd(Key(ia, ib), (rank, ic));
             rank++;
         }

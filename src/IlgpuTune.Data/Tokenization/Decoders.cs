@@ -11,15 +11,15 @@ public abstract class TokenDecoder
     public static TokenDecoder? FromJson(JsonElement e)
     {
         if (e.ValueKind == JsonValueKind.Null) return null;
-        string type = e.GetProperty("type").GetString()!;
+        string type = e.Str("type");
         return type switch
         {
-            "Sequence" => new SequenceDecoder(e.GetProperty("decoders").EnumerateArray().Select(FromJson).OfType<TokenDecoder>().ToArray()),
+            "Sequence" => new SequenceDecoder(e.Prop("decoders").Array("decoders").Select(FromJson).OfType<TokenDecoder>().ToArray()),
             "ByteLevel" => new ByteLevelDecoder(),
             "ByteFallback" => new ByteFallbackDecoder(),
             "Fuse" => new FuseDecoder(),
-            "Replace" => new ReplaceDecoder(Pattern.FromJson(e.GetProperty("pattern")), e.GetProperty("content").GetString()!),
-            "Strip" => new StripDecoder(e.GetProperty("content").GetString()![0], e.GetProperty("start").GetInt32(), e.GetProperty("stop").GetInt32()),
+            "Replace" => new ReplaceDecoder(Pattern.FromJson(e.Prop("pattern")), e.Str("content")),
+            "Strip" => new StripDecoder(e.Prop("content").AsChar("content"), e.Prop("start").AsInt("start"), e.Prop("stop").AsInt("stop")),
             "Metaspace" => MetaspaceDecoder.Create(e),
             _ => throw new NotSupportedException($"tokenizer.json decoder type '{type}' is not supported"),
         };
@@ -126,10 +126,10 @@ sealed class MetaspaceDecoder(char replacement, bool stripFirst) : TokenDecoder
 {
     public static MetaspaceDecoder Create(JsonElement e)
     {
-        string rep = e.TryGetProperty("replacement", out var r) ? r.GetString()! : e.GetProperty("str_rep").GetString()!;
-        string scheme = e.TryGetProperty("prepend_scheme", out var ps) ? ps.GetString()!
+        char rep = (e.TryGetProperty("replacement", out var r) ? r : e.Prop("str_rep")).AsChar("replacement");
+        string scheme = e.TryGetProperty("prepend_scheme", out var ps) ? ps.AsString("prepend_scheme")
             : TextNormalizer.Bool(e, "add_prefix_space", true) ? "always" : "never";
-        return new MetaspaceDecoder(rep[0], scheme != "never");
+        return new MetaspaceDecoder(rep, scheme != "never");
     }
 
     public override List<string> DecodeChain(List<string> tokens)

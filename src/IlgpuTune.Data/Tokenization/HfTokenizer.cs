@@ -29,11 +29,11 @@ public sealed class HfTokenizer : ITokenizer
     HfTokenizer(JsonElement root, TokenizerConfig config)
     {
         Config = config;
-        _model = BpeModel.FromJson(root.GetProperty("model"));
+        _model = BpeModel.FromJson(root.Prop("model"));
         _normalizer = root.TryGetProperty("normalizer", out var n) ? TextNormalizer.FromJson(n) : null;
         _preTokenizer = root.TryGetProperty("pre_tokenizer", out var p) ? PreTokenizer.FromJson(p) : null;
         _decoder = root.TryGetProperty("decoder", out var d) ? TokenDecoder.FromJson(d) : null;
-        var added = root.TryGetProperty("added_tokens", out var a) ? a.EnumerateArray().Select(AddedToken.FromJson).ToList() : [];
+        var added = root.TryGetProperty("added_tokens", out var a) ? a.Array("added_tokens").Select(AddedToken.FromJson).ToList() : [];
         foreach (var t in added)
         {
             _addedById[t.Id] = t;
@@ -48,6 +48,8 @@ public sealed class HfTokenizer : ITokenizer
         _post = root.TryGetProperty("post_processor", out var pp)
             ? PostProcessor.FromJson(pp, s => TokenToId(s) ?? throw new FormatException($"post_processor token '{s}' is not in the vocab"))
             : null;
+        foreach (int id in _post?.Single([]) ?? [])
+            if (IdToToken(id) is null) throw new FormatException($"post_processor adds token id {id}, which is neither in the vocab nor an added token");
         BosTokenId = config.BosToken is null ? null : TokenToId(config.BosToken);
         EosTokenId = config.EosToken is null ? null : TokenToId(config.EosToken);
         PadTokenId = config.PadToken is null ? null : TokenToId(config.PadToken);
@@ -61,6 +63,11 @@ public sealed class HfTokenizer : ITokenizer
         return FromJson(File.ReadAllText(path), TokenizerConfig.Load(dir), path);
     }
 
+    /// <summary>
+    /// Parses and checks a tokenizer.json: anything malformed (bad JSON, a missing or mistyped key, an id out of range, a
+    /// merge that is not a pair, an added token without content, a bad regex) is an InvalidDataException naming
+    /// <paramref name="source"/>; a well-formed but unsupported component a NotSupportedException naming it.
+    /// </summary>
     public static HfTokenizer FromJson(string json, TokenizerConfig? config = null, string source = "tokenizer.json")
     {
         try
@@ -68,9 +75,14 @@ public sealed class HfTokenizer : ITokenizer
             using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 256 });
             return new HfTokenizer(doc.RootElement, config ?? TokenizerConfig.Empty);
         }
-        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException
+            or IndexOutOfRangeException or ArgumentException)   // ArgumentException: a regex that does not compile
         {
-            throw new FormatException($"{source}: {e.Message}", e);
+            throw new InvalidDataException($"{source}: {e.Message}", e);
+        }
+        catch (NotSupportedException e)
+        {
+            throw new NotSupportedException($"{source}: {e.Message}", e);
         }
     }
 

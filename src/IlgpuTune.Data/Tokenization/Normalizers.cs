@@ -12,16 +12,16 @@ public abstract class TextNormalizer
     public static TextNormalizer? FromJson(JsonElement e)
     {
         if (e.ValueKind == JsonValueKind.Null) return null;
-        string type = e.GetProperty("type").GetString()!;
+        string type = e.Str("type");
         return type switch
         {
-            "Sequence" => new SequenceNormalizer(e.GetProperty("normalizers").EnumerateArray().Select(FromJson).OfType<TextNormalizer>().ToArray()),
+            "Sequence" => new SequenceNormalizer(e.Prop("normalizers").Array("normalizers").Select(FromJson).OfType<TextNormalizer>().ToArray()),
             "NFC" => new FuncNormalizer(UnicodeNfc.Nfc),
             "NFD" => new FuncNormalizer(UnicodeNfc.Nfd),
             "Lowercase" => new FuncNormalizer(s => s.ToLowerInvariant()),
             "Strip" => new StripNormalizer(Bool(e, "strip_left", true), Bool(e, "strip_right", true)),
-            "Prepend" => new PrependNormalizer(e.GetProperty("prepend").GetString()!),
-            "Replace" => new ReplaceNormalizer(Pattern.FromJson(e.GetProperty("pattern")), e.GetProperty("content").GetString()!),
+            "Prepend" => new PrependNormalizer(e.Str("prepend")),
+            "Replace" => new ReplaceNormalizer(Pattern.FromJson(e.Prop("pattern")), e.Str("content")),
             _ => throw new NotSupportedException($"tokenizer.json normalizer type '{type}' is not supported"),
         };
     }
@@ -71,9 +71,9 @@ public sealed class Pattern
 
     public static Pattern FromJson(JsonElement e)
     {
-        if (e.TryGetProperty("String", out var s)) return new Pattern(s.GetString()!, null);
-        if (e.TryGetProperty("Regex", out var r)) return new Pattern(null, OnigRegex.Compile(r.GetString()!));
-        throw new NotSupportedException($"tokenizer.json pattern {e} is neither String nor Regex");
+        if (e.ValueKind == JsonValueKind.Object && e.TryGetProperty("String", out var s)) return new Pattern(s.AsString("String"), null);
+        if (e.ValueKind == JsonValueKind.Object && e.TryGetProperty("Regex", out var r)) return new Pattern(null, OnigRegex.Compile(r.AsString("Regex")));
+        throw new FormatException($"pattern {JsonFields.Short(e)} is neither {{\"String\": ...}} nor {{\"Regex\": ...}}");
     }
 
     public static Pattern FromRegex(string regex) => new(null, OnigRegex.Compile(regex));

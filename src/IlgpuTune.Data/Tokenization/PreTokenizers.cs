@@ -15,11 +15,11 @@ public abstract class PreTokenizer
     public static PreTokenizer? FromJson(JsonElement e)
     {
         if (e.ValueKind == JsonValueKind.Null) return null;
-        string type = e.GetProperty("type").GetString()!;
+        string type = e.Str("type");
         return type switch
         {
-            "Sequence" => new SequencePreTokenizer(e.GetProperty("pretokenizers").EnumerateArray().Select(FromJson).OfType<PreTokenizer>().ToArray()),
-            "Split" => new SplitPreTokenizer(Pattern.FromJson(e.GetProperty("pattern")), ParseBehavior(e.GetProperty("behavior").GetString()!),
+            "Sequence" => new SequencePreTokenizer(e.Prop("pretokenizers").Array("pretokenizers").Select(FromJson).OfType<PreTokenizer>().ToArray()),
+            "Split" => new SplitPreTokenizer(Pattern.FromJson(e.Prop("pattern")), ParseBehavior(e.Str("behavior")),
                 TextNormalizer.Bool(e, "invert", false)),
             "ByteLevel" => new ByteLevelPreTokenizer(TextNormalizer.Bool(e, "add_prefix_space", true), TextNormalizer.Bool(e, "use_regex", true)),
             "Metaspace" => MetaspacePreTokenizer.Create(e),
@@ -157,10 +157,10 @@ sealed class MetaspacePreTokenizer(char replacement, string prependScheme, bool 
 {
     public static MetaspacePreTokenizer Create(JsonElement e)
     {
-        string rep = e.TryGetProperty("replacement", out var r) ? r.GetString()! : e.GetProperty("str_rep").GetString()!;
-        string scheme = e.TryGetProperty("prepend_scheme", out var ps) ? ps.GetString()!
+        char rep = (e.TryGetProperty("replacement", out var r) ? r : e.Prop("str_rep")).AsChar("replacement");
+        string scheme = e.TryGetProperty("prepend_scheme", out var ps) ? ps.AsString("prepend_scheme")
             : TextNormalizer.Bool(e, "add_prefix_space", true) ? "always" : "never";
-        return new MetaspacePreTokenizer(rep[0], scheme, TextNormalizer.Bool(e, "split", true));
+        return new MetaspacePreTokenizer(rep, scheme, TextNormalizer.Bool(e, "split", true));
     }
 
     public override void Split(Piece piece, List<Piece> output)

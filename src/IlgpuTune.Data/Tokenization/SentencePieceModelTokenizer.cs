@@ -65,12 +65,12 @@ public sealed class SentencePieceModelTokenizer : ITokenizer
                 case PieceType.UserDefined: _pieces.TryAdd(piece, i); userDefined.Add(piece); _special.Add(i); break;
                 case PieceType.Unknown: _unkId = i; _special.Add(i); break;
                 case PieceType.Control: _special.Add(i); break;
-                case PieceType.Byte when piece.Length == 6 && piece.StartsWith("<0x", StringComparison.Ordinal):
-                    _byteIds[Convert.ToByte(piece[3..5], 16)] = i;
+                case PieceType.Byte:
+                    _byteIds[ByteOf(piece) ?? throw new InvalidDataException($"{source}: piece {i} '{piece}' has type BYTE but is not <0xXX>")] = i;
                     break;
             }
         }
-        if (_unkId < 0) throw new FormatException($"{source}: the SentencePiece model has no unknown piece");
+        if (_unkId < 0) throw new InvalidDataException($"{source}: the SentencePiece model has no unknown piece");
         _byteFallback = _byteIds.All(b => b >= 0);
         foreach (var g in userDefined.Where(u => u.Length > 0).GroupBy(u => u[0]))
             _userDefined[g.Key] = [.. g.OrderByDescending(u => u.Length)];
@@ -87,6 +87,11 @@ public sealed class SentencePieceModelTokenizer : ITokenizer
         EosTokenId = config.EosToken is null ? Valid(m.EosId) : TokenToId(config.EosToken);
         PadTokenId = config.PadToken is null ? null : TokenToId(config.PadToken);
     }
+
+    // "<0x41>" -> 0x41
+    static byte? ByteOf(string piece) =>
+        piece.Length == 6 && piece.StartsWith("<0x", StringComparison.Ordinal) && piece[5] == '>'
+        && byte.TryParse(piece.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out byte b) ? b : null;
 
     int? Valid(int id) => id >= 0 && id < _idToToken.Length ? id : null;
 
@@ -107,9 +112,9 @@ public sealed class SentencePieceModelTokenizer : ITokenizer
         }
         catch (InvalidProtocolBufferException e)
         {
-            throw new FormatException($"{source}: not a SentencePiece model ({e.Message})", e);
+            throw new InvalidDataException($"{source}: not a SentencePiece model ({e.Message})", e);
         }
-        if (m.Pieces.Count == 0) throw new FormatException($"{source}: not a SentencePiece model (no pieces)");
+        if (m.Pieces.Count == 0) throw new InvalidDataException($"{source}: not a SentencePiece model (no pieces)");
         return new SentencePieceModelTokenizer(m, config ?? TokenizerConfig.Empty, source);
     }
 
@@ -245,9 +250,9 @@ public sealed class SentencePieceModelTokenizer : ITokenizer
                 continue;
             }
             var type = TypeOf(id);
-            if (type == PieceType.Byte)
+            if (type == PieceType.Byte && ByteOf(tok) is byte b)
             {
-                bytes.Add(Convert.ToByte(tok[3..5], 16));
+                bytes.Add(b);
                 runStart = false;
                 continue;
             }

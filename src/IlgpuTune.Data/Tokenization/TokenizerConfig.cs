@@ -14,6 +14,8 @@ public sealed record TokenizerConfig
     public bool? AddEosToken { get; init; }
     /// <summary>The default chat template (Jinja source), if any.</summary>
     public string? ChatTemplate { get; init; }
+    /// <summary>Where the chat templates came from (a tokenizer_config.json or chat_template.jinja path), for messages.</summary>
+    public string? ChatTemplateSource { get; init; }
     /// <summary>All named templates when tokenizer_config holds a list of {name, template}.</summary>
     public IReadOnlyDictionary<string, string> NamedChatTemplates { get; init; } = new Dictionary<string, string>();
     /// <summary>"added_tokens_decoder" (id → token): the special tokens a SentencePiece .model tokenizer must match itself.</summary>
@@ -24,15 +26,28 @@ public sealed record TokenizerConfig
     public static TokenizerConfig Load(string dir)
     {
         string path = Path.Combine(dir, "tokenizer_config.json");
-        var cfg = File.Exists(path) ? Parse(File.ReadAllText(path)) : Empty;
+        var cfg = File.Exists(path) ? Parse(File.ReadAllText(path), path) with { ChatTemplateSource = path } : Empty;
         string jinja = Path.Combine(dir, "chat_template.jinja");
-        return File.Exists(jinja) ? cfg with { ChatTemplate = File.ReadAllText(jinja) } : cfg;
+        return File.Exists(jinja) ? cfg with { ChatTemplate = File.ReadAllText(jinja), ChatTemplateSource = jinja } : cfg;
     }
 
-    public static TokenizerConfig Parse(string json)
+    /// <summary>Parses tokenizer_config.json; anything malformed is an InvalidDataException naming <paramref name="source"/>.</summary>
+    public static TokenizerConfig Parse(string json, string source = "tokenizer_config.json")
     {
-        using var doc = JsonDocument.Parse(json);
-        var r = doc.RootElement;
+        try
+        {
+            using var doc = JsonDocument.Parse(json);
+            return Parse(doc.RootElement);
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or KeyNotFoundException)
+        {
+            throw new InvalidDataException($"{source}: {e.Message}", e);
+        }
+    }
+
+    static TokenizerConfig Parse(JsonElement r)
+    {
+        if (r.ValueKind != JsonValueKind.Object) throw new FormatException($"expected a JSON object, got {JsonFields.Short(r)}");
         var named = new Dictionary<string, string>();
         string? template = null;
         if (r.TryGetProperty("chat_template", out var ct))
@@ -40,7 +55,7 @@ public sealed record TokenizerConfig
             if (ct.ValueKind == JsonValueKind.String) template = ct.GetString();
             else if (ct.ValueKind == JsonValueKind.Array)
             {
-                foreach (var t in ct.EnumerateArray()) named[t.GetProperty("name").GetString()!] = t.GetProperty("template").GetString()!;
+                foreach (var t in ct.EnumerateArray()) named[t.Str("name")] = t.Str("template");
                 named.TryGetValue("default", out template);
             }
         }
@@ -56,13 +71,18 @@ public sealed record TokenizerConfig
             ChatTemplate = template,
             NamedChatTemplates = named,
             AddedTokensDecoder = r.TryGetProperty("added_tokens_decoder", out var atd) && atd.ValueKind == JsonValueKind.Object
-                ? atd.EnumerateObject().Select(p => new AddedToken(int.Parse(p.Name, System.Globalization.CultureInfo.InvariantCulture),
-                    p.Value.GetProperty("content").GetString()!, TextNormalizer.Bool(p.Value, "special", false),
+                ? atd.EnumerateObject().Select(p => new AddedToken(AddedTokenId(p.Name),
+                    p.Value.Str("content"), TextNormalizer.Bool(p.Value, "special", false),
                     TextNormalizer.Bool(p.Value, "single_word", false), TextNormalizer.Bool(p.Value, "lstrip", false),
                     TextNormalizer.Bool(p.Value, "rstrip", false), TextNormalizer.Bool(p.Value, "normalized", false))).ToList()
                 : [],
         };
     }
+
+    // added_tokens_decoder keys are ids written as strings ("151643").
+    static int AddedTokenId(string key) =>
+        int.TryParse(key, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) && id <= JsonFields.MaxId
+            ? id : throw new FormatException($"added_tokens_decoder key '{(key.Length > 40 ? key[..40] + "…" : key)}' is not a token id (an integer from 0 to {JsonFields.MaxId})");
 
     static string? Str(JsonElement r, string name) =>
         r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;

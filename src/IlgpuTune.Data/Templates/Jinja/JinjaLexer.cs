@@ -3,7 +3,10 @@ using System.Text;
 
 namespace IlgpuTune.Data.Templates.Jinja;
 
-/// <summary>A template error: bad syntax, an undefined operation, or raise_exception(); the message names the line.</summary>
+/// <summary>
+/// A template error: bad syntax, an undefined operation, a sandbox limit, or raise_exception(); the message names the
+/// line where known. A user-input error: the CLI prints its message as one error line.
+/// </summary>
 public sealed class TemplateException(string message) : Exception(message);
 
 enum TokKind { Name, String, Int, Float, Op, End }
@@ -154,9 +157,9 @@ static class JinjaLexer
                     }
                 }
                 string num = s[i..j].Replace("_", "");
-                toks.Add(isFloat
-                    ? new Tok(TokKind.Float, num, double.Parse(num, CultureInfo.InvariantCulture), line)
-                    : new Tok(TokKind.Int, num, long.Parse(num, CultureInfo.InvariantCulture), line));
+                if (isFloat) toks.Add(new Tok(TokKind.Float, num, double.Parse(num, CultureInfo.InvariantCulture), line));
+                else if (long.TryParse(num, NumberStyles.None, CultureInfo.InvariantCulture, out long n)) toks.Add(new Tok(TokKind.Int, num, n, line));
+                else throw new TemplateException($"line {line}: integer literal {Short(num)} does not fit in 64 bits (the sandbox's integers are 64-bit)");
                 i = j;
             }
             else if (c is '\'' or '"')
@@ -176,6 +179,10 @@ static class JinjaLexer
             }
         }
     }
+
+    static bool IsHex(ReadOnlySpan<char> s) => s.IndexOfAnyExcept("0123456789abcdefABCDEF") < 0;
+
+    static string Short(string s) => s.Length <= 40 ? s : s[..20] + "..." + s[^10..];
 
     // A Python string literal with its escapes.
     static (string, int) ReadString(string s, int i, int line)
@@ -206,9 +213,12 @@ static class JinjaLexer
                 case '\n': break;
                 case 'x' or 'u' or 'U':
                     int n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
-                    if (j + n >= s.Length || !int.TryParse(s.AsSpan(j + 1, n), NumberStyles.HexNumber, null, out int cp))
-                        throw new TemplateException($"line {line}: bad \\{e} escape");
-                    sb.Append(char.ConvertFromUtf32(cp));
+                    if (j + n >= s.Length || !IsHex(s.AsSpan(j + 1, n)))
+                        throw new TemplateException($"line {line}: truncated \\{e} escape (needs {n} hex digits)");
+                    uint cp = uint.Parse(s.AsSpan(j + 1, n), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
+                    if (cp > 0x10FFFF) throw new TemplateException($"line {line}: illegal Unicode character \\{e}{s.AsSpan(j + 1, n)} (above U+10FFFF)");
+                    if (cp is >= 0xD800 and <= 0xDFFF) sb.Append((char)cp);   // a lone surrogate, as Python's str allows
+                    else sb.Append(char.ConvertFromUtf32((int)cp));
                     j += n;
                     break;
                 default: sb.Append('\\').Append(e); break;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace IlgpuTune.Data.Templates.Jinja;
@@ -10,10 +11,21 @@ sealed class Context
     /// <summary>Set by break/continue; the enclosing loop clears it.</summary>
     public LoopSignal Signal;
 
-    public Context(List<Dictionary<string, object?>> frames, StringBuilder output)
+    /// <summary>The render's budget (time, output, call depth), shared by every macro call of the render.</summary>
+    public Sandbox Box { get; }
+
+    public Context(List<Dictionary<string, object?>> frames, StringBuilder output, Sandbox box)
     {
         _frames = frames;
         Out = output;
+        Box = box;
+    }
+
+    /// <summary>Appends to the output within the render's output budget.</summary>
+    public void Write(string s)
+    {
+        Box.Write(s.Length);
+        Out.Append(s);
     }
 
     public object? Lookup(string name)
@@ -39,6 +51,7 @@ abstract class Node
     {
         foreach (var n in body)
         {
+            c.Box.Tick();
             n.Render(c);
             if (c.Signal != LoopSignal.None) return;
         }
@@ -47,12 +60,12 @@ abstract class Node
 
 sealed class TextNode(string text) : Node
 {
-    public override void Render(Context c) => c.Out.Append(text);
+    public override void Render(Context c) => c.Write(text);
 }
 
 sealed class OutputNode(Expr e) : Node
 {
-    public override void Render(Context c) => c.Out.Append(Py.Str(e.Eval(c)));
+    public override void Render(Context c) => c.Write(Py.Str(e.Eval(c)));
 }
 
 sealed class BlockNode(List<Node> body) : Node
@@ -94,6 +107,7 @@ sealed class ForNode(List<string> targets, Expr iter, Expr? filter, List<Node> b
             var kept = new List<object?>();
             foreach (var it in items)
             {
+                c.Box.Tick();
                 c.Push();
                 Bind(c, it);
                 if (Py.Truthy(filter.Eval(c))) kept.Add(it);
@@ -165,7 +179,7 @@ sealed class SetBlockNode(string name, List<Node> body, List<(string Name, List<
         RenderAll(body, c);
         object? v = c.Out.ToString(saved, c.Out.Length - saved);
         c.Out.Length = saved;
-        foreach (var f in filters) v = Builtins.Filter(f.Name, v, Eval(f.Args, c), EvalKw(f.Kwargs, c));
+        foreach (var f in filters) v = Builtins.Filter(f.Name, v, Eval(f.Args, c), EvalKw(f.Kwargs, c), c.Box);
         c.Set(name, v);
     }
 
@@ -179,19 +193,32 @@ sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameter
     public override void Render(Context c)
     {
         var frames = c.Frames.ToList();   // the defining scope, as Jinja's macros close over it
+        var box = c.Box;
         c.Set(name, new Callable(name, (args, kwargs) =>
         {
-            var mc = new Context([.. frames, []], new StringBuilder());
-            for (int i = 0; i < parameters.Count; i++)
+            box.Enter($"macro '{name}'");
+            try
             {
-                var (p, def) = parameters[i];
-                object? v = i < args.Count ? args[i] : kwargs.TryGetValue(p, out var kv) ? kv : def is null ? new Undefined(p) : def.Eval(mc);
-                mc.Set(p, v);
+                return Call(args, kwargs, new Context([.. frames, []], new StringBuilder(), box));
             }
-            if (args.Count > parameters.Count) throw new TemplateException($"macro '{name}' takes {parameters.Count} arguments, got {args.Count}");
-            RenderAll(body, mc);
-            return mc.Out.ToString();
+            finally
+            {
+                box.Exit();
+            }
         }));
+    }
+
+    string Call(List<object?> args, Dictionary<string, object?> kwargs, Context mc)
+    {
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            var (p, def) = parameters[i];
+            object? v = i < args.Count ? args[i] : kwargs.TryGetValue(p, out var kv) ? kv : def is null ? new Undefined(p) : def.Eval(mc);
+            mc.Set(p, v);
+        }
+        if (args.Count > parameters.Count) throw new TemplateException($"macro '{name}' takes {parameters.Count} arguments, got {args.Count}");
+        RenderAll(body, mc);
+        return mc.Out.ToString();
     }
 }
 
@@ -199,27 +226,38 @@ sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameter
 
 abstract class Expr
 {
-    public abstract object? Eval(Context c);
+    /// <summary>
+    /// Evaluates with a stack check: a chain like 1+1+...+1 or a|f|f|... builds a tree as deep as it is long, and .NET
+    /// cannot catch a stack overflow.
+    /// </summary>
+    public object? Eval(Context c)
+    {
+        if (!RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw new TemplateException($"expression nested too deeply (more than the sandbox evaluates)");
+        return Evaluate(c);
+    }
+
+    protected abstract object? Evaluate(Context c);
 }
 
 sealed class ConstExpr(object? value) : Expr
 {
-    public override object? Eval(Context c) => value;
+    protected override object? Evaluate(Context c) => value;
 }
 
 sealed class NameExpr(string name) : Expr
 {
-    public override object? Eval(Context c) => c.Lookup(name);
+    protected override object? Evaluate(Context c) => c.Lookup(name);
 }
 
 sealed class ListExpr(List<Expr> items, bool tuple) : Expr
 {
-    public override object? Eval(Context c) => tuple ? new PyTuple(items.Select(i => i.Eval(c))) : items.Select(i => i.Eval(c)).ToList();
+    protected override object? Evaluate(Context c) => tuple ? new PyTuple(items.Select(i => i.Eval(c))) : items.Select(i => i.Eval(c)).ToList();
 }
 
 sealed class DictExpr(List<(Expr Key, Expr Value)> items) : Expr
 {
-    public override object? Eval(Context c)
+    protected override object? Evaluate(Context c)
     {
         var d = new Dictionary<string, object?>();
         foreach (var (k, v) in items)
@@ -230,22 +268,22 @@ sealed class DictExpr(List<(Expr Key, Expr Value)> items) : Expr
 
 sealed class AttrExpr(Expr obj, string name, int line) : Expr
 {
-    public override object? Eval(Context c) => Py.GetAttr(obj.Eval(c), name, line);
+    protected override object? Evaluate(Context c) => Py.GetAttr(obj.Eval(c), name, line);
 }
 
 sealed class ItemExpr(Expr obj, Expr index) : Expr
 {
-    public override object? Eval(Context c) => Py.GetItem(obj.Eval(c), index.Eval(c));
+    protected override object? Evaluate(Context c) => Py.GetItem(obj.Eval(c), index.Eval(c));
 }
 
 sealed class SliceExpr(Expr obj, Expr? start, Expr? stop, Expr? step) : Expr
 {
-    public override object? Eval(Context c) => Py.Slice(obj.Eval(c), start?.Eval(c), stop?.Eval(c), step?.Eval(c));
+    protected override object? Evaluate(Context c) => Py.Slice(obj.Eval(c), start?.Eval(c), stop?.Eval(c), step?.Eval(c));
 }
 
 sealed class CallExpr(Expr fn, List<Expr> args, List<(string, Expr)> kwargs) : Expr
 {
-    public override object? Eval(Context c)
+    protected override object? Evaluate(Context c)
     {
         var f = fn.Eval(c);
         if (f is not Callable call) throw new TemplateException($"{Py.Describe(f)} is not callable");
@@ -255,11 +293,11 @@ sealed class CallExpr(Expr fn, List<Expr> args, List<(string, Expr)> kwargs) : E
 
 sealed class FilterExpr(Expr value, string name, List<Expr> args, List<(string, Expr)> kwargs, int line) : Expr
 {
-    public override object? Eval(Context c)
+    protected override object? Evaluate(Context c)
     {
         try
         {
-            return Builtins.Filter(name, value.Eval(c), SetBlockNode.Eval(args, c), SetBlockNode.EvalKw(kwargs, c));
+            return Builtins.Filter(name, value.Eval(c), SetBlockNode.Eval(args, c), SetBlockNode.EvalKw(kwargs, c), c.Box);
         }
         catch (TemplateException e) when (!e.Message.StartsWith("line ", StringComparison.Ordinal))
         {
@@ -270,11 +308,11 @@ sealed class FilterExpr(Expr value, string name, List<Expr> args, List<(string, 
 
 sealed class TestExpr(Expr value, string name, List<Expr> args, bool negated, int line) : Expr
 {
-    public override object? Eval(Context c)
+    protected override object? Evaluate(Context c)
     {
         try
         {
-            return Builtins.Test(name, value.Eval(c), SetBlockNode.Eval(args, c)) != negated;
+            return Builtins.Test(name, value.Eval(c), SetBlockNode.Eval(args, c), c.Box) != negated;
         }
         catch (TemplateException e) when (!e.Message.StartsWith("line ", StringComparison.Ordinal))
         {
@@ -285,14 +323,14 @@ sealed class TestExpr(Expr value, string name, List<Expr> args, bool negated, in
 
 sealed class NotExpr(Expr e) : Expr
 {
-    public override object? Eval(Context c) => !Py.Truthy(e.Eval(c));
+    protected override object? Evaluate(Context c) => !Py.Truthy(e.Eval(c));
 }
 
 sealed class NegExpr(Expr e) : Expr
 {
-    public override object? Eval(Context c) => e.Eval(c) switch
+    protected override object? Evaluate(Context c) => e.Eval(c) switch
     {
-        long l => (object)-l,
+        long l => l == long.MinValue ? throw new TemplateException("integer overflow: -(-2**63) does not fit in 64 bits") : (object)(-l),
         double d => -d,
         bool b => b ? -1L : 0L,
         var v => throw new TemplateException($"bad operand for unary -: {Py.Describe(v)}"),
@@ -301,7 +339,7 @@ sealed class NegExpr(Expr e) : Expr
 
 sealed class AndExpr(Expr a, Expr b) : Expr
 {
-    public override object? Eval(Context c)
+    protected override object? Evaluate(Context c)
     {
         var l = a.Eval(c);
         return Py.Truthy(l) ? b.Eval(c) : l;
@@ -310,7 +348,7 @@ sealed class AndExpr(Expr a, Expr b) : Expr
 
 sealed class OrExpr(Expr a, Expr b) : Expr
 {
-    public override object? Eval(Context c)
+    protected override object? Evaluate(Context c)
     {
         var l = a.Eval(c);
         return Py.Truthy(l) ? l : b.Eval(c);
@@ -319,18 +357,18 @@ sealed class OrExpr(Expr a, Expr b) : Expr
 
 sealed class CondExpr(Expr cond, Expr then, Expr? otherwise) : Expr
 {
-    public override object? Eval(Context c) =>
+    protected override object? Evaluate(Context c) =>
         Py.Truthy(cond.Eval(c)) ? then.Eval(c) : otherwise is null ? new Undefined("(else branch)") : otherwise.Eval(c);
 }
 
 sealed class BinExpr(string op, Expr a, Expr b) : Expr
 {
-    public override object? Eval(Context c) => Py.Binary(op, a.Eval(c), b.Eval(c));
+    protected override object? Evaluate(Context c) => Py.Binary(op, a.Eval(c), b.Eval(c));
 }
 
 sealed class CompareExpr(Expr first, List<(string Op, Expr Right)> ops) : Expr
 {
-    public override object? Eval(Context c)
+    protected override object? Evaluate(Context c)
     {
         var l = first.Eval(c);
         foreach (var (op, re) in ops)

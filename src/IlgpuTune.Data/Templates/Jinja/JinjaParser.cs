@@ -12,6 +12,7 @@ sealed class JinjaParser
     int _item;
     List<Tok> _toks = [];
     int _pos;
+    int _depth;   // nesting of blocks and sub-expressions, bounded so a hostile template cannot overflow the stack
 
     JinjaParser(List<Item> items) => _items = items;
 
@@ -25,6 +26,25 @@ sealed class JinjaParser
 
     // Statements until one of the end keywords; the block tag that ended the body is left current (its tokens loaded).
     List<Node> ParseBody(string[] ends, out string? endedBy)
+    {
+        Enter();
+        try
+        {
+            return ParseBodyCore(ends, out endedBy);
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    void Enter()
+    {
+        if (++_depth > TemplateLimits.MaxDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw new TemplateException($"line {(_toks.Count > 0 ? Peek().Line : _item > 0 ? _items[_item - 1].Line : 1)}: the template nests blocks or expressions deeper than {TemplateLimits.MaxDepth} levels");
+    }
+
+    List<Node> ParseBodyCore(string[] ends, out string? endedBy)
     {
         var body = new List<Node>();
         while (_item < _items.Count)
@@ -204,6 +224,19 @@ sealed class JinjaParser
 
     Expr Expression(bool withCondition = true)
     {
+        Enter();
+        try
+        {
+            return ExpressionCore(withCondition);
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    Expr ExpressionCore(bool withCondition)
+    {
         var e = Or();
         while (withCondition && Peek().IsName("if"))
         {
@@ -236,8 +269,17 @@ sealed class JinjaParser
 
     Expr Not()
     {
-        if (Peek().IsName("not")) { Next(); return new NotExpr(Not()); }
-        return Compare();
+        if (!Peek().IsName("not")) return Compare();
+        Next();
+        Enter();
+        try
+        {
+            return new NotExpr(Not());
+        }
+        finally
+        {
+            _depth--;
+        }
     }
 
     Expr Compare()
@@ -285,6 +327,19 @@ sealed class JinjaParser
 
     Expr Unary(bool withFilter)
     {
+        Enter();
+        try
+        {
+            return UnaryCore(withFilter);
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    Expr UnaryCore(bool withFilter)
+    {
         Expr e;
         if (Peek().Is("-")) { Next(); e = new NegExpr(Unary(false)); }
         else if (Peek().Is("+")) { Next(); e = Unary(false); }
@@ -308,9 +363,9 @@ sealed class JinjaParser
                 };
             case TokKind.String:
                 {
-                    string s = (string)t.Value!;
-                    while (Peek().Kind == TokKind.String) s += (string)Next().Value!;
-                    return new ConstExpr(s);
+                    var s = new System.Text.StringBuilder((string)t.Value!);
+                    while (Peek().Kind == TokKind.String) s.Append((string)Next().Value!);
+                    return new ConstExpr(s.ToString());
                 }
             case TokKind.Int or TokKind.Float:
                 return new ConstExpr(t.Value);
@@ -412,9 +467,10 @@ sealed class JinjaParser
             if (args.Count + kwargs.Count > 0) { ExpectOp(","); if (Accept(")")) break; }
             if (Peek().Kind == TokKind.Name && PeekAt(1).Is("="))
             {
-                string k = Next().Text;
+                var k = Next();
+                if (kwargs.Any(x => x.Item1 == k.Text)) throw Error(k, $"keyword argument '{k.Text}' repeated");
                 Next();
-                kwargs.Add((k, Expression()));
+                kwargs.Add((k.Text, Expression()));
             }
             else
             {
@@ -469,7 +525,12 @@ sealed class JinjaParser
 
     Tok Peek() => _toks[Math.Min(_pos, _toks.Count - 1)];
     Tok PeekAt(int k) => _toks[Math.Min(_pos + k, _toks.Count - 1)];
-    Tok Next() => _toks[Math.Min(_pos++, _toks.Count - 1)];
+    Tok Next()
+    {
+        var t = Peek();
+        if (_pos < _toks.Count) _pos++;
+        return t;
+    }
 
     bool Accept(string op)
     {

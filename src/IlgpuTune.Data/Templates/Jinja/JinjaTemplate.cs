@@ -17,12 +17,15 @@ public sealed class JinjaTemplate
 
     public static JinjaTemplate Parse(string source) => new(JinjaParser.Parse(source));
 
-    /// <summary>Values: null, bool, int/long, double, string, JsonElement, IDictionary with string keys, IEnumerable.</summary>
-    public string Render(IReadOnlyDictionary<string, object?> variables)
+    /// <summary>
+    /// Values: null, bool, int/long, double, string, JsonElement, IDictionary with string keys, IEnumerable. The render
+    /// runs within <paramref name="limits"/> (default <see cref="TemplateLimits.Default"/>).
+    /// </summary>
+    public string Render(IReadOnlyDictionary<string, object?> variables, TemplateLimits? limits = null)
     {
         var globals = Builtins.Globals();
         foreach (var (k, v) in variables) globals[k] = Convert(v);
-        var c = new Context([globals, []], new StringBuilder());
+        var c = new Context([globals, []], new StringBuilder(), new Sandbox(limits ?? TemplateLimits.Default));
         Node.RenderAll(_body, c);
         return c.Out.ToString();
     }

@@ -98,21 +98,50 @@ static class Py
         _ => Repr(v),
     };
 
+    /// <summary>Python repr(), within the sandbox's length and nesting limits (a list may hold one long string many times).</summary>
     public static string Repr(object? v)
     {
+        var sb = new StringBuilder();
+        ReprInto(sb, v, 0);
+        return sb.ToString();
+    }
+
+    static void ReprInto(StringBuilder sb, object? v, int depth)
+    {
+        Sandbox.CheckNesting(depth, "repr");
         switch (v)
         {
-            case null: return "None";
-            case bool b: return b ? "True" : "False";
-            case long l: return l.ToString(CultureInfo.InvariantCulture);
-            case double d: return FloatRepr(d);
-            case string s: return StrRepr(s);
-            case Undefined: return "";
-            case PyTuple t: return "(" + string.Join(", ", t.Select(Repr)) + (t.Count == 1 ? ",)" : ")");
-            case List<object?> list: return "[" + string.Join(", ", list.Select(Repr)) + "]";
-            case Dictionary<string, object?> d: return "{" + string.Join(", ", d.Select(kv => StrRepr(kv.Key) + ": " + Repr(kv.Value))) + "}";
-            case Namespace ns: return "<Namespace " + Repr(ns.Attrs) + ">";
-            default: return "<" + Describe(v) + ">";
+            case null: sb.Append("None"); break;
+            case bool b: sb.Append(b ? "True" : "False"); break;
+            case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
+            case double d: sb.Append(FloatRepr(d)); break;
+            case string s: Sandbox.CheckLength(sb.Length + (long)s.Length, "repr"); sb.Append(StrRepr(s)); break;
+            case Undefined: break;
+            case List<object?> list:
+                sb.Append(list is PyTuple ? '(' : '[');
+                for (int i = 0; i < list.Count; i++)
+                {
+                    if (i > 0) sb.Append(", ");
+                    ReprInto(sb, list[i], depth + 1);
+                    Sandbox.CheckLength(sb.Length, "repr");
+                }
+                sb.Append(list is PyTuple ? (list.Count == 1 ? ",)" : ")") : "]");
+                break;
+            case Dictionary<string, object?> d:
+                sb.Append('{');
+                bool first = true;
+                foreach (var kv in d)
+                {
+                    if (!first) sb.Append(", ");
+                    first = false;
+                    sb.Append(StrRepr(kv.Key)).Append(": ");
+                    ReprInto(sb, kv.Value, depth + 1);
+                    Sandbox.CheckLength(sb.Length, "repr");
+                }
+                sb.Append('}');
+                break;
+            case Namespace ns: sb.Append("<Namespace "); ReprInto(sb, ns.Attrs, depth + 1); sb.Append('>'); break;
+            default: sb.Append('<').Append(Describe(v)).Append('>'); break;
         }
     }
 
@@ -272,12 +301,12 @@ static class Py
         if (step > 0)
         {
             long a = Clamp(start, 0, 0, n), b = Clamp(stop, n, 0, n);
-            for (long i = a; i < b; i += step) yield return (int)i;
+            for (long i = a; i < b; i = b - i <= step ? b : i + step) yield return (int)i;
         }
         else
         {
             long a = Clamp(start, n - 1, -1, n - 1), b = Clamp(stop, -1, -1, n - 1);
-            for (long i = a; i > b; i += step) yield return (int)i;
+            for (long i = a; i > b; i = i - b <= -step ? b : i + step) yield return (int)i;
         }
     }
 
@@ -289,7 +318,9 @@ static class Py
     {
         long l => l,
         bool b => b ? 1 : 0,
-        double d => (long)d,
+        double d when double.IsNaN(d) => throw new TemplateException("cannot convert float nan to integer"),
+        double d when d >= -9.2233720368547758E18 && d < 9.2233720368547758E18 => (long)d,
+        double d => throw new TemplateException($"float {FloatRepr(d)} does not fit in a 64-bit integer"),
         _ => throw new TemplateException($"expected an integer, got {Describe(v)}"),
     };
 
@@ -303,50 +334,105 @@ static class Py
 
     public static object? Binary(string op, object? a, object? b)
     {
-        if (op == "~") return Str(a) + Str(b);
+        if (op == "~") return Concat(Str(a), Str(b));
         if (a is Undefined ua) throw new TemplateException($"'{ua.Name}' is undefined (operand of {op})");
         if (b is Undefined ub) throw new TemplateException($"'{ub.Name}' is undefined (operand of {op})");
         switch (op)
         {
-            case "+" when a is string sa && b is string sb: return sa + sb;
-            case "+" when a is List<object?> la && b is List<object?> lb: return la.Concat(lb).ToList();
-            case "*" when a is string s && b is long or bool: return string.Concat(Enumerable.Repeat(s, (int)Math.Max(0, ToLong(b))));
+            case "+" when a is string sa && b is string sb: return Concat(sa, sb);
+            case "+" when a is List<object?> la && b is List<object?> lb:
+                Sandbox.CheckLength((long)la.Count + lb.Count, "list concatenation");
+                return la.Concat(lb).ToList();
+            case "*" when a is string s && b is long or bool:
+                {
+                    long n = Math.Max(0, ToLong(b));
+                    Sandbox.CheckLength(Repeated(s.Length, n), "string repetition");
+                    return new StringBuilder(s.Length * (int)n).Insert(0, s, (int)n).ToString();
+                }
             case "*" when a is List<object?> l && b is long or bool:
-                return Enumerable.Repeat(l, (int)Math.Max(0, ToLong(b))).SelectMany(x => x).ToList();
+                {
+                    long n = Math.Max(0, ToLong(b));
+                    Sandbox.CheckLength(Repeated(l.Count, n), "list repetition");
+                    return Enumerable.Repeat(l, (int)n).SelectMany(x => x).ToList();
+                }
         }
         if (!IsNum(a) || !IsNum(b))
             throw new TemplateException($"unsupported operand types for {op}: {Describe(a)} and {Describe(b)}");
         bool ints = a is not double && b is not double;
+        try
+        {
+            return ints ? IntBinary(op, ToLong(a), ToLong(b)) : FloatBinary(op, ToDouble(a), ToDouble(b));
+        }
+        catch (OverflowException)
+        {
+            throw new TemplateException($"integer overflow: {Repr(a)} {op} {Repr(b)} does not fit in 64 bits (the sandbox's integers are 64-bit)");
+        }
+    }
+
+    // length * count, saturated so the limit check sees an over-long result instead of a wrapped one.
+    public static long Repeated(long length, long count) => length == 0 || count == 0 ? 0 : count > long.MaxValue / length ? long.MaxValue : length * count;
+
+    public static string Concat(string a, string b)
+    {
+        Sandbox.CheckLength((long)a.Length + b.Length, "string concatenation");
+        return a + b;
+    }
+
+    static object IntBinary(string op, long x, long y)
+    {
         switch (op)
         {
-            case "+": return ints ? (object)(ToLong(a) + ToLong(b)) : ToDouble(a) + ToDouble(b);
-            case "-": return ints ? (object)(ToLong(a) - ToLong(b)) : ToDouble(a) - ToDouble(b);
-            case "*": return ints ? (object)(ToLong(a) * ToLong(b)) : ToDouble(a) * ToDouble(b);
+            case "+": return checked(x + y);
+            case "-": return checked(x - y);
+            case "*": return checked(x * y);
             case "/":
-                if (ToDouble(b) == 0) throw new TemplateException("division by zero");
-                return ToDouble(a) / ToDouble(b);
+                if (y == 0) throw new TemplateException("division by zero");
+                return (double)x / y;
             case "//":
-                if (ToDouble(b) == 0) throw new TemplateException("integer division by zero");
-                return ints ? (object)FloorDiv(ToLong(a), ToLong(b)) : Math.Floor(ToDouble(a) / ToDouble(b));
+                if (y == 0) throw new TemplateException("integer division by zero");
+                return FloorDiv(x, y);
             case "%":
-                if (ToDouble(b) == 0) throw new TemplateException("modulo by zero");
-                if (ints) return ToLong(a) - ToLong(b) * FloorDiv(ToLong(a), ToLong(b));
-                { double x = ToDouble(a), y = ToDouble(b); return x - y * Math.Floor(x / y); }
+                if (y == 0) throw new TemplateException("modulo by zero");
+                return y == -1 ? 0L : x - y * FloorDiv(x, y);
             case "**":
-                if (ints && ToLong(b) >= 0)
+                if (y < 0) return x == 0 ? throw new TemplateException("0.0 cannot be raised to a negative power") : Math.Pow(x, y);
+                long r = 1, bas = x;
+                for (long e = y; e > 0; e >>= 1)   // by squaring: 2 ** 9999999999 fails at once instead of looping
                 {
-                    long r = 1, bas = ToLong(a);
-                    for (long i = 0; i < ToLong(b); i++) r *= bas;
-                    return r;
+                    if ((e & 1) != 0) r = checked(r * bas);
+                    if (e > 1) bas = checked(bas * bas);
                 }
-                return Math.Pow(ToDouble(a), ToDouble(b));
+                return r;
+            default: throw new TemplateException($"unknown operator {op}");
+        }
+    }
+
+    static object FloatBinary(string op, double x, double y)
+    {
+        switch (op)
+        {
+            case "+": return x + y;
+            case "-": return x - y;
+            case "*": return x * y;
+            case "/":
+                if (y == 0) throw new TemplateException("float division by zero");
+                return x / y;
+            case "//":
+                if (y == 0) throw new TemplateException("float floor division by zero");
+                return Math.Floor(x / y);
+            case "%":
+                if (y == 0) throw new TemplateException("float modulo by zero");
+                return x - y * Math.Floor(x / y);
+            case "**":
+                if (x == 0 && y < 0) throw new TemplateException("0.0 cannot be raised to a negative power");
+                return Math.Pow(x, y);
             default: throw new TemplateException($"unknown operator {op}");
         }
     }
 
     static long FloorDiv(long a, long b)
     {
-        long q = a / b;
+        long q = checked(a / b);
         return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
     }
 
@@ -360,23 +446,27 @@ static class Py
             case "not in": return !Contains(b, a);
         }
         int c;
-        if (IsNum(a) && IsNum(b)) c = ToDouble(a).CompareTo(ToDouble(b));
+        if (IsNum(a) && IsNum(b)) c = a is double || b is double ? ToDouble(a).CompareTo(ToDouble(b)) : ToLong(a).CompareTo(ToLong(b));
         else if (a is string sa && b is string sb) c = string.CompareOrdinal(sa, sb);
         else throw new TemplateException($"'{op}' not supported between {Describe(a)} and {Describe(b)}");
         return op switch { "<" => c < 0, ">" => c > 0, "<=" => c <= 0, ">=" => c >= 0, _ => throw new TemplateException($"unknown comparison {op}") };
     }
 
-    public static bool PyEquals(object? a, object? b)
+    public static bool PyEquals(object? a, object? b) => PyEquals(a, b, 0);
+
+    static bool PyEquals(object? a, object? b, int depth)
     {
         if (a is null || b is null) return a is null && b is null;
+        if (ReferenceEquals(a, b) && a is not double) return true;   // Python compares container items by identity first
+        Sandbox.CheckNesting(depth, "comparison");
         if (IsNum(a) && IsNum(b))
             return a is double || b is double ? ToDouble(a) == ToDouble(b) : ToLong(a) == ToLong(b);
         return (a, b) switch
         {
             (string x, string y) => x == y,
-            (List<object?> x, List<object?> y) => x.Count == y.Count && x.Zip(y).All(p => PyEquals(p.First, p.Second)),
+            (List<object?> x, List<object?> y) => x.Count == y.Count && x.Zip(y).All(p => PyEquals(p.First, p.Second, depth + 1)),
             (Dictionary<string, object?> x, Dictionary<string, object?> y) =>
-                x.Count == y.Count && x.All(kv => y.TryGetValue(kv.Key, out var v) && PyEquals(kv.Value, v)),
+                x.Count == y.Count && x.All(kv => y.TryGetValue(kv.Key, out var v) && PyEquals(kv.Value, v, depth + 1)),
             (Undefined, Undefined) => true,
             _ => ReferenceEquals(a, b),
         };
@@ -491,16 +581,19 @@ static class Py
     public static string ToJson(object? v, long? indent, bool sortKeys)
     {
         var sb = new StringBuilder();
-        WriteJson(sb, v, indent, sortKeys, 0);
+        WriteJson(sb, v, indent is < 0 ? 0 : indent, sortKeys, 0);   // json.dumps: a negative indent indents by nothing
         return sb.ToString();
     }
 
     static void WriteJson(StringBuilder sb, object? v, long? indent, bool sortKeys, int level)
     {
+        Sandbox.CheckNesting(level, "tojson");
+        Sandbox.CheckLength(sb.Length, "tojson");
         void Newline(int lvl)
         {
             if (indent is null) return;
-            sb.Append('\n').Append(' ', (int)indent.Value * lvl);
+            Sandbox.CheckLength(sb.Length + 1 + Repeated(indent.Value, lvl), "tojson");
+            sb.Append('\n').Append(' ', (int)(indent.Value * lvl));
         }
         string itemSep = indent is null ? ", " : ",";
         switch (v)
@@ -511,7 +604,7 @@ static class Py
             case double d:
                 sb.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : FloatRepr(d));
                 break;
-            case string s: JsonString(sb, s); break;
+            case string s: Sandbox.CheckLength(sb.Length + (long)s.Length, "tojson"); JsonString(sb, s); break;
             case List<object?> list:
                 if (list.Count == 0) { sb.Append("[]"); break; }
                 sb.Append('[');
