@@ -123,7 +123,7 @@ public class PyConfigTests
     [InlineData("bnb_4bit_quant_type='nf4'", "bnb_4bit_quant_type='fp4'", "bnb_4bit_quant_type: 'fp4' is not supported (ilgpu-tune needs 'nf4')")]
     [InlineData("        by_epoch=True,\n        begin=0,", "        by_epoch=False,\n        begin=0,", "LinearLR.by_epoch: False is not supported")]
     [InlineData("sequence_parallel_size = 1", "sequence_parallel_size = 2", "multi-GPU training is not there yet")]
-    [InlineData("alpaca_map_fn", "alpaca_zh_map_fn", "dataset_map_fn=alpaca_zh_map_fn: unknown dataset format")]
+    [InlineData("alpaca_map_fn", "msagent_react_map_fn", "dataset_map_fn=msagent_react_map_fn: unknown dataset format")]
     [InlineData("prompt_template = PROMPT_TEMPLATE.qwen_chat", "prompt_template = PROMPT_TEMPLATE.qwen_chatt", "PROMPT_TEMPLATE.<name>")]
     [InlineData("        task_type='CAUSAL_LM'))", "        task_type='CAUSAL_LM', use_dora=True))", "DoRA is not there yet")]
     [InlineData("    dtype='float16')", "    dtype='float16', foo=1)", "optim_wrapper.foo: not a setting ilgpu-tune can honour")]
