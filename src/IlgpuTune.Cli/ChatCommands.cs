@@ -32,53 +32,44 @@ public sealed class ChatCommands
         [Option("prompt", Description = "answer this one prompt and exit")] string? prompt = null,
         [Option("device", Description = "cuda, cpu, ilgpu-cpu or auto (default: ILGPUTUNE_DEVICE, else auto)")] string? device = null)
     {
-        try
+        if (system is not null && systemTemplate is not null) throw new ArgumentException("give --system or --system-template, not both");
+        if (!Directory.Exists(model)) throw new DirectoryNotFoundException($"model folder {model} does not exist");
+        var tokenizer = LoadTokenizer(model, adapter);
+        var config = ModelConfig.Load(model);
+        var template = promptTemplate switch
         {
-            if (system is not null && systemTemplate is not null) throw new ArgumentException("give --system or --system-template, not both");
-            if (!Directory.Exists(model)) throw new DirectoryNotFoundException($"model folder {model} does not exist");
-            var tokenizer = LoadTokenizer(model, adapter);
-            var config = ModelConfig.Load(model);
-            var template = promptTemplate switch
-            {
-                null => null,
-                "auto" => XtunerTemplates.Get(AutoTemplate(config, tokenizer)),
-                _ => XtunerTemplates.Get(promptTemplate),
-            };
-            if (promptTemplate == "auto")
-                Console.Error.WriteLine($"note: --prompt-template auto uses XTuner's '{template!.Name}' for {config.ModelType} " +
-                    "(the tokenizer's own chat_template is not rendered yet)");
-            string? systemText = systemTemplate is null ? system : XtunerChatPrompt.SystemFromTemplate(systemTemplate, botName);
-            var chatPrompt = new XtunerChatPrompt(template, systemText, botName);
-            var options = new GenerationOptions
-            {
-                MaxNewTokens = maxNewTokens,
-                Temperature = temperature,
-                TopK = topK,
-                TopP = topP,
-                RepetitionPenalty = repetitionPenalty,
-                EosTokenIds = EosTokenIds(model, config, tokenizer),
-                StopWords = [.. stopWords ?? [], .. chatPrompt.StopWords],
-            };
-            options.Validate();
+            null => null,
+            "auto" => XtunerTemplates.Get(AutoTemplate(config, tokenizer)),
+            _ => XtunerTemplates.Get(promptTemplate),
+        };
+        if (promptTemplate == "auto")
+            Console.Error.WriteLine($"note: --prompt-template auto uses XTuner's '{template!.Name}' for {config.ModelType} " +
+                "(the tokenizer's own chat_template is not rendered yet)");
+        string? systemText = systemTemplate is null ? system : XtunerChatPrompt.SystemFromTemplate(systemTemplate, botName);
+        var chatPrompt = new XtunerChatPrompt(template, systemText, botName);
+        var options = new GenerationOptions
+        {
+            MaxNewTokens = maxNewTokens,
+            Temperature = temperature,
+            TopK = topK,
+            TopP = topP,
+            RepetitionPenalty = repetitionPenalty,
+            EosTokenIds = EosTokenIds(model, config, tokenizer),
+            StopWords = [.. stopWords ?? [], .. chatPrompt.StopWords],
+        };
+        options.Validate();
 
-            using var dev = Device.Create(device);
-            using var lm = ModelLoader.Load(model, dev);
-            if (adapter is not null) PeftAdapter.Load(adapter, lm);
-            using var session = new ChatSession(lm, tokenizer, chatPrompt, options, seed);
-            if (prompt is not null)
-            {
-                session.AnswerTo(prompt, Console.Out);
-                return 0;
-            }
-            Console.Error.WriteLine($"device: {dev}");
-            return session.Run(Console.In, Console.Out);
-        }
-        catch (Exception e) when (e is IOException or InvalidDataException or KeyNotFoundException or ArgumentException or FormatException
-            or InvalidOperationException or UnauthorizedAccessException)
+        using var dev = Device.Create(device);
+        using var lm = ModelLoader.Load(model, dev);
+        if (adapter is not null) PeftAdapter.Load(adapter, lm);
+        using var session = new ChatSession(lm, tokenizer, chatPrompt, options, seed);
+        if (prompt is not null)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 1;
+            session.AnswerTo(prompt, Console.Out);
+            return 0;
         }
+        Console.Error.WriteLine($"device: {dev}");
+        return session.Run(Console.In, Console.Out);
     }
 
     // chat.py takes the tokenizer from the model; adapter folders written by XTuner often carry one too.

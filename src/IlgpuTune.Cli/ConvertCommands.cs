@@ -12,7 +12,7 @@ public sealed class ConvertCommands
     public int Adapter([Argument(Description = "checkpoint folder")] string checkpoint, [Argument(Description = "output folder")] string output,
         [Option("dtype", Description = "float32, bfloat16 or float16 (default float32)")] string dtype = "float32")
     {
-        Console.WriteLine(CheckpointExport.Run(checkpoint, output, ParseDtype(dtype)));
+        Console.WriteLine(CheckpointExport.Run(CliPaths.Checkpoint(checkpoint), output, ParseDtype(dtype)));
         return 0;
     }
 
@@ -24,8 +24,9 @@ public sealed class ConvertCommands
         [Option("device", Description = "cpu (the merge streams on the CPU)")] string device = "cpu")
     {
         if (device != "cpu") throw new ArgumentException($"--device {device}: the merge runs on the CPU, one tensor at a time");
+        long shardBytes = CliPaths.Size("max-shard-size", maxShardSize);
         var outType = dtype is null ? ModelConfig.Load(baseModel).TorchDtype ?? DType.F32 : ParseDtype(dtype);
-        var summary = IlgpuTune.Model.Merge.Run(baseModel, adapter, output, IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize), outType);
+        var summary = IlgpuTune.Model.Merge.Run(baseModel, adapter, output, shardBytes, outType);
         Console.WriteLine($"merged LoRA into {summary.MergedModules.Count} modules -> {output} ({summary.Files.Count} files, {outType})");
         return 0;
     }
@@ -37,7 +38,7 @@ public sealed class ConvertCommands
         [Option("no-double-quant", Description = "keep the absmax in fp32 instead of 8 bits")] bool noDoubleQuant = false,
         [Option("max-shard-size", Description = "largest shard, e.g. 2GB or 500MB (default 2GB)")] string maxShardSize = "2GB")
     {
-        var files = QuantizedExport.Run(baseModel, output, IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize), quantType, !noDoubleQuant);
+        var files = QuantizedExport.Run(baseModel, output, CliPaths.Size("max-shard-size", maxShardSize), quantType, !noDoubleQuant);
         Console.WriteLine($"quantized to {quantType}{(noDoubleQuant ? "" : " (double quant)")} -> {output} ({files.Count} files)");
         return 0;
     }
