@@ -5,12 +5,13 @@ using IlgpuTune.Cli;
 Type[] commands = [typeof(EngineCommands), typeof(TrainCommands), typeof(DataCommands), typeof(ChatCommands)];
 return ErrorBoundary.Run(() =>
 {
-    if (CliUsage.Check(args, commands) is { } usage)
+    string[] normalized = CliArgs.Normalize(args);
+    if (CliUsage.Check(normalized, commands) is { } usage)
     {
         Console.Error.WriteLine($"error: {usage}");
         return ExitCodes.UserError;
     }
-    int code = CoconaLiteLikeBuilder.Run(CliArgs.Normalize(args), commands);
+    int code = CoconaLiteLikeBuilder.Run(normalized, commands);
     // Cocona exits 129 for its help screen and for arguments it cannot bind (a missing argument, "--seed abc").
     return code == CoconaLiteLikeBuilder.CoconaUsageExit ? CliUsage.AsksForHelp(args) ? ExitCodes.Ok : ExitCodes.UserError : code;
 });
