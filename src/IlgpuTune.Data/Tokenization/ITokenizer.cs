@@ -27,7 +27,8 @@ public static class Tokenizers
     /// <summary>DIR/tokenizer.json when present (HF fast tokenizer), else DIR/tokenizer.model (SentencePiece BPE).</summary>
     public static ITokenizer FromDirectory(string dir)
     {
-        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir} does not exist (expected a folder with tokenizer.json or tokenizer.model)");
+        if (!Directory.Exists(dir))
+            throw new DirectoryNotFoundException(File.Exists(dir) ? $"{dir} is a file; expected a model or tokenizer folder" : $"{dir}: no such folder");
         if (File.Exists(Path.Combine(dir, "tokenizer.json"))) return HfTokenizer.FromDirectory(dir);
         if (File.Exists(Path.Combine(dir, "tokenizer.model"))) return SentencePieceModelTokenizer.FromDirectory(dir);
         throw new FileNotFoundException($"{dir}: no tokenizer.json or tokenizer.model");
