@@ -161,13 +161,28 @@ public static class Program
 
     static string FirstLine(string s) => s.Split('\n', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault()?.Trim() ?? "";
 
-    // Each saved input once, in this process: what a regression test checks.
+    // Each saved input once, in this process: what a regression test checks. An input still running after 10 s (the
+    // run's default per-input limit) ends the process with the worker's hang code.
     static int Repro(Target t, string[] paths)
     {
         using var coverage = new Coverage();
         string work = Path.Combine(Path.GetTempPath(), $"ilgpu-tune-fuzz-repro-{Environment.ProcessId}");
         Directory.CreateDirectory(work);
         int bad = 0;
+        string? running = null;
+        long started = 0;
+        new Thread(() =>
+        {
+            while (true)
+            {
+                Thread.Sleep(50);
+                long s = Volatile.Read(ref started);
+                if (s == 0 || Stopwatch.GetElapsedTime(s) < TimeSpan.FromSeconds(10)) continue;
+                Console.WriteLine($"{running}: HANG still running after 10 s");
+                Console.Out.Flush();
+                Environment.Exit(Worker.ExitHang);
+            }
+        }) { IsBackground = true }.Start();
         try
         {
             var files = paths.SelectMany(p => Directory.Exists(p)
@@ -177,6 +192,8 @@ public static class Program
             {
                 var sw = Stopwatch.StartNew();
                 string outcome;
+                running = f;
+                Volatile.Write(ref started, Stopwatch.GetTimestamp());
                 try
                 {
                     t.Run(File.ReadAllBytes(f), work);
@@ -191,6 +208,7 @@ public static class Program
                     outcome = $"UNEXPECTED {e.GetType().FullName}: {FirstLine(e.Message)}";
                     bad++;
                 }
+                Volatile.Write(ref started, 0);
                 Console.WriteLine($"{f}: {outcome} ({sw.Elapsed.TotalMilliseconds:F0} ms)");
             }
         }
