@@ -7,8 +7,6 @@ namespace IlgpuTune.Cli;
 internal static class ExitCodes
 {
     public const int Ok = 0;
-    /// <summary>A command that ran and reports a negative result (parity failed, a chat answer could not be produced).</summary>
-    public const int Failed = 1;
     /// <summary>A user mistake (bad file, key, option, missing path) or the environment (disk full, permission, path is a file, no driver).</summary>
     public const int UserError = 2;
     /// <summary>A bug: one line on stderr plus the path of a crash log holding the stack trace (sysexits EX_SOFTWARE).</summary>
