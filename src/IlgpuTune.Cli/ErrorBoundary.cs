@@ -126,6 +126,8 @@ internal static class ErrorBoundary
     // denied.", "The file '/x' already exists."); add what kind of failure it is where the message does not say.
     static string EnvironmentMessage(Exception e) => e switch
     {
+        // .NET reports opening a folder as a file as "Access to the path '…' is denied".
+        UnauthorizedAccessException when QuotedPath(e.Message) is { } p && Directory.Exists(p) => $"{p} is a folder; expected a file",
         UnauthorizedAccessException => $"permission denied: {e.Message}",
         DllNotFoundException => $"a native library is missing (is the driver installed?): {FirstLine(e.Message)}",
         OutOfMemoryException or InsufficientMemoryException => "out of memory (the input or the model does not fit in this machine's memory)",
@@ -150,6 +152,12 @@ internal static class ErrorBoundary
         return t == typeof(int) || t == typeof(long) || t == typeof(ulong) ? "an integer"
             : t == typeof(float) || t == typeof(double) ? "a number"
             : t == typeof(bool) ? "true or false" : $"a {t.Name}";
+    }
+
+    static string? QuotedPath(string message)
+    {
+        int a = message.IndexOf('\''), b = a < 0 ? -1 : message.IndexOf('\'', a + 1);
+        return b > a + 1 ? message[(a + 1)..b] : null;
     }
 
     static string FirstLine(string s)

@@ -118,7 +118,8 @@ public sealed class CliTableTests(ITestOutputHelper log)
         return p;
     }
 
-    // A training config in the built-in's shape, for the model and data given (or `text` as is).
+    // A training config in the built-in's shape, for the model and data given. max_length leaves room for a whole sample
+    // (the tiny tokenizer has few merges), so that train goes on to read the model.
     static string Config(string dir, string model, string data, string extra = "")
     {
         string p = Path.Combine(dir, "cfg.yaml");
@@ -128,7 +129,7 @@ public sealed class CliTableTests(ITestOutputHelper log)
             data_path: "{data}"
             dataset_map_fn: colors
             prompt_template: qwen_chat
-            max_length: 64
+            max_length: 256
             batch_size: 1
             max_epochs: 1
             lr: 1.0e-3
@@ -151,8 +152,8 @@ public sealed class CliTableTests(ITestOutputHelper log)
         {
             yield return ("tokenize", (d, m) => (["tokenize", "--tokenizer", m], """["hello"]""", null));
             yield return ("render-template", (d, m) => (["render-template", "--tokenizer", m, "--messages", GoodMessages(d), "--prompt-template", "qwen_chat"], null, null));
-            yield return ("check-dataset", (d, m) => (["check-dataset", "--data", GoodData(d), "--format", "colors", "--tokenizer", m, "--template", "qwen_chat", "--max-length", "64"], null, null));
-            yield return ("log-dataset", (d, m) => (["log-dataset", "--data", GoodData(d), "--format", "colors", "--tokenizer", m, "--template", "qwen_chat", "--max-length", "64"], null, null));
+            yield return ("check-dataset", (d, m) => (["check-dataset", "--data", GoodData(d), "--format", "colors", "--tokenizer", m, "--template", "qwen_chat", "--max-length", "256"], null, null));
+            yield return ("log-dataset", (d, m) => (["log-dataset", "--data", GoodData(d), "--format", "colors", "--tokenizer", m, "--template", "qwen_chat", "--max-length", "256"], null, null));
         }
         if (!tokenizerOnly)
         {
@@ -169,8 +170,8 @@ public sealed class CliTableTests(ITestOutputHelper log)
 
     static IEnumerable<(string Verb, Func<string, string, (string[], string?, string?)> Run)> DataVerbs() =>
     [
-        ("check-dataset", (d, data) => (["check-dataset", "--data", data, "--format", "colors", "--tokenizer", TinyModel, "--template", "qwen_chat", "--max-length", "64"], null, null)),
-        ("log-dataset", (d, data) => (["log-dataset", "--data", data, "--format", "colors", "--tokenizer", TinyModel, "--template", "qwen_chat", "--max-length", "64"], null, null)),
+        ("check-dataset", (d, data) => (["check-dataset", "--data", data, "--format", "colors", "--tokenizer", TinyModel, "--template", "qwen_chat", "--max-length", "256"], null, null)),
+        ("log-dataset", (d, data) => (["log-dataset", "--data", data, "--format", "colors", "--tokenizer", TinyModel, "--template", "qwen_chat", "--max-length", "256"], null, null)),
         ("train", (d, data) => (["train", Config(d, TinyModel, data), "--work-dir", Path.Combine(d, "work")], null, Path.Combine(d, "work"))),
     ];
 
