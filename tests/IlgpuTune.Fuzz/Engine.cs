@@ -155,10 +155,24 @@ public sealed class Worker(Target target, WorkerOptions o)
             {
                 lastStats = sw.Elapsed;
                 WriteStats(corpus.Count, coverage.Edges);
+                if (o.Parent != 0 && !SupervisorAlive()) break;
             }
         }
         WriteStats(corpus.Count, coverage.Edges);
         return _stats.Unexpected == 0 ? 0 : 1;
+    }
+
+    bool SupervisorAlive()
+    {
+        try
+        {
+            using var p = Process.GetProcessById(o.Parent);
+            return !p.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
     }
 
     void Execute(byte[] input, string work)
@@ -248,5 +262,6 @@ public sealed class Worker(Target target, WorkerOptions o)
     }
 }
 
+/// <param name="Parent">the supervisor's process id: the worker stops when it is gone (0: none)</param>
 public sealed record WorkerOptions(TimeSpan Duration, long MaxInputs, int Seed, TimeSpan TimeLimit, string CrashDir, string WorkDir,
-    string StatsFile, string InflightFile);
+    string StatsFile, string InflightFile, int Parent);

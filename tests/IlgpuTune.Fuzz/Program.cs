@@ -71,7 +71,7 @@ public static class Program
     static int RunWorker(string name, Dictionary<string, string> o)
     {
         var w = new WorkerOptions(Duration(o), (long)Num(o, "inputs", long.MaxValue), (int)Num(o, "seed", 1),
-            TimeSpan.FromMilliseconds(Num(o, "time-limit-ms", 10_000)), o["crash-dir"], o["work"], o["stats"], o["inflight"]);
+            TimeSpan.FromMilliseconds(Num(o, "time-limit-ms", 10_000)), o["crash-dir"], o["work"], o["stats"], o["inflight"], (int)Num(o, "parent", 0));
         return new Worker(Targets.Get(name), w).Run();
     }
 
@@ -124,7 +124,7 @@ public static class Program
                     typeof(Program).Assembly.Location, "worker", t.Name, "--seconds", Math.Max(1, (budget - sw.Elapsed).TotalSeconds).ToString(CultureInfo.InvariantCulture),
                     "--inputs", (inputs - total.Tried).ToString(CultureInfo.InvariantCulture), "--seed", (seed + round).ToString(CultureInfo.InvariantCulture),
                     "--time-limit-ms", Num(o, "time-limit-ms", 10_000).ToString(CultureInfo.InvariantCulture), "--crash-dir", crashDir,
-                    "--work", work, "--stats", stats, "--inflight", inflight,
+                    "--work", work, "--stats", stats, "--inflight", inflight, "--parent", Environment.ProcessId.ToString(CultureInfo.InvariantCulture),
                 }) psi.ArgumentList.Add(a);
                 using var p = Process.Start(psi)!;
                 string stderr = p.StandardError.ReadToEnd();
