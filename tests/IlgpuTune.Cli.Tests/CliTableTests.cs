@@ -285,7 +285,7 @@ public sealed class CliTableTests(ITestOutputHelper log)
             Directory.CreateDirectory(Path.Combine(d, "iter_2"));
             File.WriteAllText(Path.Combine(d, "iter_2", "state.json"), "{\"format_version\": ");
             return (["convert", "adapter", Path.Combine(d, "iter_2"), Path.Combine(d, "out")], null, Path.Combine(d, "out"));
-        }, Pending: readers);
+        }, Pending: "h12-life: Checkpoint.ReadState lets a JsonReaderException through (exit 70)");
 
         // Messages, templates and stdin.
         yield return new Case("render-template", "messages truncated", d =>
