@@ -34,57 +34,48 @@ public sealed class ChatCommands
         [Option("bits", Description = "4: quantize the model's linear weights to NF4 on load (as chat.py --bits 4); default: as saved")] int? bits = null,
         [Option("no-streamer", Description = "print each answer when it is complete instead of token by token")] bool noStreamer = false)
     {
-        try
+        if (system is not null && systemTemplate is not null) throw new ArgumentException("give --system or --system-template, not both");
+        if (bits is 8) throw new ArgumentException("--bits 8: 8-bit (LLM.int8) loading is not supported; use --bits 4 (NF4) or leave --bits out");
+        if (bits is not (null or 4)) throw new ArgumentException($"--bits {bits}: expected 4 (or 8, which is not supported yet)");
+        if (!Directory.Exists(model)) throw new DirectoryNotFoundException($"model folder {model} does not exist");
+        var tokenizer = LoadTokenizer(model, adapter);
+        var config = ModelConfig.Load(model);
+        var template = promptTemplate switch
         {
-            if (system is not null && systemTemplate is not null) throw new ArgumentException("give --system or --system-template, not both");
-            if (bits is 8) throw new ArgumentException("--bits 8: 8-bit (LLM.int8) loading is not supported; use --bits 4 (NF4) or leave --bits out");
-            if (bits is not (null or 4)) throw new ArgumentException($"--bits {bits}: expected 4 (or 8, which is not supported yet)");
-            if (!Directory.Exists(model)) throw new DirectoryNotFoundException($"model folder {model} does not exist");
-            var tokenizer = LoadTokenizer(model, adapter);
-            var config = ModelConfig.Load(model);
-            var template = promptTemplate switch
-            {
-                null or "none" => null,
-                "auto" => XtunerTemplates.Get(AutoTemplate(config, tokenizer)),
-                _ => XtunerTemplates.Get(promptTemplate),
-            };
-            if (promptTemplate == "auto")
-                Console.Error.WriteLine($"note: --prompt-template auto uses XTuner's '{template!.Name}' for {config.ModelType} " +
-                    "(the tokenizer's own chat_template is not rendered yet)");
-            string? systemText = systemTemplate is null ? system : XtunerChatPrompt.SystemFromTemplate(systemTemplate, botName);
-            var chatPrompt = new XtunerChatPrompt(template, systemText, botName);
-            var options = new GenerationOptions
-            {
-                MaxNewTokens = maxNewTokens,
-                Temperature = temperature,
-                TopK = topK,
-                TopP = topP,
-                RepetitionPenalty = repetitionPenalty,
-                EosTokenIds = EosTokenIds(model, config, tokenizer),
-                StopWords = [.. stopWords ?? [], .. chatPrompt.StopWords],
-            };
-            options.Validate();
+            null or "none" => null,
+            "auto" => XtunerTemplates.Get(AutoTemplate(config, tokenizer)),
+            _ => XtunerTemplates.Get(promptTemplate),
+        };
+        if (promptTemplate == "auto")
+            Console.Error.WriteLine($"note: --prompt-template auto uses XTuner's '{template!.Name}' for {config.ModelType} " +
+                "(the tokenizer's own chat_template is not rendered yet)");
+        string? systemText = systemTemplate is null ? system : XtunerChatPrompt.SystemFromTemplate(systemTemplate, botName);
+        var chatPrompt = new XtunerChatPrompt(template, systemText, botName);
+        var options = new GenerationOptions
+        {
+            MaxNewTokens = maxNewTokens,
+            Temperature = temperature,
+            TopK = topK,
+            TopP = topP,
+            RepetitionPenalty = repetitionPenalty,
+            EosTokenIds = EosTokenIds(model, config, tokenizer),
+            StopWords = [.. stopWords ?? [], .. chatPrompt.StopWords],
+        };
+        options.Validate();
 
-            using var dev = Device.Create(device);
-            using var lm = ModelLoader.Load(model, dev, quantization: bits is 4 ? IlgpuTune.Kernels.QuantType.Nf4 : null);
-            if (adapter is not null) PeftAdapter.Load(adapter, lm);
-            using var session = new ChatSession(lm, tokenizer, chatPrompt, options, seed) { Stream = !noStreamer };
-            if (prompt is not null)
-            {
-                session.AnswerTo(prompt, Console.Out);
-                return 0;
-            }
-            Console.Error.WriteLine($"device: {dev}");
-            // Ctrl-C ends the answer being generated; at the prompt it quits.
-            using var signals = new Signals(_ => session.CancelAnswer());
-            return session.Run(Console.In, Console.Out);
-        }
-        catch (Exception e) when (e is IOException or InvalidDataException or KeyNotFoundException or ArgumentException or FormatException
-            or InvalidOperationException or UnauthorizedAccessException)
+        using var dev = Device.Create(device);
+        using var lm = ModelLoader.Load(model, dev, quantization: bits is 4 ? IlgpuTune.Kernels.QuantType.Nf4 : null);
+        if (adapter is not null) PeftAdapter.Load(adapter, lm);
+        using var session = new ChatSession(lm, tokenizer, chatPrompt, options, seed) { Stream = !noStreamer };
+        if (prompt is not null)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 1;
+            session.AnswerTo(prompt, Console.Out);
+            return 0;
         }
+        Console.Error.WriteLine($"device: {dev}");
+        // Ctrl-C ends the answer being generated; at the prompt it quits.
+        using var signals = new Signals(_ => session.CancelAnswer());
+        return session.Run(Console.In, Console.Out);
     }
 
     // chat.py takes the tokenizer from the model; adapter folders written by XTuner often carry one too.

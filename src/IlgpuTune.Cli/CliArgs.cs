@@ -26,28 +26,3 @@ internal static class CliArgs
         return [.. list];
     }
 }
-
-/// <summary>
-/// Expected failures (a bad config, a bad file, a missing path) print one clear line and exit 2 instead of a stack trace;
-/// applied to every command class.
-/// </summary>
-[AttributeUsage(AttributeTargets.Class)]
-internal sealed class FriendlyErrorsAttribute : Cocona.Filters.CommandFilterAttribute
-{
-    public override async ValueTask<int> OnCommandExecutionAsync(Cocona.Filters.CoconaCommandExecutingContext ctx, Cocona.Filters.CommandExecutionDelegate next)
-    {
-        try
-        {
-            return await next(ctx);
-        }
-        catch (Exception e) when (IsExpected(e))
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 2;
-        }
-    }
-
-    private static bool IsExpected(Exception e) => e is IlgpuTune.Training.ConfigException or InvalidDataException or FileNotFoundException
-        or DirectoryNotFoundException or NotSupportedException or ArgumentException or KeyNotFoundException or InvalidOperationException
-        or IlgpuTune.Data.Datasets.DatasetException or IlgpuTune.Data.Templates.Jinja.TemplateException;
-}

@@ -13,7 +13,7 @@ public sealed class ConvertCommands
         [Option("dtype", Description = "float32, bfloat16 or float16 (default float32)")] string dtype = "float32")
     {
         var type = ParseDtype(dtype);
-        return Interruptible(output, () => Console.WriteLine(CheckpointExport.Run(checkpoint, output, type)));
+        return Interruptible(output, () => Console.WriteLine(CheckpointExport.Run(CliPaths.Checkpoint(checkpoint), output, type)));
     }
 
     [Command("pth_to_hf", Description = "xtuner convert pth_to_hf: a training checkpoint (work_dir/iter_N, or iter_N.pth as XTuner names it) " +
@@ -40,7 +40,7 @@ public sealed class ConvertCommands
                 "the output names the model it was trained on");
         Console.WriteLine($"Load PTH model from {checkpoint}");
         if (!fp32) Console.WriteLine("Convert LLM to float16");
-        long shard = IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize);
+        long shard = CliPaths.Size("max-shard-size", maxShardSize);
         Console.WriteLine(state.Lora is null ? $"Saving LLM to {saveDir}" : $"Saving adapter to {saveDir}");
         return Interruptible(saveDir, () =>
         {
@@ -57,11 +57,11 @@ public sealed class ConvertCommands
         [Option("device", Description = "cpu (the merge streams on the CPU)")] string device = "cpu")
     {
         if (device != "cpu") throw new ArgumentException($"--device {device}: the merge runs on the CPU, one tensor at a time");
+        long shardBytes = CliPaths.Size("max-shard-size", maxShardSize);
         var outType = dtype is null ? ModelConfig.Load(baseModel).TorchDtype ?? DType.F32 : ParseDtype(dtype);
-        long shard = IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize);
         return Interruptible(output, () =>
         {
-            var summary = IlgpuTune.Model.Merge.Run(baseModel, adapter, output, shard, outType);
+            var summary = IlgpuTune.Model.Merge.Run(baseModel, adapter, output, shardBytes, outType);
             Console.WriteLine($"merged LoRA into {summary.MergedModules.Count} modules -> {output} ({summary.Files.Count} files, {outType})");
         });
     }
@@ -73,7 +73,7 @@ public sealed class ConvertCommands
         [Option("no-double-quant", Description = "keep the absmax in fp32 instead of 8 bits")] bool noDoubleQuant = false,
         [Option("max-shard-size", Description = "largest shard, e.g. 2GB or 500MB (default 2GB)")] string maxShardSize = "2GB")
     {
-        long shard = IlgpuTune.IO.SafetensorsWriter.ParseSize(maxShardSize);
+        long shard = CliPaths.Size("max-shard-size", maxShardSize);
         return Interruptible(output, () =>
         {
             var files = QuantizedExport.Run(baseModel, output, shard, quantType, !noDoubleQuant);

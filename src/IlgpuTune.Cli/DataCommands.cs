@@ -63,8 +63,7 @@ public sealed class DataCommands
         }
         catch (JsonException e)
         {
-            Console.Error.WriteLine($"stdin must be a JSON array of strings: {e.Message}");
-            return 2;
+            throw new InvalidDataException($"stdin: expected a JSON array of strings ({e.Message})", e);
         }
         var ids = new int[texts.Length][];
         Parallel.For(0, texts.Length, i => ids[i] = tok.Encode(texts[i], addSpecialTokens));
@@ -80,36 +79,22 @@ public sealed class DataCommands
         [Option("template-kwargs", Description = "extra template variables as a JSON object, e.g. {\"enable_thinking\": false}")] string? templateKwargs = null)
     {
         var config = TokenizerConfig.Load(tokenizer);
-        using var doc = JsonDocument.Parse(File.ReadAllText(messages));
-        if (doc.RootElement.ValueKind != JsonValueKind.Array)
-        {
-            Console.Error.WriteLine($"{messages}: expected a JSON array of messages");
-            return 2;
-        }
+        using var doc = CliPaths.ParseJson(File.ReadAllText(messages), messages);
+        if (doc.RootElement.ValueKind != JsonValueKind.Array) throw new InvalidDataException($"{messages}: expected a JSON array of messages");
         if (ChatTemplates.Resolve(promptTemplate, config) is { } source)
         {
             Dictionary<string, object?>? kwargs = null;
             if (templateKwargs is not null)
             {
-                using var kw = JsonDocument.Parse(templateKwargs);
+                using var kw = CliPaths.ParseJson(templateKwargs, "--template-kwargs");
+                if (kw.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidDataException("--template-kwargs: expected a JSON object");
                 kwargs = kw.RootElement.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone());
             }
-            try
-            {
-                Console.Out.Write(ChatTemplates.Render(JinjaTemplate.Parse(source), doc.RootElement, config, addGenerationPrompt, kwargs));
-            }
-            catch (TemplateException e)
-            {
-                Console.Error.WriteLine($"chat template: {e.Message}");
-                return 1;
-            }
+            Console.Out.Write(ChatTemplates.Render(JinjaTemplate.Parse(source), doc.RootElement, config, addGenerationPrompt, kwargs));
             return 0;
         }
         if (promptTemplate == "auto")
-        {
-            Console.Error.WriteLine($"{tokenizer} has no chat_template; pass --prompt-template with an XTuner template name");
-            return 2;
-        }
+            throw new InvalidDataException($"{tokenizer} has no chat_template; pass --prompt-template with an XTuner template name");
         Console.Out.Write(RenderXtuner(Tokenizers.FromDirectory(tokenizer), XtunerTemplates.Get(promptTemplate), doc.RootElement, addGenerationPrompt));
         return 0;
     }
@@ -159,25 +144,11 @@ public sealed class DataCommands
         int dropped;
         EncodedSample[] samples;
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        double encodeSeconds;
-        try
-        {
-            tok = Tokenizers.FromDirectory(o.TokenizerDir);
-            (conversations, dropped) = DataPipeline.Read(o);
-            sw.Restart();
-            samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
-            encodeSeconds = sw.Elapsed.TotalSeconds;
-        }
-        catch (DatasetException e)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 2;
-        }
-        catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 2;
-        }
+        tok = Tokenizers.FromDirectory(o.TokenizerDir);
+        (conversations, dropped) = DataPipeline.Read(o);
+        sw.Restart();
+        samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
+        double encodeSeconds = sw.Elapsed.TotalSeconds;
         var (_, stats) = DataPipeline.Pack(samples, o);
         Console.WriteLine($"files: {string.Join(", ", o.DataFiles)}");
         Console.WriteLine($"records: {conversations.Count + dropped} ({dropped} dropped by the {o.Format} map fn), turns: {conversations.Sum(c => c.Turns.Count)}");
@@ -225,30 +196,14 @@ public sealed class DataCommands
     {
         string[] parts = show == "all" ? ["text", "masked_text", "input_ids", "labels"] : [show];
         if (parts.Any(s => s is not ("text" or "masked_text" or "input_ids" or "labels")))
-        {
-            Console.Error.WriteLine($"--show {show}: expected text, masked_text, input_ids, labels or all");
-            return 2;
-        }
+            throw new ArgumentException($"--show {show}: expected text, masked_text, input_ids, labels or all");
         var o = p.ToOptions();
         ITokenizer tok;
         List<Conversation> conversations;
         EncodedSample[] samples;
-        try
-        {
-            tok = Tokenizers.FromDirectory(o.TokenizerDir);
-            (conversations, _) = DataPipeline.Read(o);
-            samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
-        }
-        catch (DatasetException e)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 2;
-        }
-        catch (Exception e) when (e is KeyNotFoundException or ArgumentException or NotSupportedException or IOException or FormatException)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 2;
-        }
+        tok = Tokenizers.FromDirectory(o.TokenizerDir);
+        (conversations, _) = DataPipeline.Read(o);
+        samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
         var (rows, _) = DataPipeline.Pack(samples, o);
         foreach (var (row, k) in rows.Take(count).Select((r, k) => (r, k)))
         {

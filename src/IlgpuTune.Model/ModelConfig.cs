@@ -48,6 +48,7 @@ public sealed class ModelConfig
 
     public static ModelConfig Load(string path)
     {
+        if (!Directory.Exists(path) && !File.Exists(path)) throw new DirectoryNotFoundException($"model folder {path} does not exist");
         string file = Directory.Exists(path) ? System.IO.Path.Combine(path, "config.json") : path;
         if (!File.Exists(file)) throw new FileNotFoundException($"no config.json at {file}", file);
         return FromJson(StrictJson.ParseObject(File.ReadAllBytes(file), file), file);

@@ -69,10 +69,10 @@ public sealed class ChatTests(ITestOutputHelper log, TinyChatModelFixture fixtur
     public void BadArguments_AreErrorsNamingTheProblem()
     {
         var (code, _, stderr) = RunCli("chat", Tiny.ModelDir, "--prompt-template", "nope", "--prompt", "x", "--device", "cpu");
-        Assert.Equal(1, code);
+        Assert.Equal(2, code);
         Assert.Contains("unknown prompt template 'nope'", stderr);
         (code, _, stderr) = RunCli("chat", Tiny.ModelDir, "--system", "a", "--system-template", "alpaca", "--prompt", "x");
-        Assert.Equal(1, code);
+        Assert.Equal(2, code);
         Assert.Contains("not both", stderr);
     }
 

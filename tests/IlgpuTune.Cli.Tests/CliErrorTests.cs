@@ -11,8 +11,8 @@ public class CliErrorTests(ITestOutputHelper log)
     [InlineData("unknown key 'learning_rate'", "train", "tiny_llama_lora_colorist_e3", "--cfg-options", "learning_rate=1")]
     [InlineData("no built-in config 'nope'", "copy-cfg", "nope", "/tmp")]
     [InlineData("not a checkpoint folder", "train", "tiny_llama_lora_colorist_e3", "--resume", "/nonexistent/iter_5")]
-    [InlineData("no config.json at /nonexistent/base", "convert", "merge", "/nonexistent/base", "/nonexistent/adapter", "/tmp/out-merge")]
-    [InlineData("no config.json at /nonexistent/base", "convert", "quantize", "/nonexistent/base", "/tmp/out-quantize")]
+    [InlineData("model folder /nonexistent/base does not exist", "convert", "merge", "/nonexistent/base", "/nonexistent/adapter", "/tmp/out-merge")]
+    [InlineData("model folder /nonexistent/base does not exist", "convert", "quantize", "/nonexistent/base", "/tmp/out-quantize")]
     [InlineData("quant type 'nf8': expected nf4 or fp4", "convert", "quantize", "/nonexistent/base", "/tmp/out-quantize", "--quant-type", "nf8")]
     public void ExpectedErrors_PrintOneLine_AndExit2(string expected, params string[] args)
     {
