@@ -2,6 +2,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Training;
 
@@ -27,7 +28,7 @@ public sealed class TrainLog : IDisposable
         if (resumedAt is { } at && File.Exists(scalarsPath))
         {
             _records.AddRange(File.ReadAllLines(scalarsPath).Where(l => l.Length > 0).Select(FromJson).Where(r => r.Iter <= at));
-            IlgpuTune.Core.AtomicFile.WriteAllText(scalarsPath, string.Concat(File.ReadAllLines(scalarsPath)
+            AtomicFile.WriteAllText(scalarsPath, string.Concat(File.ReadAllLines(scalarsPath)
                 .Where(l => l.Length > 0 && FromJson(l).Iter <= at).Select(l => l + "\n")));
         }
         _scalars = new StreamWriter(scalarsPath, append: resumedAt is not null) { AutoFlush = true };
@@ -111,7 +112,7 @@ public sealed class TrainLog : IDisposable
             svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{x0 + w - 12}\" y=\"{h - pad + 14}\" text-anchor=\"end\">iter {xmax:G6}</text>\n");
         }
         svg.Append("</svg>\n");
-        IlgpuTune.Core.AtomicFile.WriteAllText(Path.Combine(WorkDir, "curve.svg"), svg.ToString());
+        AtomicFile.WriteAllText(Path.Combine(WorkDir, "curve.svg"), svg.ToString());
     }
 
     public void Dispose()

@@ -1,4 +1,4 @@
-namespace IlgpuTune.Core;
+namespace IlgpuTune.Numerics;
 
 /// <summary>Writes a whole directory atomically: it is filled as a temp sibling, then renamed into place, so readers see
 /// either the old directory or the complete new one, and a failure leaves the target untouched.</summary>
