@@ -3,7 +3,7 @@
 head dim, and the backward's dK/dV and dQ kernels (head dim 128) (ILGPU 1.5.3 does not unroll loops), plus the PTX of its wgmma and accumulator sites, where the accumulators are
 function-scope registers named in the instruction text (sacc: S, oacc: O). See FlashAttentionHalf.Wgmma.cs for the
 algorithm. Run from the repository root: python3 tools/gen_flash_wgmma.py"""
-import os
+from codegen import HALF_TYPES, branch, read_fragment, regs, wgmma, write, zero_regs
 
 HEAD_DIMS = [64, 128]
 KEYS = 128  # keys per K/V tile = N of the S product
@@ -153,25 +153,23 @@ def ptx_sites():
     o = []
     w = o.append
     keys = KEYS
-    sacc = ", ".join(f"sacc{i}" for i in range(keys // 2))
-    for t, ptype in (("Bf16", "bf16"), ("F16", "f16")):
+    for t, ptype in HALF_TYPES:
         w(f"    internal partial struct {t} : IFlashWgmmaHalf")
         w("    {")
         w("        // S (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts S (scale-d 0).")
         w("        public void WgmmaSPtx(int keys, bool accumulate, ulong descA, ulong descB)")
         w("        {")
         w(f"            if (keys == {keys})")
-        w(f"                CudaAsm.Emit(\"{{ .reg .pred sz; setp.ne.b32 sz, %2, 0; wgmma.mma_async.sync.aligned.m64n{keys}k16.f32.{ptype}.{ptype} "
-          f"{{{sacc}}}, %0, %1, sz, 1, 1, 0, 0; }}\", descA, descB, accumulate ? 1 : 0);")
+        w(f"                CudaAsm.Emit(\"{wgmma(keys, ptype, regs('sacc', keys // 2), '%0', '%1', 'sz', '%2', '1, 1, 0, 0')}\", "
+          "descA, descB, accumulate ? 1 : 0);")
         w("        }")
         w("")
         w("        // O += P·V: P from registers (the A fragment), V MN-major in shared memory (transpose flag).")
         w("        public void WgmmaPVPtx(int keys, int d, uint a0, uint a1, uint a2, uint a3, ulong descB)")
         w("        {")
         for i, d in enumerate(HEAD_DIMS):
-            oacc = ", ".join(f"oacc{j}" for j in range(d // 2))
-            w(f"            {'if' if i == 0 else 'else if'} (keys == {keys} && d == {d})")
-            w(f"                CudaAsm.Emit(\"{{ .reg .pred po; setp.ne.b32 po, %5, 0; wgmma.mma_async.sync.aligned.m64n{d}k16.f32.{ptype}.{ptype} {{{oacc}}}, {{%0, %1, %2, %3}}, %4, po, 1, 1, 1; }}\", "
+            w(f"            {branch(i == 0)} (keys == {keys} && d == {d})")
+            w(f"                CudaAsm.Emit(\"{wgmma(d, ptype, regs('oacc', d // 2), '{%0, %1, %2, %3}', '%4', 'po', '%5', '1, 1, 1')}\", "
               "a0, a1, a2, a3, descB, 1);")
         w("        }")
         w("    }")
@@ -183,8 +181,8 @@ def ptx_sites():
     w("        {")
     w("            if (!CudaAsm.IsSupported) return;")
     for i, d in enumerate(HEAD_DIMS):
-        zeros = " ".join(f"mov.f32 oacc{j}, 0f00000000;" for j in range(d // 2))
-        w(f"            {'if' if i == 0 else 'else if'} (d == {d}) CudaAsm.Emit(\".reg .f32 sacc<{keys // 2}>; .reg .f32 oacc<{d // 2}>; {zeros}\");")
+        zeros = zero_regs("oacc", d // 2)
+        w(f"            {branch(i == 0)} (d == {d}) CudaAsm.Emit(\".reg .f32 sacc<{keys // 2}>; .reg .f32 oacc<{d // 2}>; {zeros}\");")
     w("        }")
     w("")
     w("        // Fragment i of S: rows g, g + 8 (g = lane / 4) of the warp's 16, columns 8i + 2(lane % 4), +1.")
@@ -194,8 +192,7 @@ def ptx_sites():
     w("            if (CudaAsm.IsSupported)")
     w("            {")
     for i in range(keys // 8):
-        regs = "; ".join(f"mov.f32 %{e}, sacc{4 * i + e}" for e in range(4))
-        w(f"                {'if' if i == 0 else 'else if'} (keys == {keys} && i == {i}) CudaAsm.EmitRef(\"{regs};\", ref x0, ref x1, ref x2, ref x3);")
+        w(f"                {branch(i == 0)} (keys == {keys} && i == {i}) CudaAsm.EmitRef(\"{read_fragment('sacc', i)};\", ref x0, ref x1, ref x2, ref x3);")
     w("            }")
     w("            v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;")
     w("        }")
@@ -206,7 +203,7 @@ def ptx_sites():
     w("            if (!CudaAsm.IsSupported) return;")
     for i, d in enumerate(HEAD_DIMS):
         muls = " ".join(f"mul.f32 oacc{j}, oacc{j}, %{(j % 4) // 2};" for j in range(d // 2))
-        w(f"            {'if' if i == 0 else 'else if'} (d == {d}) CudaAsm.Emit(\"{muls}\", lo, hi);")
+        w(f"            {branch(i == 0)} (d == {d}) CudaAsm.Emit(\"{muls}\", lo, hi);")
     w("        }")
     w("")
     w("        // Fragment i of O, laid out as S's.")
@@ -216,8 +213,7 @@ def ptx_sites():
     w("            if (CudaAsm.IsSupported)")
     w("            {")
     for i in range(max(HEAD_DIMS) // 8):
-        regs = "; ".join(f"mov.f32 %{e}, oacc{4 * i + e}" for e in range(4))
-        w(f"                {'if' if i == 0 else 'else if'} (i == {i}) CudaAsm.EmitRef(\"{regs};\", ref x0, ref x1, ref x2, ref x3);")
+        w(f"                {branch(i == 0)} (i == {i}) CudaAsm.EmitRef(\"{read_fragment('oacc', i)};\", ref x0, ref x1, ref x2, ref x3);")
     w("            }")
     w("            v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;")
     w("        }")
@@ -478,17 +474,16 @@ def ptx_sites_backward():
     o = []
     w = o.append
     bq = BWD_BQ
-    for t, ptype in (("Bf16", "bf16"), ("F16", "f16")):
+    for t, ptype in HALF_TYPES:
         w(f"    internal partial struct {t}")
         w("    {")
         w("        // S or dP (+)= A·Bᵀ, both K-major in shared memory; accumulate false: the k16 step that starts it (scale-d 0).")
         w("        public void WgmmaScorePtx(int which, bool accumulate, ulong descA, ulong descB)")
         w("        {")
         for which, name in ((0, "tacc"), (1, "pacc")):
-            regs = ", ".join(f"{name}{i}" for i in range(bq // 2))
             w(f"            {'if' if which == 0 else 'else'} {'(which == 0)' if which == 0 else ''}".rstrip())
-            w(f"                CudaAsm.Emit(\"{{ .reg .pred sz; setp.ne.b32 sz, %2, 0; wgmma.mma_async.sync.aligned.m64n{bq}k16.f32.{ptype}.{ptype} "
-              f"{{{regs}}}, %0, %1, sz, 1, 1, 0, 0; }}\", descA, descB, accumulate ? 1 : 0);")
+            w(f"                CudaAsm.Emit(\"{wgmma(bq, ptype, regs(name, bq // 2), '%0', '%1', 'sz', '%2', '1, 1, 0, 0')}\", "
+              "descA, descB, accumulate ? 1 : 0);")
         w("        }")
         w("")
         w("        // dK, dQ or dV += A·B: A (dSᵀ, dS or Pᵀ) from registers, B (Q, K or dO) MN-major in shared memory (transpose flag).")
@@ -496,9 +491,8 @@ def ptx_sites_backward():
         w("        {")
         for d in BWD_HEAD_DIMS:
             for which, name in ((0, "kacc"), (1, "vacc")):
-                regs = ", ".join(f"{name}{j}" for j in range(d // 2))
-                w(f"            {'if' if which == 0 else 'else if'} (which == {which})")
-                w(f"                CudaAsm.Emit(\"{{ .reg .pred pk; setp.ne.b32 pk, %5, 0; wgmma.mma_async.sync.aligned.m64n{d}k16.f32.{ptype}.{ptype} {{{regs}}}, {{%0, %1, %2, %3}}, %4, pk, 1, 1, 1; }}\", "
+                w(f"            {branch(which == 0)} (which == {which})")
+                w(f"                CudaAsm.Emit(\"{wgmma(d, ptype, regs(name, d // 2), '{%0, %1, %2, %3}', '%4', 'pk', '%5', '1, 1, 1')}\", "
                   "a0, a1, a2, a3, descB, 1);")
         w("        }")
         w("    }")
@@ -510,7 +504,7 @@ def ptx_sites_backward():
     w("        public void WgDeclareBackward(ArrayView<float> smf, int accOff)")
     w("        {")
     w("            if (!CudaAsm.IsSupported) return;")
-    zeros = " ".join(f"mov.f32 {n}{j}, 0f00000000;" for n in ("kacc", "vacc") for j in range(d // 2))
+    zeros = zero_regs("kacc", d // 2) + " " + zero_regs("vacc", d // 2)
     w(f"            CudaAsm.Emit(\".reg .f32 tacc<{bq // 2}>; .reg .f32 pacc<{bq // 2}>; .reg .f32 kacc<{d // 2}>; .reg .f32 vacc<{d // 2}>; {zeros}\");")
     w("        }")
     w("")
@@ -523,8 +517,7 @@ def ptx_sites_backward():
     first = True
     for which, name in ((0, "tacc"), (1, "pacc")):
         for i in range(bq // 8):
-            regs = "; ".join(f"mov.f32 %{e}, {name}{4 * i + e}" for e in range(4))
-            w(f"                {'if' if first else 'else if'} (which == {which} && i == {i}) CudaAsm.EmitRef(\"{regs};\", ref x0, ref x1, ref x2, ref x3);")
+            w(f"                {branch(first)} (which == {which} && i == {i}) CudaAsm.EmitRef(\"{read_fragment(name, i)};\", ref x0, ref x1, ref x2, ref x3);")
             first = False
     w("            }")
     w("            v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;")
@@ -539,8 +532,7 @@ def ptx_sites_backward():
     first = True
     for which, name in ((0, "kacc"), (1, "vacc")):
         for i in range(d // 8):
-            regs = "; ".join(f"mov.f32 %{e}, {name}{4 * i + e}" for e in range(4))
-            w(f"                {'if' if first else 'else if'} (which == {which} && i == {i}) CudaAsm.EmitRef(\"{regs};\", ref x0, ref x1, ref x2, ref x3);")
+            w(f"                {branch(first)} (which == {which} && i == {i}) CudaAsm.EmitRef(\"{read_fragment(name, i)};\", ref x0, ref x1, ref x2, ref x3);")
             first = False
     w("            }")
     w("            v0 = x0.Value; v1 = x1.Value; v2 = x2.Value; v3 = x3.Value;")
@@ -550,7 +542,6 @@ def ptx_sites_backward():
 
 
 def main():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = ["// <auto-generated> by tools/gen_flash_wgmma.py; edit that script, not this file. </auto-generated>",
            "using ILGPU;", "using ILGPU.Runtime;", "using ILGPU.Runtime.Cuda;", "", "namespace IlgpuTune.Kernels;", "",
            "public static partial class FlashAttentionHalf", "{"]
@@ -571,10 +562,7 @@ def main():
         out.append("")
     out += ptx_sites_backward()
     out.append("}")
-    path = os.path.join(root, "kernels", "IlgpuTune.Kernels", "FlashAttentionHalf.Wgmma.g.cs")
-    with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
-    print(f"wrote {path}: {len(out)} lines")
+    write("kernels/IlgpuTune.Kernels/FlashAttentionHalf.Wgmma.g.cs", out)
 
 
 if __name__ == "__main__":

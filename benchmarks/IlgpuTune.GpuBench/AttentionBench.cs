@@ -9,9 +9,9 @@
 // attention-table.md to --out.
 // On a compute capability 9.0 GPU Forward runs the wgmma kernel at d 128 (unless tile skipping applies); its configurations
 // (warpgroups x K/V slots, at d 64 and 128) are checked too, and timed next to the mma.sync forward
-// (FlashAttentionHalf.WgmmaForwardEnabled off); Backward runs the wgmma dK/dV kernel at d 128, checked by the half checks at
-// d 128 and timed next to the all-mma.sync backward (WgmmaBackwardEnabled off) and next to wgmma dK/dV with the mma.sync dQ
-// (WgmmaBackwardQueryEnabled off).
+// (a registry with KernelOptions.WgmmaAttentionForward off); Backward runs the wgmma dK/dV kernel at d 128, checked by the
+// half checks at d 128 and timed next to the all-mma.sync backward (WgmmaAttentionBackward off) and next to wgmma dK/dV with
+// the mma.sync dQ (WgmmaAttentionBackwardQuery off).
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using ILGPU;
@@ -25,7 +25,12 @@ static class AttentionBench
     {
         using var ctx = Context.Create(b => b.Cuda().EnableAlgorithms().Profiling());
         using var acc = ctx.GetCudaDevice(0).CreateAccelerator(ctx);
-        var k = new KernelRegistry(acc);
+        using var k = new KernelRegistry(acc);
+        // The same kernels with a Hopper kernel turned off, to time (and check against) the kernel it replaces.
+        using var mmaSyncForward = new KernelRegistry(acc, new KernelOptions { WgmmaAttentionForward = false });
+        using var mmaSyncBackward = new KernelRegistry(acc, new KernelOptions { WgmmaAttentionBackward = false });
+        using var mmaSyncQuery = new KernelRegistry(acc, new KernelOptions { WgmmaAttentionBackwardQuery = false });
+        using var mmaSyncAll = new KernelRegistry(acc, new KernelOptions { WgmmaAttentionForward = false, WgmmaAttentionBackward = false });
         Console.WriteLine($"device {acc.Name}");
         bool ok = true;
         foreach (var (batch, seq, heads, kvHeads, d, packed) in new[]
@@ -39,7 +44,7 @@ static class AttentionBench
                      (HalfType.BFloat16, 1, 1024, 2, 1, 128, false, true), (HalfType.BFloat16, 1, 1000, 4, 2, 128, true, true),
                      (HalfType.BFloat16, 2, 600, 4, 4, 128, true, false), (HalfType.Float16, 1, 333, 4, 2, 128, false, true),
                  })
-            ok &= CheckHalf(k, type, batch, seq, heads, kvHeads, d, packed, causal);
+            ok &= CheckHalf(k, mmaSyncAll, type, batch, seq, heads, kvHeads, d, packed, causal);
         bool hopper = acc is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
         if (hopper)
             foreach (var (type, batch, seq, heads, kvHeads, d, packed, causal) in new[]
@@ -70,28 +75,22 @@ static class AttentionBench
                 using var dQ = acc.Allocate1D<float>(n); using var dK = acc.Allocate1D<float>(n); using var dV = acc.Allocate1D<float>(n);
                 foreach (bool causal in new[] { true, false })
                 {
-                    void Fwd() => FlashAttentionHalf.Forward(k, HalfType.BFloat16, q.View, kk.View, v.View, ArrayView<int>.Empty, 1, seq, h, h, d,
+                    void Fwd(KernelRegistry r) => FlashAttentionHalf.Forward(r, HalfType.BFloat16, q.View, kk.View, v.View, ArrayView<int>.Empty, 1, seq, h, h, d,
                         causal, false, o.View, lse.View);
-                    void Bwd() => FlashAttentionHalf.Backward(k, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View,
+                    void Bwd(KernelRegistry r) => FlashAttentionHalf.Backward(r, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View,
                         ArrayView<int>.Empty, 1, seq, h, h, d, causal, false, dOh.View, delta.View, dQ.View, dK.View, dV.View);
-                    Fwd();
+                    Fwd(k);
                     double flops = 4.0 * h * seq * (double)seq * d / (causal ? 2 : 1);
-                    double fwdMs = GemmBench.Time(acc, Fwd), bwdMs = GemmBench.Time(acc, Bwd);
+                    double fwdMs = GemmBench.Time(acc, () => Fwd(k)), bwdMs = GemmBench.Time(acc, () => Bwd(k));
                     double fwd = flops / (fwdMs * 1e-3) / 1e12, bwd = 2.5 * flops / (bwdMs * 1e-3) / 1e12;
                     // Hopper: the mma.sync forward, and each wgmma configuration (warpgroups, K/V slots)
-                    FlashAttentionHalf.WgmmaForwardEnabled = false;
-                    double mmaSync = flops / (GemmBench.Time(acc, Fwd) * 1e-3) / 1e12;
-                    FlashAttentionHalf.WgmmaForwardEnabled = true;
+                    double mmaSync = flops / (GemmBench.Time(acc, () => Fwd(mmaSyncForward)) * 1e-3) / 1e12;
                     // and the mma.sync backward where the wgmma dK/dV kernel applies
                     double? mmaSyncBwd = null, mmaSyncDqBwd = null;
                     if (hopper && d == 128)
                     {
-                        FlashAttentionHalf.WgmmaBackwardEnabled = false;
-                        try { mmaSyncBwd = 2.5 * flops / (GemmBench.Time(acc, Bwd) * 1e-3) / 1e12; }
-                        finally { FlashAttentionHalf.WgmmaBackwardEnabled = true; }
-                        FlashAttentionHalf.WgmmaBackwardQueryEnabled = false;
-                        try { mmaSyncDqBwd = 2.5 * flops / (GemmBench.Time(acc, Bwd) * 1e-3) / 1e12; }
-                        finally { FlashAttentionHalf.WgmmaBackwardQueryEnabled = true; }
+                        mmaSyncBwd = 2.5 * flops / (GemmBench.Time(acc, () => Bwd(mmaSyncBackward)) * 1e-3) / 1e12;
+                        mmaSyncDqBwd = 2.5 * flops / (GemmBench.Time(acc, () => Bwd(mmaSyncQuery)) * 1e-3) / 1e12;
                     }
                     var variants = new JsonObject();
                     string variantCell = "-";
@@ -134,7 +133,7 @@ static class AttentionBench
         Console.WriteLine();
         Console.WriteLine(head);
         foreach (var l in table) Console.WriteLine(l);
-        var (packedTable, packedResults) = TimePacked(k, 2048, 128, 32);
+        var (packedTable, packedResults) = TimePacked(mmaSyncForward, 2048, 128, 32);
         Console.WriteLine();
         Console.WriteLine(packedTable);
         Directory.CreateDirectory(outDir);
@@ -155,6 +154,7 @@ static class AttentionBench
     }
 
     // One packed row of `seq` tokens (samples of 60..140 tokens, then padding), causal, bf16: the full loop vs tile skipping.
+    // k: a registry with the wgmma forward off (both rows time the mma.sync forward).
     static (string Table, JsonArray Results) TimePacked(KernelRegistry k, int seq, int d, int h)
     {
         var acc = k.Accelerator;
@@ -187,35 +187,30 @@ static class AttentionBench
         var msBy = new Dictionary<bool, (double Fwd, double Bwd)>();
         // Both rows time the mma.sync forward (with and without skipping), not the Hopper wgmma forward unsorted ids would take; the
         // backward is Backward's: on Hopper at d 128 the full loop (unsorted ids) takes the wgmma dK/dV kernel, sorted ids mma.sync.
-        FlashAttentionHalf.WgmmaForwardEnabled = false;
-        try
+        foreach (bool sorted in new[] { false, true })
         {
-            foreach (bool sorted in new[] { false, true })
+            void Fwd() => FlashAttentionHalf.Forward(k, HalfType.BFloat16, q.View, kk.View, v.View, gseg.View, 1, seq, h, h, d, true, sorted,
+                o.View, lse.View);
+            void Bwd() => FlashAttentionHalf.Backward(k, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View, gseg.View,
+                1, seq, h, h, d, true, sorted, dOh.View, delta.View, dQ.View, dK.View, dV.View);
+            Fwd();
+            double fwdMs = GemmBench.Time(acc, Fwd), bwdMs = GemmBench.Time(acc, Bwd);
+            msBy[sorted] = (fwdMs, bwdMs);
+            double T(double flops, double ms) => flops / (ms * 1e-3) / 1e12;
+            string line = $"| {(sorted ? "tile skipping" : "full loop")} | {fwdMs * 1e3:F1} | {T(dense, fwdMs):F1} | {T(needed, fwdMs):F1} | " +
+                          $"{bwdMs * 1e3:F1} | {T(2.5 * dense, bwdMs):F1} | {T(2.5 * needed, bwdMs):F1} |";
+            Console.WriteLine(line);
+            lines.Add(line);
+            results.Add(new JsonObject
             {
-                void Fwd() => FlashAttentionHalf.Forward(k, HalfType.BFloat16, q.View, kk.View, v.View, gseg.View, 1, seq, h, h, d, true, sorted,
-                    o.View, lse.View);
-                void Bwd() => FlashAttentionHalf.Backward(k, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View, gseg.View,
-                    1, seq, h, h, d, true, sorted, dOh.View, delta.View, dQ.View, dK.View, dV.View);
-                Fwd();
-                double fwdMs = GemmBench.Time(acc, Fwd), bwdMs = GemmBench.Time(acc, Bwd);
-                msBy[sorted] = (fwdMs, bwdMs);
-                double T(double flops, double ms) => flops / (ms * 1e-3) / 1e12;
-                string line = $"| {(sorted ? "tile skipping" : "full loop")} | {fwdMs * 1e3:F1} | {T(dense, fwdMs):F1} | {T(needed, fwdMs):F1} | " +
-                              $"{bwdMs * 1e3:F1} | {T(2.5 * dense, bwdMs):F1} | {T(2.5 * needed, bwdMs):F1} |";
-                Console.WriteLine(line);
-                lines.Add(line);
-                results.Add(new JsonObject
-                {
-                    ["seq"] = seq, ["d"] = d, ["heads"] = h, ["causal"] = true, ["samples"] = lengths.Count, ["padding"] = pad,
-                    ["segments_sorted"] = sorted,
-                    ["fwd_us"] = Math.Round(fwdMs * 1e3, 1), ["fwd_tflops_dense_causal"] = Math.Round(T(dense, fwdMs), 2),
-                    ["fwd_tflops_needed"] = Math.Round(T(needed, fwdMs), 2),
-                    ["bwd_us"] = Math.Round(bwdMs * 1e3, 1), ["bwd_tflops_dense_causal"] = Math.Round(T(2.5 * dense, bwdMs), 2),
-                    ["bwd_tflops_needed"] = Math.Round(T(2.5 * needed, bwdMs), 2),
-                });
-            }
+                ["seq"] = seq, ["d"] = d, ["heads"] = h, ["causal"] = true, ["samples"] = lengths.Count, ["padding"] = pad,
+                ["segments_sorted"] = sorted,
+                ["fwd_us"] = Math.Round(fwdMs * 1e3, 1), ["fwd_tflops_dense_causal"] = Math.Round(T(dense, fwdMs), 2),
+                ["fwd_tflops_needed"] = Math.Round(T(needed, fwdMs), 2),
+                ["bwd_us"] = Math.Round(bwdMs * 1e3, 1), ["bwd_tflops_dense_causal"] = Math.Round(T(2.5 * dense, bwdMs), 2),
+                ["bwd_tflops_needed"] = Math.Round(T(2.5 * needed, bwdMs), 2),
+            });
         }
-        finally { FlashAttentionHalf.WgmmaForwardEnabled = true; }
         string table = $"Packed row: seq {seq}, d {d}, {h} heads, causal, bf16; {lengths.Count} samples of 60..140 tokens " +
                        $"(mean {lengths.Average():F0}) + {pad} padding; needed FLOPs = {needed / dense:P1} of dense causal. " +
                        $"Speed-up fwd {msBy[false].Fwd / msBy[true].Fwd:F2}x, bwd {msBy[false].Bwd / msBy[true].Bwd:F2}x.\n" +
@@ -238,7 +233,7 @@ static class AttentionBench
 
     // The tensor-core kernels against FlashAttentionHalf's CPU reference on the same 16-bit inputs; outputs NaN-poisoned.
     // Packed ids (non-decreasing here) run with tile skipping, then again with the full loop, which must give the same bits.
-    static bool CheckHalf(KernelRegistry k, HalfType type, int batch, int seq, int heads, int kvHeads, int d, bool packed, bool causal)
+    static bool CheckHalf(KernelRegistry k, KernelRegistry mmaSyncAll, HalfType type, int batch, int seq, int heads, int kvHeads, int d, bool packed, bool causal)
     {
         var acc = k.Accelerator;
         int qn = batch * seq * heads * d, kvn = batch * seq * kvHeads * d, rows = batch * heads * seq;
@@ -284,15 +279,9 @@ static class AttentionBench
             using var fo = acc.Allocate1D<float>(qn); using var flse = acc.Allocate1D<float>(rows); using var fdQ = acc.Allocate1D<float>(qn);
             using var fdK = acc.Allocate1D<float>(kvn); using var fdV = acc.Allocate1D<float>(kvn);
             // The same (mma.sync) kernels without skipping: unsorted ids would otherwise take the wgmma kernels on Hopper.
-            FlashAttentionHalf.WgmmaForwardEnabled = false;
-            FlashAttentionHalf.WgmmaBackwardEnabled = false;
-            try
-            {
-                FlashAttentionHalf.Forward(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, false, fo.View, flse.View);
-                FlashAttentionHalf.Backward(k, type, gdO.View, gq.View, gk.View, gv.View, fo.View, flse.View, segView, batch, seq, heads, kvHeads, d,
-                    causal, false, gdOh.View, gdelta.View, fdQ.View, fdK.View, fdV.View);
-            }
-            finally { FlashAttentionHalf.WgmmaForwardEnabled = true; FlashAttentionHalf.WgmmaBackwardEnabled = true; }
+            FlashAttentionHalf.Forward(mmaSyncAll, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, false, fo.View, flse.View);
+            FlashAttentionHalf.Backward(mmaSyncAll, type, gdO.View, gq.View, gk.View, gv.View, fo.View, flse.View, segView, batch, seq, heads, kvHeads, d,
+                causal, false, gdOh.View, gdelta.View, fdQ.View, fdK.View, fdV.View);
             acc.Synchronize();
             float[][] full = [fo.GetAsArray1D(), flse.GetAsArray1D(), fdQ.GetAsArray1D(), fdK.GetAsArray1D(), fdV.GetAsArray1D()];
             long differ = 0;

@@ -10,6 +10,7 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 
 static class CeBench
 {

@@ -12,7 +12,7 @@ static class MemBoundBench
     {
         using var ctx = Context.Create(b => b.Cuda().EnableAlgorithms().Profiling());
         using var acc = ctx.GetCudaDevice(0).CreateAccelerator(ctx);
-        var k = new KernelRegistry(acc);
+        using var k = new KernelRegistry(acc);
         Console.WriteLine($"device {acc.Name}");
         var rows = new JsonArray();
         double copyGbps = 0;

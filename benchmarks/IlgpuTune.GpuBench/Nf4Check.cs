@@ -6,6 +6,7 @@ using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 using IlgpuTune.IO;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 static class Nf4Check
 {
@@ -13,7 +14,7 @@ static class Nf4Check
     {
         using var ctx = Context.Create(b => b.Cuda().EnableAlgorithms());
         using var acc = ctx.GetCudaDevice(0).CreateAccelerator(ctx);
-        var k = new KernelRegistry(acc);
+        using var k = new KernelRegistry(acc);
         using var f = SafetensorsFile.Open(fixture);
         int failures = 0;
         foreach (var name in new[] { "rand", "odd", "bf16", "edge" }) // the 4-bit cases (bw8 tests the 8-bit quantizer alone)
@@ -21,20 +22,20 @@ static class Nf4Check
             {
                 string p = $"{name}.{type.ToString().ToLowerInvariant()}";
                 var x = f.ReadFloat32($"{name}.input");
-                int n = x.Length, m = (int)Nf4.Blocks(n, Nf4.BlockSize), m2 = (int)Nf4.Blocks(m, Nf4.NestedBlockSize);
-                using var gx = acc.Allocate1D(x); using var code4 = acc.Allocate1D(Nf4.Code(type)); using var dyn = acc.Allocate1D(Nf4.DynamicMap());
+                int n = x.Length, m = (int)Nf4Codec.Blocks(n, Nf4Codec.BlockSize), m2 = (int)Nf4Codec.Blocks(m, Nf4Codec.NestedBlockSize);
+                using var gx = acc.Allocate1D(x); using var code4 = acc.Allocate1D(Nf4Codec.Code(type)); using var dyn = acc.Allocate1D(Nf4Codec.DynamicMap());
                 using var packed = acc.Allocate1D<byte>((n + 1) / 2); using var absmax = acc.Allocate1D<float>(m);
                 using var q8 = acc.Allocate1D<byte>(m); using var absmax2 = acc.Allocate1D<float>(m2); using var offset = acc.Allocate1D<float>(1);
                 using var absmaxDq = acc.Allocate1D<float>(m); using var y = acc.Allocate1D<float>(n);
-                Nf4.Quantize(k, gx.View, n, Nf4.BlockSize, type, packed.View, absmax.View);
+                Nf4.Quantize(k, gx.View, n, Nf4Codec.BlockSize, type, packed.View, absmax.View);
                 Nf4.DoubleQuantize(k, absmax.View, dyn.View, m, q8.View, absmax2.View, offset.View);
                 offset.CopyFromCPU(f.ReadFloat32($"{p}.offset")); // torch's fp32 mean may differ in the last bit; the rest must not
-                Nf4.QuantizeBlockwise8(k, absmax.View, offset.View, dyn.View, m, Nf4.NestedBlockSize, q8.View, absmax2.View);
+                Nf4.QuantizeBlockwise8(k, absmax.View, offset.View, dyn.View, m, Nf4Codec.NestedBlockSize, q8.View, absmax2.View);
                 Nf4.DequantizeAbsmax(k, q8.View, absmax2.View, offset.View, dyn.View, m, absmaxDq.View);
-                Nf4.Dequantize(k, packed.View, absmaxDq.View, code4.View, n, Nf4.BlockSize, y.View);
+                Nf4.Dequantize(k, packed.View, absmaxDq.View, code4.View, n, Nf4Codec.BlockSize, y.View);
                 using var yb = acc.Allocate1D<ushort>(n);
                 bool onePass = Nf4.DequantizeHalfNested(k, packed.View, q8.View, absmax2.View, offset.View, dyn.View, code4.View, n,
-                    Nf4.BlockSize, false, yb.View);
+                    Nf4Codec.BlockSize, false, yb.View);
                 acc.Synchronize();
                 bool ok = f.GetBytes($"{p}.packed").SequenceEqual(packed.GetAsArray1D())
                     && (!onePass || f.GetBytes($"{p}.dequant_nested_bf16").SequenceEqual(MemoryMarshal.AsBytes(yb.GetAsArray1D().AsSpan()).ToArray()))

@@ -12,11 +12,9 @@
 //   dotnet IlgpuTune.GpuBench.dll ce [--peer peers.jsonl] [--out DIR]   fused output projection + cross-entropy vs torch
 //     (peer_kernels.py op=lmhead_ce_fwd_bwd), see CeBench.cs
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using ILGPU;
-using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
@@ -55,11 +53,11 @@ static class Program
             {
                 if (!tile.ToString().StartsWith(prefix, StringComparison.Ordinal)) continue;
                 var sw = Stopwatch.StartNew();
-                var entry = EntryPointDescription.FromExplicitlyGroupedKernel(Gemm.KernelMethod(layout, HalfType.BFloat16, tile));
-                var ck = (PTXCompiledKernel)backend.Compile(entry, default);
+                var kernel = Gemm.Declaration(layout, HalfType.BFloat16, tile, emulated: false);
+                var ck = (PTXCompiledKernel)IlgpuKernelLoader.Compile(backend, kernel with { Passes = PtxPasses.None, Target = KernelTarget.Sm80 });
                 File.WriteAllText(Path.Combine(dir, $"gemm-{layout}-{tile}-ilgpu.ptx"), ck.PTXAssembly);
-                var (promotedPtx, promoted) = PtxLocals.Promote(ck.PTXAssembly);
-                string ptx = Gemm.Ptx90a(promotedPtx, tile);
+                int promoted = PtxLocals.Promote(ck.PTXAssembly).Promoted;
+                string ptx = IlgpuKernelLoader.PostProcess(ck.PTXAssembly, kernel);
                 File.WriteAllText(Path.Combine(dir, $"gemm-{layout}-{tile}.ptx"), ptx);
                 Console.Write($"promoted {promoted} .local slots; ");
                 int Count(string s) => ptx.Split(s).Length - 1;
@@ -70,10 +68,10 @@ static class Program
             foreach (int d in kind == "ForwardWgmma" ? FlashAttentionHalf.WgmmaHeadDims : kind.StartsWith("Backward", StringComparison.Ordinal) && kind.EndsWith("Wgmma", StringComparison.Ordinal) ? [128] : FlashAttentionHalf.HeadDims)
             {
                 var sw = Stopwatch.StartNew();
-                var entry = EntryPointDescription.FromExplicitlyGroupedKernel(FlashAttentionHalf.KernelMethod(kind, d, HalfType.BFloat16, false));
-                var ck = (PTXCompiledKernel)backend.Compile(entry, default);
-                var (ptx, promoted) = PtxLocals.Promote(ck.PTXAssembly);
-                if (kind.EndsWith("Wgmma", StringComparison.Ordinal)) ptx = Gemm.Sm90a(ptx);
+                var kernel = FlashAttentionHalf.Declaration(kind, d, HalfType.BFloat16, emulated: false, smemBytes: 0);
+                var ck = (PTXCompiledKernel)IlgpuKernelLoader.Compile(backend, kernel with { Passes = PtxPasses.None, Target = KernelTarget.Sm80 });
+                int promoted = PtxLocals.Promote(ck.PTXAssembly).Promoted;
+                string ptx = IlgpuKernelLoader.PostProcess(ck.PTXAssembly, kernel);
                 File.WriteAllText(Path.Combine(dir, $"flash-{kind}-{d}.ptx"), ptx);
                 int Count(string s) => ptx.Split(s).Length - 1;
                 Console.WriteLine($"flash {kind} {d}: {sw.ElapsedMilliseconds} ms, promoted {promoted}, mma {Count("mma.sync")}, wgmma {Count("wgmma.mma_async")}, ldmatrix {Count("ldmatrix")}, " +
@@ -114,16 +112,13 @@ static class GemmBench
         new(GemmLayout.NT, 8192, 64, 4096, "lora"), new(GemmLayout.NT, 8192, 4096, 64, "lora"),
     ];
 
-    [DllImport("libcuda.so.1", EntryPoint = "cuFuncGetAttribute")]
-    static extern int CuFuncGetAttribute(out int value, int attribute, IntPtr function);
-
     // tags: only these shape kinds (square, mlp, llama, lora); wgmmaChecks: the full checks of the wgmma tiles only.
     public static int Run(string? peerFile, string outDir, bool quick, string[]? tags, bool wgmmaChecks)
     {
         var total = Stopwatch.StartNew();
         using var ctx = Context.Create(b => b.Cuda().EnableAlgorithms().Profiling());
         using var acc = ctx.GetCudaDevice(0).CreateAccelerator(ctx);
-        var k = new KernelRegistry(acc);
+        using var k = new KernelRegistry(acc);
         string device = acc.Name;
         Console.WriteLine($"device {device}, {acc.NumMultiprocessors} SMs, driver {((CudaAccelerator)acc).DriverVersion}");
         var peers = LoadPeers(peerFile);
@@ -236,9 +231,7 @@ static class GemmBench
         foreach (var layout in Enum.GetValues<GemmLayout>())
         {
             var sw = Stopwatch.StartNew();
-            var kernel = (CudaKernel)Gemm.CompiledKernel(k, layout, HalfType.BFloat16, tile);
-            CuFuncGetAttribute(out int regs, 4, kernel.FunctionPtr);  // CU_FUNC_ATTRIBUTE_NUM_REGS
-            CuFuncGetAttribute(out int local, 3, kernel.FunctionPtr); // CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
+            var (regs, local) = CudaDriver.Resources((CudaKernel)Gemm.LoadedKernel(k, layout, HalfType.BFloat16, tile));
             Console.WriteLine($"kernel {layout} {tile}: {regs} registers, {local} B local memory, compile+load {sw.ElapsedMilliseconds} ms");
         }
     }

@@ -116,7 +116,7 @@ public static class Activation
     public static void SiluForward(KernelRegistry k, FloatView x, long n, FloatView y)
     {
         Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
-        var kernel = k.Get("activation.silu.forward", a => a.LoadStreamKernel<FloatView, long, FloatView>(SiluForwardKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, long, FloatView>>(new("activation.silu.forward", SiluForwardKernel));
         kernel(Launch.Flat(k, n), x, n, y);
     }
 
@@ -124,8 +124,8 @@ public static class Activation
     public static void SiluBackward(KernelRegistry k, FloatView dY, FloatView x, long n, FloatView dX)
     {
         Launch.Need(dY, n, nameof(dY)); Launch.Need(x, n, nameof(x)); Launch.Need(dX, n, nameof(dX));
-        var kernel = k.Get("activation.silu.backward",
-            a => a.LoadStreamKernel<FloatView, FloatView, long, FloatView>(SiluBackwardKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, long, FloatView>>(
+            new("activation.silu.backward", SiluBackwardKernel));
         kernel(Launch.Flat(k, n), dY, x, n, dX);
     }
 
@@ -135,13 +135,13 @@ public static class Activation
         Launch.Need(gate, n, nameof(gate)); Launch.Need(up, n, nameof(up)); Launch.Need(y, n, nameof(y));
         if (Launch.Aligned16(gate, up, y))
         {
-            var vec = k.Get("activation.swiglu.forward.v4",
-                a => a.LoadStreamKernel<FloatView, FloatView, long, FloatView>(SwiGluForwardVecKernel));
+            var vec = k.Get<Action<KernelConfig, FloatView, FloatView, long, FloatView>>(
+                new("activation.swiglu.forward.v4", SwiGluForwardVecKernel));
             vec(Launch.Flat(k, Math.Max(n / 4, n % 4)), gate, up, n, y);
             return;
         }
-        var kernel = k.Get("activation.swiglu.forward",
-            a => a.LoadStreamKernel<FloatView, FloatView, long, FloatView>(SwiGluForwardKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, long, FloatView>>(
+            new("activation.swiglu.forward", SwiGluForwardKernel));
         kernel(Launch.Flat(k, n), gate, up, n, y);
     }
 
@@ -152,13 +152,13 @@ public static class Activation
         Launch.Need(dGate, n, nameof(dGate)); Launch.Need(dUp, n, nameof(dUp));
         if (Launch.Aligned16(dY, gate, up, dGate, dUp))
         {
-            var vec = k.Get("activation.swiglu.backward.v4",
-                a => a.LoadStreamKernel<FloatView, FloatView, FloatView, long, FloatView, FloatView>(SwiGluBackwardVecKernel));
+            var vec = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, long, FloatView, FloatView>>(
+                new("activation.swiglu.backward.v4", SwiGluBackwardVecKernel));
             vec(Launch.Flat(k, Math.Max(n / 4, n % 4)), dY, gate, up, n, dGate, dUp);
             return;
         }
-        var kernel = k.Get("activation.swiglu.backward",
-            a => a.LoadStreamKernel<FloatView, FloatView, FloatView, long, FloatView, FloatView>(SwiGluBackwardKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, long, FloatView, FloatView>>(
+            new("activation.swiglu.backward", SwiGluBackwardKernel));
         kernel(Launch.Flat(k, n), dY, gate, up, n, dGate, dUp);
     }
 

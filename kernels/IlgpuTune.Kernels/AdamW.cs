@@ -141,8 +141,8 @@ public static class AdamW
         Launch.Need(expAvg, n, nameof(expAvg)); Launch.Need(expAvgSq, n, nameof(expAvgSq));
         CheckStep(step);
         if (n == 0) return;
-        var kernel = k.Get("adamw.step",
-            a => a.LoadStreamKernel<FloatView, long, Coefficients, FloatView, FloatView, FloatView>(StepKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, long, Coefficients, FloatView, FloatView, FloatView>>(
+            new("adamw.step", StepKernel));
         kernel(Launch.Flat(k, n), grad, n, new Coefficients(step), param, expAvg, expAvgSq);
     }
 
@@ -150,7 +150,7 @@ public static class AdamW
     public static void StepMulti(KernelRegistry k, IReadOnlyList<AdamWTensor> tensors, AdamWStep step)
     {
         CheckStep(step);
-        var kernel = k.Get("adamw.step.multi", a => a.LoadStreamKernel<StepPack, Coefficients>(StepPackKernel));
+        var kernel = k.Get<Action<KernelConfig, StepPack, Coefficients>>(new("adamw.step.multi", StepPackKernel));
         var c = new Coefficients(step);
         for (int start = 0; start < tensors.Count; start += PackSize)
         {
@@ -181,7 +181,7 @@ public static class AdamW
     public static void Unscale(KernelRegistry k, IReadOnlyList<FloatView> grads, float invScale, FloatView foundInf)
     {
         Launch.Need(foundInf, 1, nameof(foundInf));
-        var kernel = k.Get("adamw.unscale.multi", a => a.LoadStreamKernel<ViewPack, float, FloatView>(UnscalePackKernel));
+        var kernel = k.Get<Action<KernelConfig, ViewPack, float, FloatView>>(new("adamw.unscale.multi", UnscalePackKernel));
         for (int start = 0; start < grads.Count; start += PackSize)
         {
             var (pack, longest) = Pack(grads, start);
@@ -197,7 +197,7 @@ public static class AdamW
     {
         int p = PartialsPerTensor(k);
         Launch.Need(partials, (long)xs.Count * p, nameof(partials));
-        var kernel = k.Get("adamw.sumsq.multi", a => a.LoadStreamKernel<ViewPack, FloatView>(SumSquaresPackKernel));
+        var kernel = k.Get<Action<KernelConfig, ViewPack, FloatView>>(new("adamw.sumsq.multi", SumSquaresPackKernel));
         for (int start = 0; start < xs.Count; start += PackSize)
         {
             var (pack, _) = Pack(xs, start);

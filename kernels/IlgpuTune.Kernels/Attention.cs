@@ -234,11 +234,11 @@ public static class Attention
         Need(s.Probs, (nameof(probs), probs.Length));
         if (segmentIds.Length != 0) Need(s.Tokens, (nameof(segmentIds), segmentIds.Length));
         if (s.Tokens == 0) return;
-        var scores = k.Get("attention.forward.probs",
-            a => a.LoadStreamKernel<FloatView, FloatView, IntView, int, int, int, int, float, FloatView>(ForwardProbsKernel));
+        var scores = k.Get<Action<KernelConfig, FloatView, FloatView, IntView, int, int, int, int, float, FloatView>>(
+            new("attention.forward.probs", ForwardProbsKernel));
         scores(new KernelConfig(s.ScoreRows, k.RowGroupSize), q, kk, segmentIds, seq, numHeads, numKvHeads, headDim, Scale(headDim), probs);
-        var output = k.Get("attention.forward.output",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, int, int, int, int, FloatView>(ForwardOutputKernel));
+        var output = k.Get<Action<Index1D, FloatView, FloatView, int, int, int, int, FloatView>>(
+            new("attention.forward.output", ForwardOutputKernel));
         output(s.QueryElements, probs, v, seq, numHeads, numKvHeads, headDim, o);
     }
 
@@ -253,15 +253,14 @@ public static class Attention
         Need(s.Probs, (nameof(probs), probs.Length), (nameof(dScores), dScores.Length));
         if (s.Tokens == 0) return;
         float scale = Scale(headDim);
-        var scores = k.Get("attention.backward.scores",
-            a => a.LoadStreamKernel<FloatView, FloatView, FloatView, int, int, int, int, FloatView>(BackwardScoresKernel));
+        var scores = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, int, int, int, int, FloatView>>(
+            new("attention.backward.scores", BackwardScoresKernel));
         scores(new KernelConfig(s.ScoreRows, k.RowGroupSize), dO, v, probs, seq, numHeads, numKvHeads, headDim, dScores);
-        var query = k.Get("attention.backward.query",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, int, int, int, int, float, FloatView>(BackwardQueryKernel));
+        var query = k.Get<Action<Index1D, FloatView, FloatView, int, int, int, int, float, FloatView>>(
+            new("attention.backward.query", BackwardQueryKernel));
         query(s.QueryElements, dScores, kk, seq, numHeads, numKvHeads, headDim, scale, dQ);
-        var keyValue = k.Get("attention.backward.keyvalue",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, FloatView, FloatView, int, int, int, int, float, FloatView, FloatView>(
-                BackwardKeyValueKernel));
+        var keyValue = k.Get<Action<Index1D, FloatView, FloatView, FloatView, FloatView, int, int, int, int, float, FloatView, FloatView>>(
+            new("attention.backward.keyvalue", BackwardKeyValueKernel));
         keyValue(s.KeyValueElements, dScores, probs, q, dO, seq, numHeads, numKvHeads, headDim, scale, dK, dV);
     }
 
@@ -275,11 +274,11 @@ public static class Attention
         Need(s.CacheElements, (nameof(kCache), kCache.Length), (nameof(vCache), vCache.Length));
         Need(s.Probs, (nameof(probs), probs.Length));
         if (queries == 0) return;
-        var scores = k.Get("attention.cached.probs",
-            a => a.LoadStreamKernel<FloatView, FloatView, int, int, int, int, int, float, FloatView>(CachedProbsKernel));
+        var scores = k.Get<Action<KernelConfig, FloatView, FloatView, int, int, int, int, int, float, FloatView>>(
+            new("attention.cached.probs", CachedProbsKernel));
         scores(new KernelConfig(s.ScoreRows, k.RowGroupSize), q, kCache, queryStart, s.Keys, numHeads, numKvHeads, headDim, Scale(headDim), probs);
-        var output = k.Get("attention.cached.output",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, int, int, int, int, int, FloatView>(CachedOutputKernel));
+        var output = k.Get<Action<Index1D, FloatView, FloatView, int, int, int, int, int, FloatView>>(
+            new("attention.cached.output", CachedOutputKernel));
         output(s.QueryElements, probs, vCache, queryStart, s.Keys, numHeads, numKvHeads, headDim, o);
     }
 

@@ -126,13 +126,13 @@ public static class Cast
 
     static void ToHalfVec(KernelRegistry k, FloatView x, long n, ArrayView<ushort> y, int f16)
     {
-        var kernel = k.Get("cast.tohalf.v4", a => a.LoadStreamKernel<FloatView, long, ArrayView<ushort>, int>(ToHalfVecKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, long, ArrayView<ushort>, int>>(new("cast.tohalf.v4", ToHalfVecKernel));
         kernel(Launch.Flat(k, Math.Max(n / 4, n % 4)), x, n, y, f16);
     }
 
     static void FromHalfVec(KernelRegistry k, ArrayView<ushort> x, long n, FloatView y, int f16)
     {
-        var kernel = k.Get("cast.fromhalf.v4", a => a.LoadStreamKernel<ArrayView<ushort>, long, FloatView, int>(FromHalfVecKernel));
+        var kernel = k.Get<Action<KernelConfig, ArrayView<ushort>, long, FloatView, int>>(new("cast.fromhalf.v4", FromHalfVecKernel));
         kernel(Launch.Flat(k, Math.Max(n / 4, n % 4)), x, n, y, f16);
     }
 
@@ -147,7 +147,7 @@ public static class Cast
             ToHalfVec(k, x, n, y, 0);
             return;
         }
-        var kernel = k.Get("cast.tobf16", a => a.LoadStreamKernel<FloatView, long, ArrayView<ushort>>(ToBf16Kernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, long, ArrayView<ushort>>>(new("cast.tobf16", ToBf16Kernel));
         kernel(Launch.Flat(k, n), x, n, y);
     }
 
@@ -160,7 +160,7 @@ public static class Cast
             FromHalfVec(k, x, n, y, 0);
             return;
         }
-        var kernel = k.Get("cast.frombf16", a => a.LoadStreamKernel<ArrayView<ushort>, long, FloatView>(FromBf16Kernel));
+        var kernel = k.Get<Action<KernelConfig, ArrayView<ushort>, long, FloatView>>(new("cast.frombf16", FromBf16Kernel));
         kernel(Launch.Flat(k, n), x, n, y);
     }
 
@@ -173,7 +173,7 @@ public static class Cast
             ToHalfVec(k, x, n, y, 1);
             return;
         }
-        var kernel = k.Get("cast.tof16", a => a.LoadStreamKernel<FloatView, long, ArrayView<ushort>>(ToF16Kernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, long, ArrayView<ushort>>>(new("cast.tof16", ToF16Kernel));
         kernel(Launch.Flat(k, n), x, n, y);
     }
 
@@ -186,7 +186,7 @@ public static class Cast
             FromHalfVec(k, x, n, y, 1);
             return;
         }
-        var kernel = k.Get("cast.fromf16", a => a.LoadStreamKernel<ArrayView<ushort>, long, FloatView>(FromF16Kernel));
+        var kernel = k.Get<Action<KernelConfig, ArrayView<ushort>, long, FloatView>>(new("cast.fromf16", FromF16Kernel));
         kernel(Launch.Flat(k, n), x, n, y);
     }
 

@@ -43,8 +43,7 @@ public static class ColumnGather
     {
         long n = CheckSizes(x, index, rows, inCols, outCols, y);
         if (n == 0) return;
-        var kernel = k.Get("columngather.forward",
-            a => a.LoadStreamKernel<FloatView, IntView, int, int, long, FloatView>(ForwardKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, IntView, int, int, long, FloatView>>(new("columngather.forward", ForwardKernel));
         kernel(Launch.Flat(k, n), x, index, inCols, outCols, n, y);
     }
 
@@ -53,8 +52,8 @@ public static class ColumnGather
     {
         long n = CheckSizes(dX, index, rows, inCols, outCols, dY);
         if (n == 0) return;
-        var kernel = k.Get("columngather.backward",
-            a => a.LoadStreamKernel<FloatView, IntView, int, int, long, FloatView>(BackwardKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, IntView, int, int, long, FloatView>>(
+            new("columngather.backward", BackwardKernel));
         kernel(Launch.Flat(k, n), dY, index, inCols, outCols, n, dX);
     }
 

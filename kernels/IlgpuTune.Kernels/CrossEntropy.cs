@@ -85,8 +85,7 @@ public static class CrossEntropy
     public static void Forward(KernelRegistry k, FloatView logits, IntView targets, int rows, int vocab, FloatView lossPerRow, FloatView logSumExp)
     {
         if (rows == 0) return;
-        var kernel = k.Get("crossentropy.forward",
-            a => a.LoadStreamKernel<FloatView, IntView, int, FloatView, FloatView>(ForwardKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, IntView, int, FloatView, FloatView>>(new("crossentropy.forward", ForwardKernel));
         kernel(new KernelConfig(rows, k.RowGroupSize), logits, targets, vocab, lossPerRow, logSumExp);
     }
 
@@ -95,8 +94,8 @@ public static class CrossEntropy
         FloatView dLogits)
     {
         if (rows == 0) return;
-        var kernel = k.Get("crossentropy.backward",
-            a => a.LoadStreamKernel<FloatView, IntView, FloatView, int, float, FloatView>(BackwardKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, IntView, FloatView, int, float, FloatView>>(
+            new("crossentropy.backward", BackwardKernel));
         kernel(new KernelConfig(rows, k.RowGroupSize), logits, targets, logSumExp, vocab, gradScale, dLogits);
     }
 
@@ -105,8 +104,8 @@ public static class CrossEntropy
         float gradScale, HalfType type, ArrayView<ushort> dLogits)
     {
         if (rows == 0) return;
-        var kernel = k.Get("crossentropy.backward_half",
-            a => a.LoadStreamKernel<FloatView, IntView, FloatView, int, float, int, ArrayView<ushort>>(BackwardHalfKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, IntView, FloatView, int, float, int, ArrayView<ushort>>>(
+            new("crossentropy.backward_half", BackwardHalfKernel));
         kernel(new KernelConfig(rows, k.RowGroupSize), logits, targets, logSumExp, vocab, gradScale, type == HalfType.Float16 ? 1 : 0, dLogits);
     }
 

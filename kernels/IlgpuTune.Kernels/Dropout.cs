@@ -46,7 +46,7 @@ public static class Dropout
         CheckP(p);
         Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
         if (n == 0) return;
-        var kernel = k.Get("dropout.apply", a => a.LoadStreamKernel<FloatView, long, ulong, uint, float, FloatView>(ApplyKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, long, ulong, uint, float, FloatView>>(new("dropout.apply", ApplyKernel));
         kernel(Launch.Flat(k, n), x, n, seed, Threshold(p), Scale(p), y);
     }
 

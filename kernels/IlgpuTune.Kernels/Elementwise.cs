@@ -67,7 +67,8 @@ public static class Elementwise
     static bool TryBinaryVec(KernelRegistry k, FloatView a, FloatView b, float alpha, long n, FloatView y, int op)
     {
         if (!Launch.Aligned16(a, b, y)) return false;
-        var kernel = k.Get("elementwise.binary.v4", acc => acc.LoadStreamKernel<FloatView, FloatView, float, long, FloatView, int>(BinaryVecKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, float, long, FloatView, int>>(
+            new("elementwise.binary.v4", BinaryVecKernel));
         kernel(Launch.Flat(k, Math.Max(n / 4, n % 4)), a, b, alpha, n, y, op);
         return true;
     }
@@ -96,7 +97,7 @@ public static class Elementwise
     {
         Launch.Need(a, n, nameof(a)); Launch.Need(b, n, nameof(b)); Launch.Need(y, n, nameof(y));
         if (TryBinaryVec(k, a, b, 0f, n, y, 0)) return;
-        var kernel = k.Get("elementwise.add", acc => acc.LoadStreamKernel<FloatView, FloatView, long, FloatView>(AddKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, long, FloatView>>(new("elementwise.add", AddKernel));
         kernel(Launch.Flat(k, n), a, b, n, y);
     }
 
@@ -104,7 +105,7 @@ public static class Elementwise
     public static void Mul(KernelRegistry k, FloatView a, FloatView b, long n, FloatView y)
     {
         Launch.Need(a, n, nameof(a)); Launch.Need(b, n, nameof(b)); Launch.Need(y, n, nameof(y));
-        var kernel = k.Get("elementwise.mul", acc => acc.LoadStreamKernel<FloatView, FloatView, long, FloatView>(MulKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, long, FloatView>>(new("elementwise.mul", MulKernel));
         kernel(Launch.Flat(k, n), a, b, n, y);
     }
 
@@ -113,7 +114,7 @@ public static class Elementwise
     {
         Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
         if (TryBinaryVec(k, x, x, alpha, n, y, 1)) return;
-        var kernel = k.Get("elementwise.scale", acc => acc.LoadStreamKernel<FloatView, float, long, FloatView>(ScaleKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, float, long, FloatView>>(new("elementwise.scale", ScaleKernel));
         kernel(Launch.Flat(k, n), x, alpha, n, y);
     }
 
@@ -122,7 +123,7 @@ public static class Elementwise
     {
         Launch.Need(x, n, nameof(x)); Launch.Need(y, n, nameof(y));
         if (TryBinaryVec(k, x, y, 0f, n, y, 0)) return;
-        var kernel = k.Get("elementwise.accumulate", acc => acc.LoadStreamKernel<FloatView, long, FloatView>(AccumulateKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, long, FloatView>>(new("elementwise.accumulate", AccumulateKernel));
         kernel(Launch.Flat(k, n), x, n, y);
     }
 
@@ -130,7 +131,7 @@ public static class Elementwise
     public static void Fill(KernelRegistry k, float value, long n, FloatView y)
     {
         Launch.Need(y, n, nameof(y));
-        var kernel = k.Get("elementwise.fill", acc => acc.LoadStreamKernel<float, long, FloatView>(FillKernel));
+        var kernel = k.Get<Action<KernelConfig, float, long, FloatView>>(new("elementwise.fill", FillKernel));
         kernel(Launch.Flat(k, n), value, n, y);
     }
 
@@ -140,7 +141,7 @@ public static class Elementwise
         long n = (long)rows * cols;
         Launch.Need(x, n, nameof(x)); Launch.Need(bias, cols, nameof(bias)); Launch.Need(y, n, nameof(y));
         if (n == 0) return;
-        var kernel = k.Get("elementwise.addbias", acc => acc.LoadStreamKernel<FloatView, FloatView, int, long, FloatView>(AddBiasKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, int, long, FloatView>>(new("elementwise.addbias", AddBiasKernel));
         kernel(Launch.Flat(k, n), x, bias, cols, n, y);
     }
 
@@ -150,8 +151,7 @@ public static class Elementwise
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
         Launch.Need(dY, (long)rows * cols, nameof(dY)); Launch.Need(dBias, cols, nameof(dBias));
         if (cols == 0) return;
-        var kernel = k.Get("elementwise.sumrows",
-            acc => acc.LoadAutoGroupedStreamKernel<Index1D, FloatView, int, int, FloatView>(SumRowsKernel));
+        var kernel = k.Get<Action<Index1D, FloatView, int, int, FloatView>>(new("elementwise.sumrows", SumRowsKernel));
         kernel(cols, dY, rows, cols, dBias);
     }
 

@@ -62,8 +62,7 @@ public static class Embedding
         long n = (long)tokens * hidden;
         Launch.Need(ids, tokens, nameof(ids)); Launch.Need(y, n, nameof(y));
         int vocab = (int)Math.Min(table.Length / hidden, int.MaxValue);
-        var kernel = k.Get("embedding.forward",
-            a => a.LoadStreamKernel<IntView, FloatView, int, int, long, FloatView>(ForwardKernel));
+        var kernel = k.Get<Action<KernelConfig, IntView, FloatView, int, int, long, FloatView>>(new("embedding.forward", ForwardKernel));
         kernel(Launch.Flat(k, n), ids, table, hidden, vocab, n, y);
     }
 
@@ -75,8 +74,8 @@ public static class Embedding
         long n = (long)tokens * hidden;
         Launch.Need(ids, tokens, nameof(ids)); Launch.Need(y, n, nameof(y));
         int vocab = (int)Math.Min(table.Length / hidden, int.MaxValue);
-        var kernel = k.Get("embedding.forward_half",
-            a => a.LoadStreamKernel<IntView, ArrayView<ushort>, int, int, long, int, FloatView>(ForwardHalfKernel));
+        var kernel = k.Get<Action<KernelConfig, IntView, ArrayView<ushort>, int, int, long, int, FloatView>>(
+            new("embedding.forward_half", ForwardHalfKernel));
         kernel(Launch.Flat(k, n), ids, table, hidden, vocab, n, type == HalfType.Float16 ? 1 : 0, y);
     }
 
@@ -89,8 +88,7 @@ public static class Embedding
         Launch.Need(dY, (long)tokens * hidden, nameof(dY)); Launch.Need(ids, tokens, nameof(ids));
         Launch.Need(dTable, (long)vocab * hidden, nameof(dTable));
         if (hidden == 0) return;
-        var kernel = k.Get("embedding.backward",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, IntView, int, int, int, FloatView>(BackwardKernel));
+        var kernel = k.Get<Action<Index1D, FloatView, IntView, int, int, int, FloatView>>(new("embedding.backward", BackwardKernel));
         kernel(hidden, dY, ids, tokens, hidden, vocab, dTable);
     }
 

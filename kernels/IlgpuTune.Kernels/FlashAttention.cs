@@ -323,8 +323,8 @@ public static class FlashAttention
         Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length));
         if (segmentIds.Length != 0) Attention.Need(s.Tokens, (nameof(segmentIds), segmentIds.Length));
         if (s.Tokens == 0) return;
-        var forward = k.Get("flashattention.forward",
-            a => a.LoadStreamKernel<FloatView, FloatView, FloatView, IntView, Dims, FloatView, FloatView>(ForwardKernel));
+        var forward = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, IntView, Dims, FloatView, FloatView>>(
+            new("flashattention.forward", ForwardKernel));
         forward(new KernelConfig(Blocks(s, s.NumHeads, BlockQ), Threads(k)), q, kk, v, segmentIds, ToDims(s), o, logSumExp);
     }
 
@@ -342,21 +342,19 @@ public static class FlashAttention
         if (s.Tokens == 0) return;
         var dims = ToDims(s);
         Delta(k, dO, o, s, delta);
-        var keyValue = k.Get("flashattention.backward.keyvalue",
-            a => a.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, FloatView, FloatView, IntView, Dims, FloatView, FloatView>(
-                BackwardKeyValueKernel));
+        var keyValue = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, FloatView, FloatView, FloatView, IntView, Dims,
+                FloatView, FloatView>>(
+            new("flashattention.backward.keyvalue", BackwardKeyValueKernel));
         keyValue(new KernelConfig(Blocks(s, s.NumKvHeads, BlockK), Threads(k)), dO, q, kk, v, logSumExp, delta, segmentIds, dims, dK, dV);
-        var query = k.Get("flashattention.backward.query",
-            a => a.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, FloatView, FloatView, IntView, Dims, FloatView>(
-                BackwardQueryKernel));
+        var query = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, FloatView, FloatView, FloatView, IntView, Dims, FloatView>>(
+            new("flashattention.backward.query", BackwardQueryKernel));
         query(new KernelConfig(Blocks(s, s.NumHeads, BlockQ), Threads(k)), dO, q, kk, v, logSumExp, delta, segmentIds, dims, dQ);
     }
 
     // dO, o[batch*seq, numHeads, headDim] -> delta[batch, numHeads, seq] = rowsum(dO * o) (also FlashAttentionHalf's pre-pass)
     internal static void Delta(KernelRegistry k, FloatView dO, FloatView o, Attention.Sizes s, FloatView delta)
     {
-        var pre = k.Get("flashattention.backward.delta",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, Dims, FloatView>(DeltaKernel));
+        var pre = k.Get<Action<Index1D, FloatView, FloatView, Dims, FloatView>>(new("flashattention.backward.delta", DeltaKernel));
         pre(s.ScoreRows, dO, o, ToDims(s), delta);
     }
 

@@ -50,9 +50,6 @@ public static partial class FlashAttentionHalf
     /// <summary>Head dims with a wgmma (Hopper) forward.</summary>
     public static IReadOnlyList<int> WgmmaHeadDims { get; } = [64, 128];
 
-    /// <summary>Forward uses the wgmma kernel where it applies; the GPU bench turns it off to time the mma.sync kernel.</summary>
-    internal static bool WgmmaForwardEnabled { get; set; } = true;
-
     // The wgmma sites of the forward (PTX of each type in FlashAttentionHalf.Wgmma.g.cs).
     internal interface IFlashWgmmaHalf : IFlashHalf
     {
@@ -262,9 +259,10 @@ public static partial class FlashAttentionHalf
         }
     }
 
-    // Forward's hook: the wgmma kernel on a compute capability 9.0 GPU at head dim 128 (at 64 mma.sync measured faster).
+    // Forward's hook: the wgmma kernel on a compute capability 9.0 GPU at head dim 128 (at 64 mma.sync measured faster),
+    // unless the registry's options turn it off (KernelOptions.WgmmaAttentionForward).
     static bool WgmmaForwardApplies(KernelRegistry k, int headDim) =>
-        WgmmaForwardEnabled && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } } && headDim == 128;
+        k.Options.WgmmaAttentionForward && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } } && headDim == 128;
 
     // K/V slots (each a 128-key tile of K and one of V) at each head dim: the most that fit 227 KB with two warpgroups' Q.
     internal static int WgmmaMaxStages(int headDim) => headDim <= 64 ? 4 : 3;
@@ -296,22 +294,16 @@ public static partial class FlashAttentionHalf
         // The CUDA limit is raised once, for the largest configuration.
         int maxSmem = 1024 + (128 + 2 * WgmmaMaxStages(headDim) * WgmmaKeys) * headDim * 2;
         var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, IntView, Params,
-            int, FloatView, FloatView>>(k, "ForwardWgmma", headDim, type, maxSmem, sm90a: true);
+            int, FloatView, FloatView>>(k, "ForwardWgmma", headDim, type, maxSmem);
         var config = new KernelConfig(new Index3D(s.Batch * s.NumHeads, (seq + rows - 1) / rows, 1), new Index3D(threads, 1, 1),
             SharedMemoryConfig.RequestDynamic<byte>(smem));
         kernel(k.Stream, config, q, kk, v, segmentIds, p, stages, o, logSumExp);
     }
 
-    /// <summary>Backward computes dK and dV with the wgmma kernel where it applies; the GPU bench turns it off to time mma.sync.</summary>
-    internal static bool WgmmaBackwardEnabled { get; set; } = true;
-
-    /// <summary>Backward computes dQ with the wgmma kernel where the dK/dV one applies; the GPU bench turns it off to time the
-    /// mma.sync dQ.</summary>
-    internal static bool WgmmaBackwardQueryEnabled { get; set; } = true;
-
-    // Backward's hook: the wgmma dK/dV kernel on a compute capability 9.0 GPU at head dim 128.
+    // Backward's hook: the wgmma dK/dV kernel on a compute capability 9.0 GPU at head dim 128, unless the registry's options
+    // turn it off (KernelOptions.WgmmaAttentionBackward).
     static bool WgmmaBackwardApplies(KernelRegistry k, int headDim) =>
-        WgmmaBackwardEnabled && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } } &&
+        k.Options.WgmmaAttentionBackward && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } } &&
         headDim == WgmmaBackwardHeadDim;
 
     // dK, dV[batch*seq, numKvHeads, 128] (overwritten) through the wgmma kernel: 2 warpgroups x 64 keys per group; inputs as the
@@ -328,7 +320,7 @@ public static partial class FlashAttentionHalf
         var p = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, dOHalf, out _, tileBytes);
         int smem = k.IsEmulated ? (p.ScratchOffset + Threads2 / 32 * ScratchPerWarp + Threads2 * (WgmmaBackwardQueries + D)) * 4 : tileBytes;
         var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
-            IntView, FloatView, FloatView, Params, FloatView, FloatView>>(k, "BackwardKeyValueWgmma", D, type, tileBytes, sm90a: true);
+            IntView, FloatView, FloatView, Params, FloatView, FloatView>>(k, "BackwardKeyValueWgmma", D, type, tileBytes);
         var config = new KernelConfig(new Index3D(s.Batch * s.NumKvHeads, (s.Seq + WgmmaBackwardKeys - 1) / WgmmaBackwardKeys, 1),
             new Index3D(Threads2, 1, 1), SharedMemoryConfig.RequestDynamic<byte>(smem));
         kernel(k.Stream, config, q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dK, dV);
@@ -347,7 +339,7 @@ public static partial class FlashAttentionHalf
         var p = MakeParams(k, s, causal, segmentIds, false, q, kk, v, dOHalf, out _, tileBytes);
         int smem = k.IsEmulated ? (p.ScratchOffset + Threads2 / 32 * ScratchPerWarp + Threads2 * (WgmmaBackwardQueries + D)) * 4 : tileBytes;
         var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
-            IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQueryWgmma", D, type, tileBytes, sm90a: true);
+            IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQueryWgmma", D, type, tileBytes);
         var config = new KernelConfig(new Index3D(s.Batch * s.NumHeads, (s.Seq + Rows - 1) / Rows, 1), new Index3D(Threads2, 1, 1),
             SharedMemoryConfig.RequestDynamic<byte>(smem));
         kernel(k.Stream, config, q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);

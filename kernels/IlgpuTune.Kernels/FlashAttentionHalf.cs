@@ -42,12 +42,9 @@
 // dynamic shared memory is a buffer of its own, so tiles are only ever touched through the ushort view.
 // CPU reference: ForwardCpu/BackwardCpu, naive O(seq^2) per row, generic (fp64 for finite differences).
 using System.Numerics;
-using System.Reflection;
 using System.Runtime.InteropServices;
+using System.Reflection;
 using ILGPU;
-using ILGPU.Backends;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 
@@ -275,7 +272,7 @@ public static partial class FlashAttentionHalf
         int headDim, bool causal, bool segmentsSorted, ArrayView<ushort> dOHalf, FloatView delta, FloatView dQ, FloatView dK, FloatView dV) =>
         Backward(k, type, dO, q, kk, v, o, logSumExp, segmentIds, batch, seq, numHeads, numKvHeads, headDim, causal, segmentsSorted,
             dOHalf, delta, dQ, dK, dV, WgmmaBackwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0),
-            WgmmaBackwardQueryEnabled && WgmmaBackwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0));
+            k.Options.WgmmaAttentionBackwardQuery && WgmmaBackwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0));
 
     // As above; wgmmaKeyValue, wgmmaQuery: dK and dV, dQ through the wgmma kernels (FlashAttentionHalf.Wgmma.cs; head dim 128;
     // the tests force them on the CPU accelerator, where they run emulated). Backward takes it on Hopper at d 128 except for packed rows with sorted ids:
@@ -364,37 +361,20 @@ public static partial class FlashAttentionHalf
 
     static ulong Address(ArrayView<ushort> v) => v.Length == 0 ? 0 : (ulong)v.LoadEffectiveAddressAsPtr().ToInt64();
 
-    /// <summary>The generic kernel method of one variant (the GPU bench compiles it to PTX offline).</summary>
-    internal static MethodInfo KernelMethod(string kind, int headDim, HalfType type, bool emulated) =>
-        typeof(FlashAttentionHalf).GetMethod($"{kind}{headDim}Kernel", BindingFlags.NonPublic | BindingFlags.Static)!
-            .MakeGenericMethod(type == HalfType.BFloat16 ? typeof(Bf16) : typeof(F16), emulated ? typeof(Emulated) : typeof(Ptx));
+    /// <summary>
+    /// One variant (kind, head dim, type) on CUDA or the CPU emulation: inline-asm .local slots promoted to registers (PtxLocals),
+    /// wgmma kinds retargeted to sm_90a; <paramref name="smemBytes"/> is the variant's fixed shared-memory size (the registry
+    /// raises the limit past 48 KB). The GPU bench compiles it to PTX offline.
+    /// </summary>
+    internal static KernelDeclaration Declaration(string kind, int headDim, HalfType type, bool emulated, int smemBytes) =>
+        new($"flashhalf.{kind}.{headDim}.{type}",
+            typeof(FlashAttentionHalf).GetMethod($"{kind}{headDim}Kernel", BindingFlags.NonPublic | BindingFlags.Static)!
+                .MakeGenericMethod(type == HalfType.BFloat16 ? typeof(Bf16) : typeof(F16), emulated ? typeof(Emulated) : typeof(Ptx)),
+            smemBytes, kind.EndsWith("Wgmma", StringComparison.Ordinal) ? KernelTarget.Sm90a : KernelTarget.Sm80, PtxPasses.PromoteLocals);
 
-    // Compiled once per (kind, head dim, type); the shared-memory size of a variant is fixed. CUDA: promote the inline-asm
-    // .local slots to registers (PtxLocals) and raise the dynamic shared-memory limit past 48 KB. Launchers take the stream first.
-    static T Load<T>(KernelRegistry k, string kind, int headDim, HalfType type, int smemBytes, bool sm90a = false) where T : Delegate =>
-        k.Get($"flashhalf.{kind}.{headDim}.{type}", acc =>
-        {
-            bool cuda = acc is CudaAccelerator;
-            var compiled = acc.GetBackend().Compile(
-                EntryPointDescription.FromExplicitlyGroupedKernel(KernelMethod(kind, headDim, type, !cuda)), default);
-            if (!cuda) return acc.LoadKernel(compiled).CreateLauncherDelegate<T>();
-            var ptx = (PTXCompiledKernel)compiled;
-            string promoted = PtxLocals.Promote(ptx.PTXAssembly).Ptx;
-            PtxLocals.Rewrite(ptx, sm90a ? Gemm.Sm90a(promoted) : promoted); // sm90a: wgmma kernels
-            var kernel = (CudaKernel)acc.LoadKernel(ptx);
-            if (smemBytes > 48 * 1024)
-            {
-                int rc = CuFuncSetAttribute(kernel.FunctionPtr, MaxDynamicSharedSizeBytes, smemBytes);
-                if (rc != 0) throw new InvalidOperationException($"cuFuncSetAttribute({smemBytes} B shared memory) failed: CUDA error {rc}");
-            }
-            return kernel.CreateLauncherDelegate<T>();
-        });
-
-    const int MaxDynamicSharedSizeBytes = 8; // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-
-    // ILGPU 1.5.3 never raises a kernel's dynamic shared-memory limit above the default 48 KB.
-    [DllImport("libcuda.so.1", EntryPoint = "cuFuncSetAttribute")]
-    static extern int CuFuncSetAttribute(IntPtr function, int attribute, int value);
+    // Launchers take the stream first.
+    static T Load<T>(KernelRegistry k, string kind, int headDim, HalfType type, int smemBytes) where T : Delegate =>
+        k.Get<T>(Declaration(kind, headDim, type, k.IsEmulated, smemBytes));
 
     // ---- CPU reference: naive, per query row, no [seq, seq] buffer ----
 

@@ -48,9 +48,6 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
 using ILGPU;
-using ILGPU.Backends;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 
@@ -704,27 +701,55 @@ public static partial class Gemm
 
     // The cp.async ring (or the epilogue staging patches laid over it, when larger), plus the scratch of the CPU
     // emulation (per warp; wgmma tiles: each thread's accumulators). wgmma tiles add 1 KB to align the ring to 1024.
-    static int SharedBytes(KernelRegistry k, TileConfig t)
+    static int SharedBytes(bool emulated, TileConfig t)
     {
         var (bm, bn, bk, stages, threads, wgmma) = Shape(t);
         if (wgmma)
-            return Math.Max(stages * (bm + bn) * bk * 2, bm * (bn + 8) * 4) + 1024 + (k.IsEmulated ? threads * bn / 2 * 4 : 0);
+            return Math.Max(stages * (bm + bn) * bk * 2, bm * (bn + 8) * 4) + 1024 + (emulated ? threads * bn / 2 * 4 : 0);
         int warps = threads / 32;
         int main = Math.Max(stages * (bm + bn) * bk * 2, warps * WarpTile * EpiStride * 4); // = SmemMain in Gemm.g.cs
-        return main + (k.IsEmulated ? warps * ScratchPerWarp * 4 : 0);
+        return main + (emulated ? warps * ScratchPerWarp * 4 : 0);
     }
 
     // Hopper (sm_90): the wgmma tiles need sm_90a PTX, which only a compute capability 9.0 device runs.
     static bool Hopper(KernelRegistry k) => !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
 
-    /// <summary>The compiled kernel of one configuration (the GPU bench reads its register and local-memory use).</summary>
-    internal static ILGPU.Runtime.Kernel CompiledKernel(KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile) =>
-        Kernel(k, layout, type, tile, SharedBytes(k, tile)).GetKernel();
+    /// <summary>The loaded kernel of one configuration (the GPU bench reads its register and local-memory use).</summary>
+    internal static ILGPU.Runtime.Kernel LoadedKernel(KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile)
+    {
+        ref readonly var kernel = ref Declaration(layout, type, tile, k.IsEmulated);
+        Kernel(k, kernel);
+        return k.Loaded(kernel.Name);
+    }
 
-    /// <summary>The generic kernel method of one configuration (the GPU bench compiles it to PTX offline).</summary>
-    internal static System.Reflection.MethodInfo KernelMethod(GemmLayout layout, HalfType type, TileConfig tile) =>
-        typeof(Gemm).GetMethod($"{layout}Kernel{tile}", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
-            .MakeGenericMethod(type == HalfType.BFloat16 ? typeof(Bf16) : typeof(F16), typeof(Ptx));
+    /// <summary>
+    /// The kernel of one configuration: inline-asm .local slots promoted to registers (PtxLocals), wgmma tiles retargeted to
+    /// sm_90a (the GPU bench compiles it to PTX offline); the registry raises shared memory past 48 KB.
+    /// </summary>
+    internal static ref readonly KernelDeclaration Declaration(GemmLayout layout, HalfType type, TileConfig tile, bool emulated) =>
+        ref Declarations[DeclarationIndex(layout, type, tile, emulated)];
+
+    static int DeclarationIndex(GemmLayout layout, HalfType type, TileConfig tile, bool emulated) =>
+        ((((int)layout * 2 + (int)type) * TileCount) + (int)tile) * 2 + (emulated ? 1 : 0);
+
+    static readonly int TileCount = Enum.GetValues<TileConfig>().Length;
+
+    // Every configuration declared once (a launch only indexes this table); after TileCount, which it uses.
+    static readonly KernelDeclaration[] Declarations = Declare();
+
+    static KernelDeclaration[] Declare()
+    {
+        var all = new KernelDeclaration[3 * 2 * TileCount * 2];
+        foreach (var layout in Enum.GetValues<GemmLayout>())
+            foreach (var type in Enum.GetValues<HalfType>())
+                foreach (var tile in Enum.GetValues<TileConfig>())
+                    foreach (bool emulated in (bool[])[false, true])
+                        all[DeclarationIndex(layout, type, tile, emulated)] = new($"gemm.{layout}.{type}.{tile}",
+                            typeof(Gemm).GetMethod($"{layout}Kernel{tile}", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+                                .MakeGenericMethod(type == HalfType.BFloat16 ? typeof(Bf16) : typeof(F16), emulated ? typeof(Emulated) : typeof(Ptx)),
+                            SharedBytes(emulated, tile), Shape(tile).Wgmma ? KernelTarget.Sm90a : KernelTarget.Sm80, PtxPasses.PromoteLocals);
+        return all;
+    }
 
     // outMode: 0 fp32 (cF), 1 bf16, 2 f16 (cH). tile/splits: forced by tests and the bench; null/-1 = Choose.
     internal static void LaunchGemm(KernelRegistry k, GemmLayout layout, HalfType type, ArrayView<ushort> a, ArrayView<ushort> b,
@@ -784,8 +809,8 @@ public static partial class Gemm
         var (bm, bn) = TileSize(t);
         int tiles = ((m + bm - 1) / bm) * ((n + bn - 1) / bn);
         int threads = Shape(t).Threads;
-        int smem = SharedBytes(k, t);
-        var kernel = Kernel(k, layout, type, t, smem);
+        int smem = SharedBytes(k.IsEmulated, t);
+        var kernel = Kernel(k, Declaration(layout, type, t, k.IsEmulated));
         var config = new KernelConfig(new Index3D(tiles, 1, batch * splits), new Index3D(threads, 1, 1),
             SharedMemoryConfig.RequestDynamic<byte>(smem));
         if (splits == 1)
@@ -803,46 +828,14 @@ public static partial class Gemm
         partial.CPtr = Address(ws);
         partial.VecC = n % 4 == 0 && (k.IsEmulated || partial.CPtr % 16 == 0) ? 1 : 0;
         kernel(config, a, b, default, partial, ws, default);
-        var reduce = k.Get("gemm.splitreduce", acc => k.IsEmulated
-            ? acc.LoadStreamKernel<FloatView, FloatView, Params, int, int, FloatView, ArrayView<ushort>>(SplitReduceKernel<Emulated>)
-            : acc.LoadStreamKernel<FloatView, FloatView, Params, int, int, FloatView, ArrayView<ushort>>(SplitReduceKernel<Ptx>));
+        var reduce = k.Get<Action<KernelConfig, FloatView, FloatView, Params, int, int, FloatView, ArrayView<ushort>>>(
+            new("gemm.splitreduce", k.IsEmulated ? SplitReduceKernel<Emulated> : SplitReduceKernel<Ptx>));
         reduce(Launch.Flat(k, total), ws, bias, epilogue, batch, splits, cF, cH);
     }
 
-    // Compiled once per (layout, type, tile); kernels over 48 KB of shared memory get their limit raised on CUDA.
     static Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>> Kernel(
-        KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile, int smemBytes) =>
-        k.Get($"gemm.{layout}.{type}.{tile}", acc =>
-        {
-            if (acc is not CudaAccelerator) return Load(acc, layout, type, tile, k.IsEmulated);
-            // CUDA: compile, promote the inline-asm .local slots to registers (PtxLocals), then load.
-            var compiled = (PTXCompiledKernel)acc.GetBackend().Compile(
-                EntryPointDescription.FromExplicitlyGroupedKernel(KernelMethod(layout, type, tile)), default);
-            PtxLocals.Rewrite(compiled, Ptx90a(PtxLocals.Promote(compiled.PTXAssembly).Ptx, tile));
-            var kernel = (CudaKernel)acc.LoadKernel(compiled);
-            if (smemBytes > 48 * 1024)
-            {
-                int rc = CuFuncSetAttribute(kernel.FunctionPtr, MaxDynamicSharedSizeBytes, smemBytes);
-                if (rc != 0) throw new InvalidOperationException($"cuFuncSetAttribute({smemBytes} B shared memory) failed: CUDA error {rc}");
-            }
-            var launch = kernel.CreateLauncherDelegate<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>,
-                FloatView, Params, FloatView, ArrayView<ushort>>>();
-            var stream = acc.DefaultStream;
-            return (config, a, b, bias, p, cF, cH) => launch(stream, config, a, b, bias, p, cF, cH);
-        });
-
-    /// <summary>PTX of a wgmma tile retargeted to sm_90a (ILGPU 1.5.3 writes at most sm_80 or sm_90, neither has wgmma); others unchanged.</summary>
-    internal static string Ptx90a(string ptx, TileConfig tile) => Shape(tile).Wgmma ? Sm90a(ptx) : ptx;
-
-    /// <summary>PTX retargeted to sm_90a (wgmma kernels, here and in FlashAttentionHalf).</summary>
-    internal static string Sm90a(string ptx) => System.Text.RegularExpressions.Regex.Replace(ptx, @"^\.target\s+sm_\d+a?",
-        ".target sm_90a", System.Text.RegularExpressions.RegexOptions.Multiline);
-
-    const int MaxDynamicSharedSizeBytes = 8; // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-
-    // ILGPU 1.5.3 never raises a kernel's dynamic shared-memory limit above the default 48 KB.
-    [DllImport("libcuda.so.1", EntryPoint = "cuFuncSetAttribute")]
-    static extern int CuFuncSetAttribute(IntPtr function, int attribute, int value);
+        KernelRegistry k, in KernelDeclaration kernel) =>
+        k.Get<Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>>>(kernel);
 
     static ulong Address<T>(ArrayView<T> v) where T : unmanaged => v.Length == 0 ? 0 : (ulong)v.LoadEffectiveAddressAsPtr().ToInt64();
 

@@ -83,8 +83,8 @@ public static class MatMul
         Launch.Need(b, (long)kDim * n, nameof(b));
         Launch.Need(c, (long)m * n, nameof(c));
         if (m == 0 || n == 0) return;
-        var kernel = k.Get("matmul.tiled",
-            acc => acc.LoadStreamKernel<FloatView, FloatView, int, int, int, Layout, float, int, FloatView>(TiledKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, int, int, int, Layout, float, int, FloatView>>(
+            new("matmul.tiled", TiledKernel));
         var grid = new Index2D((n + Tile - 1) / Tile, (m + Tile - 1) / Tile);
         kernel(new KernelConfig(grid, new Index2D(Tile, Tile)), a, b, m, n, kDim, s, alpha, accumulate ? 1 : 0, c);
     }

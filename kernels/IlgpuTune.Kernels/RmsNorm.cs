@@ -195,12 +195,13 @@ public static class RmsNorm
         int threads = VecThreads(k, dim);
         if (threads > 0 && Launch.Aligned16(x, weight, y))
         {
-            var vec = k.Get("rmsnorm.forward.v4",
-                a => a.LoadStreamKernel<ArrayView<Float4>, ArrayView<Float4>, int, float, ArrayView<Float4>, FloatView>(ForwardVecKernel));
+            var vec = k.Get<Action<KernelConfig, ArrayView<Float4>, ArrayView<Float4>, int, float, ArrayView<Float4>, FloatView>>(
+                new("rmsnorm.forward.v4", ForwardVecKernel));
             vec(new KernelConfig(rows, threads), x.Cast<Float4>(), weight.Cast<Float4>(), dim, eps, y.Cast<Float4>(), rstd);
             return;
         }
-        var kernel = k.Get("rmsnorm.forward", a => a.LoadStreamKernel<FloatView, FloatView, int, float, int, FloatView, FloatView>(ForwardKernel));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, int, float, int, FloatView, FloatView>>(
+            new("rmsnorm.forward", ForwardKernel));
         bool cached = RowFits(dim);
         kernel(new KernelConfig(rows, k.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? dim : 1)), x, weight, dim, eps,
             cached ? 1 : 0, y, rstd);
@@ -218,27 +219,27 @@ public static class RmsNorm
         {
             blocks = (rows + VecRows - 1) / VecRows;
             partials = k.Workspace((long)blocks * dim); // the workspace buffer starts at offset 0: aligned
-            var vec = k.Get("rmsnorm.backward.v4",
-                a => a.LoadStreamKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<Float4>, FloatView, int, int, ArrayView<Float4>,
-                    ArrayView<Float4>>(BackwardVecKernel));
+            var vec = k.Get<Action<KernelConfig, ArrayView<Float4>, ArrayView<Float4>, ArrayView<Float4>, FloatView, int, int,
+                    ArrayView<Float4>, ArrayView<Float4>>>(
+                new("rmsnorm.backward.v4", BackwardVecKernel));
             vec(new KernelConfig(blocks, threads), dY.Cast<Float4>(), x.Cast<Float4>(), weight.Cast<Float4>(), rstd, rows, dim,
                 dX.Cast<Float4>(), partials.Cast<Float4>());
         }
         else
         {
-            var input = k.Get("rmsnorm.backward.input",
-                a => a.LoadStreamKernel<FloatView, FloatView, FloatView, FloatView, int, int, FloatView>(BackwardInputKernel));
+            var input = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, FloatView, int, int, FloatView>>(
+                new("rmsnorm.backward.input", BackwardInputKernel));
             bool cached = RowFits(2 * dim);
             input(new KernelConfig(rows, k.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? 2 * dim : 1)), dY, x, weight, rstd,
                 dim, cached ? 1 : 0, dX);
             blocks = (rows + WeightRows - 1) / WeightRows;
             partials = k.Workspace((long)blocks * dim);
-            var partial = k.Get("rmsnorm.backward.weight.partial",
-                a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, FloatView, int, int, FloatView>(BackwardWeightPartialKernel));
+            var partial = k.Get<Action<Index1D, FloatView, FloatView, FloatView, int, int, FloatView>>(
+                new("rmsnorm.backward.weight.partial", BackwardWeightPartialKernel));
             partial(blocks * dim, dY, x, rstd, rows, dim, partials);
         }
-        var reduce = k.Get("rmsnorm.backward.weight.reduce",
-            a => a.LoadStreamKernel<FloatView, int, int, FloatView>(ReduceColumnsKernel));
+        var reduce = k.Get<Action<KernelConfig, FloatView, int, int, FloatView>>(
+            new("rmsnorm.backward.weight.reduce", ReduceColumnsKernel));
         // Up to 32 warps share the blocks of 32 columns (the kernel's shared sums hold 32 x 32).
         reduce(new KernelConfig((dim + 31) / 32, Math.Min(4 * k.RowGroupSize, 1024)), partials, blocks, dim, dWeight);
     }

@@ -148,13 +148,12 @@ public static class Rope
         int half = headDim / 2;
         if (half % 4 == 0 && Launch.Aligned16(x, cos, sin, y))
         {
-            var vec = k.Get("rope.rotate.v4", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<Float4>,
-                int, int, float, ArrayView<Float4>>(RotateVecKernel));
+            var vec = k.Get<Action<Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<Float4>, int, int, float, ArrayView<Float4>>>(
+                new("rope.rotate.v4", RotateVecKernel));
             vec(pairs / 4, x.Cast<Float4>(), cos.Cast<Float4>(), sin.Cast<Float4>(), heads, half / 4, sign, y.Cast<Float4>());
             return;
         }
-        var kernel = k.Get("rope.rotate",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, FloatView, FloatView, FloatView, int, int, float, FloatView>(RotateKernel));
+        var kernel = k.Get<Action<Index1D, FloatView, FloatView, FloatView, int, int, float, FloatView>>(new("rope.rotate", RotateKernel));
         kernel(pairs, x, cos, sin, heads, half, sign, y);
     }
 

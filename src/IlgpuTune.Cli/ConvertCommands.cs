@@ -1,6 +1,7 @@
 using Cocona;
 using IlgpuTune.Core;
 using IlgpuTune.Model;
+using IlgpuTune.Numerics;
 using IlgpuTune.Training;
 
 namespace IlgpuTune.Cli;

@@ -3,6 +3,7 @@ using Cocona;
 using Spectre.Console;
 using IlgpuTune.Core;
 using IlgpuTune.Model;
+using IlgpuTune.Numerics;
 using IlgpuTune.Training;
 
 namespace IlgpuTune.Cli;

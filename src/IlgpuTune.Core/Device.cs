@@ -115,6 +115,7 @@ public sealed class Device : IDisposable
 
     public void Dispose()
     {
+        Kernels?.Dispose();
         Allocator.Dispose();
         Accelerator?.Dispose();
         _context?.Dispose();

@@ -5,6 +5,7 @@
 //   code4    F32 [16]                    the 4-bit code (quant_map)
 // blocks = ceil(n / blocksize). The weight is never trained: Ops.LinearNf4 dequantizes it into a transient workspace per use.
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 
@@ -34,7 +35,7 @@ public sealed class Nf4Weight : IDisposable
     public long Length => (long)Shape[0] * Shape[1];
     public int BlockSize { get; }
     public QuantType QuantType { get; }
-    public long Blocks => Nf4.Blocks(Length, BlockSize);
+    public long Blocks => Nf4Codec.Blocks(Length, BlockSize);
 
     /// <summary>The HF key of the original weight (e.g. "model.layers.0.mlp.up_proj.weight").</summary>
     public string? Name { get; set; }
@@ -57,14 +58,14 @@ public sealed class Nf4Weight : IDisposable
     /// Quantizes w[out, in] (F32 or BF16, any device) with bitsandbytes' kernels: the ILGPU kernels on an accelerator, the
     /// CPU references on the managed CPU device (byte-identical). <paramref name="doubleQuant"/>: quantize the absmax too.
     /// </summary>
-    public static Nf4Weight Quantize(Tensor w, QuantType quantType = QuantType.Nf4, int blockSize = Nf4.BlockSize, bool doubleQuant = true)
+    public static Nf4Weight Quantize(Tensor w, QuantType quantType = QuantType.Nf4, int blockSize = Nf4Codec.BlockSize, bool doubleQuant = true)
     {
         if (w.Rank != 2) throw new ArgumentException($"nf4: weight {w.Name} must be 2-D, is [{string.Join(", ", w.Shape)}]");
         if (w.DType is not (DType.F32 or DType.BF16)) throw new ArgumentException($"nf4: weight {w.Name} is {w.DType}; F32 or BF16 expected");
         var device = w.Device;
-        long n = w.Length, blocks = Nf4.Blocks(n, blockSize), blocks2 = Nf4.Blocks(blocks, Nf4.NestedBlockSize);
+        long n = w.Length, blocks = Nf4Codec.Blocks(n, blockSize), blocks2 = Nf4Codec.Blocks(blocks, Nf4Codec.NestedBlockSize);
         var shape = (int[])w.Shape.Clone();
-        var code4 = Tensor.FromArray(device, Nf4.Code(quantType), 16);
+        var code4 = Tensor.FromArray(device, Nf4Codec.Code(quantType), 16);
         var packed = Tensor.Empty(device, DType.U8, checked((int)((n + 1) / 2)));
         var absmax = Tensor.Empty(device, DType.F32, checked((int)blocks));
         Tensor? qabsmax = null, absmax2 = null, offset = null, code8 = null;
@@ -73,14 +74,14 @@ public sealed class Nf4Weight : IDisposable
             qabsmax = Tensor.Empty(device, DType.U8, (int)blocks);
             absmax2 = Tensor.Empty(device, DType.F32, (int)blocks2);
             offset = Tensor.Empty(device, DType.F32, 1);
-            code8 = Tensor.FromArray(device, Nf4.DynamicMap(), 256);
+            code8 = Tensor.FromArray(device, Nf4Codec.DynamicMap(), 256);
         }
         if (device.IsCpu)
         {
             float[] x = w.DType == DType.F32 ? w.F32.ToArray() : w.ToFloatArray();
-            Nf4.QuantizeCpu(x, blockSize, quantType, packed.Span<byte>(), absmax.F32);
+            Nf4Codec.QuantizeCpu(x, blockSize, quantType, packed.Span<byte>(), absmax.F32);
             if (doubleQuant)
-                offset!.F32[0] = Nf4.DoubleQuantizeCpu(absmax.F32, code8!.F32, qabsmax!.Span<byte>(), absmax2!.F32);
+                offset!.F32[0] = Nf4Codec.DoubleQuantizeCpu(absmax.F32, code8!.F32, qabsmax!.Span<byte>(), absmax2!.F32);
         }
         else
         {
@@ -112,7 +113,7 @@ public sealed class Nf4Weight : IDisposable
     {
         if (shape.Length != 2) throw new ArgumentException($"nf4 {name}: shape must be [out, in], is [{string.Join(", ", shape)}]");
         if (blockSize < 2 || (blockSize & (blockSize - 1)) != 0) throw new ArgumentException($"nf4 {name}: blocksize {blockSize} is not a power of two");
-        long n = Tensor.ShapeLength(shape), blocks = Nf4.Blocks(n, blockSize);
+        long n = Tensor.ShapeLength(shape), blocks = Nf4Codec.Blocks(n, blockSize);
         void Need(string what, long got, long want)
         {
             if (got != want) throw new ArgumentException($"nf4 {name}: {what} has {got} elements, expected {want} for shape [{string.Join(", ", shape)}], blocksize {blockSize}");
@@ -124,7 +125,7 @@ public sealed class Nf4Weight : IDisposable
         if (nested)
         {
             Need("absmax (nested)", qabsmax!.Length, blocks);
-            Need("nested_absmax", nestedAbsmax?.Length ?? 0, Nf4.Blocks(blocks, Nf4.NestedBlockSize));
+            Need("nested_absmax", nestedAbsmax?.Length ?? 0, Nf4Codec.Blocks(blocks, Nf4Codec.NestedBlockSize));
             Need("nested_quant_map", nestedQuantMap?.Length ?? 0, 256);
         }
         else Need("absmax", absmax!.Length, blocks);
@@ -163,11 +164,11 @@ public sealed class Nf4Weight : IDisposable
         if (Device.IsCpu)
         {
             var absmax = Absmax?.F32.ToArray() ?? new float[blocks];
-            if (DoubleQuant) Nf4.DequantizeAbsmaxCpu(QAbsmax!.Span<byte>(), Absmax2!.F32, Offset!.F32[0], Code8!.F32, absmax);
+            if (DoubleQuant) Nf4Codec.DequantizeAbsmaxCpu(QAbsmax!.Span<byte>(), Absmax2!.F32, Offset!.F32[0], Code8!.F32, absmax);
             var packed = Packed.Span<byte>();
             switch (dtype)
             {
-                case DType.F32: Nf4.DequantizeCpu(packed, absmax, Code4.F32, BlockSize, y.F32); break;
+                case DType.F32: Nf4Codec.DequantizeCpu(packed, absmax, Code4.F32, BlockSize, y.F32); break;
                 case DType.BF16: Nf4.DequantizeBf16Cpu(packed, absmax, Code4.F32, BlockSize, y.Span<ushort>()); break;
                 default: Nf4.DequantizeF16Cpu(packed, absmax, Code4.F32, BlockSize, y.Span<ushort>()); break;
             }

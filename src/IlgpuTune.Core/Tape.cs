@@ -5,6 +5,8 @@
 // accumulating across backward calls until cleared (gradient accumulation). Saved activations are freed right after
 // their entry runs. Tape.Checkpoint records a whole block as one entry that re-runs the block's forward under a nested
 // tape in backward (gradient checkpointing).
+using IlgpuTune.Numerics;
+
 namespace IlgpuTune.Core;
 
 public sealed class BackwardContext

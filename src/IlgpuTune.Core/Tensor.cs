@@ -4,6 +4,7 @@
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 

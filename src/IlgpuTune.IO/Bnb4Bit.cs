@@ -13,8 +13,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using IlgpuTune.Core;
-using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.IO;
 
@@ -42,9 +41,9 @@ public sealed record Bnb4BitWeight(string QuantType, int BlockSize, string DType
 
     public long ElementCount => Shape.Aggregate(1L, (n, d) => n * d);
 
-    public int Blocks => (int)Nf4.Blocks(ElementCount, BlockSize);
+    public int Blocks => (int)Nf4Codec.Blocks(ElementCount, BlockSize);
 
-    public Kernels.QuantType Type => QuantType == "nf4" ? Kernels.QuantType.Nf4 : Kernels.QuantType.Fp4;
+    public Numerics.QuantType Type => QuantType == "nf4" ? Numerics.QuantType.Nf4 : Numerics.QuantType.Fp4;
 
     /// <summary>[blocks] fp32 absmax: <see cref="Absmax"/>, or the nested one dequantized as bnb does
     /// (dyn[q] * nested_absmax[b/256] + offset, two fp32 roundings).</summary>
@@ -52,7 +51,7 @@ public sealed record Bnb4BitWeight(string QuantType, int BlockSize, string DType
     {
         if (!Nested) return (float[])Absmax!.Clone();
         var absmax = new float[Blocks];
-        Nf4.DequantizeAbsmaxCpu(QAbsmax, NestedAbsmax, NestedOffset, NestedQuantMap, absmax);
+        Nf4Codec.DequantizeAbsmaxCpu(QAbsmax, NestedAbsmax, NestedOffset, NestedQuantMap, absmax);
         return absmax;
     }
 
@@ -61,7 +60,7 @@ public sealed record Bnb4BitWeight(string QuantType, int BlockSize, string DType
     public float[] Dequantize()
     {
         var y = new float[ElementCount];
-        Nf4.DequantizeCpu(Packed, DequantizeAbsmax(), QuantMap, BlockSize, y);
+        Nf4Codec.DequantizeCpu(Packed, DequantizeAbsmax(), QuantMap, BlockSize, y);
         return y;
     }
 
@@ -85,8 +84,8 @@ public sealed record Bnb4BitWeight(string QuantType, int BlockSize, string DType
         {
             Need(Absmax is null, "has both nested (QAbsmax) and plain (Absmax) absmax");
             Need(QAbsmax!.Length == blocks, $"absmax has {QAbsmax.Length} codes; {n} elements in blocks of {BlockSize} need {blocks}");
-            Need(NestedBlockSize == Nf4.NestedBlockSize, $"nested_blocksize {NestedBlockSize}; expected {Nf4.NestedBlockSize}");
-            int nested = (int)Nf4.Blocks(blocks, NestedBlockSize);
+            Need(NestedBlockSize == Nf4Codec.NestedBlockSize, $"nested_blocksize {NestedBlockSize}; expected {Nf4Codec.NestedBlockSize}");
+            int nested = (int)Nf4Codec.Blocks(blocks, NestedBlockSize);
             Need(NestedAbsmax is not null && NestedAbsmax.Length == nested,
                 $"nested_absmax has {NestedAbsmax?.Length ?? 0} values; {blocks} blocks need {nested}");
             Need(NestedQuantMap is not null && NestedQuantMap.Length == 256,
@@ -175,7 +174,7 @@ public static class Bnb4Bit
         var qs = ParseQuantState(weights.ReadBytes(qsKey), Where(qsKey), hasNf4 ? "nf4" : "fp4");
         bool nested = qs.NestedBlockSize != 0;
         long n = qs.Shape.Aggregate(1L, (a, d) => a * d);
-        int blocks = (int)Nf4.Blocks(n, qs.BlockSize);
+        int blocks = (int)Nf4Codec.Blocks(n, qs.BlockSize);
 
         if (!weights.Contains(weightKey)) throw new InvalidDataException($"{weights.Path}: missing tensor '{weightKey}' (the packed weight)");
         if (weights.DTypeOf(weightKey) != "U8")
@@ -191,7 +190,7 @@ public static class Bnb4Bit
         {
             qabsmax = weights.ReadBytes(absmaxKey);
             string nestedKey = weightKey + ".nested_absmax", nestedMapKey = weightKey + ".nested_quant_map";
-            Need(weights, nestedKey, "F32", [Nf4.Blocks(blocks, qs.NestedBlockSize)]);
+            Need(weights, nestedKey, "F32", [Nf4Codec.Blocks(blocks, qs.NestedBlockSize)]);
             Need(weights, nestedMapKey, "F32", [256]);
             nestedAbsmax = weights.ReadFloat32(nestedKey);
             nestedMap = weights.ReadFloat32(nestedMapKey);
@@ -264,26 +263,26 @@ public static class Bnb4Bit
     /// is the mean summed in double; torch's float32 mean can differ in the last bit.
     /// </summary>
     public static Bnb4BitWeight Quantize(ReadOnlySpan<float> weight, int[] shape, string quantType = "nf4", bool doubleQuant = true,
-        string dtype = "bfloat16", int blockSize = Nf4.BlockSize)
+        string dtype = "bfloat16", int blockSize = Nf4Codec.BlockSize)
     {
         long n = shape.Aggregate(1L, (a, d) => a * d);
         if (weight.Length != n)
             throw new ArgumentException($"{weight.Length} values for shape [{string.Join(", ", shape)}] ({n} elements)", nameof(weight));
         if (quantType is not ("nf4" or "fp4")) throw new ArgumentException($"quant type '{quantType}' is not nf4 or fp4", nameof(quantType));
-        var type = quantType == "nf4" ? Kernels.QuantType.Nf4 : Kernels.QuantType.Fp4;
+        var type = quantType == "nf4" ? Numerics.QuantType.Nf4 : Numerics.QuantType.Fp4;
         var packed = new byte[(n + 1) / 2];
-        var absmax = new float[Nf4.Blocks(n, blockSize)];
-        Nf4.QuantizeCpu(weight, blockSize, type, packed, absmax);
-        var map = Nf4.Code(type);
+        var absmax = new float[Nf4Codec.Blocks(n, blockSize)];
+        Nf4Codec.QuantizeCpu(weight, blockSize, type, packed, absmax);
+        var map = Nf4Codec.Code(type);
         map[8] = Math.Abs(map[8]); // bnb's Python table: +0.0 (CUDA's LUT gives -0.0)
         if (!doubleQuant)
             return new Bnb4BitWeight(quantType, blockSize, dtype, (int[])shape.Clone(), packed, null, absmax, map, null, null, 0, 0f);
-        var dyn = Nf4.DynamicMap();
+        var dyn = Nf4Codec.DynamicMap();
         var qabsmax = new byte[absmax.Length];
-        var absmax2 = new float[Nf4.Blocks(absmax.Length, Nf4.NestedBlockSize)];
-        float offset = Nf4.DoubleQuantizeCpu(absmax, dyn, qabsmax, absmax2);
+        var absmax2 = new float[Nf4Codec.Blocks(absmax.Length, Nf4Codec.NestedBlockSize)];
+        float offset = Nf4Codec.DoubleQuantizeCpu(absmax, dyn, qabsmax, absmax2);
         return new Bnb4BitWeight(quantType, blockSize, dtype, (int[])shape.Clone(), packed, qabsmax, null, map, absmax2, dyn,
-            Nf4.NestedBlockSize, offset);
+            Nf4Codec.NestedBlockSize, offset);
     }
 
     /// <summary>
@@ -380,8 +379,8 @@ public static class Bnb4Bit
                 nestedBlock = Get<int>("nested_blocksize");
                 if (Get<string>("nested_dtype") != "float32")
                     throw new InvalidDataException($"{where}: nested_dtype '{obj["nested_dtype"]}'; expected float32");
-                if (nestedBlock != Nf4.NestedBlockSize)
-                    throw new InvalidDataException($"{where}: nested_blocksize {nestedBlock}; expected {Nf4.NestedBlockSize}");
+                if (nestedBlock != Nf4Codec.NestedBlockSize)
+                    throw new InvalidDataException($"{where}: nested_blocksize {nestedBlock}; expected {Nf4Codec.NestedBlockSize}");
                 offset = (float)Get<double>("nested_offset");
             }
             var v = new QuantStateJsonValues(type, Get<int>("blocksize"), Get<string>("dtype"), shape, nestedBlock, offset);

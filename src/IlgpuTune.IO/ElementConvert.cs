@@ -1,7 +1,7 @@
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
-using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.IO;
 

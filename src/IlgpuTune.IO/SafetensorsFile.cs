@@ -3,6 +3,7 @@ using System.IO.MemoryMappedFiles;
 using System.Text;
 using System.Text.Json;
 using System.Text.Unicode;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.IO;
 

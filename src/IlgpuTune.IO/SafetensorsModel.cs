@@ -1,4 +1,5 @@
 using System.Text.Json;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.IO;
 

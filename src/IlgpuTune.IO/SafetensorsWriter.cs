@@ -6,7 +6,7 @@ using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.IO;
 
@@ -123,7 +123,7 @@ public static class SafetensorsWriter
                 weightMap.AddRange(shards[i].Select(t => (t.Name, file)));
             }
             long totalSize = tensors.Sum(t => t.ByteLength);
-            IlgpuTune.Core.AtomicFile.Write(System.IO.Path.Combine(directory, indexName), s => s.Write(IndexJson(totalSize, weightMap)));
+            AtomicFile.Write(System.IO.Path.Combine(directory, indexName), s => s.Write(IndexJson(totalSize, weightMap)));
             written.Add(indexName);
         }
         RemoveStale(directory, prefix, written);
@@ -315,7 +315,7 @@ public static class SafetensorsWriter
     }
 
     private static void WriteValidated(string path, byte[] header, List<TensorSpec> ordered,
-        Func<TensorSpec, ReadOnlyMemory<byte>> data) => IlgpuTune.Core.AtomicFile.Write(path, s =>
+        Func<TensorSpec, ReadOnlyMemory<byte>> data) => AtomicFile.Write(path, s =>
     {
         Span<byte> n = stackalloc byte[8];
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(n, (ulong)header.Length);

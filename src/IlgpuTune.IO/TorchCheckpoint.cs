@@ -5,6 +5,7 @@ using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using System.Numerics;
 using System.Text;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.IO;
 

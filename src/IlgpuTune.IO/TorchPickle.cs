@@ -6,6 +6,7 @@
 using System.Buffers.Binary;
 using System.Numerics;
 using System.Text;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.IO;
 

@@ -5,6 +5,7 @@
 // LoRA on wqkv and its gradient stay in InternLM2's own layout.
 using IlgpuTune.Core;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model;
 

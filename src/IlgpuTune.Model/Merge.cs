@@ -6,6 +6,7 @@ using System.Numerics.Tensors;
 using System.Text.Json.Nodes;
 using IlgpuTune.Core;
 using IlgpuTune.IO;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model;
 

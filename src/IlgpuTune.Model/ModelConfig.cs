@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using IlgpuTune.Core;
 using IlgpuTune.IO;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model;
 

@@ -1,6 +1,7 @@
 using IlgpuTune.Core;
 using IlgpuTune.IO;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model;
 

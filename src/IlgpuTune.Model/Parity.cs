@@ -3,6 +3,7 @@
 // to max |theirs|. Limits (issue 2): 1e-4 for logits and loss, 1e-3 for gradients.
 using IlgpuTune.Core;
 using IlgpuTune.IO;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model;
 
@@ -73,7 +74,7 @@ public static class Parity
         double outputLimit = bf16 ? Bf16OutputLimit : OutputLimit, gradLimit = bf16 ? Bf16GradLimit : GradLimit;
         using var golden = SafetensorsFile.Open(goldenFile);
         var rows = new List<ParityRow>();
-        using var model = ModelLoader.Load(modelDir, device, quantization: Kernels.QuantType.Nf4);
+        using var model = ModelLoader.Load(modelDir, device, quantization: Numerics.QuantType.Nf4);
         foreach (var (name, q) in model.QuantizedWeights)
         {
             // The engine's offset is the float64 mean (torch's fp32 mean can differ in the last bit): compare with those stats.

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using IlgpuTune.Core;
 using IlgpuTune.IO;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model;
 

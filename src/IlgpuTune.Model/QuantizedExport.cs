@@ -7,6 +7,7 @@
 using System.Text.Json.Nodes;
 using IlgpuTune.Core;
 using IlgpuTune.IO;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model;
 

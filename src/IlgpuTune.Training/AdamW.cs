@@ -16,6 +16,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using IlgpuTune.Core;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 using Device = IlgpuTune.Core.Device;
 using AdamWKernels = IlgpuTune.Kernels.AdamW;
 

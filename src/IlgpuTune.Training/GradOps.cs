@@ -2,6 +2,7 @@
 // multi-tensor kernels (kernels/IlgpuTune.Kernels/AdamW.cs) on an accelerator.
 using ILGPU.Runtime;
 using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 using AdamWKernels = IlgpuTune.Kernels.AdamW;
 
 namespace IlgpuTune.Training;

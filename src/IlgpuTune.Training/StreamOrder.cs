@@ -2,22 +2,17 @@
 // on `then` starts only once everything enqueued on `first` so far has finished.
 //   CUDA: an event (timing off) recorded on `first` that `then` waits on (cuEventRecord + cuStreamWaitEvent), so the host
 //         never blocks. One event serves every call: a wait binds to the record made just before it, and later records of
-//         the same event do not move it. ILGPU 1.5.3 wraps event create/record/destroy but not cuStreamWaitEvent, which is
-//         taken from the driver library ILGPU itself loads.
+//         the same event do not move it. ILGPU 1.5.3 wraps event create/record/destroy but not cuStreamWaitEvent (CudaDriver).
 //   other accelerators: the host waits for `first` (the coarsest correct order; ILGPU's CPU accelerator runs kernels and
 //         copies synchronously anyway).
-using System.Runtime.InteropServices;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
+using IlgpuTune.Kernels;
 
 namespace IlgpuTune.Training;
 
-internal sealed unsafe class StreamOrder : IDisposable
+internal sealed class StreamOrder : IDisposable
 {
-    private static readonly Lazy<nint> StreamWaitEvent = new(() => NativeLibrary.GetExport(
-        NativeLibrary.Load(OperatingSystem.IsWindows() ? "nvcuda" : "cuda", typeof(CudaAccelerator).Assembly, null),
-        "cuStreamWaitEvent"));
-
     private readonly Accelerator _accelerator;
     private IntPtr _event;
 
@@ -40,8 +35,7 @@ internal sealed unsafe class StreamOrder : IDisposable
         }
         using var bound = _accelerator.BindScoped();
         CudaException.ThrowIfFailed(CudaAPI.CurrentAPI.RecordEvent(_event, ((CudaStream)first).StreamPtr));
-        var wait = (delegate* unmanaged<IntPtr, IntPtr, uint, CudaError>)StreamWaitEvent.Value;
-        CudaException.ThrowIfFailed(wait(((CudaStream)then).StreamPtr, _event, 0));
+        CudaDriver.WaitEvent((CudaStream)then, _event);
     }
 
     public void Dispose()

@@ -3,6 +3,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Training;
 
@@ -151,7 +152,7 @@ public sealed class TrainLog : IDisposable
             svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{x0 + w - 12}\" y=\"{h - pad + 14}\" text-anchor=\"end\">iter {xmax:G6}</text>\n");
         }
         svg.Append("</svg>\n");
-        IlgpuTune.Core.AtomicFile.WriteAllText(Path.Combine(RunDir, "curve.svg"), svg.ToString());
+        AtomicFile.WriteAllText(Path.Combine(RunDir, "curve.svg"), svg.ToString());
     }
 
     public void Dispose()

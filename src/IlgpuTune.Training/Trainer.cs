@@ -13,6 +13,7 @@ using IlgpuTune.Data.Datasets;
 using IlgpuTune.Data.Packing;
 using IlgpuTune.Data.Tokenization;
 using IlgpuTune.Model;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Training;
 
@@ -231,7 +232,7 @@ public sealed class TrainRun : IDisposable
         // QLoRA (quantization nf4) keeps the decoder linears in 4 bits instead, dequantized per product to the matmul precision.
         var baseDtype = cfg.Lora is null ? DType.F32
             : _device.MatmulPrecision switch { MatmulPrecision.BF16 => DType.BF16, MatmulPrecision.F16 => DType.F16, _ => DType.F32 };
-        var quantization = cfg.Quantization == "nf4" ? Kernels.QuantType.Nf4 : (Kernels.QuantType?)null;
+        var quantization = cfg.Quantization == "nf4" ? Numerics.QuantType.Nf4 : (Numerics.QuantType?)null;
         _model = Own(ModelLoader.Load(_modelDir, _device, baseDtype, quantization));
         if (quantization is not null)
             _log.Info($"quantized {_model.QuantizedWeights.Count} linear weights to NF4 (double quant, blocks of 64): " +

@@ -41,7 +41,7 @@ public sealed class WorkDirLock : IDisposable
         }
         try
         {
-            IlgpuTune.Core.AtomicFile.WriteAllText(pidPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+            IlgpuTune.Numerics.AtomicFile.WriteAllText(pidPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
         }
         catch
         {

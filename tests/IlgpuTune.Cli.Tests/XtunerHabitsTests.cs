@@ -98,7 +98,7 @@ public class XtunerHabitsTests(ITestOutputHelper log)
         // The answer by the book on the NF4-quantized model: raw text in, greedy, up to 4 tokens or the EOS.
         string expected;
         using (var device = Device.Create("cpu"))
-        using (var lm = ModelLoader.Load(model, device, quantization: IlgpuTune.Kernels.QuantType.Nf4))
+        using (var lm = ModelLoader.Load(model, device, quantization: IlgpuTune.Numerics.QuantType.Nf4))
         {
             Assert.NotEmpty(lm.QuantizedWeights);
             var tok = HfTokenizer.FromDirectory(model);

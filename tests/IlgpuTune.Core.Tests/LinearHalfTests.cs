@@ -1,5 +1,6 @@
 using IlgpuTune.Core;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 using IlgpuTune.TestKit;
 
 namespace IlgpuTune.Core.Tests;

@@ -1,5 +1,6 @@
 using IlgpuTune.Core;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 using IlgpuTune.TestKit;
 
 namespace IlgpuTune.Core.Tests;
@@ -45,18 +46,18 @@ public class LinearNf4Tests
 
         // The CPU references by hand: plain quantize, then double quantization of the absmax.
         var packed = new byte[(data.Length + 1) / 2];
-        var absmax = new float[Nf4.Blocks(data.Length, 64)];
-        Nf4.QuantizeCpu(data, 64, QuantType.Nf4, packed, absmax);
+        var absmax = new float[Nf4Codec.Blocks(data.Length, 64)];
+        Nf4Codec.QuantizeCpu(data, 64, QuantType.Nf4, packed, absmax);
         var qabs = new byte[absmax.Length];
         var absmax2 = new float[1];
-        float offset = Nf4.DoubleQuantizeCpu(absmax, Nf4.DynamicMap(), qabs, absmax2);
+        float offset = Nf4Codec.DoubleQuantizeCpu(absmax, Nf4Codec.DynamicMap(), qabs, absmax2);
         Assert.Equal(packed, qc.Packed.ToBytes());
         Assert.Equal(qabs, qc.QAbsmax!.ToBytes());
         Assert.Equal(offset, qc.Offset!.Item());
         var absmaxDq = new float[absmax.Length];
-        Nf4.DequantizeAbsmaxCpu(qabs, absmax2, offset, Nf4.DynamicMap(), absmaxDq);
+        Nf4Codec.DequantizeAbsmaxCpu(qabs, absmax2, offset, Nf4Codec.DynamicMap(), absmaxDq);
         var want = new float[data.Length];
-        Nf4.DequantizeCpu(packed, absmaxDq, Nf4.NormalFloatCode(), 64, want);
+        Nf4Codec.DequantizeCpu(packed, absmaxDq, Nf4Codec.NormalFloatCode(), 64, want);
         using (var y = qc.Dequantize()) Assert.Equal(want, y.ToFloatArray());
         using (var y = qe.Dequantize()) Assert.Equal(want, y.ToFloatArray());
         var wantBf16 = new ushort[want.Length];
@@ -72,15 +73,15 @@ public class LinearNf4Tests
         Assert.Equal(Bytes(qr), Bytes(qb));
 
         // A checkpoint's arrays (double-quantized, and plain fp32 absmax) load to the same weight.
-        using var fromNested = Nf4Weight.FromQuantized(emu, [outF, inF], 64, QuantType.Nf4, packed, Nf4.NormalFloatCode(),
-            qabsmax: qabs, nestedAbsmax: absmax2, nestedQuantMap: Nf4.DynamicMap(), nestedOffset: offset);
+        using var fromNested = Nf4Weight.FromQuantized(emu, [outF, inF], 64, QuantType.Nf4, packed, Nf4Codec.NormalFloatCode(),
+            qabsmax: qabs, nestedAbsmax: absmax2, nestedQuantMap: Nf4Codec.DynamicMap(), nestedOffset: offset);
         using (var y = fromNested.Dequantize()) Assert.Equal(want, y.ToFloatArray());
-        using var fromPlain = Nf4Weight.FromQuantized(cpu, [outF, inF], 64, QuantType.Nf4, packed, Nf4.NormalFloatCode(), absmax: absmax);
+        using var fromPlain = Nf4Weight.FromQuantized(cpu, [outF, inF], 64, QuantType.Nf4, packed, Nf4Codec.NormalFloatCode(), absmax: absmax);
         Assert.False(fromPlain.DoubleQuant);
         var wantPlain = new float[data.Length];
-        Nf4.DequantizeCpu(packed, absmax, Nf4.NormalFloatCode(), 64, wantPlain);
+        Nf4Codec.DequantizeCpu(packed, absmax, Nf4Codec.NormalFloatCode(), 64, wantPlain);
         using (var y = fromPlain.Dequantize()) Assert.Equal(wantPlain, y.ToFloatArray());
-        Assert.Throws<ArgumentException>(() => Nf4Weight.FromQuantized(cpu, [outF, inF + 2], 64, QuantType.Nf4, packed, Nf4.NormalFloatCode(), absmax: absmax));
+        Assert.Throws<ArgumentException>(() => Nf4Weight.FromQuantized(cpu, [outF, inF + 2], 64, QuantType.Nf4, packed, Nf4Codec.NormalFloatCode(), absmax: absmax));
 
         // 4.x bits per weight: packed (n+1)/2, qabsmax 1 B per 64, absmax2, offset, codes.
         Assert.Equal(275 + 9 + 4 + 4 + 64 + 1024, qc.Bytes);

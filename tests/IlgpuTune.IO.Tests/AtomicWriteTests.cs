@@ -1,5 +1,6 @@
 using System.Buffers;
 using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.IO.Tests;
 

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json.Nodes;
 using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 using IlgpuTune.TestKit;
 
 namespace IlgpuTune.IO.Tests;
@@ -101,10 +102,10 @@ public class Bnb4BitTests
             Assert.Equal(Bits(t.NestedQuantMap!), Bits(q.NestedQuantMap!));
             Assert.True(Math.Abs(q.NestedOffset - t.NestedOffset) <= 2e-7 * Math.Abs(t.NestedOffset), $"{key}: offset {q.NestedOffset} vs {t.NestedOffset}");
             var absmax = new float[t.Blocks];
-            IlgpuTune.Kernels.Nf4.QuantizeCpu(gold.ReadFloat32("original." + key), t.BlockSize, t.Type, new byte[t.Packed.Length], absmax);
+            Nf4Codec.QuantizeCpu(gold.ReadFloat32("original." + key), t.BlockSize, t.Type, new byte[t.Packed.Length], absmax);
             var qabsmax = new byte[t.Blocks];
             var absmax2 = new float[t.NestedAbsmax!.Length];
-            IlgpuTune.Kernels.Nf4.QuantizeBlockwise8Cpu(absmax, t.NestedOffset, t.NestedQuantMap, 256, qabsmax, absmax2);
+            Nf4Codec.QuantizeBlockwise8Cpu(absmax, t.NestedOffset, t.NestedQuantMap, 256, qabsmax, absmax2);
             Assert.Equal(t.QAbsmax, qabsmax);
             Assert.Equal(Bits(t.NestedAbsmax), Bits(absmax2));
         }

@@ -1,4 +1,5 @@
 using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.IO.Tests;
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.IO.Tests;
 

@@ -5,6 +5,7 @@ using FsCheck.Fluent;
 using FsCheck.Xunit;
 using IlgpuTune.IO;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 using IlgpuTune.TestKit;
 
 namespace IlgpuTune.Kernels.Tests;
@@ -42,9 +43,9 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
     public void Tables_MatchGolden()
     {
         using var f = Golden();
-        BitEqual("code.nf4", F32(f, "code.nf4"), Nf4.NormalFloatCode());
-        BitEqual("code.fp4", F32(f, "code.fp4"), Nf4.Fp4Code());
-        var dyn = Nf4.DynamicMap();
+        BitEqual("code.nf4", F32(f, "code.nf4"), Nf4Codec.NormalFloatCode());
+        BitEqual("code.fp4", F32(f, "code.fp4"), Nf4Codec.Fp4Code());
+        var dyn = Nf4Codec.DynamicMap();
         BitEqual("code.dynamic", F32(f, "code.dynamic"), dyn);
         Assert.Equal(256, dyn.Length);
         Assert.True(dyn[0] > -1f && dyn[127] == 0f && dyn[255] == 1f);
@@ -52,16 +53,16 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
         var t4 = F32(f, "thresholds.nf4");
         for (int k = 0; k < t4.Length; k++)
         {
-            Assert.Equal(k, Nf4.QuantizeNf4(t4[k]));
-            Assert.Equal(k + 1, Nf4.QuantizeNf4(MathF.BitIncrement(t4[k])));
+            Assert.Equal(k, Nf4Codec.QuantizeNf4(t4[k]));
+            Assert.Equal(k + 1, Nf4Codec.QuantizeNf4(MathF.BitIncrement(t4[k])));
         }
         int[] pattern = [0b000, 0b001, 0b110, 0b111, 0b100, 0b101, 0b010, 0b011];
         var tf = F32(f, "thresholds.fp4");
         for (int k = 0; k < tf.Length; k++)
         {
-            Assert.Equal(pattern[k], Nf4.QuantizeFp4(tf[k]));
-            Assert.Equal(pattern[k + 1], Nf4.QuantizeFp4(MathF.BitIncrement(tf[k])));
-            Assert.Equal(pattern[k + 1] + 8, Nf4.QuantizeFp4(-MathF.BitIncrement(tf[k])));
+            Assert.Equal(pattern[k], Nf4Codec.QuantizeFp4(tf[k]));
+            Assert.Equal(pattern[k + 1], Nf4Codec.QuantizeFp4(MathF.BitIncrement(tf[k])));
+            Assert.Equal(pattern[k + 1] + 8, Nf4Codec.QuantizeFp4(-MathF.BitIncrement(tf[k])));
         }
     }
 
@@ -75,37 +76,37 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
         using var f = Golden();
         string p = $"{name}.{type.ToString().ToLowerInvariant()}";
         var x = F32(f, $"{name}.input");
-        int n = x.Length, m = (int)Nf4.Blocks(n, Nf4.BlockSize), m2 = (int)Nf4.Blocks(m, Nf4.NestedBlockSize);
-        var code4 = Nf4.Code(type);
-        var dyn = Nf4.DynamicMap();
+        int n = x.Length, m = (int)Nf4Codec.Blocks(n, Nf4Codec.BlockSize), m2 = (int)Nf4Codec.Blocks(m, Nf4Codec.NestedBlockSize);
+        var code4 = Nf4Codec.Code(type);
+        var dyn = Nf4Codec.DynamicMap();
 
         var packed = new byte[(n + 1) / 2];
         var absmax = new float[m];
-        Nf4.QuantizeCpu(x, Nf4.BlockSize, type, packed, absmax);
+        Nf4Codec.QuantizeCpu(x, Nf4Codec.BlockSize, type, packed, absmax);
         Equal("packed", U8(f, $"{p}.packed"), packed);
         BitEqual("absmax", F32(f, $"{p}.absmax"), absmax);
 
         var qabs = new byte[m];
         var absmax2 = new float[m2];
-        float offset = Nf4.DoubleQuantizeCpu(absmax, dyn, qabs, absmax2);
+        float offset = Nf4Codec.DoubleQuantizeCpu(absmax, dyn, qabs, absmax2);
         float wantOffset = F32(f, $"{p}.offset")[0];
         Assert.True(Math.Abs(offset - wantOffset) <= 2e-7 * Math.Abs(wantOffset), $"offset {offset:R} vs torch {wantOffset:R}");
         // torch's float32 mean may differ in the last bit; with its offset, the rest is exact
-        Nf4.QuantizeBlockwise8Cpu(absmax, wantOffset, dyn, Nf4.NestedBlockSize, qabs, absmax2);
+        Nf4Codec.QuantizeBlockwise8Cpu(absmax, wantOffset, dyn, Nf4Codec.NestedBlockSize, qabs, absmax2);
         Equal("qabsmax", U8(f, $"{p}.qabsmax"), qabs);
         BitEqual("absmax2", F32(f, $"{p}.absmax2"), absmax2);
 
         var absmaxDq = new float[m];
-        Nf4.DequantizeAbsmaxCpu(qabs, absmax2, wantOffset, dyn, absmaxDq);
+        Nf4Codec.DequantizeAbsmaxCpu(qabs, absmax2, wantOffset, dyn, absmaxDq);
         BitEqual("absmax_dq", F32(f, $"{p}.absmax_dq"), absmaxDq);
 
         var y = new float[n];
-        Nf4.DequantizeCpu(packed, absmax, code4, Nf4.BlockSize, y);
+        Nf4Codec.DequantizeCpu(packed, absmax, code4, Nf4Codec.BlockSize, y);
         BitEqual("dequant", F32(f, $"{p}.dequant"), y);
-        Nf4.DequantizeCpu(packed, absmaxDq, code4, Nf4.BlockSize, y);
+        Nf4Codec.DequantizeCpu(packed, absmaxDq, code4, Nf4Codec.BlockSize, y);
         BitEqual("dequant_nested", F32(f, $"{p}.dequant_nested"), y);
         var yb = new ushort[n];
-        Nf4.DequantizeBf16Cpu(packed, absmaxDq, code4, Nf4.BlockSize, yb);
+        Nf4.DequantizeBf16Cpu(packed, absmaxDq, code4, Nf4Codec.BlockSize, yb);
         Equal("dequant_nested_bf16", Bf16(f, $"{p}.dequant_nested_bf16"), yb);
     }
 
@@ -115,12 +116,12 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
         using var f = Golden();
         var x = F32(f, "bw8.input");
         var q = new byte[x.Length];
-        var absmax = new float[Nf4.Blocks(x.Length, 256)];
-        Nf4.QuantizeBlockwise8Cpu(x, 0f, Nf4.DynamicMap(), 256, q, absmax);
+        var absmax = new float[Nf4Codec.Blocks(x.Length, 256)];
+        Nf4Codec.QuantizeBlockwise8Cpu(x, 0f, Nf4Codec.DynamicMap(), 256, q, absmax);
         Equal("bw8.q", U8(f, "bw8.q"), q);
         BitEqual("bw8.absmax", F32(f, "bw8.absmax"), absmax);
 
-        using var gx = gpu.Upload(x); using var goff = gpu.Zeros(1); using var gcode = gpu.Upload(Nf4.DynamicMap());
+        using var gx = gpu.Upload(x); using var goff = gpu.Zeros(1); using var gcode = gpu.Upload(Nf4Codec.DynamicMap());
         using var gq = gpu.Accelerator.Allocate1D<byte>(x.Length); using var ga = gpu.Zeros(absmax.Length);
         Nf4.QuantizeBlockwise8(gpu.Kernels, gx.View, goff.View, gcode.View, x.Length, 256, gq.View, ga.View);
         gpu.Accelerator.Synchronize();
@@ -139,13 +140,13 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
         {
             string p = $"{name}.{type.ToString().ToLowerInvariant()}";
             var x = F32(f, $"{name}.input");
-            int n = x.Length, m = (int)Nf4.Blocks(n, Nf4.BlockSize), m2 = (int)Nf4.Blocks(m, Nf4.NestedBlockSize);
-            using var gx = gpu.Upload(x); using var gcode4 = gpu.Upload(Nf4.Code(type)); using var gdyn = gpu.Upload(Nf4.DynamicMap());
+            int n = x.Length, m = (int)Nf4Codec.Blocks(n, Nf4Codec.BlockSize), m2 = (int)Nf4Codec.Blocks(m, Nf4Codec.NestedBlockSize);
+            using var gx = gpu.Upload(x); using var gcode4 = gpu.Upload(Nf4Codec.Code(type)); using var gdyn = gpu.Upload(Nf4Codec.DynamicMap());
             using var gpacked = gpu.Accelerator.Allocate1D<byte>((n + 1) / 2); using var gabs = gpu.Zeros(m);
             using var gq8 = gpu.Accelerator.Allocate1D<byte>(m); using var gabs2 = gpu.Zeros(m2); using var goff = gpu.Zeros(1);
             using var gabsDq = gpu.Zeros(m); using var gy = gpu.Zeros(n); using var gyb = gpu.Accelerator.Allocate1D<ushort>(n);
 
-            Nf4.Quantize(gpu.Kernels, gx.View, n, Nf4.BlockSize, type, gpacked.View, gabs.View);
+            Nf4.Quantize(gpu.Kernels, gx.View, n, Nf4Codec.BlockSize, type, gpacked.View, gabs.View);
             Nf4.DoubleQuantize(gpu.Kernels, gabs.View, gdyn.View, m, gq8.View, gabs2.View, goff.View);
             gpu.Accelerator.Synchronize();
             Equal($"{p}.packed", U8(f, $"{p}.packed"), gpacked.GetAsArray1D());
@@ -154,23 +155,23 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
             Assert.True(Math.Abs(got - want) <= 2e-7 * Math.Abs(want), $"{p}.offset {got:R} vs torch {want:R}");
 
             goff.CopyFromCPU([want]);
-            Nf4.QuantizeBlockwise8(gpu.Kernels, gabs.View, goff.View, gdyn.View, m, Nf4.NestedBlockSize, gq8.View, gabs2.View);
+            Nf4.QuantizeBlockwise8(gpu.Kernels, gabs.View, goff.View, gdyn.View, m, Nf4Codec.NestedBlockSize, gq8.View, gabs2.View);
             Nf4.DequantizeAbsmax(gpu.Kernels, gq8.View, gabs2.View, goff.View, gdyn.View, m, gabsDq.View);
-            Nf4.Dequantize(gpu.Kernels, gpacked.View, gabs.View, gcode4.View, n, Nf4.BlockSize, gy.View);
+            Nf4.Dequantize(gpu.Kernels, gpacked.View, gabs.View, gcode4.View, n, Nf4Codec.BlockSize, gy.View);
             gpu.Accelerator.Synchronize();
             Equal($"{p}.qabsmax", U8(f, $"{p}.qabsmax"), gq8.GetAsArray1D());
             BitEqual($"{p}.absmax2", F32(f, $"{p}.absmax2"), gabs2.GetAsArray1D());
             BitEqual($"{p}.absmax_dq", F32(f, $"{p}.absmax_dq"), gabsDq.GetAsArray1D());
             BitEqual($"{p}.dequant", F32(f, $"{p}.dequant"), gy.GetAsArray1D());
 
-            Nf4.Dequantize(gpu.Kernels, gpacked.View, gabsDq.View, gcode4.View, n, Nf4.BlockSize, gy.View);
-            Nf4.DequantizeBf16(gpu.Kernels, gpacked.View, gabsDq.View, gcode4.View, n, Nf4.BlockSize, gyb.View);
+            Nf4.Dequantize(gpu.Kernels, gpacked.View, gabsDq.View, gcode4.View, n, Nf4Codec.BlockSize, gy.View);
+            Nf4.DequantizeBf16(gpu.Kernels, gpacked.View, gabsDq.View, gcode4.View, n, Nf4Codec.BlockSize, gyb.View);
             gpu.Accelerator.Synchronize();
             BitEqual($"{p}.dequant_nested", F32(f, $"{p}.dequant_nested"), gy.GetAsArray1D());
             Equal($"{p}.dequant_nested_bf16", Bf16(f, $"{p}.dequant_nested_bf16"), gyb.GetAsArray1D());
             // One pass with the absmax rebuilt per block: the same bytes (where n allows the eight-per-thread path).
             gyb.MemSetToZero();
-            if (Nf4.DequantizeHalfNested(gpu.Kernels, gpacked.View, gq8.View, gabs2.View, goff.View, gdyn.View, gcode4.View, n, Nf4.BlockSize, false, gyb.View))
+            if (Nf4.DequantizeHalfNested(gpu.Kernels, gpacked.View, gq8.View, gabs2.View, goff.View, gdyn.View, gcode4.View, n, Nf4Codec.BlockSize, false, gyb.View))
             {
                 gpu.Accelerator.Synchronize();
                 Equal($"{p}.dequant_nested_bf16 one pass", Bf16(f, $"{p}.dequant_nested_bf16"), gyb.GetAsArray1D());
@@ -181,9 +182,9 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
             var wantF16 = new ushort[n];
             Cast.ToF16Cpu(F32(f, $"{p}.dequant_nested"), wantF16);
             var cpuF16 = new ushort[n];
-            Nf4.DequantizeF16Cpu(U8(f, $"{p}.packed"), F32(f, $"{p}.absmax_dq"), Nf4.Code(type), Nf4.BlockSize, cpuF16);
+            Nf4.DequantizeF16Cpu(U8(f, $"{p}.packed"), F32(f, $"{p}.absmax_dq"), Nf4Codec.Code(type), Nf4Codec.BlockSize, cpuF16);
             Equal($"{p}.dequant_nested_f16 cpu", wantF16, cpuF16);
-            Nf4.DequantizeF16(gpu.Kernels, gpacked.View, gabsDq.View, gcode4.View, n, Nf4.BlockSize, gyb.View);
+            Nf4.DequantizeF16(gpu.Kernels, gpacked.View, gabsDq.View, gcode4.View, n, Nf4Codec.BlockSize, gyb.View);
             gpu.Accelerator.Synchronize();
             Equal($"{p}.dequant_nested_f16", wantF16, gyb.GetAsArray1D());
         }
@@ -201,13 +202,13 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
             var (n, bs, type, seed) = s;
             var x = Rand.Floats(seed, n, 3f);
             if (seed % 3 == 0) Array.Clear(x, 0, Math.Min(n, bs)); // a zero block
-            int m = (int)Nf4.Blocks(n, bs);
-            var code4 = Nf4.Code(type);
+            int m = (int)Nf4Codec.Blocks(n, bs);
+            var code4 = Nf4Codec.Code(type);
             var packed = new byte[(n + 1) / 2];
             var absmax = new float[m];
-            Nf4.QuantizeCpu(x, bs, type, packed, absmax);
+            Nf4Codec.QuantizeCpu(x, bs, type, packed, absmax);
             var y = new float[n];
-            Nf4.DequantizeCpu(packed, absmax, code4, bs, y);
+            Nf4Codec.DequantizeCpu(packed, absmax, code4, bs, y);
             var sorted = code4.Order().ToArray();
             float halfGap = Enumerable.Range(1, 15).Max(i => sorted[i] - sorted[i - 1]) / 2;
             for (int i = 0; i < n; i++)
@@ -227,7 +228,7 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
     [Fact]
     public void Nf4_TiesGoToTheLowerCode()
     {
-        var c = Nf4.NormalFloatCode();
+        var c = Nf4Codec.NormalFloatCode();
         int ties = 0;
         for (int i = 0; i < 15; i++)
         {
@@ -236,22 +237,22 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
             if (m == mid)
             {
                 ties++;
-                Assert.Equal(i, Nf4.QuantizeNf4(m));
-                Assert.Equal(i + 1, Nf4.QuantizeNf4(MathF.BitIncrement(m)));
+                Assert.Equal(i, Nf4Codec.QuantizeNf4(m));
+                Assert.Equal(i + 1, Nf4Codec.QuantizeNf4(MathF.BitIncrement(m)));
             }
             else
             {
                 // the midpoint falls between two floats, and the rounding of bnb's literal decides those two
                 float lo = m < mid ? m : MathF.BitDecrement(m), hi = MathF.BitIncrement(lo);
-                Assert.Equal(i, Nf4.QuantizeNf4(MathF.BitDecrement(lo)));
-                Assert.Equal(i + 1, Nf4.QuantizeNf4(MathF.BitIncrement(hi)));
+                Assert.Equal(i, Nf4Codec.QuantizeNf4(MathF.BitDecrement(lo)));
+                Assert.Equal(i + 1, Nf4Codec.QuantizeNf4(MathF.BitIncrement(hi)));
             }
         }
         Assert.Equal(6, ties); // the other 9 midpoints need a 25th bit
-        Assert.Equal(0, Nf4.QuantizeNf4(float.NaN));
-        Assert.Equal(7, Nf4.QuantizeNf4(0f));
-        Assert.Equal(7, Nf4.QuantizeNf4(-0f));
-        Assert.Equal(0, Nf4.QuantizeFp4(-0f));
+        Assert.Equal(0, Nf4Codec.QuantizeNf4(float.NaN));
+        Assert.Equal(7, Nf4Codec.QuantizeNf4(0f));
+        Assert.Equal(7, Nf4Codec.QuantizeNf4(-0f));
+        Assert.Equal(0, Nf4Codec.QuantizeFp4(-0f));
     }
 
     [Fact]
@@ -260,11 +261,11 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
         var x = new float[64];
         var packed = new byte[32];
         var absmax = new float[1];
-        Nf4.QuantizeCpu(x, 64, QuantType.Nf4, packed, absmax);
+        Nf4Codec.QuantizeCpu(x, 64, QuantType.Nf4, packed, absmax);
         Assert.All(packed, b => Assert.Equal(0, b)); // 0 * (1/0) = NaN -> code 0, as CUDA
         Assert.Equal(0f, absmax[0]);
         var y = new float[64];
-        Nf4.DequantizeCpu(packed, absmax, Nf4.NormalFloatCode(), 64, y);
+        Nf4Codec.DequantizeCpu(packed, absmax, Nf4Codec.NormalFloatCode(), 64, y);
         Assert.All(y, v => Assert.Equal(0f, v));
     }
 
@@ -275,10 +276,10 @@ public class Nf4Tests(IlgpuCpuFixture gpu)
         x[64] = -1.5f; // the last block is this one element: it becomes code 0 (-1), the pad nibble the code of 0 (7)
         var packed = new byte[33];
         var absmax = new float[2];
-        Nf4.QuantizeCpu(x, 64, QuantType.Nf4, packed, absmax);
+        Nf4Codec.QuantizeCpu(x, 64, QuantType.Nf4, packed, absmax);
         Assert.Equal(1.5f, absmax[1]);
         Assert.Equal(0x07, packed[32]);
-        Nf4.QuantizeCpu(x, 64, QuantType.Fp4, packed, absmax);
+        Nf4Codec.QuantizeCpu(x, 64, QuantType.Fp4, packed, absmax);
         Assert.Equal(0xB0, packed[32]); // FP4 -1 = sign | 0b011; pad 0b0000
     }
 }

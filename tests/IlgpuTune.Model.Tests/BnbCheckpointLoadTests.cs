@@ -1,5 +1,6 @@
 using IlgpuTune.Core;
 using IlgpuTune.IO;
+using IlgpuTune.Numerics;
 using IlgpuTune.TestKit;
 using Xunit.Abstractions;
 

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using IlgpuTune.Core;
 using IlgpuTune.IO;
+using IlgpuTune.Numerics;
 using IlgpuTune.TestKit;
 
 namespace IlgpuTune.Model.Tests;

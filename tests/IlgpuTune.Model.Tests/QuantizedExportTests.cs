@@ -1,6 +1,7 @@
 using IlgpuTune.Core;
 using IlgpuTune.IO;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 using IlgpuTune.TestKit;
 
 namespace IlgpuTune.Model.Tests;

@@ -40,6 +40,7 @@ public sealed class IlgpuCpuFixture : IDisposable
 
     public void Dispose()
     {
+        Kernels.Dispose();
         Accelerator.Dispose();
         Context.Dispose();
     }

@@ -1,5 +1,6 @@
 using IlgpuTune.Core;
 using IlgpuTune.Model;
+using IlgpuTune.Numerics;
 using IlgpuTune.TestKit;
 using IlgpuTune.Training;
 

@@ -1,4 +1,5 @@
 using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 using IlgpuTune.TestKit;
 
 namespace IlgpuTune.Training.Tests;

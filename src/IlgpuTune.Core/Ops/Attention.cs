@@ -1,4 +1,5 @@
 using ILGPU;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 

@@ -1,3 +1,5 @@
+using IlgpuTune.Numerics;
+
 namespace IlgpuTune.Core;
 
 public static partial class Ops

@@ -1,4 +1,5 @@
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 

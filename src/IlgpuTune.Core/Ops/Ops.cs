@@ -1,6 +1,8 @@
 // Differentiable ops: each validates shapes, allocates outputs, runs the CPU reference (managed CPU device) or the ILGPU
 // kernel (CUDA / ILGPU CPU accelerator), and records a tape entry whose closure runs the backward. Kernels and their CPU
 // references live in kernels/IlgpuTune.Kernels/<Op>.cs; the glue for op X lives in Ops/X.cs.
+using IlgpuTune.Numerics;
+
 namespace IlgpuTune.Core;
 
 public static partial class Ops

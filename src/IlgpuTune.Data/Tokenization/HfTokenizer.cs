@@ -7,7 +7,7 @@ namespace IlgpuTune.Data.Tokenization;
 /// added tokens on the raw text, then per remaining segment normalizer → pre_tokenizer → BPE, then the post_processor
 /// (only with special tokens). Thread-safe; the BPE word cache is shared.
 /// </summary>
-public sealed class HfTokenizer : ITokenizer
+public sealed class HfTokenizer : HfExactTokenizer
 {
     readonly BpeModel _model;
     readonly TextNormalizer? _normalizer;
@@ -19,19 +19,19 @@ public sealed class HfTokenizer : ITokenizer
     readonly Dictionary<string, int> _addedByContent = new(StringComparer.Ordinal);
     readonly string[] _idToToken;
 
-    public TokenizerConfig Config { get; }
+    public override TokenizerConfig Config { get; }
     public IReadOnlyCollection<AddedToken> AddedTokens => _addedById.Values;
-    public int VocabSize => _idToToken.Length;
-    public int? BosTokenId { get; }
-    public int? EosTokenId { get; }
-    public int? PadTokenId { get; }
+    public override int VocabSize => _idToToken.Length;
+    public override int? BosTokenId { get; }
+    public override int? EosTokenId { get; }
+    public override int? PadTokenId { get; }
 
     HfTokenizer(JsonElement root, TokenizerConfig config)
     {
         Config = config;
         _model = BpeModel.FromJson(root.Prop("model"));
         _normalizer = root.TryGetProperty("normalizer", out var n) ? TextNormalizer.FromJson(n) : null;
-        _preTokenizer = root.TryGetProperty("pre_tokenizer", out var p) ? PreTokenizer.FromJson(p) : null;
+        _preTokenizer = root.TryGetProperty("pre_tokenizer", out var p) ? Tokenization.PreTokenizer.FromJson(p) : null; // ours, not the inherited Tokenizer.PreTokenizer
         _decoder = root.TryGetProperty("decoder", out var d) ? TokenDecoder.FromJson(d) : null;
         var added = root.TryGetProperty("added_tokens", out var a) ? a.Array("added_tokens").Select(AddedToken.FromJson).ToList() : [];
         foreach (var t in added)
@@ -86,14 +86,14 @@ public sealed class HfTokenizer : ITokenizer
         }
     }
 
-    public int? TokenToId(string token) =>
+    public override int? TokenToId(string token) =>
         _addedByContent.TryGetValue(token, out int id) ? id : _model.Vocab.TryGetValue(token, out id) ? id : null;
 
-    public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
+    public override string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
 
-    public bool IsSpecial(int id) => _addedById.TryGetValue(id, out var t) && t.Special;
+    public override bool IsSpecial(int id) => _addedById.TryGetValue(id, out var t) && t.Special;
 
-    public int[] Encode(string text, bool addSpecialTokens = false)
+    public override int[] Encode(string text, bool addSpecialTokens = false)
     {
         var ids = new List<int>(text.Length / 3 + 4);
         EncodeTo(text, ids);
@@ -101,7 +101,7 @@ public sealed class HfTokenizer : ITokenizer
         return [.. ids];
     }
 
-    public void EncodeTo(string text, List<int> ids)
+    public override void EncodeTo(string text, List<int> ids)
     {
         var segments = new List<Segment>();
         _rawAdded.Split(text, 0, segments);
@@ -133,7 +133,7 @@ public sealed class HfTokenizer : ITokenizer
         }
     }
 
-    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
+    public override string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
     {
         var tokens = new List<string>();
         foreach (int id in ids)

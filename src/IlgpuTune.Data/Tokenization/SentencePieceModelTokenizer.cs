@@ -12,7 +12,7 @@ namespace IlgpuTune.Data.Tokenization;
 /// prefix after a leading user-defined piece (ids differ from sentencepiece). Identity normalization only (Llama-2 and
 /// InternLM2 use it); other normalizers are rejected. Thread-safe.
 /// </summary>
-public sealed class SentencePieceModelTokenizer : ITokenizer
+public sealed class SentencePieceModelTokenizer : HfExactTokenizer
 {
     /// <summary>sentencepiece_model.proto SentencePiece.Type.</summary>
     public enum PieceType { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 }
@@ -30,11 +30,11 @@ public sealed class SentencePieceModelTokenizer : ITokenizer
     readonly HashSet<int> _addedIds = [];
     readonly AddedTokenMatcher _added;
 
-    public TokenizerConfig Config { get; }
-    public int VocabSize => _idToToken.Length;
-    public int? BosTokenId { get; }
-    public int? EosTokenId { get; }
-    public int? PadTokenId { get; }
+    public override TokenizerConfig Config { get; }
+    public override int VocabSize => _idToToken.Length;
+    public override int? BosTokenId { get; }
+    public override int? EosTokenId { get; }
+    public override int? PadTokenId { get; }
 
     SentencePieceModelTokenizer(ModelProto m, TokenizerConfig config, string source)
     {
@@ -120,14 +120,14 @@ public sealed class SentencePieceModelTokenizer : ITokenizer
 
     public PieceType TypeOf(int id) => id >= 0 && id < _types.Length ? _types[id] : 0;
 
-    public bool IsSpecial(int id) => _special.Contains(id);
+    public override bool IsSpecial(int id) => _special.Contains(id);
 
-    public int? TokenToId(string token) => _tokenToId.TryGetValue(token, out int id) ? id : null;
+    public override int? TokenToId(string token) => _tokenToId.TryGetValue(token, out int id) ? id : null;
 
-    public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
+    public override string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
 
     /// <summary>With special tokens: BOS when add_bos_token (default true, as LlamaTokenizer), EOS when add_eos_token.</summary>
-    public int[] Encode(string text, bool addSpecialTokens = false)
+    public override int[] Encode(string text, bool addSpecialTokens = false)
     {
         var ids = new List<int>(text.Length / 2 + 2);
         if (addSpecialTokens && (Config.AddBosToken ?? true) && BosTokenId is int bos) ids.Add(bos);
@@ -136,7 +136,7 @@ public sealed class SentencePieceModelTokenizer : ITokenizer
         return [.. ids];
     }
 
-    public void EncodeTo(string text, List<int> ids)
+    public override void EncodeTo(string text, List<int> ids)
     {
         if (_added.IsEmpty)
         {
@@ -228,7 +228,7 @@ public sealed class SentencePieceModelTokenizer : ITokenizer
     /// run's leading dummy-prefix space dropped; added, control and user-defined tokens kept as their text unless
     /// <paramref name="skipSpecialTokens"/>.
     /// </summary>
-    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
+    public override string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
     {
         var sb = new StringBuilder();
         var bytes = new List<byte>();

@@ -5,6 +5,7 @@
 using IlgpuTune.Core;
 using IlgpuTune.Kernels;
 using IlgpuTune.Model.Generation;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model;
 

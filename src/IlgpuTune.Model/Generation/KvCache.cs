@@ -4,6 +4,7 @@
 using ILGPU.Runtime;
 using Device = IlgpuTune.Core.Device;
 using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model.Generation;
 

@@ -1,4 +1,4 @@
-namespace IlgpuTune.Core;
+namespace IlgpuTune.Numerics;
 
 /// <summary>Writes files atomically: a temp file in the same folder, flushed, then renamed over the target.</summary>
 public static class AtomicFile

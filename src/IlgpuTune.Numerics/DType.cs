@@ -1,4 +1,4 @@
-namespace IlgpuTune.Core;
+namespace IlgpuTune.Numerics;
 
 /// <summary>Element types a tensor can hold. bf16 and f16 are stored as their 16-bit patterns.</summary>
 public enum DType

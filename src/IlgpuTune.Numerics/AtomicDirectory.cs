@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
 
-namespace IlgpuTune.Core;
+namespace IlgpuTune.Numerics;
 
 /// <summary>Writes a whole directory atomically: it is filled as a temp sibling, then renamed into place, so readers see
 /// either the old directory or the complete new one, and a failure leaves the target untouched. Temp siblings carry the

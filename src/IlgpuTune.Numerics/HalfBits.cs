@@ -1,4 +1,4 @@
-namespace IlgpuTune.Core;
+namespace IlgpuTune.Numerics;
 
 /// <summary>Conversions between float and the 16-bit patterns of bf16 and f16 (round to nearest even).</summary>
 public static class HalfBits
