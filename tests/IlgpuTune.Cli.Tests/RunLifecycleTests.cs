@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using IlgpuTune.Cli;
 using IlgpuTune.Core;
+using IlgpuTune.Numerics;
 using IlgpuTune.IO;
 using IlgpuTune.TestKit;
 using IlgpuTune.Training;
