@@ -44,9 +44,8 @@ public static class Trainer
 
         using var device = Device.Create(cfg.Device);
         // bf16 / fp16 autocast for matmuls runs on tensor cores; the managed CPU path and the emulator compute in fp32.
-        if (device.Kind == DeviceKind.Cuda)
-            device.MatmulPrecision = cfg.Dtype switch { "bfloat16" => MatmulPrecision.BF16, "float16" => MatmulPrecision.F16, _ => MatmulPrecision.F32 };
-        log.Info($"device: {device}; matmuls {device.MatmulPrecision}");
+        device.UseTrainingPrecision(Precision.FromConfig(cfg.Dtype));
+        log.Info($"device: {device}; matmuls {device.Precision}");
         string modelDir = cfg.PretrainedModelNameOrPath;
         string tokenizerDir = cfg.Tokenizer ?? modelDir;
         var tokenizer = Tokenizers.FromDirectory(tokenizerDir);
@@ -64,8 +63,7 @@ public static class Trainer
 
         // LoRA with 16-bit tensor-core matmuls keeps the frozen base in that precision: half the memory, no per-step casts.
         // QLoRA (quantization nf4) keeps the decoder linears in 4 bits instead, dequantized per product to the matmul precision.
-        var baseDtype = cfg.Lora is null ? DType.F32
-            : device.MatmulPrecision switch { MatmulPrecision.BF16 => DType.BF16, MatmulPrecision.F16 => DType.F16, _ => DType.F32 };
+        var baseDtype = cfg.Lora is null ? DType.F32 : device.Precision.Matmul;
         var quantization = cfg.Quantization == "nf4" ? Kernels.QuantType.Nf4 : (Kernels.QuantType?)null;
         using var model = ModelLoader.Load(modelDir, device, baseDtype, quantization);
         if (quantization is not null)
