@@ -33,7 +33,7 @@ public sealed class Device : IDisposable
         Allocator = new CachingAllocator(accelerator);
         Kernels = accelerator is null ? null : new KernelRegistry(accelerator);
         if (Kernels is not null) Kernels.WorkspaceResized = Allocator.TrackExternal;
-        Caps = accelerator is null ? DeviceCaps.ManagedCpu : DeviceCaps.Of(accelerator, Kernels!.RowGroupSize);
+        Caps = Kernels is null ? DeviceCaps.ManagedCpu : DeviceCaps.Of(Kernels);
         Backend = Kernels is null ? new ManagedCpuBackend() : new IlgpuBackend(this, Kernels);
     }
 

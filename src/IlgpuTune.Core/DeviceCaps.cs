@@ -1,8 +1,7 @@
 // What a device can do, computed once when the Device is made; the backend and the device read it instead of testing
 // accelerator types here and there.
-using ILGPU.Runtime;
-using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
+using IlgpuTune.Kernels;
 
 namespace IlgpuTune.Core;
 
@@ -18,9 +17,11 @@ public sealed record DeviceCaps(bool Emulated, int GroupSize, (int Major, int Mi
     /// <summary>The managed CPU path: references only, fp32.</summary>
     public static DeviceCaps ManagedCpu { get; } = new(false, 0, null, false, 0, false);
 
-    public static DeviceCaps Of(Accelerator accelerator, int groupSize)
+    /// <summary>An accelerator's capabilities, as its kernel registry sees them (the registry decides emulation and wgmma once).</summary>
+    public static DeviceCaps Of(KernelRegistry kernels)
     {
-        (int, int)? cc = accelerator is CudaAccelerator { Architecture: { } arch } ? (arch.Major, arch.Minor) : null;
-        return new DeviceCaps(accelerator is CPUAccelerator, groupSize, cc, cc == (9, 0), accelerator.MaxSharedMemoryPerGroup, true);
+        var acc = kernels.Accelerator;
+        (int, int)? cc = acc is CudaAccelerator { Architecture: { } arch } ? (arch.Major, arch.Minor) : null;
+        return new DeviceCaps(kernels.IsEmulated, kernels.RowGroupSize, cc, kernels.Wgmma, acc.MaxSharedMemoryPerGroup, true);
     }
 }
