@@ -17,7 +17,7 @@ static class CeBench
     public static int Run(string? peerFile, string outDir)
     {
         using var dev = Device.Create("cuda");
-        dev.MatmulPrecision = MatmulPrecision.BF16;
+        dev.Precision = Precision.BF16;
         var peers = LoadPeers(peerFile);
         Console.WriteLine($"device {dev.Accelerator!.Name}");
         Console.WriteLine("| vocab | W | path | ms | torch ms | speed ratio | peak extra GiB | without grads | torch GiB | loss | dH max rel err |");

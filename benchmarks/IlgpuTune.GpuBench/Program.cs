@@ -322,7 +322,7 @@ static class GemmBench
             cases.Add((l, HalfType.BFloat16, 1, 256, 64, 2048, 0, Gemm.TileConfig.T2x1, 4));
             cases.Add((l, HalfType.Float16, 1, 64, 392, 1000, 1, Gemm.TileConfig.T1x2, 3));
             // wgmma tiles (Hopper): tails in M, N and K, in-range group tiles, f16, batches, split-K, every output mode.
-            if (k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } })
+            if (k.Wgmma)
             {
                 cases.Add((l, HalfType.BFloat16, 1, 300, 200, 520, 0, Gemm.TileConfig.W2N128, 1));
                 cases.Add((l, HalfType.Float16, 2, 257, 129, 77, 2, Gemm.TileConfig.W2N256, 1));

@@ -262,7 +262,7 @@ public static partial class FlashAttentionHalf
     // Forward's hook: the wgmma kernel on a compute capability 9.0 GPU at head dim 128 (at 64 mma.sync measured faster),
     // unless the registry's options turn it off (KernelOptions.WgmmaAttentionForward).
     static bool WgmmaForwardApplies(KernelRegistry k, int headDim) =>
-        k.Options.WgmmaAttentionForward && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } } && headDim == 128;
+        k.Options.WgmmaAttentionForward && k.Wgmma && headDim == 128;
 
     // K/V slots (each a 128-key tile of K and one of V) at each head dim: the most that fit 227 KB with two warpgroups' Q.
     internal static int WgmmaMaxStages(int headDim) => headDim <= 64 ? 4 : 3;
@@ -303,7 +303,7 @@ public static partial class FlashAttentionHalf
     // Backward's hook: the wgmma dK/dV kernel on a compute capability 9.0 GPU at head dim 128, unless the registry's options
     // turn it off (KernelOptions.WgmmaAttentionBackward).
     static bool WgmmaBackwardApplies(KernelRegistry k, int headDim) =>
-        k.Options.WgmmaAttentionBackward && !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } } &&
+        k.Options.WgmmaAttentionBackward && k.Wgmma &&
         headDim == WgmmaBackwardHeadDim;
 
     // dK, dV[batch*seq, numKvHeads, 128] (overwritten) through the wgmma kernel: 2 warpgroups x 64 keys per group; inputs as the

@@ -712,7 +712,7 @@ public static partial class Gemm
     }
 
     // Hopper (sm_90): the wgmma tiles need sm_90a PTX, which only a compute capability 9.0 device runs.
-    static bool Hopper(KernelRegistry k) => !k.IsEmulated && k.Accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
+    static bool Hopper(KernelRegistry k) => k.Wgmma;
 
     /// <summary>The loaded kernel of one configuration (the GPU bench reads its register and local-memory use).</summary>
     internal static ILGPU.Runtime.Kernel LoadedKernel(KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile)

@@ -40,6 +40,7 @@ public sealed class KernelRegistry : IDisposable
         // The CPU accelerator runs one OS thread per simulated GPU thread: keep its groups small.
         IsEmulated = accelerator is CPUAccelerator;
         RowGroupSize = IsEmulated ? 32 : 256;
+        Wgmma = !IsEmulated && accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
     }
 
     public Accelerator Accelerator { get; }
@@ -50,6 +51,9 @@ public sealed class KernelRegistry : IDisposable
 
     /// <summary>True on ILGPU's CPU accelerator (a semantic emulator used to test kernels).</summary>
     public bool IsEmulated { get; }
+
+    /// <summary>Hopper's wgmma runs here (sm_90a PTX needs a compute capability 9.0 GPU); the one place that asks.</summary>
+    public bool Wgmma { get; }
 
     /// <summary>Threads per group for one-group-per-row kernels (a multiple of the warp size).</summary>
     public int RowGroupSize { get; }

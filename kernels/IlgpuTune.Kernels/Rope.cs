@@ -18,73 +18,21 @@ using ILGPU.Util;
 
 namespace IlgpuTune.Kernels;
 
-/// <summary>HF rope_scaling: Type is "default", "linear", "dynamic" or "llama3" (the legacy `type`/`rope_type` key).</summary>
-public sealed record RopeScaling(string Type, double Factor = 1, double LowFreqFactor = 1, double HighFreqFactor = 4,
-    int OriginalMaxPositionEmbeddings = 8192)
-{
-    public static RopeScaling None { get; } = new("default");
-}
-
 public static class Rope
 {
     // ---- host helpers ----
 
     /// <summary>
-    /// inv_freq[D/2] in fp32 as HF computes it. For "dynamic" this is the unscaled table, which HF uses while
-    /// max(position_ids)+1 <= max_position_embeddings; beyond that pass <see cref="DynamicNtkTheta"/> as the theta.
+    /// inv_freq[D/2] in fp32 as HF's default rope computes it: 1.0 / (base ** (arange(0, D, 2).float() / D)) with an fp32
+    /// exponent, fp32 pow and fp32 reciprocal. rope_scaling variants (Model's RopeScaling) start from this table.
     /// </summary>
-    public static float[] InverseFrequencies(int headDim, double ropeTheta, RopeScaling scaling)
+    public static float[] InverseFrequencies(int headDim, double ropeTheta)
     {
         if (headDim <= 0 || headDim % 2 != 0) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "head_dim must be positive and even");
-        // 1.0 / (base ** (arange(0, D, 2).float() / D)): fp32 exponent, fp32 pow, fp32 reciprocal.
         var inv = new float[headDim / 2];
         for (int j = 0; j < inv.Length; j++)
             inv[j] = 1f / MathF.Pow((float)ropeTheta, (float)(2 * j) / headDim);
-        switch (scaling.Type)
-        {
-            case "default":
-            case "dynamic":
-                return inv;
-            case "linear":
-                for (int j = 0; j < inv.Length; j++) inv[j] /= (float)scaling.Factor;
-                return inv;
-            case "llama3":
-                return Llama3(inv, scaling);
-            default:
-                throw new NotSupportedException($"rope_scaling type '{scaling.Type}' is not supported (default, linear, dynamic, llama3)");
-        }
-    }
-
-    /// <summary>
-    /// Dynamic NTK theta for sequences of <paramref name="seqLen"/> = max(position_ids)+1 positions:
-    /// theta * (factor*L/max - (factor-1))^(D/(D-2)) when L > max, else theta unchanged. Computed in double like HF's Python.
-    /// </summary>
-    public static double DynamicNtkTheta(int headDim, double ropeTheta, double factor, int seqLen, int maxPositionEmbeddings)
-    {
-        if (seqLen <= maxPositionEmbeddings) return ropeTheta;
-        return ropeTheta * Math.Pow(factor * seqLen / maxPositionEmbeddings - (factor - 1), (double)headDim / (headDim - 2));
-    }
-
-    // HF _compute_llama3_parameters in fp32: keep high frequencies, divide low ones by factor, blend the band between.
-    static float[] Llama3(float[] inv, RopeScaling s)
-    {
-        float factor = (float)s.Factor, low = (float)s.LowFreqFactor, band = (float)(s.HighFreqFactor - s.LowFreqFactor);
-        float lowWavelen = (float)(s.OriginalMaxPositionEmbeddings / s.LowFreqFactor);
-        float highWavelen = (float)(s.OriginalMaxPositionEmbeddings / s.HighFreqFactor);
-        var result = new float[inv.Length];
-        for (int j = 0; j < inv.Length; j++)
-        {
-            float wavelen = 1f / inv[j] * (float)(2 * Math.PI);
-            float f = wavelen > lowWavelen ? inv[j] / factor : inv[j];
-            bool medium = !(wavelen < highWavelen) && !(wavelen > lowWavelen);
-            if (medium)
-            {
-                float smooth = (1f / wavelen * s.OriginalMaxPositionEmbeddings - low) / band;
-                f = (1f - smooth) * f / factor + smooth * f;
-            }
-            result[j] = f;
-        }
-        return result;
+        return inv;
     }
 
     /// <summary>cos/sin[tokens, D/2] of freq = (float)position * inv_freq[j], all in fp32 as HF does with autocast off.</summary>

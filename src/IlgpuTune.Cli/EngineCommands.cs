@@ -35,7 +35,7 @@ public sealed class EngineCommands
     private static int RunParity(string[] fixtures, string? deviceKind, bool bf16 = false, string? qloraGolden = null)
     {
         using var device = Device.Create(deviceKind);
-        if (bf16) device.MatmulPrecision = MatmulPrecision.BF16;
+        if (bf16) device.Precision = Precision.BF16;
         Console.WriteLine($"device: {device}");
         var all = new List<ParityRow>();
         foreach (var dir in fixtures)
@@ -49,7 +49,7 @@ public sealed class EngineCommands
         Console.Write(Parity.Format(all));
         int failed = all.Count(r => !r.Pass);
         bool isGrad(ParityRow r) => r.Tensor.Contains("grad", StringComparison.Ordinal);
-        Console.WriteLine($"matmuls: {device.MatmulPrecision}; worst relative error: outputs {all.Where(r => !isGrad(r)).Max(r => r.Relative):E2}, " +
+        Console.WriteLine($"matmuls: {device.Precision}; worst relative error: outputs {all.Where(r => !isGrad(r)).Max(r => r.Relative):E2}, " +
             $"gradients {all.Where(isGrad).DefaultIfEmpty().Max(r => r?.Relative ?? 0):E2}; " +
             $"peak device memory {device.Allocator.PeakAllocatedBytes / 1048576.0:F1} MiB");
         Console.WriteLine($"parity: {all.Count - failed} passed, {failed} failed");

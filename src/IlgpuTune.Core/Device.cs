@@ -1,5 +1,6 @@
 // The compute device: one object owning an ILGPU Context + Accelerator (or none, for the managed CPU path),
-// the kernel registry and the caching allocator. ILGPUTUNE_DEVICE=cuda|cpu|ilgpu-cpu forces a kind.
+// the kernel registry, the caching allocator, its capabilities (DeviceCaps) and its op backend, both decided here once.
+// Nothing above Core asks which kind of device it runs on. ILGPUTUNE_DEVICE=cuda|cpu|ilgpu-cpu forces a kind.
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -18,17 +19,6 @@ public enum DeviceKind
     IlgpuCpu,
 }
 
-/// <summary>Precision of linear-layer matrix products on an ILGPU device.</summary>
-public enum MatmulPrecision
-{
-    /// <summary>fp32 inputs and accumulation (the reference kernels).</summary>
-    F32,
-    /// <summary>Inputs rounded to bf16, fp32 accumulation, on tensor cores (mma.sync): torch's bf16 autocast for matmuls.</summary>
-    BF16,
-    /// <summary>Inputs rounded to fp16, fp32 accumulation, on tensor cores: torch's fp16 autocast (use with loss scaling).</summary>
-    F16,
-}
-
 public sealed class Device : IDisposable
 {
     public const string EnvironmentVariable = "ILGPUTUNE_DEVICE";
@@ -43,12 +33,17 @@ public sealed class Device : IDisposable
         Allocator = new CachingAllocator(accelerator);
         Kernels = accelerator is null ? null : new KernelRegistry(accelerator);
         if (Kernels is not null) Kernels.WorkspaceResized = Allocator.TrackExternal;
+        Caps = Kernels is null ? DeviceCaps.ManagedCpu : DeviceCaps.Of(Kernels);
+        Backend = Kernels is null ? new ManagedCpuBackend() : new IlgpuBackend(this, Kernels);
     }
 
     public DeviceKind Kind { get; }
 
-    /// <summary>True for the managed CPU path (no ILGPU accelerator).</summary>
-    public bool IsCpu => Kind == DeviceKind.Cpu;
+    /// <summary>What this device can do, computed once.</summary>
+    public DeviceCaps Caps { get; }
+
+    /// <summary>Every op's forward and backward on this device: the CPU references or the ILGPU kernels.</summary>
+    public IOpBackend Backend { get; }
 
     public Accelerator? Accelerator { get; }
 
@@ -57,10 +52,19 @@ public sealed class Device : IDisposable
     public CachingAllocator Allocator { get; }
 
     /// <summary>
-    /// How Ops.Linear multiplies on an ILGPU device. The managed CPU path always computes in fp32. Activations, norms,
-    /// softmax, loss and parameter updates stay fp32 in either mode.
+    /// The precision asked for linear-layer products and attention (torch's autocast for matmuls). Activations, norms,
+    /// softmax, loss and parameter updates stay fp32 in every mode. See <see cref="Matmuls"/> for the one in effect.
     /// </summary>
-    public MatmulPrecision MatmulPrecision { get; set; } = MatmulPrecision.F32;
+    public Precision Precision { get; set; } = Precision.F32;
+
+    /// <summary>The precision in effect: <see cref="Precision"/> where 16-bit kernels exist, fp32 on the managed CPU path.</summary>
+    public Precision Matmuls => Caps.HalfMatmuls ? Precision : Precision.F32;
+
+    /// <summary>
+    /// Sets the precision a training config asks for where it pays: tensor cores of a real GPU. The managed CPU path and
+    /// the emulator train in fp32.
+    /// </summary>
+    public void UseTrainingPrecision(Precision precision) => Precision = Caps.HalfMatmuls && !Caps.Emulated ? precision : Precision.F32;
 
     public string Name => Accelerator?.Name ?? $"managed CPU ({Environment.ProcessorCount} threads)";
 
@@ -113,8 +117,16 @@ public sealed class Device : IDisposable
 
     public void Synchronize() => Accelerator?.Synchronize();
 
+    private StreamOrder? _streamOrder;
+
+    /// <summary>Work enqueued on <paramref name="then"/> from now on waits for the work enqueued on <paramref name="first"/> so far
+    /// (a CUDA event, without blocking the host; elsewhere the host waits for <paramref name="first"/>).</summary>
+    public void Order(AcceleratorStream first, AcceleratorStream then) =>
+        (_streamOrder ??= new StreamOrder(Accelerator ?? throw new InvalidOperationException("the managed CPU device has no streams"))).Order(first, then);
+
     public void Dispose()
     {
+        _streamOrder?.Dispose();
         Kernels?.Dispose();
         Allocator.Dispose();
         Accelerator?.Dispose();

@@ -76,22 +76,9 @@ public sealed class Nf4Weight : IDisposable
             offset = Tensor.Empty(device, DType.F32, 1);
             code8 = Tensor.FromArray(device, Nf4Codec.DynamicMap(), 256);
         }
-        if (device.IsCpu)
-        {
-            float[] x = w.DType == DType.F32 ? w.F32.ToArray() : w.ToFloatArray();
-            Nf4Codec.QuantizeCpu(x, blockSize, quantType, packed.Span<byte>(), absmax.F32);
-            if (doubleQuant)
-                offset!.F32[0] = Nf4Codec.DoubleQuantizeCpu(absmax.F32, code8!.F32, qabsmax!.Span<byte>(), absmax2!.F32);
-        }
-        else
-        {
-            var k = device.RequireKernels();
-            using var x = w.DType == DType.F32 ? w.Alias() : Tensor.Empty(device, DType.F32, shape);
-            if (w.DType == DType.BF16) Cast.FromBf16(k, w.View<ushort>(), n, x.F32View);
-            Nf4.Quantize(k, x.F32View, n, blockSize, quantType, packed.View<byte>(), absmax.F32View);
-            if (doubleQuant)
-                Nf4.DoubleQuantize(k, absmax.F32View, code8!.F32View, (int)blocks, qabsmax!.View<byte>(), absmax2!.F32View, offset!.F32View);
-        }
+        using (var x = w.DType == DType.F32 ? w.Alias() : Ops.CastRaw(w, DType.F32))
+            device.Backend.Nf4Quantize(x, blockSize, quantType, packed, absmax);
+        if (doubleQuant) device.Backend.Nf4DoubleQuantize(absmax, code8!, qabsmax!, absmax2!, offset!);
         if (doubleQuant)
         {
             absmax.Dispose();
@@ -160,34 +147,7 @@ public sealed class Nf4Weight : IDisposable
     {
         if (dtype is not (DType.F32 or DType.BF16 or DType.F16)) throw new ArgumentException($"nf4: dequantize to F32, BF16 or F16, not {dtype}");
         var y = Tensor.Empty(Device, dtype, Shape);
-        int blocks = (int)Blocks;
-        if (Device.IsCpu)
-        {
-            var absmax = Absmax?.F32.ToArray() ?? new float[blocks];
-            if (DoubleQuant) Nf4Codec.DequantizeAbsmaxCpu(QAbsmax!.Span<byte>(), Absmax2!.F32, Offset!.F32[0], Code8!.F32, absmax);
-            var packed = Packed.Span<byte>();
-            switch (dtype)
-            {
-                case DType.F32: Nf4Codec.DequantizeCpu(packed, absmax, Code4.F32, BlockSize, y.F32); break;
-                case DType.BF16: Nf4.DequantizeBf16Cpu(packed, absmax, Code4.F32, BlockSize, y.Span<ushort>()); break;
-                default: Nf4.DequantizeF16Cpu(packed, absmax, Code4.F32, BlockSize, y.Span<ushort>()); break;
-            }
-            return y;
-        }
-        var k = Device.RequireKernels();
-        if (DoubleQuant && dtype != DType.F32 && Nf4.DequantizeHalfNested(k, Packed.View<byte>(), QAbsmax!.View<byte>(), Absmax2!.F32View,
-                Offset!.F32View, Code8!.F32View, Code4.F32View, Length, BlockSize, dtype == DType.F16, y.View<ushort>()))
-            return y;
-        // The absmax of a double-quantized weight is rebuilt per use (bnb does the same): keeping it would cost 0.5 bit/weight.
-        using var scratch = DoubleQuant ? Tensor.Empty(Device, DType.F32, blocks) : null;
-        if (DoubleQuant) Nf4.DequantizeAbsmax(k, QAbsmax!.View<byte>(), Absmax2!.F32View, Offset!.F32View, Code8!.F32View, blocks, scratch!.F32View);
-        var a = (scratch ?? Absmax!).F32View;
-        switch (dtype)
-        {
-            case DType.F32: Nf4.Dequantize(k, Packed.View<byte>(), a, Code4.F32View, Length, BlockSize, y.F32View); break;
-            case DType.BF16: Nf4.DequantizeBf16(k, Packed.View<byte>(), a, Code4.F32View, Length, BlockSize, y.View<ushort>()); break;
-            default: Nf4.DequantizeF16(k, Packed.View<byte>(), a, Code4.F32View, Length, BlockSize, y.View<ushort>()); break;
-        }
+        Device.Backend.Nf4Dequantize(this, y);
         return y;
     }
 

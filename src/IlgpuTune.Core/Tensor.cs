@@ -130,6 +130,15 @@ public sealed class Tensor : IDisposable
 
     // ---- raw access ----
 
+    // Where the storage lives: host memory (the managed CPU path) or an accelerator buffer.
+    private bool OnHost => _storage.Block.Host is not null;
+
+    /// <summary>The bytes on the managed CPU path, whatever the dtype (backends' copies).</summary>
+    internal Span<byte> RawHostBytes => HostBytes;
+
+    /// <summary>The bytes on an accelerator, whatever the dtype (backends' copies).</summary>
+    internal ArrayView<byte> RawDeviceBytes => DeviceBytes;
+
     private Span<byte> HostBytes
     {
         get
@@ -186,7 +195,7 @@ public sealed class Tensor : IDisposable
     public void CopyFrom(ReadOnlySpan<byte> data)
     {
         if (data.Length != Bytes) throw new ArgumentException($"expected {Bytes} bytes, got {data.Length}");
-        if (Device.IsCpu) data.CopyTo(HostBytes);
+        if (OnHost) data.CopyTo(HostBytes);
         else if (data.Length > 0) DeviceBytes.SubView(0, data.Length).CopyFromCPU(data);
     }
 
@@ -194,7 +203,7 @@ public sealed class Tensor : IDisposable
     {
         if (DType != DType.F32 || data.Length != Length)
             throw new ArgumentException($"expected {Length} F32 values for tensor {Name}, got {data.Length} floats ({DType})");
-        if (Device.IsCpu) { data.CopyTo(F32); return; }
+        if (OnHost) { data.CopyTo(F32); return; }
         var view = DeviceBytes.Cast<float>();
         for (int off = 0; off < data.Length; off += CopyChunkFloats)
         {
@@ -206,7 +215,7 @@ public sealed class Tensor : IDisposable
     public void CopyTo(Span<byte> destination)
     {
         if (destination.Length != Bytes) throw new ArgumentException($"expected {Bytes} bytes, got {destination.Length}");
-        if (Device.IsCpu) HostBytes.CopyTo(destination);
+        if (OnHost) HostBytes.CopyTo(destination);
         else if (Bytes > 0) DeviceBytes.SubView(0, Bytes).CopyToCPU(destination);
     }
 
@@ -214,8 +223,7 @@ public sealed class Tensor : IDisposable
     public Tensor Clone()
     {
         var c = Empty(Device, DType, Shape);
-        if (Device.IsCpu) HostBytes.CopyTo(c.HostBytes);
-        else if (Bytes > 0) DeviceBytes.CopyTo(Device.Accelerator!.DefaultStream, c.DeviceBytes);
+        Device.Backend.Copy(this, 0, c, 0, Length);
         c.Name = Name;
         return c;
     }
@@ -230,7 +238,7 @@ public sealed class Tensor : IDisposable
     /// <summary>Copies to the host as float32 (bf16/f16 widened exactly).</summary>
     public float[] ToFloatArray()
     {
-        if (DType == DType.F32 && !Device.IsCpu)
+        if (DType == DType.F32 && !OnHost)
         {
             var f = new float[Length];
             var view = DeviceBytes.Cast<float>();
@@ -273,7 +281,7 @@ public sealed class Tensor : IDisposable
 
     public void Clear()
     {
-        if (Device.IsCpu) HostBytes.Clear();
+        if (OnHost) HostBytes.Clear();
         else DeviceBytes.MemSetToZero(Device.Accelerator!.DefaultStream);
     }
 

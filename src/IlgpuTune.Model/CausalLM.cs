@@ -341,11 +341,11 @@ public sealed partial class CausalLM : IDisposable
         bool sorted = segmentIds is not null && FlashAttentionHalf.SegmentsSorted(segmentIds, batch, seq);
 
         Func<Tensor, Tensor, Tensor, Tensor> Causal(Tensor? segs) =>
-            (q, k, v) => Ops.Attention(q, k, v, segs, batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, sorted);
+            (q, k, v) => Ops.Attention(q, k, v, segs, new AttentionShape(batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim), sorted);
         var h = Ops.Embedding(ids, EmbedTokens);
         // With bf16 matmuls the layer inputs kept for the recompute are stored in bf16 (half the memory of the
         // checkpoints), so the residual stream is rounded to bf16 between layers, as a bf16 model has it.
-        DType? store = GradientCheckpointing && Device.MatmulPrecision == MatmulPrecision.BF16 && !Device.IsCpu ? DType.BF16 : null;
+        DType? store = GradientCheckpointing && Device.Matmuls.Matmul == DType.BF16 ? DType.BF16 : null;
         foreach (var layer in Layers)
         {
             // One seed per layer, so a checkpointed block re-draws the same dropout masks when it is recomputed.
@@ -427,10 +427,10 @@ public sealed partial class CausalLM : IDisposable
         {
             // Dynamic NTK grows theta once the sequence outgrows max_position_embeddings (formats.md §8.1).
             int len = positionIds.Length == 0 ? 0 : positionIds.Max() + 1;
-            theta = Rope.DynamicNtkTheta(c.HeadDim, theta, scaling.Factor, len, c.MaxPositionEmbeddings);
+            theta = RopeScaling.DynamicNtkTheta(c.HeadDim, theta, scaling.Factor, len, c.MaxPositionEmbeddings);
             scaling = RopeScaling.None;
         }
-        var invFreq = Rope.InverseFrequencies(c.HeadDim, theta, scaling);
+        var invFreq = scaling.InverseFrequencies(c.HeadDim, theta);
         var cos = new float[positionIds.Length * (c.HeadDim / 2)];
         var sin = new float[cos.Length];
         Rope.CosSinCpu(positionIds, invFreq, cos, sin);

@@ -26,7 +26,7 @@ public static class Parity
     /// <summary>Runs every case of one fixture folder (config.json, model.safetensors, golden.safetensors, adapter/).</summary>
     public static List<ParityRow> Run(string fixtureDir, Device device)
     {
-        bool bf16 = device.MatmulPrecision == MatmulPrecision.BF16;
+        bool bf16 = device.Precision.Matmul == DType.BF16;
         double outputLimit = bf16 ? Bf16OutputLimit : OutputLimit, gradLimit = bf16 ? Bf16GradLimit : GradLimit;
         string arch = Path.GetFileName(Path.TrimEndingDirectorySeparator(fixtureDir));
         using var golden = SafetensorsFile.Open(Path.Combine(fixtureDir, "golden.safetensors"));
@@ -70,7 +70,7 @@ public static class Parity
     /// </summary>
     public static List<ParityRow> RunQLora(string modelDir, string adapterDir, string goldenFile, Device device)
     {
-        bool bf16 = device.MatmulPrecision == MatmulPrecision.BF16;
+        bool bf16 = device.Precision.Matmul == DType.BF16;
         double outputLimit = bf16 ? Bf16OutputLimit : OutputLimit, gradLimit = bf16 ? Bf16GradLimit : GradLimit;
         using var golden = SafetensorsFile.Open(goldenFile);
         var rows = new List<ParityRow>();

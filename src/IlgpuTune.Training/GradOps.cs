@@ -1,9 +1,8 @@
-// Operations on lists of gradients, on whichever device they live: the CPU references on the managed CPU path, the
-// multi-tensor kernels (kernels/IlgpuTune.Kernels/AdamW.cs) on an accelerator.
-using ILGPU.Runtime;
+// Operations on lists of gradients, through the backend of the device they live on: the CPU references on the managed
+// CPU path, the multi-tensor kernels (kernels/IlgpuTune.Kernels/AdamW.cs) on an accelerator.
 using IlgpuTune.Core;
 using IlgpuTune.Numerics;
-using AdamWKernels = IlgpuTune.Kernels.AdamW;
+
 
 namespace IlgpuTune.Training;
 
@@ -31,36 +30,12 @@ internal static class GradOps
     public static bool MultiplyAndCheck(IReadOnlyList<Tensor> grads, float factor)
     {
         if (grads.Count == 0) return false;
-        var device = grads[0].Device;
-        if (device.IsCpu)
-        {
-            bool found = false;
-            foreach (var g in grads) found |= AdamWKernels.UnscaleCpu(g.F32, factor);
-            return found;
-        }
-        using var flag = Tensor.Zeros(device, DType.F32, 1);
-        AdamWKernels.Unscale(device.RequireKernels(), grads.Select(g => g.F32View).ToList(), factor, flag.F32View);
-        return flag.Item() != 0f;
+        return grads[0].Device.Backend.UnscaleAndCheck(grads, factor);
     }
 
     /// <summary>sum(g^2) per gradient: fp32 within a tensor (as torch), the partial sums of a kernel added in double.</summary>
     public static double[] SumsOfSquares(IReadOnlyList<Tensor> grads)
     {
-        var sums = new double[grads.Count];
-        if (grads.Count == 0) return sums;
-        var device = grads[0].Device;
-        if (device.IsCpu)
-        {
-            for (int i = 0; i < grads.Count; i++) sums[i] = AdamWKernels.SumOfSquaresCpu<float>(grads[i].F32);
-            return sums;
-        }
-        var k = device.RequireKernels();
-        int per = AdamWKernels.PartialsPerTensor(k);
-        using var partials = Tensor.Empty(device, DType.F32, grads.Count * per);
-        AdamWKernels.SumOfSquares(k, grads.Select(g => g.F32View).ToList(), partials.F32View);
-        var host = partials.ToFloatArray();
-        for (int i = 0; i < grads.Count; i++)
-            for (int j = 0; j < per; j++) sums[i] += host[i * per + j];
-        return sums;
+        return grads.Count == 0 ? [] : grads[0].Device.Backend.SumsOfSquares(grads);
     }
 }

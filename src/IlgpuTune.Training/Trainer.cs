@@ -179,11 +179,11 @@ public sealed class TrainRun : IDisposable
 
         _device = Own(Device.Create(cfg.Device));
         // bf16 / fp16 autocast for matmuls runs on tensor cores; the managed CPU path and the emulator compute in fp32.
-        if (_device.Kind == DeviceKind.Cuda)
-            _device.MatmulPrecision = cfg.Dtype switch { "bfloat16" => MatmulPrecision.BF16, "float16" => MatmulPrecision.F16, _ => MatmulPrecision.F32 };
-        _log.Info($"device: {_device}; matmuls {_device.MatmulPrecision}");
-        if (cfg.Dtype != "float32" && _device.MatmulPrecision == MatmulPrecision.F32)
-            _log.Warning($"dtype {cfg.Dtype}: {_device.Kind} has no {cfg.Dtype} matmuls; this run computes in float32 " +
+        var asked = Precision.FromConfig(cfg.Dtype);
+        _device.UseTrainingPrecision(asked);
+        _log.Info($"device: {_device}; matmuls {_device.Precision}");
+        if (_device.Precision != asked)
+            _log.Warning($"dtype {cfg.Dtype}: {_device} has no {cfg.Dtype} matmuls; this run computes in float32 " +
                 (cfg.Dtype == "float16" ? "(with float16's dynamic loss scaling)" : "(losses match a float32 run, not a bfloat16 one)"));
         _rows = stats.Rows;
         _log.Info($"dataset: {stats.Samples} samples ({stats.DroppedNoLoss} without loss dropped, {stats.Truncated} truncated to " +
@@ -230,8 +230,7 @@ public sealed class TrainRun : IDisposable
         var cfg = _cfg;
         // LoRA with 16-bit tensor-core matmuls keeps the frozen base in that precision: half the memory, no per-step casts.
         // QLoRA (quantization nf4) keeps the decoder linears in 4 bits instead, dequantized per product to the matmul precision.
-        var baseDtype = cfg.Lora is null ? DType.F32
-            : _device.MatmulPrecision switch { MatmulPrecision.BF16 => DType.BF16, MatmulPrecision.F16 => DType.F16, _ => DType.F32 };
+        var baseDtype = cfg.Lora is null ? DType.F32 : _device.Precision.Matmul;
         var quantization = cfg.Quantization == "nf4" ? Numerics.QuantType.Nf4 : (Numerics.QuantType?)null;
         _model = Own(ModelLoader.Load(_modelDir, _device, baseDtype, quantization));
         if (quantization is not null)

@@ -10,15 +10,15 @@ namespace IlgpuTune.Core.Tests;
 public class AttentionHalfTests
 {
     [Theory]
-    [InlineData(MatmulPrecision.BF16, 2e-2, false)]
-    [InlineData(MatmulPrecision.BF16, 2e-2, true)] // sorted segment ids: tile skipping
-    [InlineData(MatmulPrecision.F16, 4e-3, true)]
-    public void ForwardAndBackward_MatchTheReferenceOnRoundedInputs(MatmulPrecision precision, double tol, bool segmentsSorted)
+    [InlineData(DType.BF16, 2e-2, false)]
+    [InlineData(DType.BF16, 2e-2, true)] // sorted segment ids: tile skipping
+    [InlineData(DType.F16, 4e-3, true)]
+    public void ForwardAndBackward_MatchTheReferenceOnRoundedInputs(DType precision, double tol, bool segmentsSorted)
     {
-        float[] Round(float[] a) => a.Select(v => precision == MatmulPrecision.BF16
+        float[] Round(float[] a) => a.Select(v => precision == DType.BF16
             ? HalfBits.Bf16ToFloat(HalfBits.FloatToBf16(v)) : HalfBits.F16ToFloat(HalfBits.FloatToF16(v))).ToArray();
         using var d = Device.Create("ilgpu-cpu");
-        d.MatmulPrecision = precision;
+        d.Precision = Precision.Of(precision);
         const int batch = 1, seq = 9, heads = 2, kvHeads = 1, hd = 16;
         var (qData, kData, vData) = (Round(Rand.Floats(1, seq * heads * hd, 2f)), Round(Rand.Floats(2, seq * kvHeads * hd, 2f)),
             Round(Rand.Floats(3, seq * kvHeads * hd)));
@@ -32,7 +32,7 @@ public class AttentionHalfTests
         float[] o, dQ, dK, dV;
         using (var tape = new Tape())
         {
-            using var ot = Ops.Attention(q, k, v, seg, batch, seq, heads, kvHeads, hd, segmentsSorted);
+            using var ot = Ops.Attention(q, k, v, seg, new AttentionShape(batch, seq, heads, kvHeads, hd), segmentsSorted);
             o = ot.ToFloatArray();
             tape.Backward(ot, Tensor.FromArray(d, gData, seq, heads * hd));
             (dQ, dK, dV) = (q.Grad!.ToFloatArray(), k.Grad!.ToFloatArray(), v.Grad!.ToFloatArray());

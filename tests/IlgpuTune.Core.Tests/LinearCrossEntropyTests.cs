@@ -10,12 +10,12 @@ public class LinearCrossEntropyTests
     [InlineData("cpu", 4)]
     [InlineData("cpu", 64)]
     [InlineData("ilgpu-cpu", 3)]
-    [InlineData("ilgpu-cpu", 0, MatmulPrecision.BF16)]
-    [InlineData("ilgpu-cpu", 4, MatmulPrecision.F16)]
-    public void Fused_EqualsLinearThenCrossEntropy(string device, int chunk, MatmulPrecision precision = MatmulPrecision.F32)
+    [InlineData("ilgpu-cpu", 0, DType.BF16)]
+    [InlineData("ilgpu-cpu", 4, DType.F16)]
+    public void Fused_EqualsLinearThenCrossEntropy(string device, int chunk, DType precision = DType.F32)
     {
         using var d = Device.Create(device);
-        d.MatmulPrecision = precision;
+        d.Precision = Precision.Of(precision);
         int rows = 7, hidden = 5, vocab = 11;
         var targets = new[] { 3, -100, 0, 10, 7, -100, 2 };
         (float Loss, float[] DH, float[] DW) Run(bool fused)
@@ -44,8 +44,8 @@ public class LinearCrossEntropyTests
         Assert.Equal(plain.Loss, fused.Loss, 5);
         // 16-bit: Linear rounds dLoss·dLogits, the fused op rounds dLogits and scales by dLoss after the products, so
         // elements differ by up to a bf16/f16 ulp before sums that cancel: compare relative to the largest gradient.
-        double Tol(float[] a) => precision == MatmulPrecision.F32 ? 1e-6 : 1e-2 * a.Max(Math.Abs);
-        double rel = precision == MatmulPrecision.F32 ? 1e-5 : 1e-2;
+        double Tol(float[] a) => precision == DType.F32 ? 1e-6 : 1e-2 * a.Max(Math.Abs);
+        double rel = precision == DType.F32 ? 1e-5 : 1e-2;
         Close.Assert("dH", plain.DH, fused.DH, Tol(plain.DH), rel);
         Close.Assert("dW", plain.DW, fused.DW, Tol(plain.DW), rel);
     }

@@ -9,14 +9,14 @@ namespace IlgpuTune.Core.Tests;
 public class LinearHalfTests
 {
     [Theory]
-    [InlineData(MatmulPrecision.BF16)]
-    [InlineData(MatmulPrecision.F16)]
-    public void ForwardAndBackward_MatchTheReferenceOnRoundedInputs(MatmulPrecision precision)
+    [InlineData(DType.BF16)]
+    [InlineData(DType.F16)]
+    public void ForwardAndBackward_MatchTheReferenceOnRoundedInputs(DType precision)
     {
-        float[] Round(float[] a) => a.Select(v => precision == MatmulPrecision.BF16
+        float[] Round(float[] a) => a.Select(v => precision == DType.BF16
             ? HalfBits.Bf16ToFloat(HalfBits.FloatToBf16(v)) : HalfBits.F16ToFloat(HalfBits.FloatToF16(v))).ToArray();
         using var d = Device.Create("ilgpu-cpu");
-        d.MatmulPrecision = precision;
+        d.Precision = Precision.Of(precision);
         int rows = 5, inF = 24, outF = 7;
         var xData = Rand.Floats(1, rows * inF);
         var wData = Rand.Floats(2, outF * inF);

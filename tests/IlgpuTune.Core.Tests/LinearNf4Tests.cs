@@ -13,18 +13,18 @@ public class LinearNf4Tests
 {
     private const int Rows = 5, InF = 24, OutF = 7; // 168 weights: 3 blocks of 64, the last partial
 
-    public static TheoryData<string, MatmulPrecision> Devices => new()
+    public static TheoryData<string, DType> Devices => new()
     {
-        { "cpu", MatmulPrecision.F32 },
-        { "ilgpu-cpu", MatmulPrecision.F32 },
-        { "ilgpu-cpu", MatmulPrecision.BF16 },
-        { "ilgpu-cpu", MatmulPrecision.F16 },
+        { "cpu", DType.F32 },
+        { "ilgpu-cpu", DType.F32 },
+        { "ilgpu-cpu", DType.BF16 },
+        { "ilgpu-cpu", DType.F16 },
     };
 
-    private static Device Create(string kind, MatmulPrecision precision)
+    private static Device Create(string kind, DType precision)
     {
         var d = Device.Create(kind);
-        d.MatmulPrecision = precision;
+        d.Precision = Precision.Of(precision);
         return d;
     }
 
@@ -89,12 +89,12 @@ public class LinearNf4Tests
 
     [Theory]
     [MemberData(nameof(Devices))]
-    public void LinearNf4_EqualsLinearOnTheDequantizedWeight(string kind, MatmulPrecision precision)
+    public void LinearNf4_EqualsLinearOnTheDequantizedWeight(string kind, DType precision)
     {
         using var d = Create(kind, precision);
         using var w = Tensor.FromArray(d, Rand.Floats(2, OutF * InF, 0.5f), OutF, InF);
         using var q = Nf4Weight.Quantize(w);
-        var dtype = precision switch { MatmulPrecision.BF16 => DType.BF16, MatmulPrecision.F16 => DType.F16, _ => DType.F32 };
+        var dtype = precision;
         using var dense = q.Dequantize(dtype);
         using var x = Tensor.FromArray(d, Rand.Floats(1, Rows * InF), Rows, InF);
         using var b = Tensor.FromArray(d, Rand.Floats(3, OutF), OutF);
@@ -128,13 +128,13 @@ public class LinearNf4Tests
 
     [Theory]
     [MemberData(nameof(Devices))]
-    public void QLoraLinear_EqualsLoraLinearOnTheDequantizedWeight(string kind, MatmulPrecision precision)
+    public void QLoraLinear_EqualsLoraLinearOnTheDequantizedWeight(string kind, DType precision)
     {
         const int r = 3;
         using var d = Create(kind, precision);
         using var w = Tensor.FromArray(d, Rand.Floats(2, OutF * InF, 0.5f), OutF, InF);
         using var q = Nf4Weight.Quantize(w);
-        var dtype = precision switch { MatmulPrecision.BF16 => DType.BF16, MatmulPrecision.F16 => DType.F16, _ => DType.F32 };
+        var dtype = precision;
         using var dense = q.Dequantize(dtype);
         using var x = Tensor.FromArray(d, Rand.Floats(1, Rows * InF), Rows, InF);
         using var a = Tensor.FromArray(d, Rand.Floats(5, r * InF, 0.2f), r, InF);

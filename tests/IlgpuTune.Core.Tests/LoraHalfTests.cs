@@ -13,15 +13,15 @@ public class LoraHalfTests
     private const int Rows = 6, InF = 24, OutF = 10, R = 4;
 
     [Theory]
-    [InlineData(MatmulPrecision.BF16, 2f, 0f, true, true)]
-    [InlineData(MatmulPrecision.F16, 0.5f, 0f, false, true)]
-    [InlineData(MatmulPrecision.BF16, 2f, 0.25f, true, true)] // dropout: the branch reads its own input
-    [InlineData(MatmulPrecision.BF16, 2f, 0f, true, false)]   // x without grad (the first layer's input)
-    [InlineData(MatmulPrecision.BF16, 0.3f, 0f, true, true)]
-    public void FusedLora_EqualsTheComposedOps(MatmulPrecision precision, float scaling, float dropout, bool withBias, bool xGrad)
+    [InlineData(DType.BF16, 2f, 0f, true, true)]
+    [InlineData(DType.F16, 0.5f, 0f, false, true)]
+    [InlineData(DType.BF16, 2f, 0.25f, true, true)] // dropout: the branch reads its own input
+    [InlineData(DType.BF16, 2f, 0f, true, false)]   // x without grad (the first layer's input)
+    [InlineData(DType.BF16, 0.3f, 0f, true, true)]
+    public void FusedLora_EqualsTheComposedOps(DType precision, float scaling, float dropout, bool withBias, bool xGrad)
     {
         using var d = Device.Create("ilgpu-cpu");
-        d.MatmulPrecision = precision;
+        d.Precision = Precision.Of(precision);
         using var w = Tensor.FromArray(d, Rand.Floats(2, OutF * InF, 0.5f), OutF, InF);
         using var x = Tensor.FromArray(d, Rand.Floats(1, Rows * InF), Rows, InF);
         using var a = Tensor.FromArray(d, Rand.Floats(5, R * InF, 0.3f), R, InF);

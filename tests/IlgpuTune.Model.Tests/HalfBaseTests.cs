@@ -14,7 +14,7 @@ public class HalfBaseTests
     public void Bf16Base_GivesTheSameLogitsAndLoraGradsAsAnFp32Base()
     {
         using var device = Device.Create("ilgpu-cpu");
-        device.MatmulPrecision = MatmulPrecision.BF16;
+        device.Precision = Precision.BF16;
         using var tmp = new TempDir();
         string dir = Bf16ValuedCopy(Repo.Fixture("tiny/llama"), tmp.Path);
         var ids = Enumerable.Range(0, 16).Select(i => (i * 37 + 11) % 128).ToArray();
@@ -57,7 +57,7 @@ public class HalfBaseTests
     public void Bf16Base_IsRefusedForFullFineTuning_AndOnTheManagedCpuPath()
     {
         using var gpu = Device.Create("ilgpu-cpu");
-        gpu.MatmulPrecision = MatmulPrecision.BF16;
+        gpu.Precision = Precision.BF16;
         using (var model = ModelLoader.Load(Repo.Fixture("tiny/llama"), gpu, DType.BF16))
             Assert.Contains("needs fp32 weights", Assert.Throws<InvalidOperationException>(model.SetFullFineTuning).Message);
         using var cpu = Device.Create("cpu");

@@ -33,30 +33,10 @@ public static partial class Ops
 
     internal static Tensor CastRaw(Tensor x, DType to)
     {
+        if (!((x.DType == DType.F32 && to is DType.BF16 or DType.F16) || (x.DType is DType.BF16 or DType.F16 && to == DType.F32)))
+            throw new NotSupportedException($"cast: {x.DType} -> {to} (go through F32)");
         var y = Tensor.Empty(x.Device, to, x.Shape);
-        int n = (int)x.Length;
-        switch (x.DType, to)
-        {
-            case (DType.F32, DType.BF16):
-                if (x.Device.IsCpu) Kernels.Cast.ToBf16Cpu(x.F32, y.Span<ushort>());
-                else Kernels.Cast.ToBf16(K(x), x.F32View, n, y.View<ushort>());
-                break;
-            case (DType.F32, DType.F16):
-                if (x.Device.IsCpu) Kernels.Cast.ToF16Cpu(x.F32, y.Span<ushort>());
-                else Kernels.Cast.ToF16(K(x), x.F32View, n, y.View<ushort>());
-                break;
-            case (DType.BF16, DType.F32):
-                if (x.Device.IsCpu) Kernels.Cast.FromBf16Cpu(x.Span<ushort>(), y.F32);
-                else Kernels.Cast.FromBf16(K(x), x.View<ushort>(), n, y.F32View);
-                break;
-            case (DType.F16, DType.F32):
-                if (x.Device.IsCpu) Kernels.Cast.FromF16Cpu(x.Span<ushort>(), y.F32);
-                else Kernels.Cast.FromF16(K(x), x.View<ushort>(), n, y.F32View);
-                break;
-            default:
-                y.Dispose();
-                throw new NotSupportedException($"cast: {x.DType} -> {to} (go through F32)");
-        }
+        B(x).Cast(x, y);
         return y;
     }
 }

@@ -24,8 +24,7 @@ public static partial class Ops
 
         using var lossPerRow = EmptyF32(dev, rows);
         var lse = EmptyF32(dev, rows);
-        if (dev.IsCpu) Kernels.CrossEntropy.ForwardCpu<float>(logits.F32, targets.I32, rows, vocab, lossPerRow.F32, lse.F32);
-        else Kernels.CrossEntropy.Forward(K(logits), logits.F32View, targets.I32View, rows, vocab, lossPerRow.F32View, lse.F32View);
+        dev.Backend.CrossEntropyForward(logits, targets, lossPerRow, lse);
         double sum = 0;
         foreach (var l in lossPerRow.ToFloatArray()) sum += l;
         var loss = Tensor.FromArray(dev, [count == 0 ? 0f : (float)(sum / count)]);
@@ -41,8 +40,7 @@ public static partial class Ops
         {
             float gradScale = ctx.GradOutput()!.Item() / count;
             var dLogits = EmptyF32(dev, sl.Shape);
-            if (dev.IsCpu) Kernels.CrossEntropy.BackwardCpu<float>(sl.F32, st.I32, lse.F32, rows, vocab, gradScale, dLogits.F32);
-            else Kernels.CrossEntropy.Backward(K(sl), sl.F32View, st.I32View, lse.F32View, rows, vocab, gradScale, dLogits.F32View);
+            dev.Backend.CrossEntropyBackward(sl, st, lse, gradScale, dLogits);
             ctx.AddGrad(0, dLogits);
         }, sl, st, lse);
         return loss;

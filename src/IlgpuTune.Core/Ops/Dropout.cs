@@ -21,8 +21,7 @@ public static partial class Ops
     private static Tensor DropoutRaw(Tensor x, float p, ulong seed)
     {
         var y = EmptyF32(x.Device, x.Shape);
-        if (x.Device.IsCpu) Kernels.Dropout.ForwardCpu<float>(x.F32, p, seed, y.F32);
-        else Kernels.Dropout.Forward(K(x), x.F32View, x.Length, p, seed, y.F32View);
+        B(x).Dropout(x, p, seed, y);
         return y;
     }
 }

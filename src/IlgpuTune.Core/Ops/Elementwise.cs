@@ -1,6 +1,3 @@
-using System.Numerics.Tensors;
-using IlgpuTune.Kernels;
-
 namespace IlgpuTune.Core;
 
 public static partial class Ops
@@ -9,8 +6,7 @@ public static partial class Ops
     public static void FillInPlace(Tensor t, float value)
     {
         RequireF32("fill", t, "t");
-        if (t.Device.IsCpu) t.F32.Fill(value);
-        else Elementwise.Fill(K(t), value, (int)t.Length, t.F32View);
+        B(t).Fill(t, value);
     }
 
     /// <summary>y += x (no autograd; gradient accumulation).</summary>
@@ -18,8 +14,7 @@ public static partial class Ops
     {
         RequireSameDevice("accumulate", y, x);
         if (x.Length != y.Length) throw new ArgumentException($"accumulate: {x.Length} elements into {y.Length}");
-        if (y.Device.IsCpu) TensorPrimitives.Add(y.F32, x.F32, y.F32);
-        else Elementwise.Accumulate(K(y), x.F32View, (int)x.Length, y.F32View);
+        B(y).Accumulate(x, y);
     }
 
     // a[...] + b[...] (same shape) -> y
@@ -41,8 +36,7 @@ public static partial class Ops
     internal static Tensor AddNoGrad(Tensor a, Tensor b)
     {
         var y = EmptyF32(a.Device, a.Shape);
-        if (a.Device.IsCpu) Elementwise.AddCpu<float>(a.F32, b.F32, y.F32);
-        else Elementwise.Add(K(a), a.F32View, b.F32View, a.Length, y.F32View);
+        B(a).Add(a, b, y);
         return y;
     }
 
@@ -68,8 +62,7 @@ public static partial class Ops
     private static Tensor MulRaw(Tensor a, Tensor b)
     {
         var y = EmptyF32(a.Device, a.Shape);
-        if (a.Device.IsCpu) Elementwise.MulCpu<float>(a.F32, b.F32, y.F32);
-        else Elementwise.Mul(K(a), a.F32View, b.F32View, (int)a.Length, y.F32View);
+        B(a).Mul(a, b, y);
         return y;
     }
 
@@ -86,8 +79,7 @@ public static partial class Ops
     private static Tensor ScaleRaw(Tensor x, float alpha)
     {
         var y = EmptyF32(x.Device, x.Shape);
-        if (x.Device.IsCpu) Elementwise.ScaleCpu<float>(x.F32, alpha, y.F32);
-        else Elementwise.Scale(K(x), x.F32View, alpha, (int)x.Length, y.F32View);
+        B(x).Scale(x, alpha, y);
         return y;
     }
 

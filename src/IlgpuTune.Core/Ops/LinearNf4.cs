@@ -24,27 +24,14 @@ public static partial class Ops
             throw new ArgumentException($"{op}: bias {bias.Name} {ShapeText(bias.Shape)} does not fit [{outF}]");
 
         var dev = x.Device;
-        bool half = !dev.IsCpu && dev.MatmulPrecision != MatmulPrecision.F32;
-        var (ht, dtype) = dev.MatmulPrecision == MatmulPrecision.BF16 ? (HalfType.BFloat16, DType.BF16) : (HalfType.Float16, DType.F16);
+        var backend = dev.Backend;
+        // F32, or the 16-bit type of the tensor-core products
+        var dtype = dev.Matmuls.Matmul;
+        bool half = dtype != DType.F32;
         var y = EmptyF32(dev, WithLast(x.Shape, outF));
-        using (var w = weight.Dequantize(half ? dtype : DType.F32))
-        {
-            if (half)
-            {
-                using var xb = CastRaw(x, dtype);
-                Gemm.NT(K(x), ht, xb.View<ushort>(), w.View<ushort>(), bias is null ? default : bias.F32View, rows, outF, inF, 1f, false, y.F32View);
-            }
-            else if (dev.IsCpu)
-            {
-                MatMul.NTCpu<float>(x.F32, w.F32, rows, outF, inF, 1f, false, y.F32);
-                if (bias is not null) Elementwise.AddBiasCpu<float>(y.F32, bias.F32, rows, outF, y.F32);
-            }
-            else
-            {
-                MatMul.NT(K(x), x.F32View, w.F32View, rows, outF, inF, 1f, false, y.F32View);
-                if (bias is not null) Elementwise.AddBias(K(x), y.F32View, bias.F32View, rows, outF, y.F32View);
-            }
-        }
+        using (var w = weight.Dequantize(dtype))
+        using (var xb = half ? CastRaw(x, dtype) : x.Alias())
+            backend.MatMul(GemmLayout.NT, new(rows, outF, inF), xb, w, bias, 1f, false, y);
         if (!Tape.IsRecording(x, bias)) return y;
 
         var inShape = x.Shape;
@@ -54,21 +41,15 @@ public static partial class Ops
             if (ctx.NeedsGrad(0))
             {
                 var dX = EmptyF32(dev, inShape);
-                using var w = weight.Dequantize(half ? dtype : DType.F32);
-                if (half)
-                {
-                    using var dYb = CastRaw(dY, dtype);
-                    Gemm.NN(K(dY), ht, dYb.View<ushort>(), w.View<ushort>(), default, rows, inF, outF, 1f, false, dX.F32View);
-                }
-                else if (dev.IsCpu) MatMul.NNCpu<float>(dY.F32, w.F32, rows, inF, outF, 1f, false, dX.F32);
-                else MatMul.NN(K(dY), dY.F32View, w.F32View, rows, inF, outF, 1f, false, dX.F32View);
+                using var w = weight.Dequantize(dtype);
+                using var dYb = half ? CastRaw(dY, dtype) : dY.Alias();
+                backend.MatMul(GemmLayout.NN, new(rows, inF, outF), dYb, w, null, 1f, false, dX);
                 ctx.AddGrad(0, dX);
             }
             if (ctx.NeedsGrad(1))
             {
                 var dB = Tensor.Zeros(dev, DType.F32, outF);
-                if (dev.IsCpu) Elementwise.SumRowsCpu<float>(dY.F32, rows, outF, dB.F32);
-                else Elementwise.SumRows(K(dY), dY.F32View, rows, outF, dB.F32View);
+                backend.SumRows(dY, dB);
                 ctx.AddGrad(1, dB);
             }
         });

@@ -48,7 +48,7 @@ public static partial class Ops
     }
 
     private static bool OnTensorCores(Tensor x, Tensor loraA, Tensor loraB) =>
-        !x.Device.IsCpu && x.Device.MatmulPrecision != MatmulPrecision.F32 && x.DType == DType.F32 &&
+        x.Device.Matmuls.IsHalf && x.DType == DType.F32 &&
         loraA.DType == DType.F32 && loraB.DType == DType.F32 && ReferenceEquals(x.Device, loraA.Device) && ReferenceEquals(x.Device, loraB.Device);
 
     // baseOut + scaling · (dropout(x)·Aᵀ)·Bᵀ
@@ -75,10 +75,10 @@ public static partial class Ops
     {
         const string op = "lora_linear";
         var dev = x.Device;
-        var k = K(x);
-        var (half, dtype) = dev.MatmulPrecision == MatmulPrecision.BF16 ? (HalfType.BFloat16, DType.BF16) : (HalfType.Float16, DType.F16);
+        var backend = dev.Backend;
+        var dtype = dev.Matmuls.Matmul;
         if (weight is not null && weight.DType != DType.F32 && weight.DType != dtype)
-            throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; this device's matmuls are {dev.MatmulPrecision}");
+            throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; this device's matmuls are {dev.Matmuls}");
         int outF = loraB.Dim(0), inF = loraA.Dim(1), r = loraA.Dim(0);
         int rows = (int)(x.Length / inF);
         if (bias is not null && (bias.Rank != 1 || bias.Dim(0) != outF))
@@ -92,14 +92,13 @@ public static partial class Ops
         var bh = CastRaw(loraB, dtype);
         var downH = Tensor.Empty(dev, dtype, rows, r);
         var y = EmptyF32(dev, WithLast(x.Shape, outF));
-        ILGPU.ArrayView<float> biasView = bias is null ? default : bias.F32View;
 
         Tensor? wh = null;
         if (weight is not null) wh = weight.DType == dtype ? weight.Alias() : CastRaw(weight, dtype);
         using (var w = quantized?.Dequantize(dtype))
-            Gemm.NT(k, half, xh.View<ushort>(), (w ?? wh)!.View<ushort>(), biasView, rows, outF, inF, 1f, false, y.F32View);
-        Gemm.Run(k, GemmLayout.NT, half, xah.View<ushort>(), ah.View<ushort>(), default, rows, r, inF, 1f, false, half, downH.View<ushort>());
-        Gemm.NT(k, half, downH.View<ushort>(), bh.View<ushort>(), default, rows, outF, r, scaling, true, y.F32View);
+            backend.MatMul(GemmLayout.NT, new(rows, outF, inF), xh, (w ?? wh)!, bias, 1f, false, y);
+        backend.MatMul(GemmLayout.NT, new(rows, r, inF), xah, ah, null, 1f, false, downH);
+        backend.MatMul(GemmLayout.NT, new(rows, outF, r), downH, bh, null, scaling, true, y);
 
         var saved = new List<Tensor> { xh, xah, ah, bh, downH };
         if (wh is not null) saved.Add(wh);
@@ -115,38 +114,38 @@ public static partial class Ops
             var dY = ctx.GradOutput()!;
             using var dYh = CastRaw(dY, dtype);
             using var dDownH = Tensor.Empty(dev, dtype, rows, r);
-            Gemm.Run(k, GemmLayout.NN, half, dYh.View<ushort>(), bh.View<ushort>(), default, rows, r, outF, scaling, false, half, dDownH.View<ushort>());
+            backend.MatMul(GemmLayout.NN, new(rows, r, outF), dYh, bh, null, scaling, false, dDownH);
             if (ctx.NeedsGrad(0))
             {
                 var dX = EmptyF32(dev, inShape);
                 using (var w = quantized?.Dequantize(dtype))
-                    Gemm.NN(k, half, dYh.View<ushort>(), (w ?? wh)!.View<ushort>(), default, rows, inF, outF, 1f, false, dX.F32View);
+                    backend.MatMul(GemmLayout.NN, new(rows, inF, outF), dYh, (w ?? wh)!, null, 1f, false, dX);
                 if (xa is null)
-                    Gemm.NN(k, half, dDownH.View<ushort>(), ah.View<ushort>(), default, rows, inF, r, 1f, true, dX.F32View);
+                    backend.MatMul(GemmLayout.NN, new(rows, inF, r), dDownH, ah, null, 1f, true, dX);
                 ctx.AddGrad(0, dX);
             }
             if (xa is not null && ctx.NeedsGrad(1))
             {
                 var dXa = EmptyF32(dev, inShape);
-                Gemm.NN(k, half, dDownH.View<ushort>(), ah.View<ushort>(), default, rows, inF, r, 1f, false, dXa.F32View);
+                backend.MatMul(GemmLayout.NN, new(rows, inF, r), dDownH, ah, null, 1f, false, dXa);
                 ctx.AddGrad(1, dXa);
             }
             if (ctx.NeedsGrad(2))
             {
                 var dA = EmptyF32(dev, r, inF);
-                Gemm.TN(k, half, dDownH.View<ushort>(), xah.View<ushort>(), default, r, inF, rows, 1f, false, dA.F32View);
+                backend.MatMul(GemmLayout.TN, new(r, inF, rows), dDownH, xah, null, 1f, false, dA);
                 ctx.AddGrad(2, dA);
             }
             if (ctx.NeedsGrad(3))
             {
                 var dB = EmptyF32(dev, outF, r);
-                Gemm.TN(k, half, dYh.View<ushort>(), downH.View<ushort>(), default, outF, r, rows, scaling, false, dB.F32View);
+                backend.MatMul(GemmLayout.TN, new(outF, r, rows), dYh, downH, null, scaling, false, dB);
                 ctx.AddGrad(3, dB);
             }
             if (ctx.NeedsGrad(4))
             {
                 var dBias = Tensor.Zeros(dev, DType.F32, outF);
-                Elementwise.SumRows(k, dY.F32View, rows, outF, dBias.F32View);
+                backend.SumRows(dY, dBias);
                 ctx.AddGrad(4, dBias);
             }
         }, [.. saved]);

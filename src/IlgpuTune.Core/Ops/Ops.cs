@@ -1,13 +1,12 @@
-// Differentiable ops: each validates shapes, allocates outputs, runs the CPU reference (managed CPU device) or the ILGPU
-// kernel (CUDA / ILGPU CPU accelerator), and records a tape entry whose closure runs the backward. Kernels and their CPU
-// references live in kernels/IlgpuTune.Kernels/<Op>.cs; the glue for op X lives in Ops/X.cs.
-using IlgpuTune.Numerics;
-
+// Differentiable ops: each validates shapes, allocates outputs, calls its device's backend (Backends/IOpBackend.cs: the
+// CPU references on the managed CPU device, the ILGPU kernels on CUDA / the ILGPU CPU accelerator), and records a tape
+// entry whose closure runs the backward through the backend too. Kernels and their CPU references live in
+// kernels/IlgpuTune.Kernels/<Op>.cs; the glue for op X lives in Ops/X.cs. Glue never asks which device it runs on.
 namespace IlgpuTune.Core;
 
 public static partial class Ops
 {
-    private static Kernels.KernelRegistry K(Tensor t) => t.Device.RequireKernels();
+    private static IOpBackend B(Tensor t) => t.Device.Backend;
 
     private static Tensor EmptyF32(Device device, params int[] shape) => Tensor.Empty(device, DType.F32, shape);
 

@@ -15,8 +15,7 @@ public static partial class Ops
         int rows = (int)(x.Length / dim);
         var y = EmptyF32(x.Device, x.Shape);
         var rstd = EmptyF32(x.Device, rows);
-        if (x.Device.IsCpu) Kernels.RmsNorm.ForwardCpu<float>(x.F32, weight.F32, rows, dim, eps, y.F32, rstd.F32);
-        else Kernels.RmsNorm.Forward(K(x), x.F32View, weight.F32View, rows, dim, eps, y.F32View, rstd.F32View);
+        B(x).RmsNormForward(x, weight, eps, y, rstd);
 
         if (!Tape.IsRecording(x, weight))
         {
@@ -31,8 +30,7 @@ public static partial class Ops
             var dev = dY.Device;
             var dX = EmptyF32(dev, sx.Shape);
             var dW = Tensor.Zeros(dev, DType.F32, dim);
-            if (dev.IsCpu) Kernels.RmsNorm.BackwardCpu<float>(dY.F32, sx.F32, sw.F32, rstd.F32, rows, dim, dX.F32, dW.F32);
-            else Kernels.RmsNorm.Backward(K(dY), dY.F32View, sx.F32View, sw.F32View, rstd.F32View, rows, dim, dX.F32View, dW.F32View);
+            dev.Backend.RmsNormBackward(dY, sx, sw, rstd, dX, dW);
             ctx.AddGrad(0, dX);
             ctx.AddGrad(1, dW);
         }, sx, sw, rstd);

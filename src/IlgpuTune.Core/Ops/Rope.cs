@@ -14,8 +14,7 @@ public static partial class Ops
         if ((long)tokens * heads * headDim != x.Length || cos.Length != (long)tokens * (headDim / 2) || sin.Length != cos.Length)
             throw new ArgumentException($"{op}: x {ShapeText(x.Shape)} with {heads} heads of {headDim} does not fit cos {ShapeText(cos.Shape)}");
         var y = EmptyF32(x.Device, x.Shape);
-        if (x.Device.IsCpu) Kernels.Rope.ForwardCpu<float>(x.F32, cos.F32, sin.F32, tokens, heads, headDim, y.F32);
-        else Kernels.Rope.Forward(K(x), x.F32View, cos.F32View, sin.F32View, tokens, heads, headDim, y.F32View);
+        B(x).RopeForward(x, cos, sin, heads, headDim, y);
         if (Tape.IsRecording(x))
         {
             var sc = cos.Alias();
@@ -24,8 +23,7 @@ public static partial class Ops
             {
                 var dY = ctx.GradOutput()!;
                 var dX = EmptyF32(dY.Device, dY.Shape);
-                if (dY.Device.IsCpu) Kernels.Rope.BackwardCpu<float>(dY.F32, sc.F32, ss.F32, tokens, heads, headDim, dX.F32);
-                else Kernels.Rope.Backward(K(dY), dY.F32View, sc.F32View, ss.F32View, tokens, heads, headDim, dX.F32View);
+                B(dY).RopeBackward(dY, sc, ss, heads, headDim, dX);
                 ctx.AddGrad(0, dX);
             }, sc, ss);
         }

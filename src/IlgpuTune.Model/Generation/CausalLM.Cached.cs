@@ -3,7 +3,6 @@
 // RoPE positions continue from the cache length. For rope_scaling "dynamic" the theta of a step follows that step's last
 // position, as transformers' cached generation does (so past max_position_embeddings earlier keys keep their older theta).
 using IlgpuTune.Core;
-using IlgpuTune.Kernels;
 using IlgpuTune.Model.Generation;
 using IlgpuTune.Numerics;
 
@@ -66,13 +65,7 @@ public sealed partial class CausalLM
     {
         var c = Config;
         var o = Tensor.Empty(Device, DType.F32, q.Shape);
-        using var probs = Tensor.Empty(Device, DType.F32, n, c.NumAttentionHeads, start + n);
-        if (Device.IsCpu)
-            Attention.ForwardWithCacheCpu<float>(q.F32, keys.F32, values.F32, start, n, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim,
-                probs.F32, o.F32);
-        else
-            Attention.ForwardWithCache(Device.RequireKernels(), q.F32View, keys.F32View, values.F32View, start, n, c.NumAttentionHeads,
-                c.NumKeyValueHeads, c.HeadDim, probs.F32View, o.F32View);
+        Device.Backend.AttentionWithCache(q, keys, values, start, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, o);
         return o;
     }
 }

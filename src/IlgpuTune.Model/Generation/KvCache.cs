@@ -1,8 +1,6 @@
 // The keys and values (after RoPE) of every token a model has seen, per layer, on the model's device:
 //   keys[layer], values[layer]: [capacity, numKvHeads * headDim], rows 0..Length-1 valid.
 // CausalLM.ForwardCached appends a step's rows to every layer, then advances Length. Capacity grows by doubling.
-using ILGPU.Runtime;
-using Device = IlgpuTune.Core.Device;
 using IlgpuTune.Core;
 using IlgpuTune.Numerics;
 
@@ -95,9 +93,7 @@ public sealed class KvCache : IDisposable
         if (first < 0 || count < 0 || dstRow < 0 || first + count > src.Dim(0) || dstRow + count > dst.Dim(0) || dst.Length != dst.Dim(0) * width)
             throw new ArgumentException($"cannot copy rows [{first}, {first + count}) of [{string.Join(", ", src.Shape)}] to row {dstRow} of [{string.Join(", ", dst.Shape)}]");
         if (count == 0) return;
-        long from = first * width, to = dstRow * width, n = count * width;
-        if (src.Device.IsCpu) src.F32.Slice((int)from, (int)n).CopyTo(dst.F32.Slice((int)to, (int)n));
-        else src.F32View.SubView(from, n).CopyTo(src.Device.Accelerator!.DefaultStream, dst.F32View.SubView(to, n));
+        src.Device.Backend.Copy(src, first * width, dst, dstRow * width, count * width);
     }
 
     public void Dispose()

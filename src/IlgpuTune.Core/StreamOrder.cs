@@ -1,4 +1,4 @@
-// Orders work between streams of one accelerator without draining the pipeline: after Order(first, then), work enqueued
+// Device.Order's machinery (one per device). Orders work between streams of one accelerator without draining the pipeline: after Order(first, then), work enqueued
 // on `then` starts only once everything enqueued on `first` so far has finished.
 //   CUDA: an event (timing off) recorded on `first` that `then` waits on (cuEventRecord + cuStreamWaitEvent), so the host
 //         never blocks. One event serves every call: a wait binds to the record made just before it, and later records of
@@ -9,7 +9,7 @@ using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 using IlgpuTune.Kernels;
 
-namespace IlgpuTune.Training;
+namespace IlgpuTune.Core;
 
 internal sealed class StreamOrder : IDisposable
 {
