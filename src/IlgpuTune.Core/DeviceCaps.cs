@@ -2,6 +2,7 @@
 // accelerator types here and there.
 using ILGPU.Runtime.Cuda;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 

@@ -2,6 +2,7 @@
 // inputs in. Everything else (activations, norms, softmax, loss, parameter updates) stays fp32 in every mode.
 // The mapping from config strings and to the kernels' HalfType lives here and nowhere else.
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 

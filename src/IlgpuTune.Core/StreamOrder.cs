@@ -8,6 +8,7 @@
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 

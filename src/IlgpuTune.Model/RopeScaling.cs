@@ -2,6 +2,7 @@
 // the resulting inv_freq table (Kernels.Rope.InverseFrequencies is the default one, CosSinCpu turns it into cos/sin).
 // Everything in fp32 operation by operation as HF does, so the tables match torch's up to the last ulp of pow.
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model;
 

@@ -1,3 +1,4 @@
+using IlgpuTune.Numerics;
 using IlgpuTune.Core;
 using IlgpuTune.TestKit;
 

@@ -4,6 +4,7 @@
 // shapes, allocates outputs, records the tape entry and calls these; it never asks which device it runs on.
 // Outputs are written (overwritten unless a method says it accumulates); tensors are F32 unless a parameter says otherwise.
 using IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 

@@ -8,6 +8,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using IlgpuTune.Kernels;
 using AdamWKernels = IlgpuTune.Kernels.AdamW;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 

@@ -4,6 +4,7 @@
 using ILGPU;
 using IlgpuTune.Kernels;
 using K = IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 

@@ -5,6 +5,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using IlgpuTune.Kernels;
 using K = IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 

@@ -3,6 +3,7 @@
 using System.Numerics.Tensors;
 using IlgpuTune.Kernels;
 using K = IlgpuTune.Kernels;
+using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 
@@ -173,19 +174,19 @@ internal sealed class ManagedCpuBackend : IOpBackend
     }
 
     public void Nf4Quantize(Tensor x, int blockSize, QuantType type, Tensor packed, Tensor absmax) =>
-        Nf4.QuantizeCpu(x.F32, blockSize, type, packed.Span<byte>(), absmax.F32);
+        Nf4Codec.QuantizeCpu(x.F32, blockSize, type, packed.Span<byte>(), absmax.F32);
 
     public void Nf4DoubleQuantize(Tensor absmax, Tensor code8, Tensor qabsmax, Tensor absmax2, Tensor offset) =>
-        offset.F32[0] = Nf4.DoubleQuantizeCpu(absmax.F32, code8.F32, qabsmax.Span<byte>(), absmax2.F32);
+        offset.F32[0] = Nf4Codec.DoubleQuantizeCpu(absmax.F32, code8.F32, qabsmax.Span<byte>(), absmax2.F32);
 
     public void Nf4Dequantize(Nf4Weight w, Tensor y)
     {
         var absmax = w.Absmax?.F32.ToArray() ?? new float[w.Blocks];
-        if (w.DoubleQuant) Nf4.DequantizeAbsmaxCpu(w.QAbsmax!.Span<byte>(), w.Absmax2!.F32, w.Offset!.F32[0], w.Code8!.F32, absmax);
+        if (w.DoubleQuant) Nf4Codec.DequantizeAbsmaxCpu(w.QAbsmax!.Span<byte>(), w.Absmax2!.F32, w.Offset!.F32[0], w.Code8!.F32, absmax);
         var packed = w.Packed.Span<byte>();
         switch (y.DType)
         {
-            case DType.F32: Nf4.DequantizeCpu(packed, absmax, w.Code4.F32, w.BlockSize, y.F32); break;
+            case DType.F32: Nf4Codec.DequantizeCpu(packed, absmax, w.Code4.F32, w.BlockSize, y.F32); break;
             case DType.BF16: Nf4.DequantizeBf16Cpu(packed, absmax, w.Code4.F32, w.BlockSize, y.Span<ushort>()); break;
             default: Nf4.DequantizeF16Cpu(packed, absmax, w.Code4.F32, w.BlockSize, y.Span<ushort>()); break;
         }

@@ -2,6 +2,8 @@
 // CPU references on the managed CPU device, the ILGPU kernels on CUDA / the ILGPU CPU accelerator), and records a tape
 // entry whose closure runs the backward through the backend too. Kernels and their CPU references live in
 // kernels/IlgpuTune.Kernels/<Op>.cs; the glue for op X lives in Ops/X.cs. Glue never asks which device it runs on.
+using IlgpuTune.Numerics;
+
 namespace IlgpuTune.Core;
 
 public static partial class Ops
