@@ -141,15 +141,24 @@ public static class Checkpoint
     public static CheckpointState ReadState(string dir)
     {
         string file = Path.Combine(dir, "state.json");
-        var o = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new InvalidDataException($"{file}: expected a JSON object");
-        int version = o["format_version"]?.GetValue<int>() ?? 0;
-        if (version != CheckpointState.FormatVersion)
-            throw new InvalidDataException($"{file}: checkpoint format {version}, this build reads {CheckpointState.FormatVersion}");
-        return new CheckpointState(o["iter"]!.GetValue<int>(), o["optimizer_steps"]!.GetValue<int>(), o["seed"]!.GetValue<int>(),
-            o["scaler"] as JsonObject ?? [], o["config"]?.GetValue<string>() ?? "", o["model"]?.GetValue<string>() ?? "",
-            o["lora"] as JsonObject, o["last_grad_norm"]?.GetValue<float>(), o["run_id"]?.GetValue<string>() ?? "",
-            o["log_dirs"] is JsonArray dirs ? dirs.Select(d => d!.GetValue<string>()).ToList() : [],
-            o["window_nonfinite"]?.GetValue<bool>() ?? false);
+        try
+        {
+            var o = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new InvalidDataException($"{file}: expected a JSON object");
+            int version = o["format_version"]?.GetValue<int>() ?? 0;
+            if (version != CheckpointState.FormatVersion)
+                throw new InvalidDataException($"{file}: checkpoint format {version}, this build reads {CheckpointState.FormatVersion}");
+            int Required(string key) => o[key]?.GetValue<int>() ?? throw new InvalidDataException($"{file}: key '{key}' is missing");
+            return new CheckpointState(Required("iter"), Required("optimizer_steps"), Required("seed"),
+                o["scaler"] as JsonObject ?? [], o["config"]?.GetValue<string>() ?? "", o["model"]?.GetValue<string>() ?? "",
+                o["lora"] as JsonObject, o["last_grad_norm"]?.GetValue<float>(), o["run_id"]?.GetValue<string>() ?? "",
+                o["log_dirs"] is JsonArray dirs ? dirs.Select(d => d!.GetValue<string>()).ToList() : [],
+                o["window_nonfinite"]?.GetValue<bool>() ?? false);
+        }
+        // A truncated or hand-edited state.json: malformed JSON, or a value of the wrong type.
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or NullReferenceException)
+        {
+            throw new InvalidDataException($"{file}: not a valid checkpoint state ({e.Message})", e);
+        }
     }
 
     /// <summary>Copies the checkpoint's trainable weights (and half-window grads) into the model's tensors, checking names and shapes.</summary>

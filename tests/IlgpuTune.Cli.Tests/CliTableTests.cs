@@ -17,19 +17,14 @@ public sealed class CliTableTests(ITestOutputHelper log)
 
     /// <summary>One row: a bad-input class through one verb.</summary>
     /// <param name="Make">writes the inputs into the case folder; returns the command line, stdin and the output path that must not exist after</param>
-    /// <param name="Pending">why the case still fails on this branch (the branch that fixes it); run by <see cref="PendingCases"/>, not by CI</param>
     public sealed record Case(string Verb, string Class, Func<string, (string[] Args, string? Stdin, string? Output)> Make,
-        bool MultiLine = false, string? Pending = null)
+        bool MultiLine = false)
     {
         public override string ToString() => $"{Verb} × {Class}";
     }
 
     [Fact]
-    public void EveryBadInput_ThroughEveryVerb_OneErrorLine_Exit2_NoOutput() => RunTable(Cases().Where(c => c.Pending is null).ToList());
-
-    /// <summary>Cases that pass once the named branch is merged (then move them into the table by clearing Pending).</summary>
-    [Fact(Skip = "runs the cases waiting for h13-readers / h12-life; unskip after merging them")]
-    public void PendingCases() => RunTable(Cases().Where(c => c.Pending is not null).ToList());
+    public void EveryBadInput_ThroughEveryVerb_OneErrorLine_Exit2_NoOutput() => RunTable(Cases().ToList());
 
     void RunTable(List<Case> cases)
     {
@@ -164,9 +159,8 @@ public sealed class CliTableTests(ITestOutputHelper log)
         yield return ("train", (d, m) => (["train", Config(d, m, GoodData(d)), "--work-dir", Path.Combine(d, "work")], null, Path.Combine(d, "work")));
     }
 
-    static IEnumerable<Case> ModelClass(string cls, Func<string, string> makeModel, bool tokenizerOnly = false, bool weightsOnly = false,
-        Func<string, string?>? pending = null) =>
-        ModelVerbs(tokenizerOnly, weightsOnly).Select(v => new Case(v.Verb, cls, d => v.Run(d, makeModel(d)), Pending: pending?.Invoke(v.Verb)));
+    static IEnumerable<Case> ModelClass(string cls, Func<string, string> makeModel, bool tokenizerOnly = false, bool weightsOnly = false) =>
+        ModelVerbs(tokenizerOnly, weightsOnly).Select(v => new Case(v.Verb, cls, d => v.Run(d, makeModel(d))));
 
     static IEnumerable<(string Verb, Func<string, string, (string[], string?, string?)> Run)> DataVerbs() =>
     [
@@ -175,8 +169,8 @@ public sealed class CliTableTests(ITestOutputHelper log)
         ("train", (d, data) => (["train", Config(d, TinyModel, data), "--work-dir", Path.Combine(d, "work")], null, Path.Combine(d, "work"))),
     ];
 
-    static IEnumerable<Case> DataClass(string cls, Func<string, string> makeData, string? pending = null) =>
-        DataVerbs().Select(v => new Case(v.Verb, cls, d => v.Run(d, makeData(d)), MultiLine: true, Pending: pending));
+    static IEnumerable<Case> DataClass(string cls, Func<string, string> makeData) =>
+        DataVerbs().Select(v => new Case(v.Verb, cls, d => v.Run(d, makeData(d)), MultiLine: true));
 
     static IEnumerable<(string Verb, Func<string, string, (string[], string?, string?)> Run)> ConfigVerbs() =>
     [
@@ -185,80 +179,76 @@ public sealed class CliTableTests(ITestOutputHelper log)
         ("log-dataset", (d, cfg) => (["log-dataset", cfg], null, null)),
     ];
 
-    static IEnumerable<Case> ConfigClass(string cls, Func<string, string> text, string? pending = null) =>
+    static IEnumerable<Case> ConfigClass(string cls, Func<string, string> text) =>
         ConfigVerbs().Select(v => new Case(v.Verb, cls, d =>
         {
             string p = Path.Combine(d, "cfg.yaml");
             File.WriteAllText(p, text(d));
             return v.Run(d, p);
-        }, Pending: pending));
+        }));
 
     static string ValidYaml(string d) => File.ReadAllText(Config(d, TinyModel, GoodData(d)));
 
     public static IEnumerable<Case> Cases()
     {
-        const string readers = "h13-readers";
-        // The work dir is created before the inputs are validated until h12-life's run lifecycle lands.
-        string? life(string verb) => verb == "train" ? "h12-life" : null;
 
         // Model folders.
-        foreach (var c in ModelClass("model folder missing", d => Path.Combine(d, "no-such-model"), pending: life)) yield return c;
-        foreach (var c in ModelClass("model folder is a file", d => { string f = Path.Combine(d, "model-file"); File.WriteAllText(f, "x"); return f; }, pending: life))
+        foreach (var c in ModelClass("model folder missing", d => Path.Combine(d, "no-such-model"))) yield return c;
+        foreach (var c in ModelClass("model folder is a file", d => { string f = Path.Combine(d, "model-file"); File.WriteAllText(f, "x"); return f; }))
             yield return c;
-        foreach (var c in ModelClass("config.json truncated", d => Model(d, m => Truncate(Path.Combine(m, "config.json"))), weightsOnly: true, pending: life))
+        foreach (var c in ModelClass("config.json truncated", d => Model(d, m => Truncate(Path.Combine(m, "config.json"))), weightsOnly: true))
             yield return c;
-        foreach (var c in ModelClass("config.json empty", d => Model(d, m => File.WriteAllText(Path.Combine(m, "config.json"), "")), weightsOnly: true, pending: life))
+        foreach (var c in ModelClass("config.json empty", d => Model(d, m => File.WriteAllText(Path.Combine(m, "config.json"), "")), weightsOnly: true))
             yield return c;
-        foreach (var c in ModelClass("config.json an array", d => Model(d, m => File.WriteAllText(Path.Combine(m, "config.json"), "[1, 2]")), weightsOnly: true, pending: life))
+        foreach (var c in ModelClass("config.json an array", d => Model(d, m => File.WriteAllText(Path.Combine(m, "config.json"), "[1, 2]")), weightsOnly: true))
             yield return c;
         foreach (var c in ModelClass("config.json hidden_size -1", d => Model(d, m => Edit(Path.Combine(m, "config.json"), "\"hidden_size\": 64", "\"hidden_size\": -1")),
-            weightsOnly: true, pending: v => life(v) ?? readers)) yield return c;
+            weightsOnly: true)) yield return c;
         foreach (var c in ModelClass("config.json 0 heads, no head_dim", d => Model(d, m =>
             {
                 Edit(Path.Combine(m, "config.json"), "\"num_attention_heads\": 4", "\"num_attention_heads\": 0");
                 Edit(Path.Combine(m, "config.json"), "\"head_dim\": 16,", "");
-            }), weightsOnly: true, pending: v => life(v) ?? readers)) yield return c;
-        foreach (var c in ModelClass("model.safetensors truncated", d => Model(d, m => Truncate(Path.Combine(m, "model.safetensors"))), weightsOnly: true, pending: life))
+            }), weightsOnly: true)) yield return c;
+        foreach (var c in ModelClass("model.safetensors truncated", d => Model(d, m => Truncate(Path.Combine(m, "model.safetensors"))), weightsOnly: true))
             yield return c;
-        foreach (var c in ModelClass("model.safetensors garbage", d => Model(d, m => Garbage(Path.Combine(m, "model.safetensors"))), weightsOnly: true, pending: life))
+        foreach (var c in ModelClass("model.safetensors garbage", d => Model(d, m => Garbage(Path.Combine(m, "model.safetensors"))), weightsOnly: true))
             yield return c;
-        foreach (var c in ModelClass("no weights", d => Model(d, m => File.Delete(Path.Combine(m, "model.safetensors"))), weightsOnly: true, pending: life))
+        foreach (var c in ModelClass("no weights", d => Model(d, m => File.Delete(Path.Combine(m, "model.safetensors"))), weightsOnly: true))
             yield return c;
-        foreach (var c in ModelClass("tokenizer.json truncated", d => Model(d, m => Truncate(Path.Combine(m, "tokenizer.json"))), tokenizerOnly: true, pending: life))
+        foreach (var c in ModelClass("tokenizer.json truncated", d => Model(d, m => Truncate(Path.Combine(m, "tokenizer.json"))), tokenizerOnly: true))
             yield return c;
-        foreach (var c in ModelClass("tokenizer.json garbage", d => Model(d, m => Garbage(Path.Combine(m, "tokenizer.json"))), tokenizerOnly: true, pending: life))
+        foreach (var c in ModelClass("tokenizer.json garbage", d => Model(d, m => Garbage(Path.Combine(m, "tokenizer.json"))), tokenizerOnly: true))
             yield return c;
         foreach (var c in ModelClass("tokenizer.json id out of range", d => Model(d, m => Edit(Path.Combine(m, "tokenizer.json"), "\"id\": 556", "\"id\": 2147483647")),
-            tokenizerOnly: true, pending: v => life(v) ?? readers)) yield return c;
-        foreach (var c in ModelClass("tokenizer_config.json truncated", d => Model(d, m => Truncate(Path.Combine(m, "tokenizer_config.json"))), tokenizerOnly: true,
-            pending: v => life(v) ?? readers))
+            tokenizerOnly: true)) yield return c;
+        foreach (var c in ModelClass("tokenizer_config.json truncated", d => Model(d, m => Truncate(Path.Combine(m, "tokenizer_config.json"))), tokenizerOnly: true))
             yield return c;
-        foreach (var c in ModelClass("no tokenizer files", d => Model(d, m => File.Delete(Path.Combine(m, "tokenizer.json"))), tokenizerOnly: true, pending: life))
+        foreach (var c in ModelClass("no tokenizer files", d => Model(d, m => File.Delete(Path.Combine(m, "tokenizer.json"))), tokenizerOnly: true))
             yield return c;
 
         // Dataset files.
-        foreach (var c in DataClass("data file missing", d => Path.Combine(d, "none.jsonl"), pending: null)) yield return c with { Pending = life(c.Verb) };
+        foreach (var c in DataClass("data file missing", d => Path.Combine(d, "none.jsonl"))) yield return c;
         foreach (var c in DataClass("jsonl line truncated", d => { string p = Path.Combine(d, "bad.jsonl"); File.WriteAllText(p, GoodLine + "\n{\"description\": \"x\""); return p; }))
-            yield return c with { Pending = life(c.Verb) };
+            yield return c;
         foreach (var c in DataClass("jsonl record not an object", d => { string p = Path.Combine(d, "bad.jsonl"); File.WriteAllText(p, GoodLine + "\n[1, 2]\n"); return p; }))
-            yield return c with { Pending = life(c.Verb) };
+            yield return c;
         foreach (var c in DataClass("data binary garbage", d => { string p = Path.Combine(d, "bad.jsonl"); Garbage(p); return p; }))
-            yield return c with { Pending = life(c.Verb) };
+            yield return c;
         foreach (var c in DataClass("json lone surrogate", d => { string p = Path.Combine(d, "bad.jsonl"); File.WriteAllText(p, "{\"description\": \"\\ud800\", \"color\": \"#ffffff\"}\n"); return p; }))
-            yield return c with { Pending = life(c.Verb) ?? readers };
+            yield return c;
         foreach (var c in DataClass("parquet garbage", d => { string p = Path.Combine(d, "bad.parquet"); Garbage(p); return p; }))
-            yield return c with { Pending = life(c.Verb) ?? readers };
+            yield return c;
         foreach (var c in DataClass("data path is a folder", d => { string p = Path.Combine(d, "folder.jsonl"); Directory.CreateDirectory(p); return p; }))
-            yield return c with { Pending = life(c.Verb) };
+            yield return c;
 
         // Training configs (YAML).
-        foreach (var c in ConfigClass("yaml unclosed [", d => ValidYaml(d) + "\nbetas: [0.9, 0.999\n", pending: readers)) yield return c;
-        foreach (var c in ConfigClass("yaml unknown key", d => ValidYaml(d) + "\nlearning_rate: 1\n")) yield return c with { Pending = life(c.Verb) };
-        foreach (var c in ConfigClass("yaml wrong type", d => ValidYaml(d).Replace("lr: 1.0e-3", "lr: fast"))) yield return c with { Pending = life(c.Verb) };
-        foreach (var c in ConfigClass("yaml not a mapping", d => "- a\n- b\n")) yield return c with { Pending = life(c.Verb) };
-        foreach (var c in ConfigClass("yaml complex key", d => ValidYaml(d) + "\n? [a]\n: 1\n", pending: readers)) yield return c;
+        foreach (var c in ConfigClass("yaml unclosed [", d => ValidYaml(d) + "\nbetas: [0.9, 0.999\n")) yield return c;
+        foreach (var c in ConfigClass("yaml unknown key", d => ValidYaml(d) + "\nlearning_rate: 1\n")) yield return c;
+        foreach (var c in ConfigClass("yaml wrong type", d => ValidYaml(d).Replace("lr: 1.0e-3", "lr: fast"))) yield return c;
+        foreach (var c in ConfigClass("yaml not a mapping", d => "- a\n- b\n")) yield return c;
+        foreach (var c in ConfigClass("yaml complex key", d => ValidYaml(d) + "\n? [a]\n: 1\n")) yield return c;
         foreach (var c in ConfigVerbs())
-            yield return new Case(c.Verb, "config file missing", d => c.Run(d, Path.Combine(d, "none.yaml")), Pending: life(c.Verb));
+            yield return new Case(c.Verb, "config file missing", d => c.Run(d, Path.Combine(d, "none.yaml")));
 
         // PEFT adapters.
         foreach (var (cls, mutate) in new (string, Action<string>)[]
@@ -285,7 +275,7 @@ public sealed class CliTableTests(ITestOutputHelper log)
             Directory.CreateDirectory(Path.Combine(d, "iter_2"));
             File.WriteAllText(Path.Combine(d, "iter_2", "state.json"), "{\"format_version\": ");
             return (["convert", "adapter", Path.Combine(d, "iter_2"), Path.Combine(d, "out")], null, Path.Combine(d, "out"));
-        }, Pending: "h12-life: Checkpoint.ReadState lets a JsonReaderException through (exit 70)");
+        });
 
         // Messages, templates and stdin.
         yield return new Case("render-template", "messages truncated", d =>
@@ -300,20 +290,20 @@ public sealed class CliTableTests(ITestOutputHelper log)
             File.WriteAllText(p, "{\"role\": \"user\"}");
             return (["render-template", "--tokenizer", TinyModel, "--messages", p, "--prompt-template", "qwen_chat"], null, null);
         });
-        foreach (var (cls, template, pending) in new (string, string, string?)[]
+        foreach (var (cls, template) in new (string, string)[]
         {
-            ("chat_template syntax error", "{% if messages %}{{ messages[0].content }", null),
-            ("chat_template recursive macro", "{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}", readers),
-            ("chat_template huge range", "{% for i in range(10000000000) %}{{ i }}{% endfor %}", readers),
-            ("chat_template huge repetition", "{{ 'ab' * 9999999999 }}", readers),
-            ("chat_template divisibleby(0)", "{{ 4 is divisibleby(0) }}", readers),
+            ("chat_template syntax error", "{% if messages %}{{ messages[0].content }"),
+            ("chat_template recursive macro", "{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}"),
+            ("chat_template huge range", "{% for i in range(10000000000) %}{{ i }}{% endfor %}"),
+            ("chat_template huge repetition", "{{ 'ab' * 9999999999 }}"),
+            ("chat_template divisibleby(0)", "{{ 4 is divisibleby(0) }}"),
         })
             yield return new Case("render-template", cls, d =>
             {
                 string m = Model(d, m => Edit(Path.Combine(m, "tokenizer_config.json"), "\"tokenizer_class\"",
                     $"\"chat_template\": {System.Text.Json.JsonSerializer.Serialize(template)}, \"tokenizer_class\""));
                 return (["render-template", "--tokenizer", m, "--messages", GoodMessages(d)], null, null);
-            }, Pending: pending);
+            });
         yield return new Case("tokenize", "stdin not a JSON array of strings", d => (["tokenize", "--tokenizer", TinyModel], "{\"a\": ", null));
 
         // Options.

@@ -10,21 +10,18 @@ namespace IlgpuTune.Fuzz;
 /// </summary>
 public sealed class FuzzTests(ITestOutputHelper log)
 {
-    // Pending: the readers' validation (branch h13-readers) fixes what these targets find today; unskip after merging it.
-    const string Readers = "finds reader bugs fixed on h13-readers (/work/brief/fuzz-findings.md); unskip after merging it";
-
     [Theory]
-    [InlineData("safetensors", Skip = Readers)]
-    [InlineData("torch", Skip = Readers)]
-    [InlineData("tokenizer-json", Skip = Readers)]
-    [InlineData("tokenizer-config", Skip = Readers)]
-    [InlineData("sentencepiece", Skip = Readers)]
-    [InlineData("config-json", Skip = Readers)]
-    [InlineData("yaml-config", Skip = Readers)]
-    [InlineData("dataset-json", Skip = Readers)]
-    [InlineData("parquet", Skip = Readers)]
-    [InlineData("bnb-quant-state", Skip = Readers)]
-    [InlineData("jinja", Skip = Readers)]
+    [InlineData("safetensors")]
+    [InlineData("torch")]
+    [InlineData("tokenizer-json")]
+    [InlineData("tokenizer-config")]
+    [InlineData("sentencepiece")]
+    [InlineData("config-json")]
+    [InlineData("yaml-config")]
+    [InlineData("dataset-json")]
+    [InlineData("parquet")]
+    [InlineData("bnb-quant-state")]
+    [InlineData("jinja")]
     public void ShortRun_NothingUnexpected(string target)
     {
         using var crashes = new TempFolder();
@@ -33,7 +30,7 @@ public sealed class FuzzTests(ITestOutputHelper log)
     }
 
     /// <summary>Every input the fuzzers saved (corpus/crash) is now accepted or clearly rejected.</summary>
-    [Fact(Skip = Readers)]
+    [Fact]
     public void SavedFindings_AreClearRejectionsNow()
     {
         foreach (var t in Targets.All)

@@ -73,7 +73,7 @@ public sealed class PyConfig
 
 enum Tok { Name, Number, String, Op, Newline, Indent, Dedent, End }
 
-readonly record struct Token(Tok Kind, string Text, int Line, object? Value = null);
+readonly record struct Token(Tok Type, string Text, int Line, object? Value = null);
 
 static class PyLexer
 {
@@ -112,7 +112,7 @@ static class PyLexer
             {
                 if (c == '\r' && i + 1 < text.Length && text[i + 1] == '\n') i++;
                 i++;
-                if (depth == 0 && toks.Count > 0 && toks[^1].Kind is not (Tok.Newline or Tok.Indent or Tok.Dedent))
+                if (depth == 0 && toks.Count > 0 && toks[^1].Type is not (Tok.Newline or Tok.Indent or Tok.Dedent))
                     toks.Add(new(Tok.Newline, "", line));
                 line++;
                 lineStart = depth == 0;
@@ -159,7 +159,7 @@ static class PyLexer
             i += op.Length;
         }
         if (depth > 0) throw Err("unclosed bracket at the end of the file");
-        if (toks.Count > 0 && toks[^1].Kind != Tok.Newline) toks.Add(new(Tok.Newline, "", line));
+        if (toks.Count > 0 && toks[^1].Type != Tok.Newline) toks.Add(new(Tok.Newline, "", line));
         while (indents.Count > 1) { indents.Pop(); toks.Add(new(Tok.Dedent, "", line)); }
         toks.Add(new(Tok.End, "", line));
         return toks;
@@ -257,8 +257,8 @@ sealed class PyParser(List<Token> toks, string source)
 
     Token Peek => toks[_p];
     Token Next() => toks[_p++];
-    bool IsOp(string op) => Peek.Kind == Tok.Op && Peek.Text == op;
-    bool IsName(string name) => Peek.Kind == Tok.Name && Peek.Text == name;
+    bool IsOp(string op) => Peek.Type == Tok.Op && Peek.Text == op;
+    bool IsName(string name) => Peek.Type == Tok.Name && Peek.Text == name;
     ConfigException Err(int line, string m) => new($"{source}:{line}: {m}");
 
     Token Expect(string op)
@@ -267,7 +267,7 @@ sealed class PyParser(List<Token> toks, string source)
         return Next();
     }
 
-    static string Describe(Token t) => t.Kind switch
+    static string Describe(Token t) => t.Type switch
     {
         Tok.Newline => "end of line", Tok.End => "end of file", Tok.Indent => "an indented block", Tok.Dedent => "end of a block",
         Tok.String => "a string", _ => $"'{t.Text}'",
@@ -275,16 +275,16 @@ sealed class PyParser(List<Token> toks, string source)
 
     public PyConfig Run()
     {
-        while (Peek.Kind != Tok.End) Statement(execute: true);
+        while (Peek.Type != Tok.End) Statement(execute: true);
         return new PyConfig { Source = source, Globals = _globals };
     }
 
     void Statement(bool execute)
     {
         var t = Peek;
-        if (t.Kind == Tok.Newline) { Next(); return; }
-        if (t.Kind == Tok.Indent) throw Err(t.Line, "unexpected indent");
-        if (t.Kind == Tok.Name)
+        if (t.Type == Tok.Newline) { Next(); return; }
+        if (t.Type == Tok.Indent) throw Err(t.Line, "unexpected indent");
+        if (t.Type == Tok.Name)
             switch (t.Text)
             {
                 case "import": Import(execute); return;
@@ -295,13 +295,13 @@ sealed class PyParser(List<Token> toks, string source)
                     throw Err(t.Line, $"'{t.Text}' is outside the config subset ilgpu-tune reads (assignments, imports, if, dict(...))");
             }
         // docstrings and other bare string expressions
-        if (t.Kind == Tok.String)
+        if (t.Type == Tok.String)
         {
             Expr();
             EndOfStatement();
             return;
         }
-        if (t.Kind == Tok.Name && toks[_p + 1].Kind == Tok.Op && toks[_p + 1].Text is "=" or "+=" or "-=" or "*=" or "/=" or "//=")
+        if (t.Type == Tok.Name && toks[_p + 1].Type == Tok.Op && toks[_p + 1].Text is "=" or "+=" or "-=" or "*=" or "/=" or "//=")
         {
             string name = Next().Text;
             string op = Next().Text;
@@ -320,7 +320,7 @@ sealed class PyParser(List<Token> toks, string source)
             _globals[name] = value;
             return;
         }
-        throw Err(t.Line, t.Kind == Tok.Name && toks[_p + 1] is { Kind: Tok.Op, Text: "." or "[" }
+        throw Err(t.Line, t.Type == Tok.Name && toks[_p + 1] is { Type: Tok.Op, Text: "." or "[" }
             ? "assignment to an attribute or an item is outside the config subset (assign the whole dict)"
             : $"a statement starting with {Describe(t)} is outside the config subset (NAME = value, imports, if)");
     }
@@ -328,15 +328,15 @@ sealed class PyParser(List<Token> toks, string source)
     void EndOfStatement()
     {
         if (IsOp(";")) throw Err(Peek.Line, "';' is outside the config subset (one statement per line)");
-        if (Peek.Kind is not (Tok.Newline or Tok.End or Tok.Dedent)) throw Err(Peek.Line, $"unexpected {Describe(Peek)}");
-        if (Peek.Kind == Tok.Newline) Next();
+        if (Peek.Type is not (Tok.Newline or Tok.End or Tok.Dedent)) throw Err(Peek.Line, $"unexpected {Describe(Peek)}");
+        if (Peek.Type == Tok.Newline) Next();
     }
 
     string DottedName()
     {
         var sb = new StringBuilder();
         while (IsOp(".")) { Next(); sb.Append('.'); }
-        if (Peek.Kind != Tok.Name) throw Err(Peek.Line, $"expected a module name, got {Describe(Peek)}");
+        if (Peek.Type != Tok.Name) throw Err(Peek.Line, $"expected a module name, got {Describe(Peek)}");
         sb.Append(Next().Text);
         while (IsOp(".")) { Next(); sb.Append('.').Append(Next().Text); }
         return sb.ToString();
@@ -352,7 +352,7 @@ sealed class PyParser(List<Token> toks, string source)
             string target = bind;
             if (IsName("as")) { Next(); bind = Next().Text; target = module; }
             if (execute) _scope[bind] = new PySymbol(target, Peek.Line);
-        } while (IsOp(",") && Next().Kind == Tok.Op);
+        } while (IsOp(",") && Next().Type == Tok.Op);
         EndOfStatement();
     }
 
@@ -369,7 +369,7 @@ sealed class PyParser(List<Token> toks, string source)
         while (true)
         {
             if (paren && IsOp(")")) break;
-            if (Peek.Kind != Tok.Name) throw Err(Peek.Line, $"expected a name to import, got {Describe(Peek)}");
+            if (Peek.Type != Tok.Name) throw Err(Peek.Line, $"expected a name to import, got {Describe(Peek)}");
             string name = Next().Text, bind = name;
             if (IsName("as")) { Next(); bind = Next().Text; }
             if (execute) _scope[bind] = new PySymbol(module + "." + name, line);
@@ -403,12 +403,12 @@ sealed class PyParser(List<Token> toks, string source)
     void Block(bool execute)
     {
         Expect(":");
-        if (Peek.Kind != Tok.Newline) { Statement(execute); return; }
+        if (Peek.Type != Tok.Newline) { Statement(execute); return; }
         Next();
-        if (Peek.Kind != Tok.Indent) throw Err(Peek.Line, "expected an indented block");
+        if (Peek.Type != Tok.Indent) throw Err(Peek.Line, "expected an indented block");
         Next();
-        while (Peek.Kind != Tok.Dedent && Peek.Kind != Tok.End) Statement(execute);
-        if (Peek.Kind == Tok.Dedent) Next();
+        while (Peek.Type != Tok.Dedent && Peek.Type != Tok.End) Statement(execute);
+        if (Peek.Type == Tok.Dedent) Next();
     }
 
     PyValue Lookup(string name, int line) => _scope.TryGetValue(name, out var v) ? v : name switch
@@ -461,7 +461,7 @@ sealed class PyParser(List<Token> toks, string source)
     PyValue Comparison()
     {
         var v = Arith();
-        while (Peek.Kind == Tok.Op && Peek.Text is "==" or "!=" or "<" or ">" or "<=" or ">=" || IsName("is") || IsName("in") || IsName("not"))
+        while (Peek.Type == Tok.Op && Peek.Text is "==" or "!=" or "<" or ">" or "<=" or ">=" || IsName("is") || IsName("in") || IsName("not"))
         {
             var t = Next();
             string op = t.Text;
@@ -520,7 +520,7 @@ sealed class PyParser(List<Token> toks, string source)
             {
                 Next();
                 var name = Next();
-                if (name.Kind != Tok.Name) throw Err(name.Line, "expected an attribute name after '.'");
+                if (name.Type != Tok.Name) throw Err(name.Line, "expected an attribute name after '.'");
                 v = v is PySymbol s ? new PySymbol(s.Name + "." + name.Text, name.Line)
                     : throw Err(name.Line, $"attribute '.{name.Text}' of {PyConfig.Repr(v)} is outside the config subset");
             }
@@ -549,7 +549,7 @@ sealed class PyParser(List<Token> toks, string source)
         while (!IsOp(")"))
         {
             if (IsOp("*") || IsOp("**")) throw Err(Peek.Line, "*args / **kwargs are outside the config subset");
-            if (Peek.Kind == Tok.Name && toks[_p + 1] is { Kind: Tok.Op, Text: "=" })
+            if (Peek.Type == Tok.Name && toks[_p + 1] is { Type: Tok.Op, Text: "=" })
             {
                 string k = Next().Text;
                 Next();
@@ -598,12 +598,12 @@ sealed class PyParser(List<Token> toks, string source)
     PyValue Atom()
     {
         var t = Next();
-        switch (t.Kind)
+        switch (t.Type)
         {
             case Tok.Number: return t.Value is long l ? new PyInt(l, t.Line) : new PyFloat((double)t.Value!, t.Line);
             case Tok.String:
                 var sb = new StringBuilder((string)t.Value!);
-                while (Peek.Kind == Tok.String) sb.Append((string)Next().Value!); // 'a' 'b' concatenation
+                while (Peek.Type == Tok.String) sb.Append((string)Next().Value!); // 'a' 'b' concatenation
                 return new PyStr(sb.ToString(), t.Line);
             case Tok.Name:
                 if (t.Text is "lambda" or "yield" or "await") throw Err(t.Line, $"'{t.Text}' is outside the config subset");
