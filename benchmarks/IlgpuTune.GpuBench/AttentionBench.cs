@@ -18,6 +18,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 using IlgpuTune.Kernels;
+using IlgpuTune.Kernels.Tests;
 
 static class AttentionBench
 {
@@ -75,10 +76,11 @@ static class AttentionBench
                 using var dQ = acc.Allocate1D<float>(n); using var dK = acc.Allocate1D<float>(n); using var dV = acc.Allocate1D<float>(n);
                 foreach (bool causal in new[] { true, false })
                 {
-                    void Fwd(KernelRegistry r) => FlashAttentionHalf.Forward(r, HalfType.BFloat16, q.View, kk.View, v.View, ArrayView<int>.Empty, 1, seq, h, h, d,
-                        causal, false, o.View, lse.View);
-                    void Bwd(KernelRegistry r) => FlashAttentionHalf.Backward(r, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View,
-                        ArrayView<int>.Empty, 1, seq, h, h, d, causal, false, dOh.View, delta.View, dQ.View, dK.View, dV.View);
+                    void Fwd(KernelRegistry r) => FlashAttentionHalf.Forward(r, HalfType.BFloat16, new(q.View, kk.View, v.View,
+                        ArrayView<int>.Empty), new(1, seq, h, h, d, causal), new(o.View, lse.View));
+                    void Bwd(KernelRegistry r) => FlashAttentionHalf.Backward(r, HalfType.BFloat16, dO.View, new(q.View, kk.View,
+                        v.View, ArrayView<int>.Empty), new(1, seq, h, h, d, causal), new(o.View, lse.View), dOh.View, delta.View,
+                            new(dQ.View, dK.View, dV.View));
                     Fwd(k);
                     double flops = 4.0 * h * seq * (double)seq * d / (causal ? 2 : 1);
                     double fwdMs = GemmBench.Time(acc, () => Fwd(k)), bwdMs = GemmBench.Time(acc, () => Bwd(k));
@@ -99,8 +101,8 @@ static class AttentionBench
                         var cells = new List<string>();
                         foreach (var (wgs, stages) in WgmmaVariants(d))
                         {
-                            double ms = GemmBench.Time(acc, () => FlashAttentionHalf.ForwardWgmma(k, HalfType.BFloat16, q.View, kk.View, v.View,
-                                ArrayView<int>.Empty, 1, seq, h, h, d, causal, o.View, lse.View, wgs, stages));
+                            double ms = GemmBench.Time(acc, () => FlashAttentionHalf.ForwardWgmma(k, HalfType.BFloat16, new(q.View,
+                                kk.View, v.View, ArrayView<int>.Empty), new(1, seq, h, h, d, causal), new(o.View, lse.View), wgs, stages));
                             double tf = flops / (ms * 1e-3) / 1e12;
                             variants[$"w{wgs}s{stages}"] = Math.Round(tf, 2);
                             cells.Add($"w{wgs}s{stages} {tf:F0}");
@@ -189,10 +191,10 @@ static class AttentionBench
         // backward is Backward's: on Hopper at d 128 the full loop (unsorted ids) takes the wgmma dK/dV kernel, sorted ids mma.sync.
         foreach (bool sorted in new[] { false, true })
         {
-            void Fwd() => FlashAttentionHalf.Forward(k, HalfType.BFloat16, q.View, kk.View, v.View, gseg.View, 1, seq, h, h, d, true, sorted,
-                o.View, lse.View);
-            void Bwd() => FlashAttentionHalf.Backward(k, HalfType.BFloat16, dO.View, q.View, kk.View, v.View, o.View, lse.View, gseg.View,
-                1, seq, h, h, d, true, sorted, dOh.View, delta.View, dQ.View, dK.View, dV.View);
+            void Fwd() => FlashAttentionHalf.Forward(k, HalfType.BFloat16, new(q.View, kk.View, v.View, gseg.View, sorted), new(1,
+                seq, h, h, d), new(o.View, lse.View));
+            void Bwd() => FlashAttentionHalf.Backward(k, HalfType.BFloat16, dO.View, new(q.View, kk.View, v.View, gseg.View, sorted),
+                new(1, seq, h, h, d), new(o.View, lse.View), dOh.View, delta.View, new(dQ.View, dK.View, dV.View));
             Fwd();
             double fwdMs = GemmBench.Time(acc, Fwd), bwdMs = GemmBench.Time(acc, Bwd);
             msBy[sorted] = (fwdMs, bwdMs);
@@ -244,8 +246,8 @@ static class AttentionBench
         for (int t = 1; t < seg.Length; t++) seg[t] = seg[t - 1] + (t % seq == 0 || rng.Next(40) == 0 ? 1 : 0);
         var segSpan = packed ? seg : [];
         var (o, lse, dQ, dK, dV) = (new float[qn], new float[rows], new float[qn], new float[kvn], new float[kvn]);
-        FlashAttentionHalf.ForwardCpu<float>(q, kv, v, segSpan, batch, seq, heads, kvHeads, d, causal, o, lse);
-        FlashAttentionHalf.BackwardCpu<float>(dO, q, kv, v, segSpan, batch, seq, heads, kvHeads, d, causal, dQ, dK, dV);
+        Attention.ForwardCpu<float>(q, kv, v, segSpan, new(batch, seq, heads, kvHeads, d, causal), o, lse);
+        Attention.BackwardCpu<float>(dO, q, kv, v, segSpan, new(batch, seq, heads, kvHeads, d, causal), dQ, dK, dV);
 
         using var gq = acc.Allocate1D(qb); using var gk = acc.Allocate1D(kb); using var gv = acc.Allocate1D(vb);
         using var gdO = acc.Allocate1D(dO); using var gdOh = acc.Allocate1D<ushort>(qn); using var gseg = acc.Allocate1D(seg);
@@ -254,9 +256,10 @@ static class AttentionBench
         long[] sizes = [qn, rows, rows, qn, kvn, kvn];
         for (int i = 0; i < bufs.Length; i++) { bufs[i] = acc.Allocate1D<float>(sizes[i]); bufs[i].View.SubView(0, sizes[i]).MemSet(0xFF); }
         var (go, glse, gdelta, gdQ, gdK, gdV) = (bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5]);
-        FlashAttentionHalf.Forward(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, packed, go.View, glse.View);
-        FlashAttentionHalf.Backward(k, type, gdO.View, gq.View, gk.View, gv.View, go.View, glse.View, segView, batch, seq, heads, kvHeads, d,
-            causal, packed, gdOh.View, gdelta.View, gdQ.View, gdK.View, gdV.View);
+        FlashAttentionHalf.Forward(k, type, new(gq.View, gk.View, gv.View, segView, packed), new(batch, seq, heads, kvHeads, d,
+            causal), new(go.View, glse.View));
+        FlashAttentionHalf.Backward(k, type, gdO.View, new(gq.View, gk.View, gv.View, segView, packed), new(batch, seq, heads,
+            kvHeads, d, causal), new(go.View, glse.View), gdOh.View, gdelta.View, new(gdQ.View, gdK.View, gdV.View));
         acc.Synchronize();
         float[][] skipped = [go.GetAsArray1D(), glse.GetAsArray1D(), gdQ.GetAsArray1D(), gdK.GetAsArray1D(), gdV.GetAsArray1D()];
         double tol = type == HalfType.BFloat16 ? 2e-2 : 5e-3;
@@ -279,9 +282,10 @@ static class AttentionBench
             using var fo = acc.Allocate1D<float>(qn); using var flse = acc.Allocate1D<float>(rows); using var fdQ = acc.Allocate1D<float>(qn);
             using var fdK = acc.Allocate1D<float>(kvn); using var fdV = acc.Allocate1D<float>(kvn);
             // The same (mma.sync) kernels without skipping: unsorted ids would otherwise take the wgmma kernels on Hopper.
-            FlashAttentionHalf.Forward(mmaSyncAll, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, false, fo.View, flse.View);
-            FlashAttentionHalf.Backward(mmaSyncAll, type, gdO.View, gq.View, gk.View, gv.View, fo.View, flse.View, segView, batch, seq, heads, kvHeads, d,
-                causal, false, gdOh.View, gdelta.View, fdQ.View, fdK.View, fdV.View);
+            FlashAttentionHalf.Forward(mmaSyncAll, type, new(gq.View, gk.View, gv.View, segView), new(batch, seq, heads, kvHeads, d,
+                causal), new(fo.View, flse.View));
+            FlashAttentionHalf.Backward(mmaSyncAll, type, gdO.View, new(gq.View, gk.View, gv.View, segView), new(batch, seq, heads,
+                kvHeads, d, causal), new(fo.View, flse.View), gdOh.View, gdelta.View, new(fdQ.View, fdK.View, fdV.View));
             acc.Synchronize();
             float[][] full = [fo.GetAsArray1D(), flse.GetAsArray1D(), fdQ.GetAsArray1D(), fdK.GetAsArray1D(), fdV.GetAsArray1D()];
             long differ = 0;
@@ -293,8 +297,8 @@ static class AttentionBench
             if (d == 128)
             {
                 // Unsorted: the backward Hopper takes at d 128 (wgmma kernels) on the packed ids, against the reference.
-                FlashAttentionHalf.Backward(k, type, gdO.View, gq.View, gk.View, gv.View, go.View, glse.View, segView, batch, seq, heads, kvHeads, d,
-                    causal, false, gdOh.View, gdelta.View, fdQ.View, fdK.View, fdV.View);
+                FlashAttentionHalf.Backward(k, type, gdO.View, new(gq.View, gk.View, gv.View, segView), new(batch, seq, heads,
+                    kvHeads, d, causal), new(go.View, glse.View), gdOh.View, gdelta.View, new(fdQ.View, fdK.View, fdV.View));
                 acc.Synchronize();
                 line += "; full loop";
                 foreach (var (name, want, got) in new[] { ("dQ", dQ, fdQ), ("dK", dK, fdK), ("dV", dV, fdV) })
@@ -331,7 +335,7 @@ static class AttentionBench
         var seg = new int[packed ? batch * seq : 1];
         for (int t = 1; t < seg.Length; t++) seg[t] = seg[t - 1] + (t % seq == 0 || rng.Next(40) == 0 ? 1 : 0);
         var (o, lse) = (new float[qn], new float[rows]);
-        FlashAttentionHalf.ForwardCpu<float>(q, kv, v, packed ? seg : [], batch, seq, heads, kvHeads, d, causal, o, lse);
+        Attention.ForwardCpu<float>(q, kv, v, packed ? seg : [], new(batch, seq, heads, kvHeads, d, causal), o, lse);
         using var gq = acc.Allocate1D(qb); using var gk = acc.Allocate1D(kb); using var gv = acc.Allocate1D(vb); using var gseg = acc.Allocate1D(seg);
         var segView = gseg.View.SubView(0, packed ? batch * seq : 0);
         using var go = acc.Allocate1D<float>(qn); using var glse = acc.Allocate1D<float>(rows);
@@ -340,8 +344,8 @@ static class AttentionBench
         foreach (var (wgs, stages) in WgmmaVariants(d))
         {
             go.View.MemSet(0xFF); glse.View.MemSet(0xFF);
-            FlashAttentionHalf.ForwardWgmma(k, type, gq.View, gk.View, gv.View, segView, batch, seq, heads, kvHeads, d, causal, go.View, glse.View,
-                wgs, stages);
+            FlashAttentionHalf.ForwardWgmma(k, type, new(gq.View, gk.View, gv.View, segView), new(batch, seq, heads, kvHeads, d,
+                causal), new(go.View, glse.View), wgs, stages);
             acc.Synchronize();
             var line = $"check wgmma w{wgs}s{stages} {type} batch {batch} seq {seq} heads {heads}/{kvHeads} d {d} packed {packed} causal {causal}:";
             bool good = true;
@@ -380,11 +384,12 @@ static class AttentionBench
         // NaN-poisoned: an unwritten output shows
         for (int i = 0; i < bufs.Length; i++) { bufs[i] = acc.Allocate1D<float>(sizes[i]); bufs[i].View.SubView(0, sizes[i]).MemSet(0xFF); }
         var (o, dQ, dK, dV, fo, lse, delta, fdQ, fdK, fdV) = (bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], bufs[6], bufs[7], bufs[8], bufs[9]);
-        Attention.Forward(k, q.View, kk.View, v.View, segView, batch, seq, heads, kvHeads, d, probs.View, o.View);
-        Attention.Backward(k, dO.View, q.View, kk.View, v.View, probs.View, batch, seq, heads, kvHeads, d, dS.View, dQ.View, dK.View, dV.View);
-        FlashAttention.Forward(k, q.View, kk.View, v.View, segView, batch, seq, heads, kvHeads, d, fo.View, lse.View);
-        FlashAttention.Backward(k, dO.View, q.View, kk.View, v.View, fo.View, lse.View, segView, batch, seq, heads, kvHeads, d,
-            delta.View, fdQ.View, fdK.View, fdV.View);
+        NaiveAttention.Forward(k, q.View, kk.View, v.View, segView, batch, seq, heads, kvHeads, d, probs.View, o.View);
+        NaiveAttention.Backward(k, dO.View, q.View, kk.View, v.View, probs.View, batch, seq, heads, kvHeads, d, dS.View, dQ.View,
+            dK.View, dV.View);
+        FlashAttention.Forward(k, new(q.View, kk.View, v.View, segView), new(batch, seq, heads, kvHeads, d), new(fo.View, lse.View));
+        FlashAttention.Backward(k, dO.View, new(q.View, kk.View, v.View, segView), new(batch, seq, heads, kvHeads, d), new(fo.View,
+            lse.View), delta.View, new(fdQ.View, fdK.View, fdV.View));
         acc.Synchronize();
         bool ok = true;
         var line = $"check batch {batch} seq {seq} heads {heads}/{kvHeads} d {d} packed {packed}:";

@@ -1,5 +1,5 @@
 // Memory-O(seq) causal attention, FlashAttention-2 style, fp32 on CUDA cores (no tensor cores yet). Same maths, layouts and
-// masking as Attention (its CPU references are the spec for o, dQ, dK, dV); no [seq, seq] buffer anywhere.
+// masking as Attention (Attention.ForwardCpu/BackwardCpu are the spec for o, logSumExp, dQ, dK, dV); no [seq, seq] buffer anywhere.
 //   q, o[batch*seq, numHeads, headDim]; k, v[batch*seq, numKvHeads, headDim]; query head h reads kv head h / (numHeads/numKvHeads);
 //   key j visible to query i iff j <= i and, when segmentIds[batch*seq] is given, seg[j] == seg[i]; headDim <= MaxHeadDim.
 //   -> o, logSumExp[batch, numHeads, seq] = log sum_j exp(s_ij) over visible keys, s_ij = (q_i . k_j) * scale (saved for backward).
@@ -314,10 +314,11 @@ public static class FlashAttention
 
     // q, o[batch*seq, numHeads, headDim]; kk, v[batch*seq, numKvHeads, headDim]; segmentIds[batch*seq] or an empty view
     // (one segment per row); logSumExp[batch, numHeads, seq]. o and logSumExp are overwritten.
-    public static void Forward(KernelRegistry k, FloatView q, FloatView kk, FloatView v, IntView segmentIds, int batch, int seq, int numHeads,
-        int numKvHeads, int headDim, FloatView o, FloatView logSumExp)
+    public static void Forward(KernelRegistry k, Attention.Inputs<float> x, Attention.Sizes s, Attention.Output output)
     {
-        var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
+        Validate(s);
+        var (q, kk, v, segmentIds, _) = x;
+        var (o, logSumExp) = output;
         Attention.Need(s.QueryElements, (nameof(q), q.Length), (nameof(o), o.Length));
         Attention.Need(s.KeyValueElements, (nameof(kk), kk.Length), (nameof(v), v.Length));
         Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length));
@@ -330,11 +331,13 @@ public static class FlashAttention
 
     // dO, q, o, dQ[batch*seq, numHeads, headDim]; kk, v, dK, dV[batch*seq, numKvHeads, headDim]; logSumExp from Forward and
     // delta (scratch, overwritten) [batch, numHeads, seq]; segmentIds as in Forward. dQ, dK, dV are overwritten.
-    public static void Backward(KernelRegistry k, FloatView dO, FloatView q, FloatView kk, FloatView v, FloatView o, FloatView logSumExp,
-        IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim, FloatView delta, FloatView dQ, FloatView dK,
-        FloatView dV)
+    public static void Backward(KernelRegistry k, FloatView dO, Attention.Inputs<float> x, Attention.Sizes s, Attention.Output forward,
+        FloatView delta, Attention.Grads grads)
     {
-        var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
+        Validate(s);
+        var (q, kk, v, segmentIds, _) = x;
+        var (o, logSumExp) = forward;
+        var (dQ, dK, dV) = grads;
         Attention.Need(s.QueryElements, (nameof(dO), dO.Length), (nameof(q), q.Length), (nameof(o), o.Length), (nameof(dQ), dQ.Length));
         Attention.Need(s.KeyValueElements, (nameof(kk), kk.Length), (nameof(v), v.Length), (nameof(dK), dK.Length), (nameof(dV), dV.Length));
         Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length), (nameof(delta), delta.Length));
@@ -365,43 +368,11 @@ public static class FlashAttention
 
     static Dims ToDims(Attention.Sizes s) => new(s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim, Attention.Scale(s.HeadDim));
 
-    static Attention.Sizes Validate(int batch, int seq, int numHeads, int numKvHeads, int headDim)
+    static void Validate(Attention.Sizes s)
     {
-        var s = new Attention.Sizes(batch, seq, numHeads, numKvHeads, headDim).Validate();
-        if (headDim > MaxHeadDim) throw new ArgumentException($"flash attention supports headDim <= {MaxHeadDim}, got {headDim}", nameof(headDim));
-        return s;
-    }
-
-    // ---- CPU reference: o, dQ, dK, dV are Attention.ForwardCpu / BackwardCpu; this is the spec of the one new output ----
-
-    // q[batch*seq, numHeads, headDim]; k[batch*seq, numKvHeads, headDim]; segmentIds[batch*seq] or empty -> logSumExp[batch, numHeads, seq]
-    public static void LogSumExpCpu<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<int> segmentIds, int batch, int seq, int numHeads,
-        int numKvHeads, int headDim, Span<T> logSumExp) where T : IFloatingPointIeee754<T>
-    {
-        var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
-        Attention.Need(s.QueryElements, (nameof(q), q.Length));
-        Attention.Need(s.KeyValueElements, (nameof(k), k.Length));
-        Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length));
-        T scale = T.CreateChecked(1.0 / Math.Sqrt(headDim));
-        var scores = new T[seq];
-        for (int b = 0; b < batch; b++)
-            for (int h = 0; h < numHeads; h++)
-                for (int i = 0; i < seq; i++)
-                {
-                    var qi = q.Slice(((b * seq + i) * numHeads + h) * headDim, headDim);
-                    T max = T.NegativeInfinity;
-                    for (int j = 0; j <= i; j++)
-                    {
-                        bool visible = segmentIds.IsEmpty || segmentIds[b * seq + j] == segmentIds[b * seq + i];
-                        var kj = k.Slice(((b * seq + j) * numKvHeads + h / s.Groups) * headDim, headDim);
-                        T dot = T.Zero;
-                        for (int d = 0; d < headDim; d++) dot += qi[d] * kj[d];
-                        scores[j] = visible ? dot * scale : T.NegativeInfinity;
-                        max = T.Max(max, scores[j]);
-                    }
-                    T sum = T.Zero;
-                    for (int j = 0; j <= i; j++) sum += T.Exp(scores[j] - max);
-                    logSumExp[(b * numHeads + h) * seq + i] = max + T.Log(sum);
-                }
+        s.Validate();
+        if (s.HeadDim > MaxHeadDim) throw new ArgumentException($"flash attention supports headDim <= {MaxHeadDim}, got {s.HeadDim}",
+            nameof(s));
+        if (!s.Causal) throw new ArgumentException("fp32 flash attention is causal only", nameof(s));
     }
 }

@@ -270,11 +270,15 @@ public static partial class FlashAttentionHalf
     // Forward through the wgmma kernel, `warpgroups` (1 or 2) of 64 query rows per group, `stages` K/V slots (2 ..
     // WgmmaMaxStages; 0: 2, which matched or beat 3 on the H100 at d 128: 297 vs 290 TFLOP/s at seq 8192 causal); other
     // arguments as in Forward.
-    internal static void ForwardWgmma(KernelRegistry k, HalfType type, ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v,
-        IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, FloatView o, FloatView logSumExp,
+    internal static void ForwardWgmma(KernelRegistry k, HalfType type, Attention.Inputs<ushort> x, Attention.Sizes s,
+        Attention.Output output,
         int warpgroups, int stages = 0)
     {
-        var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
+        Validate(s);
+        var (q, kk, v, segmentIds, _) = x;
+        var (o, logSumExp) = output;
+        int seq = s.Seq, headDim = s.HeadDim;
+        bool causal = s.Causal;
         if (!WgmmaHeadDims.Contains(headDim))
             throw new ArgumentException($"wgmma flash attention supports head dims {string.Join('/', WgmmaHeadDims)}, got {headDim}", nameof(headDim));
         ArgumentOutOfRangeException.ThrowIfLessThan(warpgroups, 1);

@@ -40,7 +40,7 @@
 // tensor-core, ldmatrix and cp.async sites are Gemm's (IPlatform: inline PTX on CUDA, a C# emulation that moves the same
 // values between lanes on the CPU accelerator, so CI tests the fragment layouts). On that accelerator each typed view of the
 // dynamic shared memory is a buffer of its own, so tiles are only ever touched through the ushort view.
-// CPU reference: ForwardCpu/BackwardCpu, naive O(seq^2) per row, generic (fp64 for finite differences).
+// CPU reference: Attention.ForwardCpu/BackwardCpu with the causal flag (the one reference of the attention math).
 using System.Numerics;
 using System.Runtime.InteropServices;
 using System.Reflection;
@@ -238,21 +238,22 @@ public static partial class FlashAttentionHalf
 
     // ---- launchers ----
 
-    // q[batch*seq, numHeads, headDim], kk, v[batch*seq, numKvHeads, headDim] as `type` bits; segmentIds[batch*seq] or empty;
-    // segmentsSorted: the ids never decrease along a batch row (SegmentsSorted), so fully masked tiles are skipped
-    // -> o[batch*seq, numHeads, headDim], logSumExp[batch, numHeads, seq] (both overwritten)
-    public static void Forward(KernelRegistry k, HalfType type, ArrayView<ushort> q, ArrayView<ushort> kk, ArrayView<ushort> v,
-        IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, bool segmentsSorted,
-        FloatView o, FloatView logSumExp)
+    // x: q, k, v as `type` bits, segment ids (sorted ones let fully masked tiles be skipped)
+    // -> output: o[batch*seq, numHeads, headDim], logSumExp[batch, numHeads, seq] (both overwritten)
+    public static void Forward(KernelRegistry k, HalfType type, Attention.Inputs<ushort> x, Attention.Sizes s, Attention.Output output)
     {
+        var (q, kk, v, segmentIds, segmentsSorted) = x;
+        var (o, logSumExp) = output;
+        int seq = s.Seq, headDim = s.HeadDim;
+        bool causal = s.Causal;
         // Hopper: FlashAttentionHalf.Wgmma.cs, except for packed rows with sorted ids, where this kernel's tile skipping does
         // far less work (the wgmma kernel masks every tile).
         if (WgmmaForwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0))
         {
-            ForwardWgmma(k, type, q, kk, v, segmentIds, batch, seq, numHeads, numKvHeads, headDim, causal, o, logSumExp, 2);
+            ForwardWgmma(k, type, x, s, output, 2);
             return;
         }
-        var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
+        Validate(s);
         Attention.Need(s.QueryElements, (nameof(q), q.Length), (nameof(o), o.Length));
         Attention.Need(s.KeyValueElements, (nameof(kk), kk.Length), (nameof(v), v.Length));
         Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length));
@@ -264,25 +265,28 @@ public static partial class FlashAttentionHalf
         kernel(k.Stream, Config(s.Batch * s.NumHeads, seq, ForwardRows, smem), q, kk, v, segmentIds, p, o, logSumExp);
     }
 
-    // dO (fp32), o[batch*seq, numHeads, headDim]; q, kk, v as in Forward; logSumExp from Forward; segmentIds, segmentsSorted as in Forward;
-    // dOHalf[batch*seq, numHeads, headDim] and delta[batch, numHeads, seq] are scratch (overwritten);
-    // -> dQ[batch*seq, numHeads, headDim], dK, dV[batch*seq, numKvHeads, headDim] fp32 (overwritten)
-    public static void Backward(KernelRegistry k, HalfType type, FloatView dO, ArrayView<ushort> q, ArrayView<ushort> kk,
-        ArrayView<ushort> v, FloatView o, FloatView logSumExp, IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads,
-        int headDim, bool causal, bool segmentsSorted, ArrayView<ushort> dOHalf, FloatView delta, FloatView dQ, FloatView dK, FloatView dV) =>
-        Backward(k, type, dO, q, kk, v, o, logSumExp, segmentIds, batch, seq, numHeads, numKvHeads, headDim, causal, segmentsSorted,
-            dOHalf, delta, dQ, dK, dV, WgmmaBackwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0),
-            k.Options.WgmmaAttentionBackwardQuery && WgmmaBackwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0));
+    // dO (fp32)[batch*seq, numHeads, headDim]; x, s as in Forward; forward: o and logSumExp from Forward;
+    // dOHalf[batch*seq, numHeads, headDim] and delta[batch, numHeads, seq] are scratch (overwritten) -> grads (fp32, overwritten)
+    public static void Backward(KernelRegistry k, HalfType type, FloatView dO, Attention.Inputs<ushort> x, Attention.Sizes s,
+        Attention.Output forward, ArrayView<ushort> dOHalf, FloatView delta, Attention.Grads grads)
+    {
+        bool wgmma = WgmmaBackwardApplies(k, s.HeadDim) && !(x.SegmentsSorted && x.SegmentIds.Length != 0);
+        Backward(k, type, dO, x, s, forward, dOHalf, delta, grads, (wgmma, wgmma && k.Options.WgmmaAttentionBackwardQuery));
+    }
 
-    // As above; wgmmaKeyValue, wgmmaQuery: dK and dV, dQ through the wgmma kernels (FlashAttentionHalf.Wgmma.cs; head dim 128;
+    // As above; wgmma.KeyValue, wgmma.Query: dK and dV, dQ through the wgmma kernels (FlashAttentionHalf.Wgmma.cs; head dim 128;
     // the tests force them on the CPU accelerator, where they run emulated). Backward takes it on Hopper at d 128 except for packed rows with sorted ids:
     // there the mma.sync kernel's 32-row query tiles skip more (H100, the packed row of AttentionBench: 317 against 334 us).
-    internal static void Backward(KernelRegistry k, HalfType type, FloatView dO, ArrayView<ushort> q, ArrayView<ushort> kk,
-        ArrayView<ushort> v, FloatView o, FloatView logSumExp, IntView segmentIds, int batch, int seq, int numHeads, int numKvHeads,
-        int headDim, bool causal, bool segmentsSorted, ArrayView<ushort> dOHalf, FloatView delta, FloatView dQ, FloatView dK, FloatView dV,
-        bool wgmmaKeyValue, bool wgmmaQuery = false)
+    internal static void Backward(KernelRegistry k, HalfType type, FloatView dO, Attention.Inputs<ushort> x, Attention.Sizes s,
+        Attention.Output forward, ArrayView<ushort> dOHalf, FloatView delta, Attention.Grads grads, (bool KeyValue, bool Query) wgmma)
     {
-        var s = Validate(batch, seq, numHeads, numKvHeads, headDim);
+        Validate(s);
+        var (q, kk, v, segmentIds, segmentsSorted) = x;
+        var (o, logSumExp) = forward;
+        var (dQ, dK, dV) = grads;
+        var (wgmmaKeyValue, wgmmaQuery) = wgmma;
+        int seq = s.Seq, headDim = s.HeadDim;
+        bool causal = s.Causal;
         Attention.Need(s.QueryElements, (nameof(dO), dO.Length), (nameof(q), q.Length), (nameof(o), o.Length),
             (nameof(dOHalf), dOHalf.Length), (nameof(dQ), dQ.Length));
         Attention.Need(s.KeyValueElements, (nameof(kk), kk.Length), (nameof(v), v.Length), (nameof(dK), dK.Length), (nameof(dV), dV.Length));
@@ -295,7 +299,6 @@ public static partial class FlashAttentionHalf
 
         if (wgmmaQuery) BackwardQueryWgmma(k, type, q, kk, v, dOHalf, segmentIds, logSumExp, delta, s, causal, dQ);
         else BackwardQuery(k, type, q, kk, v, dOHalf, segmentIds, logSumExp, delta, s, causal, segmentsSorted, dQ);
-        if (wgmmaKeyValue)
         if (wgmmaKeyValue)
         {
             BackwardKeyValueWgmma(k, type, q, kk, v, dOHalf, segmentIds, logSumExp, delta, s, causal, segmentsSorted, dK, dV);
@@ -330,9 +333,10 @@ public static partial class FlashAttentionHalf
         return true;
     }
 
-    static Attention.Sizes Validate(int batch, int seq, int numHeads, int numKvHeads, int headDim)
+    static Attention.Sizes Validate(Attention.Sizes s)
     {
-        var s = new Attention.Sizes(batch, seq, numHeads, numKvHeads, headDim).Validate();
+        s.Validate();
+        int headDim = s.HeadDim;
         if (!SupportsHeadDim(headDim))
             throw new ArgumentException($"tensor-core flash attention supports head dims {string.Join('/', HeadDims)}, got {headDim}", nameof(headDim));
         return s;
@@ -375,111 +379,4 @@ public static partial class FlashAttentionHalf
     // Launchers take the stream first.
     static T Load<T>(KernelRegistry k, string kind, int headDim, HalfType type, int smemBytes) where T : Delegate =>
         k.Get<T>(Declaration(kind, headDim, type, k.IsEmulated, smemBytes));
-
-    // ---- CPU reference: naive, per query row, no [seq, seq] buffer ----
-
-    // q[batch*seq, numHeads, headDim]; k, v[batch*seq, numKvHeads, headDim]; segmentIds[batch*seq] or empty
-    // -> o[batch*seq, numHeads, headDim], logSumExp[batch, numHeads, seq]
-    public static void ForwardCpu<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<int> segmentIds, int batch,
-        int seq, int numHeads, int numKvHeads, int headDim, bool causal, Span<T> o, Span<T> logSumExp) where T : IFloatingPointIeee754<T>
-    {
-        var s = CheckCpu(q.Length, k.Length, v.Length, segmentIds.Length, batch, seq, numHeads, numKvHeads, headDim);
-        Attention.Need(s.QueryElements, (nameof(o), o.Length));
-        Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length));
-        var p = new T[seq];
-        for (int b = 0; b < batch; b++)
-            for (int h = 0; h < numHeads; h++)
-                for (int i = 0; i < seq; i++)
-                {
-                    T lse = RowProbs(q, k, segmentIds, s, causal, b, h, i, p);
-                    logSumExp[(b * numHeads + h) * seq + i] = lse;
-                    var oi = o.Slice(((b * seq + i) * numHeads + h) * headDim, headDim);
-                    oi.Clear();
-                    for (int j = 0; j < seq; j++)
-                    {
-                        var vj = v.Slice(((b * seq + j) * numKvHeads + h / s.Groups) * headDim, headDim);
-                        for (int d = 0; d < headDim; d++) oi[d] += p[j] * vj[d];
-                    }
-                }
-    }
-
-    // dO[batch*seq, numHeads, headDim]; q, k, v, segmentIds as in ForwardCpu -> dQ, dK, dV (overwritten)
-    public static void BackwardCpu<T>(ReadOnlySpan<T> dO, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
-        ReadOnlySpan<int> segmentIds, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal,
-        Span<T> dQ, Span<T> dK, Span<T> dV) where T : IFloatingPointIeee754<T>
-    {
-        var s = CheckCpu(q.Length, k.Length, v.Length, segmentIds.Length, batch, seq, numHeads, numKvHeads, headDim);
-        Attention.Need(s.QueryElements, (nameof(dO), dO.Length), (nameof(dQ), dQ.Length));
-        Attention.Need(s.KeyValueElements, (nameof(dK), dK.Length), (nameof(dV), dV.Length));
-        T scale = T.CreateChecked(1.0 / Math.Sqrt(headDim));
-        dQ[..s.QueryElements].Clear();
-        dK[..s.KeyValueElements].Clear();
-        dV[..s.KeyValueElements].Clear();
-        var p = new T[seq];
-        var dP = new T[seq];
-        for (int b = 0; b < batch; b++)
-            for (int h = 0; h < numHeads; h++)
-                for (int i = 0; i < seq; i++)
-                {
-                    RowProbs(q, k, segmentIds, s, causal, b, h, i, p);
-                    long qi = ((b * seq + i) * numHeads + h) * headDim;
-                    var dOi = dO.Slice((int)qi, headDim);
-                    T sum = T.Zero;
-                    for (int j = 0; j < seq; j++)
-                    {
-                        var vj = v.Slice(((b * seq + j) * numKvHeads + h / s.Groups) * headDim, headDim);
-                        T dot = T.Zero;
-                        for (int d = 0; d < headDim; d++) dot += dOi[d] * vj[d];
-                        dP[j] = dot;
-                        sum += p[j] * dot;
-                    }
-                    for (int j = 0; j < seq; j++)
-                    {
-                        if (p[j] == T.Zero) continue;
-                        long kj = ((b * seq + j) * numKvHeads + h / s.Groups) * headDim;
-                        T dS = p[j] * (dP[j] - sum) * scale;
-                        for (int d = 0; d < headDim; d++)
-                        {
-                            dQ[(int)qi + d] += dS * k[(int)kj + d];
-                            dK[(int)kj + d] += dS * q[(int)qi + d];
-                            dV[(int)kj + d] += p[j] * dOi[d];
-                        }
-                    }
-                }
-    }
-
-    // Softmax row i of head h into p[seq] (0 at masked keys); returns its log-sum-exp.
-    static T RowProbs<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<int> segmentIds, Attention.Sizes s, bool causal,
-        int b, int h, int i, T[] p) where T : IFloatingPointIeee754<T>
-    {
-        int seq = s.Seq, hd = s.HeadDim;
-        T scale = T.CreateChecked(1.0 / Math.Sqrt(hd));
-        var qi = q.Slice(((b * seq + i) * s.NumHeads + h) * hd, hd);
-        T max = T.NegativeInfinity;
-        for (int j = 0; j < seq; j++)
-        {
-            bool visible = (!causal || j <= i) && (segmentIds.IsEmpty || segmentIds[b * seq + j] == segmentIds[b * seq + i]);
-            T dot = T.Zero;
-            if (visible)
-            {
-                var kj = k.Slice(((b * seq + j) * s.NumKvHeads + h / s.Groups) * hd, hd);
-                for (int d = 0; d < hd; d++) dot += qi[d] * kj[d];
-            }
-            p[j] = visible ? dot * scale : T.NegativeInfinity;
-            max = T.Max(max, p[j]);
-        }
-        T sum = T.Zero;
-        for (int j = 0; j < seq; j++) sum += p[j] = T.Exp(p[j] - max);
-        for (int j = 0; j < seq; j++) p[j] /= sum;
-        return max + T.Log(sum);
-    }
-
-    static Attention.Sizes CheckCpu(int q, int k, int v, int segments, int batch, int seq, int numHeads, int numKvHeads, int headDim)
-    {
-        var s = new Attention.Sizes(batch, seq, numHeads, numKvHeads, headDim).Validate();
-        Attention.Need(s.QueryElements, (nameof(q), q));
-        Attention.Need(s.KeyValueElements, (nameof(k), k), (nameof(v), v));
-        if (segments != 0) Attention.Need(s.Tokens, ("segmentIds", segments));
-        return s;
-    }
 }

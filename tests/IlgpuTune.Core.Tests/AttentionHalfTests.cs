@@ -39,8 +39,8 @@ public class AttentionHalfTests
         }
         var (oRef, dQRef, dKRef, dVRef) = (new float[o.Length], new float[dQ.Length], new float[dK.Length], new float[dV.Length]);
         var probs = new float[batch * heads * seq * seq];
-        Attention.ForwardCpu<float>(qData, kData, vData, segData, batch, seq, heads, kvHeads, hd, probs, oRef);
-        Attention.BackwardCpu<float>(gData, qData, kData, vData, probs, batch, seq, heads, kvHeads, hd, dQRef, dKRef, dVRef);
+        Attention.ForwardCpu<float>(qData, kData, vData, segData, new(batch, seq, heads, kvHeads, hd), oRef, [], probs);
+        Attention.BackwardCpu<float>(gData, qData, kData, vData, segData, new(batch, seq, heads, kvHeads, hd), dQRef, dKRef, dVRef);
         foreach (var (name, want, got) in new[] { ("o", oRef, o), ("dQ", dQRef, dQ), ("dK", dKRef, dK), ("dV", dVRef, dV) })
         {
             double rel = Close.RelativeToMax(want, got);

@@ -28,8 +28,8 @@ public class AttentionTests(IlgpuCpuFixture gpu)
         var probs = new float[pn];
         var o = new float[qn];
         var (dQ, dK, dV) = (new float[qn], new float[kvn], new float[kvn]);
-        Attention.ForwardCpu<float>(q, k, v, segments, batch, seq, numHeads, numKvHeads, headDim, probs, o);
-        Attention.BackwardCpu<float>(dO, q, k, v, probs, batch, seq, numHeads, numKvHeads, headDim, dQ, dK, dV);
+        Attention.ForwardCpu<float>(q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim), o, [], probs);
+        Attention.BackwardCpu<float>(dO, q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim), dQ, dK, dV);
 
         using var gq = gpu.Upload(q); using var gk = gpu.Upload(k); using var gv = gpu.Upload(v); using var gdO = gpu.Upload(dO);
         using var gseg = packed ? gpu.Upload(segments) : null;
@@ -38,8 +38,9 @@ public class AttentionTests(IlgpuCpuFixture gpu)
         using var gdS = gpu.Upload(Rand.Floats(6, pn)); using var gdQ = gpu.Upload(Rand.Floats(7, qn));
         using var gdK = gpu.Upload(Rand.Floats(8, kvn)); using var gdV = gpu.Upload(Rand.Floats(9, kvn));
         var segView = gseg?.View ?? ArrayView<int>.Empty;
-        Attention.Forward(gpu.Kernels, gq.View, gk.View, gv.View, segView, batch, seq, numHeads, numKvHeads, headDim, gp.View, go.View);
-        Attention.Backward(gpu.Kernels, gdO.View, gq.View, gk.View, gv.View, gp.View, batch, seq, numHeads, numKvHeads, headDim,
+        NaiveAttention.Forward(gpu.Kernels, gq.View, gk.View, gv.View, segView, batch, seq, numHeads, numKvHeads, headDim, gp.View,
+            go.View);
+        NaiveAttention.Backward(gpu.Kernels, gdO.View, gq.View, gk.View, gv.View, gp.View, batch, seq, numHeads, numKvHeads, headDim,
             gdS.View, gdQ.View, gdK.View, gdV.View);
         gpu.Accelerator.Synchronize();
 
@@ -59,7 +60,7 @@ public class AttentionTests(IlgpuCpuFixture gpu)
         var v = Rand.Doubles(3, seq * headDim);
         var probs = new double[heads * seq * seq];
         var o = new double[q.Length];
-        Attention.ForwardCpu<double>(q, k, v, [], 1, seq, heads, 1, headDim, probs, o);
+        Attention.ForwardCpu<double>(q, k, v, [], new(1, seq, heads, 1, headDim), o, [], probs);
         for (int h = 0; h < heads; h++)
         {
             Assert.Equal(v.AsSpan(0, headDim).ToArray(), o.AsSpan(h * headDim, headDim).ToArray());
@@ -86,8 +87,8 @@ public class AttentionTests(IlgpuCpuFixture gpu)
         }
         var (oGrouped, oRepeated) = (new double[q.Length], new double[q.Length]);
         var probs = new double[batch * numHeads * seq * seq];
-        Attention.ForwardCpu<double>(q, k, v, [], batch, seq, numHeads, numKvHeads, headDim, probs, oGrouped);
-        Attention.ForwardCpu<double>(q, Repeat(k), Repeat(v), [], batch, seq, numHeads, numHeads, headDim, probs, oRepeated);
+        Attention.ForwardCpu<double>(q, k, v, [], new(batch, seq, numHeads, numKvHeads, headDim), oGrouped, [], probs);
+        Attention.ForwardCpu<double>(q, Repeat(k), Repeat(v), [], new(batch, seq, numHeads, numHeads, headDim), oRepeated, [], probs);
         Assert.Equal(oRepeated, oGrouped);
     }
 
@@ -100,12 +101,12 @@ public class AttentionTests(IlgpuCpuFixture gpu)
         var k = Rand.Doubles(2, 5 * headDim);
         var v = Rand.Doubles(3, 5 * headDim);
         var oPacked = new double[q.Length];
-        Attention.ForwardCpu<double>(q, k, v, [7, 7, 9, 9, 9], 1, 5, heads, 1, headDim, new double[heads * 25], oPacked);
+        Attention.ForwardCpu<double>(q, k, v, [7, 7, 9, 9, 9], new(1, 5, heads, 1, headDim), oPacked, [], new double[heads * 25]);
         foreach (var (start, len) in new[] { (0, 2), (2, 3) })
         {
             var o = new double[len * heads * headDim];
             Attention.ForwardCpu<double>(q.AsSpan(start * heads * headDim, o.Length), k.AsSpan(start * headDim, len * headDim),
-                v.AsSpan(start * headDim, len * headDim), [], 1, len, heads, 1, headDim, new double[heads * len * len], o);
+                v.AsSpan(start * headDim, len * headDim), [], new(1, len, heads, 1, headDim), o, [], new double[heads * len * len]);
             Assert.Equal(o, oPacked.AsSpan(start * heads * headDim, o.Length).ToArray());
         }
     }
@@ -113,7 +114,7 @@ public class AttentionTests(IlgpuCpuFixture gpu)
     [Fact]
     public void RejectsHeadsNotMultipleOfKvHeads() =>
         Assert.Throws<ArgumentException>(() =>
-            Attention.ForwardCpu<float>(new float[3], new float[2], new float[2], [], 1, 1, 3, 2, 1, new float[3], new float[3]));
+            Attention.ForwardCpu<float>(new float[3], new float[2], new float[2], [], new(1, 1, 3, 2, 1), new float[3], [], new float[3]));
 
     [Property(MaxTest = 25)]
     public Property Backward_MatchesFiniteDifferences()
@@ -134,14 +135,16 @@ public class AttentionTests(IlgpuCpuFixture gpu)
             double Loss(double[] qq, double[] kk, double[] vv)
             {
                 var o = new double[q.Length];
-                Attention.ForwardCpu<double>(qq, kk, vv, segments, batch, seq, numHeads, numKvHeads, headDim, new double[probs.Length], o);
+                Attention.ForwardCpu<double>(qq, kk, vv, segments, new(batch, seq, numHeads, numKvHeads, headDim), o, [],
+                    new double[probs.Length]);
                 double l = 0;
                 for (int i = 0; i < o.Length; i++) l += g[i] * o[i];
                 return l;
             }
-            Attention.ForwardCpu<double>(q, k, v, segments, batch, seq, numHeads, numKvHeads, headDim, probs, new double[q.Length]);
+            Attention.ForwardCpu<double>(q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim), new double[q.Length], [],
+                probs);
             var (dQ, dK, dV) = (new double[q.Length], new double[k.Length], new double[v.Length]);
-            Attention.BackwardCpu<double>(g, q, k, v, probs, batch, seq, numHeads, numKvHeads, headDim, dQ, dK, dV);
+            Attention.BackwardCpu<double>(g, q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim), dQ, dK, dV);
             FiniteDifference.Check("dQ", q, dQ, qq => Loss(qq, k, v));
             FiniteDifference.Check("dK", k, dK, kk => Loss(q, kk, v));
             FiniteDifference.Check("dV", v, dV, vv => Loss(q, k, vv));
@@ -188,7 +191,8 @@ public class AttentionTests(IlgpuCpuFixture gpu)
             var k = Rand.Doubles(seed + 1, seq * numKvHeads * headDim, 2);
             var v = Rand.Doubles(seed + 2, k.Length);
             var full = new double[q.Length];
-            Attention.ForwardCpu<double>(q, k, v, [], 1, seq, numHeads, numKvHeads, headDim, new double[numHeads * seq * seq], full);
+            Attention.ForwardCpu<double>(q, k, v, [], new(1, seq, numHeads, numKvHeads, headDim), full, [],
+                new double[numHeads * seq * seq]);
             var rng = new Random(seed);
             for (int start = 0; start < seq;)
             {

@@ -28,15 +28,15 @@ public class FlashAttentionHalfWgmmaTests(IlgpuCpuFixture gpu)
         var (kBits, k) = Half16(type, seed + 1, kvn, 2f);
         var (vBits, v) = Half16(type, seed + 2, kvn, 1f);
         var (o, lse) = (new float[qn], new float[rows]);
-        FlashAttentionHalf.ForwardCpu<float>(q, k, v, segments, batch, seq, numHeads, numKvHeads, headDim, causal, o, lse);
+        Attention.ForwardCpu<float>(q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim, causal), o, lse);
 
         var acc = gpu.Accelerator;
         using var gq = acc.Allocate1D(qBits); using var gk = acc.Allocate1D(kBits); using var gv = acc.Allocate1D(vBits);
         using var gseg = gpu.Upload(segments.Length > 0 ? segments : [0]);
         ArrayView<int> segView = segments.Length > 0 ? gseg.View.SubView(0, segments.Length) : ArrayView<int>.Empty;
         using var go = gpu.Upload(Rand.Floats(seed + 6, qn)); using var glse = gpu.Upload(Rand.Floats(seed + 7, rows));
-        FlashAttentionHalf.ForwardWgmma(gpu.Kernels, type, gq.View, gk.View, gv.View, segView, batch, seq, numHeads, numKvHeads, headDim,
-            causal, go.View, glse.View, warpgroups, stages);
+        FlashAttentionHalf.ForwardWgmma(gpu.Kernels, type, new(gq.View, gk.View, gv.View, segView), new(batch, seq, numHeads,
+            numKvHeads, headDim, causal), new(go.View, glse.View), warpgroups, stages);
         acc.Synchronize();
         double tol = type == HalfType.BFloat16 ? 2e-2 : 4e-3; // P enters P·V rounded to 16 bits
         double rel = Close.RelativeToMax(o, go.GetAsArray1D());
@@ -83,8 +83,8 @@ public class FlashAttentionHalfWgmmaTests(IlgpuCpuFixture gpu)
         var (_, dO) = Half16(type, seed + 3, qn, 1f); // exact in 16 bits, so the kernel's cast of dO is lossless
         var (o, lse) = (new float[qn], new float[rows]);
         var (dQ, dK, dV) = (new float[qn], new float[kvn], new float[kvn]);
-        FlashAttentionHalf.ForwardCpu<float>(q, k, v, segments, batch, seq, numHeads, numKvHeads, HeadDim, causal, o, lse);
-        FlashAttentionHalf.BackwardCpu<float>(dO, q, k, v, segments, batch, seq, numHeads, numKvHeads, HeadDim, causal, dQ, dK, dV);
+        Attention.ForwardCpu<float>(q, k, v, segments, new(batch, seq, numHeads, numKvHeads, HeadDim, causal), o, lse);
+        Attention.BackwardCpu<float>(dO, q, k, v, segments, new(batch, seq, numHeads, numKvHeads, HeadDim, causal), dQ, dK, dV);
 
         var acc = gpu.Accelerator;
         using var gq = acc.Allocate1D(qBits); using var gk = acc.Allocate1D(kBits); using var gv = acc.Allocate1D(vBits);
@@ -97,9 +97,9 @@ public class FlashAttentionHalfWgmmaTests(IlgpuCpuFixture gpu)
             // Outputs and scratch start as garbage: everything is overwritten.
             using var gdelta = gpu.Upload(Rand.Floats(s0, rows)); using var gdQ = gpu.Upload(Rand.Floats(s0 + 1, qn));
             using var gdK = gpu.Upload(Rand.Floats(s0 + 2, kvn)); using var gdV = gpu.Upload(Rand.Floats(s0 + 3, kvn));
-            FlashAttentionHalf.Backward(gpu.Kernels, type, gdO.View, gq.View, gk.View, gv.View, go.View, glse.View, segView, batch, seq,
-                numHeads, numKvHeads, HeadDim, causal, skip, gdOHalf.View, gdelta.View, gdQ.View, gdK.View, gdV.View, wgmmaKeyValue: true,
-                wgmmaQuery: !skip);
+            FlashAttentionHalf.Backward(gpu.Kernels, type, gdO.View, new(gq.View, gk.View, gv.View, segView, skip), new(batch, seq,
+                numHeads, numKvHeads, HeadDim, causal), new(go.View, glse.View), gdOHalf.View, gdelta.View, new(gdQ.View, gdK.View,
+                    gdV.View), (KeyValue: true, Query: !skip));
             acc.Synchronize();
             return [gdQ.GetAsArray1D(), gdK.GetAsArray1D(), gdV.GetAsArray1D()];
         }
@@ -150,7 +150,7 @@ public class FlashAttentionHalfWgmmaTests(IlgpuCpuFixture gpu)
     {
         using var b = gpu.Accelerator.Allocate1D<ushort>(32);
         using var f = gpu.Zeros(32);
-        Assert.Throws<ArgumentException>(() => FlashAttentionHalf.ForwardWgmma(gpu.Kernels, HalfType.BFloat16, b.View, b.View, b.View,
-            ArrayView<int>.Empty, 1, 1, 1, 1, 32, false, f.View, f.View, 1));
+        Assert.Throws<ArgumentException>(() => FlashAttentionHalf.ForwardWgmma(gpu.Kernels, HalfType.BFloat16, new(b.View, b.View,
+            b.View, ArrayView<int>.Empty), new(1, 1, 1, 1, 32, false), new(f.View, f.View), 1));
     }
 }

@@ -30,9 +30,8 @@ public class FlashAttentionTests(IlgpuCpuFixture gpu)
         var probs = new float[rows * seq];
         var (o, lse) = (new float[qn], new float[rows]);
         var (dQ, dK, dV) = (new float[qn], new float[kvn], new float[kvn]);
-        Attention.ForwardCpu<float>(q, k, v, segments, batch, seq, numHeads, numKvHeads, headDim, probs, o);
-        Attention.BackwardCpu<float>(dO, q, k, v, probs, batch, seq, numHeads, numKvHeads, headDim, dQ, dK, dV);
-        FlashAttention.LogSumExpCpu<float>(q, k, segments, batch, seq, numHeads, numKvHeads, headDim, lse);
+        Attention.ForwardCpu<float>(q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim), o, lse, probs);
+        Attention.BackwardCpu<float>(dO, q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim), dQ, dK, dV);
 
         using var gq = gpu.Upload(q); using var gk = gpu.Upload(k); using var gv = gpu.Upload(v); using var gdO = gpu.Upload(dO);
         using var gseg = packed ? gpu.Upload(segments) : null;
@@ -41,9 +40,10 @@ public class FlashAttentionTests(IlgpuCpuFixture gpu)
         using var gdelta = gpu.Upload(Rand.Floats(8, rows)); using var gdQ = gpu.Upload(Rand.Floats(9, qn));
         using var gdK = gpu.Upload(Rand.Floats(10, kvn)); using var gdV = gpu.Upload(Rand.Floats(11, kvn));
         var segView = gseg?.View ?? ArrayView<int>.Empty;
-        FlashAttention.Forward(gpu.Kernels, gq.View, gk.View, gv.View, segView, batch, seq, numHeads, numKvHeads, headDim, go.View, glse.View);
-        FlashAttention.Backward(gpu.Kernels, gdO.View, gq.View, gk.View, gv.View, go.View, glse.View, segView, batch, seq, numHeads,
-            numKvHeads, headDim, gdelta.View, gdQ.View, gdK.View, gdV.View);
+        FlashAttention.Forward(gpu.Kernels, new(gq.View, gk.View, gv.View, segView), new(batch, seq, numHeads, numKvHeads, headDim),
+            new(go.View, glse.View));
+        FlashAttention.Backward(gpu.Kernels, gdO.View, new(gq.View, gk.View, gv.View, segView), new(batch, seq, numHeads, numKvHeads,
+            headDim), new(go.View, glse.View), gdelta.View, new(gdQ.View, gdK.View, gdV.View));
         gpu.Accelerator.Synchronize();
 
         Close.Assert("o", o, go.GetAsArray1D(), 1e-5, 1e-4);
@@ -67,16 +67,17 @@ public class FlashAttentionTests(IlgpuCpuFixture gpu)
         var dO = Rand.Floats(24, qn);
         var (probs, o) = (new float[rows * seq], new float[qn]);
         var (dQ, dK, dV) = (new float[qn], new float[kvn], new float[kvn]);
-        Attention.ForwardCpu<float>(q, k, v, segments, 1, seq, numHeads, numKvHeads, headDim, probs, o);
-        Attention.BackwardCpu<float>(dO, q, k, v, probs, 1, seq, numHeads, numKvHeads, headDim, dQ, dK, dV);
+        Attention.ForwardCpu<float>(q, k, v, segments, new(1, seq, numHeads, numKvHeads, headDim), o, [], probs);
+        Attention.BackwardCpu<float>(dO, q, k, v, segments, new(1, seq, numHeads, numKvHeads, headDim), dQ, dK, dV);
 
         using var gq = gpu.Upload(q); using var gk = gpu.Upload(k); using var gv = gpu.Upload(v); using var gdO = gpu.Upload(dO);
         using var gseg = gpu.Upload(segments);
         using var go = gpu.Zeros(qn); using var glse = gpu.Zeros(rows); using var gdelta = gpu.Zeros(rows);
         using var gdQ = gpu.Zeros(qn); using var gdK = gpu.Zeros(kvn); using var gdV = gpu.Zeros(kvn);
-        FlashAttention.Forward(gpu.Kernels, gq.View, gk.View, gv.View, gseg.View, 1, seq, numHeads, numKvHeads, headDim, go.View, glse.View);
-        FlashAttention.Backward(gpu.Kernels, gdO.View, gq.View, gk.View, gv.View, go.View, glse.View, gseg.View, 1, seq, numHeads,
-            numKvHeads, headDim, gdelta.View, gdQ.View, gdK.View, gdV.View);
+        FlashAttention.Forward(gpu.Kernels, new(gq.View, gk.View, gv.View, gseg.View), new(1, seq, numHeads, numKvHeads, headDim),
+            new(go.View, glse.View));
+        FlashAttention.Backward(gpu.Kernels, gdO.View, new(gq.View, gk.View, gv.View, gseg.View), new(1, seq, numHeads, numKvHeads,
+            headDim), new(go.View, glse.View), gdelta.View, new(gdQ.View, gdK.View, gdV.View));
         gpu.Accelerator.Synchronize();
 
         Close.Assert("o", o, go.GetAsArray1D(), 1e-5, 1e-4);
@@ -101,9 +102,8 @@ public class FlashAttentionTests(IlgpuCpuFixture gpu)
             var segments = packed ? Segments(seed + 2, batch, seq) : [];
             var probs = new double[batch * numHeads * seq * seq];
             var lse = new double[batch * numHeads * seq];
-            Attention.ForwardCpu<double>(q, k, new double[k.Length], segments, batch, seq, numHeads, numKvHeads, headDim, probs,
-                new double[q.Length]);
-            FlashAttention.LogSumExpCpu<double>(q, k, segments, batch, seq, numHeads, numKvHeads, headDim, lse);
+            Attention.ForwardCpu<double>(q, k, new double[k.Length], segments, new(batch, seq, numHeads, numKvHeads, headDim),
+                new double[q.Length], lse, probs);
             double scale = 1 / Math.Sqrt(headDim);
             for (int b = 0; b < batch; b++)
                 for (int h = 0; h < numHeads; h++)
@@ -123,7 +123,7 @@ public class FlashAttentionTests(IlgpuCpuFixture gpu)
     [Fact]
     public void RejectsHeadDimPastTheTiles() =>
         Assert.Throws<ArgumentException>(() =>
-            FlashAttention.LogSumExpCpu<float>(new float[129], new float[129], [], 1, 1, 1, 1, 129, new float[1]));
+            FlashAttention.Forward(gpu.Kernels, new(default, default, default, default), new(1, 1, 1, 1, 129), new(default, default)));
 
     // Nondecreasing segment ids per row, a new sample starting with probability 1/3.
     static int[] Segments(int seed, int batch, int seq)

@@ -22,15 +22,16 @@ internal sealed partial class IlgpuBackend
         {
             (qs, ks, vs) = (Ops.CastRaw(q, precision.Matmul), Ops.CastRaw(k, precision.Matmul), Ops.CastRaw(v, precision.Matmul));
             using var none = NoSegments(segments);
-            FlashAttentionHalf.Forward(_k, precision.Half, qs.View<ushort>(), ks.View<ushort>(), vs.View<ushort>(), Segments(segments, none),
-                s.Batch, s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim, true, segmentsSorted, o.F32View, lse.F32View);
+            FlashAttentionHalf.Forward(_k, precision.Half, new(qs.View<ushort>(), ks.View<ushort>(), vs.View<ushort>(),
+                Segments(segments, none), segmentsSorted), new(s.Batch, s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim), new(o.F32View,
+                    lse.F32View));
         }
         else
         {
             (qs, ks, vs) = (q.Alias(), k.Alias(), v.Alias());
             using var none = NoSegments(segments);
-            K.FlashAttention.Forward(_k, q.F32View, k.F32View, v.F32View, Segments(segments, none), s.Batch, s.Seq, s.NumHeads, s.NumKvHeads,
-                s.HeadDim, o.F32View, lse.F32View);
+            K.FlashAttention.Forward(_k, new(q.F32View, k.F32View, v.F32View, Segments(segments, none)), new(s.Batch, s.Seq,
+                s.NumHeads, s.NumKvHeads, s.HeadDim), new(o.F32View, lse.F32View));
         }
         var saved = new AttentionSaved(s, half ? FlashHalf : Flash, qs, ks, vs, o.Alias(), lse, segments?.Alias())
             { SegmentsSorted = segmentsSorted };
@@ -50,13 +51,13 @@ internal sealed partial class IlgpuBackend
         if (saved.Implementation == FlashHalf)
         {
             using var dOHalf = Tensor.Empty(device, q.DType, dO.Shape);
-            FlashAttentionHalf.Backward(_k, Precision.HalfOf(q.DType), dO.F32View, q.View<ushort>(), k.View<ushort>(), v.View<ushort>(), o.F32View,
-                lse.F32View, segments, s.Batch, s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim, true, saved.SegmentsSorted, dOHalf.View<ushort>(),
-                delta.F32View, dQ.F32View, dK.F32View, dV.F32View);
+            FlashAttentionHalf.Backward(_k, Precision.HalfOf(q.DType), dO.F32View, new(q.View<ushort>(), k.View<ushort>(),
+                v.View<ushort>(), segments, saved.SegmentsSorted), new(s.Batch, s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim),
+                    new(o.F32View, lse.F32View), dOHalf.View<ushort>(), delta.F32View, new(dQ.F32View, dK.F32View, dV.F32View));
         }
         else
-            K.FlashAttention.Backward(_k, dO.F32View, q.F32View, k.F32View, v.F32View, o.F32View, lse.F32View, segments,
-                s.Batch, s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim, delta.F32View, dQ.F32View, dK.F32View, dV.F32View);
+            K.FlashAttention.Backward(_k, dO.F32View, new(q.F32View, k.F32View, v.F32View, segments), new(s.Batch, s.Seq, s.NumHeads,
+                s.NumKvHeads, s.HeadDim), new(o.F32View, lse.F32View), delta.F32View, new(dQ.F32View, dK.F32View, dV.F32View));
     }
 
     public void AttentionWithCache(Tensor q, Tensor keys, Tensor values, int start, int numHeads, int numKvHeads, int headDim, Tensor o)

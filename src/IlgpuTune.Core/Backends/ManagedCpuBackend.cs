@@ -147,24 +147,24 @@ internal sealed class ManagedCpuBackend : IOpBackend
         return sum;
     }
 
-    // The naive reference keeps probs[batch, heads, seq, seq] for backward.
+    // The reference keeps q, k, v and the segments; backward recomputes each softmax row (as flash does).
     public AttentionSaved? AttentionForward(AttentionShape s, Tensor q, Tensor k, Tensor v, Tensor? segments, bool segmentsSorted,
         Precision precision, Tensor o, bool keep)
     {
-        var probs = Tensor.Empty(q.Device, DType.F32, s.Batch, s.NumHeads, s.Seq, s.Seq);
-        K.Attention.ForwardCpu<float>(q.F32, k.F32, v.F32, segments is null ? ReadOnlySpan<int>.Empty : segments.I32,
-            s.Batch, s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim, probs.F32, o.F32);
-        if (keep) return new AttentionSaved(s, "reference", q.Alias(), k.Alias(), v.Alias(), probs);
-        probs.Dispose();
-        return null;
+        K.Attention.ForwardCpu<float>(q.F32, k.F32, v.F32, segments is null ? ReadOnlySpan<int>.Empty : segments.I32, Sizes(s), o.F32,
+            default);
+        return keep ? new AttentionSaved(s, "reference", q.Alias(), k.Alias(), v.Alias(), segments?.Alias()) : null;
     }
 
     public void AttentionBackward(AttentionSaved saved, Tensor dO, Tensor dQ, Tensor dK, Tensor dV)
     {
         var (s, t) = (saved.Shape, saved.Tensors);
-        K.Attention.BackwardCpu<float>(dO.F32, t[0]!.F32, t[1]!.F32, t[2]!.F32, t[3]!.F32, s.Batch, s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim,
+        K.Attention.BackwardCpu<float>(dO.F32, t[0]!.F32, t[1]!.F32, t[2]!.F32, t[3] is null ? ReadOnlySpan<int>.Empty : t[3]!.I32,
+            Sizes(s),
             dQ.F32, dK.F32, dV.F32);
     }
+
+    static K.Attention.Sizes Sizes(AttentionShape s) => new(s.Batch, s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim);
 
     public void AttentionWithCache(Tensor q, Tensor keys, Tensor values, int start, int numHeads, int numKvHeads, int headDim, Tensor o)
     {
