@@ -183,7 +183,7 @@ public sealed class TrainRun : IDisposable
         _device.UseTrainingPrecision(asked);
         _log.Info($"device: {_device}; matmuls {_device.Precision}");
         if (_device.Precision != asked)
-            _log.Warning($"dtype {cfg.Dtype}: {_device} has no {cfg.Dtype} matmuls; this run computes in float32 " +
+            _log.Warning($"dtype {cfg.Dtype}: {_device.Kind} has no {cfg.Dtype} matmuls; this run computes in float32 " +
                 (cfg.Dtype == "float16" ? "(with float16's dynamic loss scaling)" : "(losses match a float32 run, not a bfloat16 one)"));
         _rows = stats.Rows;
         _log.Info($"dataset: {stats.Samples} samples ({stats.DroppedNoLoss} without loss dropped, {stats.Truncated} truncated to " +
