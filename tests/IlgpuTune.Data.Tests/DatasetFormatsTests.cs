@@ -1,3 +1,4 @@
+using IlgpuTune.TestKit;
 using IlgpuTune.Data.Datasets;
 using IlgpuTune.Data.Templates;
 using IlgpuTune.Data.Tokenization;
@@ -8,17 +9,13 @@ namespace IlgpuTune.Data.Tests;
 /// <summary>Dataset files as users make them (json.dump(list) in a .jsonl, .txt, spreadsheets, HF folders) and map-fn parity.</summary>
 public class DatasetFormatsTests : IDisposable
 {
-    readonly string _dir = Directory.CreateTempSubdirectory("ilgpu-tune-formats-").FullName;
+    readonly TempDir _temp = new();
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    string Write(string name, string text)
-    {
-        string p = Path.Combine(_dir, name);
-        Directory.CreateDirectory(Path.GetDirectoryName(p)!);
-        File.WriteAllText(p, text);
-        return p;
-    }
+    string Dir => _temp.Path;
+
+    string Write(string name, string text) => _temp.Write(name, text);
 
     static string TinyDir => Path.Combine(RealTokenizers.RepoRoot, "src", "IlgpuTune.Training", "Assets", "tiny");
 
@@ -75,7 +72,7 @@ public class DatasetFormatsTests : IDisposable
     [Fact]
     public void XlsxFirstSheetRowsAreRecords()
     {
-        string p = Path.Combine(_dir, "sheet.xlsx");
+        string p = Path.Combine(Dir, "sheet.xlsx");
         MiniExcel.SaveAs(p, new[]
         {
             new Dictionary<string, object?> { ["instruction"] = "Add", ["input"] = "1 and 2", ["output"] = 3 },
@@ -97,17 +94,17 @@ public class DatasetFormatsTests : IDisposable
         Write("ds/data/train-00000-of-00002.jsonl", "{\"text\": \"a\"}\n");
         Write("ds/data/train-00001-of-00002.jsonl", "{\"text\": \"b\"}\n");
         Write("ds/data/test-00000-of-00001.jsonl", "{\"text\": \"held out\"}\n");
-        string dir = Path.Combine(_dir, "ds");
+        string dir = Path.Combine(Dir, "ds");
         Assert.Equal(["a", "b"], DatasetReader.Read(dir, DatasetFormat.Text).Conversations.Select(c => c.Turns[0].Output));
         Assert.Equal(2, DatasetFiles.Expand([dir]).Count);
         // No split names: every data file.
         Write("plain/dataset_info.json", "{}");
         Write("plain/part.csv", "text\nx\n");
-        Assert.Single(DatasetReader.Read(Path.Combine(_dir, "plain"), DatasetFormat.Text).Conversations);
+        Assert.Single(DatasetReader.Read(Path.Combine(Dir, "plain"), DatasetFormat.Text).Conversations);
         // save_to_disk (Arrow) is named, not misread.
         Write("saved/state.json", "{}");
         Write("saved/data-00000-of-00001.arrow", "");
-        var e = Assert.Throws<NotSupportedException>(() => DatasetReader.Read(Path.Combine(_dir, "saved"), DatasetFormat.Text));
+        var e = Assert.Throws<NotSupportedException>(() => DatasetReader.Read(Path.Combine(Dir, "saved"), DatasetFormat.Text));
         Assert.Contains("save_to_disk", e.Message);
     }
 

@@ -1,3 +1,4 @@
+using IlgpuTune.TestKit;
 using IlgpuTune.Data.Datasets;
 using IlgpuTune.Data.Templates;
 using System.Text.Json.Serialization;
@@ -7,16 +8,13 @@ namespace IlgpuTune.Data.Tests;
 
 public class DatasetTests : IDisposable
 {
-    readonly string _dir = Directory.CreateTempSubdirectory("ilgpu-tune-data-").FullName;
+    readonly TempDir _temp = new();
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    string Write(string name, string text)
-    {
-        string p = Path.Combine(_dir, name);
-        File.WriteAllText(p, text);
-        return p;
-    }
+    string Dir => _temp.Path;
+
+    string Write(string name, string text) => _temp.Write(name, text);
 
     [Fact]
     public void ConversationJsonlIsRead()
@@ -148,7 +146,7 @@ public class DatasetTests : IDisposable
     [Fact]
     public async Task ParquetConversationsAreRead()
     {
-        string p = Path.Combine(_dir, "d.parquet");
+        string p = Path.Combine(Dir, "d.parquet");
         var rows = new[]
         {
             new ParquetRow { Conversation = [new ParquetTurn { Input = "i1", Output = "o1" }, new ParquetTurn { Input = "i2", Output = "o2" }] },

@@ -1,3 +1,4 @@
+using IlgpuTune.TestKit;
 using System.Diagnostics;
 using System.Text.Json.Serialization;
 using IlgpuTune.Data.Datasets;
@@ -12,16 +13,13 @@ namespace IlgpuTune.Data.Tests;
 /// </summary>
 public class DatasetValidationTests : IDisposable
 {
-    readonly string _dir = Directory.CreateTempSubdirectory("ilgpu-tune-dataval-").FullName;
+    readonly TempDir _temp = new();
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    string Write(string name, string text)
-    {
-        string p = Path.Combine(_dir, name);
-        File.WriteAllText(p, text);
-        return p;
-    }
+    string Dir => _temp.Path;
+
+    string Write(string name, string text) => _temp.Write(name, text);
 
     [Fact]
     public void LoneSurrogatesAreNamedByFileLineAndField()
@@ -48,7 +46,7 @@ public class DatasetValidationTests : IDisposable
         var j = Assert.Single(Assert.Throws<DatasetException>(() => DatasetReader.Read(json, DatasetFormat.Conversation)).Errors);
         Assert.Equal("b.json:3: conversation[0].output: " + j.Message, j.ToString());
 
-        string p = Path.Combine(_dir, "c.json");   // invalid UTF-8 bytes inside a string
+        string p = Path.Combine(Dir, "c.json");   // invalid UTF-8 bytes inside a string
         File.WriteAllBytes(p, [.. "[{\"conversation\": [{\"input\": \"a"u8, 0xC3, 0x28, .. "\", \"output\": \"x\"}]}]"u8]);
         var u = Assert.Single(Assert.Throws<DatasetException>(() => DatasetReader.Read(p, DatasetFormat.Conversation)).Errors);
         Assert.Equal("c.json:1", u.Location);
@@ -61,7 +59,7 @@ public class DatasetValidationTests : IDisposable
     [InlineData(3)]
     public void ACorruptFooterIsRefusedInsteadOfSpinning(int n)
     {
-        string p = Path.Combine(_dir, "d.parquet");
+        string p = Path.Combine(Dir, "d.parquet");
         File.Copy(Fixtures.Path($"corrupt-footer-spin-{n}.parquet"), p);
         var sw = Stopwatch.StartNew();
         var e = Assert.Throws<InvalidDataException>(() => DatasetReader.Read(p, DatasetFormat.Conversation));
@@ -76,7 +74,7 @@ public class DatasetValidationTests : IDisposable
     [InlineData("PAR1\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00PAR1", "not a readable parquet file")]   // an empty footer struct
     public void BrokenLayoutsNameTheFile(string latin1, string expected)
     {
-        string p = Path.Combine(_dir, "d.parquet");
+        string p = Path.Combine(Dir, "d.parquet");
         File.WriteAllBytes(p, System.Text.Encoding.Latin1.GetBytes(latin1));
         var e = Assert.Throws<InvalidDataException>(() => DatasetReader.Read(p, DatasetFormat.Conversation));
         Assert.StartsWith("d.parquet: ", e.Message);
@@ -97,7 +95,7 @@ public class DatasetValidationTests : IDisposable
     [Fact]
     public async Task MutatedParquetFilesEndInOneNamedErrorQuickly()
     {
-        string p = Path.Combine(_dir, "d.parquet");
+        string p = Path.Combine(Dir, "d.parquet");
         await ParquetSerializer.SerializeAsync(new[] { new Row { Conversation = [new Turn { Input = "i", Output = "o" }] } }, p);
         byte[] good = File.ReadAllBytes(p);
         var rng = new Random(13);
