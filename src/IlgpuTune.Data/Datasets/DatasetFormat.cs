@@ -211,6 +211,14 @@ public static class DatasetMapFns
             }
             return v.GetString();
         }
+
+        // A required array field's items; null (with the error recorded) when it is absent or not an array.
+        public List<JsonElement>? Items(JsonElement obj, string field)
+        {
+            if (obj.TryGetProperty(field, out var v) && v.ValueKind == JsonValueKind.Array) return v.EnumerateArray().ToList();
+            Error(field, v.ValueKind == JsonValueKind.Undefined ? "missing" : $"expected an array, got {v.ValueKind}");
+            return null;
+        }
     }
 
     static List<Turn>? MapConversation(JsonElement o, Ctx ctx)
@@ -265,12 +273,7 @@ public static class DatasetMapFns
     // wizardlm_map_fn: leading gpt turns skipped, human values concatenated until a gpt answer.
     static List<Turn>? MapWizardLM(JsonElement o, Ctx ctx)
     {
-        if (!o.TryGetProperty("conversations", out var msgs) || msgs.ValueKind != JsonValueKind.Array)
-        {
-            ctx.Error("conversations", msgs.ValueKind == JsonValueKind.Undefined ? "missing" : $"expected an array, got {msgs.ValueKind}");
-            return null;
-        }
-        var list = msgs.EnumerateArray().ToList();
+        if (ctx.Items(o, "conversations") is not { } list) return null;
         int skip = 0;
         while (skip < list.Count && list[skip].ValueKind == JsonValueKind.Object && ctx.Str(list[skip], "from", false) == "gpt") skip++;
         var turns = new List<Turn>();
@@ -333,12 +336,7 @@ public static class DatasetMapFns
 
     static List<Turn>? MapOpenAI(JsonElement o, Ctx ctx)
     {
-        if (!o.TryGetProperty("messages", out var msgs) || msgs.ValueKind != JsonValueKind.Array)
-        {
-            ctx.Error("messages", msgs.ValueKind == JsonValueKind.Undefined ? "missing" : $"expected an array, got {msgs.ValueKind}");
-            return null;
-        }
-        var list = msgs.EnumerateArray().ToList();
+        if (ctx.Items(o, "messages") is not { } list) return null;
         int skip = 0;
         while (skip < list.Count && list[skip].ValueKind == JsonValueKind.Object && ctx.Str(list[skip], "role", false) == "assistant") skip++;
         var turns = new List<Turn>();
