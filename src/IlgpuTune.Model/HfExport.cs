@@ -52,13 +52,7 @@ public static class HfExport
     /// <summary>config.json for a config built in code (formats.md §3.2; legacy rope keys, read by every transformers version).</summary>
     public static JsonObject ConfigJson(ModelConfig c)
     {
-        var (architecture, modelType) = c.Architecture switch
-        {
-            Architecture.Llama => ("LlamaForCausalLM", "llama"),
-            Architecture.Mistral => ("MistralForCausalLM", "mistral"),
-            Architecture.Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
-            _ => ("InternLM2ForCausalLM", "internlm2"),
-        };
+        var (architecture, modelType) = (c.Spec.ClassName, c.Spec.ModelType);
         var o = new JsonObject
         {
             ["architectures"] = new JsonArray(architecture),
@@ -92,16 +86,31 @@ public static class HfExport
             },
             ["pad_token_id"] = c.PadTokenId,
         };
+        // The keys each family's ReadOptions reads back.
         switch (c.Architecture)
         {
             case Architecture.Llama:
                 o["attention_bias"] = c.AttentionBias;
                 o["mlp_bias"] = c.MlpBias;
                 break;
-            case Architecture.InternLM2:
+            case Architecture.InternLM2 or Architecture.InternLM:
                 o["bias"] = c.AttentionBias;
                 break;
+            case Architecture.Qwen3 or Architecture.Gemma3Text:
+                o["attention_bias"] = c.AttentionBias;
+                break;
         }
+        o[c.Spec.ActivationKey] = c.HiddenAct;
+        if (c.SlidingWindows.Any(w => w > 0))
+        {
+            o["sliding_window"] = c.SlidingWindows.Max();
+            o["layer_types"] = new JsonArray(c.SlidingWindows.Select(w => (JsonNode?)(w > 0 ? "sliding_attention" : "full_attention")).ToArray());
+            if (c.Architecture is Architecture.Qwen2 or Architecture.Qwen3) o["use_sliding_window"] = true;
+        }
+        else if (c.Architecture is Architecture.Mistral or Architecture.Gemma3Text) o["sliding_window"] = null;
+        if (c.PartialRotaryDim is { } r) o["partial_rotary_factor"] = (double)r / c.HeadDim;
+        if (c.QueryPreAttnScalar is { } qpas) o["query_pre_attn_scalar"] = qpas;
+        if (c.LocalRopeTheta is { } local) o["rope_local_base_freq"] = local;
         return o;
     }
 }
