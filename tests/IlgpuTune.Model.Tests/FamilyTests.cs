@@ -1,0 +1,280 @@
+using System.Text.Json.Nodes;
+using IlgpuTune.Core;
+using IlgpuTune.IO;
+using IlgpuTune.Kernels;
+using IlgpuTune.Model.Generation;
+using IlgpuTune.Numerics;
+using IlgpuTune.TestKit;
+
+namespace IlgpuTune.Model.Tests;
+
+/// <summary>
+/// The families added as specs: a tiny random model written here in the HF layout (config keys and weight names typed
+/// from transformers' configuration_*.py / modeling_*.py, not from our schema) loads, trains LoRA and QLoRA, exports,
+/// merges, and generates with a KV cache exactly as the uncached forward.
+/// </summary>
+public class FamilyTests
+{
+    const int Vocab = 96, Hidden = 32, Inter = 48, Layers = 2;
+
+    public static TheoryData<string> Names => new() { "qwen3", "internlm", "phi3" };
+
+    // config.json as the family's real checkpoints spell it.
+    static JsonObject Config(string family) => JsonNode.Parse(family switch
+    {
+        "qwen3" => """
+            {"architectures":["Qwen3ForCausalLM"],"model_type":"qwen3","vocab_size":96,"hidden_size":32,"intermediate_size":48,
+             "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":16,"hidden_act":"silu",
+             "max_position_embeddings":128,"rms_norm_eps":1e-6,"rope_theta":1000000.0,"attention_bias":false,
+             "use_sliding_window":false,"sliding_window":null,"max_window_layers":2,
+             "layer_types":["full_attention","full_attention"],"tie_word_embeddings":false,"torch_dtype":"float32",
+             "bos_token_id":1,"eos_token_id":2}
+            """,
+        "internlm" => """
+            {"architectures":["InternLMForCausalLM"],"auto_map":{"AutoConfig":"configuration_internlm.InternLMConfig",
+             "AutoModelForCausalLM":"modeling_internlm.InternLMForCausalLM"},"model_type":"internlm","vocab_size":96,
+             "hidden_size":32,"intermediate_size":48,"num_hidden_layers":2,"num_attention_heads":4,"hidden_act":"silu",
+             "max_position_embeddings":128,"rms_norm_eps":1e-6,"bias":true,"rotary":{"base":10000,"type":"dynamic"},
+             "tie_word_embeddings":false,"torch_dtype":"float32","bos_token_id":1,"eos_token_id":2,"pad_token_id":0}
+            """,
+        _ => """
+            {"architectures":["Phi3ForCausalLM"],"model_type":"phi3","vocab_size":96,"hidden_size":32,"intermediate_size":48,
+             "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_act":"silu",
+             "max_position_embeddings":128,"original_max_position_embeddings":128,"rms_norm_eps":1e-5,"rope_theta":10000.0,
+             "rope_scaling":null,"partial_rotary_factor":0.5,"sliding_window":127,"tie_word_embeddings":false,
+             "torch_dtype":"float32","bos_token_id":1,"eos_token_id":2,"pad_token_id":0}
+            """,
+    })!.AsObject();
+
+    // Every checkpoint key with its shape, as the family's modeling code names its modules.
+    static List<(string Name, long[] Shape)> HfKeys(string family)
+    {
+        int heads = 4, kv = family == "internlm" ? 4 : 2, d = family == "qwen3" ? 16 : 8;
+        var keys = new List<(string, long[])> { ("model.embed_tokens.weight", [Vocab, Hidden]) };
+        for (int i = 0; i < Layers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            keys.Add((p + "input_layernorm.weight", [Hidden]));
+            keys.Add((p + "post_attention_layernorm.weight", [Hidden]));
+            keys.Add((p + "mlp.down_proj.weight", [Hidden, Inter]));
+            keys.Add((p + "self_attn.o_proj.weight", [Hidden, heads * d]));
+            if (family == "phi3")
+            {
+                keys.Add((p + "self_attn.qkv_proj.weight", [(heads + 2 * kv) * d, Hidden]));
+                keys.Add((p + "mlp.gate_up_proj.weight", [2 * Inter, Hidden]));
+                continue;
+            }
+            keys.Add((p + "self_attn.q_proj.weight", [heads * d, Hidden]));
+            keys.Add((p + "self_attn.k_proj.weight", [kv * d, Hidden]));
+            keys.Add((p + "self_attn.v_proj.weight", [kv * d, Hidden]));
+            keys.Add((p + "mlp.gate_proj.weight", [Inter, Hidden]));
+            keys.Add((p + "mlp.up_proj.weight", [Inter, Hidden]));
+            if (family == "qwen3")
+            {
+                keys.Add((p + "self_attn.q_norm.weight", [d]));
+                keys.Add((p + "self_attn.k_norm.weight", [d]));
+            }
+            if (family == "internlm")
+                foreach (var (m, n) in new[] { ("q", heads), ("k", kv), ("v", kv) })
+                    keys.Add((p + $"self_attn.{m}_proj.bias", [n * d]));
+            if (family == "internlm") keys.Add((p + "self_attn.o_proj.bias", [Hidden]));
+        }
+        keys.Add(("model.norm.weight", [Hidden]));
+        keys.Add(("lm_head.weight", [Vocab, Hidden]));
+        return keys;
+    }
+
+    // PEFT's target names for the family's linears.
+    static string[] Targets(string family) => family == "phi3"
+        ? ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+        : ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+    static string WriteModel(TempDir tmp, string family, string name = "model")
+    {
+        string dir = Path.Combine(tmp.Path, name);
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "config.json"), Config(family).ToJsonString());
+        int seed = 0;
+        SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), HfKeys(family).Select(k =>
+        {
+            int n = (int)k.Shape.Aggregate(1L, (a, b) => a * b);
+            var data = Rand.Floats(++seed, n, k.Name.Contains("norm") ? 0.2f : 0.15f);
+            if (k.Name.Contains("norm")) for (int i = 0; i < n; i++) data[i] += 1f;
+            return SafetensorsWriter.F32(k.Name, data, k.Shape);
+        }));
+        return dir;
+    }
+
+    static readonly int[] Ids = [1, 17, 90, 3, 64, 5, 0, 42, 42, 5, 88, 7];
+
+    static float[] Logits(CausalLM model, int[] ids)
+    {
+        using var _ = Tape.NoGrad();
+        using var logits = model.Forward(ids, 2, ids.Length / 2);
+        return logits.ToFloatArray();
+    }
+
+    [Theory]
+    [MemberData(nameof(Names))]
+    public void Schema_IsTheHfLayout_AndConfigKeysAreRead(string family)
+    {
+        var config = ModelConfig.FromJson(Config(family), "config.json");
+        Assert.Equal(HfKeys(family).Select(k => (k.Name, string.Join(",", k.Shape))).Order(),
+            CausalLM.ExpectedWeights(config).Select(e => (e.Name, string.Join(",", e.Shape))).Order());
+        switch (family)
+        {
+            case "qwen3":
+                Assert.Equal(16, config.HeadDim); // explicit head_dim, not hidden / heads
+                Assert.All(config.SlidingWindows, w => Assert.Equal(0, w));
+                break;
+            case "internlm":
+                Assert.Equal(4, config.NumKeyValueHeads); // no num_key_value_heads key: MHA
+                Assert.True(config.AttentionBias && config.OutputBias);
+                Assert.Equal(("dynamic", 10000.0), (config.RopeScaling.Type, config.RopeTheta));
+                break;
+            case "phi3":
+                Assert.Equal(4, config.RotaryDim);
+                Assert.Equal([127, 127], config.SlidingWindows);
+                break;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Names))]
+    public void LoraAndQLora_TrainAFewSteps(string family)
+    {
+        using var tmp = new TempDir();
+        string dir = WriteModel(tmp, family);
+        using var device = Device.Create("cpu");
+        int[] labels = [.. Ids];
+        foreach (var quant in new QuantType?[] { null, QuantType.Nf4 })
+        {
+            using var model = ModelLoader.Load(dir, device, quantization: quant);
+            var adapted = model.ApplyLora(new LoraConfig(4, 8, 0, Targets(family)), seed: 1);
+            Assert.Equal(Layers * Targets(family).Length, adapted.Count);
+            var losses = new List<float>();
+            for (int step = 0; step < 4; step++)
+            {
+                using var tape = new Tape();
+                using var loss = model.Loss(Ids, labels, 2, Ids.Length / 2);
+                losses.Add(loss.ToFloatArray()[0]);
+                tape.Backward(loss);
+                foreach (var p in model.TrainableParameters)
+                {
+                    var w = p.ToFloatArray();
+                    var g = p.Grad!.ToFloatArray();
+                    for (int i = 0; i < w.Length; i++) w[i] -= 0.5f * g[i];
+                    p.CopyFrom(w);
+                }
+                model.ZeroGrad();
+            }
+            Assert.True(losses[^1] < losses[0] - 1e-3, $"{family} {quant}: loss {string.Join(" → ", losses)} did not fall");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Names))]
+    public void ExportLoadsBack_AndMergeEqualsAdapterOnBase(string family)
+    {
+        using var tmp = new TempDir();
+        string dir = WriteModel(tmp, family);
+        using var device = Device.Create("cpu");
+        using var model = ModelLoader.Load(dir, device);
+        model.ApplyLora(new LoraConfig(4, 8, 0, Targets(family)), seed: 2);
+        foreach (var l in model.Linears.Where(l => l.Lora is not null))
+            l.LoraB!.CopyFrom(Rand.Floats(l.Name.Length, (int)l.LoraB.Length, 0.2f));
+        var adapted = Logits(model, Ids);
+        using (var plain = ModelLoader.Load(dir, device))
+            Assert.True(Logits(plain, Ids).Zip(adapted).Max(p => Math.Abs(p.First - p.Second)) > 1e-3, "the adapter changes nothing");
+
+        string adapter = Path.Combine(tmp.Path, "adapter");
+        PeftAdapter.Save(adapter, model, dir);
+        string merged = Path.Combine(tmp.Path, "merged");
+        Merge.Run(dir, adapter, merged, 1L << 30, DType.F32);
+        using (var m = ModelLoader.Load(merged, device))
+            Close.Assert($"{family} merged vs adapter on base", adapted, Logits(m, Ids), 1e-5, 1e-4);
+
+        string exported = Path.Combine(tmp.Path, "export");
+        HfExport.Save(model, exported, DType.F32, 1L << 30, dir);
+        using (var e = ModelLoader.Load(exported, device))
+        {
+            Assert.Equal(model.Config.ModelType, e.Config.ModelType);
+            Close.Assert($"{family} export vs model", adapted, Logits(e, Ids), 1e-5, 1e-4);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Names))]
+    public void KvCacheGeneration_EqualsTheUncachedForward(string family)
+    {
+        using var tmp = new TempDir();
+        string dir = WriteModel(tmp, family);
+        using var device = Device.Create("cpu");
+        using var model = ModelLoader.Load(dir, device);
+        int vocab = model.Config.VocabSize, seq = Ids.Length;
+        float[] expected;
+        using (Tape.NoGrad())
+        using (var logits = model.Forward(Ids, 1, seq))
+            expected = logits.ToFloatArray();
+        using var cache = new KvCache(model.Config, device);
+        using (var prefix = model.ForwardCached(Ids[..5], cache, allPositions: true))
+            Close.Assert($"{family} prefill", expected.AsSpan(0, 5 * vocab), prefix.ToFloatArray(), 1e-5, 1e-4);
+        for (int t = 5; t < seq; t++)
+        {
+            using var step = model.ForwardCached(Ids[t..(t + 1)], cache);
+            Close.Assert($"{family} step {t}", expected.AsSpan(t * vocab, vocab), step.ToFloatArray(), 1e-5, 1e-4);
+        }
+    }
+
+    // HF's partial rotary (rotate_half on the first r dims, the rest passed through) as a direct formula; the decoder's
+    // reordered full-width rope must give the same q·k for every head pair.
+    [Fact]
+    public void PartialRotary_GivesHfScores()
+    {
+        var config = ModelConfig.FromJson(Config("phi3"), "config.json");
+        int d = config.HeadDim, r = config.RotaryDim, heads = config.NumAttentionHeads, kvHeads = config.NumKeyValueHeads;
+        int[] positions = [3, 11];
+        var q = Rand.Floats(5, 2 * heads * d);
+        var k = Rand.Floats(6, 2 * kvHeads * d);
+        var inv = config.RopeScaling.InverseFrequencies(r, config.RopeTheta);
+        float[] Hf(float[] x, int nHeads)
+        {
+            var y = (float[])x.Clone();
+            for (int t = 0; t < 2; t++)
+                for (int h = 0; h < nHeads; h++)
+                    for (int j = 0; j < r / 2; j++)
+                    {
+                        int a = (t * nHeads + h) * d + j, b = a + r / 2;
+                        float angle = positions[t] * inv[j], c = MathF.Cos(angle), s = MathF.Sin(angle);
+                        y[a] = x[a] * c - x[b] * s;
+                        y[b] = x[b] * c + x[a] * s;
+                    }
+            return y;
+        }
+        using var device = Device.Create("cpu");
+        float[] cosData, sinData;
+        using (var model = CausalLM.CreateRandom(config, device, seed: 0))
+            (cosData, sinData) = model.RotaryTables(positions);
+        float[] Ours(float[] x, int nHeads)
+        {
+            using var xt = Tensor.FromArray(device, x, 2, nHeads * d);
+            var cols = CausalLM.PartialRotaryColumns(nHeads, d, r);
+            using var index = Tensor.FromArray(device, cols, cols.Length);
+            using var reordered = Ops.ColumnGather(xt, index);
+            using var cos = Tensor.FromArray(device, cosData, 2, d / 2);
+            using var sin = Tensor.FromArray(device, sinData, 2, d / 2);
+            using var roped = Ops.Rope(reordered, cos, sin, nHeads, d);
+            return roped.ToFloatArray();
+        }
+        float Dot(float[] a, int ai, float[] b, int bi) => Enumerable.Range(0, d).Sum(j => a[ai + j] * b[bi + j]);
+        var (hq, hk, oq, ok) = (Hf(q, heads), Hf(k, kvHeads), Ours(q, heads), Ours(k, kvHeads));
+        for (int tq = 0; tq < 2; tq++)
+            for (int tk = 0; tk < 2; tk++)
+                for (int h = 0; h < heads; h++)
+                {
+                    int qi = (tq * heads + h) * d, ki = (tk * kvHeads + h / (heads / kvHeads)) * d;
+                    Assert.Equal(Dot(hq, qi, hk, ki), Dot(oq, qi, ok, ki), 4);
+                }
+    }
+
+}
