@@ -105,6 +105,9 @@ public sealed record ArchitectureSpec
     /// <summary>Embeddings × √hidden_size, the scale rounded to the weights' dtype (Gemma).</summary>
     public bool ScaleEmbeddings { get; init; }
 
+    /// <summary>The XTuner prompt template of the family's chat models (`--prompt-template auto` without chat tokens to go by).</summary>
+    public required string PromptTemplate { get; init; }
+
     /// <summary>Reads the family's own config keys.</summary>
     public required Func<ConfigReader, FamilyOptions> ReadOptions { get; init; }
 

@@ -9,7 +9,7 @@ internal static class Families
         new()
         {
             // LlamaAttention: q/k/v/o all take attention_bias; LlamaMLP: mlp_bias.
-            Architecture = Architecture.Llama, ModelType = "llama", ClassName = "LlamaForCausalLM",
+            Architecture = Architecture.Llama, ModelType = "llama", ClassName = "LlamaForCausalLM", PromptTemplate = "llama2_chat",
             DefaultVocabSize = 32000, DefaultIntermediateSize = 11008, DefaultMaxPositions = 2048,
             ReadOptions = r => new()
             {
@@ -21,21 +21,21 @@ internal static class Families
         new()
         {
             // MistralAttention: every layer attends within sliding_window (4096 by default; null in v0.2+ configs).
-            Architecture = Architecture.Mistral, ModelType = "mistral", ClassName = "MistralForCausalLM",
+            Architecture = Architecture.Mistral, ModelType = "mistral", ClassName = "MistralForCausalLM", PromptTemplate = "mistral",
             DefaultVocabSize = 32000, DefaultIntermediateSize = 14336, DefaultMaxPositions = 131072, DefaultKvHeads = 8,
             ReadOptions = r => new() { SlidingWindows = AllLayers(r, r.Has("sliding_window") ? r.Window("sliding_window") : 4096) },
         },
         new()
         {
             // Qwen2Attention: bias on q/k/v, none on o; sliding layers only when use_sliding_window.
-            Architecture = Architecture.Qwen2, ModelType = "qwen2", ClassName = "Qwen2ForCausalLM",
+            Architecture = Architecture.Qwen2, ModelType = "qwen2", ClassName = "Qwen2ForCausalLM", PromptTemplate = "qwen_chat",
             DefaultVocabSize = 151936, DefaultIntermediateSize = 22016, DefaultMaxPositions = 32768,
             ReadOptions = r => new() { QkvBias = true, SlidingWindows = QwenWindows(r) },
         },
         new()
         {
             // InternLM2 remote code: fused wqkv grouped per KV head; `bias` covers wqkv and wo, the MLP has none.
-            Architecture = Architecture.InternLM2, ModelType = "internlm2", ClassName = "InternLM2ForCausalLM",
+            Architecture = Architecture.InternLM2, ModelType = "internlm2", ClassName = "InternLM2ForCausalLM", PromptTemplate = "internlm2_chat",
             DefaultVocabSize = 103168, DefaultIntermediateSize = 11008, DefaultMaxPositions = 2048,
             Embed = "model.tok_embeddings.weight", Head = "output.weight",
             InputNorm = "attention_norm", PostAttentionNorm = "ffn_norm",
@@ -46,7 +46,7 @@ internal static class Families
         new()
         {
             // Qwen3Attention: q_norm/k_norm (RMSNorm over head_dim) before RoPE; attention_bias on q/k/v/o; explicit head_dim.
-            Architecture = Architecture.Qwen3, ModelType = "qwen3", ClassName = "Qwen3ForCausalLM",
+            Architecture = Architecture.Qwen3, ModelType = "qwen3", ClassName = "Qwen3ForCausalLM", PromptTemplate = "qwen_chat",
             DefaultVocabSize = 151936, DefaultIntermediateSize = 22016, DefaultMaxPositions = 32768, DefaultHeadDim = 128,
             QNorm = "self_attn.q_norm", KNorm = "self_attn.k_norm",
             ReadOptions = r => new()
@@ -60,7 +60,7 @@ internal static class Families
         {
             // InternLM v1 remote code: Llama's names and layout with `bias` on q/k/v/o (MLP none), MHA (no
             // num_key_value_heads key), RoPE from `rotary: {base, type: origin|dynamic, scaling_factor}` (read by ModelConfig).
-            Architecture = Architecture.InternLM, ModelType = "internlm", ClassName = "InternLMForCausalLM",
+            Architecture = Architecture.InternLM, ModelType = "internlm", ClassName = "InternLMForCausalLM", PromptTemplate = "internlm_chat",
             DefaultVocabSize = 103168, DefaultIntermediateSize = 11008, DefaultMaxPositions = 2048,
             ReadOptions = r => new() { QkvBias = r.Bool("bias") ?? true, OutputBias = r.Bool("bias") ?? true },
         },
@@ -68,7 +68,7 @@ internal static class Families
         {
             // Phi3Attention: fused qkv_proj rows [q; k; v], partial_rotary_factor, every layer within sliding_window when
             // set; Phi3MLP: gate_up_proj rows [gate; up]. No biases.
-            Architecture = Architecture.Phi3, ModelType = "phi3", ClassName = "Phi3ForCausalLM",
+            Architecture = Architecture.Phi3, ModelType = "phi3", ClassName = "Phi3ForCausalLM", PromptTemplate = "phi3_chat",
             DefaultVocabSize = 32064, DefaultHiddenSize = 3072, DefaultIntermediateSize = 8192, DefaultMaxPositions = 4096,
             DefaultRmsNormEps = 1e-5,
             QkvLayout = QkvLayout.Concatenated, Qkv = "self_attn.qkv_proj", GateUp = "mlp.gate_up_proj",
@@ -83,7 +83,7 @@ internal static class Families
             // Gemma3 text decoder: (1 + w) RMSNorms in fp32, embeddings × √hidden, GeGLU with gelu-tanh, q/k norms,
             // softmax scale query_pre_attn_scalar^-0.5, the attention and MLP outputs normed before their residual adds,
             // sliding layers (5 of 6 by default) with their own RoPE base, tied embeddings.
-            Architecture = Architecture.Gemma3Text, ModelType = "gemma3_text", ClassName = "Gemma3ForCausalLM",
+            Architecture = Architecture.Gemma3Text, ModelType = "gemma3_text", ClassName = "Gemma3ForCausalLM", PromptTemplate = "gemma",
             DefaultVocabSize = 262208, DefaultHiddenSize = 2304, DefaultIntermediateSize = 9216, DefaultLayers = 26,
             DefaultHeads = 8, DefaultKvHeads = 4, DefaultHeadDim = 256, DefaultMaxPositions = 131072,
             DefaultRopeTheta = 1_000_000.0, DefaultTieWordEmbeddings = true,
