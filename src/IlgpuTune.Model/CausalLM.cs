@@ -47,8 +47,6 @@ public sealed partial class CausalLM : IDisposable
     private readonly Dictionary<string, Nf4Weight> _quantized;
     // Column maps: split a fused qkv / gate_up output; reorder q and k heads for partial rotary. Null when not needed.
     private readonly Tensor? _qIndex, _kIndex, _vIndex, _gateIndex, _upIndex, _qRotary, _kRotary;
-    // (1 + w) norms: a ones vector per normed width (hidden, head_dim).
-    private readonly Dictionary<int, Tensor> _ones = [];
 
     private CausalLM(ModelConfig config, Device device, Dictionary<string, Tensor> parameters, Dictionary<string, Nf4Weight> quantized)
     {
@@ -102,13 +100,6 @@ public sealed partial class CausalLM : IDisposable
             _qRotary = Index(PartialRotaryColumns(config.NumAttentionHeads, config.HeadDim, config.RotaryDim));
             _kRotary = Index(PartialRotaryColumns(config.NumKeyValueHeads, config.HeadDim, config.RotaryDim));
         }
-        if (s.NormStyle == NormStyle.OnePlusWeight)
-            foreach (int dim in new[] { config.HiddenSize, config.HeadDim }.Distinct())
-            {
-                var ones = new float[dim];
-                Array.Fill(ones, 1f);
-                _ones[dim] = Tensor.FromArray(device, ones, dim);
-            }
     }
 
     public ModelConfig Config { get; }
@@ -253,12 +244,11 @@ public sealed partial class CausalLM : IDisposable
     private AttentionShape AttentionShapeOf(DecoderLayer layer, int batch, int seq)
     {
         var c = Config;
-        int window = c.SlidingWindow(layer.Index);
-        if (window > 0 && window < seq)
-            throw new NotSupportedException($"layer {layer.Index} attends within a sliding window of {window} tokens; sequences longer than it " +
-                "need the sliding-window attention kernels");
-        return new AttentionShape(batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim);
+        return new AttentionShape(batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.SlidingWindow(layer.Index), AttentionScale);
     }
+
+    // query_pre_attn_scalar^-0.5 (Gemma); null = the kernels' 1/sqrt(head_dim).
+    private float? AttentionScale => Config.QueryPreAttnScalar is { } s ? (float)(1.0 / Math.Sqrt(s)) : null;
 
     // ids[tokens] -> h[tokens, hidden]; Gemma scales by √hidden rounded to the embedding's dtype, as transformers does.
     private Tensor Embed(Tensor ids)
@@ -273,12 +263,8 @@ public sealed partial class CausalLM : IDisposable
     }
 
     // RMSNorm with the family's scale: w, or (1 + w) (Gemma), over the last dim.
-    private Tensor RmsNorm(Tensor x, Tensor weight)
-    {
-        if (Config.Spec.NormStyle == NormStyle.Weight) return Ops.RmsNorm(x, weight, Config.RmsNormEps);
-        using var scale = Ops.Add(weight, _ones[weight.Dim(0)]);
-        return Ops.RmsNorm(x, scale, Config.RmsNormEps);
-    }
+    private Tensor RmsNorm(Tensor x, Tensor weight) =>
+        Ops.RmsNorm(x, weight, Config.RmsNormEps, unitOffset: Config.Spec.NormStyle == NormStyle.OnePlusWeight);
 
     // x[tokens, heads*headDim] -> the same with each head RMS-normed by weight[headDim] (Qwen3/Gemma 3 q_norm, k_norm).
     private Tensor HeadNorm(Tensor x, Tensor weight)
@@ -376,7 +362,8 @@ public sealed partial class CausalLM : IDisposable
     private Tensor Activation(Tensor gate, Tensor up) => Config.HiddenAct switch
     {
         "silu" => Ops.SwiGlu(gate, up),
-        var a => throw new NotSupportedException($"hidden activation {a} needs the GeGLU kernels"),
+        _ => Ops.GeGlu(gate, up), // gelu_pytorch_tanh, as ModelConfig admits no other
+
     };
 
     public static int[] DefaultPositions(int batch, int seq)
@@ -499,6 +486,6 @@ public sealed partial class CausalLM : IDisposable
         }
         foreach (var t in _parameters.Values) t.Dispose();
         foreach (var q in _quantized.Values) q.Dispose();
-        foreach (var t in new[] { _qIndex, _kIndex, _vIndex, _gateIndex, _upIndex, _qRotary, _kRotary }.Concat(_ones.Values)) t?.Dispose();
+        foreach (var t in new[] { _qIndex, _kIndex, _vIndex, _gateIndex, _upIndex, _qRotary, _kRotary }) t?.Dispose();
     }
 }

@@ -99,7 +99,10 @@ internal static class Families
                     QkvBias = r.Bool("attention_bias") ?? false,
                     OutputBias = r.Bool("attention_bias") ?? false,
                     SlidingWindows = r.Windows(r.Window("sliding_window") ?? 4096, i => (i + 1) % pattern != 0),
-                    LocalRopeTheta = r.Num("rope_local_base_freq") ?? 10000.0,
+                    // v5 moves it to rope_parameters.sliding_attention.rope_theta.
+                    LocalRopeTheta = r.Num("rope_local_base_freq")
+                        ?? (r.Root["rope_parameters"]?["sliding_attention"] is System.Text.Json.Nodes.JsonObject local
+                            ? ModelConfig.Num(local, "rope_theta", r.Source) : null) ?? 10000.0,
                     QueryPreAttnScalar = r.Num("query_pre_attn_scalar") ?? 256,
                 };
             },

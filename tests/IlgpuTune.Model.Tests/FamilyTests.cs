@@ -17,7 +17,7 @@ public class FamilyTests
 {
     const int Vocab = 96, Hidden = 32, Inter = 48, Layers = 2;
 
-    public static TheoryData<string> Names => new() { "qwen3", "internlm", "phi3" };
+    public static TheoryData<string> Names => new() { "qwen3", "internlm", "phi3", "gemma3_text", "mistral_sw" };
 
     // config.json as the family's real checkpoints spell it.
     static JsonObject Config(string family) => JsonNode.Parse(family switch
@@ -37,6 +37,22 @@ public class FamilyTests
              "max_position_embeddings":128,"rms_norm_eps":1e-6,"bias":true,"rotary":{"base":10000,"type":"dynamic"},
              "tie_word_embeddings":false,"torch_dtype":"float32","bos_token_id":1,"eos_token_id":2,"pad_token_id":0}
             """,
+        // Windows of 4 tokens bind within the 6- and 12-token test sequences; layer 0 slides, layer 1 is global.
+        "gemma3_text" => """
+            {"architectures":["Gemma3ForCausalLM"],"model_type":"gemma3_text","vocab_size":96,"hidden_size":32,
+             "intermediate_size":48,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":16,
+             "hidden_activation":"gelu_pytorch_tanh","max_position_embeddings":128,"rms_norm_eps":1e-6,"rope_theta":1000000.0,
+             "rope_local_base_freq":10000.0,"rope_scaling":{"rope_type":"linear","factor":8.0},"query_pre_attn_scalar":24,
+             "sliding_window":4,"layer_types":["sliding_attention","full_attention"],"attention_bias":false,
+             "final_logit_softcapping":null,"attn_logit_softcapping":null,"tie_word_embeddings":true,"torch_dtype":"float32",
+             "bos_token_id":2,"eos_token_id":1,"pad_token_id":0}
+            """,
+        "mistral_sw" => """
+            {"architectures":["MistralForCausalLM"],"model_type":"mistral","vocab_size":96,"hidden_size":32,"intermediate_size":48,
+             "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_act":"silu","max_position_embeddings":128,
+             "rms_norm_eps":1e-5,"rope_theta":10000.0,"sliding_window":4,"tie_word_embeddings":false,"torch_dtype":"float32",
+             "bos_token_id":1,"eos_token_id":2}
+            """,
         _ => """
             {"architectures":["Phi3ForCausalLM"],"model_type":"phi3","vocab_size":96,"hidden_size":32,"intermediate_size":48,
              "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_act":"silu",
@@ -49,7 +65,7 @@ public class FamilyTests
     // Every checkpoint key with its shape, as the family's modeling code names its modules.
     static List<(string Name, long[] Shape)> HfKeys(string family)
     {
-        int heads = 4, kv = family == "internlm" ? 4 : 2, d = family == "qwen3" ? 16 : 8;
+        int heads = 4, kv = family == "internlm" ? 4 : 2, d = family is "qwen3" or "gemma3_text" ? 16 : 8;
         var keys = new List<(string, long[])> { ("model.embed_tokens.weight", [Vocab, Hidden]) };
         for (int i = 0; i < Layers; i++)
         {
@@ -69,7 +85,12 @@ public class FamilyTests
             keys.Add((p + "self_attn.v_proj.weight", [kv * d, Hidden]));
             keys.Add((p + "mlp.gate_proj.weight", [Inter, Hidden]));
             keys.Add((p + "mlp.up_proj.weight", [Inter, Hidden]));
-            if (family == "qwen3")
+            if (family == "gemma3_text")
+            {
+                keys.Add((p + "pre_feedforward_layernorm.weight", [Hidden]));
+                keys.Add((p + "post_feedforward_layernorm.weight", [Hidden]));
+            }
+            if (family is "qwen3" or "gemma3_text")
             {
                 keys.Add((p + "self_attn.q_norm.weight", [d]));
                 keys.Add((p + "self_attn.k_norm.weight", [d]));
@@ -80,7 +101,7 @@ public class FamilyTests
             if (family == "internlm") keys.Add((p + "self_attn.o_proj.bias", [Hidden]));
         }
         keys.Add(("model.norm.weight", [Hidden]));
-        keys.Add(("lm_head.weight", [Vocab, Hidden]));
+        if (family != "gemma3_text") keys.Add(("lm_head.weight", [Vocab, Hidden])); // Gemma ties it to the embedding
         return keys;
     }
 
@@ -99,7 +120,8 @@ public class FamilyTests
         {
             int n = (int)k.Shape.Aggregate(1L, (a, b) => a * b);
             var data = Rand.Floats(++seed, n, k.Name.Contains("norm") ? 0.2f : 0.15f);
-            if (k.Name.Contains("norm")) for (int i = 0; i < n; i++) data[i] += 1f;
+            // Norm weights near their identity: 1, or 0 for Gemma's (1 + w).
+            if (k.Name.Contains("norm") && family != "gemma3_text") for (int i = 0; i < n; i++) data[i] += 1f;
             return SafetensorsWriter.F32(k.Name, data, k.Shape);
         }));
         return dir;
@@ -135,6 +157,14 @@ public class FamilyTests
             case "phi3":
                 Assert.Equal(4, config.RotaryDim);
                 Assert.Equal([127, 127], config.SlidingWindows);
+                break;
+            case "gemma3_text":
+                Assert.Equal([4, 0], config.SlidingWindows);
+                Assert.Equal((10000.0, 1000000.0, "linear"), (config.LocalRopeTheta, config.RopeTheta, config.RopeScaling.Type));
+                Assert.Equal(("gelu_pytorch_tanh", 24.0, true), (config.HiddenAct, config.QueryPreAttnScalar, config.TieWordEmbeddings));
+                break;
+            case "mistral_sw":
+                Assert.Equal([4, 4], config.SlidingWindows);
                 break;
         }
     }
@@ -223,6 +253,34 @@ public class FamilyTests
         {
             using var step = model.ForwardCached(Ids[t..(t + 1)], cache);
             Close.Assert($"{family} step {t}", expected.AsSpan(t * vocab, vocab), step.ToFloatArray(), 1e-5, 1e-4);
+        }
+    }
+
+    // Mistral's sliding_window (ignored before): a query sees only the last 4 keys, so the logits of the first 4 positions
+    // are those of full attention and every later one differs.
+    [Fact]
+    public void SlidingWindow_ChangesOnlyThePositionsPastIt()
+    {
+        using var tmp = new TempDir();
+        string dir = WriteModel(tmp, "mistral_sw");
+        using var device = Device.Create("cpu");
+        float[] Run()
+        {
+            using var model = ModelLoader.Load(dir, device);
+            using var _ = Tape.NoGrad();
+            using var logits = model.Forward(Ids, 1, Ids.Length);
+            return logits.ToFloatArray();
+        }
+        var windowed = Run();
+        var config = Config("mistral_sw");
+        config["sliding_window"] = null;
+        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+        var full = Run();
+        for (int t = 0; t < Ids.Length; t++)
+        {
+            double diff = Enumerable.Range(t * Vocab, Vocab).Max(i => Math.Abs(windowed[i] - full[i]));
+            if (t < 4) Assert.True(diff == 0, $"position {t}: {diff}");
+            else Assert.True(diff > 1e-4, $"position {t} is not windowed");
         }
     }
 

@@ -63,12 +63,9 @@ public sealed partial class CausalLM
     private Tensor CachedAttention(DecoderLayer layer, Tensor q, Tensor keys, Tensor values, int start, int n)
     {
         var c = Config;
-        int window = c.SlidingWindow(layer.Index);
-        if (window > 0 && start + n > window)
-            throw new NotSupportedException($"layer {layer.Index} attends within a sliding window of {window} tokens; generating past it " +
-                "needs the sliding-window attention kernels");
         var o = Tensor.Empty(Device, DType.F32, q.Shape);
-        Device.Backend.AttentionWithCache(q, keys, values, start, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, o);
+        Device.Backend.AttentionWithCache(q, keys, values, start, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, o,
+            c.SlidingWindow(layer.Index), AttentionScale);
         return o;
     }
 }
