@@ -16,6 +16,8 @@ public enum Architecture
     InternLM,
     Phi3,
     Gemma3Text,
+    Mixtral,
+    Qwen3Moe,
 }
 
 /// <summary>How q, k and v come out of the attention input.</summary>
@@ -50,7 +52,13 @@ public sealed record FamilyOptions
     public double PartialRotaryFactor { get; init; } = 1.0;
     /// <summary>Softmax scale = query_pre_attn_scalar^-0.5 instead of head_dim^-0.5 (Gemma).</summary>
     public double? QueryPreAttnScalar { get; init; }
+    /// <summary>Sparse MLP (Mixtral num_local_experts, Qwen3-MoE num_experts); null for a dense model.</summary>
+    public MoeOptions? Moe { get; init; }
 }
+
+/// <summary>A sparse MLP's config: experts, top-k, renormalisation, expert width, which layers are sparse, the aux loss.</summary>
+public sealed record MoeOptions(int NumExperts, int NumExpertsPerTok, bool NormTopKProb, int ExpertIntermediateSize,
+    IReadOnlyList<bool> SparseLayers, bool OutputRouterLogits, double RouterAuxLossCoef);
 
 public sealed record ArchitectureSpec
 {
@@ -100,6 +108,12 @@ public sealed record ArchitectureSpec
     public string Down { get; init; } = "mlp.down_proj";
     /// <summary>Fused [gate; up] rows (Phi-3 gate_up_proj); null when separate.</summary>
     public string? GateUp { get; init; }
+    /// <summary>Sparse layers: the router linear and the experts' prefix ("{Experts}.{e}.") with their gate/up/down names.</summary>
+    public string? Router { get; init; }
+    public string? Experts { get; init; }
+    public string ExpertGate { get; init; } = "gate_proj";
+    public string ExpertUp { get; init; } = "up_proj";
+    public string ExpertDown { get; init; } = "down_proj";
 
     public NormStyle NormStyle { get; init; } = NormStyle.Weight;
     /// <summary>Embeddings × √hidden_size, the scale rounded to the weights' dtype (Gemma).</summary>

@@ -41,6 +41,19 @@ public sealed partial class CausalLM
             Norm(L(s.PostAttentionNorm), h);
             if (s.PreFeedforwardNorm is not null) Norm(L(s.PreFeedforwardNorm), h);
             if (s.PostFeedforwardNorm is not null) Norm(L(s.PostFeedforwardNorm), h);
+            if (c.IsSparseLayer(i))
+            {
+                var moe = c.Moe!;
+                Lin(L(s.Router!), moe.NumExperts, h, false);
+                for (int e = 0; e < moe.NumExperts; e++)
+                {
+                    string x = L($"{s.Experts}.{e}.");
+                    Lin(x + s.ExpertGate, moe.ExpertIntermediateSize, h, false);
+                    Lin(x + s.ExpertUp, moe.ExpertIntermediateSize, h, false);
+                    Lin(x + s.ExpertDown, h, moe.ExpertIntermediateSize, false);
+                }
+                continue;
+            }
             if (s.GateUp is not null) Lin(L(s.GateUp), 2 * inter, h, c.MlpBias);
             else
             {

@@ -35,11 +35,19 @@ public sealed class DecoderLayer
     public LinearModule? UpProj { get; init; }
     /// <summary>Phi-3's fused gate_up_proj; null otherwise.</summary>
     public LinearModule? GateUpProj { get; init; }
-    public required LinearModule DownProj { get; init; }
+    /// <summary>The dense MLP's down projection; null in a sparse layer.</summary>
+    public LinearModule? DownProj { get; init; }
+    /// <summary>A sparse layer's router (Mixtral block_sparse_moe.gate, Qwen3-MoE mlp.gate) and experts; null when dense.</summary>
+    public LinearModule? Router { get; init; }
+    public IReadOnlyList<Expert>? Experts { get; init; }
 
     public IEnumerable<LinearModule> Linears =>
-        new[] { QProj, KProj, VProj, Qkv, OProj, GateProj, UpProj, GateUpProj, DownProj }.OfType<LinearModule>();
+        new[] { QProj, KProj, VProj, Qkv, OProj, GateProj, UpProj, GateUpProj, DownProj, Router }.OfType<LinearModule>()
+            .Concat(Experts?.SelectMany(e => new[] { e.Gate, e.Up, e.Down }) ?? []);
 }
+
+/// <summary>One expert of a sparse MLP: down(silu(gate(x)) * up(x)).</summary>
+public sealed record Expert(LinearModule Gate, LinearModule Up, LinearModule Down);
 
 public sealed partial class CausalLM : IDisposable
 {
@@ -64,25 +72,34 @@ public sealed partial class CausalLM : IDisposable
             return quantized.TryGetValue(module + ".weight", out var q) ? new(module, q, b) : new(module, parameters[module + ".weight"], b);
         }
         Tensor? Weight(int i, string? module) => module is null ? null : parameters[s.Layer(i, module) + ".weight"];
-        bool separate = s.QkvLayout == QkvLayout.Separate, fusedMlp = s.GateUp is not null;
-        Layers = Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer
+        bool separate = s.QkvLayout == QkvLayout.Separate;
+        Layers = Enumerable.Range(0, config.NumHiddenLayers).Select(i =>
         {
-            Index = i,
-            InputNorm = Weight(i, s.InputNorm)!,
-            PostAttentionNorm = Weight(i, s.PostAttentionNorm)!,
-            PreFeedforwardNorm = Weight(i, s.PreFeedforwardNorm),
-            PostFeedforwardNorm = Weight(i, s.PostFeedforwardNorm),
-            QNorm = Weight(i, s.QNorm),
-            KNorm = Weight(i, s.KNorm),
-            QProj = separate ? Lin(s.Layer(i, s.Q), config.AttentionBias) : null,
-            KProj = separate ? Lin(s.Layer(i, s.K), config.AttentionBias) : null,
-            VProj = separate ? Lin(s.Layer(i, s.V), config.AttentionBias) : null,
-            Qkv = separate ? null : Lin(s.Layer(i, s.Qkv!), config.AttentionBias),
-            OProj = Lin(s.Layer(i, s.O), config.OutputBias),
-            GateProj = fusedMlp ? null : Lin(s.Layer(i, s.Gate), config.MlpBias),
-            UpProj = fusedMlp ? null : Lin(s.Layer(i, s.Up), config.MlpBias),
-            GateUpProj = fusedMlp ? Lin(s.Layer(i, s.GateUp!), config.MlpBias) : null,
-            DownProj = Lin(s.Layer(i, s.Down), config.MlpBias),
+            bool sparse = config.IsSparseLayer(i), fusedMlp = s.GateUp is not null && !sparse, plain = !sparse && !fusedMlp;
+            return new DecoderLayer
+            {
+                Index = i,
+                InputNorm = Weight(i, s.InputNorm)!,
+                PostAttentionNorm = Weight(i, s.PostAttentionNorm)!,
+                PreFeedforwardNorm = Weight(i, s.PreFeedforwardNorm),
+                PostFeedforwardNorm = Weight(i, s.PostFeedforwardNorm),
+                QNorm = Weight(i, s.QNorm),
+                KNorm = Weight(i, s.KNorm),
+                QProj = separate ? Lin(s.Layer(i, s.Q), config.AttentionBias) : null,
+                KProj = separate ? Lin(s.Layer(i, s.K), config.AttentionBias) : null,
+                VProj = separate ? Lin(s.Layer(i, s.V), config.AttentionBias) : null,
+                Qkv = separate ? null : Lin(s.Layer(i, s.Qkv!), config.AttentionBias),
+                OProj = Lin(s.Layer(i, s.O), config.OutputBias),
+                GateProj = plain ? Lin(s.Layer(i, s.Gate), config.MlpBias) : null,
+                UpProj = plain ? Lin(s.Layer(i, s.Up), config.MlpBias) : null,
+                GateUpProj = fusedMlp ? Lin(s.Layer(i, s.GateUp!), config.MlpBias) : null,
+                DownProj = sparse ? null : Lin(s.Layer(i, s.Down), config.MlpBias),
+                Router = sparse ? Lin(s.Layer(i, s.Router!), false) : null,
+                Experts = sparse
+                    ? Enumerable.Range(0, config.Moe!.NumExperts).Select(e => s.Layer(i, $"{s.Experts}.{e}.")).Select(x =>
+                        new Expert(Lin(x + s.ExpertGate, false), Lin(x + s.ExpertUp, false), Lin(x + s.ExpertDown, false))).ToArray()
+                    : null,
+            };
         }).ToArray();
         Tensor Index(int[] columns) => Tensor.FromArray(device, columns, columns.Length);
         if (!separate)
@@ -90,7 +107,7 @@ public sealed partial class CausalLM : IDisposable
             var (q, k, v) = FusedQkvColumns(config);
             (_qIndex, _kIndex, _vIndex) = (Index(q), Index(k), Index(v));
         }
-        if (fusedMlp)
+        if (s.GateUp is not null)
         {
             var (gate, up) = GateUpColumns(config);
             (_gateIndex, _upIndex) = (Index(gate), Index(up));
@@ -186,13 +203,42 @@ public sealed partial class CausalLM : IDisposable
     /// </summary>
     public Tensor Loss(int[] inputIds, int[] labels, int batch, int seq, int[]? positionIds = null, int[]? segmentIds = null, Random? rng = null)
     {
-        using var normed = FinalHidden(inputIds, batch, seq, positionIds, segmentIds, rng);
+        // output_router_logits: transformers adds router_aux_loss_coef × the load-balancing loss of every sparse layer.
+        using var router = Config.Moe is { OutputRouterLogits: true } && Layers.Any(l => l.Router is not null) ? new RouterLog() : null;
+        using var normed = FinalHidden(inputIds, batch, seq, positionIds, segmentIds, rng, router);
         using var targets = Tensor.FromArray(Device, ShiftLabels(labels, batch, seq, segmentIds), batch * seq);
-        return Ops.LinearCrossEntropy(normed, LmHead, targets);
+        var loss = Ops.LinearCrossEntropy(normed, LmHead, targets);
+        if (router is null) return loss;
+        using (loss)
+        using (var aux = router.AuxLoss())
+        using (var scaled = Ops.Scale(aux, (float)Config.Moe!.RouterAuxLossCoef))
+        using (var scalar = Ops.Reshape(scaled, loss.Shape))
+            return Ops.Add(loss, scalar);
+    }
+
+    // The router logits and routings of one forward's sparse layers, for the load-balancing loss.
+    private sealed class RouterLog : IDisposable
+    {
+        private readonly List<Tensor> _logits = [];
+        private readonly List<MoeRouting> _routings = [];
+
+        public void Add(Tensor logits, MoeRouting routing)
+        {
+            _logits.Add(logits);
+            _routings.Add(routing);
+        }
+
+        public Tensor AuxLoss() => Ops.MoeLoadBalancingLoss(_logits, _routings, attentionMask: null);
+
+        public void Dispose()
+        {
+            foreach (var t in _logits) t.Dispose();
+            foreach (var r in _routings) r.Dispose();
+        }
     }
 
     // Embedding, decoder layers and the final norm: [batch*seq, hidden].
-    private Tensor FinalHidden(int[] inputIds, int batch, int seq, int[]? positionIds, int[]? segmentIds, Random? rng)
+    private Tensor FinalHidden(int[] inputIds, int batch, int seq, int[]? positionIds, int[]? segmentIds, Random? rng, RouterLog? router = null)
     {
         var c = Config;
         int tokens = batch * seq;
@@ -221,7 +267,8 @@ public sealed partial class CausalLM : IDisposable
             int seed = rng.Next();
             var (cos, sin) = rope.For(layer);
             Tensor next;
-            if (GradientCheckpointing)
+            // A sparse layer whose router logits feed the aux loss keeps its activations: a checkpoint would log them twice.
+            if (GradientCheckpointing && !(router is not null && layer.Router is not null))
             {
                 if (store is { } d)
                 {
@@ -232,7 +279,7 @@ public sealed partial class CausalLM : IDisposable
                 Tensor[] inputs = segments is null ? [h, cos, sin] : [h, cos, sin, segments];
                 next = Tape.Checkpoint(t => Block(layer, t[0], t[1], t[2], new Random(seed), Causal(layer, t.Length > 3 ? t[3] : null)), store, inputs);
             }
-            else next = Block(layer, h, cos, sin, new Random(seed), Causal(layer, segments));
+            else next = Block(layer, h, cos, sin, new Random(seed), Causal(layer, segments), router);
             h.Dispose();
             h = next;
         }
@@ -294,7 +341,8 @@ public sealed partial class CausalLM : IDisposable
 
     // h[tokens, hidden] -> the layer's output. `attention` maps the roped q, k and v to the attention output, so training
     // (causal over the batch) and generation (over a KV cache) share the rest. A null rng is inference: no LoRA dropout.
-    private Tensor Block(DecoderLayer layer, Tensor h, Tensor cos, Tensor sin, Random? rng, Func<Tensor, Tensor, Tensor, Tensor> attention)
+    private Tensor Block(DecoderLayer layer, Tensor h, Tensor cos, Tensor sin, Random? rng, Func<Tensor, Tensor, Tensor, Tensor> attention,
+        RouterLog? router = null)
     {
         var c = Config;
         Tensor q, k, v;
@@ -330,7 +378,7 @@ public sealed partial class CausalLM : IDisposable
         }
         using (h2)
         using (var x2 = RmsNorm(h2, layer.PreFeedforwardNorm ?? layer.PostAttentionNorm))
-        using (var mlp = Mlp(layer, x2, rng))
+        using (var mlp = layer.Router is null ? Mlp(layer, x2, rng) : SparseMlp(layer, x2, rng, router))
         {
             if (layer.PostFeedforwardNorm is null) return Ops.Add(h2, mlp);
             using var normed = RmsNorm(mlp, layer.PostFeedforwardNorm);
@@ -356,7 +404,36 @@ public sealed partial class CausalLM : IDisposable
         using (gate)
         using (up)
         using (var act = Activation(gate, up))
-            return layer.DownProj.Forward(act, rng);
+            return layer.DownProj!.Forward(act, rng);
+    }
+
+    // x[tokens, hidden] -> Σ_k weight_k · expert_k(x) [tokens, hidden]: softmax top-k routing, each expert's tokens gathered
+    // and run as one product per linear (Ops.MoeExperts), so activations scale with the routed rows, not with the experts.
+    private Tensor SparseMlp(DecoderLayer layer, Tensor x, Random? rng, RouterLog? router)
+    {
+        var moe = Config.Moe!;
+        var logits = layer.Router!.Forward(x, rng);
+        var routing = Ops.MoeRoute(logits, moe.NumExpertsPerTok, moe.NormTopKProb);
+        try
+        {
+            return Ops.MoeExperts(x, routing, (e, xe) =>
+            {
+                var expert = layer.Experts![e];
+                using var gate = expert.Gate.Forward(xe, rng);
+                using var up = expert.Up.Forward(xe, rng);
+                using var act = Ops.SwiGlu(gate, up);
+                return expert.Down.Forward(act, rng);
+            });
+        }
+        finally
+        {
+            if (router is null)
+            {
+                routing.Dispose();
+                logits.Dispose();
+            }
+            else router.Add(logits, routing);
+        }
     }
 
     private Tensor Activation(Tensor gate, Tensor up) => Config.HiddenAct switch

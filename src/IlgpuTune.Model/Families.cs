@@ -1,5 +1,7 @@
 // The supported families, one ArchitectureSpec each, from transformers' configuration_*.py / modeling_*.py (InternLM v1
 // and InternLM2 from their published remote code). Adding a dense family = one entry here + its tests + its golden case.
+using System.Text.Json.Nodes;
+
 namespace IlgpuTune.Model;
 
 internal static class Families
@@ -101,13 +103,67 @@ internal static class Families
                     SlidingWindows = r.Windows(r.Window("sliding_window") ?? 4096, i => (i + 1) % pattern != 0),
                     // v5 moves it to rope_parameters.sliding_attention.rope_theta.
                     LocalRopeTheta = r.Num("rope_local_base_freq")
-                        ?? (r.Root["rope_parameters"]?["sliding_attention"] is System.Text.Json.Nodes.JsonObject local
+                        ?? (r.Root["rope_parameters"]?["sliding_attention"] is JsonObject local
                             ? ModelConfig.Num(local, "rope_theta", r.Source) : null) ?? 10000.0,
                     QueryPreAttnScalar = r.Num("query_pre_attn_scalar") ?? 256,
                 };
             },
         },
+        new()
+        {
+            // MixtralSparseMoeBlock on every layer: block_sparse_moe.gate router, experts.N.w1 (gate) / w3 (up) / w2 (down),
+            // top-k weights always renormalised; Mistral's attention (sliding_window, null by default).
+            Architecture = Architecture.Mixtral, ModelType = "mixtral", ClassName = "MixtralForCausalLM", PromptTemplate = "mixtral",
+            DefaultVocabSize = 32000, DefaultIntermediateSize = 14336, DefaultMaxPositions = 131072, DefaultKvHeads = 8,
+            DefaultRmsNormEps = 1e-5, DefaultRopeTheta = 1e6,
+            Router = "block_sparse_moe.gate", Experts = "block_sparse_moe.experts", ExpertGate = "w1", ExpertUp = "w3", ExpertDown = "w2",
+            ReadOptions = r => new()
+            {
+                SlidingWindows = AllLayers(r, r.Window("sliding_window")),
+                Moe = ReadMoe(r, "num_local_experts", 8, 2, normTopK: true, r.Int("intermediate_size") ?? 14336, _ => true),
+            },
+        },
+        new()
+        {
+            // Qwen3MoeSparseMoeBlock where (i + 1) % decoder_sparse_step == 0 and i not in mlp_only_layers (else Qwen3's dense
+            // MLP): mlp.gate router, mlp.experts.N.gate_proj/up_proj/down_proj of moe_intermediate_size; norm_topk_prob.
+            Architecture = Architecture.Qwen3Moe, ModelType = "qwen3_moe", ClassName = "Qwen3MoeForCausalLM", PromptTemplate = "qwen_chat",
+            DefaultVocabSize = 151936, DefaultHiddenSize = 2048, DefaultIntermediateSize = 6144, DefaultLayers = 24, DefaultKvHeads = 4,
+            DefaultMaxPositions = 32768,
+            QNorm = "self_attn.q_norm", KNorm = "self_attn.k_norm",
+            Router = "mlp.gate", Experts = "mlp.experts",
+            ReadOptions = r =>
+            {
+                int step = r.Int("decoder_sparse_step") ?? 1;
+                if (step < 1) throw new InvalidDataException($"{r.Source}: key 'decoder_sparse_step' is {step}, expected a positive integer");
+                var denseOnly = r.Root["mlp_only_layers"] is JsonArray a
+                    ? a.Select((n, i) => (n as JsonValue)?.TryGetValue<int>(out int l) == true ? l
+                        : throw new InvalidDataException($"{r.Source}: key 'mlp_only_layers' item {i} is not a layer index")).ToHashSet()
+                    : [];
+                return new()
+                {
+                    QkvBias = r.Bool("attention_bias") ?? false,
+                    OutputBias = r.Bool("attention_bias") ?? false,
+                    SlidingWindows = QwenWindows(r),
+                    Moe = ReadMoe(r, "num_experts", 128, 8, r.Bool("norm_topk_prob") ?? false, r.Int("moe_intermediate_size") ?? 768,
+                        i => !denseOnly.Contains(i) && (i + 1) % step == 0),
+                };
+            },
+        },
     ];
+
+    // Mixtral / Qwen3-MoE sparse MLP keys; experts, top-k and the expert width checked like every size.
+    private static MoeOptions ReadMoe(ConfigReader r, string expertsKey, int defaultExperts, int defaultTopK, bool normTopK,
+        int expertWidth, Func<int, bool> sparse)
+    {
+        int experts = r.Int(expertsKey) ?? defaultExperts, topK = r.Int("num_experts_per_tok") ?? defaultTopK;
+        if (experts < 1 || experts > 1 << 14) throw new InvalidDataException($"{r.Source}: key '{expertsKey}' is {experts}, expected 1..16384");
+        if (topK < 1 || topK > experts)
+            throw new InvalidDataException($"{r.Source}: key 'num_experts_per_tok' is {topK}, expected 1..{expertsKey} ({experts})");
+        if (expertWidth < 1 || expertWidth > 1 << 22) throw new InvalidDataException($"{r.Source}: the experts' intermediate size {expertWidth} is out of range");
+        return new MoeOptions(experts, topK, normTopK, expertWidth, Enumerable.Range(0, r.Layers).Select(sparse).ToArray(),
+            r.Bool("output_router_logits") ?? false, r.Num("router_aux_loss_coef") ?? 0.001);
+    }
 
     private static int[] AllLayers(ConfigReader r, int? window) => Enumerable.Repeat(window ?? 0, r.Layers).ToArray();
 

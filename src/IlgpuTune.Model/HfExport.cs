@@ -111,6 +111,20 @@ public static class HfExport
         if (c.PartialRotaryDim is { } r) o["partial_rotary_factor"] = (double)r / c.HeadDim;
         if (c.QueryPreAttnScalar is { } qpas) o["query_pre_attn_scalar"] = qpas;
         if (c.LocalRopeTheta is { } local) o["rope_local_base_freq"] = local;
+        if (c.Moe is { } moe)
+        {
+            o[c.Architecture == Architecture.Mixtral ? "num_local_experts" : "num_experts"] = moe.NumExperts;
+            o["num_experts_per_tok"] = moe.NumExpertsPerTok;
+            o["output_router_logits"] = moe.OutputRouterLogits;
+            o["router_aux_loss_coef"] = moe.RouterAuxLossCoef;
+            if (c.Architecture == Architecture.Qwen3Moe)
+            {
+                o["norm_topk_prob"] = moe.NormTopKProb;
+                o["moe_intermediate_size"] = moe.ExpertIntermediateSize;
+                o["decoder_sparse_step"] = 1;
+                o["mlp_only_layers"] = new JsonArray(Enumerable.Range(0, c.NumHiddenLayers).Where(i => !moe.SparseLayers[i]).Select(i => (JsonNode?)i).ToArray());
+            }
+        }
         return o;
     }
 }

@@ -40,6 +40,8 @@ public sealed class ModelConfig
     public int? PartialRotaryDim { get; init; }
     /// <summary>The softmax scale's query_pre_attn_scalar (scale = its ^-0.5); null = head_dim.</summary>
     public double? QueryPreAttnScalar { get; init; }
+    /// <summary>The sparse MLP (Mixtral, Qwen3-MoE); null for a dense model.</summary>
+    public MoeOptions? Moe { get; init; }
     public DType? TorchDtype { get; init; }
     public int? BosTokenId { get; init; }
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
@@ -51,6 +53,7 @@ public sealed class ModelConfig
     public ArchitectureSpec Spec => ArchitectureSpec.For(Architecture);
     public int RotaryDim => PartialRotaryDim ?? HeadDim;
     public int SlidingWindow(int layer) => SlidingWindows.Count == 0 ? 0 : SlidingWindows[layer];
+    public bool IsSparseLayer(int layer) => Moe is { } m && m.SparseLayers[layer];
 
     public static ModelConfig Load(string path)
     {
@@ -135,6 +138,7 @@ public sealed class ModelConfig
             LocalRopeTheta = options.LocalRopeTheta,
             PartialRotaryDim = rotaryDim,
             QueryPreAttnScalar = options.QueryPreAttnScalar,
+            Moe = options.Moe,
             TorchDtype = DTypeInfo.FromTorchName(Str(root, "dtype", source) ?? Str(root, "torch_dtype", source)),
             BosTokenId = Int(root, "bos_token_id", source),
             EosTokenIds = root["eos_token_id"] switch

@@ -17,7 +17,7 @@ public class FamilyTests
 {
     const int Vocab = 96, Hidden = 32, Inter = 48, Layers = 2;
 
-    public static TheoryData<string> Names => new() { "qwen3", "internlm", "phi3", "gemma3_text", "mistral_sw" };
+    public static TheoryData<string> Names => new() { "qwen3", "internlm", "phi3", "gemma3_text", "mistral_sw", "mixtral", "qwen3_moe" };
 
     // config.json as the family's real checkpoints spell it.
     static JsonObject Config(string family) => JsonNode.Parse(family switch
@@ -53,6 +53,22 @@ public class FamilyTests
              "rms_norm_eps":1e-5,"rope_theta":10000.0,"sliding_window":4,"tie_word_embeddings":false,"torch_dtype":"float32",
              "bos_token_id":1,"eos_token_id":2}
             """,
+        "mixtral" => """
+            {"architectures":["MixtralForCausalLM"],"model_type":"mixtral","vocab_size":96,"hidden_size":32,"intermediate_size":24,
+             "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_act":"silu","max_position_embeddings":128,
+             "rms_norm_eps":1e-5,"rope_theta":1000000.0,"sliding_window":null,"num_local_experts":4,"num_experts_per_tok":2,
+             "output_router_logits":true,"router_aux_loss_coef":0.02,"router_jitter_noise":0.0,"tie_word_embeddings":false,
+             "torch_dtype":"float32","bos_token_id":1,"eos_token_id":2}
+            """,
+        // Layer 1 is in mlp_only_layers: Qwen3's dense MLP of intermediate_size; layer 0 is sparse.
+        "qwen3_moe" => """
+            {"architectures":["Qwen3MoeForCausalLM"],"model_type":"qwen3_moe","vocab_size":96,"hidden_size":32,"intermediate_size":48,
+             "moe_intermediate_size":24,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":16,
+             "hidden_act":"silu","max_position_embeddings":128,"rms_norm_eps":1e-6,"rope_theta":1000000.0,"attention_bias":false,
+             "use_sliding_window":false,"sliding_window":null,"max_window_layers":2,"decoder_sparse_step":1,"mlp_only_layers":[1],
+             "num_experts":4,"num_experts_per_tok":2,"norm_topk_prob":true,"output_router_logits":true,"router_aux_loss_coef":0.02,
+             "tie_word_embeddings":false,"torch_dtype":"float32","bos_token_id":1,"eos_token_id":2}
+            """,
         _ => """
             {"architectures":["Phi3ForCausalLM"],"model_type":"phi3","vocab_size":96,"hidden_size":32,"intermediate_size":48,
              "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_act":"silu",
@@ -65,40 +81,60 @@ public class FamilyTests
     // Every checkpoint key with its shape, as the family's modeling code names its modules.
     static List<(string Name, long[] Shape)> HfKeys(string family)
     {
-        int heads = 4, kv = family == "internlm" ? 4 : 2, d = family is "qwen3" or "gemma3_text" ? 16 : 8;
+        int heads = 4, kv = family == "internlm" ? 4 : 2, d = family is "qwen3" or "gemma3_text" or "qwen3_moe" ? 16 : 8;
         var keys = new List<(string, long[])> { ("model.embed_tokens.weight", [Vocab, Hidden]) };
         for (int i = 0; i < Layers; i++)
         {
             string p = $"model.layers.{i}.";
             keys.Add((p + "input_layernorm.weight", [Hidden]));
             keys.Add((p + "post_attention_layernorm.weight", [Hidden]));
-            keys.Add((p + "mlp.down_proj.weight", [Hidden, Inter]));
             keys.Add((p + "self_attn.o_proj.weight", [Hidden, heads * d]));
             if (family == "phi3")
             {
                 keys.Add((p + "self_attn.qkv_proj.weight", [(heads + 2 * kv) * d, Hidden]));
                 keys.Add((p + "mlp.gate_up_proj.weight", [2 * Inter, Hidden]));
+                keys.Add((p + "mlp.down_proj.weight", [Hidden, Inter]));
                 continue;
             }
             keys.Add((p + "self_attn.q_proj.weight", [heads * d, Hidden]));
             keys.Add((p + "self_attn.k_proj.weight", [kv * d, Hidden]));
             keys.Add((p + "self_attn.v_proj.weight", [kv * d, Hidden]));
-            keys.Add((p + "mlp.gate_proj.weight", [Inter, Hidden]));
-            keys.Add((p + "mlp.up_proj.weight", [Inter, Hidden]));
+            // Sparse MLPs: the router and per-expert linears, as the hub's safetensors store them.
+            if (family == "mixtral" || (family == "qwen3_moe" && i == 0))
+            {
+                var (router, experts, gate, up, down) = family == "mixtral"
+                    ? ("block_sparse_moe.gate", "block_sparse_moe.experts", "w1", "w3", "w2")
+                    : ("mlp.gate", "mlp.experts", "gate_proj", "up_proj", "down_proj");
+                keys.Add((p + router + ".weight", [4, Hidden]));
+                for (int e = 0; e < 4; e++)
+                {
+                    keys.Add((p + $"{experts}.{e}.{gate}.weight", [24, Hidden]));
+                    keys.Add((p + $"{experts}.{e}.{up}.weight", [24, Hidden]));
+                    keys.Add((p + $"{experts}.{e}.{down}.weight", [Hidden, 24]));
+                }
+            }
+            else
+            {
+                keys.Add((p + "mlp.gate_proj.weight", [Inter, Hidden]));
+                keys.Add((p + "mlp.up_proj.weight", [Inter, Hidden]));
+                keys.Add((p + "mlp.down_proj.weight", [Hidden, Inter]));
+            }
             if (family == "gemma3_text")
             {
                 keys.Add((p + "pre_feedforward_layernorm.weight", [Hidden]));
                 keys.Add((p + "post_feedforward_layernorm.weight", [Hidden]));
             }
-            if (family is "qwen3" or "gemma3_text")
+            if (family is "qwen3" or "gemma3_text" or "qwen3_moe")
             {
                 keys.Add((p + "self_attn.q_norm.weight", [d]));
                 keys.Add((p + "self_attn.k_norm.weight", [d]));
             }
             if (family == "internlm")
+            {
                 foreach (var (m, n) in new[] { ("q", heads), ("k", kv), ("v", kv) })
                     keys.Add((p + $"self_attn.{m}_proj.bias", [n * d]));
-            if (family == "internlm") keys.Add((p + "self_attn.o_proj.bias", [Hidden]));
+                keys.Add((p + "self_attn.o_proj.bias", [Hidden]));
+            }
         }
         keys.Add(("model.norm.weight", [Hidden]));
         if (family != "gemma3_text") keys.Add(("lm_head.weight", [Vocab, Hidden])); // Gemma ties it to the embedding
@@ -106,9 +142,16 @@ public class FamilyTests
     }
 
     // PEFT's target names for the family's linears.
-    static string[] Targets(string family) => family == "phi3"
-        ? ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
-        : ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    static string[] Targets(string family) => family switch
+    {
+        "phi3" => ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+        "mixtral" => ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"],
+        _ => ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    };
+
+    // The linears PEFT would wrap for these targets: 2-D weights whose module name ends in one.
+    static int TargetCount(string family) => HfKeys(family).Count(k => k.Shape.Length == 2 && k.Name.EndsWith(".weight")
+        && Targets(family).Contains(k.Name[..^".weight".Length].Split('.')[^1]));
 
     static string WriteModel(TempDir tmp, string family, string name = "model")
     {
@@ -163,6 +206,14 @@ public class FamilyTests
                 Assert.Equal((10000.0, 1000000.0, "linear"), (config.LocalRopeTheta, config.RopeTheta, config.RopeScaling.Type));
                 Assert.Equal(("gelu_pytorch_tanh", 24.0, true), (config.HiddenAct, config.QueryPreAttnScalar, config.TieWordEmbeddings));
                 break;
+            case "mixtral":
+                Assert.Equal((4, 2, true, 24), (config.Moe!.NumExperts, config.Moe.NumExpertsPerTok, config.Moe.NormTopKProb, config.Moe.ExpertIntermediateSize));
+                Assert.Equal([true, true], config.Moe.SparseLayers);
+                break;
+            case "qwen3_moe":
+                Assert.Equal([true, false], config.Moe!.SparseLayers);
+                Assert.Equal((true, 0.02), (config.Moe.OutputRouterLogits, config.Moe.RouterAuxLossCoef));
+                break;
             case "mistral_sw":
                 Assert.Equal([4, 4], config.SlidingWindows);
                 break;
@@ -181,7 +232,8 @@ public class FamilyTests
         {
             using var model = ModelLoader.Load(dir, device, quantization: quant);
             var adapted = model.ApplyLora(new LoraConfig(4, 8, 0, Targets(family)), seed: 1);
-            Assert.Equal(Layers * Targets(family).Length, adapted.Count);
+            Assert.Equal(TargetCount(family), adapted.Count);
+            model.GradientCheckpointing = quant is not null; // as QLoRA configs train
             var losses = new List<float>();
             for (int step = 0; step < 4; step++)
             {
@@ -254,6 +306,34 @@ public class FamilyTests
             using var step = model.ForwardCached(Ids[t..(t + 1)], cache);
             Close.Assert($"{family} step {t}", expected.AsSpan(t * vocab, vocab), step.ToFloatArray(), 1e-5, 1e-4);
         }
+    }
+
+    // output_router_logits adds router_aux_loss_coef × the load-balancing loss, E·Σ f_e P_e, which lies in (0, K·E]
+    // (Σ f_e = K, P_e ≤ 1); its gradient reaches the routers.
+    [Theory]
+    [InlineData("mixtral")]
+    [InlineData("qwen3_moe")]
+    public void RouterAuxLoss_IsAddedToTheLoss(string family)
+    {
+        using var tmp = new TempDir();
+        string dir = WriteModel(tmp, family);
+        using var device = Device.Create("cpu");
+        float Loss(bool aux, bool routerGrad)
+        {
+            var config = Config(family);
+            config["output_router_logits"] = aux;
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            using var model = ModelLoader.Load(dir, device);
+            model.SetFullFineTuning();
+            using var tape = new Tape();
+            using var loss = model.Loss(Ids, Ids, 2, Ids.Length / 2);
+            tape.Backward(loss);
+            var router = model.Layers[0].Router!.Weight!;
+            Assert.Equal(routerGrad, router.Grad!.ToFloatArray().Any(g => g != 0));
+            return loss.ToFloatArray()[0];
+        }
+        float diff = Loss(aux: true, routerGrad: true) - Loss(aux: false, routerGrad: true);
+        Assert.InRange(diff / 0.02f, 1e-3f, 2 * 4);
     }
 
     // Mistral's sliding_window (ignored before): a query sees only the last 4 keys, so the logits of the first 4 positions
