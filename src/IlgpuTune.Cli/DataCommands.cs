@@ -191,12 +191,12 @@ public sealed class DataCommands
 
     [Command("log-dataset", Description = "Print the first samples as the trainer sees them")]
     public int LogDataset(DatasetParameters p,
-        [Option("show", Description = "text, masked_text, input_ids, labels or all")] string show = "all",
+        [Option("show", Description = "text, masked_text, input_ids, labels, position_ids or all")] string show = "all",
         [Option("count", Description = "how many samples (rows when packing)")] int count = 1)
     {
         string[] parts = show == "all" ? ["text", "masked_text", "input_ids", "labels"] : [show];
-        if (parts.Any(s => s is not ("text" or "masked_text" or "input_ids" or "labels")))
-            throw new ArgumentException($"--show {show}: expected text, masked_text, input_ids, labels or all");
+        if (parts.Any(s => s is not ("text" or "masked_text" or "input_ids" or "labels" or "position_ids")))
+            throw new ArgumentException($"--show {show}: expected text, masked_text, input_ids, labels, position_ids or all");
         var o = p.ToOptions();
         ITokenizer tok;
         List<Conversation> conversations;
@@ -217,6 +217,8 @@ public sealed class DataCommands
                     "text" => tok.Decode(row.InputIds),
                     "masked_text" => MaskedText(tok, row.Labels),
                     "input_ids" => JsonSerializer.Serialize(row.InputIds, Compact),
+                    // Restart at 0 in each packed sample: the row's sample boundaries, e.g. for a peer replaying the rows.
+                    "position_ids" => JsonSerializer.Serialize(row.PositionIds, Compact),
                     _ => JsonSerializer.Serialize(row.Labels, Compact),
                 });
             }

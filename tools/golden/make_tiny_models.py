@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tiny random-init causal LMs + golden tensors for IlgpuTune's parity tests.
 
-For each arch in llama, mistral, qwen2, internlm2 this writes <out>/<arch>/:
+For each arch in ARCHS (llama, mistral, qwen2, internlm2, qwen3, internlm, phi3, gemma3_text, mistral_sw,
+mixtral, qwen3_moe) this writes <out>/<arch>/:
   config.json, model.safetensors  (save_pretrained; internlm2 hand-written with InternLM2 names + fused wqkv)
   golden.safetensors              (inputs, logits, loss, full-model grads, LoRA logits/loss/grads, packed case)
   adapter/                        (adapter_config.json + adapter_model.safetensors as PEFT writes them)
@@ -41,7 +42,11 @@ from safetensors.torch import save_file, load_file
 
 SCRIPT = "tools/golden/make_tiny_models.py"
 BASE_SEED = 1234
-ARCHS = ["llama", "mistral", "qwen2", "internlm2"]
+# Seeds follow the index here: append new archs, never reorder (the committed fixtures of the first four stay byte-equal).
+ARCHS = ["llama", "mistral", "qwen2", "internlm2",
+         "qwen3", "internlm", "phi3", "gemma3_text", "mistral_sw", "mixtral", "qwen3_moe"]
+MOE_ARCHS = ("mixtral", "qwen3_moe")
+SLIDING_WINDOW = 8  # mistral_sw and gemma3_text's sliding layer: rows 8..15 of a 16-token row see a truncated past
 
 SHAPES = dict(
     vocab_size=128,
@@ -58,6 +63,14 @@ PACKED_LENS = (7, 9)
 LORA_R, LORA_ALPHA = 4, 8
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 INTERNLM2_LORA_TARGETS = ["o_proj", "gate_proj", "up_proj", "down_proj"]
+# PEFT's names for Phi-3's fused projections; MoE goldens put LoRA on attention only (experts are fused 3-D
+# parameters in transformers 5, which PEFT's module LoRA does not reach).
+LORA_TARGETS_BY_ARCH = {
+    "internlm2": INTERNLM2_LORA_TARGETS,
+    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+    "mixtral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen3_moe": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
 
 # Llama module path -> InternLM2 module path (formats.md §3.3).
 INTERNLM2_RENAMES = [
@@ -104,21 +117,80 @@ def arch_config(arch):
         rope = dict(rope_type="default", rope_theta=1e6)
         kw = dict(common, rms_norm_eps=1e-5, tie_word_embeddings=False)
         return transformers.LlamaConfig, transformers.LlamaForCausalLM, kw, rope
+    if arch == "qwen3":
+        rope = dict(rope_type="default", rope_theta=1e6)
+        kw = dict(common, rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=False, attention_bias=False)
+        return transformers.Qwen3Config, transformers.Qwen3ForCausalLM, kw, rope
+    if arch == "internlm":
+        # InternLM v1 (internlm-chat-7b) is Llama with bias on q, k, v and o, multi-head (no GQA); written under its own
+        # model_type with the remote code's config keys. Dynamic NTK does not trigger at seq <= max_position_embeddings.
+        rope = dict(rope_type="default", rope_theta=1e4)
+        kw = dict(common, num_key_value_heads=SHAPES["num_attention_heads"], rms_norm_eps=1e-6,
+                  tie_word_embeddings=False, attention_bias=True, mlp_bias=False)
+        return transformers.LlamaConfig, transformers.LlamaForCausalLM, kw, rope
+    if arch == "phi3":
+        rope = dict(rope_type="default", rope_theta=1e4, partial_rotary_factor=0.5)
+        kw = dict({k: v for k, v in common.items() if k != "head_dim"}, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                  resid_pdrop=0.0, embd_pdrop=0.0, sliding_window=None, pad_token_id=0, bos_token_id=1,
+                  eos_token_id=2, original_max_position_embeddings=SHAPES["max_position_embeddings"],
+                  partial_rotary_factor=0.5)
+        return transformers.Phi3Config, transformers.Phi3ForCausalLM, kw, rope
+    if arch == "gemma3_text":
+        # Layer 0 sliding (window 8, local rope base 1e4), layer 1 full (rope base 1e6); query_pre_attn_scalar 24 != D so
+        # the attention scale is not 1/sqrt(D).
+        rope = dict(rope_type="default", rope_theta=1e6, rope_local_base_freq=1e4)
+        kw = dict(common, rms_norm_eps=1e-6, tie_word_embeddings=True, sliding_window=SLIDING_WINDOW,
+                  query_pre_attn_scalar=24, hidden_activation="gelu_pytorch_tanh",
+                  layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=None,
+                  attn_logit_softcapping=None, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+        return transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM, kw, rope
+    if arch == "mistral_sw":
+        rope = dict(rope_type="default", rope_theta=1e6)
+        kw = dict(common, rms_norm_eps=1e-6, tie_word_embeddings=False, sliding_window=SLIDING_WINDOW)
+        return transformers.MistralConfig, transformers.MistralForCausalLM, kw, rope
+    if arch == "mixtral":
+        rope = dict(rope_type="default", rope_theta=1e6)
+        kw = dict(common, rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=None, num_local_experts=4,
+                  num_experts_per_tok=2, output_router_logits=True, router_aux_loss_coef=0.02, router_jitter_noise=0.0)
+        return transformers.MixtralConfig, transformers.MixtralForCausalLM, kw, rope
+    if arch == "qwen3_moe":
+        # Layer 1 is a dense MLP (mlp_only_layers), so both block kinds occur; aux loss from layer 0's router only.
+        rope = dict(rope_type="default", rope_theta=1e6)
+        kw = dict(common, rms_norm_eps=1e-6, tie_word_embeddings=False, num_experts=4, num_experts_per_tok=2,
+                  moe_intermediate_size=48, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1],
+                  output_router_logits=True, router_aux_loss_coef=0.02, use_sliding_window=False,
+                  attention_bias=False)
+        return transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, kw, rope
     raise ValueError(arch)
 
 
-def make_config(cfg_cls, kw, rope):
-    try:
-        return cfg_cls(**kw, rope_parameters=dict(rope))
-    except TypeError as e:  # pre-5.x fallback: legacy keys
-        print(f"  note: rope_parameters rejected ({e}); using rope_theta + rope_scaling")
-        legacy = {k: v for k, v in rope.items() if k != "rope_theta"}
-        scaling = None if legacy.get("rope_type") == "default" else legacy
-        return cfg_cls(**kw, rope_theta=rope["rope_theta"], rope_scaling=scaling)
+def config_candidates(cfg_cls, kw, rope):
+    """Ways to spell the rope settings, newest transformers first; build_model keeps the first whose rotary buffers
+    match expected_inv_freq (a v5 config accepts unknown kwargs silently, so a TypeError alone proves nothing)."""
+    base = {k: v for k, v in rope.items() if k not in ("rope_local_base_freq", "partial_rotary_factor")}
+    if "rope_local_base_freq" in rope:  # Gemma 3: one rope per layer type
+        local = dict(base, rope_theta=rope["rope_local_base_freq"])
+        yield lambda: cfg_cls(**kw, rope_parameters={"full_attention": dict(base), "sliding_attention": local})
+        yield lambda: cfg_cls(**kw, rope_parameters=dict(base), rope_local_base_freq=rope["rope_local_base_freq"])
+        yield lambda: cfg_cls(**kw, rope_theta=rope["rope_theta"], rope_local_base_freq=rope["rope_local_base_freq"])
+        return
+    if "partial_rotary_factor" in rope:
+        yield lambda: cfg_cls(**kw, rope_parameters=dict(base, partial_rotary_factor=rope["partial_rotary_factor"]))
+    yield lambda: cfg_cls(**kw, rope_parameters=dict(base))
+    legacy = {k: v for k, v in base.items() if k != "rope_theta"}
+    scaling = None if legacy.get("rope_type") == "default" else legacy
+    yield lambda: cfg_cls(**kw, rope_theta=rope["rope_theta"], rope_scaling=scaling)
+
+
+def expected_inv_freqs(rope, head_dim):
+    """Every inv_freq vector the model must hold: one per rope base (Gemma 3 has a local and a global one)."""
+    dim = int(head_dim * rope.get("partial_rotary_factor", 1.0))
+    thetas = [rope["rope_theta"]] + ([rope["rope_local_base_freq"]] if "rope_local_base_freq" in rope else [])
+    return [expected_inv_freq(dict(rope, rope_theta=t), dim) for t in thetas]
 
 
 def expected_inv_freq(rope, head_dim):
-    """formats.md §8.1, independent of transformers."""
+    """formats.md §8.1, independent of transformers. head_dim = the rotated dims (partial rotary: a fraction of D)."""
     inv = 1.0 / (rope["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     if rope["rope_type"] == "default":
         return inv
@@ -134,32 +206,60 @@ def expected_inv_freq(rope, head_dim):
     return torch.where(medium, smoothed, f)
 
 
+def rotary_buffers(model):
+    """Every inv_freq-like buffer (v5 may name Gemma 3's per-layer-type buffers e.g. `sliding_attention_inv_freq`)."""
+    return [(n, b) for n, b in model.named_buffers() if "inv_freq" in n and "original" not in n]
+
+
 def build_model(arch, seed):
     cfg_cls, model_cls, kw, rope = arch_config(arch)
-    torch.manual_seed(seed)
-    config = make_config(cfg_cls, kw, rope)
-    config._attn_implementation = "eager"
-    model = model_cls(config)
+    want = expected_inv_freqs(rope, SHAPES["head_dim"])
+    tried = []
+    for make in config_candidates(cfg_cls, kw, rope):
+        torch.manual_seed(seed)
+        try:
+            config = make()
+            config._attn_implementation = "eager"
+            model = model_cls(config)
+        except (TypeError, ValueError, KeyError) as e:
+            tried.append(repr(e)[:200])
+            continue
+        bufs = rotary_buffers(model)
+        got_all = all(any(b.shape == w.shape and torch.allclose(b, w, rtol=1e-6, atol=0) for _, b in bufs) for w in want)
+        none_else = all(any(b.shape == w.shape and torch.allclose(b, w, rtol=1e-6, atol=0) for w in want) for _, b in bufs)
+        if bufs and got_all and none_else:
+            break
+        tried.append(f"rotary buffers {[(n, tuple(b.shape)) for n, b in bufs]} do not match")
+    else:
+        raise RuntimeError(f"{arch}: no config spelling gives the expected rotary frequencies: {tried}")
+    for t in tried:
+        print(f"  note: config spelling skipped: {t}")
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")
     model = model.to(torch.float32)
     g = torch.Generator().manual_seed(seed + 1_000_000)
     with torch.no_grad():
+        for name, p in model.named_parameters():
+            # MoE experts are fused 3-D parameters in transformers 5 that its init may leave as they are; initialise
+            # them here like every other matrix so the fixture does not depend on that.
+            if ".experts." in name and p.dim() >= 2:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
         for _, m in model.named_modules():
             if "RMSNorm" in type(m).__name__:
-                m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=g))
+                # Gemma's norm scales by (1 + w), its weight is stored around 0; the others scale by w, stored around 1.
+                centre = 0.0 if "Gemma" in type(m).__name__ else 1.0
+                m.weight.copy_(centre + 0.1 * torch.randn(m.weight.shape, generator=g))
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
     model.train()
     check(model.config._attn_implementation == "eager", f"attn_implementation = {model.config._attn_implementation}")
     drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    check(all(p == 0.0 for p in drops) and float(model.config.attention_dropout) == 0.0,
+    check(all(p == 0.0 for p in drops) and float(getattr(model.config, "attention_dropout", 0.0)) == 0.0,
           f"all dropouts 0 ({len(drops)} Dropout modules)")
-    want = expected_inv_freq(rope, SHAPES["head_dim"])
-    bufs = [(n, m.inv_freq) for n, m in model.named_modules() if hasattr(m, "inv_freq")]
-    check(len(bufs) > 0 and all(torch.allclose(b, want, rtol=1e-6, atol=0) for _, b in bufs),
-          f"inv_freq ({rope['rope_type']}) matches formats.md §8.1 in {len(bufs)} rotary module(s)")
+    bufs = rotary_buffers(model)
+    check(len(bufs) > 0, f"inv_freq ({rope['rope_type']}) matches formats.md §8.1 in {len(bufs)} rotary buffer(s)"
+          + (f", {len(want)} distinct bases" if len(want) > 1 else ""))
     return model
 
 
@@ -330,6 +430,121 @@ def save_sorted(tensors, path, metadata):
             f.write(b)
 
 
+def internlm_config_json(config):
+    """InternLM v1's remote-code config (internlm-chat-7b): `bias` on q/k/v/o, `rotary`, no num_key_value_heads (MHA)."""
+    return {
+        "architectures": ["InternLMForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "configuration_internlm.InternLMConfig",
+            "AutoModel": "modeling_internlm.InternLMForCausalLM",
+            "AutoModelForCausalLM": "modeling_internlm.InternLMForCausalLM",
+        },
+        "bias": True,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_act": "silu",
+        "hidden_size": SHAPES["hidden_size"],
+        "initializer_range": 0.2,
+        "intermediate_size": SHAPES["intermediate_size"],
+        "max_position_embeddings": SHAPES["max_position_embeddings"],
+        "model_type": "internlm",
+        "num_attention_heads": SHAPES["num_attention_heads"],
+        "num_hidden_layers": SHAPES["num_hidden_layers"],
+        "pad_token_id": 0,
+        "rms_norm_eps": config.rms_norm_eps,
+        "rotary": {"base": 10000, "type": "dynamic"},
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": SHAPES["vocab_size"],
+    }
+
+
+def moe_to_hub(arch, tensors):
+    """transformers-5 in-memory MoE names (experts fused: gate_up_proj [E, 2I, H] = gate rows then up rows, down_proj
+    [E, H, I]) -> the per-expert keys of hub checkpoints: Mixtral `block_sparse_moe.experts.e.w1/w3/w2` (gate/up/down)
+    and `block_sparse_moe.gate`; Qwen3-MoE `mlp.experts.e.gate_proj/up_proj/down_proj` and `mlp.gate`. Names already
+    per-expert pass through. The reload check in run_arch proves the layout by loading it back with from_pretrained."""
+    h = SHAPES["hidden_size"]
+    names = {"mixtral": ("block_sparse_moe.", "w1", "w3", "w2"), "qwen3_moe": ("mlp.", "gate_proj", "up_proj", "down_proj")}
+    pre, gname, uname, dname = names[arch]
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith("mlp.experts.gate_up_proj"):
+            base = name[: -len("mlp.experts.gate_up_proj")]
+            if t.shape[2] == h:  # [E, 2I, H]
+                i = t.shape[1] // 2
+                gate, up = t[:, :i, :], t[:, i:, :]
+            else:  # [E, H, 2I]
+                i = t.shape[2] // 2
+                gate, up = t[:, :, :i].transpose(1, 2), t[:, :, i:].transpose(1, 2)
+            for e in range(t.shape[0]):
+                out[f"{base}{pre}experts.{e}.{gname}.weight"] = gate[e].contiguous()
+                out[f"{base}{pre}experts.{e}.{uname}.weight"] = up[e].contiguous()
+        elif name.endswith("mlp.experts.down_proj"):
+            base = name[: -len("mlp.experts.down_proj")]
+            for e in range(t.shape[0]):
+                d = t[e] if t.shape[1] == h else t[e].T  # [H, I]
+                out[f"{base}{pre}experts.{e}.{dname}.weight"] = d.contiguous()
+        elif arch == "mixtral" and ".mlp.gate." in name:
+            out[name.replace(".mlp.gate.", ".block_sparse_moe.gate.")] = t.contiguous()
+        else:
+            out[name] = t.contiguous()
+    return out
+
+
+def own_aux_loss(router_logits, num_experts, top_k):
+    """transformers' load_balancing_loss_func without an attention mask, written out: over the MoE layers' router
+    logits concatenated along tokens, E * sum_e (fraction of top-k picks per rank k of expert e, averaged over k...)
+    = E * sum_{k,e} mean_t onehot(topk_t)[k, e] * mean_t softmax_t[e]."""
+    cat = torch.cat([l for l in router_logits if l is not None], dim=0).float()
+    probs = torch.softmax(cat, dim=-1)
+    _, sel = torch.topk(probs, top_k, dim=-1)
+    mask = F.one_hot(sel, num_experts).float()  # [T, k, E]
+    return (mask.mean(0) * probs.mean(0)[None, :]).sum() * num_experts
+
+
+def aux_of(arch, model, res):
+    """(aux_loss, coef) of a forward whose config has output_router_logits; (0, 0) for dense archs."""
+    if arch not in MOE_ARCHS:
+        return torch.zeros(()), 0.0
+    cfg = model.config
+    e = cfg.num_local_experts if arch == "mixtral" else cfg.num_experts
+    own = own_aux_loss(res.router_logits, e, cfg.num_experts_per_tok)
+    check(res.aux_loss is not None and torch.allclose(res.aux_loss.detach().float(), own.detach(), rtol=1e-6, atol=1e-7),
+          f"HF aux_loss {float(res.aux_loss):.6f} == own load-balancing loss {float(own):.6f}")
+    return res.aux_loss.detach().clone().float().reshape(()), float(cfg.router_aux_loss_coef)
+
+
+def reload_check(arch, out, input_ids, logits):
+    """from_pretrained of what was written gives the same logits: the on-disk names, layout and config are what
+    transformers reads (for MoE: the per-expert hub layout goes through transformers' own conversion)."""
+    model_cls = arch_config(arch)[1]
+    m2 = model_cls.from_pretrained(out, attn_implementation="eager").float()
+    m2.train()
+    with torch.no_grad():
+        d = (m2(input_ids=input_ids, use_cache=False).logits - logits).abs().max().item()
+    check(d < 1e-5, f"from_pretrained({arch}/) reproduces the logits (max|d| = {d:.2e})")
+
+
+def sliding_window_check(model, input_ids):
+    """The window's inequality as transformers applies it: against the same weights without a window, rows i < W
+    (whose whole past is within i - j < W) are equal and every later row differs."""
+    cfg2 = type(model.config)(**{k: v for k, v in model.config.to_dict().items() if k not in ("sliding_window",)},
+                              sliding_window=None)
+    cfg2._attn_implementation = "eager"
+    m2 = type(model)(cfg2).float()
+    m2.load_state_dict(model.state_dict())
+    m2.train()
+    with torch.no_grad():
+        a = model(input_ids=input_ids, use_cache=False).logits
+        b = m2(input_ids=input_ids, use_cache=False).logits
+    d = (a - b).abs().amax(dim=(0, 2))
+    w = SLIDING_WINDOW
+    check(d[:w].max().item() < 1e-6 and bool((d[w:] > 1e-4).all()),
+          f"sliding window {w}: rows 0..{w - 1} equal to no window, rows {w}.. differ (key j seen iff i - j < {w})")
+
+
 def lora_key(peft_name):
     return peft_name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
 
@@ -352,8 +567,11 @@ def run_arch(arch, idx, out_root):
     res.loss.backward()
     loss = res.loss.detach().clone()
     logits = res.logits.detach().clone()
+    aux, coef = aux_of(arch, model, res)
     s, n = shifted_ce_sum(logits, labels)
-    check(torch.allclose(loss, s / n, rtol=1e-6, atol=1e-6), f"HF loss {loss.item():.6f} == own shifted CE {(s / n).item():.6f} (n={n})")
+    check(torch.allclose(loss, s / n + coef * aux, rtol=1e-6, atol=1e-6),
+          f"HF loss {loss.item():.6f} == own shifted CE {(s / n).item():.6f} (n={n})"
+          + (f" + {coef} * aux {aux.item():.6f}" if coef else ""))
     check(abs(loss.item() - math.log(SHAPES["vocab_size"])) > 0.1, f"loss not flat ln(V)={math.log(SHAPES['vocab_size']):.4f}")
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     check(all(p.grad is not None for p in params.values()), f"{len(params)} trainable params all have grads")
@@ -361,6 +579,10 @@ def run_arch(arch, idx, out_root):
     grads = {name: p.grad.detach().clone().contiguous() for name, p in params.items()}
     golden["logits"] = logits
     golden["loss"] = loss.reshape(())
+    if arch in MOE_ARCHS:
+        golden["aux_loss"] = aux
+    if arch == "mistral_sw":
+        sliding_window_check(model, input_ids)
 
     # --- weights on disk
     if arch == "internlm2":
@@ -386,8 +608,26 @@ def run_arch(arch, idx, out_root):
         dg = max((ref[k2].grad - grads[k2]).abs().max().item() / (grads[k2].abs().max().item() + 1e-12) for k2 in ref)
         check(dl < 1e-4 and dg < 1e-4 and set(ref) == set(grads),
               f"hand InternLM2 forward: max|dlogits|={dl:.2e}, max rel dgrad={dg:.2e}")
+    elif arch == "internlm":
+        save_file(weights, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump(internlm_config_json(model.config), f, indent=2, sort_keys=True)
+            f.write("\n")
+        check(all(f"model.layers.0.self_attn.{p}_proj.bias" in weights for p in "qkvo"), "internlm: q/k/v/o biases")
+    elif arch in MOE_ARCHS:
+        model.save_pretrained(out)  # config.json + generation_config.json; the weights are rewritten in hub layout
+        for fn in os.listdir(out):
+            if fn.startswith("model") and (fn.endswith(".safetensors") or fn.endswith(".json")):
+                os.remove(os.path.join(out, fn))
+        hub = moe_to_hub(arch, weights)
+        save_file(hub, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+        grads = moe_to_hub(arch, grads)
+        check(set(grads) == set(hub), f"{arch}: {len(hub)} hub-layout tensors, grads mapped alike")
+        reload_check(arch, out, input_ids, logits)
     else:
         model.save_pretrained(out)  # v5: always safetensors (safe_serialization was removed)
+        if ARCHS.index(arch) >= 4:
+            reload_check(arch, out, input_ids, logits)
         keys = set(st_header(os.path.join(out, "model.safetensors"))) - {"__metadata__"}
         check(keys == set(weights), f"model.safetensors keys == named_parameters ({len(keys)} tensors)"
               + ("" if keys == set(weights) else f" diff {sorted(keys ^ set(weights))}"))
@@ -427,7 +667,7 @@ def run_arch(arch, idx, out_root):
 
     # --- LoRA
     model.zero_grad(set_to_none=True)
-    targets = INTERNLM2_LORA_TARGETS if arch == "internlm2" else LORA_TARGETS
+    targets = LORA_TARGETS_BY_ARCH.get(arch, LORA_TARGETS)
     lcfg = peft.LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0, target_modules=list(targets),
                            bias="none", task_type="CAUSAL_LM")
     pm = peft.get_peft_model(model, lcfg)
@@ -443,8 +683,12 @@ def run_arch(arch, idx, out_root):
     check(sorted(trainable) == sorted(lora_params), f"only LoRA params trainable ({len(trainable)})")
     lres = pm(input_ids=input_ids, labels=labels, use_cache=False)
     lres.loss.backward()
+    laux, coef = aux_of(arch, model, lres)
     s, n = shifted_ce_sum(lres.logits.detach(), labels)
-    check(torch.allclose(lres.loss.detach(), s / n, rtol=1e-6, atol=1e-6), f"LoRA loss {lres.loss.item():.6f} == own CE")
+    check(torch.allclose(lres.loss.detach(), s / n + coef * laux, rtol=1e-6, atol=1e-6),
+          f"LoRA loss {lres.loss.item():.6f} == own CE" + (" + coef * aux" if coef else ""))
+    if arch in MOE_ARCHS:
+        golden["lora_aux_loss"] = laux
     check((lres.logits.detach() - logits).abs().max().item() > 1e-3, "LoRA changes logits")
     golden["lora_logits"] = lres.logits.detach().clone().contiguous()
     golden["lora_loss"] = lres.loss.detach().clone().reshape(())
