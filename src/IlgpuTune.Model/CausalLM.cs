@@ -211,9 +211,7 @@ public sealed partial class CausalLM : IDisposable
         if (router is null) return loss;
         using (loss)
         using (var aux = router.AuxLoss())
-        using (var scaled = Ops.Scale(aux, (float)Config.Moe!.RouterAuxLossCoef))
-        using (var scalar = Ops.Reshape(scaled, loss.Shape))
-            return Ops.Add(loss, scalar);
+            return WithRouterAuxLoss(loss, aux);
     }
 
     // The router logits and routings of one forward's sparse layers, for the load-balancing loss.
@@ -257,7 +255,7 @@ public sealed partial class CausalLM : IDisposable
 
         Func<Tensor, Tensor, Tensor, Tensor> Causal(DecoderLayer layer, Tensor? segs) =>
             (q, k, v) => Ops.Attention(q, k, v, segs, AttentionShapeOf(layer, batch, seq), sorted);
-        var h = Embed(ids);
+        var h = Embed(ids, inputIds);
         // With bf16 matmuls the layer inputs kept for the recompute are stored in bf16 (half the memory of the
         // checkpoints), so the residual stream is rounded to bf16 between layers, as a bf16 model has it.
         DType? store = GradientCheckpointing && Device.Matmuls.Matmul == DType.BF16 ? DType.BF16 : null;
@@ -298,15 +296,37 @@ public sealed partial class CausalLM : IDisposable
     private float? AttentionScale => Config.QueryPreAttnScalar is { } s ? (float)(1.0 / Math.Sqrt(s)) : null;
 
     // ids[tokens] -> h[tokens, hidden]; Gemma scales by √hidden rounded to the embedding's dtype, as transformers does.
-    private Tensor Embed(Tensor ids)
+    private Tensor Embed(Tensor ids, int[] hostIds)
     {
-        var h = Ops.Embedding(ids, EmbedTokens);
+        var h = Lookup(ids, hostIds);
         if (!Config.Spec.ScaleEmbeddings) return h;
         float scale = MathF.Sqrt(Config.HiddenSize);
         if (EmbedTokens.DType == DType.BF16) scale = HalfBits.Bf16ToFloat(HalfBits.FloatToBf16(scale));
         else if (EmbedTokens.DType == DType.F16) scale = (float)(Half)scale;
         using (h)
             return Ops.Scale(h, scale);
+    }
+
+    // transformers' nn.Embedding(vocab, hidden, padding_idx=pad_token_id): the pad row gets no gradient from the lookup
+    // (the tied head's still reaches it). Pad positions take their rows as constants: h·keep + stop_grad(h)·(1 − keep).
+    private Tensor Lookup(Tensor ids, int[] hostIds)
+    {
+        var h = Ops.Embedding(ids, EmbedTokens);
+        if (!Tape.IsRecording(EmbedTokens) || Config.PadTokenId is not { } pad || Array.IndexOf(hostIds, pad) < 0) return h;
+        int width = Config.HiddenSize;
+        var keep = new float[hostIds.Length * width];
+        var drop = new float[keep.Length];
+        for (int t = 0; t < hostIds.Length; t++)
+            Array.Fill(hostIds[t] == pad ? drop : keep, 1f, t * width, width);
+        using var keepMask = Tensor.FromArray(Device, keep, hostIds.Length, width);
+        using var dropMask = Tensor.FromArray(Device, drop, hostIds.Length, width);
+        Tensor constant;
+        using (Tape.NoGrad())
+            constant = Ops.Mul(h, dropMask);
+        using (h)
+        using (constant)
+        using (var kept = Ops.Mul(h, keepMask))
+            return Ops.Add(kept, constant);
     }
 
     // RMSNorm with the family's scale: w, or (1 + w) (Gemma), over the last dim.
@@ -534,14 +554,43 @@ public sealed partial class CausalLM : IDisposable
         return targets;
     }
 
-    /// <summary>Forward + mean cross-entropy over supervised tokens. Returns (logits, loss); the caller disposes both.</summary>
+    /// <summary>
+    /// Forward + the loss transformers returns: mean cross-entropy over supervised tokens, plus router_aux_loss_coef × the
+    /// load-balancing loss when the config has output_router_logits. Returns (logits, loss); the caller disposes both.
+    /// </summary>
     public (Tensor Logits, Tensor Loss) ForwardWithLoss(int[] inputIds, int[] labels, int batch, int seq,
         int[]? positionIds = null, int[]? segmentIds = null, Random? rng = null)
     {
-        var logits = Forward(inputIds, batch, seq, positionIds, segmentIds, rng);
+        var (logits, ce, aux) = ForwardWithLosses(inputIds, labels, batch, seq, positionIds, segmentIds, rng);
+        if (aux is null) return (logits, ce);
+        using (ce)
+        using (aux)
+            return (logits, WithRouterAuxLoss(ce, aux));
+    }
+
+    /// <summary>
+    /// Forward + the cross-entropy and, with output_router_logits on a sparse model, the load-balancing loss [1] apart (else
+    /// null); <see cref="WithRouterAuxLoss"/> combines them. The caller disposes all three.
+    /// </summary>
+    public (Tensor Logits, Tensor CrossEntropy, Tensor? AuxLoss) ForwardWithLosses(int[] inputIds, int[] labels, int batch, int seq,
+        int[]? positionIds = null, int[]? segmentIds = null, Random? rng = null)
+    {
+        using var router = Config.Moe is { OutputRouterLogits: true } && Layers.Any(l => l.Router is not null) ? new RouterLog() : null;
+        Tensor logits;
+        using (var normed = FinalHidden(inputIds, batch, seq, positionIds, segmentIds, rng, router))
+        using (var flatLogits = Ops.Linear(normed, LmHead))
+            logits = Ops.Reshape(flatLogits, batch, seq, Config.VocabSize);
         using var targets = Tensor.FromArray(Device, ShiftLabels(labels, batch, seq, segmentIds), batch * seq);
         using var flat = Ops.Reshape(logits, batch * seq, Config.VocabSize);
-        return (logits, Ops.CrossEntropy(flat, targets));
+        return (logits, Ops.CrossEntropy(flat, targets), router?.AuxLoss());
+    }
+
+    /// <summary>loss + router_aux_loss_coef × aux, as transformers' MoE causal LMs add it.</summary>
+    public Tensor WithRouterAuxLoss(Tensor loss, Tensor aux)
+    {
+        using var scaled = Ops.Scale(aux, (float)Config.Moe!.RouterAuxLossCoef);
+        using var scalar = Ops.Reshape(scaled, loss.Shape);
+        return Ops.Add(loss, scalar);
     }
 
     public void ZeroGrad()

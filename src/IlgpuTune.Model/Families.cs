@@ -77,7 +77,9 @@ internal static class Families
             ReadOptions = r => new()
             {
                 SlidingWindows = AllLayers(r, r.Window("sliding_window")),
-                PartialRotaryFactor = r.Num("partial_rotary_factor") ?? 1.0,
+                // v5 also keeps it in rope_parameters.
+                PartialRotaryFactor = r.Num("partial_rotary_factor")
+                    ?? (r.Root["rope_parameters"] is JsonObject rp ? ModelConfig.Num(rp, "partial_rotary_factor", r.Source) : null) ?? 1.0,
             },
         },
         new()
@@ -145,7 +147,8 @@ internal static class Families
                     QkvBias = r.Bool("attention_bias") ?? false,
                     OutputBias = r.Bool("attention_bias") ?? false,
                     SlidingWindows = QwenWindows(r),
-                    Moe = ReadMoe(r, "num_experts", 128, 8, r.Bool("norm_topk_prob") ?? false, r.Int("moe_intermediate_size") ?? 768,
+                    // transformers v5 saves num_experts as num_local_experts.
+                    Moe = ReadMoe(r, r.Has("num_experts") ? "num_experts" : "num_local_experts", 128, 8, r.Bool("norm_topk_prob") ?? false, r.Int("moe_intermediate_size") ?? 768,
                         i => !denseOnly.Contains(i) && (i + 1) % step == 0),
                 };
             },

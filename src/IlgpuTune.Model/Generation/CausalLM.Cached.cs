@@ -33,7 +33,7 @@ public sealed partial class CausalLM
         using var idsT = Tensor.FromArray(Device, ids, n);
         using var rope = new RopeTables(this, positions);
 
-        var h = Embed(idsT);
+        var h = Embed(idsT, ids);
         for (int l = 0; l < Layers.Length; l++)
         {
             int layer = l;
