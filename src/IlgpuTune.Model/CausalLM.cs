@@ -491,10 +491,22 @@ public sealed partial class CausalLM : IDisposable
             theta = RopeScaling.DynamicNtkTheta(rotary, theta, scaling.Factor, len, c.MaxPositionEmbeddings);
             scaling = RopeScaling.None;
         }
-        var invFreq = scaling.InverseFrequencies(rotary, theta);
+        // longrope switches to its long factors once the sequence outgrows the original context, as transformers' update does.
+        var invFreq = scaling.Type == "longrope"
+            ? scaling.LongRope(rotary, theta, positionIds.Length > 0 && positionIds.Max() + 1 > scaling.OriginalMaxPositionEmbeddings)
+            : scaling.InverseFrequencies(rotary, theta);
         var cos = new float[positionIds.Length * (rotary / 2)];
         var sin = new float[cos.Length];
         Rope.CosSinCpu(positionIds, invFreq, cos, sin);
+        if (scaling.AttentionFactor != 1)
+        {
+            float a = (float)scaling.AttentionFactor;
+            for (int i = 0; i < cos.Length; i++)
+            {
+                cos[i] *= a;
+                sin[i] *= a;
+            }
+        }
         if (rotary == c.HeadDim) return (cos, sin);
         var fullCos = new float[positionIds.Length * half];
         var fullSin = new float[fullCos.Length];

@@ -75,6 +75,14 @@ public static class HfExport
                     ["high_freq_factor"] = c.RopeScaling.HighFreqFactor,
                     ["original_max_position_embeddings"] = c.RopeScaling.OriginalMaxPositionEmbeddings,
                 }
+                : c.RopeScaling.Type == "longrope"
+                ? new JsonObject
+                {
+                    ["type"] = "longrope", ["rope_type"] = "longrope", ["attention_factor"] = c.RopeScaling.AttentionFactor,
+                    ["original_max_position_embeddings"] = c.RopeScaling.OriginalMaxPositionEmbeddings, ["factor"] = c.RopeScaling.Factor,
+                    ["short_factor"] = new JsonArray(c.RopeScaling.ShortFactor!.Select(f => (JsonNode?)f).ToArray()),
+                    ["long_factor"] = new JsonArray(c.RopeScaling.LongFactor!.Select(f => (JsonNode?)f).ToArray()),
+                }
                 : new JsonObject { ["type"] = c.RopeScaling.Type, ["rope_type"] = c.RopeScaling.Type, ["factor"] = c.RopeScaling.Factor },
             ["tie_word_embeddings"] = c.TieWordEmbeddings,
             ["bos_token_id"] = c.BosTokenId,

@@ -114,6 +114,10 @@ public sealed class ModelConfig
                 throw new InvalidDataException($"{source}: key 'partial_rotary_factor' is {f}, expected a factor in (0, 1] giving an even number of dims of head_dim {headDim}");
             rotaryDim = dim;
         }
+        if (scaling.Type == "longrope")
+            foreach (var (key, list) in new[] { ("short_factor", scaling.ShortFactor!), ("long_factor", scaling.LongFactor!) })
+                if (list.Count != (rotaryDim ?? headDim) / 2)
+                    throw new InvalidDataException($"{source}: rope '{key}' has {list.Count} entries, expected rotary dims / 2 = {(rotaryDim ?? headDim) / 2}");
         return new ModelConfig
         {
             Architecture = spec.Architecture,
@@ -176,10 +180,12 @@ public sealed class ModelConfig
         double theta = Num(root, "rope_theta", source) ?? (p is null ? null : Num(p, "rope_theta", source)) ?? spec.DefaultRopeTheta;
         var src = s ?? p;
         string type = src is null ? "default" : (Str(src, "rope_type", source) ?? Str(src, "type", source) ?? "default");
-        if (type is not ("default" or "linear" or "dynamic" or "llama3"))
-            throw new InvalidDataException($"{source}: rope type '{type}' is not supported (default, linear, dynamic, llama3)");
+        if (type == "su") type = "longrope"; // early Phi-3 configs; transformers reads them as longrope
+        if (type is not ("default" or "linear" or "dynamic" or "llama3" or "longrope"))
+            throw new InvalidDataException($"{source}: rope type '{type}' is not supported (default, linear, dynamic, llama3, longrope)");
         if (!(theta > 0 && double.IsFinite(theta))) throw new InvalidDataException($"{source}: rope_theta {theta} must be a positive number");
         if (type == "default" || src is null) return (theta, RopeScaling.None);
+        if (type == "longrope") return (theta, LongRope(root, src, source));
         double factor = Num(src, "factor", source) ?? 1.0;
         if (!(factor > 0 && double.IsFinite(factor))) throw new InvalidDataException($"{source}: rope scaling factor {factor} must be a positive number");
         return (theta, new RopeScaling(
@@ -188,6 +194,25 @@ public sealed class ModelConfig
             Num(src, "low_freq_factor", source) ?? 1.0,
             Num(src, "high_freq_factor", source) ?? 4.0,
             Int(src, "original_max_position_embeddings", source) ?? 8192));
+    }
+
+    // HF _compute_longrope_parameters: with a top-level original_max_position_embeddings (Phi-3) the factor is
+    // max_position_embeddings / it; attention_factor defaults to sqrt(1 + ln(factor) / ln(original)) (1 when factor <= 1).
+    private static RopeScaling LongRope(JsonObject root, JsonObject src, string source)
+    {
+        IReadOnlyList<double> Factors(string key) => src[key] is JsonArray a
+            ? a.Select((n, i) => n is JsonValue v && v.TryGetValue<double>(out double f) && f > 0 && double.IsFinite(f) ? f
+                : throw new InvalidDataException($"{source}: key '{key}' item {i} is {Short(n)}, expected a positive number")).ToArray()
+            : throw new InvalidDataException($"{source}: rope type longrope needs a list '{key}'");
+        int maxPos = Int(root, "max_position_embeddings", source) ?? 4096;
+        int? topOriginal = Int(root, "original_max_position_embeddings", source);
+        int original = topOriginal ?? Int(src, "original_max_position_embeddings", source) ?? maxPos;
+        if (original <= 0) throw new InvalidDataException($"{source}: original_max_position_embeddings {original} must be positive");
+        double factor = topOriginal is not null ? (double)maxPos / original : Num(src, "factor", source) ?? 1.0;
+        double attention = Num(src, "attention_factor", source)
+            ?? (factor <= 1 ? 1.0 : Math.Sqrt(1 + Math.Log(factor) / Math.Log(original)));
+        return new RopeScaling("longrope", factor, OriginalMaxPositionEmbeddings: original, ShortFactor: Factors("short_factor"),
+            LongFactor: Factors("long_factor"), AttentionFactor: attention);
     }
 
     private static T? Get<T>(JsonObject o, string key, string source, Func<JsonValue, T> read) where T : struct

@@ -364,6 +364,39 @@ public class FamilyTests
         }
     }
 
+    // Phi-3 longrope (Phi-3.5 / Phi-4-mini): inv_freq = 1 / (ext_j · theta^(2j/r)) with the short factors while
+    // max(position) + 1 <= original_max_position_embeddings and the long ones past it, cos/sin × sqrt(1 + ln(max/orig) / ln(orig));
+    // the pass-through dims of partial rotary keep cos 1, sin 0.
+    [Fact]
+    public void Phi3LongRope_SwitchesFactorsPastTheOriginalContext()
+    {
+        var json = Config("phi3");
+        json["max_position_embeddings"] = 256;
+        json["original_max_position_embeddings"] = 16;
+        json["rope_scaling"] = JsonNode.Parse("""{"type":"longrope","short_factor":[1.0,1.5],"long_factor":[2.0,8.0]}""");
+        var config = ModelConfig.FromJson(json, "config.json");
+        Assert.Equal("longrope", config.RopeScaling.Type);
+        double attention = Math.Sqrt(1 + Math.Log(16.0) / Math.Log(16));
+        using var device = Device.Create("cpu");
+        using var model = CausalLM.CreateRandom(config, device, seed: 0);
+        foreach (var (positions, ext) in new[] { (new[] { 0, 3, 15 }, new[] { 1.0, 1.5 }), (new[] { 2, 16 }, new[] { 2.0, 8.0 }) })
+        {
+            var (cos, sin) = model.RotaryTables(positions);
+            int half = config.HeadDim / 2;
+            for (int t = 0; t < positions.Length; t++)
+                for (int j = 0; j < half; j++)
+                {
+                    double inv = j < 2 ? 1 / (ext[j] * Math.Pow(10000, 2.0 * j / 4)) : 0;
+                    Assert.Equal(j < 2 ? Math.Cos(positions[t] * inv) * attention : 1, cos[t * half + j], 4);
+                    Assert.Equal(j < 2 ? Math.Sin(positions[t] * inv) * attention : 0, sin[t * half + j], 4);
+                }
+        }
+        var bad = Config("phi3");
+        bad["rope_scaling"] = JsonNode.Parse("""{"type":"longrope","short_factor":[1.0],"long_factor":[2.0,8.0]}""");
+        var e = Assert.Throws<InvalidDataException>(() => ModelConfig.FromJson(bad, "config.json"));
+        Assert.Contains("'short_factor' has 1 entries, expected rotary dims / 2 = 2", e.Message);
+    }
+
     // HF's partial rotary (rotate_half on the first r dims, the rest passed through) as a direct formula; the decoder's
     // reordered full-width rope must give the same q·k for every head pair.
     [Fact]
