@@ -109,6 +109,9 @@ public static class Attention
     // HF eager multiplies by the Python double head_dim**-0.5, which torch rounds to fp32.
     internal static float Scale(int headDim) => (float)(1.0 / Math.Sqrt(headDim));
 
+    static T ScaleAs<T>(float? scale, int headDim) where T : IFloatingPointIeee754<T> =>
+        scale is { } sc ? T.CreateChecked(sc) : T.CreateChecked(1.0 / Math.Sqrt(headDim));
+
     // The tensors an attention kernel reads: q[batch*seq, numHeads, headDim], k, v[batch*seq, numKvHeads, headDim] (fp32, or half
     // bits as ushort); segmentIds[batch*seq] or an empty view (one segment per row); SegmentsSorted: the ids never decrease
     // along a row (FlashAttentionHalf.SegmentsSorted), so fully masked tiles may be skipped.
@@ -127,6 +130,9 @@ public static class Attention
         float? Scale = null)
     {
         public float ScoreScale => Scale ?? Attention.Scale(HeadDim);
+
+        // The CPU reference's scale in its own precision (fp64 references keep 1/sqrt(headDim) unrounded).
+        public T ScaleAs<T>() where T : IFloatingPointIeee754<T> => Attention.ScaleAs<T>(Scale, HeadDim);
 
         public int Tokens => checked(Batch * Seq);
         public int ScoreRows => checked(Batch * NumHeads * Seq);
@@ -238,7 +244,7 @@ public static class Attention
         Sizes s, int b, int kvh, Span<T> dQ, Span<T> dK, Span<T> dV) where T : IFloatingPointIeee754<T>
     {
         int seq = s.Seq, headDim = s.HeadDim;
-        T scale = T.CreateChecked(s.ScoreScale);
+        T scale = s.ScaleAs<T>();
         for (int j = 0; j < seq; j++)
         {
             KvRow(dK, s, b, j, kvh).Clear();
@@ -278,7 +284,7 @@ public static class Attention
         where T : IFloatingPointIeee754<T>
     {
         int seq = s.Seq, kvh = h / s.Groups;
-        T scale = T.CreateChecked(s.ScoreScale);
+        T scale = s.ScaleAs<T>();
         var qi = q.Slice(((b * seq + i) * s.NumHeads + h) * s.HeadDim, s.HeadDim);
         T max = T.NegativeInfinity;
         for (int j = 0; j < seq; j++)
@@ -321,7 +327,7 @@ public static class Attention
         {
             var (Q, K, V, P, O) = (new Pinned<T>(pq, q.Length), new Pinned<T>(pk, kCache.Length), new Pinned<T>(pv, vCache.Length),
                 new Pinned<T>(pp, probs.Length), new Pinned<T>(po, o.Length));
-            T sc = T.CreateChecked(scale ?? Scale(headDim));
+            T sc = ScaleAs<T>(scale, headDim);
             Parallel.For(0, s.ScoreRows, row => CachedRow(Q.Span, K.Span, V.Span, s, sc, row, P.Span, O.Span));
         }
     }
