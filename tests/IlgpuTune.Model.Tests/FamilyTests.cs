@@ -153,7 +153,7 @@ public class FamilyTests
     static int TargetCount(string family) => HfKeys(family).Count(k => k.Shape.Length == 2 && k.Name.EndsWith(".weight")
         && Targets(family).Contains(k.Name[..^".weight".Length].Split('.')[^1]));
 
-    static string WriteModel(TempDir tmp, string family, string name = "model")
+    internal static string WriteModel(TempDir tmp, string family, string name = "model")
     {
         string dir = Path.Combine(tmp.Path, name);
         Directory.CreateDirectory(dir);
@@ -170,9 +170,9 @@ public class FamilyTests
         return dir;
     }
 
-    static readonly int[] Ids = [1, 17, 90, 3, 64, 5, 0, 42, 42, 5, 88, 7];
+    internal static readonly int[] Ids = [1, 17, 90, 3, 64, 5, 0, 42, 42, 5, 88, 7];
 
-    static float[] Logits(CausalLM model, int[] ids)
+    internal static float[] Logits(CausalLM model, int[] ids)
     {
         using var _ = Tape.NoGrad();
         using var logits = model.Forward(ids, 2, ids.Length / 2);
@@ -448,4 +448,30 @@ public class FamilyTests
                 }
     }
 
+}
+
+/// <summary>
+/// The new families through the ILGPU kernels (emulated on the CPU accelerator) give the CPU path's logits: sliding window,
+/// softmax scale, GeGLU and (1 + w) norms (gemma3_text), partial rotary and fused splits (phi3), router and grouped experts
+/// (qwen3_moe).
+/// </summary>
+[Collection("ILGPU emulator")]
+public class FamilyKernelTests
+{
+    [Theory]
+    [InlineData("gemma3_text")]
+    [InlineData("phi3")]
+    [InlineData("qwen3_moe")]
+    public void IlgpuKernels_GiveTheCpuPathLogits(string family)
+    {
+        using var tmp = new TempDir();
+        string dir = FamilyTests.WriteModel(tmp, family);
+        float[] Run(string kind)
+        {
+            using var device = Device.Create(kind);
+            using var model = ModelLoader.Load(dir, device);
+            return FamilyTests.Logits(model, FamilyTests.Ids);
+        }
+        Close.Assert($"{family} ilgpu-cpu vs cpu", Run("cpu"), Run("ilgpu-cpu"), 1e-4, 1e-4);
+    }
 }
