@@ -6,6 +6,10 @@
 //            dUp = dY * silu(gate),  dGate = dY * up * s*(1 + gate*(1-s))   (overwrite both)
 // 1/(1+exp(-x)) needs no special casing in IEEE float: for x < -88 exp(-x) is +inf and s is 0, for large x exp(-x)
 // underflows and s is 1, so y and the derivatives stay finite for every finite x.
+// GeGLU (Gemma's MLP, hidden_activation gelu_pytorch_tanh): y = gelu(gate) * up with PyTorch's tanh approximation
+//   gelu(g) = 0.5 g (1 + t), t = tanh(u), u = sqrt(2/pi) (g + 0.044715 g^3)
+//   dUp = dY * gelu(g),  dGate = dY * up * (0.5 (1 + t) + 0.5 g (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 g^2))   (overwrite both)
+// The kernels take tanh(u) = 1 - 2 / (exp(2u) + 1) (exact limits +-1 for large |u|, absolute error ~1e-7 near 0).
 // SwiGLU has a Float4 path (16-byte loads, then the n % 4 tail element-wise) taken when every view is 16-byte aligned.
 using System.Numerics;
 using ILGPU;
@@ -55,6 +59,30 @@ public static class Activation
             float u = up[i]; // read before the writes: dUp may alias up
             dUp[i] = d * g * s;
             dGate[i] = d * u * s * (1f + g * (1f - s));
+        }
+    }
+
+    const float GeluC = 0.7978845608028654f, GeluA = 0.044715f; // sqrt(2/pi) in fp32, PyTorch's kappa
+
+    static float TanhExp(float u) => 1f - 2f / (MathF.Exp(2f * u) + 1f);
+
+    static void GeGluForwardKernel(FloatView gate, FloatView up, long n, FloatView y)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride())
+        {
+            float g = gate[i], t = TanhExp(GeluC * (g + GeluA * g * g * g));
+            y[i] = 0.5f * g * (1f + t) * up[i];
+        }
+    }
+
+    static void GeGluBackwardKernel(FloatView dY, FloatView gate, FloatView up, long n, FloatView dGate, FloatView dUp)
+    {
+        for (long i = Grid.GlobalIndex.X; i < n; i += Launch.GridStride())
+        {
+            float g = gate[i], d = dY[i], u = up[i]; // read before the writes: dUp may alias up
+            float t = TanhExp(GeluC * (g + GeluA * g * g * g));
+            dUp[i] = d * 0.5f * g * (1f + t);
+            dGate[i] = d * u * (0.5f * (1f + t) + 0.5f * g * (1f - t * t) * GeluC * (1f + 3f * GeluA * g * g));
         }
     }
 
@@ -162,6 +190,24 @@ public static class Activation
         kernel(Launch.Flat(k, n), dY, gate, up, n, dGate, dUp);
     }
 
+    // gate[n], up[n] -> y[n]
+    public static void GeGluForward(KernelRegistry k, FloatView gate, FloatView up, long n, FloatView y)
+    {
+        Launch.Need(gate, n, nameof(gate)); Launch.Need(up, n, nameof(up)); Launch.Need(y, n, nameof(y));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, long, FloatView>>(new("activation.geglu.forward", GeGluForwardKernel));
+        kernel(Launch.Flat(k, n), gate, up, n, y);
+    }
+
+    // dY[n], gate[n], up[n] -> dGate[n], dUp[n] (overwrite)
+    public static void GeGluBackward(KernelRegistry k, FloatView dY, FloatView gate, FloatView up, long n, FloatView dGate, FloatView dUp)
+    {
+        Launch.Need(dY, n, nameof(dY)); Launch.Need(gate, n, nameof(gate)); Launch.Need(up, n, nameof(up));
+        Launch.Need(dGate, n, nameof(dGate)); Launch.Need(dUp, n, nameof(dUp));
+        var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, long, FloatView, FloatView>>(
+            new("activation.geglu.backward", GeGluBackwardKernel));
+        kernel(Launch.Flat(k, n), dY, gate, up, n, dGate, dUp);
+    }
+
     // ---- CPU reference ----
 
     static T Sigmoid<T>(T x) where T : IFloatingPointIeee754<T> => T.One / (T.One + T.Exp(-x));
@@ -193,6 +239,31 @@ public static class Activation
             T g = gate[i], s = Sigmoid(g), u = up[i];
             dUp[i] = dY[i] * g * s;
             dGate[i] = dY[i] * u * s * (T.One + g * (T.One - s));
+        }
+    }
+
+    // gelu_pytorch_tanh(g) and its derivative
+    static (T Gelu, T DGelu) GeluTanh<T>(T g) where T : IFloatingPointIeee754<T>
+    {
+        T c = T.CreateChecked(0.7978845608028654), a = T.CreateChecked(0.044715), half = T.CreateChecked(0.5);
+        T t = T.Tanh(c * (g + a * g * g * g));
+        return (half * g * (T.One + t), half * (T.One + t) + half * g * (T.One - t * t) * c * (T.One + T.CreateChecked(3) * a * g * g));
+    }
+
+    public static void GeGluForwardCpu<T>(ReadOnlySpan<T> gate, ReadOnlySpan<T> up, Span<T> y) where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < gate.Length; i++) y[i] = GeluTanh(gate[i]).Gelu * up[i];
+    }
+
+    public static void GeGluBackwardCpu<T>(ReadOnlySpan<T> dY, ReadOnlySpan<T> gate, ReadOnlySpan<T> up, Span<T> dGate, Span<T> dUp)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            var (gelu, dGelu) = GeluTanh(gate[i]);
+            T u = up[i];
+            dUp[i] = dY[i] * gelu;
+            dGate[i] = dY[i] * u * dGelu;
         }
     }
 }

@@ -1,8 +1,9 @@
 // Scaled-dot-product attention with grouped KV heads (GQA), HF eager numerics: scores = (q . k) * scale,
-// scale = 1/sqrt(headDim), fp32 softmax.
+// scale = 1/sqrt(headDim) unless Sizes.Scale says otherwise (Gemma 3: query_pre_attn_scalar**-0.5), fp32 softmax.
 //   q[batch*seq, numHeads, headDim], k, v[batch*seq, numKvHeads, headDim] (token-major, as the projections write them);
 //   query head h reads kv head h / (numHeads/numKvHeads).
-//   Key j is visible to query i iff (j <= i, when causal) and, when segmentIds[batch*seq] is given (packed samples), seg[j] == seg[i].
+//   Key j is visible to query i iff (j <= i, when causal) and, when segmentIds[batch*seq] is given (packed samples), seg[j] == seg[i],
+//   and, with a sliding window W > 0, i - j < W (transformers' sliding_window_overlay: kv_idx > q_idx - W; Mistral, Gemma 3).
 // ForwardCpu/BackwardCpu are the one CPU reference of that math (o, logSumExp, optionally probs; backward recomputes each
 // softmax row): the spec every attention kernel is tested against, and the CPU training path (Parallel.For over heads).
 // Backward (dQ, dK, dV overwritten), per query row i of head h with P the softmax row and dP_ij = dO_i . v_j:
@@ -12,7 +13,8 @@
 // ForwardWithCache (inference only, so it has no backward: the house rule "no forward without backward" is about ops
 // that training differentiates): `queries` new tokens at absolute positions queryStart.. attend to a KV cache.
 //   q, o[queries, numHeads, headDim]; kCache, vCache[>= keys, numKvHeads, headDim] with keys = queryStart + queries
-//   (rows 0..queryStart-1 cached earlier, the rest appended for these queries); key j visible to query i iff j <= queryStart + i.
+//   (rows 0..queryStart-1 cached earlier, the rest appended for these queries); key j visible to query i iff j <= queryStart + i
+//   and, with a window W > 0, queryStart + i - j < W.
 //   -> probs[queries, numHeads, keys] (scratch), o. Same arithmetic as ForwardCpu, so a prefill equals the uncached forward.
 using System.Numerics;
 using System.Numerics.Tensors;
@@ -27,14 +29,14 @@ public static class Attention
 
     // One group per score row (i, h) of the cached forward: visible scores, then an in-place softmax.
     static void CachedProbsKernel(FloatView q, FloatView kCache, int queryStart, int keys, int numHeads, int numKvHeads, int headDim,
-        float scale, FloatView probs)
+        float scale, int window, FloatView probs)
     {
         var scratch = SharedMemory.Allocate<float>(Reduce.ScratchSize);
         long row = Grid.IdxX;
         int i = (int)(row / numHeads);
         int h = (int)(row % numHeads);
         int kvh = h / (numHeads / numKvHeads);
-        int last = queryStart + i;
+        int last = queryStart + i, first = window > 0 ? Math.Max(0, last - window + 1) : 0;
         long qOff = row * headDim;
         long pOff = row * keys;
 
@@ -42,7 +44,7 @@ public static class Attention
         for (int j = Group.IdxX; j < keys; j += Group.DimX)
         {
             float s = float.NegativeInfinity;
-            if (j <= last)
+            if (j <= last && j >= first)
             {
                 long kOff = ((long)j * numKvHeads + kvh) * headDim;
                 float dot = 0f;
@@ -56,7 +58,7 @@ public static class Attention
         float sum = 0f;
         for (int j = Group.IdxX; j < keys; j += Group.DimX)
         {
-            float e = MathF.Exp(probs[pOff + j] - max); // key 0 is always visible, so max is finite
+            float e = MathF.Exp(probs[pOff + j] - max); // key `last` is always visible, so max is finite
             probs[pOff + j] = e;
             sum += e;
         }
@@ -68,7 +70,7 @@ public static class Attention
 
     // One thread per o element (i, h, d) of the cached forward: o = sum_j P_ij v_j.
     static void CachedOutputKernel(Index1D idx, FloatView probs, FloatView vCache, int queryStart, int keys, int numHeads, int numKvHeads,
-        int headDim, FloatView o)
+        int headDim, int window, FloatView o)
     {
         int d = idx % headDim;
         long row = idx / headDim;
@@ -77,7 +79,8 @@ public static class Attention
         int kvh = h / (numHeads / numKvHeads);
         long pOff = row * keys;
         float acc = 0f;
-        for (int j = 0; j <= queryStart + i; j++)
+        int last = queryStart + i;
+        for (int j = window > 0 ? Math.Max(0, last - window + 1) : 0; j <= last; j++)
             acc += probs[pOff + j] * vCache[((long)j * numKvHeads + kvh) * headDim + d];
         o[idx] = acc;
     }
@@ -85,25 +88,29 @@ public static class Attention
     // ---- launchers ----
 
     // Inference only (no backward). q, o[queries, numHeads, headDim]; kCache, vCache[>= queryStart + queries, numKvHeads, headDim];
-    // probs (scratch, overwritten) [queries, numHeads, queryStart + queries]
+    // probs (scratch, overwritten) [queries, numHeads, queryStart + queries]; window 0 = none; scale null = 1/sqrt(headDim).
     public static void ForwardWithCache(KernelRegistry k, FloatView q, FloatView kCache, FloatView vCache, int queryStart, int queries,
-        int numHeads, int numKvHeads, int headDim, FloatView probs, FloatView o)
+        int numHeads, int numKvHeads, int headDim, FloatView probs, FloatView o, int window = 0, float? scale = null)
     {
-        var s = new CachedSizes(queryStart, queries, numHeads, numKvHeads, headDim).Validate();
+        var s = new CachedSizes(queryStart, queries, numHeads, numKvHeads, headDim, window).Validate();
         Need(s.QueryElements, (nameof(q), q.Length), (nameof(o), o.Length));
         Need(s.CacheElements, (nameof(kCache), kCache.Length), (nameof(vCache), vCache.Length));
         Need(s.Probs, (nameof(probs), probs.Length));
         if (queries == 0) return;
-        var scores = k.Get<Action<KernelConfig, FloatView, FloatView, int, int, int, int, int, float, FloatView>>(
+        var scores = k.Get<Action<KernelConfig, FloatView, FloatView, int, int, int, int, int, float, int, FloatView>>(
             new("attention.cached.probs", CachedProbsKernel));
-        scores(new KernelConfig(s.ScoreRows, k.RowGroupSize), q, kCache, queryStart, s.Keys, numHeads, numKvHeads, headDim, Scale(headDim), probs);
-        var output = k.Get<Action<Index1D, FloatView, FloatView, int, int, int, int, int, FloatView>>(
+        scores(new KernelConfig(s.ScoreRows, k.RowGroupSize), q, kCache, queryStart, s.Keys, numHeads, numKvHeads, headDim,
+            scale ?? Scale(headDim), window, probs);
+        var output = k.Get<Action<Index1D, FloatView, FloatView, int, int, int, int, int, int, FloatView>>(
             new("attention.cached.output", CachedOutputKernel));
-        output(s.QueryElements, probs, vCache, queryStart, s.Keys, numHeads, numKvHeads, headDim, o);
+        output(s.QueryElements, probs, vCache, queryStart, s.Keys, numHeads, numKvHeads, headDim, window, o);
     }
 
     // HF eager multiplies by the Python double head_dim**-0.5, which torch rounds to fp32.
     internal static float Scale(int headDim) => (float)(1.0 / Math.Sqrt(headDim));
+
+    static T ScaleAs<T>(float? scale, int headDim) where T : IFloatingPointIeee754<T> =>
+        scale is { } sc ? T.CreateChecked(sc) : T.CreateChecked(1.0 / Math.Sqrt(headDim));
 
     // The tensors an attention kernel reads: q[batch*seq, numHeads, headDim], k, v[batch*seq, numKvHeads, headDim] (fp32, or half
     // bits as ushort); segmentIds[batch*seq] or an empty view (one segment per row); SegmentsSorted: the ids never decrease
@@ -117,9 +124,16 @@ public static class Attention
     // dQ[batch*seq, numHeads, headDim], dK, dV[batch*seq, numKvHeads, headDim] (fp32, overwritten).
     public readonly record struct Grads(FloatView DQ, FloatView DK, FloatView DV);
 
-    // batch rows of seq tokens; numHeads query heads over numKvHeads key/value heads (GQA); causal masks keys after the query.
-    public readonly record struct Sizes(int Batch, int Seq, int NumHeads, int NumKvHeads, int HeadDim, bool Causal = true)
+    // batch rows of seq tokens; numHeads query heads over numKvHeads key/value heads (GQA); causal masks keys after the query;
+    // Window > 0 also masks keys W or more positions before it (i - j >= W); Scale null means 1/sqrt(HeadDim).
+    public readonly record struct Sizes(int Batch, int Seq, int NumHeads, int NumKvHeads, int HeadDim, bool Causal = true, int Window = 0,
+        float? Scale = null)
     {
+        public float ScoreScale => Scale ?? Attention.Scale(HeadDim);
+
+        // The CPU reference's scale in its own precision (fp64 references keep 1/sqrt(headDim) unrounded).
+        public T ScaleAs<T>() where T : IFloatingPointIeee754<T> => Attention.ScaleAs<T>(Scale, HeadDim);
+
         public int Tokens => checked(Batch * Seq);
         public int ScoreRows => checked(Batch * NumHeads * Seq);
         public int QueryElements => checked(Tokens * NumHeads * HeadDim);
@@ -131,11 +145,14 @@ public static class Attention
         {
             if (Batch < 0 || Seq < 0 || HeadDim <= 0 || NumHeads <= 0 || NumKvHeads <= 0 || NumHeads % NumKvHeads != 0)
                 throw new ArgumentException($"invalid attention sizes {this}: numHeads must be a positive multiple of numKvHeads");
+            if (Window < 0 || Window > 0 && !Causal)
+                throw new ArgumentException($"invalid attention sizes {this}: a sliding window is a positive number of keys, causal only");
+            if (Scale is { } sc && !(float.IsFinite(sc) && sc > 0f)) throw new ArgumentException($"invalid attention scale {sc}");
             return this;
         }
     }
 
-    readonly record struct CachedSizes(int QueryStart, int Queries, int NumHeads, int NumKvHeads, int HeadDim)
+    readonly record struct CachedSizes(int QueryStart, int Queries, int NumHeads, int NumKvHeads, int HeadDim, int Window = 0)
     {
         public int Keys => checked(QueryStart + Queries);
         public int ScoreRows => checked(Queries * NumHeads);
@@ -146,7 +163,7 @@ public static class Attention
 
         public CachedSizes Validate()
         {
-            if (QueryStart < 0 || Queries < 0 || HeadDim <= 0 || NumHeads <= 0 || NumKvHeads <= 0 || NumHeads % NumKvHeads != 0)
+            if (QueryStart < 0 || Queries < 0 || HeadDim <= 0 || NumHeads <= 0 || NumKvHeads <= 0 || NumHeads % NumKvHeads != 0 || Window < 0)
                 throw new ArgumentException($"invalid cached attention sizes {this}: numHeads must be a positive multiple of numKvHeads");
             return this;
         }
@@ -164,7 +181,7 @@ public static class Attention
     // The one CPU reference of the attention math (the naive, flash and half kernels are all tested against it).
     // q, o[batch*seq, numHeads, headDim]; k, v[batch*seq, numKvHeads, headDim]; segmentIds[batch*seq] or empty
     // -> o, logSumExp[batch, numHeads, seq] (or empty), probs[batch, numHeads, seq, seq] (or empty; softmax rows, 0 at masked keys).
-    // Key j is visible to query i iff (j <= i or not s.Causal) and, when packed, seg[j] == seg[i].
+    // Key j is visible to query i iff (j <= i or not s.Causal) and, when packed, seg[j] == seg[i], and i - j < s.Window when set.
     public static unsafe void ForwardCpu<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<int> segmentIds, Sizes s,
         Span<T> o, Span<T> logSumExp, Span<T> probs = default) where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -227,7 +244,7 @@ public static class Attention
         Sizes s, int b, int kvh, Span<T> dQ, Span<T> dK, Span<T> dV) where T : IFloatingPointIeee754<T>
     {
         int seq = s.Seq, headDim = s.HeadDim;
-        T scale = T.CreateChecked(1.0 / Math.Sqrt(headDim));
+        T scale = s.ScaleAs<T>();
         for (int j = 0; j < seq; j++)
         {
             KvRow(dK, s, b, j, kvh).Clear();
@@ -267,12 +284,13 @@ public static class Attention
         where T : IFloatingPointIeee754<T>
     {
         int seq = s.Seq, kvh = h / s.Groups;
-        T scale = T.CreateChecked(1.0 / Math.Sqrt(s.HeadDim));
+        T scale = s.ScaleAs<T>();
         var qi = q.Slice(((b * seq + i) * s.NumHeads + h) * s.HeadDim, s.HeadDim);
         T max = T.NegativeInfinity;
         for (int j = 0; j < seq; j++)
         {
-            bool visible = (!s.Causal || j <= i) && (segmentIds.IsEmpty || segmentIds[b * seq + j] == segmentIds[b * seq + i]);
+            bool visible = (!s.Causal || j <= i) && (s.Window == 0 || i - j < s.Window) &&
+                (segmentIds.IsEmpty || segmentIds[b * seq + j] == segmentIds[b * seq + i]);
             p[j] = visible ? TensorPrimitives.Dot(qi, KvRow(k, s, b, j, kvh)) * scale : T.NegativeInfinity;
             max = T.Max(max, p[j]);
         }
@@ -296,11 +314,12 @@ public static class Attention
     }
 
     // Inference only. q, o[queries, numHeads, headDim]; kCache, vCache[>= queryStart + queries, numKvHeads, headDim];
-    // probs[queries, numHeads, queryStart + queries]
+    // probs[queries, numHeads, queryStart + queries]; window 0 = none; scale null = 1/sqrt(headDim).
     public static unsafe void ForwardWithCacheCpu<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> kCache, ReadOnlySpan<T> vCache, int queryStart,
-        int queries, int numHeads, int numKvHeads, int headDim, Span<T> probs, Span<T> o) where T : unmanaged, IFloatingPointIeee754<T>
+        int queries, int numHeads, int numKvHeads, int headDim, Span<T> probs, Span<T> o, int window = 0, float? scale = null)
+        where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var s = new CachedSizes(queryStart, queries, numHeads, numKvHeads, headDim).Validate();
+        var s = new CachedSizes(queryStart, queries, numHeads, numKvHeads, headDim, window).Validate();
         Need(s.QueryElements, (nameof(q), q.Length), (nameof(o), o.Length));
         Need(s.CacheElements, (nameof(kCache), kCache.Length), (nameof(vCache), vCache.Length));
         Need(s.Probs, (nameof(probs), probs.Length));
@@ -308,35 +327,37 @@ public static class Attention
         {
             var (Q, K, V, P, O) = (new Pinned<T>(pq, q.Length), new Pinned<T>(pk, kCache.Length), new Pinned<T>(pv, vCache.Length),
                 new Pinned<T>(pp, probs.Length), new Pinned<T>(po, o.Length));
-            Parallel.For(0, s.ScoreRows, row => CachedRow(Q.Span, K.Span, V.Span, s, row, P.Span, O.Span));
+            T sc = ScaleAs<T>(scale, headDim);
+            Parallel.For(0, s.ScoreRows, row => CachedRow(Q.Span, K.Span, V.Span, s, sc, row, P.Span, O.Span));
         }
     }
 
     // Score row `row` = (query i, head h): the same steps as ForwardHead over the keys 0..queryStart+i.
-    static void CachedRow<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> kCache, ReadOnlySpan<T> vCache, CachedSizes s, int row, Span<T> probs,
-        Span<T> o) where T : IFloatingPointIeee754<T>
+    static void CachedRow<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> kCache, ReadOnlySpan<T> vCache, CachedSizes s, T scale, int row,
+        Span<T> probs, Span<T> o) where T : IFloatingPointIeee754<T>
     {
         int headDim = s.HeadDim, i = row / s.NumHeads, kvh = row % s.NumHeads / s.Groups, visible = s.QueryStart + i + 1;
-        T scale = T.CreateChecked(1.0 / Math.Sqrt(headDim));
+        int first = s.Window > 0 ? Math.Max(0, visible - s.Window) : 0;
         var qi = q.Slice(row * headDim, headDim);
         var p = probs.Slice(row * s.Keys, s.Keys);
         p[visible..].Clear();
+        p[..first].Clear();
         T max = T.NegativeInfinity;
-        for (int j = 0; j < visible; j++)
+        for (int j = first; j < visible; j++)
         {
             p[j] = TensorPrimitives.Dot(qi, kCache.Slice((j * s.NumKvHeads + kvh) * headDim, headDim)) * scale;
             max = T.Max(max, p[j]);
         }
         T sum = T.Zero;
-        for (int j = 0; j < visible; j++)
+        for (int j = first; j < visible; j++)
         {
             p[j] = T.Exp(p[j] - max);
             sum += p[j];
         }
-        TensorPrimitives.Divide(p[..visible], sum, p[..visible]);
+        TensorPrimitives.Divide(p[first..visible], sum, p[first..visible]);
         var oi = o.Slice(row * headDim, headDim);
         oi.Clear();
-        for (int j = 0; j < visible; j++)
+        for (int j = first; j < visible; j++)
             if (p[j] != T.Zero) TensorPrimitives.MultiplyAdd(vCache.Slice((j * s.NumKvHeads + kvh) * headDim, headDim), p[j], oi, oi);
     }
 

@@ -1,8 +1,11 @@
 // Memory-O(seq) causal attention, FlashAttention-2 style, fp32 on CUDA cores (no tensor cores yet). Same maths, layouts and
 // masking as Attention (Attention.ForwardCpu/BackwardCpu are the spec for o, logSumExp, dQ, dK, dV); no [seq, seq] buffer anywhere.
 //   q, o[batch*seq, numHeads, headDim]; k, v[batch*seq, numKvHeads, headDim]; query head h reads kv head h / (numHeads/numKvHeads);
-//   key j visible to query i iff j <= i and, when segmentIds[batch*seq] is given, seg[j] == seg[i]; headDim <= MaxHeadDim.
+//   key j visible to query i iff j <= i, i - j < window when a sliding window is set, and, when segmentIds[batch*seq] is given,
+//   seg[j] == seg[i]; headDim <= MaxHeadDim (256: Gemma 3).
 //   -> o, logSumExp[batch, numHeads, seq] = log sum_j exp(s_ij) over visible keys, s_ij = (q_i . k_j) * scale (saved for backward).
+// Tiles outside the causal band (and, with a window, wholly before it) are never visited: the forward and dQ kernels start at
+//   the key tile of their first row's first visible key, the dK/dV kernel stops after its last key's last visible query.
 // Forward: one group per (b, h, block of BlockQ query rows); K/V tiles of BlockK keys staged in shared memory; online softmax
 //   keeps a running max m and sum l per row and rescales the output accumulator by exp(m_old - m_new) at each tile.
 // Backward (FA2), with P_ij = exp(s_ij - lse_i) recomputed per tile and dP_ij = dO_i . v_j:
@@ -11,8 +14,9 @@
 //     block) loops over the group's query heads and query blocks: dK/dV written once)
 //   dQ_i = scale * sum_j dS_ij k_j   (one group per (b, h, query block) loops over key blocks: a second kernel)
 //   dQ, dK, dV are overwritten. Every sum is a fixed-order loop: deterministic, no atomics.
-// Tiles use row stride Ld = MaxHeadDim + 1 so the threads of a warp reading different rows hit different banks; every kernel
-// stays under 48 KB of static shared memory (the dK/dV kernel steps BlockQKv = 8 query rows to fit six tiles).
+// Tiles live in dynamic shared memory with row stride Ld = headDim + 1 so the threads of a warp reading different rows hit
+// different banks: 16-row tiles (the dK/dV kernel steps 8 query rows to fit six tiles) up to head dim 128, 8-row tiles (4) above,
+// so every kernel stays under 48 KB.
 using System.Numerics;
 using ILGPU;
 using ILGPU.Runtime;
@@ -21,15 +25,36 @@ namespace IlgpuTune.Kernels;
 
 public static class FlashAttention
 {
-    public const int MaxHeadDim = 128;
-    const int BlockQ = 16, BlockK = 16, BlockQKv = 8, Ld = MaxHeadDim + 1;
+    public const int MaxHeadDim = 256;
 
-    /// <summary>Sizes passed to the kernels as one argument.</summary>
-    internal readonly struct Dims(int seq, int numHeads, int numKvHeads, int headDim, float scale)
+    /// <summary>Sizes and tile shape passed to the kernels as one argument (Window 0: none).</summary>
+    internal readonly struct Dims(int seq, int numHeads, int numKvHeads, int headDim, float scale, int window, int block)
     {
-        public readonly int Seq = seq, NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim;
+        public readonly int Seq = seq, NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim, Window = window;
+        public readonly int BlockQ = block, BlockK = block, BlockQKv = block / 2, Ld = headDim + 1;
         public readonly float Scale = scale;
         public int Groups => NumHeads / NumKvHeads;
+
+        // The first key tile (a multiple of BlockK) that row i0 can see, and one past the last query row that key j can see.
+        public int FirstKey(int i0) => Window > 0 ? Math.Max(0, i0 - Window + 1) / BlockK * BlockK : 0;
+        public int QueryEnd(int j) => Window > 0 ? Math.Min(Seq, j + Window) : Seq;
+
+        public int ForwardFloats => 2 * BlockQ * Ld + 2 * BlockK * Ld + BlockQ * BlockK + 3 * BlockQ;
+        public int KeyValueFloats => 4 * BlockK * Ld + 2 * BlockQKv * Ld + 2 * BlockQKv * BlockK + 2 * BlockQKv;
+        public int QueryFloats => 3 * BlockQ * Ld + 2 * BlockK * Ld + BlockQ * BlockK + 2 * BlockQ;
+    }
+
+    // Carves consecutive tiles out of the dynamic shared memory.
+    struct Carver(ArrayView<float> sm)
+    {
+        int _at;
+
+        public ArrayView<float> Next(int n)
+        {
+            var v = sm.SubView(_at, n);
+            _at += n;
+            return v;
+        }
     }
 
     // ---- device kernels ----
@@ -37,14 +62,16 @@ public static class FlashAttention
     // Grid: batch * numHeads * ceil(seq / BlockQ) groups.
     static void ForwardKernel(FloatView q, FloatView kk, FloatView v, IntView segmentIds, Dims s, FloatView o, FloatView logSumExp)
     {
-        var qTile = SharedMemory.Allocate<float>(BlockQ * Ld);
-        var oAcc = SharedMemory.Allocate<float>(BlockQ * Ld);
-        var kTile = SharedMemory.Allocate<float>(BlockK * Ld);
-        var vTile = SharedMemory.Allocate<float>(BlockK * Ld);
-        var sTile = SharedMemory.Allocate<float>(BlockQ * BlockK); // scores, then exp(s - m) of the tile
-        var rowMax = SharedMemory.Allocate<float>(BlockQ);
-        var rowSum = SharedMemory.Allocate<float>(BlockQ);
-        var rowScale = SharedMemory.Allocate<float>(BlockQ);
+        int BlockQ = s.BlockQ, BlockK = s.BlockK, Ld = s.Ld;
+        var sm = new Carver(SharedMemory.GetDynamic<float>());
+        var qTile = sm.Next(BlockQ * Ld);
+        var oAcc = sm.Next(BlockQ * Ld);
+        var kTile = sm.Next(BlockK * Ld);
+        var vTile = sm.Next(BlockK * Ld);
+        var sTile = sm.Next(BlockQ * BlockK); // scores, then exp(s - m) of the tile
+        var rowMax = sm.Next(BlockQ);
+        var rowSum = sm.Next(BlockQ);
+        var rowScale = sm.Next(BlockQ);
         int blocks = (s.Seq + BlockQ - 1) / BlockQ;
         int i0 = Grid.IdxX % blocks * BlockQ, h = Grid.IdxX / blocks % s.NumHeads;
         long tokenBase = (long)(Grid.IdxX / blocks / s.NumHeads) * s.Seq;
@@ -64,14 +91,14 @@ public static class FlashAttention
         Group.Barrier();
 
         int keyEnd = Math.Min(s.Seq, i0 + BlockQ); // causal: later keys are invisible to the whole block
-        for (int j0 = 0; j0 < keyEnd; j0 += BlockK)
+        for (int j0 = s.FirstKey(i0); j0 < keyEnd; j0 += BlockK)
         {
             LoadKv(kk, v, tokenBase, j0, kvh, s, kTile, vTile);
             Group.Barrier();
             for (int e = tid; e < BlockQ * BlockK; e += threads)
             {
                 int r = e / BlockK, c = e % BlockK;
-                sTile[e] = Visible(segmentIds, tokenBase, i0 + r, j0 + c, s.Seq)
+                sTile[e] = Visible(segmentIds, tokenBase, i0 + r, j0 + c, s)
                     ? Dot(qTile, r * Ld, kTile, c * Ld, hd) * s.Scale
                     : float.NegativeInfinity;
             }
@@ -136,16 +163,18 @@ public static class FlashAttention
     static void BackwardKeyValueKernel(FloatView dO, FloatView q, FloatView kk, FloatView v, FloatView logSumExp, FloatView delta,
         IntView segmentIds, Dims s, FloatView dK, FloatView dV)
     {
-        var kTile = SharedMemory.Allocate<float>(BlockK * Ld);
-        var vTile = SharedMemory.Allocate<float>(BlockK * Ld);
-        var dKAcc = SharedMemory.Allocate<float>(BlockK * Ld);
-        var dVAcc = SharedMemory.Allocate<float>(BlockK * Ld);
-        var qTile = SharedMemory.Allocate<float>(BlockQKv * Ld);
-        var dOTile = SharedMemory.Allocate<float>(BlockQKv * Ld);
-        var pTile = SharedMemory.Allocate<float>(BlockQKv * BlockK);
-        var dSTile = SharedMemory.Allocate<float>(BlockQKv * BlockK);
-        var rowLse = SharedMemory.Allocate<float>(BlockQKv);
-        var rowDelta = SharedMemory.Allocate<float>(BlockQKv);
+        int BlockK = s.BlockK, BlockQKv = s.BlockQKv, Ld = s.Ld;
+        var sm = new Carver(SharedMemory.GetDynamic<float>());
+        var kTile = sm.Next(BlockK * Ld);
+        var vTile = sm.Next(BlockK * Ld);
+        var dKAcc = sm.Next(BlockK * Ld);
+        var dVAcc = sm.Next(BlockK * Ld);
+        var qTile = sm.Next(BlockQKv * Ld);
+        var dOTile = sm.Next(BlockQKv * Ld);
+        var pTile = sm.Next(BlockQKv * BlockK);
+        var dSTile = sm.Next(BlockQKv * BlockK);
+        var rowLse = sm.Next(BlockQKv);
+        var rowDelta = sm.Next(BlockQKv);
         int blocks = (s.Seq + BlockK - 1) / BlockK;
         int j0 = Grid.IdxX % blocks * BlockK, kvh = Grid.IdxX / blocks % s.NumKvHeads;
         long b = Grid.IdxX / blocks / s.NumKvHeads, tokenBase = b * s.Seq;
@@ -163,8 +192,9 @@ public static class FlashAttention
         for (int h = kvh * s.Groups; h < (kvh + 1) * s.Groups; h++)
         {
             long rowBase = (b * s.NumHeads + h) * s.Seq;
-            // causal: query rows before j0 see none of these keys
-            for (int i0 = j0 / BlockQKv * BlockQKv; i0 < s.Seq; i0 += BlockQKv)
+            // causal: query rows before j0 see none of these keys; with a window, rows past the last key's window neither
+            int queryEnd = s.QueryEnd(Math.Min(s.Seq, j0 + BlockK) - 1);
+            for (int i0 = j0 / BlockQKv * BlockQKv; i0 < queryEnd; i0 += BlockQKv)
             {
                 for (int e = tid; e < BlockQKv * hd; e += threads)
                 {
@@ -184,7 +214,7 @@ public static class FlashAttention
                 {
                     int r = e / BlockK, c = e % BlockK;
                     float p = 0f, dS = 0f;
-                    if (Visible(segmentIds, tokenBase, i0 + r, j0 + c, s.Seq))
+                    if (Visible(segmentIds, tokenBase, i0 + r, j0 + c, s))
                     {
                         p = MathF.Exp(Dot(qTile, r * Ld, kTile, c * Ld, hd) * s.Scale - rowLse[r]);
                         dS = p * (Dot(dOTile, r * Ld, vTile, c * Ld, hd) - rowDelta[r]);
@@ -223,14 +253,16 @@ public static class FlashAttention
     static void BackwardQueryKernel(FloatView dO, FloatView q, FloatView kk, FloatView v, FloatView logSumExp, FloatView delta,
         IntView segmentIds, Dims s, FloatView dQ)
     {
-        var qTile = SharedMemory.Allocate<float>(BlockQ * Ld);
-        var dOTile = SharedMemory.Allocate<float>(BlockQ * Ld);
-        var dQAcc = SharedMemory.Allocate<float>(BlockQ * Ld);
-        var kTile = SharedMemory.Allocate<float>(BlockK * Ld);
-        var vTile = SharedMemory.Allocate<float>(BlockK * Ld);
-        var dSTile = SharedMemory.Allocate<float>(BlockQ * BlockK);
-        var rowLse = SharedMemory.Allocate<float>(BlockQ);
-        var rowDelta = SharedMemory.Allocate<float>(BlockQ);
+        int BlockQ = s.BlockQ, BlockK = s.BlockK, Ld = s.Ld;
+        var sm = new Carver(SharedMemory.GetDynamic<float>());
+        var qTile = sm.Next(BlockQ * Ld);
+        var dOTile = sm.Next(BlockQ * Ld);
+        var dQAcc = sm.Next(BlockQ * Ld);
+        var kTile = sm.Next(BlockK * Ld);
+        var vTile = sm.Next(BlockK * Ld);
+        var dSTile = sm.Next(BlockQ * BlockK);
+        var rowLse = sm.Next(BlockQ);
+        var rowDelta = sm.Next(BlockQ);
         int blocks = (s.Seq + BlockQ - 1) / BlockQ;
         int i0 = Grid.IdxX % blocks * BlockQ, h = Grid.IdxX / blocks % s.NumHeads;
         long tokenBase = (long)(Grid.IdxX / blocks / s.NumHeads) * s.Seq, rowBase = (tokenBase / s.Seq * s.NumHeads + h) * s.Seq;
@@ -253,7 +285,7 @@ public static class FlashAttention
         Group.Barrier();
 
         int keyEnd = Math.Min(s.Seq, i0 + BlockQ);
-        for (int j0 = 0; j0 < keyEnd; j0 += BlockK)
+        for (int j0 = s.FirstKey(i0); j0 < keyEnd; j0 += BlockK)
         {
             LoadKv(kk, v, tokenBase, j0, kvh, s, kTile, vTile);
             Group.Barrier();
@@ -261,7 +293,7 @@ public static class FlashAttention
             {
                 int r = e / BlockK, c = e % BlockK;
                 float dS = 0f;
-                if (Visible(segmentIds, tokenBase, i0 + r, j0 + c, s.Seq))
+                if (Visible(segmentIds, tokenBase, i0 + r, j0 + c, s))
                 {
                     float p = MathF.Exp(Dot(qTile, r * Ld, kTile, c * Ld, hd) * s.Scale - rowLse[r]);
                     dS = p * (Dot(dOTile, r * Ld, vTile, c * Ld, hd) - rowDelta[r]);
@@ -289,7 +321,7 @@ public static class FlashAttention
     // Stages keys j0 .. j0+BlockK-1 of kv head kvh (zeros past seq) into the tiles; the caller synchronizes.
     static void LoadKv(FloatView kk, FloatView v, long tokenBase, int j0, int kvh, Dims s, ArrayView<float> kTile, ArrayView<float> vTile)
     {
-        int hd = s.HeadDim;
+        int hd = s.HeadDim, BlockK = s.BlockK, Ld = s.Ld;
         for (int e = Group.IdxX; e < BlockK * hd; e += Group.DimX)
         {
             int c = e / hd, d = e % hd, j = j0 + c;
@@ -299,9 +331,10 @@ public static class FlashAttention
         }
     }
 
-    // Query i sees key j: causal, inside the row, same packed sample. Checks i first so j <= i < seq keeps j in range.
-    static bool Visible(IntView segmentIds, long tokenBase, int i, int j, int seq) =>
-        i < seq && j <= i && (segmentIds.Length == 0 || segmentIds[tokenBase + j] == segmentIds[tokenBase + i]);
+    // Query i sees key j: causal, inside the window, inside the row, same packed sample. Checks i first so j <= i < seq keeps j in range.
+    static bool Visible(IntView segmentIds, long tokenBase, int i, int j, Dims s) =>
+        i < s.Seq && j <= i && (s.Window == 0 || i - j < s.Window) &&
+        (segmentIds.Length == 0 || segmentIds[tokenBase + j] == segmentIds[tokenBase + i]);
 
     static float Dot(ArrayView<float> a, int aOff, ArrayView<float> b, int bOff, int n)
     {
@@ -326,7 +359,8 @@ public static class FlashAttention
         if (s.Tokens == 0) return;
         var forward = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, IntView, Dims, FloatView, FloatView>>(
             new("flashattention.forward", ForwardKernel));
-        forward(new KernelConfig(Blocks(s, s.NumHeads, BlockQ), Threads(k)), q, kk, v, segmentIds, ToDims(s), o, logSumExp);
+        var dims = ToDims(s);
+        forward(Config(k, Blocks(s, s.NumHeads, dims.BlockQ), dims.ForwardFloats), q, kk, v, segmentIds, dims, o, logSumExp);
     }
 
     // dO, q, o, dQ[batch*seq, numHeads, headDim]; kk, v, dK, dV[batch*seq, numKvHeads, headDim]; logSumExp from Forward and
@@ -348,10 +382,10 @@ public static class FlashAttention
         var keyValue = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, FloatView, FloatView, FloatView, IntView, Dims,
                 FloatView, FloatView>>(
             new("flashattention.backward.keyvalue", BackwardKeyValueKernel));
-        keyValue(new KernelConfig(Blocks(s, s.NumKvHeads, BlockK), Threads(k)), dO, q, kk, v, logSumExp, delta, segmentIds, dims, dK, dV);
+        keyValue(Config(k, Blocks(s, s.NumKvHeads, dims.BlockK), dims.KeyValueFloats), dO, q, kk, v, logSumExp, delta, segmentIds, dims, dK, dV);
         var query = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, FloatView, FloatView, FloatView, IntView, Dims, FloatView>>(
             new("flashattention.backward.query", BackwardQueryKernel));
-        query(new KernelConfig(Blocks(s, s.NumHeads, BlockQ), Threads(k)), dO, q, kk, v, logSumExp, delta, segmentIds, dims, dQ);
+        query(Config(k, Blocks(s, s.NumHeads, dims.BlockQ), dims.QueryFloats), dO, q, kk, v, logSumExp, delta, segmentIds, dims, dQ);
     }
 
     // dO, o[batch*seq, numHeads, headDim] -> delta[batch, numHeads, seq] = rowsum(dO * o) (also FlashAttentionHalf's pre-pass)
@@ -362,11 +396,13 @@ public static class FlashAttention
     }
 
     // Tile loops stride by the group: 32 emulated threads keep CPU tests cheap, 128 on a GPU cover a 16x16 score tile in two steps.
-    static int Threads(KernelRegistry k) => k.IsEmulated ? 32 : 128;
+    static KernelConfig Config(KernelRegistry k, int groups, int floats) =>
+        new(groups, k.IsEmulated ? 32 : 128, SharedMemoryConfig.RequestDynamic<float>(floats));
 
     static int Blocks(Attention.Sizes s, int heads, int block) => checked(s.Batch * heads * ((s.Seq + block - 1) / block));
 
-    static Dims ToDims(Attention.Sizes s) => new(s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim, Attention.Scale(s.HeadDim));
+    static Dims ToDims(Attention.Sizes s) =>
+        new(s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim, s.ScoreScale, s.Window, s.HeadDim > 128 ? 8 : 16);
 
     static void Validate(Attention.Sizes s)
     {

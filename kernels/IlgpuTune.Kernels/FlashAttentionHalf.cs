@@ -57,6 +57,9 @@ public static partial class FlashAttentionHalf
 
     public static bool SupportsHeadDim(int headDim) => HeadDims.Contains(headDim);
 
+    /// <summary>A generated head dim and no sliding window (windows run on FlashAttention, fp32).</summary>
+    public static bool Supports(Attention.Sizes s) => SupportsHeadDim(s.HeadDim) && s.Window == 0;
+
     const float Log2E = 1.44269504f, Ln2 = 0.693147181f;
     const int ScratchPerWarp = 256; // uints of CPU-emulation scratch per warp (Gemm's emulated ldmatrix / mma)
     const int Threads = 128;
@@ -339,6 +342,7 @@ public static partial class FlashAttentionHalf
         int headDim = s.HeadDim;
         if (!SupportsHeadDim(headDim))
             throw new ArgumentException($"tensor-core flash attention supports head dims {string.Join('/', HeadDims)}, got {headDim}", nameof(headDim));
+        if (s.Window != 0) throw new ArgumentException("tensor-core flash attention has no sliding window; FlashAttention (fp32) has", nameof(s));
         return s;
     }
 
@@ -359,7 +363,7 @@ public static partial class FlashAttentionHalf
             Seq = s.Seq, NumHeads = s.NumHeads, NumKvHeads = s.NumKvHeads, Groups = s.Groups,
             Causal = causal ? 1 : 0, Segmented = segmentIds.Length != 0 ? 1 : 0, Sorted = segmentIds.Length != 0 && segmentsSorted ? 1 : 0,
             Vec = aligned ? 1 : 0, ScratchOffset = scratchOffset,
-            Scale = Attention.Scale(s.HeadDim), ScaleLog2 = Attention.Scale(s.HeadDim) * Log2E,
+            Scale = s.ScoreScale, ScaleLog2 = s.ScoreScale * Log2E,
         };
     }
 

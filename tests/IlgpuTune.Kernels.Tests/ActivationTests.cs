@@ -114,4 +114,61 @@ public class ActivationTests(IlgpuCpuFixture gpu)
             FiniteDifference.Check("dUp", up, dUp, uu => Loss(y => Activation.SwiGluForwardCpu<double>(x, uu, y)));
         });
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(37)]
+    [InlineData(1000)] // several grid strides on the emulator
+    public void GeGlu_Kernel_MatchesCpuReference(int n)
+    {
+        var gate = Rand.Floats(41, n, 8f); // far tails: tanh saturates to +-1
+        var up = Rand.Floats(42, n, 2f);
+        var dY = Rand.Floats(43, n);
+        var (y, dGate, dUp) = (new float[n], new float[n], new float[n]);
+        Activation.GeGluForwardCpu<float>(gate, up, y);
+        Activation.GeGluBackwardCpu<float>(dY, gate, up, dGate, dUp);
+        using var gg = gpu.Upload(gate); using var gu = gpu.Upload(up); using var gd = gpu.Upload(dY);
+        using var gy = gpu.Zeros(n); using var gdg = gpu.Zeros(n);
+        Activation.GeGluForward(gpu.Kernels, gg.View, gu.View, n, gy.View);
+        Activation.GeGluBackward(gpu.Kernels, gd.View, gg.View, gu.View, n, gdg.View, gu.View); // dUp overwrites up
+        gpu.Accelerator.Synchronize();
+        Close.Assert("y", y, gy.GetAsArray1D(), 1e-5, 1e-5);
+        Close.Assert("dGate", dGate, gdg.GetAsArray1D(), 1e-5, 1e-5);
+        Close.Assert("dUp", dUp, gu.GetAsArray1D(), 1e-5, 1e-5);
+    }
+
+    [Fact]
+    public void GeGlu_MatchesTorchGeluTanhValues()
+    {
+        // PyTorch's tanh formula (gelu(x, approximate="tanh")) in float64 at x = -3, -1, 0.5, 2.
+        double[] x = [-3, -1, 0.5, 2], expect = [-0.0036373920817729943, -0.15880800939172324, 0.34571400982514394, 1.954597694087775];
+        var y = new double[4];
+        Activation.GeGluForwardCpu<double>(x, [1, 1, 1, 1], y);
+        for (int i = 0; i < 4; i++) Assert.Equal(expect[i], y[i], 1e-12);
+    }
+
+    [Property(MaxTest = 25)]
+    public Property GeGlu_Backward_MatchesFiniteDifferences()
+    {
+        var shapes = from n in Gen.Choose(1, 9) from seed in Gen.Choose(0, 10000) select (n, seed);
+        return Prop.ForAll(shapes.ToArbitrary(), s =>
+        {
+            var (n, seed) = s;
+            var x = Rand.Doubles(seed, n, 4);
+            var up = Rand.Doubles(seed + 1, n, 2);
+            var g = Rand.Doubles(seed + 2, n);
+            double Loss(double[] gg, double[] uu)
+            {
+                var y = new double[n];
+                Activation.GeGluForwardCpu<double>(gg, uu, y);
+                double l = 0;
+                for (int i = 0; i < n; i++) l += g[i] * y[i];
+                return l;
+            }
+            var (dGate, dUp) = (new double[n], new double[n]);
+            Activation.GeGluBackwardCpu<double>(g, x, up, dGate, dUp);
+            FiniteDifference.Check("geglu dGate", x, dGate, xx => Loss(xx, up));
+            FiniteDifference.Check("geglu dUp", up, dUp, uu => Loss(x, uu));
+        });
+    }
 }

@@ -112,6 +112,30 @@ public class AttentionTests(IlgpuCpuFixture gpu)
     }
 
     [Fact]
+    public void Forward_WindowOfOneSeesOnlyItself()
+    {
+        // i - j < 1 leaves key i alone: o_i = v_i; a window as long as the row changes nothing.
+        const int seq = 5, heads = 2, headDim = 3;
+        var q = Rand.Floats(31, seq * heads * headDim, 2f);
+        var k = Rand.Floats(32, seq * heads * headDim, 2f);
+        var v = Rand.Floats(33, seq * heads * headDim);
+        var o = new float[q.Length];
+        Attention.ForwardCpu<float>(q, k, v, [], new(1, seq, heads, heads, headDim, Window: 1), o, []);
+        Assert.Equal(v, o);
+        var (full, wide) = (new float[q.Length], new float[q.Length]);
+        Attention.ForwardCpu<float>(q, k, v, [], new(1, seq, heads, heads, headDim), full, []);
+        Attention.ForwardCpu<float>(q, k, v, [], new(1, seq, heads, heads, headDim, Window: seq), wide, []);
+        Assert.Equal(full, wide);
+    }
+
+    [Fact]
+    public void RejectsNegativeOrNonCausalWindow()
+    {
+        Assert.Throws<ArgumentException>(() => new Attention.Sizes(1, 2, 1, 1, 2, Window: -1).Validate());
+        Assert.Throws<ArgumentException>(() => new Attention.Sizes(1, 2, 1, 1, 2, Causal: false, Window: 2).Validate());
+    }
+
+    [Fact]
     public void RejectsHeadsNotMultipleOfKvHeads() =>
         Assert.Throws<ArgumentException>(() =>
             Attention.ForwardCpu<float>(new float[3], new float[2], new float[2], [], new(1, 1, 3, 2, 1), new float[3], [], new float[3]));
@@ -121,10 +145,13 @@ public class AttentionTests(IlgpuCpuFixture gpu)
     {
         var shapes = from batch in Gen.Choose(1, 2) from seq in Gen.Choose(1, 4) from numKvHeads in Gen.Choose(1, 2)
                      from groups in Gen.Choose(1, 2) from headDim in Gen.Choose(1, 4) from packed in Gen.Elements(false, true)
-                     from seed in Gen.Choose(0, 10000) select (batch, seq, numHeads: numKvHeads * groups, numKvHeads, headDim, packed, seed);
+                     from window in Gen.Choose(0, 3) from scale in Gen.Elements<float?>(null, 0.7f)
+                     from seed in Gen.Choose(0, 10000)
+                     select (batch, seq, numHeads: numKvHeads * groups, numKvHeads, headDim, packed, window, scale, seed);
         return Prop.ForAll(shapes.ToArbitrary(), s =>
         {
-            var (batch, seq, numHeads, numKvHeads, headDim, packed, seed) = s;
+            var (batch, seq, numHeads, numKvHeads, headDim, packed, window, scale, seed) = s;
+            var sizes = new Attention.Sizes(batch, seq, numHeads, numKvHeads, headDim, Window: window, Scale: scale);
             int tokens = batch * seq;
             var q = Rand.Doubles(seed, tokens * numHeads * headDim, 2);
             var k = Rand.Doubles(seed + 1, tokens * numKvHeads * headDim, 2);
@@ -135,16 +162,16 @@ public class AttentionTests(IlgpuCpuFixture gpu)
             double Loss(double[] qq, double[] kk, double[] vv)
             {
                 var o = new double[q.Length];
-                Attention.ForwardCpu<double>(qq, kk, vv, segments, new(batch, seq, numHeads, numKvHeads, headDim), o, [],
+                Attention.ForwardCpu<double>(qq, kk, vv, segments, sizes, o, [],
                     new double[probs.Length]);
                 double l = 0;
                 for (int i = 0; i < o.Length; i++) l += g[i] * o[i];
                 return l;
             }
-            Attention.ForwardCpu<double>(q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim), new double[q.Length], [],
+            Attention.ForwardCpu<double>(q, k, v, segments, sizes, new double[q.Length], [],
                 probs);
             var (dQ, dK, dV) = (new double[q.Length], new double[k.Length], new double[v.Length]);
-            Attention.BackwardCpu<double>(g, q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim), dQ, dK, dV);
+            Attention.BackwardCpu<double>(g, q, k, v, segments, sizes, dQ, dK, dV);
             FiniteDifference.Check("dQ", q, dQ, qq => Loss(qq, k, v));
             FiniteDifference.Check("dK", k, dK, kk => Loss(q, kk, v));
             FiniteDifference.Check("dV", v, dV, vv => Loss(q, k, vv));
@@ -159,19 +186,24 @@ public class AttentionTests(IlgpuCpuFixture gpu)
     [InlineData(6, 1, 4, 2, 6)] // one decode step
     [InlineData(3, 3, 3, 3, 5)] // several new tokens after a cached prefix (next chat turn)
     [InlineData(38, 1, 2, 1, 4)] // keys > one 32-thread group
-    public void CachedKernel_MatchesCpuReference(int queryStart, int queries, int numHeads, int numKvHeads, int headDim)
+    [InlineData(38, 3, 2, 1, 4, 5, 0.3f)] // sliding window of 5 keys, explicit scale
+    [InlineData(0, 6, 2, 2, 4, 2)]
+    public void CachedKernel_MatchesCpuReference(int queryStart, int queries, int numHeads, int numKvHeads, int headDim, int window = 0,
+        float scale = 0f)
     {
+        float? sc = scale == 0f ? null : scale;
         int keys = queryStart + queries, capacity = keys + 2; // unused cache rows past the keys must be ignored
         int qn = queries * numHeads * headDim, cn = capacity * numKvHeads * headDim, pn = queries * numHeads * keys;
         var q = Rand.Floats(1, qn, 2f);
         var k = Rand.Floats(2, cn, 2f);
         var v = Rand.Floats(3, cn);
         var (probs, o) = (new float[pn], new float[qn]);
-        Attention.ForwardWithCacheCpu<float>(q, k, v, queryStart, queries, numHeads, numKvHeads, headDim, probs, o);
+        Attention.ForwardWithCacheCpu<float>(q, k, v, queryStart, queries, numHeads, numKvHeads, headDim, probs, o, window, sc);
 
         using var gq = gpu.Upload(q); using var gk = gpu.Upload(k); using var gv = gpu.Upload(v);
         using var gp = gpu.Upload(Rand.Floats(4, pn)); using var go = gpu.Upload(Rand.Floats(5, qn)); // garbage: overwritten
-        Attention.ForwardWithCache(gpu.Kernels, gq.View, gk.View, gv.View, queryStart, queries, numHeads, numKvHeads, headDim, gp.View, go.View);
+        Attention.ForwardWithCache(gpu.Kernels, gq.View, gk.View, gv.View, queryStart, queries, numHeads, numKvHeads, headDim, gp.View, go.View,
+            window, sc);
         gpu.Accelerator.Synchronize();
 
         Close.Assert("probs", probs, gp.GetAsArray1D(), 1e-6, 1e-5);
@@ -183,15 +215,16 @@ public class AttentionTests(IlgpuCpuFixture gpu)
     {
         // Feeding a sequence in chunks through the cache gives the uncached causal forward's rows exactly.
         var shapes = from seq in Gen.Choose(1, 7) from numKvHeads in Gen.Choose(1, 2) from groups in Gen.Choose(1, 3)
-                     from headDim in Gen.Choose(1, 5) from seed in Gen.Choose(0, 10000) select (seq, numKvHeads, numHeads: numKvHeads * groups, headDim, seed);
+                     from headDim in Gen.Choose(1, 5) from window in Gen.Choose(0, 4) from scale in Gen.Elements<float?>(null, 0.7f)
+                     from seed in Gen.Choose(0, 10000) select (seq, numKvHeads, numHeads: numKvHeads * groups, headDim, window, scale, seed);
         return Prop.ForAll(shapes.ToArbitrary(), s =>
         {
-            var (seq, numKvHeads, numHeads, headDim, seed) = s;
+            var (seq, numKvHeads, numHeads, headDim, window, scale, seed) = s;
             var q = Rand.Doubles(seed, seq * numHeads * headDim, 2);
             var k = Rand.Doubles(seed + 1, seq * numKvHeads * headDim, 2);
             var v = Rand.Doubles(seed + 2, k.Length);
             var full = new double[q.Length];
-            Attention.ForwardCpu<double>(q, k, v, [], new(1, seq, numHeads, numKvHeads, headDim), full, [],
+            Attention.ForwardCpu<double>(q, k, v, [], new(1, seq, numHeads, numKvHeads, headDim, Window: window, Scale: scale), full, [],
                 new double[numHeads * seq * seq]);
             var rng = new Random(seed);
             for (int start = 0; start < seq;)
@@ -199,7 +232,7 @@ public class AttentionTests(IlgpuCpuFixture gpu)
                 int n = rng.Next(1, seq - start + 1), row = numHeads * headDim;
                 var o = new double[n * row];
                 Attention.ForwardWithCacheCpu<double>(q.AsSpan(start * row, o.Length), k, v, start, n, numHeads, numKvHeads, headDim,
-                    new double[n * numHeads * (start + n)], o);
+                    new double[n * numHeads * (start + n)], o, window, scale);
                 Assert.Equal(full.AsSpan(start * row, o.Length).ToArray(), o);
                 start += n;
             }

@@ -18,9 +18,15 @@ public class FlashAttentionTests(IlgpuCpuFixture gpu)
     [InlineData(1, 33, 4, 1, 16, false)] // three query blocks, the last one partial; GQA 4
     [InlineData(2, 33, 4, 2, 24, true)]
     [InlineData(1, 33, 2, 1, 24, true)]
-    [InlineData(1, 20, 2, 1, 128, false)] // the largest head dim the tiles hold
-    public void Kernel_MatchesNaiveCpuReference(int batch, int seq, int numHeads, int numKvHeads, int headDim, bool packed)
+    [InlineData(1, 20, 2, 1, 128, false)] // the largest head dim of 16-row tiles
+    [InlineData(1, 40, 2, 1, 16, false, 5)] // sliding window: later blocks skip the key tiles before it, key blocks the queries after
+    [InlineData(2, 33, 4, 2, 24, true, 7, 0.3f)] // window, packed rows and an explicit scale (Gemma's query_pre_attn_scalar)
+    [InlineData(1, 17, 2, 1, 256, false)] // Gemma 3's head dim: 8-row tiles, the partial last block
+    [InlineData(1, 19, 2, 1, 256, false, 9, 0.0625f)]
+    public void Kernel_MatchesNaiveCpuReference(int batch, int seq, int numHeads, int numKvHeads, int headDim, bool packed, int window = 0,
+        float scale = 0f)
     {
+        var sizes = new Attention.Sizes(batch, seq, numHeads, numKvHeads, headDim, Window: window, Scale: scale == 0f ? null : scale);
         int tokens = batch * seq, qn = tokens * numHeads * headDim, kvn = tokens * numKvHeads * headDim, rows = batch * numHeads * seq;
         var q = Rand.Floats(1, qn, 2f);
         var k = Rand.Floats(2, kvn, 2f);
@@ -30,8 +36,8 @@ public class FlashAttentionTests(IlgpuCpuFixture gpu)
         var probs = new float[rows * seq];
         var (o, lse) = (new float[qn], new float[rows]);
         var (dQ, dK, dV) = (new float[qn], new float[kvn], new float[kvn]);
-        Attention.ForwardCpu<float>(q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim), o, lse, probs);
-        Attention.BackwardCpu<float>(dO, q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim), dQ, dK, dV);
+        Attention.ForwardCpu<float>(q, k, v, segments, sizes, o, lse, probs);
+        Attention.BackwardCpu<float>(dO, q, k, v, segments, sizes, dQ, dK, dV);
 
         using var gq = gpu.Upload(q); using var gk = gpu.Upload(k); using var gv = gpu.Upload(v); using var gdO = gpu.Upload(dO);
         using var gseg = packed ? gpu.Upload(segments) : null;
@@ -40,10 +46,9 @@ public class FlashAttentionTests(IlgpuCpuFixture gpu)
         using var gdelta = gpu.Upload(Rand.Floats(8, rows)); using var gdQ = gpu.Upload(Rand.Floats(9, qn));
         using var gdK = gpu.Upload(Rand.Floats(10, kvn)); using var gdV = gpu.Upload(Rand.Floats(11, kvn));
         var segView = gseg?.View ?? ArrayView<int>.Empty;
-        FlashAttention.Forward(gpu.Kernels, new(gq.View, gk.View, gv.View, segView), new(batch, seq, numHeads, numKvHeads, headDim),
+        FlashAttention.Forward(gpu.Kernels, new(gq.View, gk.View, gv.View, segView), sizes,
             new(go.View, glse.View));
-        FlashAttention.Backward(gpu.Kernels, gdO.View, new(gq.View, gk.View, gv.View, segView), new(batch, seq, numHeads, numKvHeads,
-            headDim), new(go.View, glse.View), gdelta.View, new(gdQ.View, gdK.View, gdV.View));
+        FlashAttention.Backward(gpu.Kernels, gdO.View, new(gq.View, gk.View, gv.View, segView), sizes, new(go.View, glse.View), gdelta.View, new(gdQ.View, gdK.View, gdV.View));
         gpu.Accelerator.Synchronize();
 
         Close.Assert("o", o, go.GetAsArray1D(), 1e-5, 1e-4);
@@ -123,7 +128,7 @@ public class FlashAttentionTests(IlgpuCpuFixture gpu)
     [Fact]
     public void RejectsHeadDimPastTheTiles() =>
         Assert.Throws<ArgumentException>(() =>
-            FlashAttention.Forward(gpu.Kernels, new(default, default, default, default), new(1, 1, 1, 1, 129), new(default, default)));
+            FlashAttention.Forward(gpu.Kernels, new(default, default, default, default), new(1, 1, 1, 1, FlashAttention.MaxHeadDim + 1), new(default, default)));
 
     // Nondecreasing segment ids per row, a new sample starting with probability 1/3.
     static int[] Segments(int seed, int batch, int seq)

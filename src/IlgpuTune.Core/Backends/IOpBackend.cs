@@ -11,8 +11,13 @@ namespace IlgpuTune.Core;
 /// <summary>A matrix product's sizes: c[M, N] from a (M×K) and b (K×N), in the layout's storage order.</summary>
 public readonly record struct MatMulShape(int M, int N, int K);
 
-/// <summary>Causal attention's sizes: q, o [Batch*Seq, NumHeads*HeadDim], k, v [Batch*Seq, NumKvHeads*HeadDim].</summary>
-public readonly record struct AttentionShape(int Batch, int Seq, int NumHeads, int NumKvHeads, int HeadDim)
+/// <summary>
+/// Causal attention's sizes: q, o [Batch*Seq, NumHeads*HeadDim], k, v [Batch*Seq, NumKvHeads*HeadDim]. SlidingWindow W > 0: query i
+/// sees keys j with i - j &lt; W only (transformers' sliding_window_overlay); Scale null: 1/sqrt(HeadDim) (Gemma 3 passes
+/// query_pre_attn_scalar**-0.5).
+/// </summary>
+public readonly record struct AttentionShape(int Batch, int Seq, int NumHeads, int NumKvHeads, int HeadDim, int SlidingWindow = 0,
+    float? Scale = null)
 {
     public long Tokens => (long)Batch * Seq;
     public long QueryElements => Tokens * NumHeads * HeadDim;
@@ -74,6 +79,9 @@ public interface IOpBackend
     void SiluBackward(Tensor dY, Tensor x, Tensor dX);
     void SwiGluForward(Tensor gate, Tensor up, Tensor y);
     void SwiGluBackward(Tensor dY, Tensor gate, Tensor up, Tensor dGate, Tensor dUp);
+    /// <summary>GeGLU of Gemma: gelu_pytorch_tanh(gate) * up, elementwise.</summary>
+    void GeGluForward(Tensor gate, Tensor up, Tensor y);
+    void GeGluBackward(Tensor dY, Tensor gate, Tensor up, Tensor dGate, Tensor dUp);
 
     // ---- cast (Cast.cs): F32 <-> BF16 / F16, round to nearest even ----
     void Cast(Tensor x, Tensor y);
@@ -126,8 +134,31 @@ public interface IOpBackend
     AttentionSaved? AttentionForward(AttentionShape shape, Tensor q, Tensor k, Tensor v, Tensor? segments, bool segmentsSorted,
         Precision precision, Tensor o, bool keep);
     void AttentionBackward(AttentionSaved saved, Tensor dO, Tensor dQ, Tensor dK, Tensor dV);
-    /// <summary>Inference: q[n, heads*headDim] at positions start.. over cached keys/values [capacity, kvHeads*headDim] -> o.</summary>
-    void AttentionWithCache(Tensor q, Tensor keys, Tensor values, int start, int numHeads, int numKvHeads, int headDim, Tensor o);
+    /// <summary>Inference: q[n, heads*headDim] at positions start.. over cached keys/values [capacity, kvHeads*headDim] -> o;
+    /// slidingWindow 0 = none, scale null = 1/sqrt(headDim), as in AttentionShape.</summary>
+    void AttentionWithCache(Tensor q, Tensor keys, Tensor values, int start, int numHeads, int numKvHeads, int headDim, Tensor o,
+        int slidingWindow = 0, float? scale = null);
+
+    // ---- mixture of experts (Moe.cs): tokens T, experts E, top-k K, slot = t*K + k, sorted rows grouped by expert ----
+    /// <summary>logits [T, E] -> weights F32 [T, K] (softmax, top-k, renormalised when asked), experts I32 [T, K].</summary>
+    void MoeRouterForward(Tensor logits, int topK, bool normalize, Tensor weights, Tensor experts);
+    /// <summary>dWeights [T, K] -> dLogits [T, E] (overwritten).</summary>
+    void MoeRouterBackward(Tensor dWeights, Tensor logits, Tensor experts, bool normalize, Tensor dLogits);
+    /// <summary>Stable counting sort of experts I32 [T*K] -> counts I32 [E], order I32 [T*K] (sorted row -> slot).</summary>
+    void MoeSort(Tensor experts, int numExperts, Tensor counts, Tensor order);
+    /// <summary>xe[r] = x[order[offset + r] / topK] for r &lt; xe rows: one expert's token rows. x [T, H], xe [count, H].</summary>
+    void MoeGather(Tensor x, Tensor order, int offset, int topK, Tensor xe);
+    /// <summary>dX[order[offset + r] / topK] += dXe[r] (accumulates; one expert never sees a token twice).</summary>
+    void MoeGatherBackward(Tensor dXe, Tensor order, int offset, int topK, Tensor dX);
+    /// <summary>y[t] += weights[slot] * ye[r], slot = order[offset + r], t = slot / topK (accumulates). ye [count, H], y [T, H].</summary>
+    void MoeCombine(Tensor ye, Tensor weights, Tensor order, int offset, int topK, Tensor y);
+    /// <summary>dYe[r] = weights[slot] dY[t] (overwritten), dWeights[slot] = dY[t] . ye[r] (written for this expert's slots).</summary>
+    void MoeCombineBackward(Tensor dY, Tensor ye, Tensor weights, Tensor order, int offset, int topK, Tensor dYe, Tensor dWeights);
+    /// <summary>Load-balancing sums of one layer: counts[e] += Σ_t m_t #{k: experts[t,k] = e}, probs[e] += Σ_t m_t softmax(logits_t)_e;
+    /// mask F32 [T] (1 = real token) or null.</summary>
+    void MoeAuxStats(Tensor logits, Tensor experts, Tensor? mask, Tensor counts, Tensor probs);
+    /// <summary>dLogits[t] = softmax backward of g_e = grad[e] * m_t (overwritten); grad F32 [E].</summary>
+    void MoeAuxBackward(Tensor logits, Tensor? mask, Tensor grad, Tensor dLogits);
 
     // ---- NF4 / FP4 (Nf4.cs) ----
     /// <summary>x F32 [n] -> packed U8 [(n+1)/2], absmax F32 [blocks].</summary>

@@ -36,6 +36,11 @@ internal sealed partial class IlgpuBackend(Device device, KernelRegistry kernels
         src.RawDeviceBytes.SubView(srcOffset * size, count * size).CopyTo(_k.Stream, dst.RawDeviceBytes.SubView(dstOffset * size, count * size));
     }
 
+    public void GeGluForward(Tensor gate, Tensor up, Tensor y) => Activation.GeGluForward(_k, gate.F32View, up.F32View, gate.Length, y.F32View);
+
+    public void GeGluBackward(Tensor dY, Tensor gate, Tensor up, Tensor dGate, Tensor dUp) =>
+        Activation.GeGluBackward(_k, dY.F32View, gate.F32View, up.F32View, gate.Length, dGate.F32View, dUp.F32View);
+
     public void SiluForward(Tensor x, Tensor y) => Activation.SiluForward(_k, x.F32View, (int)x.Length, y.F32View);
 
     public void SiluBackward(Tensor dY, Tensor x, Tensor dX) => Activation.SiluBackward(_k, dY.F32View, x.F32View, (int)x.Length, dX.F32View);

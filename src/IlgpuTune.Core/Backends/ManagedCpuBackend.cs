@@ -7,7 +7,7 @@ using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 
-internal sealed class ManagedCpuBackend : IOpBackend
+internal sealed partial class ManagedCpuBackend : IOpBackend
 {
     public void Fill(Tensor y, float value) => y.F32.Fill(value);
 
@@ -40,6 +40,11 @@ internal sealed class ManagedCpuBackend : IOpBackend
 
     public void SwiGluBackward(Tensor dY, Tensor gate, Tensor up, Tensor dGate, Tensor dUp) =>
         Activation.SwiGluBackwardCpu<float>(dY.F32, gate.F32, up.F32, dGate.F32, dUp.F32);
+
+    public void GeGluForward(Tensor gate, Tensor up, Tensor y) => Activation.GeGluForwardCpu<float>(gate.F32, up.F32, y.F32);
+
+    public void GeGluBackward(Tensor dY, Tensor gate, Tensor up, Tensor dGate, Tensor dUp) =>
+        Activation.GeGluBackwardCpu<float>(dY.F32, gate.F32, up.F32, dGate.F32, dUp.F32);
 
     public void Cast(Tensor x, Tensor y)
     {
@@ -164,13 +169,16 @@ internal sealed class ManagedCpuBackend : IOpBackend
             dQ.F32, dK.F32, dV.F32);
     }
 
-    static K.Attention.Sizes Sizes(AttentionShape s) => new(s.Batch, s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim);
+    internal static K.Attention.Sizes Sizes(AttentionShape s) =>
+        new(s.Batch, s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim, Window: s.SlidingWindow, Scale: s.Scale);
 
-    public void AttentionWithCache(Tensor q, Tensor keys, Tensor values, int start, int numHeads, int numKvHeads, int headDim, Tensor o)
+    public void AttentionWithCache(Tensor q, Tensor keys, Tensor values, int start, int numHeads, int numKvHeads, int headDim, Tensor o,
+        int slidingWindow = 0, float? scale = null)
     {
         int n = Tokens(q, numHeads, headDim);
         using var probs = Tensor.Empty(q.Device, DType.F32, n, numHeads, start + n);
-        K.Attention.ForwardWithCacheCpu<float>(q.F32, keys.F32, values.F32, start, n, numHeads, numKvHeads, headDim, probs.F32, o.F32);
+        K.Attention.ForwardWithCacheCpu<float>(q.F32, keys.F32, values.F32, start, n, numHeads, numKvHeads, headDim, probs.F32, o.F32,
+            slidingWindow, scale);
     }
 
     public void Nf4Quantize(Tensor x, int blockSize, QuantType type, Tensor packed, Tensor absmax) =>

@@ -44,4 +44,27 @@ public static partial class Ops
         }
         return y;
     }
+
+    /// <summary>GeGLU gate of Gemma's MLP: gelu_pytorch_tanh(gate) * up, elementwise (gate, up, y [..., intermediate]).</summary>
+    public static Tensor GeGlu(Tensor gate, Tensor up)
+    {
+        CheckSameShape("geglu", gate, up);
+        var y = EmptyF32(gate.Device, gate.Shape);
+        B(gate).GeGluForward(gate, up, y);
+        if (Tape.IsRecording(gate, up))
+        {
+            var sg = gate.Alias();
+            var su = up.Alias();
+            Tape.Record("geglu", [gate, up], [y], ctx =>
+            {
+                var dY = ctx.GradOutput()!;
+                var dGate = EmptyF32(dY.Device, sg.Shape);
+                var dUp = EmptyF32(dY.Device, su.Shape);
+                B(dY).GeGluBackward(dY, sg, su, dGate, dUp);
+                ctx.AddGrad(0, dGate);
+                ctx.AddGrad(1, dUp);
+            }, sg, su);
+        }
+        return y;
+    }
 }

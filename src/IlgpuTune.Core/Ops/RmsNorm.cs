@@ -4,12 +4,24 @@ namespace IlgpuTune.Core;
 
 public static partial class Ops
 {
-    /// <summary>HF RMSNorm over the last dim: x[..., dim], weight[dim] -> y[..., dim]; saves rstd[rows].</summary>
-    public static Tensor RmsNorm(Tensor x, Tensor weight, float eps)
+    /// <summary>
+    /// HF RMSNorm over the last dim: x[..., dim], weight[dim] -> y[..., dim]; saves rstd[rows]. <paramref name="unitOffset"/>:
+    /// Gemma's norm, x * rsqrt(mean(x²) + eps) * (1 + weight), all in fp32 (the weight stored is w, the scale used 1 + w).
+    /// Per-head q/k norms (Qwen3, Gemma 3) are this op on x reshaped to [tokens*heads, headDim] with weight[headDim].
+    /// </summary>
+    public static Tensor RmsNorm(Tensor x, Tensor weight, float eps, bool unitOffset = false)
     {
         const string op = "rmsnorm";
         RequireF32(op, x, "x");
         RequireF32(op, weight, "weight");
+        if (unitOffset)
+        {
+            // (1 + w) in fp32 is what Gemma3RMSNorm multiplies by; d(1 + w)/dw = 1, so the tape's add passes dW through.
+            using var one = Tensor.Empty(weight.Device, DType.F32, weight.Shape);
+            B(weight).Fill(one, 1f);
+            using var scale = Add(weight, one);
+            return RmsNorm(x, scale, eps);
+        }
         int dim = weight.Dim(0);
         if (x.Dim(-1) != dim) throw new ArgumentException($"{op}: x {ShapeText(x.Shape)} does not fit weight {weight.Name} [{dim}]");
         int rows = (int)(x.Length / dim);
