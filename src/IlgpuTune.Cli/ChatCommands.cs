@@ -92,13 +92,7 @@ public sealed class ChatCommands
         if (tokenizer.TokenToId("<|im_start|>") is not null)
             return config.Architecture == Architecture.InternLM2 ? "internlm2_chat" : "qwen_chat";
         if (tokenizer.TokenToId("<|eot_id|>") is not null) return "llama3_chat";
-        return config.Architecture switch
-        {
-            Architecture.Llama => "llama2_chat",
-            Architecture.Mistral => "mistral",
-            Architecture.Qwen2 => "qwen_chat",
-            _ => "internlm2_chat",
-        };
+        return config.Spec.PromptTemplate;
     }
 
     internal static int[] EosTokenIds(string model, ModelConfig config, ITokenizer tokenizer) =>

@@ -1,8 +1,11 @@
-// Decoder-only causal LM for Llama, Mistral, Qwen2 and InternLM2, built from config.json, with HF module names:
-//   h = embed(ids); per layer: h += o_proj(attn(rope(q), rope(k), v)) of rmsnorm(h); h += down(silu(gate(x)) * up(x)) of rmsnorm(h)
-//   logits = lm_head(rmsnorm(h))
-// InternLM2 keeps its fused wqkv (rows grouped per KV head, formats.md §3.3) and splits q, k, v with a column gather, so
-// LoRA on wqkv and its gradient stay in InternLM2's own layout.
+// Decoder-only causal LM, driven by the config's ArchitectureSpec (Families.cs), with HF module names:
+//   h = embed(ids) (× √hidden for Gemma); per layer:
+//     h += [norm] o_proj(attn(rope(qnorm(q)), rope(knorm(k)), v)) of norm(h)
+//     h += [norm] down(act(gate(x)) * up(x)) of norm(h)
+//   logits = lm_head(norm(h))
+// Fused projections (InternLM2 wqkv grouped per KV head, Phi-3 qkv_proj and gate_up_proj) stay fused and are split with
+// a column gather, so LoRA on them and its gradient stay in the checkpoint's own layout, under PEFT's names.
+// This file is the decoder; CausalLM.Schema.cs the weight schema, CausalLM.Loading.cs the loading.
 using IlgpuTune.Core;
 using IlgpuTune.Kernels;
 using IlgpuTune.Numerics;
@@ -11,28 +14,47 @@ namespace IlgpuTune.Model;
 
 public sealed class DecoderLayer
 {
+    public required int Index { get; init; }
     public required Tensor InputNorm { get; init; }
     public required Tensor PostAttentionNorm { get; init; }
-    /// <summary>Separate q/k/v projections (Llama, Mistral, Qwen2); null for InternLM2.</summary>
+    /// <summary>Gemma's norms around the MLP (its PostAttentionNorm norms the attention output); null otherwise.</summary>
+    public Tensor? PreFeedforwardNorm { get; init; }
+    public Tensor? PostFeedforwardNorm { get; init; }
+    /// <summary>Per-head RMSNorm weights [head_dim] of q and k (Qwen3, Gemma 3); null otherwise.</summary>
+    public Tensor? QNorm { get; init; }
+    public Tensor? KNorm { get; init; }
+    /// <summary>Separate q/k/v projections; null when fused.</summary>
     public LinearModule? QProj { get; init; }
     public LinearModule? KProj { get; init; }
     public LinearModule? VProj { get; init; }
-    /// <summary>InternLM2's fused projection; null otherwise.</summary>
-    public LinearModule? Wqkv { get; init; }
+    /// <summary>The fused q/k/v projection (InternLM2 wqkv, Phi-3 qkv_proj); null otherwise.</summary>
+    public LinearModule? Qkv { get; init; }
     public required LinearModule OProj { get; init; }
-    public required LinearModule GateProj { get; init; }
-    public required LinearModule UpProj { get; init; }
-    public required LinearModule DownProj { get; init; }
+    /// <summary>Separate gate/up projections; null when fused.</summary>
+    public LinearModule? GateProj { get; init; }
+    public LinearModule? UpProj { get; init; }
+    /// <summary>Phi-3's fused gate_up_proj; null otherwise.</summary>
+    public LinearModule? GateUpProj { get; init; }
+    /// <summary>The dense MLP's down projection; null in a sparse layer.</summary>
+    public LinearModule? DownProj { get; init; }
+    /// <summary>A sparse layer's router (Mixtral block_sparse_moe.gate, Qwen3-MoE mlp.gate) and experts; null when dense.</summary>
+    public LinearModule? Router { get; init; }
+    public IReadOnlyList<Expert>? Experts { get; init; }
 
     public IEnumerable<LinearModule> Linears =>
-        new[] { QProj, KProj, VProj, Wqkv, OProj, GateProj, UpProj, DownProj }.OfType<LinearModule>();
+        new[] { QProj, KProj, VProj, Qkv, OProj, GateProj, UpProj, GateUpProj, DownProj, Router }.OfType<LinearModule>()
+            .Concat(Experts?.SelectMany(e => new[] { e.Gate, e.Up, e.Down }) ?? []);
 }
+
+/// <summary>One expert of a sparse MLP: down(silu(gate(x)) * up(x)).</summary>
+public sealed record Expert(LinearModule Gate, LinearModule Up, LinearModule Down);
 
 public sealed partial class CausalLM : IDisposable
 {
     private readonly Dictionary<string, Tensor> _parameters;
     private readonly Dictionary<string, Nf4Weight> _quantized;
-    private readonly Tensor? _qIndex, _kIndex, _vIndex;
+    // Column maps: split a fused qkv / gate_up output; reorder q and k heads for partial rotary. Null when not needed.
+    private readonly Tensor? _qIndex, _kIndex, _vIndex, _gateIndex, _upIndex, _qRotary, _kRotary;
 
     private CausalLM(ModelConfig config, Device device, Dictionary<string, Tensor> parameters, Dictionary<string, Nf4Weight> quantized)
     {
@@ -40,39 +62,60 @@ public sealed partial class CausalLM : IDisposable
         Device = device;
         _parameters = parameters;
         _quantized = quantized;
-        var n = Names.For(config);
-        EmbedTokens = parameters[n.Embed];
-        Norm = parameters[n.Norm];
-        LmHead = config.TieWordEmbeddings ? EmbedTokens : parameters[n.Head];
+        var s = config.Spec;
+        EmbedTokens = parameters[s.Embed];
+        Norm = parameters[s.FinalNorm];
+        LmHead = config.TieWordEmbeddings ? EmbedTokens : parameters[s.Head];
         LinearModule Lin(string module, bool bias)
         {
             var b = bias ? parameters[module + ".bias"] : null;
             return quantized.TryGetValue(module + ".weight", out var q) ? new(module, q, b) : new(module, parameters[module + ".weight"], b);
         }
+        Tensor? Weight(int i, string? module) => module is null ? null : parameters[s.Layer(i, module) + ".weight"];
+        bool separate = s.QkvLayout == QkvLayout.Separate;
         Layers = Enumerable.Range(0, config.NumHiddenLayers).Select(i =>
         {
-            var l = n.Layer(i);
-            bool intern = config.Architecture == Architecture.InternLM2;
+            bool sparse = config.IsSparseLayer(i), fusedMlp = s.GateUp is not null && !sparse, plain = !sparse && !fusedMlp;
             return new DecoderLayer
             {
-                InputNorm = parameters[l.InputNorm + ".weight"],
-                PostAttentionNorm = parameters[l.PostNorm + ".weight"],
-                QProj = intern ? null : Lin(l.Q, config.AttentionBias),
-                KProj = intern ? null : Lin(l.K, config.AttentionBias),
-                VProj = intern ? null : Lin(l.V, config.AttentionBias),
-                Wqkv = intern ? Lin(l.Wqkv, config.AttentionBias) : null,
-                OProj = Lin(l.O, config.OutputBias),
-                GateProj = Lin(l.Gate, config.MlpBias),
-                UpProj = Lin(l.Up, config.MlpBias),
-                DownProj = Lin(l.Down, config.MlpBias),
+                Index = i,
+                InputNorm = Weight(i, s.InputNorm)!,
+                PostAttentionNorm = Weight(i, s.PostAttentionNorm)!,
+                PreFeedforwardNorm = Weight(i, s.PreFeedforwardNorm),
+                PostFeedforwardNorm = Weight(i, s.PostFeedforwardNorm),
+                QNorm = Weight(i, s.QNorm),
+                KNorm = Weight(i, s.KNorm),
+                QProj = separate ? Lin(s.Layer(i, s.Q), config.AttentionBias) : null,
+                KProj = separate ? Lin(s.Layer(i, s.K), config.AttentionBias) : null,
+                VProj = separate ? Lin(s.Layer(i, s.V), config.AttentionBias) : null,
+                Qkv = separate ? null : Lin(s.Layer(i, s.Qkv!), config.AttentionBias),
+                OProj = Lin(s.Layer(i, s.O), config.OutputBias),
+                GateProj = plain ? Lin(s.Layer(i, s.Gate), config.MlpBias) : null,
+                UpProj = plain ? Lin(s.Layer(i, s.Up), config.MlpBias) : null,
+                GateUpProj = fusedMlp ? Lin(s.Layer(i, s.GateUp!), config.MlpBias) : null,
+                DownProj = sparse ? null : Lin(s.Layer(i, s.Down), config.MlpBias),
+                Router = sparse ? Lin(s.Layer(i, s.Router!), false) : null,
+                Experts = sparse
+                    ? Enumerable.Range(0, config.Moe!.NumExperts).Select(e => s.Layer(i, $"{s.Experts}.{e}.")).Select(x =>
+                        new Expert(Lin(x + s.ExpertGate, false), Lin(x + s.ExpertUp, false), Lin(x + s.ExpertDown, false))).ToArray()
+                    : null,
             };
         }).ToArray();
-        if (config.Architecture == Architecture.InternLM2)
+        Tensor Index(int[] columns) => Tensor.FromArray(device, columns, columns.Length);
+        if (!separate)
         {
-            var (q, k, v) = WqkvColumns(config);
-            _qIndex = Tensor.FromArray(device, q, q.Length);
-            _kIndex = Tensor.FromArray(device, k, k.Length);
-            _vIndex = Tensor.FromArray(device, v, v.Length);
+            var (q, k, v) = FusedQkvColumns(config);
+            (_qIndex, _kIndex, _vIndex) = (Index(q), Index(k), Index(v));
+        }
+        if (s.GateUp is not null)
+        {
+            var (gate, up) = GateUpColumns(config);
+            (_gateIndex, _upIndex) = (Index(gate), Index(up));
+        }
+        if (config.RotaryDim != config.HeadDim)
+        {
+            _qRotary = Index(PartialRotaryColumns(config.NumAttentionHeads, config.HeadDim, config.RotaryDim));
+            _kRotary = Index(PartialRotaryColumns(config.NumKeyValueHeads, config.HeadDim, config.RotaryDim));
         }
     }
 
@@ -108,161 +151,6 @@ public sealed partial class CausalLM : IDisposable
     /// <summary>Trainable tensors: those with RequiresGrad (all weights for full fine-tuning; LoRA A/B otherwise).</summary>
     public IEnumerable<Tensor> TrainableParameters =>
         _parameters.Values.Concat(Linears.SelectMany(l => new[] { l.LoraA, l.LoraB }.OfType<Tensor>())).Where(t => t.RequiresGrad);
-
-    // ---- construction ----
-
-    /// <summary>Every weight key with its shape, as transformers names them for this config.</summary>
-    public static IReadOnlyList<(string Name, int[] Shape)> ExpectedWeights(ModelConfig c)
-    {
-        var n = Names.For(c);
-        int h = c.HiddenSize, qOut = c.NumAttentionHeads * c.HeadDim, kvOut = c.NumKeyValueHeads * c.HeadDim, inter = c.IntermediateSize;
-        var list = new List<(string, int[])> { (n.Embed + "", [c.VocabSize, h]) };
-        void Lin(string module, int outF, int inF, bool bias)
-        {
-            list.Add((module + ".weight", [outF, inF]));
-            if (bias) list.Add((module + ".bias", [outF]));
-        }
-        for (int i = 0; i < c.NumHiddenLayers; i++)
-        {
-            var l = n.Layer(i);
-            list.Add((l.InputNorm + ".weight", [h]));
-            if (c.Architecture == Architecture.InternLM2) Lin(l.Wqkv, qOut + 2 * kvOut, h, c.AttentionBias);
-            else
-            {
-                Lin(l.Q, qOut, h, c.AttentionBias);
-                Lin(l.K, kvOut, h, c.AttentionBias);
-                Lin(l.V, kvOut, h, c.AttentionBias);
-            }
-            Lin(l.O, h, qOut, c.OutputBias);
-            list.Add((l.PostNorm + ".weight", [h]));
-            Lin(l.Gate, inter, h, c.MlpBias);
-            Lin(l.Up, inter, h, c.MlpBias);
-            Lin(l.Down, h, inter, c.MlpBias);
-        }
-        list.Add((n.Norm, [h]));
-        if (!c.TieWordEmbeddings) list.Add((n.Head, [c.VocabSize, h]));
-        return list;
-    }
-
-    /// <summary>
-    /// Builds the model from a weight source, checking every key and shape: a missing, unexpected or mis-shaped tensor is an
-    /// error naming the key. <paramref name="shapeOf"/> returns null for an absent key; <paramref name="read"/> returns float32 data.
-    /// <paramref name="quantization"/> (QLoRA): the decoder layers' linear weights are quantized to 4 bits (bnb defaults:
-    /// blocks of 64, double quantization) one at a time as they are read, so neither the host nor the device ever holds
-    /// the dense model; embeddings, norms, biases and the head stay fp32 (as transformers leaves them, formats.md §5.5).
-    /// <paramref name="readQuantized"/> returns a weight already stored in 4 bits (a bitsandbytes checkpoint), null for a dense one.
-    /// </summary>
-    public static CausalLM FromWeights(ModelConfig config, Device device, IEnumerable<string> availableKeys,
-        Func<string, long[]?> shapeOf, Func<string, float[]> read, string source, DType linearDtype = DType.F32,
-        QuantType? quantization = null, Func<string, Nf4Weight?>? readQuantized = null)
-    {
-        if (linearDtype is not (DType.F32 or DType.BF16 or DType.F16))
-            throw new ArgumentException($"linear weights are stored as F32, BF16 or F16, not {linearDtype}");
-        var names = Names.For(config);
-        var expected = ExpectedWeights(config);
-        var expectedNames = expected.Select(e => e.Name).ToHashSet();
-        var available = availableKeys.ToHashSet();
-        var missing = expected.Where(e => !available.Contains(e.Name)).Select(e => e.Name).ToList();
-        var unexpected = available.Where(k => !expectedNames.Contains(k) && !IsIgnorable(k, config)).OrderBy(k => k, StringComparer.Ordinal).ToList();
-        if (missing.Count > 0 || unexpected.Count > 0)
-            throw new InvalidDataException($"{source}: weights do not match {config.Architecture} config" +
-                (missing.Count > 0 ? $"; missing: {Summarize(missing)}" : "") +
-                (unexpected.Count > 0 ? $"; unexpected: {Summarize(unexpected)}" : ""));
-        foreach (var (name, shape) in expected)
-        {
-            var actual = shapeOf(name)!;
-            if (!actual.SequenceEqual(shape.Select(d => (long)d)))
-                throw new InvalidDataException(
-                    $"{source}: tensor '{name}' has shape [{string.Join(", ", actual)}], expected [{string.Join(", ", shape)}]");
-        }
-        var parameters = new Dictionary<string, Tensor>();
-        var quantized = new Dictionary<string, Nf4Weight>();
-        try
-        {
-            foreach (var (name, shape) in expected)
-            {
-                // Decoder linear weights may be 16-bit or 4-bit; the embedding and the head follow linearDtype (a frozen LoRA base:
-                // the lookup widens 16-bit rows, the fused loss multiplies on tensor cores) but are never quantized; norms stay fp32.
-                bool linear = shape.Length == 2 && name != names.Embed && name != names.Head;
-                bool matrix = shape.Length == 2;
-                if (readQuantized?.Invoke(name) is { } stored)
-                {
-                    if (!linear)
-                    {
-                        stored.Dispose();
-                        throw new InvalidDataException($"{source}: tensor '{name}' is stored in 4 bits, but only decoder linear weights can be");
-                    }
-                    quantized[name] = stored;
-                    continue;
-                }
-                if (linear && quantization is { } qt)
-                {
-                    using var dense = Tensor.FromArray(device, read(name), shape).Named(name);
-                    quantized[name] = Nf4Weight.Quantize(dense, qt);
-                    continue;
-                }
-                parameters[name] = (matrix && linearDtype != DType.F32
-                    ? Tensor.FromBytes(device, linearDtype, IO.SafetensorsWriter.Encode(read(name), linearDtype).Span, shape)
-                    : Tensor.FromArray(device, read(name), shape)).Named(name);
-            }
-        }
-        catch
-        {
-            foreach (var t in parameters.Values) t.Dispose();
-            foreach (var q in quantized.Values) q.Dispose();
-            throw;
-        }
-        // The dense staging blocks of the quantized weights are free now: hand them back to the driver.
-        if (quantized.Count > 0) device.Allocator.EmptyCache();
-        return new CausalLM(config, device, parameters, quantized);
-    }
-
-    /// <summary>A randomly initialized model (normal(0, initializerRange), norms = 1), as transformers' _init_weights.</summary>
-    public static CausalLM CreateRandom(ModelConfig config, Device device, int seed, float initializerRange = 0.02f)
-    {
-        var rng = new Random(seed);
-        var shapes = ExpectedWeights(config).ToDictionary(e => e.Name, e => e.Shape);
-        return FromWeights(config, device, shapes.Keys, k => shapes[k].Select(d => (long)d).ToArray(), name =>
-        {
-            var data = new float[Tensor.ShapeLength(shapes[name])];
-            if (name.EndsWith("norm.weight", StringComparison.Ordinal)) Array.Fill(data, 1f);
-            else if (!name.EndsWith(".bias", StringComparison.Ordinal))
-                for (int i = 0; i < data.Length; i++) data[i] = initializerRange * Gaussian(rng);
-            return data;
-        }, "random init");
-    }
-
-    private static bool IsIgnorable(string key, ModelConfig c) =>
-        key.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal) // old checkpoints save the RoPE buffer
-        || (c.TieWordEmbeddings && key == Names.For(c).Head);          // a tied head saved anyway is the embedding
-
-    private static string Summarize(List<string> keys) =>
-        string.Join(", ", keys.Take(8)) + (keys.Count > 8 ? $" … ({keys.Count} in all)" : "");
-
-    internal static float Gaussian(Random rng)
-    {
-        double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
-        return (float)(Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
-    }
-
-    /// <summary>Column indices of q, k and v inside InternLM2's wqkv output ([nKV, G+2, D] grouping).</summary>
-    public static (int[] Q, int[] K, int[] V) WqkvColumns(ModelConfig c)
-    {
-        int g = c.KvGroups, d = c.HeadDim;
-        var q = new int[c.NumAttentionHeads * d];
-        var k = new int[c.NumKeyValueHeads * d];
-        var v = new int[c.NumKeyValueHeads * d];
-        for (int head = 0; head < c.NumAttentionHeads; head++)
-            for (int j = 0; j < d; j++)
-                q[head * d + j] = ((head / g) * (g + 2) + head % g) * d + j;
-        for (int kv = 0; kv < c.NumKeyValueHeads; kv++)
-            for (int j = 0; j < d; j++)
-            {
-                k[kv * d + j] = (kv * (g + 2) + g) * d + j;
-                v[kv * d + j] = (kv * (g + 2) + g + 1) * d + j;
-            }
-        return (q, k, v);
-    }
 
     // ---- training setup ----
 
@@ -315,13 +203,40 @@ public sealed partial class CausalLM : IDisposable
     /// </summary>
     public Tensor Loss(int[] inputIds, int[] labels, int batch, int seq, int[]? positionIds = null, int[]? segmentIds = null, Random? rng = null)
     {
-        using var normed = FinalHidden(inputIds, batch, seq, positionIds, segmentIds, rng);
+        // output_router_logits: transformers adds router_aux_loss_coef × the load-balancing loss of every sparse layer.
+        using var router = Config.Moe is { OutputRouterLogits: true } && Layers.Any(l => l.Router is not null) ? new RouterLog() : null;
+        using var normed = FinalHidden(inputIds, batch, seq, positionIds, segmentIds, rng, router);
         using var targets = Tensor.FromArray(Device, ShiftLabels(labels, batch, seq, segmentIds), batch * seq);
-        return Ops.LinearCrossEntropy(normed, LmHead, targets);
+        var loss = Ops.LinearCrossEntropy(normed, LmHead, targets);
+        if (router is null) return loss;
+        using (loss)
+        using (var aux = router.AuxLoss())
+            return WithRouterAuxLoss(loss, aux);
+    }
+
+    // The router logits and routings of one forward's sparse layers, for the load-balancing loss.
+    private sealed class RouterLog : IDisposable
+    {
+        private readonly List<Tensor> _logits = [];
+        private readonly List<MoeRouting> _routings = [];
+
+        public void Add(Tensor logits, MoeRouting routing)
+        {
+            _logits.Add(logits);
+            _routings.Add(routing);
+        }
+
+        public Tensor AuxLoss() => Ops.MoeLoadBalancingLoss(_logits, _routings, attentionMask: null);
+
+        public void Dispose()
+        {
+            foreach (var t in _logits) t.Dispose();
+            foreach (var r in _routings) r.Dispose();
+        }
     }
 
     // Embedding, decoder layers and the final norm: [batch*seq, hidden].
-    private Tensor FinalHidden(int[] inputIds, int batch, int seq, int[]? positionIds, int[]? segmentIds, Random? rng)
+    private Tensor FinalHidden(int[] inputIds, int batch, int seq, int[]? positionIds, int[]? segmentIds, Random? rng, RouterLog? router = null)
     {
         var c = Config;
         int tokens = batch * seq;
@@ -333,16 +248,14 @@ public sealed partial class CausalLM : IDisposable
         rng ??= new Random(0);
 
         using var ids = Tensor.FromArray(Device, inputIds, tokens);
-        var (cosData, sinData) = RotaryTables(positionIds);
-        using var cos = Tensor.FromArray(Device, cosData, tokens, c.HeadDim / 2);
-        using var sin = Tensor.FromArray(Device, sinData, tokens, c.HeadDim / 2);
+        using var rope = new RopeTables(this, positionIds);
         using var segments = segmentIds is null ? null : Tensor.FromArray(Device, segmentIds, tokens);
         // Packed rows as the trainer builds them (samples end to end, padding last) let attention skip the tiles between samples.
         bool sorted = segmentIds is not null && FlashAttentionHalf.SegmentsSorted(segmentIds, batch, seq);
 
-        Func<Tensor, Tensor, Tensor, Tensor> Causal(Tensor? segs) =>
-            (q, k, v) => Ops.Attention(q, k, v, segs, new AttentionShape(batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim), sorted);
-        var h = Ops.Embedding(ids, EmbedTokens);
+        Func<Tensor, Tensor, Tensor, Tensor> Causal(DecoderLayer layer, Tensor? segs) =>
+            (q, k, v) => Ops.Attention(q, k, v, segs, AttentionShapeOf(layer, batch, seq), sorted);
+        var h = Embed(ids, inputIds);
         // With bf16 matmuls the layer inputs kept for the recompute are stored in bf16 (half the memory of the
         // checkpoints), so the residual stream is rounded to bf16 between layers, as a bf16 model has it.
         DType? store = GradientCheckpointing && Device.Matmuls.Matmul == DType.BF16 ? DType.BF16 : null;
@@ -350,8 +263,10 @@ public sealed partial class CausalLM : IDisposable
         {
             // One seed per layer, so a checkpointed block re-draws the same dropout masks when it is recomputed.
             int seed = rng.Next();
+            var (cos, sin) = rope.For(layer);
             Tensor next;
-            if (GradientCheckpointing)
+            // A sparse layer whose router logits feed the aux loss keeps its activations: a checkpoint would log them twice.
+            if (GradientCheckpointing && !(router is not null && layer.Router is not null))
             {
                 if (store is { } d)
                 {
@@ -360,27 +275,102 @@ public sealed partial class CausalLM : IDisposable
                     h = rounded;
                 }
                 Tensor[] inputs = segments is null ? [h, cos, sin] : [h, cos, sin, segments];
-                next = Tape.Checkpoint(t => Block(layer, t[0], t[1], t[2], new Random(seed), Causal(t.Length > 3 ? t[3] : null)), store, inputs);
+                next = Tape.Checkpoint(t => Block(layer, t[0], t[1], t[2], new Random(seed), Causal(layer, t.Length > 3 ? t[3] : null)), store, inputs);
             }
-            else next = Block(layer, h, cos, sin, new Random(seed), Causal(segments));
+            else next = Block(layer, h, cos, sin, new Random(seed), Causal(layer, segments), router);
             h.Dispose();
             h = next;
         }
         using (h)
-            return Ops.RmsNorm(h, Norm, c.RmsNormEps);
+            return RmsNorm(h, Norm);
+    }
+
+    // The layer's attention: its sliding window, the softmax scale.
+    private AttentionShape AttentionShapeOf(DecoderLayer layer, int batch, int seq)
+    {
+        var c = Config;
+        return new AttentionShape(batch, seq, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.SlidingWindow(layer.Index), AttentionScale);
+    }
+
+    // query_pre_attn_scalar^-0.5 (Gemma); null = the kernels' 1/sqrt(head_dim).
+    private float? AttentionScale => Config.QueryPreAttnScalar is { } s ? (float)(1.0 / Math.Sqrt(s)) : null;
+
+    // ids[tokens] -> h[tokens, hidden]; Gemma scales by √hidden rounded to the embedding's dtype, as transformers does.
+    private Tensor Embed(Tensor ids, int[] hostIds)
+    {
+        var h = Lookup(ids, hostIds);
+        if (!Config.Spec.ScaleEmbeddings) return h;
+        float scale = MathF.Sqrt(Config.HiddenSize);
+        if (EmbedTokens.DType == DType.BF16) scale = HalfBits.Bf16ToFloat(HalfBits.FloatToBf16(scale));
+        else if (EmbedTokens.DType == DType.F16) scale = (float)(Half)scale;
+        using (h)
+            return Ops.Scale(h, scale);
+    }
+
+    // transformers' nn.Embedding(vocab, hidden, padding_idx=pad_token_id): the pad row gets no gradient from the lookup
+    // (the tied head's still reaches it). Pad positions take their rows as constants: h·keep + stop_grad(h)·(1 − keep).
+    private Tensor Lookup(Tensor ids, int[] hostIds)
+    {
+        var h = Ops.Embedding(ids, EmbedTokens);
+        if (!Tape.IsRecording(EmbedTokens) || Config.PadTokenId is not { } pad || Array.IndexOf(hostIds, pad) < 0) return h;
+        int width = Config.HiddenSize;
+        var keep = new float[hostIds.Length * width];
+        var drop = new float[keep.Length];
+        for (int t = 0; t < hostIds.Length; t++)
+            Array.Fill(hostIds[t] == pad ? drop : keep, 1f, t * width, width);
+        using var keepMask = Tensor.FromArray(Device, keep, hostIds.Length, width);
+        using var dropMask = Tensor.FromArray(Device, drop, hostIds.Length, width);
+        Tensor constant;
+        using (Tape.NoGrad())
+            constant = Ops.Mul(h, dropMask);
+        using (h)
+        using (constant)
+        using (var kept = Ops.Mul(h, keepMask))
+            return Ops.Add(kept, constant);
+    }
+
+    // RMSNorm with the family's scale: w, or (1 + w) (Gemma), over the last dim.
+    private Tensor RmsNorm(Tensor x, Tensor weight) =>
+        Ops.RmsNorm(x, weight, Config.RmsNormEps, unitOffset: Config.Spec.NormStyle == NormStyle.OnePlusWeight);
+
+    // x[tokens, heads*headDim] -> the same with each head RMS-normed by weight[headDim] (Qwen3/Gemma 3 q_norm, k_norm).
+    private Tensor HeadNorm(Tensor x, Tensor weight)
+    {
+        int tokens = x.Dim(0), width = x.Dim(1), d = weight.Dim(0);
+        using var heads = Ops.Reshape(x, tokens * (width / d), d);
+        using var normed = RmsNorm(heads, weight);
+        return Ops.Reshape(normed, tokens, width);
+    }
+
+    // q/k[tokens, heads*headDim] -> normed (q/k norm), reordered for partial rotary, roped.
+    private Tensor PositionQueryOrKey(Tensor x, Tensor? norm, Tensor? rotaryColumns, Tensor cos, Tensor sin, int heads)
+    {
+        var c = Config;
+        Tensor t = x;
+        if (norm is not null) t = HeadNorm(x, norm);
+        if (rotaryColumns is not null)
+        {
+            var reordered = Ops.ColumnGather(t, rotaryColumns);
+            if (!ReferenceEquals(t, x)) t.Dispose();
+            t = reordered;
+        }
+        var roped = Ops.Rope(t, cos, sin, heads, c.HeadDim);
+        if (!ReferenceEquals(t, x)) t.Dispose();
+        return roped;
     }
 
     // h[tokens, hidden] -> the layer's output. `attention` maps the roped q, k and v to the attention output, so training
     // (causal over the batch) and generation (over a KV cache) share the rest. A null rng is inference: no LoRA dropout.
-    private Tensor Block(DecoderLayer layer, Tensor h, Tensor cos, Tensor sin, Random? rng, Func<Tensor, Tensor, Tensor, Tensor> attention)
+    private Tensor Block(DecoderLayer layer, Tensor h, Tensor cos, Tensor sin, Random? rng, Func<Tensor, Tensor, Tensor, Tensor> attention,
+        RouterLog? router = null)
     {
         var c = Config;
         Tensor q, k, v;
-        using (var x = Ops.RmsNorm(h, layer.InputNorm, c.RmsNormEps))
+        using (var x = RmsNorm(h, layer.InputNorm))
         {
-            if (layer.Wqkv is not null)
+            if (layer.Qkv is not null)
             {
-                using var qkv = layer.Wqkv.Forward(x, rng);
+                using var qkv = layer.Qkv.Forward(x, rng);
                 q = Ops.ColumnGather(qkv, _qIndex!);
                 k = Ops.ColumnGather(qkv, _kIndex!);
                 v = Ops.ColumnGather(qkv, _vIndex!);
@@ -396,19 +386,82 @@ public sealed partial class CausalLM : IDisposable
         using (q)
         using (k)
         using (v)
-        using (var qr = Ops.Rope(q, cos, sin, c.NumAttentionHeads, c.HeadDim))
-        using (var kr = Ops.Rope(k, cos, sin, c.NumKeyValueHeads, c.HeadDim))
+        using (var qr = PositionQueryOrKey(q, layer.QNorm, _qRotary, cos, sin, c.NumAttentionHeads))
+        using (var kr = PositionQueryOrKey(k, layer.KNorm, _kRotary, cos, sin, c.NumKeyValueHeads))
         using (var attn = attention(qr, kr, v))
         using (var o = layer.OProj.Forward(attn, rng))
-            h2 = Ops.Add(h, o);
+        {
+            if (layer.PreFeedforwardNorm is null) h2 = Ops.Add(h, o);
+            else
+                using (var normed = RmsNorm(o, layer.PostAttentionNorm))
+                    h2 = Ops.Add(h, normed);
+        }
         using (h2)
-        using (var x2 = Ops.RmsNorm(h2, layer.PostAttentionNorm, c.RmsNormEps))
-        using (var gate = layer.GateProj.Forward(x2, rng))
-        using (var up = layer.UpProj.Forward(x2, rng))
-        using (var act = Ops.SwiGlu(gate, up))
-        using (var down = layer.DownProj.Forward(act, rng))
-            return Ops.Add(h2, down);
+        using (var x2 = RmsNorm(h2, layer.PreFeedforwardNorm ?? layer.PostAttentionNorm))
+        using (var mlp = layer.Router is null ? Mlp(layer, x2, rng) : SparseMlp(layer, x2, rng, router))
+        {
+            if (layer.PostFeedforwardNorm is null) return Ops.Add(h2, mlp);
+            using var normed = RmsNorm(mlp, layer.PostFeedforwardNorm);
+            return Ops.Add(h2, normed);
+        }
     }
+
+    // x[tokens, hidden] -> down(act(gate(x)) * up(x)) [tokens, hidden].
+    private Tensor Mlp(DecoderLayer layer, Tensor x, Random? rng)
+    {
+        Tensor gate, up;
+        if (layer.GateUpProj is not null)
+        {
+            using var gateUp = layer.GateUpProj.Forward(x, rng);
+            gate = Ops.ColumnGather(gateUp, _gateIndex!);
+            up = Ops.ColumnGather(gateUp, _upIndex!);
+        }
+        else
+        {
+            gate = layer.GateProj!.Forward(x, rng);
+            up = layer.UpProj!.Forward(x, rng);
+        }
+        using (gate)
+        using (up)
+        using (var act = Activation(gate, up))
+            return layer.DownProj!.Forward(act, rng);
+    }
+
+    // x[tokens, hidden] -> Σ_k weight_k · expert_k(x) [tokens, hidden]: softmax top-k routing, each expert's tokens gathered
+    // and run as one product per linear (Ops.MoeExperts), so activations scale with the routed rows, not with the experts.
+    private Tensor SparseMlp(DecoderLayer layer, Tensor x, Random? rng, RouterLog? router)
+    {
+        var moe = Config.Moe!;
+        var logits = layer.Router!.Forward(x, rng);
+        var routing = Ops.MoeRoute(logits, moe.NumExpertsPerTok, moe.NormTopKProb);
+        try
+        {
+            return Ops.MoeExperts(x, routing, (e, xe) =>
+            {
+                var expert = layer.Experts![e];
+                using var gate = expert.Gate.Forward(xe, rng);
+                using var up = expert.Up.Forward(xe, rng);
+                using var act = Ops.SwiGlu(gate, up);
+                return expert.Down.Forward(act, rng);
+            });
+        }
+        finally
+        {
+            if (router is null)
+            {
+                routing.Dispose();
+                logits.Dispose();
+            }
+            else router.Add(logits, routing);
+        }
+    }
+
+    private Tensor Activation(Tensor gate, Tensor up) => Config.HiddenAct switch
+    {
+        "silu" => Ops.SwiGlu(gate, up),
+        _ => Ops.GeGlu(gate, up), // gelu_pytorch_tanh, as ModelConfig admits no other
+
+    };
 
     public static int[] DefaultPositions(int batch, int seq)
     {
@@ -417,24 +470,83 @@ public sealed partial class CausalLM : IDisposable
         return p;
     }
 
-    /// <summary>cos/sin[tokens, headDim/2] for the positions, in fp32 as HF's rotary embedding computes them.</summary>
-    public (float[] Cos, float[] Sin) RotaryTables(int[] positionIds)
+    /// <summary>cos/sin[tokens, headDim/2] of the global (full-attention) layers for the positions, in fp32 as HF's rotary embedding computes them.</summary>
+    public (float[] Cos, float[] Sin) RotaryTables(int[] positionIds) => RotaryTables(positionIds, local: false);
+
+    /// <summary>
+    /// cos/sin[tokens, headDim/2] for the positions: the global table, or with <paramref name="local"/> the sliding layers'
+    /// own (Gemma 3: rope_local_base_freq, default scaling). With partial rotary the dims past RotaryDim/2 get cos 1, sin 0
+    /// (the decoder reorders q and k heads so those are the pass-through dims).
+    /// </summary>
+    public (float[] Cos, float[] Sin) RotaryTables(int[] positionIds, bool local)
     {
         var c = Config;
-        double theta = c.RopeTheta;
-        var scaling = c.RopeScaling;
+        double theta = local ? c.LocalRopeTheta!.Value : c.RopeTheta;
+        var scaling = local ? RopeScaling.None : c.RopeScaling;
+        int rotary = c.RotaryDim, half = c.HeadDim / 2;
         if (scaling.Type == "dynamic")
         {
             // Dynamic NTK grows theta once the sequence outgrows max_position_embeddings (formats.md §8.1).
             int len = positionIds.Length == 0 ? 0 : positionIds.Max() + 1;
-            theta = RopeScaling.DynamicNtkTheta(c.HeadDim, theta, scaling.Factor, len, c.MaxPositionEmbeddings);
+            theta = RopeScaling.DynamicNtkTheta(rotary, theta, scaling.Factor, len, c.MaxPositionEmbeddings);
             scaling = RopeScaling.None;
         }
-        var invFreq = scaling.InverseFrequencies(c.HeadDim, theta);
-        var cos = new float[positionIds.Length * (c.HeadDim / 2)];
+        // longrope switches to its long factors once the sequence outgrows the original context, as transformers' update does.
+        var invFreq = scaling.Type == "longrope"
+            ? scaling.LongRope(rotary, theta, positionIds.Length > 0 && positionIds.Max() + 1 > scaling.OriginalMaxPositionEmbeddings)
+            : scaling.InverseFrequencies(rotary, theta);
+        var cos = new float[positionIds.Length * (rotary / 2)];
         var sin = new float[cos.Length];
         Rope.CosSinCpu(positionIds, invFreq, cos, sin);
-        return (cos, sin);
+        if (scaling.AttentionFactor != 1)
+        {
+            float a = (float)scaling.AttentionFactor;
+            for (int i = 0; i < cos.Length; i++)
+            {
+                cos[i] *= a;
+                sin[i] *= a;
+            }
+        }
+        if (rotary == c.HeadDim) return (cos, sin);
+        var fullCos = new float[positionIds.Length * half];
+        var fullSin = new float[fullCos.Length];
+        Array.Fill(fullCos, 1f);
+        for (int t = 0; t < positionIds.Length; t++)
+        {
+            Array.Copy(cos, t * (rotary / 2), fullCos, t * half, rotary / 2);
+            Array.Copy(sin, t * (rotary / 2), fullSin, t * half, rotary / 2);
+        }
+        return (fullCos, fullSin);
+    }
+
+    // The device cos/sin tables of one forward: the global pair, and the sliding layers' pair when their base differs.
+    private sealed class RopeTables : IDisposable
+    {
+        private readonly CausalLM _model;
+        private readonly (Tensor Cos, Tensor Sin) _global;
+        private readonly (Tensor Cos, Tensor Sin)? _local;
+
+        public RopeTables(CausalLM model, int[] positions)
+        {
+            _model = model;
+            _global = Upload(model, model.RotaryTables(positions, local: false), positions.Length);
+            if (model.Config.LocalRopeTheta is not null && model.Layers.Any(l => model.Config.SlidingWindow(l.Index) > 0))
+                _local = Upload(model, model.RotaryTables(positions, local: true), positions.Length);
+        }
+
+        public (Tensor Cos, Tensor Sin) For(DecoderLayer layer) =>
+            _local is { } l && _model.Config.SlidingWindow(layer.Index) > 0 ? l : _global;
+
+        private static (Tensor, Tensor) Upload(CausalLM m, (float[] Cos, float[] Sin) t, int tokens) =>
+            (Tensor.FromArray(m.Device, t.Cos, tokens, m.Config.HeadDim / 2), Tensor.FromArray(m.Device, t.Sin, tokens, m.Config.HeadDim / 2));
+
+        public void Dispose()
+        {
+            _global.Cos.Dispose();
+            _global.Sin.Dispose();
+            _local?.Cos.Dispose();
+            _local?.Sin.Dispose();
+        }
     }
 
     /// <summary>
@@ -454,14 +566,43 @@ public sealed partial class CausalLM : IDisposable
         return targets;
     }
 
-    /// <summary>Forward + mean cross-entropy over supervised tokens. Returns (logits, loss); the caller disposes both.</summary>
+    /// <summary>
+    /// Forward + the loss transformers returns: mean cross-entropy over supervised tokens, plus router_aux_loss_coef × the
+    /// load-balancing loss when the config has output_router_logits. Returns (logits, loss); the caller disposes both.
+    /// </summary>
     public (Tensor Logits, Tensor Loss) ForwardWithLoss(int[] inputIds, int[] labels, int batch, int seq,
         int[]? positionIds = null, int[]? segmentIds = null, Random? rng = null)
     {
-        var logits = Forward(inputIds, batch, seq, positionIds, segmentIds, rng);
+        var (logits, ce, aux) = ForwardWithLosses(inputIds, labels, batch, seq, positionIds, segmentIds, rng);
+        if (aux is null) return (logits, ce);
+        using (ce)
+        using (aux)
+            return (logits, WithRouterAuxLoss(ce, aux));
+    }
+
+    /// <summary>
+    /// Forward + the cross-entropy and, with output_router_logits on a sparse model, the load-balancing loss [1] apart (else
+    /// null); <see cref="WithRouterAuxLoss"/> combines them. The caller disposes all three.
+    /// </summary>
+    public (Tensor Logits, Tensor CrossEntropy, Tensor? AuxLoss) ForwardWithLosses(int[] inputIds, int[] labels, int batch, int seq,
+        int[]? positionIds = null, int[]? segmentIds = null, Random? rng = null)
+    {
+        using var router = Config.Moe is { OutputRouterLogits: true } && Layers.Any(l => l.Router is not null) ? new RouterLog() : null;
+        Tensor logits;
+        using (var normed = FinalHidden(inputIds, batch, seq, positionIds, segmentIds, rng, router))
+        using (var flatLogits = Ops.Linear(normed, LmHead))
+            logits = Ops.Reshape(flatLogits, batch, seq, Config.VocabSize);
         using var targets = Tensor.FromArray(Device, ShiftLabels(labels, batch, seq, segmentIds), batch * seq);
         using var flat = Ops.Reshape(logits, batch * seq, Config.VocabSize);
-        return (logits, Ops.CrossEntropy(flat, targets));
+        return (logits, Ops.CrossEntropy(flat, targets), router?.AuxLoss());
+    }
+
+    /// <summary>loss + router_aux_loss_coef × aux, as transformers' MoE causal LMs add it.</summary>
+    public Tensor WithRouterAuxLoss(Tensor loss, Tensor aux)
+    {
+        using var scaled = Ops.Scale(aux, (float)Config.Moe!.RouterAuxLossCoef);
+        using var scalar = Ops.Reshape(scaled, loss.Shape);
+        return Ops.Add(loss, scalar);
     }
 
     public void ZeroGrad()
@@ -483,25 +624,6 @@ public sealed partial class CausalLM : IDisposable
         }
         foreach (var t in _parameters.Values) t.Dispose();
         foreach (var q in _quantized.Values) q.Dispose();
-        _qIndex?.Dispose();
-        _kIndex?.Dispose();
-        _vIndex?.Dispose();
+        foreach (var t in new[] { _qIndex, _kIndex, _vIndex, _gateIndex, _upIndex, _qRotary, _kRotary }) t?.Dispose();
     }
-
-    /// <summary>HF key names per architecture.</summary>
-    internal sealed record Names(string Embed, string Norm, string Head, Func<int, LayerNames> Layer)
-    {
-        public static Names For(ModelConfig c) => c.Architecture == Architecture.InternLM2
-            ? new("model.tok_embeddings.weight", "model.norm.weight", "output.weight", i => new LayerNames(
-                $"model.layers.{i}.attention_norm", $"model.layers.{i}.ffn_norm", "", "", "", $"model.layers.{i}.attention.wqkv",
-                $"model.layers.{i}.attention.wo", $"model.layers.{i}.feed_forward.w1", $"model.layers.{i}.feed_forward.w3",
-                $"model.layers.{i}.feed_forward.w2"))
-            : new("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", i => new LayerNames(
-                $"model.layers.{i}.input_layernorm", $"model.layers.{i}.post_attention_layernorm", $"model.layers.{i}.self_attn.q_proj",
-                $"model.layers.{i}.self_attn.k_proj", $"model.layers.{i}.self_attn.v_proj", "", $"model.layers.{i}.self_attn.o_proj",
-                $"model.layers.{i}.mlp.gate_proj", $"model.layers.{i}.mlp.up_proj", $"model.layers.{i}.mlp.down_proj"));
-    }
-
-    internal sealed record LayerNames(string InputNorm, string PostNorm, string Q, string K, string V, string Wqkv, string O,
-        string Gate, string Up, string Down);
 }

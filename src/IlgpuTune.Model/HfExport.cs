@@ -52,13 +52,7 @@ public static class HfExport
     /// <summary>config.json for a config built in code (formats.md §3.2; legacy rope keys, read by every transformers version).</summary>
     public static JsonObject ConfigJson(ModelConfig c)
     {
-        var (architecture, modelType) = c.Architecture switch
-        {
-            Architecture.Llama => ("LlamaForCausalLM", "llama"),
-            Architecture.Mistral => ("MistralForCausalLM", "mistral"),
-            Architecture.Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
-            _ => ("InternLM2ForCausalLM", "internlm2"),
-        };
+        var (architecture, modelType) = (c.Spec.ClassName, c.Spec.ModelType);
         var o = new JsonObject
         {
             ["architectures"] = new JsonArray(architecture),
@@ -81,6 +75,14 @@ public static class HfExport
                     ["high_freq_factor"] = c.RopeScaling.HighFreqFactor,
                     ["original_max_position_embeddings"] = c.RopeScaling.OriginalMaxPositionEmbeddings,
                 }
+                : c.RopeScaling.Type == "longrope"
+                ? new JsonObject
+                {
+                    ["type"] = "longrope", ["rope_type"] = "longrope", ["attention_factor"] = c.RopeScaling.AttentionFactor,
+                    ["original_max_position_embeddings"] = c.RopeScaling.OriginalMaxPositionEmbeddings, ["factor"] = c.RopeScaling.Factor,
+                    ["short_factor"] = new JsonArray(c.RopeScaling.ShortFactor!.Select(f => (JsonNode?)f).ToArray()),
+                    ["long_factor"] = new JsonArray(c.RopeScaling.LongFactor!.Select(f => (JsonNode?)f).ToArray()),
+                }
                 : new JsonObject { ["type"] = c.RopeScaling.Type, ["rope_type"] = c.RopeScaling.Type, ["factor"] = c.RopeScaling.Factor },
             ["tie_word_embeddings"] = c.TieWordEmbeddings,
             ["bos_token_id"] = c.BosTokenId,
@@ -92,15 +94,44 @@ public static class HfExport
             },
             ["pad_token_id"] = c.PadTokenId,
         };
+        // The keys each family's ReadOptions reads back.
         switch (c.Architecture)
         {
             case Architecture.Llama:
                 o["attention_bias"] = c.AttentionBias;
                 o["mlp_bias"] = c.MlpBias;
                 break;
-            case Architecture.InternLM2:
+            case Architecture.InternLM2 or Architecture.InternLM:
                 o["bias"] = c.AttentionBias;
                 break;
+            case Architecture.Qwen3 or Architecture.Gemma3Text:
+                o["attention_bias"] = c.AttentionBias;
+                break;
+        }
+        o[c.Spec.ActivationKey] = c.HiddenAct;
+        if (c.SlidingWindows.Any(w => w > 0))
+        {
+            o["sliding_window"] = c.SlidingWindows.Max();
+            o["layer_types"] = new JsonArray(c.SlidingWindows.Select(w => (JsonNode?)(w > 0 ? "sliding_attention" : "full_attention")).ToArray());
+            if (c.Architecture is Architecture.Qwen2 or Architecture.Qwen3) o["use_sliding_window"] = true;
+        }
+        else if (c.Architecture is Architecture.Mistral or Architecture.Gemma3Text) o["sliding_window"] = null;
+        if (c.PartialRotaryDim is { } r) o["partial_rotary_factor"] = (double)r / c.HeadDim;
+        if (c.QueryPreAttnScalar is { } qpas) o["query_pre_attn_scalar"] = qpas;
+        if (c.LocalRopeTheta is { } local) o["rope_local_base_freq"] = local;
+        if (c.Moe is { } moe)
+        {
+            o[c.Architecture == Architecture.Mixtral ? "num_local_experts" : "num_experts"] = moe.NumExperts;
+            o["num_experts_per_tok"] = moe.NumExpertsPerTok;
+            o["output_router_logits"] = moe.OutputRouterLogits;
+            o["router_aux_loss_coef"] = moe.RouterAuxLossCoef;
+            if (c.Architecture == Architecture.Qwen3Moe)
+            {
+                o["norm_topk_prob"] = moe.NormTopKProb;
+                o["moe_intermediate_size"] = moe.ExpertIntermediateSize;
+                o["decoder_sparse_step"] = 1;
+                o["mlp_only_layers"] = new JsonArray(Enumerable.Range(0, c.NumHiddenLayers).Where(i => !moe.SparseLayers[i]).Select(i => (JsonNode?)i).ToArray());
+            }
         }
         return o;
     }

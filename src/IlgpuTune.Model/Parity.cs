@@ -39,7 +39,7 @@ public static class Parity
         using (var model = ModelLoader.Load(fixtureDir, device))
         {
             model.SetFullFineTuning();
-            RunCase(rows, $"{arch}/full", model, golden, ids, labels, batch, seq, null, null, "logits", "loss",
+            RunCase(rows, $"{arch}/full", model, golden, ids, labels, batch, seq, null, null, "logits", "loss", "aux_loss",
                 model.Parameters.Select(p => (p.Key, p.Value, "grad." + p.Key)), outputLimit, gradLimit);
         }
 
@@ -49,7 +49,8 @@ public static class Parity
             using var model = ModelLoader.Load(fixtureDir, device);
             var modules = PeftAdapter.Load(adapterDir, model);
             var lora = modules.SelectMany(m => new[] { m.LoraA!, m.LoraB! }).Select(t => (t.Name!, t, "lora_grad." + t.Name));
-            RunCase(rows, $"{arch}/lora", model, golden, ids, labels, batch, seq, null, null, "lora_logits", "lora_loss", lora, outputLimit, gradLimit);
+            RunCase(rows, $"{arch}/lora", model, golden, ids, labels, batch, seq, null, null, "lora_logits", "lora_loss", "lora_aux_loss", lora,
+                outputLimit, gradLimit);
         }
 
         if (golden.Contains("packed_input_ids"))
@@ -58,7 +59,8 @@ public static class Parity
             var pShape = golden.Get("packed_input_ids").Shape;
             var positions = golden.ReadInt32("packed_position_ids");
             RunCase(rows, $"{arch}/packed", model, golden, golden.ReadInt32("packed_input_ids"), golden.ReadInt32("packed_labels"),
-                (int)pShape[0], (int)pShape[1], positions, SegmentsFromPositions(positions), "packed_logits", "packed_loss", [], outputLimit, gradLimit);
+                (int)pShape[0], (int)pShape[1], positions, SegmentsFromPositions(positions), "packed_logits", "packed_loss", null, [],
+                outputLimit, gradLimit);
         }
         return rows;
     }
@@ -92,7 +94,7 @@ public static class Parity
         var lora = modules.SelectMany(m => new[] { m.LoraA!, m.LoraB! }).Select(t => (t.Name!, t, "lora_grad." + t.Name));
         var shape = golden.Get("input_ids").Shape;
         RunCase(rows, "qlora/lora", model, golden, golden.ReadInt32("input_ids"), golden.ReadInt32("labels"), (int)shape[0], (int)shape[1],
-            null, null, "logits", "loss", lora, outputLimit, gradLimit);
+            null, null, "logits", "loss", "aux_loss", lora, outputLimit, gradLimit);
         return rows;
     }
 
@@ -105,16 +107,23 @@ public static class Parity
     }
 
     private static void RunCase(List<ParityRow> rows, string name, CausalLM model, SafetensorsFile golden, int[] ids, int[] labels,
-        int batch, int seq, int[]? positions, int[]? segments, string logitsKey, string lossKey,
+        int batch, int seq, int[]? positions, int[]? segments, string logitsKey, string lossKey, string? auxKey,
         IEnumerable<(string Key, Tensor Param, string GoldenKey)> grads, double outputLimit, double gradLimit)
     {
         using var tape = new Tape();
-        var (logits, loss) = model.ForwardWithLoss(ids, labels, batch, seq, positions, segments);
+        var (logits, ce, aux) = model.ForwardWithLosses(ids, labels, batch, seq, positions, segments);
+        // A sparse model's loss is transformers' (cross-entropy + coef × aux), its aux loss a row of its own; the packed
+        // golden is the samples' cross-entropy alone.
+        var loss = aux is null || auxKey is null ? ce : model.WithRouterAuxLoss(ce, aux);
         using (logits)
-        using (loss)
+        using (ce)
+        using (aux)
+        using (loss == ce ? null : loss)
         {
             rows.Add(Compare(name, logitsKey, golden.ReadFloat32(logitsKey), logits.ToFloatArray(), outputLimit));
             rows.Add(Compare(name, lossKey, golden.ReadFloat32(lossKey), loss.ToFloatArray(), outputLimit));
+            if (aux is not null && auxKey is not null && golden.Contains(auxKey))
+                rows.Add(Compare(name, auxKey, golden.ReadFloat32(auxKey), aux.ToFloatArray(), outputLimit));
             var gradList = grads.ToList();
             if (gradList.Count == 0) return;
             tape.Backward(loss);

@@ -25,7 +25,6 @@ public static class QuantizedExport
         if (config["quantization_config"] is not null)
             throw new InvalidDataException($"{Path.Combine(baseDir, "config.json")}: the model is already quantized (quantization_config)");
         using var weights = WeightSource.Open(baseDir);
-        var names = CausalLM.Names.For(model);
         var expected = CausalLM.ExpectedWeights(model);
         // Every tensor the config implies must be there with its shape before anything is written: a config.json that
         // disagrees with its weights (hidden_size, vocab_size...) fails here, with no output folder.
@@ -38,7 +37,7 @@ public static class QuantizedExport
                     $"but config.json implies [{string.Join(", ", shape)}]");
         }
         var linear = expected
-            .Where(e => e.Shape.Length == 2 && e.Name != names.Embed && e.Name != names.Head).Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
+            .Where(e => CausalLM.IsDecoderLinear(model, e.Name, e.Shape)).Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
 
         // Pass 1: each linear's quantization without its packed bytes (kept: JSON, absmax parts, maps).
         var small = new Dictionary<string, ReadOnlyMemory<byte>>(StringComparer.Ordinal);

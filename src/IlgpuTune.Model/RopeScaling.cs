@@ -6,9 +6,14 @@ using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Model;
 
-/// <summary>HF rope_scaling: Type is "default", "linear", "dynamic" or "llama3" (the legacy `type`/`rope_type` key).</summary>
+/// <summary>
+/// HF rope_scaling: Type is "default", "linear", "dynamic", "llama3" or "longrope" (the legacy `type`/`rope_type` key).
+/// longrope (Phi-3): per-frequency ShortFactor / LongFactor (the long ones once a sequence outgrows
+/// OriginalMaxPositionEmbeddings) and cos/sin × AttentionFactor.
+/// </summary>
 public sealed record RopeScaling(string Type, double Factor = 1, double LowFreqFactor = 1, double HighFreqFactor = 4,
-    int OriginalMaxPositionEmbeddings = 8192)
+    int OriginalMaxPositionEmbeddings = 8192, IReadOnlyList<double>? ShortFactor = null, IReadOnlyList<double>? LongFactor = null,
+    double AttentionFactor = 1)
 {
     public static RopeScaling None { get; } = new("default");
 
@@ -29,6 +34,8 @@ public sealed record RopeScaling(string Type, double Factor = 1, double LowFreqF
                 return inv;
             case "llama3":
                 return Llama3(inv);
+            case "longrope":
+                return LongRope(headDim, ropeTheta, longSequence: false);
             default:
                 throw new NotSupportedException($"rope_scaling type '{Type}' is not supported (default, linear, dynamic, llama3)");
         }
@@ -42,6 +49,19 @@ public sealed record RopeScaling(string Type, double Factor = 1, double LowFreqF
     {
         if (seqLen <= maxPositionEmbeddings) return ropeTheta;
         return ropeTheta * Math.Pow(factor * seqLen / maxPositionEmbeddings - (factor - 1), (double)headDim / (headDim - 2));
+    }
+
+    /// <summary>
+    /// HF _compute_longrope_parameters in fp32: inv_freq[j] = 1 / (ext[j] · theta^(2j/D)), ext = LongFactor for sequences
+    /// longer than OriginalMaxPositionEmbeddings (max(position_ids) + 1), else ShortFactor.
+    /// </summary>
+    public float[] LongRope(int headDim, double ropeTheta, bool longSequence)
+    {
+        var ext = longSequence ? LongFactor! : ShortFactor!;
+        var inv = new float[headDim / 2];
+        for (int j = 0; j < inv.Length; j++)
+            inv[j] = 1f / ((float)ext[j] * MathF.Pow((float)ropeTheta, (float)(2 * j) / headDim));
+        return inv;
     }
 
     // HF _compute_llama3_parameters in fp32: keep high frequencies, divide low ones by factor, blend the band between.

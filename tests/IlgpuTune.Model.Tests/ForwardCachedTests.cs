@@ -16,6 +16,13 @@ public class ForwardCachedTests
     [InlineData("mistral")]
     [InlineData("qwen2")]
     [InlineData("internlm2")]
+    [InlineData("qwen3")]
+    [InlineData("internlm")]
+    [InlineData("phi3")]
+    [InlineData("gemma3_text")]
+    [InlineData("mistral_sw")] // 11 tokens past its window of 8
+    [InlineData("mixtral")]
+    [InlineData("qwen3_moe")]
     public void CpuPath_MatchesUncachedForward(string arch) => AssertMatches(arch, "cpu", Ids);
 
     // The emulator is slow: a shorter sequence, still a prefill, single steps and a multi-token chunk after a cached prefix.

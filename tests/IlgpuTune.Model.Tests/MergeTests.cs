@@ -29,6 +29,13 @@ public class MergeTests
     [InlineData("mistral")]
     [InlineData("qwen2")]     // tied head, q/k/v biases
     [InlineData("internlm2")] // adapter on wo/w1/w2/w3 under InternLM2 names
+    [InlineData("qwen3")]
+    [InlineData("internlm")]
+    [InlineData("phi3")]      // adapter on the fused qkv_proj / gate_up_proj
+    [InlineData("gemma3_text")]
+    [InlineData("mistral_sw")]
+    [InlineData("mixtral")]   // adapter on the experts
+    [InlineData("qwen3_moe")]
     public void MergedModel_GivesTheAdapterOnBaseLogits(string arch)
     {
         using var tmp = new TempDir();

@@ -309,14 +309,14 @@ public class XtunerYamlHabitsTests
     }
 
     [Fact]
-    public void InternLmV1Config_IsListed_AndItsModelFailsWithAClearError()
+    public void InternLmV1Config_IsListed_AndItsModelConfigLoads()
     {
         var cfg = TrainConfig.Parse(Builtins.ConfigText("internlm_chat_7b_qlora_oasst1_e3"), "internlm_chat_7b_qlora_oasst1_e3.yaml");
         Assert.Equal("internlm_chat", cfg.PromptTemplate);
         using var dir = new TempDir();
         File.WriteAllText(dir.File("config.json"), """{"architectures": ["InternLMForCausalLM"], "model_type": "internlm", "hidden_size": 64}""");
-        var e = Assert.Throws<InvalidDataException>(() => IlgpuTune.Model.ModelConfig.Load(dir.Path));
-        Assert.Contains("model_type 'internlm'", e.Message);
-        Assert.Contains("is not supported", e.Message);
+        var model = IlgpuTune.Model.ModelConfig.Load(dir.Path);
+        Assert.Equal(IlgpuTune.Model.Architecture.InternLM, model.Architecture);
+        Assert.True(model.AttentionBias && model.OutputBias);
     }
 }

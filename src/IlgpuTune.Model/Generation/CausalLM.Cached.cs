@@ -31,18 +31,17 @@ public sealed partial class CausalLM
         var positions = new int[n];
         for (int i = 0; i < n; i++) positions[i] = start + i;
         using var idsT = Tensor.FromArray(Device, ids, n);
-        var (cosData, sinData) = RotaryTables(positions);
-        using var cos = Tensor.FromArray(Device, cosData, n, c.HeadDim / 2);
-        using var sin = Tensor.FromArray(Device, sinData, n, c.HeadDim / 2);
+        using var rope = new RopeTables(this, positions);
 
-        var h = Ops.Embedding(idsT, EmbedTokens);
+        var h = Embed(idsT, ids);
         for (int l = 0; l < Layers.Length; l++)
         {
             int layer = l;
+            var (cos, sin) = rope.For(Layers[l]);
             var next = Block(Layers[l], h, cos, sin, rng: null, (q, k, v) =>
             {
                 cache.Write(layer, k, v);
-                return CachedAttention(q, cache.Keys(layer), cache.Values(layer), start, n);
+                return CachedAttention(Layers[layer], q, cache.Keys(layer), cache.Values(layer), start, n);
             });
             h.Dispose();
             h = next;
@@ -56,16 +55,17 @@ public sealed partial class CausalLM
             h = last;
         }
         using (h)
-        using (var normed = Ops.RmsNorm(h, Norm, c.RmsNormEps))
+        using (var normed = RmsNorm(h, Norm))
             return Ops.Linear(normed, LmHead);
     }
 
     // q[n, heads*headDim] at positions start.. over cached keys/values [capacity, kvHeads*headDim] -> o[n, heads*headDim]
-    private Tensor CachedAttention(Tensor q, Tensor keys, Tensor values, int start, int n)
+    private Tensor CachedAttention(DecoderLayer layer, Tensor q, Tensor keys, Tensor values, int start, int n)
     {
         var c = Config;
         var o = Tensor.Empty(Device, DType.F32, q.Shape);
-        Device.Backend.AttentionWithCache(q, keys, values, start, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, o);
+        Device.Backend.AttentionWithCache(q, keys, values, start, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, o,
+            c.SlidingWindow(layer.Index), AttentionScale);
         return o;
     }
 }
