@@ -1,6 +1,7 @@
 // The compute device: one object owning an ILGPU Context + Accelerator (or none, for the managed CPU path),
 // the kernel registry, the caching allocator, its capabilities (DeviceCaps) and its op backend, both decided here once.
 // Nothing above Core asks which kind of device it runs on. ILGPUTUNE_DEVICE=cuda|cpu|ilgpu-cpu forces a kind.
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -31,10 +32,10 @@ public sealed class Device : IDisposable
         _context = context;
         Accelerator = accelerator;
         Allocator = new CachingAllocator(accelerator);
-        Kernels = accelerator is null ? null : new KernelRegistry(accelerator);
+        Kernels = accelerator is null || !RuntimeFeature.IsDynamicCodeSupported ? null : new KernelRegistry(accelerator, loader: PrecompiledKernelLoader.For(() => IlgpuTune.Kernels.Ptx.PrecompiledPtx.Library));
         if (Kernels is not null) Kernels.WorkspaceResized = Allocator.TrackExternal;
-        Caps = Kernels is null ? DeviceCaps.ManagedCpu : DeviceCaps.Of(Kernels);
-        Backend = Kernels is null ? new ManagedCpuBackend() : new IlgpuBackend(this, Kernels);
+        Caps = Kernels is null || !RuntimeFeature.IsDynamicCodeSupported ? DeviceCaps.ManagedCpu : DeviceCaps.Of(Kernels);
+        Backend = Kernels is null || !RuntimeFeature.IsDynamicCodeSupported ? new ManagedCpuBackend() : new IlgpuBackend(this, Kernels);
     }
 
     public DeviceKind Kind { get; }
@@ -75,6 +76,12 @@ public sealed class Device : IDisposable
     public static Device Create(string? kind = null)
     {
         kind ??= Environment.GetEnvironmentVariable(EnvironmentVariable);
+        // Native AOT: ILGPU compiles kernels with Reflection.Emit, so its Context cannot exist there; the managed CPU path
+        // (the constant-false check lets the AOT compiler drop the ILGPU paths entirely).
+        if (!RuntimeFeature.IsDynamicCodeSupported)
+            return kind?.Trim().ToLowerInvariant() is null or "" or "auto" or "cpu"
+                ? new Device(DeviceKind.Cpu, null, null)
+                : throw new NotSupportedException($"device '{kind}' needs ILGPU, which does not run in a Native AOT app; use cpu or auto");
         switch (kind?.Trim().ToLowerInvariant())
         {
             case null or "" or "auto":

@@ -155,12 +155,19 @@ public sealed class TrainConfig
             string at = $"--cfg-options '{o}'";
             Apply(config, name, value, at, at);
         }
-        if (string.IsNullOrWhiteSpace(config.PretrainedModelNameOrPath))
-            throw new ConfigException($"{source}: key 'pretrained_model_name_or_path' is required");
-        if (config.DataPath.Count == 0) throw new ConfigException($"{source}: key 'data_path' is required (a file or a list of files)");
-        if (config.Quantization == "nf4" && config.Lora is null)
-            throw new ConfigException($"{source}: quantization nf4 (QLoRA) needs a 'lora' section");
+        config.Validate();
         return config;
+    }
+
+    /// <summary>The keys a config cannot do without (also for configs built in code; errors name <see cref="Source"/>).</summary>
+    public void Validate()
+    {
+        string source = Source.Length > 0 ? Source : "TrainConfig";
+        if (string.IsNullOrWhiteSpace(PretrainedModelNameOrPath))
+            throw new ConfigException($"{source}: key 'pretrained_model_name_or_path' is required");
+        if (DataPath.Count == 0) throw new ConfigException($"{source}: key 'data_path' is required (a file or a list of files)");
+        if (Quantization == "nf4" && Lora is null)
+            throw new ConfigException($"{source}: quantization nf4 (QLoRA) needs a 'lora' section");
     }
 
     private static void Apply(TrainConfig config, string name, YamlNode value, string keyWhere, string valueWhere)
