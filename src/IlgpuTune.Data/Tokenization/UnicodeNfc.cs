@@ -14,6 +14,23 @@ public static class UnicodeNfc
     static readonly Dictionary<int, int> DecompIndex = BuildDecompIndex();
     static readonly Dictionary<int, byte> Ccc = BuildCcc();
     static readonly Dictionary<long, int> Compose = BuildCompose();
+    static readonly ulong[] MaybeChanges = BuildMaybeChanges();
+
+    // BMP characters that can change under NFC: those that decompose, carry a combining class or compose with a
+    // predecessor, and the Hangul jamo (a precomposed syllable recomposes to itself unless a jamo follows; NFD checks
+    // syllables apart). A string of BMP characters none of which is flagged is its own NFC. Surrogates are flagged:
+    // supplementary characters take the full path.
+    static ulong[] BuildMaybeChanges()
+    {
+        var bits = new ulong[65536 / 64];
+        void Set(int cp) { if (cp < 65536) bits[cp >> 6] |= 1UL << (cp & 63); }
+        foreach (int cp in UnicodeNfcData.DecompKeys) Set(cp);
+        foreach (int cp in UnicodeNfcData.CccKeys) Set(cp);
+        foreach (int cp in UnicodeNfcData.CompSecond) Set(cp);
+        for (int cp = LBase; cp < 0x1200; cp++) Set(cp);
+        for (int cp = 0xD800; cp <= 0xDFFF; cp++) Set(cp);
+        return bits;
+    }
 
     static Dictionary<int, int> BuildDecompIndex()
     {
@@ -39,16 +56,23 @@ public static class UnicodeNfc
 
     static int CombiningClass(int cp) => cp < 0x300 ? 0 : Ccc.GetValueOrDefault(cp);
 
-    // Below U+0300 no character decomposes, composes with a predecessor, or has a non-zero combining class.
-    static bool IsTrivial(string s)
+    // Below U+00C0 no character decomposes, composes with a predecessor, or has a non-zero combining class.
+    static bool IsTrivial(string s, bool decomposeHangul)
     {
-        foreach (char c in s) if (c >= 0x300) return false;
+        int i = s.AsSpan().IndexOfAnyExceptInRange('\0', '\u00BF');
+        if (i < 0) return true;
+        var bits = MaybeChanges;
+        for (; i < s.Length; i++)
+        {
+            char c = s[i];
+            if ((bits[c >> 6] & (1UL << (c & 63))) != 0 || decomposeHangul && c >= SBase && c < SBase + SCount) return false;
+        }
         return true;
     }
 
-    public static string Nfc(string s) => IsTrivial(s) ? s : ToString(ComposeAll(Decompose(s)));
+    public static string Nfc(string s) => IsTrivial(s, false) ? s : ToString(ComposeAll(Decompose(s)));
 
-    public static string Nfd(string s) => IsTrivial(s) ? s : ToString(Decompose(s));
+    public static string Nfd(string s) => IsTrivial(s, true) ? s : ToString(Decompose(s));
 
     // Full canonical decomposition followed by the canonical ordering of combining marks (stable by class).
     static List<int> Decompose(string s)
@@ -124,7 +148,7 @@ public static class UnicodeNfc
     static string ToString(List<int> cps)
     {
         var sb = new StringBuilder(cps.Count);
-        foreach (int cp in cps) sb.Append(char.ConvertFromUtf32(cp));
+        foreach (int cp in cps) sb.Append(new Rune(cp));
         return sb.ToString();
     }
 }
