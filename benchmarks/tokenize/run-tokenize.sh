@@ -11,7 +11,7 @@ mkdir -p "$out"
 tokdir="$(bash "$root/tests/IlgpuTune.Data.Tests/fetch-tokenizers.sh")"
 (cd "$here" && [ -d node_modules/@anush008/tokenizers ] || npm install --no-audit --no-fund --silent)
 (cd "$here" && node make-corpus.mjs)
-dotnet build "$root/benchmarks/IlgpuTune.Benchmarks" -c Release -v q -nologo >/dev/null
+dotnet build "$root/benchmarks/IlgpuTune.Benchmarks" -c Release -v q -nologo | grep -E "error|rror\(s\)" || true
 dll="$root/benchmarks/IlgpuTune.Benchmarks/bin/Release/net10.0/IlgpuTune.Benchmarks.dll"
 jsonl="$out/tokenize-fresh.jsonl"
 : > "$jsonl"
