@@ -70,8 +70,8 @@ public static class PrepareDataset
         Mark("read");
         var samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
         Mark("encode");
-        var (rows, stats) = DataPipeline.Plan(samples, o);
-        Mark("plan");
+        var (rows, stats) = DataPipeline.Pack(samples, o);
+        Mark("pack");
         using (IlgpuTune.Data.Packing.PackedCache.Write(cacheDir + "-stages", "k", rows, stats)) { }
         Mark("write");
     }
