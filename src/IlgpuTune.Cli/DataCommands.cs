@@ -42,6 +42,7 @@ public sealed record DatasetParameters(
             Pack = Pack ?? cfg?.PackToMaxLength ?? false,
             ShuffleBeforePack = ShuffleBeforePack ?? cfg?.ShuffleBeforePack ?? true,
             Seed = Seed ?? (ulong)(cfg?.Seed ?? 0),
+            CacheDir = cfg?.DatasetCacheDir,
         };
     }
 }
@@ -165,6 +166,7 @@ public sealed class DataCommands
         else Console.WriteLine($"rows: {stats.Rows} (one sample per row)");
         var diagnosis = DataPipeline.Diagnose(o, tok, conversations, samples);
         foreach (string w in diagnosis.Warnings()) Console.WriteLine($"warning: {w}");
+        if (stats.Rows > 0) Console.WriteLine($"cache: {DataPipeline.StoreInCache(o, samples)}");
         if (diagnosis.Trainable == 0)
         {
             Console.Error.WriteLine($"error: no trainable sample: {diagnosis.NoTrainableReason()}");

@@ -44,6 +44,8 @@ public sealed class TrainConfig
     public int MaxLength { get; set; } = 2048;
     public bool PackToMaxLength { get; set; } = true;
     public bool ShuffleBeforePack { get; set; } = true;
+    /// <summary>Where tokenized datasets are cached (null: ILGPU_TUNE_DATASETS_CACHE or ~/.cache/ilgpu-tune/datasets).</summary>
+    public string? DatasetCacheDir { get; set; }
     public int BatchSize { get; set; } = 1;
     public int AccumulativeCounts { get; set; } = 16;
     public int MaxEpochs { get; set; } = 3;
@@ -97,6 +99,7 @@ public sealed class TrainConfig
         new("max_length", (c, n, w) => c.MaxLength = Int(n, w, min: 2)),
         new("pack_to_max_length", (c, n, w) => c.PackToMaxLength = Bool(n, w)),
         new("shuffle_before_pack", (c, n, w) => c.ShuffleBeforePack = Bool(n, w)),
+        new("dataset_cache_dir", (c, n, w) => c.DatasetCacheDir = NullableStr(n, w)),
         new("batch_size", (c, n, w) => c.BatchSize = Int(n, w, min: 1)),
         new("accumulative_counts", (c, n, w) => c.AccumulativeCounts = Int(n, w, min: 1)),
         new("max_epochs", (c, n, w) => c.MaxEpochs = Int(n, w, min: 1)),

@@ -155,24 +155,24 @@ public sealed class TrainRun : IDisposable
         string tokenizerDir = cfg.Tokenizer ?? _modelDir;
         var tokenizer = Tokenizers.FromDirectory(tokenizerDir);
 
-        // The dataset: from the work dir's cache when it holds these rows, else read, encoded and packed in memory (the
-        // cache is written once the work dir is ours).
+        // The dataset: from the user-level dataset cache when it holds these rows, else read, encoded and packed in memory
+        // (the cache is written once the work dir is ours).
         var dataOptions = new DataOptions
         {
             DataFiles = cfg.DataPath, Format = cfg.DatasetMapFn, TokenizerDir = tokenizerDir, Template = cfg.PromptTemplate,
             MaxLength = cfg.MaxLength, Pack = cfg.PackToMaxLength, ShuffleBeforePack = cfg.ShuffleBeforePack, Seed = (ulong)cfg.Seed,
             Columns = cfg.DatasetColumns, TextSampleBy = TextRecords.ParseSampleBy(cfg.TextSampleBy),
         };
-        string cacheDir = Path.Combine(_workDir, "cache"), cacheKey = DataPipeline.CacheKey(dataOptions);
+        string cacheDir = cfg.DatasetCacheDir ?? DataPipeline.DefaultCacheDir(), cacheKey = DataPipeline.CacheKey(dataOptions);
         var cached = PackedCache.TryOpen(cacheDir, cacheKey);
-        List<PackedRow>? packed = null;
+        PlannedRows? packed = null;
         PackStats stats;
         if (cached is not null) stats = Own(cached).Stats;
         else
         {
             var (conversations, _) = DataPipeline.Read(dataOptions);
             if (conversations.Count == 0) throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: the dataset has no sample");
-            (packed, stats) = DataPipeline.Pack(DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(dataOptions, tokenizer)), dataOptions);
+            (packed, stats) = DataPipeline.Plan(DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(dataOptions, tokenizer)), dataOptions);
         }
         if (stats.Rows == 0)
             throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample: {DataPipeline.Diagnose(dataOptions, tokenizer).NoTrainableReason()}");
