@@ -141,8 +141,16 @@ public sealed class ServeTests(ServedModel served) : IClassFixture<ServedModel>
         Assert.Equal(400, e.Status);
         Assert.Contains("context", e.Message);
         var huge = "{\"messages\": [{\"role\": \"user\", \"content\": \"" + new string('a', 2 << 20) + "\"}]}";
-        var response = await Http.PostAsync(served.BaseUrl + "/v1/chat/completions", new StringContent(huge, Encoding.UTF8, "application/json"));
+        // Expect: 100-continue lets the server refuse by Content-Length before the client sends the body.
+        var request = new HttpRequestMessage(HttpMethod.Post, served.BaseUrl + "/v1/chat/completions")
+        {
+            Content = new StringContent(huge, Encoding.UTF8, "application/json"),
+        };
+        request.Headers.ExpectContinue = true;
+        var response = await Http.SendAsync(request);
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        var error = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+        Assert.Equal("request_too_large", error.GetProperty("code").GetString());
     }
 
     [Fact]
