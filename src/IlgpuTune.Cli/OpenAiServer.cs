@@ -36,20 +36,25 @@ public sealed class OpenAiServer : IDisposable
     private readonly Device _device;
     private readonly CausalLM _model;
     private readonly ITokenizer _tokenizer;
-    private readonly JinjaTemplate _template;
+    // The tokenizer's chat_template, or else an XTuner prompt template (--prompt-template, as `chat` takes it).
+    private readonly JinjaTemplate? _template;
+    private readonly PromptTemplate? _xtuner;
     private readonly int[] _eos;
     private readonly SemaphoreSlim _turn = new(1, 1);
 
     public string ModelId { get; }
 
-    public OpenAiServer(string modelDir, string? adapterDir, string? device = null)
+    /// <param name="promptTemplate">an XTuner prompt template name: messages are rendered as xtuner chat builds its turns
+    /// (for models trained with one and no chat_template); null: the tokenizer's chat_template.</param>
+    public OpenAiServer(string modelDir, string? adapterDir, string? device = null, string? promptTemplate = null)
     {
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"model folder {modelDir} does not exist");
         _tokenizer = Tokenizers.FromDirectory(modelDir);
-        var source = ChatTemplates.Resolve("auto", _tokenizer.Config)
-            ?? throw new InvalidDataException($"{modelDir}: the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja); " +
-                "serve renders messages with it");
-        _template = JinjaTemplate.Parse(source);
+        if (promptTemplate is not null) _xtuner = XtunerTemplates.Get(promptTemplate);
+        else
+            _template = JinjaTemplate.Parse(ChatTemplates.Resolve("auto", _tokenizer.Config)
+                ?? throw new InvalidDataException($"{modelDir}: the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja); " +
+                    "give the XTuner template the model was trained with: --prompt-template NAME"));
         var config = ModelConfig.Load(modelDir);
         _eos = GenerationConfig.EosTokenIds(modelDir, config, _tokenizer.EosTokenId);
         ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(adapterDir ?? modelDir)));
@@ -232,8 +237,10 @@ public sealed class OpenAiServer : IDisposable
         int? seed = root.TryGetProperty("seed", out var sd) && sd.ValueKind != JsonValueKind.Null
             ? sd.TryGetInt32(out int v) ? v : throw new OpenAiRequestException("'seed' must be an integer", "seed") : null;
 
-        string prompt = ChatTemplates.Render(_template, list, _tokenizer.Config, addGenerationPrompt: true);
-        var ids = _tokenizer.Encode(prompt);
+        var ids = _template is not null
+            ? _tokenizer.Encode(ChatTemplates.Render(_template, list, _tokenizer.Config, addGenerationPrompt: true))
+            : _tokenizer.Encode(XtunerConversation(list), addSpecialTokens: true);
+        if (_xtuner is not null) stop = [.. stop, .. _xtuner.StopWords];
         int context = _model.Config.MaxPositionEmbeddings, room = context - ids.Length;
         if (room <= 0)
             throw new OpenAiRequestException($"the prompt is {ids.Length} tokens; this model's context is {context} tokens", "messages", "context_length_exceeded");
@@ -245,6 +252,31 @@ public sealed class OpenAiServer : IDisposable
             throw new OpenAiRequestException($"'{maxKey}' is {maxTokens}, but the prompt ({ids.Length} tokens) leaves {room} of this model's " +
                 $"{context}-token context", maxKey, "context_length_exceeded");
         return new ChatRequest(ids, stream, maxTokens, temperature, topP, stop, seed);
+    }
+
+    // The conversation as xtuner chat builds it turn by turn: the system text in the first turn, each user message through
+    // INSTRUCTION (after SEP from the second turn), each earlier answer followed by the template's SUFFIX.
+    private string XtunerConversation(List<Dictionary<string, object?>> messages)
+    {
+        string? system = messages.Where(m => (string?)m["role"] == "system").Select(m => (string?)m["content"]).FirstOrDefault();
+        XtunerChatPrompt prompt;
+        try
+        {
+            prompt = new XtunerChatPrompt(_xtuner, system);
+        }
+        catch (ArgumentException e)
+        {
+            throw new OpenAiRequestException(e.Message, "messages");
+        }
+        var text = new StringBuilder();
+        foreach (var m in messages)
+            switch ((string?)m["role"])
+            {
+                case "user": text.Append(prompt.NextTurn((string)m["content"]!)); break;
+                case "assistant": text.Append((string)m["content"]!).Append(_xtuner!.Suffix ?? ""); break;
+            }
+        if (prompt.Round == 0) throw new OpenAiRequestException("'messages' has no user message", "messages");
+        return text.ToString();
     }
 
     // A message's content: a string, or OpenAI's array of {type: text, text} parts joined.

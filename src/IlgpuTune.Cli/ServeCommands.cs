@@ -11,10 +11,11 @@ public sealed class ServeCommands
         [Option("adapter", Description = "PEFT LoRA adapter folder")] string? adapter = null,
         [Option("host", Description = "address to listen on (default loopback; 0.0.0.0 exposes the server to the network)")] string host = "127.0.0.1",
         [Option("port", Description = "TCP port")] int port = 8000,
+        [Option("prompt-template", Description = "XTuner prompt template name for a model without a chat_template (default: the tokenizer's chat_template)")] string? promptTemplate = null,
         [Option("device", Description = "cuda, cpu, ilgpu-cpu or auto (default: ILGPUTUNE_DEVICE, else auto)")] string? device = null)
     {
         if (port is < 0 or > 65535) throw new ArgumentException($"--port {port}: expected 0 to 65535");
-        using var server = new OpenAiServer(model, adapter, device);
+        using var server = new OpenAiServer(model, adapter, device, promptTemplate);
         var app = server.Build(host, port);
         using var stop = new StopSignal();
         app.StartAsync().GetAwaiter().GetResult();

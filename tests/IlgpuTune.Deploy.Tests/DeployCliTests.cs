@@ -56,25 +56,53 @@ public sealed class DeployCliTests(ITestOutputHelper log) : IDisposable
         var (code, _, stderr) = Run(TimeSpan.FromMinutes(2), "serve", TinyModels.EmbeddedDefault, "--port", "0");
         Assert.Equal(2, code);
         Assert.Contains("no chat_template", stderr);
+        Assert.Contains("--prompt-template", stderr);
+    }
+
+    [Fact]
+    public async Task ServeWithAnXtunerTemplateAnswersAsChatDoes()
+    {
+        const string question = "What color is the sky?";
+        var chat = Run(TimeSpan.FromMinutes(2), "chat", TinyModels.EmbeddedDefault, "--prompt-template", "qwen_chat", "--temperature", "0",
+            "--max-new-tokens", "24", "--device", "cpu", "--prompt", question);
+        Assert.Equal(0, chat.Code);
+        await Serving(["serve", TinyModels.EmbeddedDefault, "--prompt-template", "qwen_chat", "--port", "0", "--device", "cpu"], async url =>
+        {
+            using var http = new HttpClient();
+            var body = "{\"messages\": [{\"role\": \"user\", \"content\": \"" + question + "\"}], \"temperature\": 0, \"max_tokens\": 24}";
+            var response = await http.PostAsync(url + "/v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+            var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+            string answer = json.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+            log.WriteLine(answer);
+            Assert.Equal(chat.Stdout.TrimEnd('\n'), answer);
+        });
     }
 
     [Fact]
     public async Task ServeListensOnLoopbackAndStopsOnCtrlC()
     {
         string model = TinyModels.Prepare("llama", _dir.Path);
-        var psi = Start("serve", model, "--port", "0", "--device", "cpu");
-        using var p = Process.Start(psi)!;
+        await Serving(["serve", model, "--port", "0", "--device", "cpu"], async url =>
+        {
+            Assert.StartsWith("http://127.0.0.1:", url);
+            using var http = new HttpClient();
+            var models = JsonDocument.Parse(await http.GetStringAsync(url + "/v1/models")).RootElement;
+            Assert.Equal("llama", models.GetProperty("data")[0].GetProperty("id").GetString());
+            Assert.Contains("<title>ilgpu-tune chat</title>", await http.GetStringAsync(url + "/"));
+        });
+    }
+
+    // Starts `serve` (as given), runs the check against its URL, then stops it with SIGINT: it must exit 0.
+    async Task Serving(string[] args, Func<string, Task> check)
+    {
+        using var p = Process.Start(Start(args))!;
         try
         {
             var stderr = p.StandardError.ReadToEndAsync();
             string line = await p.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromMinutes(2)) ?? throw new Exception(await stderr);
             log.WriteLine(line);
-            Assert.Contains("http://127.0.0.1:", line);
-            string url = line.Split(' ').First(w => w.StartsWith("http://127.0.0.1:", StringComparison.Ordinal)).TrimEnd(',', ' ');
-            using var http = new HttpClient();
-            var models = JsonDocument.Parse(await http.GetStringAsync(url + "/v1/models")).RootElement;
-            Assert.Equal("llama", models.GetProperty("data")[0].GetProperty("id").GetString());
-            Assert.Contains("<title>ilgpu-tune chat</title>", await http.GetStringAsync(url + "/"));
+            string url = line.Split(' ').First(w => w.StartsWith("http://", StringComparison.Ordinal)).TrimEnd(',', ' ');
+            await check(url);
             using (var kill = Process.Start("kill", ["-INT", p.Id.ToString()])) await kill.WaitForExitAsync();
             Assert.True(p.WaitForExit(TimeSpan.FromSeconds(30)), "serve did not stop on SIGINT");
             Assert.Equal(0, p.ExitCode);
