@@ -10,15 +10,15 @@ namespace IlgpuTune.Deploy.Tests;
 // The chat page in a real headless browser (Debian's chromium + chromedriver, which .ci/run installs): a question typed
 // into the page is answered, streamed, with exactly the API's answer. The screenshot goes to ILGPUTUNE_SCREENSHOT when set
 // (README shows the one committed under benchmarks/results/).
-public sealed class ChatPageBrowserTests(ServedModel served) : IClassFixture<ServedModel>, IDisposable
+public sealed class ChatPageBrowserTests(ServedTinyDefault served) : IClassFixture<ServedTinyDefault>, IDisposable
 {
     readonly TestKit.TempDir _dir = new();
 
     [Fact]
     public async Task TypedQuestionGetsTheApisStreamedAnswer()
     {
-        const string system = "You are terse.", question = "the cat sat on";
-        var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 24 };
+        const string system = "You are a professional color designer.", question = "What color is the sky at dusk?";
+        var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 48 };
         var api = new ChatClient(served.ModelId, new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(served.BaseUrl + "/v1") });
         string expected = (await api.CompleteChatAsync([new SystemChatMessage(system), new UserChatMessage(question)], options)).Value.Content[0].Text;
 
@@ -28,7 +28,7 @@ public sealed class ChatPageBrowserTests(ServedModel served) : IClassFixture<Ser
         wait.Until(d => d.FindElement(By.Id("model")).Text.Contains(served.ModelId));
         Set(driver, "system", system);
         Set(driver, "temperature", "0");
-        Set(driver, "max_tokens", "24");
+        Set(driver, "max_tokens", "48");
         driver.FindElement(By.Id("input")).SendKeys(question);
         driver.FindElement(By.Id("send")).Click();
         var answer = wait.Until(d => d.FindElements(By.CssSelector(".msg.assistant[data-done='true'], .msg.error")).FirstOrDefault());

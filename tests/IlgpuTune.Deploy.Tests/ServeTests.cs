@@ -18,8 +18,11 @@ using ChatFinishReason = OpenAI.Chat.ChatFinishReason;
 namespace IlgpuTune.Deploy.Tests;
 
 /// <summary>One `serve` of the tiny Qwen2 fixture (with a ChatML template) on a free loopback port, shared by a test class.</summary>
-public sealed class ServedModel : IAsyncLifetime
+public class ServedModel : IAsyncLifetime
 {
+    /// <summary>The model folder to serve (made under <paramref name="dir"/> if need be) and its XTuner prompt template, if any.</summary>
+    protected virtual (string Model, string? PromptTemplate) Choose(string dir) => (TinyModels.Prepare("qwen2", dir), null);
+
     readonly TestKit.TempDir _dir = new();
     OpenAiServer? _server;
     WebApplication? _app;
@@ -30,8 +33,8 @@ public sealed class ServedModel : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        ModelDir = TinyModels.Prepare("qwen2", _dir.Path);
-        _server = new OpenAiServer(ModelDir, null, "cpu");
+        (ModelDir, var template) = Choose(_dir.Path);
+        _server = new OpenAiServer(ModelDir, null, "cpu", template);
         _app = _server.Build("127.0.0.1", 0);
         await _app.StartAsync();
         BaseUrl = _app.Urls.Single();
@@ -56,6 +59,12 @@ public sealed class ServedModel : IAsyncLifetime
         _server?.Dispose();
         _dir.Dispose();
     }
+}
+
+/// <summary>The built-in tiny model (trained on colors) served with XTuner's qwen_chat template: answers that read like text.</summary>
+public sealed class ServedTinyDefault : ServedModel
+{
+    protected override (string Model, string? PromptTemplate) Choose(string dir) => (TinyModels.EmbeddedDefault, "qwen_chat");
 }
 
 public sealed class ServeTests(ServedModel served) : IClassFixture<ServedModel>
