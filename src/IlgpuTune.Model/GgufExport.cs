@@ -94,11 +94,11 @@ public static class GgufExport
                 last = (name, w);
                 return w;
             }
+            var values = plan.ToDictionary(p => p.Spec.Name, p => p.Values, StringComparer.Ordinal);
             AtomicFile.Write(outFile, stream => GgufWriter.Write(stream, metadata, plan.Select(t => t.Spec).ToList(), spec =>
             {
                 cancel.ThrowIfCancellationRequested();
-                var t = plan.First(p => ReferenceEquals(p.Spec, spec));
-                return Encode(t.Values(Source), spec.Type);
+                return Encode(values[spec.Name](Source), spec.Type);
             }));
             var merged = pairs.Keys.Select(k => k[..^".weight".Length]).Order(StringComparer.Ordinal).ToList();
             return new GgufSummary(Path.GetFullPath(outFile), arch, plan.Select(t => t.Spec).ToList(), merged);
