@@ -45,10 +45,13 @@ public class PreferenceLossTests
     [Fact]
     public void OddsRatio_DropsNonFinitePairs()
     {
-        // A chosen mean log-prob of 0 (probability 1) makes log(1 - e^c) = -inf: XTuner drops that pair's term.
-        var r = PreferenceLoss.OddsRatio(0.1, [0.0, -0.5], [-1.0, -1.0]);
+        // Mean log-probs of 0 (probability 1) on both sides make log_odds = -inf + inf = NaN: XTuner drops that pair's term.
+        var r = PreferenceLoss.OddsRatio(0.1, [0.0, -0.5], [0.0, -1.0]);
         Assert.Equal(0.03202997852375365, r.Loss, 12);
         Assert.Equal(0.0, r.DChosen[0]);
+        Assert.Equal(0.0, r.DRejected[0]);
+        // Only the chosen side at probability 1: log_odds = +inf, a term of 0 that still counts in the mean (as torch).
+        Assert.Equal(0.03202997852375365 / 2, PreferenceLoss.OddsRatio(0.1, [0.0, -0.5], [-1.0, -1.0]).Loss, 12);
     }
 
     [Theory]

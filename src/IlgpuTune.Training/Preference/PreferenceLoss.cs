@@ -143,6 +143,7 @@ public static class PreferenceLoss
             ratioSum += ratio;
             loss -= beta * ratio / valid.Count;
             double dLogOdds = -beta * Sigmoid(-logOdds[i]) / valid.Count;
+            if (dLogOdds == 0) continue; // a saturated pair (log_odds = +inf): no gradient, not 0 · inf
             // d log_odds / dc = 1 + e^c / (1 - e^c) = 1 / (1 - e^c)
             dc[i] = dLogOdds / -double.ExpM1(chosenMean[i]);
             dr[i] = -dLogOdds / -double.ExpM1(rejectedMean[i]);

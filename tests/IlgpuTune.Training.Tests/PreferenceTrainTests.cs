@@ -1,0 +1,42 @@
+using IlgpuTune.TestKit;
+using IlgpuTune.Training;
+
+namespace IlgpuTune.Training.Tests;
+
+/// <summary>The embedded preference demos train on the tiny model: DPO separates every pair, ORPO lowers the chosen NLL.</summary>
+public class PreferenceTrainTests
+{
+    static (TrainResult Result, List<string> Lines) Train(string config, params string[] overrides)
+    {
+        var work = new TempDir();
+        var lines = new List<string>();
+        var cfg = Builtins.LoadConfig(config, ["device=cpu", .. overrides]);
+        return (Trainer.Run(cfg, new TrainOptions { WorkDir = work.Path, Console = lines.Add }), lines);
+    }
+
+    [Fact]
+    public void Dpo_ReachesFullRewardAccuracyWithGrowingMargins()
+    {
+        var (r, lines) = Train("tiny_llama_lora_color_dpo");
+        var log = r.Log.Where(x => x.Metrics is not null).ToList();
+        Assert.True(log.Count >= 4, string.Join("\n", lines));
+        var margins = log.Select(x => x.Metrics!["rewards/margins"]).ToList();
+        Assert.Equal(1.0, log[^1].Metrics!["rewards/accuracies"]);
+        Assert.True(margins[^1] > margins[0] + 0.5 && margins[^1] > margins[^2] * 0.9, string.Join(", ", margins));
+        Assert.True(log[^1].Loss < log[0].Loss * 0.5, $"{log[0].Loss} -> {log[^1].Loss}");
+        Assert.Contains(lines, l => l.Contains("rewards/margins: ") && l.Contains("logps/chosen: "));
+        Assert.True(File.Exists(Path.Combine(r.WorkDir, "reference_logps.json")));
+    }
+
+    [Fact]
+    public void Orpo_LowersChosenNllWhileSeparatingPairs()
+    {
+        var (r, lines) = Train("tiny_llama_lora_color_orpo");
+        var log = r.Log.Where(x => x.Metrics is not null).ToList();
+        Assert.True(log.Count >= 4, string.Join("\n", lines));
+        Assert.True(log[^1].Metrics!["nll_loss"] < log[0].Metrics!["nll_loss"] * 0.7,
+            $"{log[0].Metrics!["nll_loss"]} -> {log[^1].Metrics!["nll_loss"]}");
+        Assert.True(log[^1].Metrics!["rewards/margins"] > log[0].Metrics!["rewards/margins"]);
+        Assert.True(log[^1].Metrics!["rewards/accuracies"] >= 0.9);
+    }
+}
