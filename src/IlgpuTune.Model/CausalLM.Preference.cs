@@ -18,6 +18,10 @@ public sealed partial class CausalLM
         return Ops.LinearLogProbs(normed, LmHead, targets);
     }
 
+    /// <summary>The last hidden states [batch*seq, hidden] (after the final norm): what a reward model's value head reads.</summary>
+    public Tensor HiddenStates(int[] inputIds, int batch, int seq, int[]? positionIds = null, int[]? segmentIds = null, Random? rng = null) =>
+        FinalHidden(inputIds, batch, seq, positionIds, segmentIds, rng);
+
     /// <summary>Switches every LoRA adapter off (PEFT's disable_adapter) until the returned scope is disposed.</summary>
     public IDisposable DisableAdapters()
     {

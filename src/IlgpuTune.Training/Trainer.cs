@@ -253,6 +253,7 @@ public sealed partial class TrainRun : IDisposable
         else _model.SetFullFineTuning();
         _model.GradientCheckpointing = cfg.GradientCheckpointing;
         _trainable = _model.TrainableParameters.ToList();
+        AddPreferenceHead();
         var attached = _model.Linears.Where(m => m.Lora is not null).ToList();
         _loraState = attached.Count == 0 ? null : new JsonObject
         {
@@ -347,6 +348,7 @@ public sealed partial class TrainRun : IDisposable
         {
             Evaluate("after training");
             adapterDir = Export();
+            ExportPreference();
         }
         string? last = Checkpoint.List(_workDir).Count > 0 ? Checkpoint.Resolve(_workDir, null) : null;
         return new TrainResult(_workDir, _log.RunDir!, _maxIters, done, _log.Records, adapterDir, last, interrupted);

@@ -39,4 +39,41 @@ public class PreferenceTrainTests
         Assert.True(log[^1].Metrics!["rewards/margins"] > log[0].Metrics!["rewards/margins"]);
         Assert.True(log[^1].Metrics!["rewards/accuracies"] >= 0.9);
     }
+
+    [Fact]
+    public void Reward_RanksPairsAndExportsASequenceClassifier()
+    {
+        var (r, lines) = Train("tiny_llama_lora_color_reward");
+        var log = r.Log.Where(x => x.Metrics is not null).ToList();
+        Assert.True(log[^1].Metrics!["rewards/accuracies"] >= 0.9, string.Join("\n", lines));
+        Assert.True(log[^1].Metrics!["rewards/margins"] > log[0].Metrics!["rewards/margins"] + 0.5);
+        string dir = Path.Combine(r.WorkDir, "reward_model");
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!;
+        Assert.Equal("LlamaForSequenceClassification", (string?)config["architectures"]![0]);
+        Assert.Equal(1, (int)config["num_labels"]!);
+        Assert.Equal(557, (int)config["reward_token_id"]!);
+        using var st = IlgpuTune.IO.SafetensorsFile.Open(Path.Combine(dir, "model.safetensors"));
+        Assert.Equal([1L, 64L], st.Get("score.weight").Shape);
+        Assert.False(st.Contains("lm_head.weight"));
+        Assert.True(st.Contains("model.layers.0.self_attn.q_proj.weight"));
+
+        // The exported folder scores as training did: chosen above rejected for the demo pairs.
+        using var dev = IlgpuTune.Core.Device.Create("cpu");
+        var (lm, head, token) = IlgpuTune.Training.Preference.RewardModel.Load(dir, dev);
+        using (lm)
+        using (head)
+        using (IlgpuTune.Core.Tape.NoGrad())
+        {
+            var tok = IlgpuTune.Data.Tokenization.Tokenizers.FromDirectory(dir);
+            var enc = IlgpuTune.Data.DataPipeline.CreateEncoder(new IlgpuTune.Data.DataOptions { DataFiles = [], Format = "openai", TokenizerDir = dir,
+                Template = "qwen_chat", MaxLength = 64 }, tok);
+            var pairs = IlgpuTune.Data.Preference.PreferenceData.Read([Builtins.ResolveAsset("@tiny/color_preference.jsonl")]);
+            int right = pairs.Count(p =>
+            {
+                var e = IlgpuTune.Data.Preference.PreferenceData.Encode(p, enc, token);
+                return IlgpuTune.Training.Preference.RewardModel.Score(lm, head, e.Chosen.InputIds) > IlgpuTune.Training.Preference.RewardModel.Score(lm, head, e.Rejected.InputIds);
+            });
+            Assert.True(right >= pairs.Count * 0.9, $"{right} of {pairs.Count}");
+        }
+    }
 }

@@ -20,13 +20,36 @@ public sealed class PreferenceObjective
     private readonly string _kind;
     private readonly double _beta, _labelSmoothing;
     private readonly DpoLossType _lossType;
+    private readonly RewardLossType _rewardLoss;
+    private readonly RewardPenalty _penalty;
+    private readonly double _penaltyWeight;
     private Dictionary<int, double[]>? _reference; // row -> summed log-prob of each of its sequences
 
     public PreferenceObjective(TrainConfig cfg)
     {
         _kind = cfg.Preference;
         (_beta, _labelSmoothing) = (cfg.Beta, cfg.LabelSmoothing);
-        _lossType = PreferenceLoss.ParseDpo(cfg.LossType);
+        bool reward = _kind == "reward";
+        string lossType = cfg.LossType ?? (reward ? "ranking" : "sigmoid");
+        if (reward != lossType is "ranking" or "focal")
+            throw new ConfigException(reward
+                ? $"loss_type: '{lossType}' is a DPO loss; preference: reward takes ranking or focal"
+                : $"loss_type: '{lossType}' is a reward-model loss; preference: {_kind} takes sigmoid, robust, hinge, ipo, kto_pair, sppo_hard or nca_pair");
+        if (reward) _rewardLoss = lossType == "focal" ? RewardLossType.Focal : RewardLossType.Ranking;
+        else _lossType = PreferenceLoss.ParseDpo(lossType);
+        _penalty = cfg.PenaltyType switch { "log_barrier" => RewardPenalty.LogBarrier, "L2" => RewardPenalty.L2, _ => RewardPenalty.None };
+        _penaltyWeight = cfg.PenaltyWeight;
+    }
+
+    public bool IsReward => _kind == "reward";
+
+    /// <summary>The reward model's value head (trainable, saved in checkpoints as v_head.weight); null for DPO / ORPO.</summary>
+    public Tensor? Head { get; private set; }
+
+    /// <summary>Reward model: creates the value head for <paramref name="model"/>.</summary>
+    public void AttachHead(CausalLM model, int seed)
+    {
+        if (IsReward) Head = RewardModel.CreateHead(model.Device, model.Config.HiddenSize, seed);
     }
 
     public bool NeedsReference => _kind == "dpo";
@@ -64,6 +87,30 @@ public sealed class PreferenceObjective
         log($"DPO reference log-probs of {rows.Length} rows computed with the {(lora ? "adapters switched off" : "initial weights")}, kept in {path}");
     }
 
+    // Scores at the reward tokens (label 0: chosen, 1: rejected; packed chosen then rejected) -> the ranking loss + penalty.
+    private (Tensor, IReadOnlyDictionary<string, double>) RewardLoss(CausalLM model, Batch batch, Random rng)
+    {
+        var positions = Enumerable.Range(0, batch.Labels.Length).Where(i => batch.Labels[i] >= 0).ToArray();
+        using var scores = RewardModel.Scores(model, Head!, batch.InputIds, batch.Size, batch.Length, batch.PositionIds, batch.SegmentIds, positions, rng);
+        var s = scores.ToFloatArray();
+        var chosen = positions.Select((p, i) => (p, i)).Where(x => batch.Labels[x.p] == 0).Select(x => x.i).ToArray();
+        var rejected = positions.Select((p, i) => (p, i)).Where(x => batch.Labels[x.p] == 1).Select(x => x.i).ToArray();
+        if (chosen.Length != rejected.Length) throw new InvalidDataException($"reward batch: {chosen.Length} chosen and {rejected.Length} rejected reward tokens");
+        var result = PreferenceLoss.Reward(_rewardLoss, _penalty, _penaltyWeight, chosen.Select(i => (double)s[i]).ToArray(),
+            rejected.Select(i => (double)s[i]).ToArray());
+        var d = new float[s.Length];
+        for (int i = 0; i < chosen.Length; i++) (d[chosen[i]], d[rejected[i]]) = ((float)result.DChosen[i], (float)result.DRejected[i]);
+        var dev = scores.Device;
+        var loss = Tensor.FromArray(dev, [(float)result.Loss]);
+        if (!Tape.IsRecording(scores)) return (loss, result.Metrics);
+        Tape.Record("reward_loss", [scores], [loss], ctx =>
+        {
+            float dLoss = ctx.GradOutput()!.Item();
+            ctx.AddGrad(0, Tensor.FromArray(dev, d.Select(v => v * dLoss).ToArray(), d.Length));
+        });
+        return (loss, result.Metrics);
+    }
+
     private sealed record ReferenceLogps(string Key, double[][] Rows);
 
     private static int[] Segments(PackedRow row, int len)
@@ -95,6 +142,7 @@ public sealed class PreferenceObjective
     /// </summary>
     public (Tensor Loss, IReadOnlyDictionary<string, double> Metrics) Loss(CausalLM model, PackedCache data, IReadOnlyList<int> rows, Batch batch, Random rng)
     {
+        if (IsReward) return RewardLoss(model, batch, rng);
         var logp = model.TokenLogProbs(batch.InputIds, batch.Labels, batch.Size, batch.Length, batch.PositionIds, batch.SegmentIds, rng);
         var host = logp.ToFloatArray();
         var targets = CausalLM.ShiftLabels(batch.Labels, batch.Size, batch.Length, batch.SegmentIds);
