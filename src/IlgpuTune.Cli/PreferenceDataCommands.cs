@@ -69,6 +69,8 @@ internal static class PreferenceDataCommands
                     Console.WriteLine($"[{part}] " + part switch
                     {
                         "text" => tok.Decode(row.InputIds[from..to]),
+                        // A reward model's one label is 0 (chosen) or 1 (rejected), not a token id.
+                        "masked_text" when rewardToken is not null => $"[-100 × {to - from - 1}][reward token, label {row.Labels[to - 1]}]",
                         "masked_text" => masked(tok, row.Labels[from..to]),
                         "input_ids" => JsonSerializer.Serialize(row.InputIds[from..to]),
                         _ => JsonSerializer.Serialize(row.Labels[from..to]),
