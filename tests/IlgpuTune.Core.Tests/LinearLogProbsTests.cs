@@ -6,13 +6,13 @@ namespace IlgpuTune.Core.Tests;
 
 public class LinearLogProbsTests
 {
-    // logp and the gradients of Σ g[r]·logp[r], against log_softmax(h·Wᵀ) computed on the host in fp64.
+    // logp and the gradients of Σ g[r]·logp[r], against log_softmax(h·Wᵀ) computed on the host in fp64. One 16-bit case: each
+    // emulated tensor-core device compiles its GEMMs anew (slow); the f16 rounding of dLogits is checked in SequenceLogProbTests.
     [Theory]
     [InlineData("cpu", 1)]
     [InlineData("cpu", 0)]
     [InlineData("ilgpu-cpu", 3)]
     [InlineData("ilgpu-cpu", 0, DType.BF16)]
-    [InlineData("ilgpu-cpu", 4, DType.F16)]
     public void Fused_EqualsLogSoftmaxGather(string device, int chunk, DType precision = DType.F32)
     {
         using var d = Device.Create(device);
