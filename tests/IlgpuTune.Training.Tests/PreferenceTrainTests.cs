@@ -76,4 +76,25 @@ public class PreferenceTrainTests
             Assert.True(right >= pairs.Count * 0.9, $"{right} of {pairs.Count}");
         }
     }
+
+    [Fact]
+    public void FullFineTuningDpo_KeepsItsReferenceLogpsForResume()
+    {
+        using var work = new TempDir();
+        string[] o = ["device=cpu", "lora=null", "max_iters=4", "save_steps=2", "lr=1e-4"];
+        var cfg = Builtins.LoadConfig("tiny_llama_lora_color_dpo", o);
+        var first = Trainer.Run(cfg, new TrainOptions { WorkDir = work.Path, StopAfter = 2, Console = _ => { } });
+        Assert.Equal(2, first.Done);
+        string reference = Path.Combine(work.Path, "reference_logps.json");
+        string saved = File.ReadAllText(reference);
+        // The weights have moved: without the kept log-probs a full fine-tuning run cannot resume.
+        File.Delete(reference);
+        var e = Assert.Throws<InvalidDataException>(() =>
+            Trainer.Run(Builtins.LoadConfig("tiny_llama_lora_color_dpo", o), new TrainOptions { WorkDir = work.Path, Resume = "", Console = _ => { } }));
+        Assert.Contains("reference log-probs", e.Message);
+        File.WriteAllText(reference, saved);
+        var resumed = Trainer.Run(Builtins.LoadConfig("tiny_llama_lora_color_dpo", o), new TrainOptions { WorkDir = work.Path, Resume = "", Console = _ => { } });
+        Assert.Equal(4, resumed.Done);
+        Assert.Null(resumed.AdapterDir);
+    }
 }
