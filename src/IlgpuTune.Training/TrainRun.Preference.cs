@@ -16,7 +16,8 @@ public sealed partial class TrainRun
     private readonly Dictionary<string, double> _windowMetrics = [];
     private int _windowMetricCount;
 
-    private string PreferenceCacheSuffix() => _preference is null ? "" : $"-{_cfg.Preference}-pairs";
+    // Pair rows differ from SFT rows, and a reward model's from DPO's (the appended token).
+    private string PreferenceCacheSuffix() => _preference is null ? "" : $"-{_cfg.Preference}-pairs{(_cfg.RewardTokenId is { } t ? $"-{t}" : "")}";
 
     // Pairs read, each side encoded to max_length / 2 tokens, packed chosen-then-rejected into rows of max_length.
     private (List<PackedRow>, PackStats) PreparePreferenceData(DataOptions o, ITokenizer tokenizer)

@@ -55,14 +55,15 @@ public sealed class PreferenceObjective
     public bool NeedsReference => _kind == "dpo";
 
     /// <summary>
-    /// DPO: reads the work dir's reference log-probs for this dataset (<paramref name="key"/>), or computes them for every
-    /// row and writes them; a resumed full fine-tuning run without them cannot go on.
+    /// DPO: a resumed run reads the work dir's reference log-probs for this dataset (<paramref name="key"/>); a fresh one
+    /// computes them for every row and writes them. A resumed full fine-tuning run without them cannot go on.
     /// </summary>
     public void PrepareReference(CausalLM model, PackedCache data, string workDir, string key, bool resuming, bool lora, Action<string> log)
     {
         if (!NeedsReference) return;
         string path = Path.Combine(workDir, ReferenceFile);
-        if (File.Exists(path) && JsonSerializer.Deserialize<ReferenceLogps>(File.ReadAllText(path)) is { } saved && saved.Key == key && saved.Rows.Length == data.RowCount)
+        // A fresh run computes them (an old file may belong to another model); a resumed one reads what its first launch kept.
+        if (resuming && File.Exists(path) && JsonSerializer.Deserialize<ReferenceLogps>(File.ReadAllText(path)) is { } saved && saved.Key == key && saved.Rows.Length == data.RowCount)
         {
             _reference = saved.Rows.Select((r, i) => (r, i)).ToDictionary(x => x.i, x => x.r);
             log($"DPO reference log-probs read from {path}");
