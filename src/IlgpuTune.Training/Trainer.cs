@@ -14,6 +14,7 @@ using IlgpuTune.Data.Packing;
 using IlgpuTune.Data.Tokenization;
 using IlgpuTune.Model;
 using IlgpuTune.Numerics;
+using IlgpuTune.Training.Preference;
 
 namespace IlgpuTune.Training;
 
@@ -67,7 +68,7 @@ public static class Trainer
     }
 }
 
-public sealed class TrainRun : IDisposable
+public sealed partial class TrainRun : IDisposable
 {
     private readonly TrainConfig _cfg;
     private readonly TrainOptions _options;
@@ -112,6 +113,7 @@ public sealed class TrainRun : IDisposable
         _workDir = Path.GetFullPath(options.WorkDir ?? cfg.WorkDir ?? Path.Combine("work_dirs", Path.GetFileNameWithoutExtension(cfg.Source)));
         _modelDir = cfg.PretrainedModelNameOrPath;
         _log = new TrainLog(options.Console);
+        _preference = cfg.Preference == "none" ? null : new PreferenceObjective(cfg);
     }
 
     /// <summary>
@@ -163,11 +165,12 @@ public sealed class TrainRun : IDisposable
             MaxLength = cfg.MaxLength, Pack = cfg.PackToMaxLength, ShuffleBeforePack = cfg.ShuffleBeforePack, Seed = (ulong)cfg.Seed,
             Columns = cfg.DatasetColumns, TextSampleBy = TextRecords.ParseSampleBy(cfg.TextSampleBy),
         };
-        string cacheDir = cfg.DatasetCacheDir ?? DataPipeline.DefaultCacheDir(), cacheKey = DataPipeline.CacheKey(dataOptions);
+        string cacheDir = cfg.DatasetCacheDir ?? DataPipeline.DefaultCacheDir(), cacheKey = DataPipeline.CacheKey(dataOptions) + PreferenceCacheSuffix();
         var cached = PackedCache.TryOpen(cacheDir, cacheKey);
         PlannedRows? packed = null;
         PackStats stats;
         if (cached is not null) stats = Own(cached).Stats;
+        else if (_preference is not null) (packed, stats) = PreparePreferenceData(dataOptions, tokenizer);
         else
         {
             var (conversations, _) = DataPipeline.Read(dataOptions);
@@ -215,6 +218,7 @@ public sealed class TrainRun : IDisposable
             if (Directory.Exists(adapter)) Directory.Delete(adapter, recursive: true);
         }
         _data = cached ?? Own(PackedCache.Write(cacheDir, cacheKey, packed!, stats));
+        _preference?.PrepareReference(_model, _data, _workDir, cacheKey, _resumeDir is not null, cfg.Lora is not null, _log.Info);
 
         if (_resumeState is not null) (_runId, _logDirs) = (_resumeState.RunId.Length > 0 ? _resumeState.RunId : _runId, [.. _resumeState.LogDirs ?? []]);
         var earlier = _resumeState is null ? [] : TrainLog.ReadEarlier(_logDirs.Select(d => Path.Combine(_workDir, d)), _resumeState.Iter);
@@ -249,6 +253,7 @@ public sealed class TrainRun : IDisposable
         else _model.SetFullFineTuning();
         _model.GradientCheckpointing = cfg.GradientCheckpointing;
         _trainable = _model.TrainableParameters.ToList();
+        AddPreferenceHead();
         var attached = _model.Linears.Where(m => m.Lora is not null).ToList();
         _loraState = attached.Count == 0 ? null : new JsonObject
         {
@@ -343,6 +348,7 @@ public sealed class TrainRun : IDisposable
         {
             Evaluate("after training");
             adapterDir = Export();
+            ExportPreference();
         }
         string? last = Checkpoint.List(_workDir).Count > 0 ? Checkpoint.Resolve(_workDir, null) : null;
         return new TrainResult(_workDir, _log.RunDir!, _maxIters, done, _log.Records, adapterDir, last, interrupted);
@@ -377,8 +383,10 @@ public sealed class TrainRun : IDisposable
         TimeSpan tForward;
         using (var tape = new Tape())
         {
-            using var lossTensor = _model.Loss(batch.InputIds, batch.Labels, batch.Size, batch.Length,
-                batch.PositionIds, batch.SegmentIds, new Random(unchecked(cfg.Seed * 1_000_003 + iter)));
+            var rng = new Random(unchecked(cfg.Seed * 1_000_003 + iter));
+            using var lossTensor = _preference is null
+                ? _model.Loss(batch.InputIds, batch.Labels, batch.Size, batch.Length, batch.PositionIds, batch.SegmentIds, rng)
+                : PreferenceLoss(iter, batch, rng);
             loss = lossTensor.Item();
             tForward = _clock.Elapsed;
             // A non-finite loss poisons the window: no backward (its gradients would be NaN), and the window's step is skipped.
@@ -408,7 +416,7 @@ public sealed class TrainRun : IDisposable
             double perIter = _windowTime / _windowCount;
             _log.Iteration(new LogRecord(done, _maxIters, lr, _windowLoss / _windowCount, _lastNorm, perIter, _windowData / _windowCount,
                 _device.Allocator.PeakAllocatedBytes / 1048576.0, _windowTokens / Math.Max(_windowTime, 1e-9),
-                TimeSpan.FromSeconds(perIter * (_maxIters - done))));
+                TimeSpan.FromSeconds(perIter * (_maxIters - done)), TakeWindowMetrics()));
             (_windowLoss, _windowTime, _windowData, _windowTokens, _windowCount) = (0, 0, 0, 0, 0);
         }
     }
