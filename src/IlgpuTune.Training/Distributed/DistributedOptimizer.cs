@@ -120,8 +120,55 @@ public sealed class DistributedOptimizer : IDisposable
 
     private (float, bool) StepReplicated(float maxNorm, bool skip)
     {
+        AllReduceGrads();
+        float norm = maxNorm > 0 ? GradClipping.ClipGradNorm(_params, maxNorm) : GradClipping.GradNorm(_params);
+        bool step = !skip && float.IsFinite(norm);
+        if (step) _adamW.Step();
+        return (norm, step);
+    }
+
+    /// <summary>
+    /// Before saving mid-window (a collective): the window's gradients so far, averaged over ranks, into every tensor's
+    /// Grad on every rank, for a checkpoint in the single-GPU format. Stages 0/1 go on from these averaged gradients (the
+    /// window's average is the same sum regrouped), so a run resumed from the checkpoint continues exactly as this one.
+    /// Stage 2 gathers its shards; <see cref="AdoptGrads"/> hands them back.
+    /// </summary>
+    public void ConsolidateGrads()
+    {
+        if (Stage == 2)
+        {
+            if (_shardGrad is null) return;
+            using var flat = Tensor.Empty(_device, DType.F32, checked((int)(_shard * _comm.WorldSize)));
+            _comm.AllGather(_shardGrad, flat);
+            for (int i = 0; i < _params.Length; i++)
+            {
+                _params[i].Grad ??= Tensor.Empty(_device, DType.F32, _params[i].Shape);
+                _device.Backend.Copy(flat, _offsets[i], _params[i].Grad!, 0, _params[i].Length);
+            }
+            return;
+        }
+        if (_params.Any(p => p.Grad is not null)) AllReduceGrads();
+    }
+
+    /// <summary>
+    /// After a save or a resume: gradients in the tensors' Grad that are already averaged over ranks (ConsolidateGrads, or a
+    /// checkpoint) become the window's running gradient: stage 2 keeps its slice as the shard's accumulator (the same bits
+    /// it held before the save); stages 0/1 keep them as they are.
+    /// </summary>
+    public void AdoptGrads()
+    {
+        if (Stage != 2 || _params.All(p => p.Grad is null)) return;
+        using var flat = Flatten(p => p.Grad);
+        _shardGrad?.Dispose();
+        _shardGrad = Tensor.Empty(_device, DType.F32, checked((int)_shard));
+        _device.Backend.Copy(flat, _comm.Rank * _shard, _shardGrad, 0, _shard);
+        ZeroParamGrads();
+    }
+
+    // Every tensor's gradient averaged over ranks, in buckets of whole tensors (one all-reduce on a flat buffer each).
+    private void AllReduceGrads()
+    {
         EnsureGrads();
-        // Buckets of whole tensors, each one all-reduce on one flat buffer.
         for (int first = 0; first < _params.Length;)
         {
             int last = first;
@@ -133,10 +180,6 @@ public sealed class DistributedOptimizer : IDisposable
             for (int i = first; i <= last; i++) _device.Backend.Copy(bucket, _offsets[i] - _offsets[first], _params[i].Grad!, 0, _params[i].Length);
             first = last + 1;
         }
-        float norm = maxNorm > 0 ? GradClipping.ClipGradNorm(_params, maxNorm) : GradClipping.GradNorm(_params);
-        bool step = !skip && float.IsFinite(norm);
-        if (step) _adamW.Step();
-        return (norm, step);
     }
 
     private void EnsureGrads()
