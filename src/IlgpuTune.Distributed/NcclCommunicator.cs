@@ -1,5 +1,6 @@
 // ICommunicator over NCCL: one communicator per process and GPU, made from the unique id rank 0 handed out over the
-// rendezvous. Every operation is enqueued on the device's default stream (the stream our kernels run on), so it is
+// rendezvous, bound to the device of the first tensor it is given (the trainer makes its device after the launcher made
+// this). Every operation is enqueued on the device's default stream (the stream our kernels run on), so it is
 // ordered after the kernels that wrote its input and before those that read its output, without a host wait.
 using ILGPU;
 using ILGPU.Runtime;
@@ -11,22 +12,27 @@ namespace IlgpuTune.Distributed;
 
 public sealed class NcclCommunicator : ICommunicator
 {
-    private readonly Device _device;
-    private readonly nint _stream;
+    private readonly NcclUniqueId _id;
+    private Device? _device;
+    private nint _stream;
     private nint _comm;
 
-    public NcclCommunicator(Device device, NcclUniqueId id, int rank, int worldSize)
+    public NcclCommunicator(NcclUniqueId id, int rank, int worldSize)
     {
-        if (device.Accelerator is not CudaAccelerator cuda)
-            throw new InvalidOperationException($"NCCL runs on CUDA GPUs; this process's device is {device} (multi-process training needs one NVIDIA GPU per rank)");
         ArgumentOutOfRangeException.ThrowIfNegative(rank);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(rank, worldSize);
         NcclLibrary.EnsureLoaded();
-        _device = device;
-        _stream = ((CudaStream)cuda.DefaultStream).StreamPtr;
-        (Rank, WorldSize) = (rank, worldSize);
+        (_id, Rank, WorldSize) = (id, rank, worldSize);
+    }
+
+    private void Connect(Device device)
+    {
+        if (device.Accelerator is not CudaAccelerator cuda)
+            throw new InvalidOperationException($"NCCL runs on CUDA GPUs; this process's device is {device} (training on several GPUs needs one NVIDIA GPU per rank)");
         cuda.Bind(); // NCCL takes the calling thread's current CUDA context
-        Nccl.Check(NcclNative.ncclCommInitRank(out _comm, worldSize, id, rank), $"ncclCommInitRank (rank {rank} of {worldSize})");
+        Nccl.Check(NcclNative.ncclCommInitRank(out _comm, WorldSize, _id, Rank), $"ncclCommInitRank (rank {Rank} of {WorldSize})");
+        _stream = ((CudaStream)cuda.DefaultStream).StreamPtr;
+        _device = device;
     }
 
     public int Rank { get; }
@@ -65,10 +71,10 @@ public sealed class NcclCommunicator : ICommunicator
 
     public void GroupStart() => Nccl.Check(NcclNative.ncclGroupStart(), "ncclGroupStart");
 
-    public void GroupEnd() => Nccl.Check(NcclNative.ncclGroupEnd(), "ncclGroupEnd", _comm);
+    public void GroupEnd() => Nccl.Check(NcclNative.ncclGroupEnd(), "ncclGroupEnd");
 
     /// <summary>NCCL's ops (Avg needs NCCL 2.10+, which every CUDA 12 wheel has).</summary>
-    internal static NcclRedOp Op(ReduceOp op) => op switch
+    public static NcclRedOp Op(ReduceOp op) => op switch
     {
         ReduceOp.Sum => NcclRedOp.Sum,
         ReduceOp.Avg => NcclRedOp.Avg,
@@ -77,6 +83,7 @@ public sealed class NcclCommunicator : ICommunicator
 
     private nint Pointer(Tensor t)
     {
+        if (_device is null) Connect(t.Device);
         if (!ReferenceEquals(t.Device, _device)) throw new ArgumentException($"tensor {t.Name} lives on another device than this communicator's");
         return t.Length == 0 ? 0 : t.View<float>().LoadEffectiveAddressAsPtr();
     }

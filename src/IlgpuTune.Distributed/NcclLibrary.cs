@@ -7,7 +7,8 @@ using System.Runtime.InteropServices;
 
 namespace IlgpuTune.Distributed;
 
-public sealed class NcclNotFoundException(string message) : Exception(message);
+/// <summary>NCCL is not installed, or not where NCCL_LIBRARY says: the message says how to install it (the CLI prints it as is, exit 2).</summary>
+public sealed class NcclNotFoundException(string message) : InvalidOperationException(message);
 
 public static class NcclLibrary
 {
@@ -82,7 +83,7 @@ public static class NcclLibrary
                     return;
                 }
             }
-            throw new NcclNotFoundException(NotFoundMessage(tried, explicitPath));
+            throw new NcclNotFoundException(NotFoundMessage(explicitPath is { Length: > 0 } ? [.. tried.Take(1)] : tried, explicitPath));
         }
     }
 

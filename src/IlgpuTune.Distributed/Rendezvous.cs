@@ -23,7 +23,7 @@ public static class Rendezvous
         }
         catch (OperationCanceledException)
         {
-            throw new TimeoutException($"rendezvous at {env.MasterAddr}:{env.MasterPort}: rank {env.Rank} of {env.WorldSize} waited " +
+            throw new IOException($"rendezvous at {env.MasterAddr}:{env.MasterPort}: rank {env.Rank} of {env.WorldSize} waited " +
                 $"{timeout.TotalSeconds:F0} s for {(env.Rank == 0 ? "the other ranks" : "rank 0")}; check MASTER_ADDR / MASTER_PORT and that every rank started");
         }
     }

@@ -47,6 +47,8 @@ public sealed record TrainOptions
     public ICommunicator? Communicator { get; init; }
     /// <summary>With a communicator: 0 all-reduce (DDP), 1 ZeRO-1 (AdamW state sharded), 2 ZeRO-2 (gradients sharded too).</summary>
     public int ZeroStage { get; init; }
+    /// <summary>This rank's GPU on its node (LOCAL_RANK).</summary>
+    public int LocalRank { get; init; }
 }
 
 /// <param name="RunDir">This launch's log folder (work_dir/YYYYmmdd_HHMMSS).</param>
@@ -194,7 +196,7 @@ public sealed class TrainRun : IDisposable
 
         if (_comm is not null && cfg.Dtype == "float16")
             throw new ConfigException("dtype: float16 (dynamic loss scaling) is single-GPU only; train on several GPUs with bfloat16 or float32");
-        _device = Own(Device.Create(cfg.Device));
+        _device = Own(Device.Create(cfg.Device, _options.LocalRank));
         // bf16 / fp16 autocast for matmuls runs on tensor cores; the managed CPU path and the emulator compute in fp32.
         var asked = Precision.FromConfig(cfg.Dtype);
         _device.UseTrainingPrecision(asked);
