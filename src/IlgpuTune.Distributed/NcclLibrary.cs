@@ -51,6 +51,11 @@ public static class NcclLibrary
     {
         if (env("VIRTUAL_ENV") is { Length: > 0 } venv) yield return venv;
         if (env("CONDA_PREFIX") is { Length: > 0 } conda) yield return conda;
+        // The Python that PATH finds (a virtualenv or conda env used without activating it): the folder above its bin/.
+        foreach (var dir in (env("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
+            if (Path.GetFileName(dir.TrimEnd('/')) == "bin" && Path.GetDirectoryName(dir.TrimEnd('/')) is { Length: > 0 } prefix
+                && prefix is not "/usr" and not "/usr/local" and not "/")
+                yield return prefix;
         if (env("HOME") is { Length: > 0 } home) yield return Path.Combine(home, ".local");
         yield return "/usr/local";
         yield return "/usr";
