@@ -9,8 +9,9 @@ public class DistributedTrainTests
 {
     private static readonly string[] s_short = ["max_iters=6", "save_steps=3", "logging_steps=1", "evaluation_freq=1000", "accumulative_counts=2", "device=cpu"];
 
-    private static TrainResult[] Train(string workDir, int stage, string? resume = null, int? stopAfter = null, Action<int, int, int>? progress = null) =>
-        InProcessWorld.Run(2, (comm, _) => Trainer.Run(Builtins.LoadConfig(Builtins.DefaultConfig, s_short), new TrainOptions
+    private static TrainResult[] Train(string workDir, int stage, string? resume = null, int? stopAfter = null, Action<int, int, int>? progress = null,
+        string[]? extra = null) =>
+        InProcessWorld.Run(2, (comm, _) => Trainer.Run(Builtins.LoadConfig(Builtins.DefaultConfig, [.. s_short, .. extra ?? []]), new TrainOptions
         {
             WorkDir = workDir, Resume = resume, StopAfter = stopAfter, Console = _ => { }, Communicator = comm, ZeroStage = stage,
             Progress = progress is null ? null : (done, max) => progress(comm.Rank, done, max),
@@ -40,6 +41,16 @@ public class DistributedTrainTests
         Assert.Equal(Curve(full[0]), Curve(resumed[0]));
         Assert.Equal(File.ReadAllBytes(Path.Combine(a.Path, "adapter", "adapter_model.safetensors")),
             File.ReadAllBytes(Path.Combine(b.Path, "adapter", "adapter_model.safetensors")));
+    }
+
+    [Fact]
+    public void QLora_TwoRanksZero1_TrainsTheAdaptersOnly()
+    {
+        using var a = new TempDir();
+        var runs = Train(a.Path, stage: 1, extra: ["quantization=nf4", "max_iters=4"]);
+        Assert.Equal(Curve(runs[0]), Curve(runs[1]));
+        Assert.True(runs[0].Log[^1].Loss < runs[0].Log[0].Loss, "loss should fall");
+        Assert.True(File.Exists(Path.Combine(a.Path, "adapter", "adapter_model.safetensors")));
     }
 
     [Fact]

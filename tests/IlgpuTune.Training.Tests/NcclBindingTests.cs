@@ -53,6 +53,12 @@ public class NcclBindingTests
         Assert.Equal("/venv/lib/python3.11/site-packages/nvidia/nccl/lib/libnccl.so.2", list[4]);
         Assert.Contains("/home/u/.local/lib/python3.12/site-packages/nvidia/nccl/lib/libnccl.so.2", list);
         Assert.DoesNotContain(list, c => c.Contains("pkgconfig"));
+        // A virtualenv on PATH, not activated (the device machines' /opt/torch/.venv): the folder above its bin/.
+        env.Remove("VIRTUAL_ENV");
+        env["PATH"] = "/opt/torch/.venv/bin:/usr/bin:/bin";
+        dirs["/opt/torch/.venv/lib"] = ["/opt/torch/.venv/lib/python3.12"];
+        Assert.Contains("/opt/torch/.venv/lib/python3.12/site-packages/nvidia/nccl/lib/libnccl.so.2",
+            NcclLibrary.Candidates(k => env.GetValueOrDefault(k), d => dirs.GetValueOrDefault(d) ?? []));
         // A file named directly is taken as is.
         env["NCCL_LIBRARY"] = "/x/libnccl.so.2.21.5";
         Assert.Equal("/x/libnccl.so.2.21.5", NcclLibrary.Candidates(k => env.GetValueOrDefault(k), _ => [])[0]);
