@@ -71,9 +71,10 @@ public sealed class Device : IDisposable
 
     /// <summary>
     /// Creates the device named by <paramref name="kind"/> ("cuda", "cpu", "ilgpu-cpu", or null/"auto": CUDA when a GPU is
-    /// present, else the managed CPU path). Without an argument, ILGPUTUNE_DEVICE decides.
+    /// present, else the managed CPU path). Without an argument, ILGPUTUNE_DEVICE decides. <paramref name="cudaOrdinal"/> picks
+    /// the GPU (a multi-GPU job's LOCAL_RANK).
     /// </summary>
-    public static Device Create(string? kind = null)
+    public static Device Create(string? kind = null, int cudaOrdinal = 0)
     {
         kind ??= Environment.GetEnvironmentVariable(EnvironmentVariable);
         // Native AOT: ILGPU compiles kernels with Reflection.Emit, so its Context cannot exist there; the managed CPU path
@@ -85,11 +86,11 @@ public sealed class Device : IDisposable
         switch (kind?.Trim().ToLowerInvariant())
         {
             case null or "" or "auto":
-                return TryCreateCuda() ?? new Device(DeviceKind.Cpu, null, null);
+                return TryCreateCuda(cudaOrdinal) ?? new Device(DeviceKind.Cpu, null, null);
             case "cpu":
                 return new Device(DeviceKind.Cpu, null, null);
             case "cuda":
-                return TryCreateCuda() ?? throw new InvalidOperationException(
+                return TryCreateCuda(cudaOrdinal) ?? throw new InvalidOperationException(
                     $"{EnvironmentVariable}=cuda but no CUDA device was found (is the NVIDIA driver installed?)");
             case "ilgpu-cpu":
                 var context = Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).EnableAlgorithms());
@@ -99,7 +100,7 @@ public sealed class Device : IDisposable
         }
     }
 
-    private static Device? TryCreateCuda()
+    private static Device? TryCreateCuda(int ordinal)
     {
         Context? context = null;
         try
@@ -110,7 +111,13 @@ public sealed class Device : IDisposable
                 context.Dispose();
                 return null;
             }
-            return new Device(DeviceKind.Cuda, context, context.GetCudaDevice(0).CreateAccelerator(context));
+            if (ordinal >= context.GetCudaDevices().Count)
+            {
+                int count = context.GetCudaDevices().Count;
+                context.Dispose();
+                throw new InvalidOperationException($"GPU {ordinal} asked for (LOCAL_RANK), but this node has {count} CUDA device(s)");
+            }
+            return new Device(DeviceKind.Cuda, context, context.GetCudaDevice(ordinal).CreateAccelerator(context));
         }
         catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or CudaException or NotSupportedException)
         {
