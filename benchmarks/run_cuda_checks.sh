@@ -10,7 +10,7 @@ B="bash .gpu/run.sh IlgpuTune.GpuBench"
 [ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
 export DOTNET_ROOT=/tmp/dotnet
 T="/tmp/dotnet/dotnet .gpu/app/IlgpuTune.Cli/ilgpu-tune.dll"
-F="tests/fixtures/tiny/llama tests/fixtures/tiny/mistral tests/fixtures/tiny/qwen2 tests/fixtures/tiny/internlm2"
+F=$(ls -d tests/fixtures/tiny/*/ | sed "s:/$::")   # every family with a golden
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 step() { local name=$1; shift; local t0=$SECONDS; timeout 240 "$@" > "$OUT/$name.txt" 2>&1; local rc=$?; echo "$name: exit $rc in $((SECONDS - t0)) s; $(tail -1 "$OUT/$name.txt")"; }
 step parity-cuda $T parity $F --device cuda

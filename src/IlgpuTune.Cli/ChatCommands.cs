@@ -5,6 +5,7 @@ using Cocona;
 using IlgpuTune.Core;
 using IlgpuTune.Data.Templates;
 using IlgpuTune.Data.Tokenization;
+using IlgpuTune.Embedding;
 using IlgpuTune.Model;
 using IlgpuTune.Model.Generation;
 
@@ -38,12 +39,12 @@ public sealed class ChatCommands
         if (bits is 8) throw new ArgumentException("--bits 8: 8-bit (LLM.int8) loading is not supported; use --bits 4 (NF4) or leave --bits out");
         if (bits is not (null or 4)) throw new ArgumentException($"--bits {bits}: expected 4 (or 8, which is not supported yet)");
         if (!Directory.Exists(model)) throw new DirectoryNotFoundException($"model folder {model} does not exist");
-        var tokenizer = LoadTokenizer(model, adapter);
+        var tokenizer = LocalModel.LoadTokenizer(model, adapter);
         var config = ModelConfig.Load(model);
         var template = promptTemplate switch
         {
             null or "none" => null,
-            "auto" => XtunerTemplates.Get(AutoTemplate(config, tokenizer)),
+            "auto" => XtunerTemplates.Get(LocalModel.AutoTemplate(config, tokenizer)),
             _ => XtunerTemplates.Get(promptTemplate),
         };
         if (promptTemplate == "auto")
@@ -76,23 +77,6 @@ public sealed class ChatCommands
         // Ctrl-C ends the answer being generated; at the prompt it quits.
         using var signals = new Signals(_ => session.CancelAnswer());
         return session.Run(Console.In, Console.Out);
-    }
-
-    // chat.py takes the tokenizer from the model; adapter folders written by XTuner often carry one too.
-    private static HfTokenizer LoadTokenizer(string model, string? adapter)
-    {
-        foreach (var dir in new[] { model, adapter })
-            if (dir is not null && File.Exists(Path.Combine(dir, "tokenizer.json"))) return HfTokenizer.FromDirectory(dir);
-        throw new FileNotFoundException($"no tokenizer.json in {model}" + (adapter is null ? "" : $" or {adapter}"));
-    }
-
-    /// <summary>The XTuner template for `--prompt-template auto`, from the tokenizer's chat tokens, else the model type.</summary>
-    internal static string AutoTemplate(ModelConfig config, ITokenizer tokenizer)
-    {
-        if (tokenizer.TokenToId("<|im_start|>") is not null)
-            return config.Architecture == Architecture.InternLM2 ? "internlm2_chat" : "qwen_chat";
-        if (tokenizer.TokenToId("<|eot_id|>") is not null) return "llama3_chat";
-        return config.Spec.PromptTemplate;
     }
 
     internal static int[] EosTokenIds(string model, ModelConfig config, ITokenizer tokenizer) =>

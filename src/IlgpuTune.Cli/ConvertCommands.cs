@@ -7,7 +7,7 @@ using IlgpuTune.Training;
 namespace IlgpuTune.Cli;
 
 [FriendlyErrors]
-public sealed class ConvertCommands
+public sealed partial class ConvertCommands
 {
     [Command("adapter", Description = "A training checkpoint (work_dir/iter_N) as a PEFT adapter folder (LoRA) or a full HF model folder")]
     public int Adapter([Argument(Description = "checkpoint folder")] string checkpoint, [Argument(Description = "output folder")] string output,

@@ -14,7 +14,7 @@ namespace IlgpuTune.Cli;
 public sealed record DatasetParameters(
     [Argument(Description = "training config (YAML file or built-in name); the options below override its values")] string? Config = null,
     [Option("data", Description = "dataset file (.json/.jsonl: JSON Lines or one JSON array; .parquet; .csv/.tsv; .xlsx; .txt) or HF dataset folder; repeat for several")] string[]? Data = null,
-    [Option("format", Description = "the dataset map fn: conversation (None), alpaca, openai, colors, oasst1, text (pretrain), default, arxiv, code_alpaca, ... (XTuner's *_map_fn names work too)")] string? Format = null,
+    [Option("format", Description = "the dataset map fn: preference (XTuner's prompt/chosen/rejected pairs), conversation (None), alpaca, openai, colors, oasst1, text (pretrain), default, arxiv, code_alpaca, ... (XTuner's *_map_fn names work too)")] string? Format = null,
     [Option("columns", Description = "rename columns to the fields the map fn reads, e.g. input=question,output=answer,system=persona")] string? Columns = null,
     [Option("text-sample-by", Description = ".txt samples: line (each non-blank line), paragraph (blank-line separated) or document (whole file)")] string? TextSampleBy = null,
     [Option("tokenizer", Description = "tokenizer folder (tokenizer.json or tokenizer.model, tokenizer_config.json)")] string? Tokenizer = null,
@@ -42,6 +42,7 @@ public sealed record DatasetParameters(
             Pack = Pack ?? cfg?.PackToMaxLength ?? false,
             ShuffleBeforePack = ShuffleBeforePack ?? cfg?.ShuffleBeforePack ?? true,
             Seed = Seed ?? (ulong)(cfg?.Seed ?? 0),
+            CacheDir = cfg?.DatasetCacheDir,
         };
     }
 }
@@ -138,6 +139,7 @@ public sealed class DataCommands
     [Command("check-dataset", Description = "Validate every record, then print counts, the token-length histogram, empty fields and truncations; exit 2 when no sample is trainable")]
     public int CheckDataset(DatasetParameters p)
     {
+        if (PreferenceDataCommands.Applies(p, out var rewardToken)) return PreferenceDataCommands.Check(p, rewardToken);
         var o = p.ToOptions();
         ITokenizer tok;
         List<Conversation> conversations;
@@ -165,6 +167,7 @@ public sealed class DataCommands
         else Console.WriteLine($"rows: {stats.Rows} (one sample per row)");
         var diagnosis = DataPipeline.Diagnose(o, tok, conversations, samples);
         foreach (string w in diagnosis.Warnings()) Console.WriteLine($"warning: {w}");
+        if (stats.Rows > 0) Console.WriteLine($"cache: {DataPipeline.StoreInCache(o, samples)}");
         if (diagnosis.Trainable == 0)
         {
             Console.Error.WriteLine($"error: no trainable sample: {diagnosis.NoTrainableReason()}");
@@ -197,6 +200,7 @@ public sealed class DataCommands
         string[] parts = show == "all" ? ["text", "masked_text", "input_ids", "labels"] : [show];
         if (parts.Any(s => s is not ("text" or "masked_text" or "input_ids" or "labels" or "position_ids")))
             throw new ArgumentException($"--show {show}: expected text, masked_text, input_ids, labels, position_ids or all");
+        if (PreferenceDataCommands.Applies(p, out var rewardToken)) return PreferenceDataCommands.Log(p, rewardToken, parts, count, MaskedText);
         var o = p.ToOptions();
         ITokenizer tok;
         List<Conversation> conversations;

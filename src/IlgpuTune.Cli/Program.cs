@@ -2,7 +2,7 @@ using IlgpuTune.Cli;
 
 // Every verb runs inside the one error boundary: exit 0 ok, 1 a negative result, 2 a user mistake or the environment,
 // 70 a bug (with a crash log), 130 interrupted (README "Exit codes").
-Type[] commands = [typeof(EngineCommands), typeof(TrainCommands), typeof(DataCommands), typeof(ChatCommands)];
+Type[] commands = [typeof(EngineCommands), typeof(TrainCommands), typeof(DataCommands), typeof(ChatCommands), typeof(ServeCommands), typeof(ScoreCommands), typeof(DistributedCommands)];
 return ErrorBoundary.Run(() =>
 {
     string[] normalized = CliArgs.Normalize(args);

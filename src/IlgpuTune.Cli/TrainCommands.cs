@@ -5,6 +5,7 @@ using IlgpuTune.Core;
 using IlgpuTune.Model;
 using IlgpuTune.Numerics;
 using IlgpuTune.Training;
+using IlgpuTune.Distributed;
 
 namespace IlgpuTune.Cli;
 
@@ -22,34 +23,49 @@ public sealed class TrainCommands
         [Option("seed", Description = "override the config's seed")] int? seed = null,
         [Option("cfg-options", Description = "override config keys: key=value (YAML values; lora.r=16); a .py config also takes XTuner's dotted keys (train_dataloader.batch_size=2)")] string[]? cfgOptions = null,
         [Option("profile", Description = "diagnosis: after N iterations, time every kernel launch and log where a step goes (slows those iterations)")] int? profile = null,
-        [Option("deepspeed", Description = "XTuner's deepspeed_zero1|zero2|zero2_offload|zero3|zero3_offload or a DeepSpeed JSON: mapped to one-GPU equivalents (offload -> paged optimizer)")] string? deepspeed = null,
-        [Option("launcher", Description = "XTuner's job launcher: only none (one process, one GPU)")] string launcher = "none")
+        [Option("deepspeed", Description = "XTuner's deepspeed_zero1|zero2|zero2_offload|zero3|zero3_offload or a DeepSpeed JSON: ZeRO-1/2 on several GPUs (zero3 runs as zero2), offload -> paged optimizer")] string? deepspeed = null,
+        [Option("launcher", Description = "XTuner's job launcher: none (this command; --nproc / NPROC_PER_NODE start one process per GPU), pytorch (under torchrun) or slurm (under srun)")] string launcher = "none",
+        [Option("nproc", Description = "processes on this node, one per GPU (as NPROC_PER_NODE); needs NVIDIA's NCCL")] int? nproc = null)
     {
         if (overwrite && resume is not null) throw new ArgumentException("give --resume or --overwrite, not both");
-        XtunerHabits.SingleProcessOnly(launcher);
+        var launch = LaunchEnv.From(launcher, Environment.GetEnvironmentVariable);
+        int world = DistributedLaunch.ProcessesPerNode(nproc) is > 1 and var perNode && !launch.IsMultiProcess
+            ? perNode * (int.TryParse(Environment.GetEnvironmentVariable("NNODES"), out int nodes) && nodes > 0 ? nodes : 1) : launch.WorldSize;
         var overrides = new List<string>();
         string? deepspeedNote = null;
-        if (deepspeed is not null) (overrides, deepspeedNote) = IlgpuTune.Training.Configs.DeepSpeed.Map(deepspeed);
+        int zeroStage = 0;
+        if (deepspeed is not null)
+        {
+            var plan = IlgpuTune.Training.Configs.DeepSpeed.Plan(deepspeed, world);
+            (overrides, deepspeedNote, zeroStage) = (plan.Overrides, plan.Message, plan.ZeroStage);
+        }
         overrides.AddRange(cfgOptions ?? []);
         if (seed is { } s) overrides.Add($"seed={s}");
         var cfg = Builtins.LoadConfig(config, overrides);
-        foreach (var note in cfg.Notes.Prepend(deepspeedNote).OfType<string>()) Console.WriteLine($"note: {note}");
+        // Several GPUs asked for here: start the ranks (each runs this command again) once the config checks out.
+        if (DistributedLaunch.RunRanksIfAsked(nproc, launcher) is { } jobCode) return jobCode;
+        bool talk = launch.Rank == 0; // only rank 0 prints
+        if (talk)
+            foreach (var note in cfg.Notes.Prepend(deepspeedNote).OfType<string>()) Console.WriteLine($"note: {note}");
+        var (_, communicator) = DistributedLaunch.JoinRanks(launcher);
+        using var ownedCommunicator = communicator;
         using var stop = new StopSignal();
         var options = new TrainOptions
         {
             WorkDir = workDir, Resume = resume is null ? null : resume == "latest" ? "" : resume, Overwrite = overwrite, ProfileAfter = profile,
-            Stop = stop.Token, ConfigOverrides = overrides,
+            Stop = stop.Token, ConfigOverrides = overrides, Communicator = communicator, ZeroStage = zeroStage, LocalRank = launch.LocalRank,
         };
         TrainResult result;
         try
         {
-            result = Console.IsOutputRedirected ? Trainer.Run(cfg, options) : RunWithProgress(cfg, options);
+            result = Console.IsOutputRedirected || !talk ? Trainer.Run(cfg, options) : RunWithProgress(cfg, options);
         }
         catch (TrainingStoppedException e)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
+        if (!talk) return result.Interrupted ? Signals.ExitCode(stop.Received ?? PosixSignal.SIGINT) : 0;
         string again = $"ilgpu-tune train {Quote(config)} --work-dir {Quote(result.WorkDir)} --resume" +
             (deepspeed is null ? "" : $" --deepspeed {Quote(deepspeed)}") + (cfgOptions is { Length: > 0 } ? " --cfg-options " + string.Join(' ', cfgOptions.Select(o => Quote(o))) : "") + (seed is null ? "" : $" --seed {seed}");
         if (result.Interrupted)

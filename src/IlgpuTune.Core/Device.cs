@@ -1,6 +1,7 @@
 // The compute device: one object owning an ILGPU Context + Accelerator (or none, for the managed CPU path),
 // the kernel registry, the caching allocator, its capabilities (DeviceCaps) and its op backend, both decided here once.
 // Nothing above Core asks which kind of device it runs on. ILGPUTUNE_DEVICE=cuda|cpu|ilgpu-cpu forces a kind.
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -31,10 +32,10 @@ public sealed class Device : IDisposable
         _context = context;
         Accelerator = accelerator;
         Allocator = new CachingAllocator(accelerator);
-        Kernels = accelerator is null ? null : new KernelRegistry(accelerator);
+        Kernels = accelerator is null || !RuntimeFeature.IsDynamicCodeSupported ? null : new KernelRegistry(accelerator, loader: PrecompiledKernelLoader.For(() => IlgpuTune.Kernels.Ptx.PrecompiledPtx.Library));
         if (Kernels is not null) Kernels.WorkspaceResized = Allocator.TrackExternal;
-        Caps = Kernels is null ? DeviceCaps.ManagedCpu : DeviceCaps.Of(Kernels);
-        Backend = Kernels is null ? new ManagedCpuBackend() : new IlgpuBackend(this, Kernels);
+        Caps = Kernels is null || !RuntimeFeature.IsDynamicCodeSupported ? DeviceCaps.ManagedCpu : DeviceCaps.Of(Kernels);
+        Backend = Kernels is null || !RuntimeFeature.IsDynamicCodeSupported ? new ManagedCpuBackend() : new IlgpuBackend(this, Kernels);
     }
 
     public DeviceKind Kind { get; }
@@ -70,19 +71,26 @@ public sealed class Device : IDisposable
 
     /// <summary>
     /// Creates the device named by <paramref name="kind"/> ("cuda", "cpu", "ilgpu-cpu", or null/"auto": CUDA when a GPU is
-    /// present, else the managed CPU path). Without an argument, ILGPUTUNE_DEVICE decides.
+    /// present, else the managed CPU path). Without an argument, ILGPUTUNE_DEVICE decides. <paramref name="cudaOrdinal"/> picks
+    /// the GPU (a multi-GPU job's LOCAL_RANK).
     /// </summary>
-    public static Device Create(string? kind = null)
+    public static Device Create(string? kind = null, int cudaOrdinal = 0)
     {
         kind ??= Environment.GetEnvironmentVariable(EnvironmentVariable);
+        // Native AOT: ILGPU compiles kernels with Reflection.Emit, so its Context cannot exist there; the managed CPU path
+        // (the constant-false check lets the AOT compiler drop the ILGPU paths entirely).
+        if (!RuntimeFeature.IsDynamicCodeSupported)
+            return kind?.Trim().ToLowerInvariant() is null or "" or "auto" or "cpu"
+                ? new Device(DeviceKind.Cpu, null, null)
+                : throw new NotSupportedException($"device '{kind}' needs ILGPU, which does not run in a Native AOT app; use cpu or auto");
         switch (kind?.Trim().ToLowerInvariant())
         {
             case null or "" or "auto":
-                return TryCreateCuda() ?? new Device(DeviceKind.Cpu, null, null);
+                return TryCreateCuda(cudaOrdinal) ?? new Device(DeviceKind.Cpu, null, null);
             case "cpu":
                 return new Device(DeviceKind.Cpu, null, null);
             case "cuda":
-                return TryCreateCuda() ?? throw new InvalidOperationException(
+                return TryCreateCuda(cudaOrdinal) ?? throw new InvalidOperationException(
                     $"{EnvironmentVariable}=cuda but no CUDA device was found (is the NVIDIA driver installed?)");
             case "ilgpu-cpu":
                 var context = Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).EnableAlgorithms());
@@ -92,7 +100,7 @@ public sealed class Device : IDisposable
         }
     }
 
-    private static Device? TryCreateCuda()
+    private static Device? TryCreateCuda(int ordinal)
     {
         Context? context = null;
         try
@@ -103,7 +111,13 @@ public sealed class Device : IDisposable
                 context.Dispose();
                 return null;
             }
-            return new Device(DeviceKind.Cuda, context, context.GetCudaDevice(0).CreateAccelerator(context));
+            if (ordinal >= context.GetCudaDevices().Count)
+            {
+                int count = context.GetCudaDevices().Count;
+                context.Dispose();
+                throw new InvalidOperationException($"GPU {ordinal} asked for (LOCAL_RANK), but this node has {count} CUDA device(s)");
+            }
+            return new Device(DeviceKind.Cuda, context, context.GetCudaDevice(ordinal).CreateAccelerator(context));
         }
         catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or CudaException or NotSupportedException)
         {

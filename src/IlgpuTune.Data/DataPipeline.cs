@@ -32,6 +32,8 @@ public sealed record DataOptions
     public bool ShuffleBeforePack { get; init; } = true;
     public ulong Seed { get; init; }
     public int MaxErrors { get; init; } = DatasetReader.DefaultMaxErrors;
+    /// <summary>The tokenized-dataset cache folder (dataset_cache_dir); null = <see cref="DataPipeline.DefaultCacheDir"/>.</summary>
+    public string? CacheDir { get; init; }
 }
 
 /// <summary>
@@ -137,8 +139,22 @@ public static class DataPipeline
     /// <summary>Packed rows (options.Pack) or one row per sample in order; samples without loss are dropped either way.</summary>
     public static (List<PackedRow> Rows, PackStats Stats) Pack(IReadOnlyList<EncodedSample> samples, DataOptions o)
     {
-        if (o.Pack) return Packer.Pack(samples, o.MaxLength, o.ShuffleBeforePack, o.Seed);
-        var rows = new List<PackedRow>();
+        var (rows, stats) = Plan(samples, o);
+        return ([.. rows], stats);
+    }
+
+    /// <summary>
+    /// The rows of <see cref="Pack"/> as a plan: each row's arrays are built when read (no token held twice), so a cache
+    /// is written straight from the samples.
+    /// </summary>
+    public static (PlannedRows Rows, PackStats Stats) Plan(IReadOnlyList<EncodedSample> samples, DataOptions o)
+    {
+        if (o.Pack)
+        {
+            var (members, packed) = Packer.Plan(samples, o.MaxLength, o.ShuffleBeforePack, o.Seed);
+            return (new PlannedRows(samples, members, packed: true), packed);
+        }
+        var single = new List<int[]>();
         int noLoss = 0, truncated = 0;
         long tokens = 0;
         for (int i = 0; i < samples.Count; i++)
@@ -146,10 +162,10 @@ public static class DataPipeline
             var s = samples[i];
             if (s.Truncated) truncated++;
             if (!s.HasLoss) { noLoss++; continue; }
-            rows.Add(new PackedRow(s.InputIds, s.Labels, [0, s.InputIds.Length], Enumerable.Range(0, s.InputIds.Length).ToArray(), [i]));
+            single.Add([i]);
             tokens += s.InputIds.Length;
         }
-        return (rows, new PackStats(rows.Count, rows.Count, noLoss, truncated, tokens, o.MaxLength));
+        return (new PlannedRows(samples, single, packed: false), new PackStats(single.Count, single.Count, noLoss, truncated, tokens, o.MaxLength));
     }
 
     /// <summary>
@@ -207,24 +223,61 @@ public static class DataPipeline
         return Diagnose(o, tokenizer, conversations, EncodeAll(conversations, CreateEncoder(o, tokenizer)));
     }
 
+    /// <summary>
+    /// Stores rows already encoded (check-dataset's) in o's cache unless it holds them, so a later train opens them;
+    /// returns the cache file's path.
+    /// </summary>
+    public static string StoreInCache(DataOptions o, IReadOnlyList<EncodedSample> samples)
+    {
+        string dir = o.CacheDir ?? DefaultCacheDir(), key = CacheKey(o);
+        var cached = PackedCache.TryOpen(dir, key);
+        if (cached is null)
+        {
+            var (rows, stats) = Plan(samples, o);
+            cached = PackedCache.Write(dir, key, rows, stats);
+        }
+        cached.Dispose();
+        return PackedCache.PathFor(dir, key);
+    }
+
     public static string CacheKey(DataOptions o) =>
         PackedCache.Key(DatasetFiles.Expand(o.DataFiles), Tokenizers.Files(o.TokenizerDir), o.Template, DatasetMapFns.Parse(o.Format) +
             (o.Columns is { Count: > 0 } c ? "|columns " + string.Join(",", c.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")) : "") +
             (o.TextSampleBy == TextSampleBy.Line ? "" : "|" + o.TextSampleBy),
             o.MaxLength, o.ShuffleBeforePack, o.Seed, o.Pack);
 
+    /// <summary>Environment variable that moves the dataset cache (as HF_DATASETS_CACHE does for HF datasets).</summary>
+    public const string CacheDirVariable = "ILGPU_TUNE_DATASETS_CACHE";
+
     /// <summary>
-    /// The training rows for <paramref name="o"/>: opened from <paramref name="cacheDir"/> when a cache with the same key
-    /// (data files' contents, tokenizer files, template, format, max_length, packing options) exists, else read, encoded
-    /// on all cores, packed and written atomically. <paramref name="tokenizer"/> must be the one in o.TokenizerDir.
+    /// The user-level dataset cache shared by train, check-dataset and every work dir: $ILGPU_TUNE_DATASETS_CACHE, else
+    /// $XDG_CACHE_HOME/ilgpu-tune/datasets, else ~/.cache/ilgpu-tune/datasets. Entries are keyed by content, so one folder
+    /// serves every experiment.
     /// </summary>
-    public static PackedCache Prepare(DataOptions o, ITokenizer tokenizer, string cacheDir)
+    public static string DefaultCacheDir()
     {
+        if (Environment.GetEnvironmentVariable(CacheDirVariable) is { Length: > 0 } dir) return Path.GetFullPath(dir);
+        string root = Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg ? xdg
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        return Path.Combine(root, "ilgpu-tune", "datasets");
+    }
+
+    /// <summary>
+    /// The training rows for <paramref name="o"/>: opened from <paramref name="cacheDir"/> (default
+    /// <see cref="DefaultCacheDir"/>) when a cache with the same key (data files' contents, tokenizer files, template,
+    /// format, max_length, packing options) exists, else read, encoded on all cores, packed and written atomically.
+    /// <paramref name="tokenizer"/> must be the one in o.TokenizerDir.
+    /// </summary>
+    /// <param name="cacheDir">null: o.CacheDir, else <see cref="DefaultCacheDir"/>.</param>
+    public static PackedCache Prepare(DataOptions o, ITokenizer tokenizer, string? cacheDir = null)
+    {
+        cacheDir ??= o.CacheDir ?? DefaultCacheDir();
         string key = CacheKey(o);
         if (PackedCache.TryOpen(cacheDir, key) is { } cached) return cached;
         var (conversations, _) = Read(o);
         var samples = EncodeAll(conversations, CreateEncoder(o, tokenizer));
-        var (rows, stats) = Pack(samples, o);
+        conversations.Clear();   // the texts are not needed any more: their memory goes before the cache is written
+        var (rows, stats) = Plan(samples, o);
         return PackedCache.Write(cacheDir, key, rows, stats);
     }
 }

@@ -31,6 +31,8 @@ public sealed class LinearModule
     public Tensor? LoraA { get; private set; }
     public Tensor? LoraB { get; private set; }
     public LoraConfig? Lora { get; private set; }
+    /// <summary>Off: Forward is the base layer alone (PEFT's disable_adapter), e.g. for a DPO reference pass.</summary>
+    public bool AdapterEnabled { get; set; } = true;
 
     public int InFeatures => Weight?.Dim(1) ?? Quantized!.InFeatures;
     public int OutFeatures => Weight?.Dim(0) ?? Quantized!.OutFeatures;
@@ -56,13 +58,14 @@ public sealed class LinearModule
     /// <summary>y = x·Wᵀ + bias (+ the LoRA branch). A null <paramref name="rng"/> is inference: LoRA dropout off.</summary>
     public Tensor Forward(Tensor x, Random? rng)
     {
-        float dropout = rng is null || Lora is null ? 0f : Lora.Dropout;
-        return (Lora, Weight) switch
+        var lora = AdapterEnabled ? Lora : null;
+        float dropout = rng is null || lora is null ? 0f : lora.Dropout;
+        return (lora, Weight) switch
         {
             (null, { } w) => Ops.Linear(x, w, Bias),
             (null, null) => Ops.LinearNf4(x, Quantized!, Bias),
-            (_, { } w) => Ops.LoraLinear(x, w, Bias, LoraA!, LoraB!, Lora.Scaling, dropout, rng ?? NoDropout),
-            _ => Ops.LoraLinear(x, Quantized!, Bias, LoraA!, LoraB!, Lora.Scaling, dropout, rng ?? NoDropout),
+            (_, { } w) => Ops.LoraLinear(x, w, Bias, LoraA!, LoraB!, lora.Scaling, dropout, rng ?? NoDropout),
+            _ => Ops.LoraLinear(x, Quantized!, Bias, LoraA!, LoraB!, lora.Scaling, dropout, rng ?? NoDropout),
         };
     }
 

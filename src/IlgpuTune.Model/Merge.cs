@@ -89,7 +89,7 @@ public static class Merge
     }
 
     // base weight name -> (lora_A key, lora_B key), validated against the base shapes and the adapter config.
-    private static Dictionary<string, (string A, string B)> AdapterPairs(IWeightSource baseWeights, IWeightSource adapter, LoraConfig lora)
+    internal static Dictionary<string, (string A, string B)> AdapterPairs(IWeightSource baseWeights, IWeightSource adapter, LoraConfig lora)
     {
         var modules = new SortedSet<string>(StringComparer.Ordinal);
         foreach (var key in adapter.Names)

@@ -44,6 +44,8 @@ public sealed class TrainConfig
     public int MaxLength { get; set; } = 2048;
     public bool PackToMaxLength { get; set; } = true;
     public bool ShuffleBeforePack { get; set; } = true;
+    /// <summary>Where tokenized datasets are cached (null: ILGPU_TUNE_DATASETS_CACHE or ~/.cache/ilgpu-tune/datasets).</summary>
+    public string? DatasetCacheDir { get; set; }
     public int BatchSize { get; set; } = 1;
     public int AccumulativeCounts { get; set; } = 16;
     public int MaxEpochs { get; set; } = 3;
@@ -71,6 +73,21 @@ public sealed class TrainConfig
     public string? Device { get; set; }
     /// <summary>Write each micro-batch's input ids, labels and position ids to the launch folder work_dir/YYYYmmdd_HHMMSS/batches.jsonl (to replay a run elsewhere).</summary>
     public bool DumpBatches { get; set; }
+    /// <summary>none (SFT) | dpo | orpo | reward: train on preference pairs (XTuner's model type DPO / ORPO / RewardModel).</summary>
+    public string Preference { get; set; } = "none";
+    /// <summary>DPO / ORPO β (XTuner model.beta).</summary>
+    public double Beta { get; set; } = 0.1;
+    /// <summary>XTuner model.loss_type; DPO: sigmoid (default) | robust | hinge | ipo | kto_pair | sppo_hard | nca_pair; reward:
+    /// ranking (default) | focal.</summary>
+    public string? LossType { get; set; }
+    /// <summary>Reward model: the token appended to every sequence whose hidden state is scored (XTuner reward_token_id);
+    /// null: the tokenizer's &lt;|reward|&gt; token.</summary>
+    public int? RewardTokenId { get; set; }
+    /// <summary>Reward model score penalty: log_barrier (default) | L2 | none, weighted by penalty_weight (0.01).</summary>
+    public string PenaltyType { get; set; } = "log_barrier";
+    public double PenaltyWeight { get; set; } = 0.01;
+    /// <summary>DPO sigmoid / robust label smoothing (XTuner model.label_smoothing), in [0, 0.5).</summary>
+    public double LabelSmoothing { get; set; }
     /// <summary>What reading the config decided that the user should hear (e.g. how an XTuner .py setting is honoured); not a key.</summary>
     public List<string> Notes { get; } = [];
 
@@ -97,6 +114,7 @@ public sealed class TrainConfig
         new("max_length", (c, n, w) => c.MaxLength = Int(n, w, min: 2)),
         new("pack_to_max_length", (c, n, w) => c.PackToMaxLength = Bool(n, w)),
         new("shuffle_before_pack", (c, n, w) => c.ShuffleBeforePack = Bool(n, w)),
+        new("dataset_cache_dir", (c, n, w) => c.DatasetCacheDir = NullableStr(n, w)),
         new("batch_size", (c, n, w) => c.BatchSize = Int(n, w, min: 1)),
         new("accumulative_counts", (c, n, w) => c.AccumulativeCounts = Int(n, w, min: 1)),
         new("max_epochs", (c, n, w) => c.MaxEpochs = Int(n, w, min: 1)),
@@ -118,6 +136,13 @@ public sealed class TrainConfig
         new("work_dir", (c, n, w) => c.WorkDir = NullableStr(n, w)),
         new("device", (c, n, w) => c.Device = IsNull(n) ? null : OneOf(n, w, "cuda", "cpu", "ilgpu-cpu", "auto")),
         new("dump_batches", (c, n, w) => c.DumpBatches = Bool(n, w)),
+        new("preference", (c, n, w) => c.Preference = OneOf(n, w, "none", "dpo", "orpo", "reward")),
+        new("reward_token_id", (c, n, w) => c.RewardTokenId = IsNull(n) ? null : Int(n, w, min: 0)),
+        new("penalty_type", (c, n, w) => c.PenaltyType = OneOf(n, w, "log_barrier", "L2", "none")),
+        new("penalty_weight", (c, n, w) => c.PenaltyWeight = Num(n, w, min: 0)),
+        new("beta", (c, n, w) => c.Beta = Num(n, w, min: 1e-9)),
+        new("loss_type", (c, n, w) => c.LossType = IsNull(n) ? null : OneOf(n, w, "sigmoid", "robust", "hinge", "ipo", "kto_pair", "sppo_hard", "nca_pair", "ranking", "focal")),
+        new("label_smoothing", (c, n, w) => c.LabelSmoothing = Num(n, w, min: 0, max: 0.499999)),
     ];
 
     private static readonly string[] s_loraKeys = ["r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "init_adapter"];
@@ -155,12 +180,19 @@ public sealed class TrainConfig
             string at = $"--cfg-options '{o}'";
             Apply(config, name, value, at, at);
         }
-        if (string.IsNullOrWhiteSpace(config.PretrainedModelNameOrPath))
-            throw new ConfigException($"{source}: key 'pretrained_model_name_or_path' is required");
-        if (config.DataPath.Count == 0) throw new ConfigException($"{source}: key 'data_path' is required (a file or a list of files)");
-        if (config.Quantization == "nf4" && config.Lora is null)
-            throw new ConfigException($"{source}: quantization nf4 (QLoRA) needs a 'lora' section");
+        config.Validate();
         return config;
+    }
+
+    /// <summary>The keys a config cannot do without (also for configs built in code; errors name <see cref="Source"/>).</summary>
+    public void Validate()
+    {
+        string source = Source.Length > 0 ? Source : "TrainConfig";
+        if (string.IsNullOrWhiteSpace(PretrainedModelNameOrPath))
+            throw new ConfigException($"{source}: key 'pretrained_model_name_or_path' is required");
+        if (DataPath.Count == 0) throw new ConfigException($"{source}: key 'data_path' is required (a file or a list of files)");
+        if (Quantization == "nf4" && Lora is null)
+            throw new ConfigException($"{source}: quantization nf4 (QLoRA) needs a 'lora' section");
     }
 
     private static void Apply(TrainConfig config, string name, YamlNode value, string keyWhere, string valueWhere)

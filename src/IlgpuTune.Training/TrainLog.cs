@@ -8,7 +8,7 @@ using IlgpuTune.Numerics;
 namespace IlgpuTune.Training;
 
 public sealed record LogRecord(int Iter, int MaxIters, double Lr, double Loss, double? GradNorm, double Time, double DataTime,
-    double MemoryMiB, double TokensPerSecond, TimeSpan Eta);
+    double MemoryMiB, double TokensPerSecond, TimeSpan Eta, IReadOnlyDictionary<string, double>? Metrics = null);
 
 public sealed class TrainLog : IDisposable
 {
@@ -85,14 +85,18 @@ public sealed class TrainLog : IDisposable
         sb.Append(CultureInfo.InvariantCulture, $"memory: {r.MemoryMiB:F0}  loss: {r.Loss:F4}  ");
         if (r.GradNorm is { } g) sb.Append(CultureInfo.InvariantCulture, $"grad_norm: {g:F4}  ");
         sb.Append(CultureInfo.InvariantCulture, $"tokens/s: {r.TokensPerSecond:F1}");
+        // Preference runs: rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/* (as TRL logs them).
+        foreach (var (k, v) in r.Metrics ?? new Dictionary<string, double>()) sb.Append(CultureInfo.InvariantCulture, $"  {k}: {v:F4}");
         Info(sb.ToString());
         // JSON has no NaN / Infinity: a non-finite value is written as null.
         static double? F(double? v) => v is { } x && double.IsFinite(x) ? x : null;
-        _scalars?.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>
+        var scalars = new Dictionary<string, object?>
         {
             ["lr"] = F(r.Lr), ["data_time"] = F(r.DataTime), ["loss"] = F(r.Loss), ["grad_norm"] = F(r.GradNorm), ["time"] = F(r.Time),
             ["memory"] = F(r.MemoryMiB), ["tokens_per_s"] = F(r.TokensPerSecond), ["iter"] = r.Iter, ["step"] = r.Iter,
-        }));
+        };
+        foreach (var (k, v) in r.Metrics ?? new Dictionary<string, double>()) scalars[k] = F(v);
+        _scalars?.WriteLine(JsonSerializer.Serialize(scalars));
     }
 
     private static LogRecord? FromJson(string line)

@@ -14,6 +14,9 @@ using IlgpuTune.Data.Packing;
 using IlgpuTune.Data.Tokenization;
 using IlgpuTune.Model;
 using IlgpuTune.Numerics;
+using IlgpuTune.Training.Preference;
+using IlgpuTune.Distributed;
+using IlgpuTune.Training.Distributed;
 
 namespace IlgpuTune.Training;
 
@@ -38,6 +41,15 @@ public sealed record TrainOptions
     public int? ProfileAfter { get; init; }
     /// <summary>The --cfg-options of this launch, recorded in the copy of the config in its log folder.</summary>
     public IReadOnlyList<string> ConfigOverrides { get; init; } = [];
+    /// <summary>
+    /// Several ranks (processes or, in tests, threads): this rank's communicator. Each rank reads its shard of the data,
+    /// gradients are synchronized per <see cref="ZeroStage"/>, and only rank 0 logs, evaluates and writes the work dir.
+    /// </summary>
+    public ICommunicator? Communicator { get; init; }
+    /// <summary>With a communicator: 0 all-reduce (DDP), 1 ZeRO-1 (AdamW state sharded), 2 ZeRO-2 (gradients sharded too).</summary>
+    public int ZeroStage { get; init; }
+    /// <summary>This rank's GPU on its node (LOCAL_RANK).</summary>
+    public int LocalRank { get; init; }
 }
 
 /// <param name="RunDir">This launch's log folder (work_dir/YYYYmmdd_HHMMSS).</param>
@@ -67,7 +79,7 @@ public static class Trainer
     }
 }
 
-public sealed class TrainRun : IDisposable
+public sealed partial class TrainRun : IDisposable
 {
     private readonly TrainConfig _cfg;
     private readonly TrainOptions _options;
@@ -82,6 +94,10 @@ public sealed class TrainRun : IDisposable
     private List<Tensor> _trainable = null!;
     private JsonObject? _loraState;
     private AdamW _optimizer = null!;
+    private DistributedOptimizer? _dist; // several ranks: replaces _optimizer
+    private readonly ICommunicator? _comm;
+    private readonly bool _rank0;
+    private bool _stopAgreed;
     private GradScaler _scaler = null!;
     private LrSchedule _schedule = null!;
     private AccumulationPlan _plan = null!;
@@ -111,7 +127,10 @@ public sealed class TrainRun : IDisposable
         _options = options;
         _workDir = Path.GetFullPath(options.WorkDir ?? cfg.WorkDir ?? Path.Combine("work_dirs", Path.GetFileNameWithoutExtension(cfg.Source)));
         _modelDir = cfg.PretrainedModelNameOrPath;
-        _log = new TrainLog(options.Console);
+        _comm = options.Communicator is { WorldSize: > 1 } comm ? comm : null;
+        _rank0 = _comm is null || _comm.Rank == 0;
+        _log = new TrainLog(_rank0 ? options.Console : _ => { });
+        _preference = cfg.Preference == "none" ? null : new PreferenceObjective(cfg);
     }
 
     /// <summary>
@@ -155,29 +174,32 @@ public sealed class TrainRun : IDisposable
         string tokenizerDir = cfg.Tokenizer ?? _modelDir;
         var tokenizer = Tokenizers.FromDirectory(tokenizerDir);
 
-        // The dataset: from the work dir's cache when it holds these rows, else read, encoded and packed in memory (the
-        // cache is written once the work dir is ours).
+        // The dataset: from the user-level dataset cache when it holds these rows, else read, encoded and packed in memory
+        // (the cache is written once the work dir is ours).
         var dataOptions = new DataOptions
         {
             DataFiles = cfg.DataPath, Format = cfg.DatasetMapFn, TokenizerDir = tokenizerDir, Template = cfg.PromptTemplate,
             MaxLength = cfg.MaxLength, Pack = cfg.PackToMaxLength, ShuffleBeforePack = cfg.ShuffleBeforePack, Seed = (ulong)cfg.Seed,
             Columns = cfg.DatasetColumns, TextSampleBy = TextRecords.ParseSampleBy(cfg.TextSampleBy),
         };
-        string cacheDir = Path.Combine(_workDir, "cache"), cacheKey = DataPipeline.CacheKey(dataOptions);
+        string cacheDir = cfg.DatasetCacheDir ?? DataPipeline.DefaultCacheDir(), cacheKey = DataPipeline.CacheKey(dataOptions) + PreferenceCacheSuffix();
         var cached = PackedCache.TryOpen(cacheDir, cacheKey);
-        List<PackedRow>? packed = null;
+        PlannedRows? packed = null;
         PackStats stats;
         if (cached is not null) stats = Own(cached).Stats;
+        else if (_preference is not null) (packed, stats) = PreparePreferenceData(dataOptions, tokenizer);
         else
         {
             var (conversations, _) = DataPipeline.Read(dataOptions);
             if (conversations.Count == 0) throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: the dataset has no sample");
-            (packed, stats) = DataPipeline.Pack(DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(dataOptions, tokenizer)), dataOptions);
+            (packed, stats) = DataPipeline.Plan(DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(dataOptions, tokenizer)), dataOptions);
         }
         if (stats.Rows == 0)
             throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample: {DataPipeline.Diagnose(dataOptions, tokenizer).NoTrainableReason()}");
 
-        _device = Own(Device.Create(cfg.Device));
+        if (_comm is not null && cfg.Dtype == "float16")
+            throw new ConfigException("dtype: float16 (dynamic loss scaling) is single-GPU only; train on several GPUs with bfloat16 or float32");
+        _device = Own(Device.Create(cfg.Device, _options.LocalRank));
         // bf16 / fp16 autocast for matmuls runs on tensor cores; the managed CPU path and the emulator compute in fp32.
         var asked = Precision.FromConfig(cfg.Dtype);
         _device.UseTrainingPrecision(asked);
@@ -200,6 +222,14 @@ public sealed class TrainRun : IDisposable
                         $"model's max_position_embeddings ({maxPositions} tokens) with room for an answer");
         CheckDiskSpace();
 
+        if (!_rank0)
+        {
+            // Rank 0 owns the work dir: it locks it and writes the dataset cache; the other ranks read that cache.
+            Barrier();
+            _data = Own(PackedCache.TryOpen(cacheDir, cacheKey) ?? throw new IOException($"rank {_comm!.Rank}: rank 0's dataset cache {cacheDir} is not readable here (multi-node runs need the work dir on a shared file system)"));
+            if (_resumeState is not null) (_runId, _logDirs) = (_resumeState.RunId.Length > 0 ? _resumeState.RunId : _runId, [.. _resumeState.LogDirs ?? []]);
+            return;
+        }
         // The work dir: ours for the run's life, and it must not hold another run's checkpoints.
         _lock = WorkDirLock.Acquire(_workDir);
         var existing = Checkpoint.List(_workDir);
@@ -215,6 +245,8 @@ public sealed class TrainRun : IDisposable
             if (Directory.Exists(adapter)) Directory.Delete(adapter, recursive: true);
         }
         _data = cached ?? Own(PackedCache.Write(cacheDir, cacheKey, packed!, stats));
+        _preference?.PrepareReference(_model, _data, _workDir, cacheKey, _resumeDir is not null, cfg.Lora is not null, _log.Info);
+        if (_comm is not null) Barrier();
 
         if (_resumeState is not null) (_runId, _logDirs) = (_resumeState.RunId.Length > 0 ? _resumeState.RunId : _runId, [.. _resumeState.LogDirs ?? []]);
         var earlier = _resumeState is null ? [] : TrainLog.ReadEarlier(_logDirs.Select(d => Path.Combine(_workDir, d)), _resumeState.Iter);
@@ -249,6 +281,7 @@ public sealed class TrainRun : IDisposable
         else _model.SetFullFineTuning();
         _model.GradientCheckpointing = cfg.GradientCheckpointing;
         _trainable = _model.TrainableParameters.ToList();
+        AddPreferenceHead();
         var attached = _model.Linears.Where(m => m.Lora is not null).ToList();
         _loraState = attached.Count == 0 ? null : new JsonObject
         {
@@ -260,7 +293,13 @@ public sealed class TrainRun : IDisposable
             $"{_model.ParameterCount + (attached.Count == 0 ? 0 : _trainable.Sum(t => t.Length)):N0} parameters" +
             (attached.Count > 0 ? $" (LoRA r={attached[0].Lora!.R}, alpha={attached[0].Lora!.Alpha} on {attached.Count} modules)" : " (full fine-tuning)"));
 
-        _optimizer = Own(new AdamW(_trainable, cfg.Lr, cfg.Betas[0], cfg.Betas[1], 1e-8, cfg.WeightDecay, cfg.PagedOptimizer));
+        if (_comm is not null)
+        {
+            _dist = Own(new DistributedOptimizer(_comm, _trainable, _options.ZeroStage, cfg.Lr, cfg.Betas[0], cfg.Betas[1], 1e-8, cfg.WeightDecay, cfg.PagedOptimizer));
+            _log.Info($"{_comm.WorldSize} ranks, {(_options.ZeroStage == 0 ? "gradients all-reduced (DDP)" : $"ZeRO stage {_options.ZeroStage}")}: " +
+                $"AdamW state of {_dist.StateElements:N0} elements per moment on each rank");
+        }
+        else _optimizer = Own(new AdamW(_trainable, cfg.Lr, cfg.Betas[0], cfg.Betas[1], 1e-8, cfg.WeightDecay, cfg.PagedOptimizer));
         _scaler = new GradScaler(enabled: cfg.Dtype == "float16");
     }
 
@@ -290,7 +329,7 @@ public sealed class TrainRun : IDisposable
     public TrainResult Run()
     {
         var cfg = _cfg;
-        _itersPerEpoch = (_rows + cfg.BatchSize - 1) / cfg.BatchSize;
+        _itersPerEpoch = (DataShard.RowsPerRank(_rows, _comm?.WorldSize ?? 1) + cfg.BatchSize - 1) / cfg.BatchSize;
         _maxIters = cfg.MaxIters ?? cfg.MaxEpochs * _itersPerEpoch;
         _schedule = cfg.MaxIters is null
             ? LrSchedule.Xtuner(cfg.Lr, cfg.WarmupRatio, cfg.MaxEpochs, _itersPerEpoch)
@@ -309,7 +348,7 @@ public sealed class TrainRun : IDisposable
             for (int iter = _start; iter < _maxIters; iter++)
             {
                 if (_options.StopAfter is { } stop && iter - _start >= stop) break;
-                if (_options.Stop.IsCancellationRequested)
+                if (_comm is null ? _options.Stop.IsCancellationRequested : _stopAgreed)
                 {
                     interrupted = true;
                     break;
@@ -342,10 +381,14 @@ public sealed class TrainRun : IDisposable
         if (!interrupted && _saved == _maxIters)
         {
             Evaluate("after training");
-            adapterDir = Export();
+            if (_rank0)
+            {
+                adapterDir = Export();
+                ExportPreference();
+            }
         }
         string? last = Checkpoint.List(_workDir).Count > 0 ? Checkpoint.Resolve(_workDir, null) : null;
-        return new TrainResult(_workDir, _log.RunDir!, _maxIters, done, _log.Records, adapterDir, last, interrupted);
+        return new TrainResult(_workDir, _log.RunDir ?? "", _maxIters, done, _log.Records, adapterDir, last, interrupted);
     }
 
     /// <summary>Loads the checkpoint's weights, optimizer and scaler state and its position in the run.</summary>
@@ -353,7 +396,13 @@ public sealed class TrainRun : IDisposable
     {
         var state = _resumeState!;
         Checkpoint.LoadTrainable(_resumeDir!, _trainable);
-        _optimizer.LoadState(Checkpoint.ReadOptimizer(_resumeDir!));
+        if (_dist is not null)
+        {
+            _dist.ReloadParameters();
+            _dist.AdoptGrads();
+            _dist.LoadState(Checkpoint.ReadOptimizer(_resumeDir!));
+        }
+        else _optimizer.LoadState(Checkpoint.ReadOptimizer(_resumeDir!));
         if (state.Scaler.Count > 0)
             _scaler.LoadState(state.Scaler.Deserialize<GradScalerState>() ?? throw new InvalidDataException($"{_resumeDir}: bad scaler state"));
         (_start, _steps, _lastNorm, _windowNonFinite, _saved) = (state.Iter, state.OptimizerSteps, state.LastGradNorm, state.WindowNonFinite, state.Iter);
@@ -366,7 +415,8 @@ public sealed class TrainRun : IDisposable
         var cfg = _cfg;
         var t0 = _clock.Elapsed;
         int epoch = iter / _itersPerEpoch;
-        if (epoch != _orderEpoch) (_order, _orderEpoch) = (Trainer.EpochOrder(_rows, cfg.Seed, epoch), epoch);
+        if (epoch != _orderEpoch)
+            (_order, _orderEpoch) = (DataShard.ForRank(Trainer.EpochOrder(_rows, cfg.Seed, epoch), _comm?.Rank ?? 0, _comm?.WorldSize ?? 1), epoch);
         var batch = Batch.Assemble(_data, _order!, (iter % _itersPerEpoch) * cfg.BatchSize, cfg.BatchSize);
         var t1 = _clock.Elapsed;
         _batchLog?.WriteLine(JsonSerializer.Serialize(new { iter, batch.Size, batch.Length, input_ids = batch.InputIds, labels = batch.Labels,
@@ -377,14 +427,18 @@ public sealed class TrainRun : IDisposable
         TimeSpan tForward;
         using (var tape = new Tape())
         {
-            using var lossTensor = _model.Loss(batch.InputIds, batch.Labels, batch.Size, batch.Length,
-                batch.PositionIds, batch.SegmentIds, new Random(unchecked(cfg.Seed * 1_000_003 + iter)));
+            var rng = new Random(unchecked(cfg.Seed * 1_000_003 + iter));
+            using var lossTensor = _preference is null
+                ? _model.Loss(batch.InputIds, batch.Labels, batch.Size, batch.Length, batch.PositionIds, batch.SegmentIds, rng)
+                : PreferenceLoss(iter, batch, rng);
             loss = lossTensor.Item();
             tForward = _clock.Elapsed;
             // A non-finite loss poisons the window: no backward (its gradients would be NaN), and the window's step is skipped.
             if (!float.IsFinite(loss)) _windowNonFinite = true;
             else if (lossTensor.RequiresGrad) tape.Backward(lossTensor, _scaler.Scale / _plan.LossDivisor(iter));
         }
+        long tokens = batch.Tokens;
+        if (_comm is not null) (loss, tokens) = Synchronize(loss, tokens);
         if (profiling) _device.Synchronize();
         var tBackward = _clock.Elapsed;
         if (_plan.EndsStep(iter)) OptimizerStep(iter, lr, loss);
@@ -400,7 +454,7 @@ public sealed class TrainRun : IDisposable
         _windowLoss += loss;
         _windowTime += (t2 - t0).TotalSeconds;
         _windowData += (t1 - t0).TotalSeconds;
-        _windowTokens += batch.Tokens;
+        _windowTokens += tokens;
         _windowCount++;
         int done = iter + 1;
         if (done % cfg.LoggingSteps == 0 || done == _maxIters)
@@ -408,7 +462,7 @@ public sealed class TrainRun : IDisposable
             double perIter = _windowTime / _windowCount;
             _log.Iteration(new LogRecord(done, _maxIters, lr, _windowLoss / _windowCount, _lastNorm, perIter, _windowData / _windowCount,
                 _device.Allocator.PeakAllocatedBytes / 1048576.0, _windowTokens / Math.Max(_windowTime, 1e-9),
-                TimeSpan.FromSeconds(perIter * (_maxIters - done))));
+                TimeSpan.FromSeconds(perIter * (_maxIters - done)), TakeWindowMetrics()));
             (_windowLoss, _windowTime, _windowData, _windowTokens, _windowCount) = (0, 0, 0, 0, 0);
         }
     }
@@ -418,14 +472,27 @@ public sealed class TrainRun : IDisposable
     private void OptimizerStep(int iter, float lr, float loss)
     {
         var cfg = _cfg;
-        bool scalerOverflow = _scaler.Unscale(_optimizer);
-        float norm = cfg.MaxNorm > 0 ? GradClipping.ClipGradNorm(_trainable, (float)cfg.MaxNorm) : GradClipping.GradNorm(_trainable);
+        bool scalerOverflow = false, nonFinite;
+        float norm;
+        if (_dist is not null)
+        {
+            // The window flag is global: Synchronize made every rank's loss the mean over ranks.
+            _dist.Lr = lr;
+            (norm, bool stepped) = _dist.Step((float)cfg.MaxNorm, skip: _windowNonFinite);
+            nonFinite = _windowNonFinite || !float.IsFinite(norm);
+            if (stepped) _steps++;
+        }
+        else
+        {
+            scalerOverflow = _scaler.Unscale(_optimizer);
+            norm = cfg.MaxNorm > 0 ? GradClipping.ClipGradNorm(_trainable, (float)cfg.MaxNorm) : GradClipping.GradNorm(_trainable);
+            nonFinite = _windowNonFinite || !float.IsFinite(norm);
+            _optimizer.Lr = lr;
+            if (!nonFinite && _scaler.Step(_optimizer)) _steps++;
+            _scaler.Update();
+            _optimizer.ZeroGrad();
+        }
         _lastNorm = norm;
-        bool nonFinite = _windowNonFinite || !float.IsFinite(norm);
-        _optimizer.Lr = lr;
-        if (!nonFinite && _scaler.Step(_optimizer)) _steps++;
-        _scaler.Update();
-        _optimizer.ZeroGrad();
         _windowNonFinite = false;
         // fp16's overflows of the scaled gradients are the scaler's business (it backs off); a non-finite loss is not.
         bool skipped = nonFinite && !(scalerOverflow && float.IsFinite(loss) && _scaler.Enabled);
@@ -446,23 +513,55 @@ public sealed class TrainRun : IDisposable
                 $"(ln(vocab_size {_vocab}) = {Math.Log(_vocab):F4}): the weights saturated; lower lr (now {cfg.Lr:G3}). {LastCheckpointNote()}");
     }
 
+    // Several ranks: the micro-batch's loss averaged over ranks (a non-finite one anywhere poisons every rank's window), the
+    // tokens summed, and whether any rank was asked to stop (all stop after the same iteration). ZeRO-2 moves the
+    // gradients into the shards here, on every rank, even one whose loss was not finite (the collectives must match).
+    private (float Loss, long Tokens) Synchronize(float loss, long tokens)
+    {
+        _dist!.AfterBackward();
+        using var sums = Tensor.FromArray(_device, [loss, tokens, _options.Stop.IsCancellationRequested ? 1f : 0f], 3);
+        _comm!.AllReduce(sums, ReduceOp.Sum);
+        var v = sums.ToFloatArray();
+        float global = v[0] / _comm.WorldSize;
+        if (!float.IsFinite(global)) _windowNonFinite = true;
+        _stopAgreed = v[2] > 0;
+        return (global, (long)v[1]);
+    }
+
+    // Every rank waits here until all have come (a 1-element all-reduce).
+    private void Barrier()
+    {
+        using var t = Tensor.Zeros(_device, DType.F32, 1);
+        _comm!.AllReduce(t, ReduceOp.Sum);
+        _device.Synchronize();
+    }
+
     private string LastCheckpointNote() =>
         Checkpoint.List(_workDir).Count > 0 ? $"Last complete checkpoint: {Checkpoint.Resolve(_workDir, null)}" : "No checkpoint was saved.";
 
     private void Evaluate(string when)
     {
-        if (!_evaluator.Enabled) return;
+        if (!_evaluator.Enabled || !_rank0) return;
         foreach (var (input, answer) in _evaluator.Run(_model))
             _log.Info($"Sample output ({when}):\n{input}\n--> {answer}\n");
     }
 
     private void Save(int done)
     {
+        // Several ranks: pending gradients averaged and ZeRO's shards gathered, on every rank (collectives).
+        _dist?.ConsolidateGrads();
+        var optimizerState = _dist?.ExportState() ?? _optimizer.ExportState();
+        _saved = done;
+        if (!_rank0)
+        {
+            _dist?.AdoptGrads();
+            return;
+        }
         Checkpoint.Save(_workDir, new CheckpointState(done, _steps, _cfg.Seed,
                 _scaler.Enabled ? (JsonObject)JsonSerializer.SerializeToNode(_scaler.ExportState())! : [],
                 _cfg.Source, Path.GetFullPath(_modelDir), _loraState, _lastNorm, _runId, _logDirs, _windowNonFinite),
-            _trainable, _optimizer.ExportState(), _cfg.SaveTotalLimit);
-        _saved = done;
+            _trainable, optimizerState, _cfg.SaveTotalLimit);
+        _dist?.AdoptGrads();
         _log.Info($"saved checkpoint {Checkpoint.DirFor(_workDir, done)}");
     }
 

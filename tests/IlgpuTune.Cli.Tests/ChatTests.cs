@@ -119,7 +119,7 @@ public sealed class ChatTests(ITestOutputHelper log, TinyChatModelFixture fixtur
     public void AutoTemplate_FollowsTheTokenizerThenTheModelType()
     {
         var config = ModelConfig.Load(Tiny.ModelDir);
-        Assert.Equal("qwen_chat", ChatCommands.AutoTemplate(config, Tiny.Tokenizer));
+        Assert.Equal("qwen_chat", IlgpuTune.Embedding.LocalModel.AutoTemplate(config, Tiny.Tokenizer));
         // As transformers' generate: config.json's eos (<|endoftext|>) when there is no generation_config.json; the
         // tokenizer's <|im_end|> ends an answer as the qwen_chat template's stop word.
         Assert.Equal([Tiny.Tokenizer.TokenToId("<|endoftext|>")!.Value], ChatCommands.EosTokenIds(Tiny.ModelDir, config, Tiny.Tokenizer));

@@ -79,16 +79,34 @@ public class XtunerHabitsTests(ITestOutputHelper log)
         Assert.Contains("holds LoRA weights but", err);
     }
 
+    // Multi-GPU launch forms reach NCCL (pointed at a missing copy here, so the test means the same with or without GPUs):
+    // every rank stops with one line saying how to get NCCL, and the launcher stops the job with that rank's code.
     [Theory]
-    [InlineData("NPROC_PER_NODE=2: multi-GPU training is not there yet", "NPROC_PER_NODE", "2")]
-    [InlineData("--launcher pytorch: multi-GPU training is not there yet", null, null, "--launcher", "pytorch")]
-    [InlineData("--deepspeed zero4: expected deepspeed_zero1", null, null, "--deepspeed", "zero4")]
-    public void MultiGpuHabits_SayClearlyTheyAreNotThereYet(string expected, string? envKey, string? envValue, params string[] extra)
+    [InlineData("NPROC_PER_NODE", "2")]
+    [InlineData("--nproc", "2")]
+    [InlineData("--launcher", "pytorch")]
+    [InlineData("--launcher", "slurm")]
+    public void MultiGpuLaunchForms_NeedNccl_AndSaySo(string how, string value)
     {
-        var env = envKey is null ? null : new Dictionary<string, string> { [envKey] = envValue! };
-        var (code, _, stderr) = Run(env, ["train", Builtins.DefaultConfig, .. extra]);
+        var env = new Dictionary<string, string> { ["NCCL_LIBRARY"] = "/nonexistent/libnccl.so.2" };
+        string[] extra = [];
+        if (how == "NPROC_PER_NODE") env[how] = value;
+        else extra = [how, value];
+        if (value == "pytorch") (env["RANK"], env["WORLD_SIZE"], env["MASTER_ADDR"]) = ("1", "2", "127.0.0.1");
+        if (value == "slurm") (env["SLURM_PROCID"], env["SLURM_NTASKS"], env["SLURM_NODELIST"]) = ("1", "2", "localhost");
+        var (code, _, stderr) = Run(env, ["train", Builtins.DefaultConfig, .. extra, .. s_short]);
         Assert.Equal(2, code);
-        Assert.Contains(expected, stderr);
+        Assert.Contains("error: NCCL_LIBRARY=/nonexistent/libnccl.so.2: no loadable libnccl.so.2 there. Training on several GPUs needs NVIDIA's NCCL", stderr);
+        Assert.Contains("pip install nvidia-nccl-cu12", stderr);
+        if (how != "--launcher") Assert.Matches(@"error: rank \d exited with code 2; the other ranks were stopped", stderr);
+    }
+
+    [Fact]
+    public void DeepSpeedUnknownName_IsRefused()
+    {
+        var (code, _, stderr) = Run(null, ["train", Builtins.DefaultConfig, "--deepspeed", "zero4"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--deepspeed zero4: expected deepspeed_zero1", stderr);
     }
 
     [Fact]
@@ -138,5 +156,11 @@ public class XtunerHabitsTests(ITestOutputHelper log)
         Assert.Contains("ZeRO stage 3", message);
         Assert.Contains("parameters stay on the GPU", message);
         Assert.Empty(DeepSpeed.Map("deepspeed_zero1").Overrides);
+        // On several GPUs the stage is what runs; stage 3 runs as 2.
+        Assert.Equal(1, DeepSpeed.Plan("deepspeed_zero1", 4).ZeroStage);
+        Assert.Equal(2, DeepSpeed.Plan("zero2_offload", 4).ZeroStage);
+        Assert.Equal(["paged_optimizer=true"], DeepSpeed.Plan("zero2_offload", 4).Overrides);
+        Assert.Contains("runs as stage 2", DeepSpeed.Plan("deepspeed_zero3", 2).Message);
+        Assert.Equal(0, DeepSpeed.Plan("deepspeed_zero2", 1).ZeroStage);
     }
 }

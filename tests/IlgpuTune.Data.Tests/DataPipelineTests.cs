@@ -68,6 +68,33 @@ public class DataPipelineTests
     }
 
     [Fact]
+    public void TheCacheFolderIsUserLevelAndMovable()
+    {
+        string cache = Directory.CreateTempSubdirectory("pipeline-user-").FullName;
+        string? before = Environment.GetEnvironmentVariable(DataPipeline.CacheDirVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(DataPipeline.CacheDirVariable, Path.Combine(cache, "env"));
+            Assert.Equal(Path.Combine(cache, "env"), DataPipeline.DefaultCacheDir());
+            Environment.SetEnvironmentVariable(DataPipeline.CacheDirVariable, null);
+            Assert.EndsWith(Path.Combine(".cache", "ilgpu-tune", "datasets"), DataPipeline.DefaultCacheDir());
+            // dataset_cache_dir (DataOptions.CacheDir) wins over the default; check-dataset's samples land there too.
+            var o = Options(RealTokenizers.Dir("qwen3"), true) with { CacheDir = Path.Combine(cache, "cfg") };
+            var tok = RealTokenizers.Get("qwen3");
+            using (DataPipeline.Prepare(o, tok)) { }
+            string file = Assert.Single(Directory.GetFiles(Path.Combine(cache, "cfg")));
+            var (conversations, _) = DataPipeline.Read(o);
+            Assert.Equal(file, DataPipeline.StoreInCache(o, DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok))));
+            Assert.Single(Directory.GetFiles(Path.Combine(cache, "cfg")));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(DataPipeline.CacheDirVariable, before);
+            Directory.Delete(cache, true);
+        }
+    }
+
+    [Fact]
     public void ErrorsOfAllFilesAreReportedTogether()
     {
         string dir = Directory.CreateTempSubdirectory("pipeline-bad-").FullName;

@@ -34,6 +34,7 @@ def main():
     attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
     torch.manual_seed(0)
     m = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16, attn_implementation=attn).cuda()
+    m.train()  # from_pretrained returns eval mode, where transformers skips gradient checkpointing
     if a.ckpt:
         m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         m.enable_input_require_grads()

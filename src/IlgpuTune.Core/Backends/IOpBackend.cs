@@ -126,6 +126,15 @@ public interface IOpBackend
     /// </summary>
     double LinearCrossEntropy(Tensor h, Tensor weight, Tensor targets, int chunk, Precision precision, float gradScale, Tensor? dH, Tensor? dW);
 
+    /// <summary>
+    /// Output projection fused with the target log-probs, chunked over rows (Ops.LinearLogProbs, SequenceLogProb.cs):
+    /// logp[rows] = log_softmax(h·Wᵀ)[r, targets[r]], 0 where ignored.
+    /// </summary>
+    void LinearLogProbs(Tensor h, Tensor weight, Tensor targets, int chunk, Precision precision, Tensor logp);
+
+    /// <summary>Its backward, recomputing each chunk's logits: dH [rows, hidden] overwritten, dW [vocab, hidden] accumulated.</summary>
+    void LinearLogProbsBackward(Tensor h, Tensor weight, Tensor targets, Tensor dLogp, int chunk, Precision precision, Tensor? dH, Tensor? dW);
+
     // ---- attention (Attention.cs, FlashAttention.cs, FlashAttentionHalf*.cs) ----
     /// <summary>
     /// Causal attention with GQA (segments I32 [tokens] or null: one sample per row; segmentsSorted lets tile-skipping kernels

@@ -152,6 +152,40 @@ internal sealed partial class ManagedCpuBackend : IOpBackend
         return sum;
     }
 
+    public void LinearLogProbs(Tensor h, Tensor weight, Tensor targets, int chunk, Precision precision, Tensor logp)
+    {
+        int vocab = weight.Dim(0), hidden = weight.Dim(1), rows = (int)(h.Length / hidden);
+        using var logits = Tensor.Empty(h.Device, DType.F32, chunk, vocab);
+        using var lse = Tensor.Empty(h.Device, DType.F32, chunk);
+        for (int r0 = 0; r0 < rows; r0 += chunk)
+        {
+            int n = Math.Min(chunk, rows - r0);
+            var lg = logits.F32[..(n * vocab)];
+            K.MatMul.NTCpu<float>(h.F32.Slice(r0 * hidden, n * hidden), weight.F32, n, vocab, hidden, 1f, false, lg);
+            K.SequenceLogProb.ForwardCpu<float>(lg, targets.I32.Slice(r0, n), n, vocab, logp.F32.Slice(r0, n), lse.F32);
+        }
+    }
+
+    public void LinearLogProbsBackward(Tensor h, Tensor weight, Tensor targets, Tensor dLogp, int chunk, Precision precision, Tensor? dH, Tensor? dW)
+    {
+        int vocab = weight.Dim(0), hidden = weight.Dim(1), rows = (int)(h.Length / hidden);
+        using var logits = Tensor.Empty(h.Device, DType.F32, chunk, vocab);
+        using var lse = Tensor.Empty(h.Device, DType.F32, chunk);
+        using var unused = Tensor.Empty(h.Device, DType.F32, chunk);
+        for (int r0 = 0; r0 < rows; r0 += chunk)
+        {
+            int n = Math.Min(chunk, rows - r0);
+            var hc = h.F32.Slice(r0 * hidden, n * hidden);
+            var lg = logits.F32[..(n * vocab)];
+            var tg = targets.I32.Slice(r0, n);
+            K.MatMul.NTCpu<float>(hc, weight.F32, n, vocab, hidden, 1f, false, lg);
+            K.SequenceLogProb.ForwardCpu<float>(lg, tg, n, vocab, unused.F32, lse.F32);
+            K.SequenceLogProb.BackwardCpu<float>(lg, tg, lse.F32, dLogp.F32.Slice(r0, n), n, vocab, lg);
+            if (dH is not null) K.MatMul.NNCpu<float>(lg, weight.F32, n, hidden, vocab, 1f, false, dH.F32.Slice(r0 * hidden, n * hidden));
+            if (dW is not null) K.MatMul.TNCpu<float>(lg, hc, vocab, hidden, n, 1f, true, dW.F32);
+        }
+    }
+
     // The reference keeps q, k, v and the segments; backward recomputes each softmax row (as flash does).
     public AttentionSaved? AttentionForward(AttentionShape s, Tensor q, Tensor k, Tensor v, Tensor? segments, bool segmentsSorted,
         Precision precision, Tensor o, bool keep)

@@ -25,6 +25,17 @@ public static class Packer
     public static (List<PackedRow> Rows, PackStats Stats) Pack(IReadOnlyList<EncodedSample> samples, int maxLength,
         bool shuffleBeforePack = true, ulong seed = 0)
     {
+        var (members, stats) = Plan(samples, maxLength, shuffleBeforePack, seed);
+        return ([.. new PlannedRows(samples, members, packed: true)], stats);
+    }
+
+    /// <summary>
+    /// Which samples go in which row (first-fit decreasing), without copying any token: <see cref="PlannedRows"/> builds a
+    /// row's arrays when it is read, so a cache can be written from the samples without holding every token twice.
+    /// </summary>
+    public static (List<int[]> Members, PackStats Stats) Plan(IReadOnlyList<EncodedSample> samples, int maxLength,
+        bool shuffleBeforePack = true, ulong seed = 0)
+    {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLength, 1);
         var order = new List<int>(samples.Count);
         int droppedNoLoss = 0, truncated = 0;
@@ -51,30 +62,35 @@ public static class Packer
             tree.Take(row, len);
         }
 
-        var rows = new List<PackedRow>(members.Count);
         long tokens = 0;
-        foreach (var m in members)
+        foreach (var m in members) foreach (int i in m) tokens += samples[i].InputIds.Length;
+        return ([.. members.Select(m => m.ToArray())], new PackStats(members.Count, sorted.Count, droppedNoLoss, truncated, tokens, maxLength));
+    }
+
+    /// <summary>
+    /// One row's arrays from its member samples, positions restarting in each; packed, the label of each sample's first
+    /// token is -100 (unpacked, a lone sample keeps its labels as encoded).
+    /// </summary>
+    public static PackedRow Row(IReadOnlyList<EncodedSample> samples, int[] m, bool packed = true)
+    {
+        int total = 0;
+        foreach (int i in m) total += samples[i].InputIds.Length;
+        var ids = new int[total];
+        var labels = new int[total];
+        var pos = new int[total];
+        var cu = new int[m.Length + 1];
+        int at = 0;
+        for (int k = 0; k < m.Length; k++)
         {
-            int total = m.Sum(i => samples[i].InputIds.Length);
-            var ids = new int[total];
-            var labels = new int[total];
-            var pos = new int[total];
-            var cu = new int[m.Count + 1];
-            int at = 0;
-            for (int k = 0; k < m.Count; k++)
-            {
-                var s = samples[m[k]];
-                s.InputIds.CopyTo(ids, at);
-                s.Labels.CopyTo(labels, at);
-                labels[at] = EncodedSample.IgnoreIndex;
-                for (int j = 0; j < s.InputIds.Length; j++) pos[at + j] = j;
-                at += s.InputIds.Length;
-                cu[k + 1] = at;
-            }
-            tokens += total;
-            rows.Add(new PackedRow(ids, labels, cu, pos, [.. m]));
+            var s = samples[m[k]];
+            s.InputIds.CopyTo(ids, at);
+            s.Labels.CopyTo(labels, at);
+            if (packed) labels[at] = EncodedSample.IgnoreIndex;
+            for (int j = 0; j < s.InputIds.Length; j++) pos[at + j] = j;
+            at += s.InputIds.Length;
+            cu[k + 1] = at;
         }
-        return (rows, new PackStats(rows.Count, sorted.Count, droppedNoLoss, truncated, tokens, maxLength));
+        return new PackedRow(ids, labels, cu, pos, [.. m]);
     }
 
     // Fisher-Yates with SplitMix64, so the order depends on the seed alone (not on System.Random's implementation).
@@ -121,4 +137,16 @@ public static class Packer
             for (node >>= 1; node >= 1; node >>= 1) _t[node] = Math.Max(_t[2 * node], _t[2 * node + 1]);
         }
     }
+}
+
+/// <summary>Rows built on each read from the samples and a plan (Packer.Plan; unpacked: one sample per row).</summary>
+public sealed class PlannedRows(IReadOnlyList<EncodedSample> samples, IReadOnlyList<int[]> members, bool packed) : IReadOnlyList<PackedRow>
+{
+    public PackedRow this[int index] => Packer.Row(samples, members[index], packed);
+    public int Count => members.Count;
+    public IEnumerator<PackedRow> GetEnumerator()
+    {
+        for (int i = 0; i < members.Count; i++) yield return this[i];
+    }
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 }

@@ -27,6 +27,7 @@ public sealed class AddedTokenMatcher
     }
 
     readonly Node _root = new();
+    readonly System.Buffers.SearchValues<char> _firstChars;   // a match can only start at one of these
     public bool IsEmpty { get; private set; } = true;
 
     public AddedTokenMatcher(IEnumerable<AddedToken> tokens, Func<string, string>? normalize = null)
@@ -45,6 +46,7 @@ public sealed class AddedTokenMatcher
             n.Token ??= t;
             IsEmpty = false;
         }
+        _firstChars = System.Buffers.SearchValues.Create(_root.Children?.Keys.ToArray() ?? []);
     }
 
     public void Split(string text, int offset, List<Segment> output)
@@ -57,6 +59,9 @@ public sealed class AddedTokenMatcher
         int segStart = 0, i = 0;
         while (i < text.Length)
         {
+            int skip = text.AsSpan(i).IndexOfAny(_firstChars);
+            if (skip < 0) break;
+            i += skip;
             var (tok, end) = LongestAt(text, i);
             if (tok is null)
             {

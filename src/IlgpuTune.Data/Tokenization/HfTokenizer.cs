@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 
 namespace IlgpuTune.Data.Tokenization;
 
@@ -18,6 +19,8 @@ public sealed class HfTokenizer : HfExactTokenizer
     readonly Dictionary<int, AddedToken> _addedById = [];
     readonly Dictionary<string, int> _addedByContent = new(StringComparer.Ordinal);
     readonly string[] _idToToken;
+    readonly Regex? _byteLevelRegex;      // set when the pre-tokenizer is a regex split then byte-level (GPT-2 style)
+    readonly bool _byteLevelPrefixSpace;
 
     public override TokenizerConfig Config { get; }
     public IReadOnlyCollection<AddedToken> AddedTokens => _addedById.Values;
@@ -32,6 +35,7 @@ public sealed class HfTokenizer : HfExactTokenizer
         _model = BpeModel.FromJson(root.Prop("model"));
         _normalizer = root.TryGetProperty("normalizer", out var n) ? TextNormalizer.FromJson(n) : null;
         _preTokenizer = root.TryGetProperty("pre_tokenizer", out var p) ? Tokenization.PreTokenizer.FromJson(p) : null; // ours, not the inherited Tokenizer.PreTokenizer
+        _byteLevelRegex = _model.SupportsByteLevel ? ByteLevelRegex(_preTokenizer, out _byteLevelPrefixSpace) : null;
         _decoder = root.TryGetProperty("decoder", out var d) ? TokenDecoder.FromJson(d) : null;
         var added = root.TryGetProperty("added_tokens", out var a) ? a.Array("added_tokens").Select(AddedToken.FromJson).ToList() : [];
         foreach (var t in added)
@@ -53,6 +57,25 @@ public sealed class HfTokenizer : HfExactTokenizer
         BosTokenId = config.BosToken is null ? null : TokenToId(config.BosToken);
         EosTokenId = config.EosToken is null ? null : TokenToId(config.EosToken);
         PadTokenId = config.PadToken is null ? null : TokenToId(config.PadToken);
+    }
+
+    // GPT-2-style byte-level pre-tokenization (GPT-2, Llama 3, Qwen...): one regex cutting the text into isolated pieces,
+    // each then written as its bytes. Returns that regex (and whether ByteLevel prepends a space), or null for any other
+    // pipeline, which then runs step by step.
+    static Regex? ByteLevelRegex(PreTokenizer? p, out bool addPrefixSpace)
+    {
+        addPrefixSpace = false;
+        switch (p)
+        {
+            case ByteLevelPreTokenizer { UseRegex: true } b:
+                addPrefixSpace = b.AddPrefixSpace;
+                return ByteLevelPreTokenizer.Gpt2;
+            case SequencePreTokenizer { Items: [SplitPreTokenizer { Regex: { } r, Behavior: SplitBehavior.Isolated, Invert: false },
+                ByteLevelPreTokenizer { UseRegex: false, AddPrefixSpace: false }] }:
+                return r;
+            default:
+                return null;
+        }
     }
 
     /// <summary>Loads DIR/tokenizer.json with DIR/tokenizer_config.json (and chat_template.jinja) when present.</summary>
@@ -124,6 +147,11 @@ public sealed class HfTokenizer : HfExactTokenizer
                     ids.Add(ns.TokenId);
                     continue;
                 }
+                if (_byteLevelRegex is not null)
+                {
+                    EncodeByteLevel(ns.Text, ids);
+                    continue;
+                }
                 pieces.Clear();
                 var piece = new Piece(ns.Text, ns.Start == 0);
                 if (_preTokenizer is null) pieces.Add(piece);
@@ -131,6 +159,36 @@ public sealed class HfTokenizer : HfExactTokenizer
                 foreach (var pc in pieces) _model.Tokenize(pc.Text, ids);
             }
         }
+    }
+
+    // The regex's matches and the gaps between them are the pieces (Split "Isolated"); each goes to the BPE as UTF-8 bytes.
+    void EncodeByteLevel(string s, List<int> ids)
+    {
+        if (_byteLevelPrefixSpace && !s.StartsWith(' ')) s = " " + s;
+        int pos = 0;
+        if (s.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF') < 0)
+        {
+            foreach (var m in _byteLevelRegex!.EnumerateMatches(s))
+            {
+                if (m.Length == 0) continue;
+                if (m.Index > pos) _model.TokenizeByteLevel(s.AsSpan(pos, m.Index - pos), ids);
+                _model.TokenizeByteLevel(s.AsSpan(m.Index, m.Length), ids);
+                pos = m.Index + m.Length;
+            }
+        }
+        else
+        {
+            var matches = new List<(int Start, int Length)>();
+            OnigRegex.Matches(_byteLevelRegex!, s, matches);
+            foreach (var (start, length) in matches)
+            {
+                if (length == 0) continue;
+                if (start > pos) _model.TokenizeByteLevel(s.AsSpan(pos, start - pos), ids);
+                _model.TokenizeByteLevel(s.AsSpan(start, length), ids);
+                pos = start + length;
+            }
+        }
+        if (pos < s.Length) _model.TokenizeByteLevel(s.AsSpan(pos), ids);
     }
 
     public override string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)

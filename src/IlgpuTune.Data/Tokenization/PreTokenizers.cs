@@ -103,6 +103,8 @@ public enum SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithNex
 
 sealed class SequencePreTokenizer(PreTokenizer[] items) : PreTokenizer
 {
+    public PreTokenizer[] Items => items;
+
     public override void Split(Piece piece, List<Piece> output)
     {
         var cur = new List<Piece> { piece };
@@ -119,6 +121,10 @@ sealed class SequencePreTokenizer(PreTokenizer[] items) : PreTokenizer
 
 sealed class SplitPreTokenizer(Pattern pattern, SplitBehavior behavior, bool invert) : PreTokenizer
 {
+    public Regex? Regex => pattern.Regex;
+    public SplitBehavior Behavior => behavior;
+    public bool Invert => invert;
+
     public override void Split(Piece piece, List<Piece> output)
     {
         var matches = new List<(int, int)>();
@@ -136,7 +142,9 @@ sealed class SplitPreTokenizer(Pattern pattern, SplitBehavior behavior, bool inv
 // Byte-level: optional GPT-2 regex split, then every piece is rewritten as its UTF-8 bytes in the GPT-2 alphabet.
 sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) : PreTokenizer
 {
-    static readonly Regex Gpt2 = OnigRegex.Compile(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+");
+    public bool AddPrefixSpace => addPrefixSpace;
+    public bool UseRegex => useRegex;
+    public static readonly Regex Gpt2 = OnigRegex.Compile(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+");
 
     public override void Split(Piece piece, List<Piece> output)
     {

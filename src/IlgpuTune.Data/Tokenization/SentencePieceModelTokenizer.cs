@@ -120,6 +120,9 @@ public sealed class SentencePieceModelTokenizer : HfExactTokenizer
 
     public PieceType TypeOf(int id) => id >= 0 && id < _types.Length ? _types[id] : 0;
 
+    /// <summary>The piece's score in tokenizer.model (0 for ids past its pieces: added tokens).</summary>
+    public float ScoreOf(int id) => id >= 0 && id < _scores.Length ? _scores[id] : 0;
+
     public override bool IsSpecial(int id) => _special.Contains(id);
 
     public override int? TokenToId(string token) => _tokenToId.TryGetValue(token, out int id) ? id : null;

@@ -14,6 +14,42 @@ public static class UnicodeNfc
     static readonly Dictionary<int, int> DecompIndex = BuildDecompIndex();
     static readonly Dictionary<int, byte> Ccc = BuildCcc();
     static readonly Dictionary<long, int> Compose = BuildCompose();
+    static readonly ulong[] MaybeChanges = BuildMaybeChanges();
+    static readonly ulong[] MaybeChangesNfd = BuildMaybeChangesNfd();
+
+    // BMP characters that can change under NFC, or change a neighbour: those whose decomposition does not recompose to
+    // themselves, that carry a combining class or compose with a predecessor, and the Hangul jamo (a precomposed
+    // syllable recomposes to itself unless a jamo follows). A string of BMP characters none of which is flagged is its
+    // own NFC. Surrogates are flagged: supplementary characters take the full path.
+    static ulong[] BuildMaybeChanges()
+    {
+        var bits = new ulong[65536 / 64];
+        void Set(int cp) { if (cp < 65536) bits[cp >> 6] |= 1UL << (cp & 63); }
+        var second = new HashSet<int>(UnicodeNfcData.CompSecond);
+        foreach (int cp in UnicodeNfcData.CccKeys) Set(cp);
+        foreach (int cp in second) Set(cp);
+        // A precomposed character (é) that recomposes to itself stays unflagged: only marks or composing characters
+        // after it could change it, and those are flagged.
+        foreach (int cp in UnicodeNfcData.DecompKeys)
+        {
+            string one = char.ConvertFromUtf32(cp);
+            var d = Decompose(one);
+            if (second.Contains(d[0]) || ToString(ComposeAll(d)) != one) Set(cp);
+        }
+        for (int cp = LBase; cp < 0x1200; cp++) Set(cp);
+        for (int cp = 0xD800; cp <= 0xDFFF; cp++) Set(cp);
+        return bits;
+    }
+
+    // Under NFD every character that decomposes (Hangul syllables included) or carries a combining class can change.
+    static ulong[] BuildMaybeChangesNfd()
+    {
+        var bits = (ulong[])MaybeChanges.Clone();
+        void Set(int cp) { if (cp < 65536) bits[cp >> 6] |= 1UL << (cp & 63); }
+        foreach (int cp in UnicodeNfcData.DecompKeys) Set(cp);
+        for (int cp = SBase; cp < SBase + SCount; cp++) Set(cp);
+        return bits;
+    }
 
     static Dictionary<int, int> BuildDecompIndex()
     {
@@ -39,16 +75,22 @@ public static class UnicodeNfc
 
     static int CombiningClass(int cp) => cp < 0x300 ? 0 : Ccc.GetValueOrDefault(cp);
 
-    // Below U+0300 no character decomposes, composes with a predecessor, or has a non-zero combining class.
-    static bool IsTrivial(string s)
+    // Below U+00C0 no character decomposes, composes with a predecessor, or has a non-zero combining class.
+    static bool IsTrivial(string s, ulong[] bits)
     {
-        foreach (char c in s) if (c >= 0x300) return false;
+        int i = s.AsSpan().IndexOfAnyExceptInRange('\0', '\u00BF');
+        if (i < 0) return true;
+        for (; i < s.Length; i++)
+        {
+            char c = s[i];
+            if ((bits[c >> 6] & (1UL << (c & 63))) != 0) return false;
+        }
         return true;
     }
 
-    public static string Nfc(string s) => IsTrivial(s) ? s : ToString(ComposeAll(Decompose(s)));
+    public static string Nfc(string s) => IsTrivial(s, MaybeChanges) ? s : ToString(ComposeAll(Decompose(s)));
 
-    public static string Nfd(string s) => IsTrivial(s) ? s : ToString(Decompose(s));
+    public static string Nfd(string s) => IsTrivial(s, MaybeChangesNfd) ? s : ToString(Decompose(s));
 
     // Full canonical decomposition followed by the canonical ordering of combining marks (stable by class).
     static List<int> Decompose(string s)
@@ -124,7 +166,7 @@ public static class UnicodeNfc
     static string ToString(List<int> cps)
     {
         var sb = new StringBuilder(cps.Count);
-        foreach (int cp in cps) sb.Append(char.ConvertFromUtf32(cp));
+        foreach (int cp in cps) sb.Append(new Rune(cp));
         return sb.ToString();
     }
 }

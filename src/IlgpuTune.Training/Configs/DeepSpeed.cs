@@ -1,5 +1,6 @@
-// `train --deepspeed deepspeed_zero2|...|FILE.json` as XTuner accepts it, mapped to what it means on our one GPU: ZeRO
-// shards optimizer state / gradients / parameters across GPUs, so with one GPU there is nothing to shard; the offloads
+// `train --deepspeed deepspeed_zero2|...|FILE.json` as XTuner accepts it. ZeRO shards optimizer state / gradients /
+// parameters across GPUs: with several ranks stage 1 shards AdamW's state and stage 2 the gradients too
+// (DistributedOptimizer); stage 3 (parameters) runs as stage 2. With one GPU there is nothing to shard. The offloads
 // move state to host memory, which our paged optimizer does for AdamW's state. Explicit numbers in a JSON file override
 // the config as XTuner's train.py lets them.
 using System.Text.Json;
@@ -12,8 +13,15 @@ public static class DeepSpeed
     public static readonly string[] BuiltinNames =
         ["deepspeed_zero1", "deepspeed_zero2", "deepspeed_zero2_offload", "deepspeed_zero3", "deepspeed_zero3_offload"];
 
-    /// <summary>--cfg-options to apply and one line saying what the DeepSpeed config maps to.</summary>
+    /// <summary>--cfg-options to apply and one line saying what the DeepSpeed config maps to on one GPU.</summary>
     public static (List<string> Overrides, string Message) Map(string value)
+    {
+        var plan = Plan(value, 1);
+        return (plan.Overrides, plan.Message);
+    }
+
+    /// <summary>What the DeepSpeed config means for a job of <paramref name="worldSize"/> ranks: overrides, one line, the ZeRO stage to run.</summary>
+    public static DeepSpeedPlan Plan(string value, int worldSize)
     {
         JsonObject ds;
         string name = value;
@@ -44,7 +52,16 @@ public static class DeepSpeed
         var said = new List<string>();
         var zero = ds["zero_optimization"] as JsonObject;
         int zeroStage = zero?["stage"] is JsonValue sv && sv.TryGetValue(out int st) ? st : 0;
-        said.Add($"ZeRO stage {zeroStage} shards state across GPUs; with one GPU there is nothing to shard");
+        if (zeroStage is < 0 or > 3) throw new ConfigException($"{name}: zero_optimization.stage {zeroStage}: expected 0 to 3");
+        int runStage = Math.Min(zeroStage, 2);
+        said.Add(worldSize == 1 ? $"ZeRO stage {zeroStage} shards state across GPUs; with one GPU there is nothing to shard"
+            : runStage switch
+            {
+                0 => $"ZeRO stage 0: gradients all-reduced over the {worldSize} GPUs",
+                1 => $"ZeRO stage 1: AdamW state sharded over the {worldSize} GPUs",
+                _ => $"ZeRO stage {zeroStage}: AdamW state and gradients sharded over the {worldSize} GPUs" +
+                    (zeroStage == 3 ? " (runs as stage 2: parameters are not sharded)" : ""),
+            });
         string? Device(string key) => zero?[key]?["device"]?.GetValue<string>();
         switch (Device("offload_optimizer"))
         {
@@ -76,6 +93,9 @@ public static class DeepSpeed
         Number("train_micro_batch_size_per_gpu", "batch_size");
         Number("gradient_accumulation_steps", "accumulative_counts");
         Number("gradient_clipping", "max_norm");
-        return (overrides, $"--deepspeed {name}: {string.Join("; ", said)}");
+        return new DeepSpeedPlan(overrides, $"--deepspeed {name}: {string.Join("; ", said)}", worldSize == 1 ? 0 : runStage);
     }
 }
+
+/// <param name="ZeroStage">The stage the job runs: 0 (all-reduce), 1 or 2; 0 with one rank.</param>
+public sealed record DeepSpeedPlan(List<string> Overrides, string Message, int ZeroStage);

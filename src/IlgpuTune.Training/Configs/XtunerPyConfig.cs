@@ -214,8 +214,10 @@ public static class XtunerPyConfig
                         throw Err(v, "resume = True: pass --resume to `ilgpu-tune train` instead");
                 }
 
-            var model = Typed(Global("model"), "model", "SupervisedFinetune");
-            Known(model, "model", "llm", "lora", "peft_model", "use_activation_checkpointing", "use_varlen_attn", "tokenizer", "max_position_embeddings");
+            var model = Typed(Global("model"), "model", "SupervisedFinetune", "DPO", "ORPO", "RewardModel");
+            Known(model, "model", "llm", "lora", "peft_model", "use_activation_checkpointing", "use_varlen_attn", "tokenizer", "max_position_embeddings",
+                "ref_llm", "beta", "loss_type", "label_smoothing", "penalty_type", "penalty_weight", "reward_token_id");
+            PreferenceModel(model);
             Require(model, "max_position_embeddings", "model", v => v is null or PyNone, "None (context extension by RoPE scaling is not there yet)");
             var llm = Typed(model.Get("llm"), "model.llm", "from_pretrained");
             Known(llm, "model.llm", "pretrained_model_name_or_path", "trust_remote_code", "torch_dtype", "quantization_config",
@@ -243,7 +245,7 @@ public static class XtunerPyConfig
                 Require(s, "shuffle", "train_dataloader.sampler", v => v is null || Is(v, true), "shuffle=True (the order is the seed's shuffle)");
             }
             if (loader.Get("collate_fn") is { } collate)
-                Known(Typed(collate, "train_dataloader.collate_fn", "default_collate_fn"), "train_dataloader.collate_fn", "use_varlen_attn", "pad_index", "return_hf_format");
+                Known(Typed(collate, "train_dataloader.collate_fn", "default_collate_fn", "preference_collate_fn"), "train_dataloader.collate_fn", "use_varlen_attn", "pad_index", "return_hf_format");
             Dataset(loader.Get("dataset") ?? throw Err(loader, "train_dataloader.dataset: missing"));
 
             Optimizer(RequireDict("optim_wrapper"));
@@ -330,6 +332,11 @@ public static class XtunerPyConfig
                     .Select((x, i) => Typed(x, $"ConcatDataset.datasets[{i}]", "process_hf_dataset")));
                 if (parts.Count == 0) throw Err(d, "ConcatDataset: datasets is empty");
             }
+            else if (dataset is PyDict pd && TypeOf(pd) == "build_preference_dataset")
+            {
+                PreferenceDataset(pd);
+                return;
+            }
             else parts.Add(Typed(dataset, "train_dataloader.dataset", "process_hf_dataset"));
 
             var files = new List<PyValue>();
@@ -383,6 +390,48 @@ public static class XtunerPyConfig
                 Known(t, "template_map_fn", "template");
                 Set("prompt_template", new PyStr(TemplateName(t.Get("template") ?? throw Err(t, "template_map_fn_factory: template= missing")), t.Line));
             }
+        }
+
+        // model=dict(type=DPO | ORPO | RewardModel, beta=, loss_type=, label_smoothing=, penalty_type=, penalty_weight=).
+        void PreferenceModel(PyDict model)
+        {
+            string type = TypeOf(model);
+            var preferenceKeys = new[] { "ref_llm", "beta", "loss_type", "label_smoothing", "penalty_type", "penalty_weight", "reward_token_id" };
+            if (type == "SupervisedFinetune")
+            {
+                if (preferenceKeys.Select(model.Get).FirstOrDefault(v => v is not null) is { } stray)
+                    throw Err(stray, "model: a preference setting on SupervisedFinetune (use type=DPO, ORPO or RewardModel)");
+                return;
+            }
+            Set("preference", new PyStr(type switch { "DPO" => "dpo", "ORPO" => "orpo", _ => "reward" }, model.Line));
+            Require(model, "ref_llm", "model", v => v is null or PyNone, "None (the reference is the policy's own base: LoRA switched off, or the initial weights' log-probs)");
+            foreach (var k in new[] { "beta", "loss_type", "label_smoothing", "penalty_type", "penalty_weight" })
+                if (model.Get(k) is { } v) Set(k, v);
+            if (model.Get("reward_token_id") is { } r) Set("reward_token_id", r is PyInt { Value: -1 } ? new PyNone(r.Line) : r);
+        }
+
+        // build_preference_dataset(dataset=load_dataset(...), max_length, max_packed_length, is_dpo, is_reward, reward_token_id, ...):
+        // records already in XTuner's preference format (dataset_map_fn=None), rendered with the tokenizer's chat template.
+        void PreferenceDataset(PyDict d)
+        {
+            const string p = "build_preference_dataset";
+            Known(d, p, "dataset", "tokenizer", "max_length", "dataset_map_fn", "is_dpo", "is_reward", "reward_token_id", "num_proc",
+                "use_varlen_attn", "max_packed_length", "shuffle_before_pack");
+            Require(d, "dataset_map_fn", p, v => v is null or PyNone,
+                "None: records already {\"prompt\": [...], \"chosen\": [...], \"rejected\": [...]} (convert other layouts to that JSONL first)");
+            Set("data_path", DataFiles(d.Get("dataset") ?? throw Err(d, $"{p}.dataset: missing")) is { Count: 1 } one ? one[0] : throw Err(d, $"{p}: one data file"));
+            if (d.Get("tokenizer") is PyDict tok) Tokenizer(tok);
+            else if (Global("tokenizer") is PyDict globalTok) Tokenizer(globalTok);
+            // XTuner renders with the tokenizer's chat template; a prompt_template = PROMPT_TEMPLATE.<name> global picks an XTuner one.
+            Set("prompt_template", new PyStr(Global("prompt_template") is PySymbol t ? TemplateName(t) : "auto", d.Line));
+            // XTuner cuts each side to max_length and packs rows of max_packed_length; here rows are max_length and each side
+            // gets half of it.
+            if (d.Get("max_packed_length") is { } mpl) Set("max_length", mpl);
+            else if (d.Get("max_length") is PyInt ml) Set("max_length", new PyInt(2 * ml.Value, ml.Line));
+            if (d.Get("max_packed_length") is not null && d.Get("max_length") is PyInt side)
+                Notes.Add($"max_packed_length: rows of max_packed_length tokens, each chosen / rejected side truncated to half of it (XTuner: max_length {side.Value} per side)");
+            if (d.Get("shuffle_before_pack") is { } sbp) Set("shuffle_before_pack", sbp);
+            if (d.Get("reward_token_id") is PyInt { Value: >= 0 } rt && Root.Children.ContainsKey(new YamlScalarNode("preference"))) Set("reward_token_id", rt);
         }
 
         string TemplateName(PyValue v) => v is PySymbol s && s.Name.Contains("PROMPT_TEMPLATE.", StringComparison.Ordinal)

@@ -31,6 +31,8 @@ public static class XtunerPyWriter
         var exts = c.DataPath.Select(p => Path.GetExtension(p).ToLowerInvariant()).Distinct().ToList();
         string builder = exts.Count == 1 ? exts[0] switch { ".parquet" => "parquet", ".csv" => "csv", ".txt" => "text", _ => "json" } : "json";
 
+        bool pref = c.Preference != "none";
+        string modelType = c.Preference switch { "dpo" => "DPO", "orpo" => "ORPO", "reward" => "RewardModel", _ => "SupervisedFinetune" };
         var s = new StringBuilder();
         void L(string line = "") => s.Append(line).Append('\n');
         void Part(string title)
@@ -52,14 +54,14 @@ public static class XtunerPyWriter
         L(qlora ? "from transformers import (AutoModelForCausalLM, AutoTokenizer,\n                          BitsAndBytesConfig)"
             : "from transformers import AutoModelForCausalLM, AutoTokenizer");
         L();
-        L("from xtuner.dataset import process_hf_dataset");
-        L("from xtuner.dataset.collate_fns import default_collate_fn");
+        L(pref ? "from xtuner.dataset.preference_dataset import build_preference_dataset" : "from xtuner.dataset import process_hf_dataset");
+        L($"from xtuner.dataset.collate_fns import {(pref ? "preference_collate_fn" : "default_collate_fn")}");
         var fns = new[] { mapFn, template ? "template_map_fn_factory" : null }.Where(f => f is not null).ToList();
         if (fns.Count > 0) L($"from xtuner.dataset.map_fns import {string.Join(", ", fns)}");
         L("from xtuner.engine.hooks import (DatasetInfoHook, EvaluateChatHook,");
         L("                                 VarlenAttnArgsToMessageHubHook)");
         L("from xtuner.engine.runner import TrainLoop");
-        L("from xtuner.model import SupervisedFinetune");
+        L($"from xtuner.model import {modelType}");
         var utils = new[] { template ? "PROMPT_TEMPLATE" : null, c.SystemTemplate is not null ? "SYSTEM_TEMPLATE" : null }.Where(u => u is not null).ToList();
         if (utils.Count > 0) L($"from xtuner.utils import {string.Join(", ", utils)}");
 
@@ -103,7 +105,17 @@ public static class XtunerPyWriter
         L("    padding_side='right')");
         L();
         L("model = dict(");
-        L("    type=SupervisedFinetune,");
+        L($"    type={modelType},");
+        if (pref)
+        {
+            // ilgpu-tune reads these as the YAML keys of the same names (the reference is always the policy's own base).
+            L($"    beta={FloatRepr(c.Beta)},");
+            if (c.LossType is { } lt) L($"    loss_type={StrRepr(lt)},");
+            L($"    label_smoothing={FloatRepr(c.LabelSmoothing)},");
+            L($"    penalty_type={StrRepr(c.PenaltyType)},");
+            L($"    penalty_weight={FloatRepr(c.PenaltyWeight)},");
+            if (c.RewardTokenId is { } rt) L($"    reward_token_id={rt},");
+        }
         L("    use_varlen_attn=use_varlen_attn,");
         L($"    use_activation_checkpointing={Bool(c.GradientCheckpointing)},");
         if (c.Lora?.InitAdapter is { } init) L($"    peft_model={StrRepr(init)},");
@@ -139,6 +151,25 @@ public static class XtunerPyWriter
         }
 
         Part("                      PART 3  Dataset & Dataloader");
+        if (pref)
+        {
+            // XTuner cuts each side to max_length and packs rows of max_packed_length: here each side gets half a row.
+            L("train_dataset = dict(");
+            L("    type=build_preference_dataset,");
+            L($"    dataset=dict(type=load_dataset, path='{builder}', data_files=data_files),");
+            L("    tokenizer=tokenizer,");
+            L($"    max_length={c.MaxLength / 2},");
+            L("    dataset_map_fn=None,");
+            L($"    is_dpo={Bool(c.Preference != "reward")},");
+            L($"    is_reward={Bool(c.Preference == "reward")},");
+            L($"    reward_token_id={c.RewardTokenId ?? -1},");
+            L("    num_proc=1,");
+            L("    use_varlen_attn=use_varlen_attn,");
+            L("    max_packed_length=max_length,");
+            L($"    shuffle_before_pack={Bool(c.ShuffleBeforePack)})");
+        }
+        else
+        {
         L("train_dataset = dict(");
         L("    type=process_hf_dataset,");
         L($"    dataset=dict(type=load_dataset, path='{builder}', data_files=data_files),");
@@ -150,13 +181,14 @@ public static class XtunerPyWriter
         L($"    shuffle_before_pack={Bool(c.ShuffleBeforePack)},");
         L("    pack_to_max_length=pack_to_max_length,");
         L("    use_varlen_attn=use_varlen_attn)");
+        }
         L();
         L("train_dataloader = dict(");
         L("    batch_size=batch_size,");
         L("    num_workers=dataloader_num_workers,");
         L("    dataset=train_dataset,");
         L("    sampler=dict(type=DefaultSampler, shuffle=True),");
-        L("    collate_fn=dict(type=default_collate_fn, use_varlen_attn=use_varlen_attn))");
+        L($"    collate_fn=dict(type={(pref ? "preference_collate_fn" : "default_collate_fn")}, use_varlen_attn=use_varlen_attn))");
 
         Part("                    PART 4  Scheduler & Optimizer");
         L("# optimizer");
