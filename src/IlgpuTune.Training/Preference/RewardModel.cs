@@ -51,13 +51,9 @@ public static class RewardModel
     }
 
     /// <summary>The class transformers loads the exported folder with.</summary>
-    public static string ExportClass(Architecture a) => a switch
-    {
-        Architecture.Llama => "LlamaForSequenceClassification",
-        Architecture.Mistral => "MistralForSequenceClassification",
-        Architecture.Qwen2 => "Qwen2ForSequenceClassification",
-        _ => "InternLM2ForRewardModel",
-    };
+    public static string ExportClass(Architecture a) => a == Architecture.InternLM2
+        ? "InternLM2ForRewardModel"
+        : ArchitectureSpec.For(a).ClassName.Replace("ForCausalLM", "ForSequenceClassification", StringComparison.Ordinal);
 
     /// <summary>
     /// Writes the reward model to <paramref name="outDir"/> (atomically): float32 weights, LoRA merged, the LM head left out,
