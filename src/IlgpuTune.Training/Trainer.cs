@@ -184,7 +184,7 @@ public sealed partial class TrainRun : IDisposable
         };
         string cacheDir = cfg.DatasetCacheDir ?? DataPipeline.DefaultCacheDir(), cacheKey = DataPipeline.CacheKey(dataOptions) + PreferenceCacheSuffix();
         var cached = PackedCache.TryOpen(cacheDir, cacheKey);
-        PlannedRows? packed = null;
+        IReadOnlyList<PackedRow>? packed = null;
         PackStats stats;
         if (cached is not null) stats = Own(cached).Stats;
         else if (_preference is not null) (packed, stats) = PreparePreferenceData(dataOptions, tokenizer);
