@@ -112,7 +112,7 @@ class Body:
 
 def query_mask(b, mi_n, nt, ks):
     """Masks the scores s{mi}_{n}_{e} of query rows row{mi}{r} (segments seg{mi}{r}) against keys j0 + ks*8*nt ..: key col is
-    visible iff col < seq, not causal or col <= row, and not segmented or seg[col] == seg[row]. Each lane loads its columns'
+    visible iff col < seq, not causal or col <= row, no window or row - col < window, and not segmented or seg[col] == seg[row]. Each lane loads its columns'
     ids once (clamped into the row, so the loads need no branch; a column past seq is masked by the first test anyway), and
     the tests use non-short-circuit operators, so each mask compiles to a select, not a branch."""
     b.w("if (mask)", 3)
@@ -128,8 +128,8 @@ def query_mask(b, mi_n, nt, ks):
         for mi in range(mi_n):
             for e in range(4):
                 r, c = e // 2, e & 1
-                b.w(f"if (({col[c]} >= p.Seq) | ((p.Causal != 0) & ({col[c]} > row{mi}{r})) | ((p.Segmented != 0) & (cs{n}_{c} != seg{mi}{r}))) "
-                    f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
+                b.w(f"if (({col[c]} >= p.Seq) | ((p.Causal != 0) & ({col[c]} > row{mi}{r})) | ((p.Window != 0) & (row{mi}{r} - {col[c]} >= p.Window)) "
+                    f"| ((p.Segmented != 0) & (cs{n}_{c} != seg{mi}{r}))) s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
     b.w("}", 3)
 
 
@@ -142,6 +142,8 @@ def key_tiles(b):
     b.w("TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);", 3)
     b.w("nTiles = Math.Min(nTiles, tEnd);", 3)
     b.w("}")
+    b.w("// sliding window: the key tiles wholly before the first row's window are masked for the whole block")
+    b.w("if (p.Window != 0) tFirst = Math.Max(tFirst, Math.Max(0, i0 - p.Window + 1) >> 6);")
 
 
 FWD_MI = 2  # m16 tiles per warp in the forward: each K/V fragment feeds 2x the mma of a 16-row warp (half the ldmatrix traffic)
@@ -209,7 +211,7 @@ def forward(d):
     b.w("}", 3)
     b.w("default(TP).CommitGroup();", 3)
     b.w("uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);", 3)
-    b.w("bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);", 3)
+    b.w("bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0) || (p.Window != 0 && i0 + Rows - 1 - j0 >= p.Window);", 3)
     sub = fwd_sub(d)
     nt = sub // 8
     for ks in range(64 // sub):
@@ -342,7 +344,7 @@ def backward_query(d):
     b.w("}", 3)
     b.w("default(TP).CommitGroup();", 3)
     b.w("uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);", 3)
-    b.w("bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);", 3)
+    b.w("bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0) || (p.Window != 0 && i0 + Rows - 1 - j0 >= p.Window);", 3)
     for ks in range(64 // sub):
         b.w(f"{{ // keys j0 + {ks * sub} .. j0 + {ks * sub + sub - 1}", 3)
         for acc, a_tile, b_tile, tag in (("s", "QAt", "kS", "q"), ("dp", "OAt", "vS", "o")):
@@ -429,6 +431,8 @@ def backward_key_value(d):
     b.w("iStart = Math.Max(iStart, qFirst);", 3)
     b.w("iEnd = Math.Min(iEnd, qEnd);", 3)
     b.w("}")
+    b.w("// sliding window: query tiles wholly past the last key's window see none of the block's keys")
+    b.w("if (p.Window != 0) iEnd = Math.Min(iEnd, (Math.Min(j0 + Keys, p.Seq) - 1 + p.Window - 1) / BQ + 1);")
     b.w("int nI = iEnd - iStart, total = p.Groups * nI;")
     b.w("LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);")
     b.w("LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);")
@@ -481,7 +485,7 @@ def backward_key_value(d):
                 for mi in range(mi_n):
                     b.mma(f"{acc}{mi}_{2 * jp}", a[mi], bb[0:2])
                     b.mma(f"{acc}{mi}_{2 * jp + 1}", a[mi], bb[2:4])
-    b.w("bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0);", 3)
+    b.w("bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0) || (p.Window != 0 && i0 + BQ - 1 - j0 >= p.Window);", 3)
     for n in range(nt_s):
         for e in (0, 1):
             col = f"{8 * n} + 2 * t4 + {e}"
@@ -494,8 +498,8 @@ def backward_key_value(d):
             for e in range(4):
                 k = f"{mi}{e // 2}"
                 col = f"{8 * n} + 2 * t4 + {e & 1}"
-                b.w(f"if (((p.Causal != 0) & (key{k} > i0 + {col})) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + {col}] != seg{k}))) "
-                    f"s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
+                b.w(f"if (((p.Causal != 0) & (key{k} > i0 + {col})) | ((p.Window != 0) & (i0 + {col} - key{k} >= p.Window)) "
+                    f"| ((p.Segmented != 0) & (statsInt[st + 4 * BQ + {col}] != seg{k}))) s{mi}_{n}_{e} = float.NegativeInfinity;", 4)
     b.w("}", 3)
     for mi in range(mi_n):
         for n in range(nt_s):

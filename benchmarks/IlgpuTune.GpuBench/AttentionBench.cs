@@ -46,6 +46,17 @@ static class AttentionBench
                      (HalfType.BFloat16, 2, 600, 4, 4, 128, true, false), (HalfType.Float16, 1, 333, 4, 2, 128, false, true),
                  })
             ok &= CheckHalf(k, mmaSyncAll, type, batch, seq, heads, kvHeads, d, packed, causal);
+        // Sliding windows (mma.sync kernels with window tile skipping; Hopper's wgmma kernels are not used for them).
+        foreach (var (type, batch, seq, heads, kvHeads, d, packed, window) in new[]
+                 {
+                     (HalfType.BFloat16, 1, 1000, 4, 2, 128, true, 200), (HalfType.BFloat16, 2, 300, 8, 2, 64, false, 50),
+                     (HalfType.Float16, 1, 333, 4, 2, 16, true, 40),
+                 })
+            ok &= CheckHalf(k, mmaSyncAll, type, batch, seq, heads, kvHeads, d, packed, true, window);
+        // fp32 flash at Gemma 3's head dim 256, windows and an explicit scale, against the CPU reference.
+        foreach (var (batch, seq, heads, kvHeads, d, window, scale) in new[]
+                 { (1, 300, 2, 1, 256, 0, (float?)null), (1, 300, 4, 2, 256, 60, 0.0625f), (2, 200, 4, 2, 64, 30, null) })
+            ok &= CheckFp32Window(k, batch, seq, heads, kvHeads, d, window, scale);
         bool hopper = acc is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
         if (hopper)
             foreach (var (type, batch, seq, heads, kvHeads, d, packed, causal) in new[]
@@ -235,7 +246,8 @@ static class AttentionBench
 
     // The tensor-core kernels against FlashAttentionHalf's CPU reference on the same 16-bit inputs; outputs NaN-poisoned.
     // Packed ids (non-decreasing here) run with tile skipping, then again with the full loop, which must give the same bits.
-    static bool CheckHalf(KernelRegistry k, KernelRegistry mmaSyncAll, HalfType type, int batch, int seq, int heads, int kvHeads, int d, bool packed, bool causal)
+    static bool CheckHalf(KernelRegistry k, KernelRegistry mmaSyncAll, HalfType type, int batch, int seq, int heads, int kvHeads, int d, bool packed, bool causal,
+        int window = 0)
     {
         var acc = k.Accelerator;
         int qn = batch * seq * heads * d, kvn = batch * seq * kvHeads * d, rows = batch * heads * seq;
@@ -246,8 +258,8 @@ static class AttentionBench
         for (int t = 1; t < seg.Length; t++) seg[t] = seg[t - 1] + (t % seq == 0 || rng.Next(40) == 0 ? 1 : 0);
         var segSpan = packed ? seg : [];
         var (o, lse, dQ, dK, dV) = (new float[qn], new float[rows], new float[qn], new float[kvn], new float[kvn]);
-        Attention.ForwardCpu<float>(q, kv, v, segSpan, new(batch, seq, heads, kvHeads, d, causal), o, lse);
-        Attention.BackwardCpu<float>(dO, q, kv, v, segSpan, new(batch, seq, heads, kvHeads, d, causal), dQ, dK, dV);
+        Attention.ForwardCpu<float>(q, kv, v, segSpan, new(batch, seq, heads, kvHeads, d, causal, window), o, lse);
+        Attention.BackwardCpu<float>(dO, q, kv, v, segSpan, new(batch, seq, heads, kvHeads, d, causal, window), dQ, dK, dV);
 
         using var gq = acc.Allocate1D(qb); using var gk = acc.Allocate1D(kb); using var gv = acc.Allocate1D(vb);
         using var gdO = acc.Allocate1D(dO); using var gdOh = acc.Allocate1D<ushort>(qn); using var gseg = acc.Allocate1D(seg);
@@ -256,15 +268,14 @@ static class AttentionBench
         long[] sizes = [qn, rows, rows, qn, kvn, kvn];
         for (int i = 0; i < bufs.Length; i++) { bufs[i] = acc.Allocate1D<float>(sizes[i]); bufs[i].View.SubView(0, sizes[i]).MemSet(0xFF); }
         var (go, glse, gdelta, gdQ, gdK, gdV) = (bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5]);
-        FlashAttentionHalf.Forward(k, type, new(gq.View, gk.View, gv.View, segView, packed), new(batch, seq, heads, kvHeads, d,
-            causal), new(go.View, glse.View));
+        FlashAttentionHalf.Forward(k, type, new(gq.View, gk.View, gv.View, segView, packed), new(batch, seq, heads, kvHeads, d, causal, window), new(go.View, glse.View));
         FlashAttentionHalf.Backward(k, type, gdO.View, new(gq.View, gk.View, gv.View, segView, packed), new(batch, seq, heads,
-            kvHeads, d, causal), new(go.View, glse.View), gdOh.View, gdelta.View, new(gdQ.View, gdK.View, gdV.View));
+            kvHeads, d, causal, window), new(go.View, glse.View), gdOh.View, gdelta.View, new(gdQ.View, gdK.View, gdV.View));
         acc.Synchronize();
         float[][] skipped = [go.GetAsArray1D(), glse.GetAsArray1D(), gdQ.GetAsArray1D(), gdK.GetAsArray1D(), gdV.GetAsArray1D()];
         double tol = type == HalfType.BFloat16 ? 2e-2 : 5e-3;
         bool ok = true;
-        var line = $"check half {type} batch {batch} seq {seq} heads {heads}/{kvHeads} d {d} packed {packed} causal {causal}:";
+        var line = $"check half {type} batch {batch} seq {seq} heads {heads}/{kvHeads} d {d} packed {packed} causal {causal} window {window}:";
         foreach (var (name, want, got, t) in new[] { ("o", o, go, tol), ("lse", lse, glse, 1e-4), ("dQ", dQ, gdQ, tol), ("dK", dK, gdK, tol), ("dV", dV, gdV, tol) })
         {
             var g = got.GetAsArray1D();
@@ -282,10 +293,9 @@ static class AttentionBench
             using var fo = acc.Allocate1D<float>(qn); using var flse = acc.Allocate1D<float>(rows); using var fdQ = acc.Allocate1D<float>(qn);
             using var fdK = acc.Allocate1D<float>(kvn); using var fdV = acc.Allocate1D<float>(kvn);
             // The same (mma.sync) kernels without skipping: unsorted ids would otherwise take the wgmma kernels on Hopper.
-            FlashAttentionHalf.Forward(mmaSyncAll, type, new(gq.View, gk.View, gv.View, segView), new(batch, seq, heads, kvHeads, d,
-                causal), new(fo.View, flse.View));
+            FlashAttentionHalf.Forward(mmaSyncAll, type, new(gq.View, gk.View, gv.View, segView), new(batch, seq, heads, kvHeads, d, causal, window), new(fo.View, flse.View));
             FlashAttentionHalf.Backward(mmaSyncAll, type, gdO.View, new(gq.View, gk.View, gv.View, segView), new(batch, seq, heads,
-                kvHeads, d, causal), new(fo.View, flse.View), gdOh.View, gdelta.View, new(fdQ.View, fdK.View, fdV.View));
+                kvHeads, d, causal, window), new(fo.View, flse.View), gdOh.View, gdelta.View, new(fdQ.View, fdK.View, fdV.View));
             acc.Synchronize();
             float[][] full = [fo.GetAsArray1D(), flse.GetAsArray1D(), fdQ.GetAsArray1D(), fdK.GetAsArray1D(), fdV.GetAsArray1D()];
             long differ = 0;
@@ -298,7 +308,7 @@ static class AttentionBench
             {
                 // Unsorted: the backward Hopper takes at d 128 (wgmma kernels) on the packed ids, against the reference.
                 FlashAttentionHalf.Backward(k, type, gdO.View, new(gq.View, gk.View, gv.View, segView), new(batch, seq, heads,
-                    kvHeads, d, causal), new(go.View, glse.View), gdOh.View, gdelta.View, new(fdQ.View, fdK.View, fdV.View));
+                    kvHeads, d, causal, window), new(go.View, glse.View), gdOh.View, gdelta.View, new(fdQ.View, fdK.View, fdV.View));
                 acc.Synchronize();
                 line += "; full loop";
                 foreach (var (name, want, got) in new[] { ("dQ", dQ, fdQ), ("dK", dK, fdK), ("dV", dV, fdV) })
@@ -406,6 +416,43 @@ static class AttentionBench
             ok &= err <= 1e-4 * max;
         }
         foreach (var b in bufs) b.Dispose();
+        Console.WriteLine(line + (ok ? " ok" : " FAIL"));
+        return ok;
+    }
+
+    static bool CheckFp32Window(KernelRegistry k, int batch, int seq, int heads, int kvHeads, int d, int window, float? scale)
+    {
+        var acc = k.Accelerator;
+        int qn = batch * seq * heads * d, kvn = batch * seq * kvHeads * d, rows = batch * heads * seq;
+        var rng = new Random(seq + d + window);
+        float[] Rnd(int n) { var a = new float[n]; for (int i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 2 - 1); return a; }
+        var (q, kv, v, dO) = (Rnd(qn), Rnd(kvn), Rnd(kvn), Rnd(qn));
+        var sizes = new Attention.Sizes(batch, seq, heads, kvHeads, d, Window: window, Scale: scale);
+        var (o, lse, dQ, dK, dV) = (new float[qn], new float[rows], new float[qn], new float[kvn], new float[kvn]);
+        Attention.ForwardCpu<float>(q, kv, v, [], sizes, o, lse);
+        Attention.BackwardCpu<float>(dO, q, kv, v, [], sizes, dQ, dK, dV);
+        using var gq = acc.Allocate1D(q); using var gk = acc.Allocate1D(kv); using var gv = acc.Allocate1D(v); using var gdO = acc.Allocate1D(dO);
+        using var none = acc.Allocate1D<int>(1);
+        using var go = acc.Allocate1D<float>(qn); using var glse = acc.Allocate1D<float>(rows); using var gdelta = acc.Allocate1D<float>(rows);
+        using var gdQ = acc.Allocate1D<float>(qn); using var gdK = acc.Allocate1D<float>(kvn); using var gdV = acc.Allocate1D<float>(kvn);
+        var inputs = new Attention.Inputs<float>(gq.View, gk.View, gv.View, none.View.SubView(0, 0));
+        FlashAttention.Forward(k, inputs, sizes, new(go.View, glse.View));
+        FlashAttention.Backward(k, gdO.View, inputs, sizes, new(go.View, glse.View), gdelta.View, new(gdQ.View, gdK.View, gdV.View));
+        acc.Synchronize();
+        bool ok = true;
+        var line = $"check fp32 batch {batch} seq {seq} heads {heads}/{kvHeads} d {d} window {window} scale {scale}:";
+        foreach (var (name, want, got) in new[] { ("o", o, go), ("dQ", dQ, gdQ), ("dK", dK, gdK), ("dV", dV, gdV) })
+        {
+            var g = got.GetAsArray1D();
+            double err = 0, max = 0;
+            for (int i = 0; i < want.Length; i++)
+            {
+                err = Math.Max(err, float.IsNaN(g[i]) ? double.PositiveInfinity : Math.Abs(g[i] - want[i]));
+                max = Math.Max(max, Math.Abs(want[i]));
+            }
+            line += $" {name} {err / max:G3}";
+            ok &= err <= 1e-4 * max;
+        }
         Console.WriteLine(line + (ok ? " ok" : " FAIL"));
         return ok;
     }

@@ -275,6 +275,7 @@ public static partial class FlashAttentionHalf
         int warpgroups, int stages = 0)
     {
         Validate(s);
+        if (Windowed(s)) throw new ArgumentException("the wgmma kernels have no sliding window", nameof(s));
         var (q, kk, v, segmentIds, _) = x;
         var (o, logSumExp) = output;
         int seq = s.Seq, headDim = s.HeadDim;

@@ -1,7 +1,9 @@
 // FlashAttention-2 on tensor cores: q, k, v (and dO) as bf16 or f16 bits, fp32 accumulation, fp32 outputs. Same layouts and
 // masking as FlashAttention (fp32, CUDA cores), plus non-causal attention:
 //   q[batch*seq, numHeads, headDim]; k, v[batch*seq, numKvHeads, headDim]; query head h reads kv head h / (numHeads/numKvHeads);
-//   key j visible to query i iff (not causal or j <= i) and, when segmentIds[batch*seq] is given, seg[j] == seg[i];
+//   key j visible to query i iff (not causal or j <= i), i - j < window when a sliding window shorter than the row is set
+//   (causal only; the mma.sync kernels: a windowed call never takes the wgmma ones), and, when segmentIds[batch*seq] is given,
+//   seg[j] == seg[i];
 //   headDim in HeadDims (one generated kernel body each).
 //   -> o[batch*seq, numHeads, headDim] fp32, logSumExp[batch, numHeads, seq] = log sum_j exp(s_ij), s_ij = (q_i . k_j) * scale.
 // Forward: a group of 4 warps owns 128 query rows of one (batch, head), each warp 32 rows (two m16 tiles, so every K/V fragment
@@ -10,7 +12,9 @@
 //   K/V tiles of 64 keys stream through a double buffer filled by cp.async. S = Q·Kᵀ by mma.sync m16n8k16 (K via ldmatrix),
 //   online softmax in base 2 on the accumulator fragments (row max by quad shuffles; row sums per lane, reduced once at the
 //   end), then P, rounded to 16 bits, is the A operand of O += P·V directly (the m16n8 C layout pairs into the A layout;
-//   V via ldmatrix.trans). Masks are applied only on tiles that need them (diagonal, past seq, or packed samples).
+//   V via ldmatrix.trans). Masks are applied only on tiles that need them (diagonal, past seq, window edge, or packed samples).
+// Sliding window: the forward and dQ kernels start at the key tile of their first row's first visible key, the dK/dV kernel
+//   stops after the query tile of its last key's last visible query; the tiles left out are fully masked (as below).
 // Packed rows (varlen): with segmentsSorted the caller promises that segment ids never decrease along each batch row (samples
 //   laid end to end, padding last with an id of its own, as Trainer's Batch.Assemble and CausalLM build them; CausalLM checks
 //   its ids on the host with SegmentsSorted). Then each group first counts, over the row's tiles (Group.BarrierPopCount, one
@@ -57,8 +61,11 @@ public static partial class FlashAttentionHalf
 
     public static bool SupportsHeadDim(int headDim) => HeadDims.Contains(headDim);
 
-    /// <summary>A generated head dim and no sliding window (windows run on FlashAttention, fp32).</summary>
-    public static bool Supports(Attention.Sizes s) => SupportsHeadDim(s.HeadDim) && s.Window == 0;
+    /// <summary>A generated head dim (sliding windows included; other head dims run on FlashAttention, fp32).</summary>
+    public static bool Supports(Attention.Sizes s) => SupportsHeadDim(s.HeadDim);
+
+    // A window shorter than the row masks something; one of seq keys or more masks nothing (Mistral's 4096 at seq <= 4096).
+    internal static bool Windowed(Attention.Sizes s) => s.Window != 0 && s.Window < s.Seq;
 
     const float Log2E = 1.44269504f, Ln2 = 0.693147181f;
     const int ScratchPerWarp = 256; // uints of CPU-emulation scratch per warp (Gemm's emulated ldmatrix / mma)
@@ -180,6 +187,7 @@ public static partial class FlashAttentionHalf
         public int Seq, NumHeads, NumKvHeads, Groups;
         // Sorted: segment ids never decrease along a row (tile skipping); Vec: every row is a whole number of aligned 16-byte chunks
         public int Causal, Segmented, Sorted, Vec, ScratchOffset;
+        public int Window; // 0: none; else key j is visible to query i only if i - j < Window (mma.sync kernels only)
         public float Scale, ScaleLog2;
     }
 
@@ -251,7 +259,7 @@ public static partial class FlashAttentionHalf
         bool causal = s.Causal;
         // Hopper: FlashAttentionHalf.Wgmma.cs, except for packed rows with sorted ids, where this kernel's tile skipping does
         // far less work (the wgmma kernel masks every tile).
-        if (WgmmaForwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0))
+        if (WgmmaForwardApplies(k, headDim) && !(segmentsSorted && segmentIds.Length != 0) && !Windowed(s))
         {
             ForwardWgmma(k, type, x, s, output, 2);
             return;
@@ -273,7 +281,7 @@ public static partial class FlashAttentionHalf
     public static void Backward(KernelRegistry k, HalfType type, FloatView dO, Attention.Inputs<ushort> x, Attention.Sizes s,
         Attention.Output forward, ArrayView<ushort> dOHalf, FloatView delta, Attention.Grads grads)
     {
-        bool wgmma = WgmmaBackwardApplies(k, s.HeadDim) && !(x.SegmentsSorted && x.SegmentIds.Length != 0);
+        bool wgmma = WgmmaBackwardApplies(k, s.HeadDim) && !(x.SegmentsSorted && x.SegmentIds.Length != 0) && !Windowed(s);
         Backward(k, type, dO, x, s, forward, dOHalf, delta, grads, (wgmma, wgmma && k.Options.WgmmaAttentionBackwardQuery));
     }
 
@@ -288,6 +296,7 @@ public static partial class FlashAttentionHalf
         var (o, logSumExp) = forward;
         var (dQ, dK, dV) = grads;
         var (wgmmaKeyValue, wgmmaQuery) = wgmma;
+        if (Windowed(s) && (wgmmaKeyValue || wgmmaQuery)) throw new ArgumentException("the wgmma kernels have no sliding window", nameof(s));
         int seq = s.Seq, headDim = s.HeadDim;
         bool causal = s.Causal;
         Attention.Need(s.QueryElements, (nameof(dO), dO.Length), (nameof(q), q.Length), (nameof(o), o.Length),
@@ -342,7 +351,6 @@ public static partial class FlashAttentionHalf
         int headDim = s.HeadDim;
         if (!SupportsHeadDim(headDim))
             throw new ArgumentException($"tensor-core flash attention supports head dims {string.Join('/', HeadDims)}, got {headDim}", nameof(headDim));
-        if (s.Window != 0) throw new ArgumentException("tensor-core flash attention has no sliding window; FlashAttention (fp32) has", nameof(s));
         return s;
     }
 
@@ -362,7 +370,7 @@ public static partial class FlashAttentionHalf
             QPtr = Address(q), KPtr = Address(kk), VPtr = Address(v), DOPtr = Address(dO),
             Seq = s.Seq, NumHeads = s.NumHeads, NumKvHeads = s.NumKvHeads, Groups = s.Groups,
             Causal = causal ? 1 : 0, Segmented = segmentIds.Length != 0 ? 1 : 0, Sorted = segmentIds.Length != 0 && segmentsSorted ? 1 : 0,
-            Vec = aligned ? 1 : 0, ScratchOffset = scratchOffset,
+            Vec = aligned ? 1 : 0, ScratchOffset = scratchOffset, Window = Windowed(s) ? s.Window : 0,
             Scale = s.ScoreScale, ScaleLog2 = s.ScoreScale * Log2E,
         };
     }

@@ -36,6 +36,8 @@ public static partial class FlashAttentionHalf
             TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
             nTiles = Math.Min(nTiles, tEnd);
         }
+        // sliding window: the key tiles wholly before the first row's window are masked for the whole block
+        if (p.Window != 0) tFirst = Math.Max(tFirst, Math.Max(0, i0 - p.Window + 1) >> 6);
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
@@ -68,7 +70,7 @@ public static partial class FlashAttentionHalf
             }
             default(TP).CommitGroup();
             uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);
-            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);
+            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0) || (p.Window != 0 && i0 + Rows - 1 - j0 >= p.Window);
             { // keys j0 + 0 .. j0 + 63
             float s0_0_0 = 0f, s0_0_1 = 0f, s0_0_2 = 0f, s0_0_3 = 0f, s0_1_0 = 0f, s0_1_1 = 0f, s0_1_2 = 0f, s0_1_3 = 0f, s0_2_0 = 0f, s0_2_1 = 0f, s0_2_2 = 0f, s0_2_3 = 0f, s0_3_0 = 0f, s0_3_1 = 0f, s0_3_2 = 0f, s0_3_3 = 0f, s0_4_0 = 0f, s0_4_1 = 0f, s0_4_2 = 0f, s0_4_3 = 0f, s0_5_0 = 0f, s0_5_1 = 0f, s0_5_2 = 0f, s0_5_3 = 0f, s0_6_0 = 0f, s0_6_1 = 0f, s0_6_2 = 0f, s0_6_3 = 0f, s0_7_0 = 0f, s0_7_1 = 0f, s0_7_2 = 0f, s0_7_3 = 0f;
             float s1_0_0 = 0f, s1_0_1 = 0f, s1_0_2 = 0f, s1_0_3 = 0f, s1_1_0 = 0f, s1_1_1 = 0f, s1_1_2 = 0f, s1_1_3 = 0f, s1_2_0 = 0f, s1_2_1 = 0f, s1_2_2 = 0f, s1_2_3 = 0f, s1_3_0 = 0f, s1_3_1 = 0f, s1_3_2 = 0f, s1_3_3 = 0f, s1_4_0 = 0f, s1_4_1 = 0f, s1_4_2 = 0f, s1_4_3 = 0f, s1_5_0 = 0f, s1_5_1 = 0f, s1_5_2 = 0f, s1_5_3 = 0f, s1_6_0 = 0f, s1_6_1 = 0f, s1_6_2 = 0f, s1_6_3 = 0f, s1_7_0 = 0f, s1_7_1 = 0f, s1_7_2 = 0f, s1_7_3 = 0f;
@@ -100,112 +102,112 @@ public static partial class FlashAttentionHalf
                     cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
                     cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
                 }
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Window != 0) & (row00 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Window != 0) & (row00 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Window != 0) & (row01 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Window != 0) & (row01 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Window != 0) & (row10 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Window != 0) & (row10 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Window != 0) & (row11 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Window != 0) & (row11 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
                 int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
                     cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
                 }
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Window != 0) & (row00 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Window != 0) & (row00 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Window != 0) & (row01 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Window != 0) & (row01 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Window != 0) & (row10 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Window != 0) & (row10 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Window != 0) & (row11 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Window != 0) & (row11 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
                 int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
                     cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
                 }
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Window != 0) & (row00 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Window != 0) & (row00 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Window != 0) & (row01 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Window != 0) & (row01 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Window != 0) & (row10 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Window != 0) & (row10 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Window != 0) & (row11 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Window != 0) & (row11 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
                 int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
                     cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
                 }
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Window != 0) & (row00 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Window != 0) & (row00 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Window != 0) & (row01 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Window != 0) & (row01 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Window != 0) & (row10 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Window != 0) & (row10 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Window != 0) & (row11 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Window != 0) & (row11 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
                 int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
                     cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
                 }
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Window != 0) & (row00 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Window != 0) & (row00 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Window != 0) & (row01 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Window != 0) & (row01 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Window != 0) & (row10 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Window != 0) & (row10 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Window != 0) & (row11 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Window != 0) & (row11 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
                 int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
                     cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
                 }
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Window != 0) & (row00 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Window != 0) & (row00 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Window != 0) & (row01 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Window != 0) & (row01 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Window != 0) & (row10 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Window != 0) & (row10 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Window != 0) & (row11 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Window != 0) & (row11 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
                 int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
                     cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
                 }
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Window != 0) & (row00 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Window != 0) & (row00 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Window != 0) & (row01 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Window != 0) & (row01 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Window != 0) & (row10 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Window != 0) & (row10 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Window != 0) & (row11 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Window != 0) & (row11 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
                 int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
                     cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
                 }
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Window != 0) & (row00 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Window != 0) & (row00 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Window != 0) & (row01 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Window != 0) & (row01 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Window != 0) & (row10 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Window != 0) & (row10 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Window != 0) & (row11 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Window != 0) & (row11 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1), s0_4_0), s0_4_1), s0_5_0), s0_5_1), s0_6_0), s0_6_1), s0_7_0), s0_7_1);
@@ -414,6 +416,8 @@ public static partial class FlashAttentionHalf
             TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
             nTiles = Math.Min(nTiles, tEnd);
         }
+        // sliding window: the key tiles wholly before the first row's window are masked for the whole block
+        if (p.Window != 0) tFirst = Math.Max(tFirst, Math.Max(0, i0 - p.Window + 1) >> 6);
         LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
@@ -445,7 +449,7 @@ public static partial class FlashAttentionHalf
             }
             default(TP).CommitGroup();
             uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);
-            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);
+            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0) || (p.Window != 0 && i0 + Rows - 1 - j0 >= p.Window);
             { // keys j0 + 0 .. j0 + 63
             float s0_0_0 = 0f, s0_0_1 = 0f, s0_0_2 = 0f, s0_0_3 = 0f, s0_1_0 = 0f, s0_1_1 = 0f, s0_1_2 = 0f, s0_1_3 = 0f, s0_2_0 = 0f, s0_2_1 = 0f, s0_2_2 = 0f, s0_2_3 = 0f, s0_3_0 = 0f, s0_3_1 = 0f, s0_3_2 = 0f, s0_3_3 = 0f, s0_4_0 = 0f, s0_4_1 = 0f, s0_4_2 = 0f, s0_4_3 = 0f, s0_5_0 = 0f, s0_5_1 = 0f, s0_5_2 = 0f, s0_5_3 = 0f, s0_6_0 = 0f, s0_6_1 = 0f, s0_6_2 = 0f, s0_6_3 = 0f, s0_7_0 = 0f, s0_7_1 = 0f, s0_7_2 = 0f, s0_7_3 = 0f;
             float s1_0_0 = 0f, s1_0_1 = 0f, s1_0_2 = 0f, s1_0_3 = 0f, s1_1_0 = 0f, s1_1_1 = 0f, s1_1_2 = 0f, s1_1_3 = 0f, s1_2_0 = 0f, s1_2_1 = 0f, s1_2_2 = 0f, s1_2_3 = 0f, s1_3_0 = 0f, s1_3_1 = 0f, s1_3_2 = 0f, s1_3_3 = 0f, s1_4_0 = 0f, s1_4_1 = 0f, s1_4_2 = 0f, s1_4_3 = 0f, s1_5_0 = 0f, s1_5_1 = 0f, s1_5_2 = 0f, s1_5_3 = 0f, s1_6_0 = 0f, s1_6_1 = 0f, s1_6_2 = 0f, s1_6_3 = 0f, s1_7_0 = 0f, s1_7_1 = 0f, s1_7_2 = 0f, s1_7_3 = 0f;
@@ -503,112 +507,112 @@ public static partial class FlashAttentionHalf
                     cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
                     cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
                 }
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Window != 0) & (row00 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Window != 0) & (row00 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Window != 0) & (row01 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Window != 0) & (row01 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Window != 0) & (row10 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Window != 0) & (row10 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Window != 0) & (row11 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Window != 0) & (row11 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
                 int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
                     cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
                 }
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Window != 0) & (row00 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Window != 0) & (row00 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Window != 0) & (row01 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Window != 0) & (row01 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Window != 0) & (row10 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Window != 0) & (row10 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Window != 0) & (row11 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Window != 0) & (row11 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
                 int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
                     cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
                 }
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Window != 0) & (row00 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Window != 0) & (row00 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Window != 0) & (row01 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Window != 0) & (row01 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Window != 0) & (row10 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Window != 0) & (row10 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Window != 0) & (row11 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Window != 0) & (row11 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
                 int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
                     cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
                 }
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Window != 0) & (row00 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Window != 0) & (row00 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Window != 0) & (row01 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Window != 0) & (row01 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Window != 0) & (row10 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Window != 0) & (row10 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Window != 0) & (row11 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Window != 0) & (row11 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
                 int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
                     cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
                 }
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Window != 0) & (row00 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Window != 0) & (row00 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Window != 0) & (row01 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Window != 0) & (row01 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Window != 0) & (row10 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Window != 0) & (row10 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Window != 0) & (row11 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Window != 0) & (row11 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
                 int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
                     cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
                 }
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Window != 0) & (row00 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Window != 0) & (row00 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Window != 0) & (row01 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Window != 0) & (row01 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Window != 0) & (row10 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Window != 0) & (row10 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Window != 0) & (row11 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Window != 0) & (row11 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
                 int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
                     cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
                 }
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Window != 0) & (row00 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Window != 0) & (row00 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Window != 0) & (row01 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Window != 0) & (row01 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Window != 0) & (row10 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Window != 0) & (row10 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Window != 0) & (row11 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Window != 0) & (row11 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
                 int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
                     cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
                 }
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Window != 0) & (row00 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Window != 0) & (row00 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Window != 0) & (row01 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Window != 0) & (row01 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Window != 0) & (row10 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Window != 0) & (row10 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Window != 0) & (row11 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Window != 0) & (row11 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -766,6 +770,8 @@ public static partial class FlashAttentionHalf
             iStart = Math.Max(iStart, qFirst);
             iEnd = Math.Min(iEnd, qEnd);
         }
+        // sliding window: query tiles wholly past the last key's window see none of the block's keys
+        if (p.Window != 0) iEnd = Math.Min(iEnd, (Math.Min(j0 + Keys, p.Seq) - 1 + p.Window - 1) / BQ + 1);
         int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
@@ -851,7 +857,7 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp0_7_0, ref dp0_7_1, ref dp0_7_2, ref dp0_7_3, va0_0_0, va0_0_1, va0_0_2, va0_0_3, vb0_3_2, vb0_3_3, scratch, ws);
             default(TP).Mma<TH>(ref dp1_6_0, ref dp1_6_1, ref dp1_6_2, ref dp1_6_3, va1_0_0, va1_0_1, va1_0_2, va1_0_3, vb0_3_0, vb0_3_1, scratch, ws);
             default(TP).Mma<TH>(ref dp1_7_0, ref dp1_7_1, ref dp1_7_2, ref dp1_7_3, va1_0_0, va1_0_1, va1_0_2, va1_0_3, vb0_3_2, vb0_3_3, scratch, ws);
-            bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0);
+            bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0) || (p.Window != 0 && i0 + BQ - 1 - j0 >= p.Window);
             float lc0_0 = stats[st + 0 + 2 * t4 + 0], dc0_0 = stats[st + 2 * BQ + 0 + 2 * t4 + 0];
             float lc0_1 = stats[st + 0 + 2 * t4 + 1], dc0_1 = stats[st + 2 * BQ + 0 + 2 * t4 + 1];
             float lc1_0 = stats[st + 8 + 2 * t4 + 0], dc1_0 = stats[st + 2 * BQ + 8 + 2 * t4 + 0];
@@ -871,70 +877,70 @@ public static partial class FlashAttentionHalf
             if (mask)
             {
                 // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
-                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg00))) s0_4_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg00))) s0_4_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg01))) s0_4_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg01))) s0_4_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg00))) s0_5_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg00))) s0_5_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg01))) s0_5_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg01))) s0_5_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg00))) s0_6_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg00))) s0_6_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg01))) s0_6_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg01))) s0_6_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg00))) s0_7_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg00))) s0_7_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg01))) s0_7_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg01))) s0_7_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg10))) s1_4_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg10))) s1_4_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 32 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg11))) s1_4_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 32 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg11))) s1_4_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg10))) s1_5_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg10))) s1_5_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 40 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg11))) s1_5_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 40 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg11))) s1_5_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg10))) s1_6_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg10))) s1_6_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 48 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg11))) s1_6_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 48 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg11))) s1_6_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg10))) s1_7_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg10))) s1_7_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 56 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg11))) s1_7_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 56 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg11))) s1_7_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 32 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 32 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg00))) s0_4_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 32 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 32 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg00))) s0_4_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 32 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 32 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg01))) s0_4_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 32 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 32 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg01))) s0_4_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 40 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 40 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg00))) s0_5_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 40 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 40 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg00))) s0_5_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 40 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 40 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg01))) s0_5_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 40 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 40 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg01))) s0_5_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 48 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 48 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg00))) s0_6_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 48 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 48 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg00))) s0_6_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 48 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 48 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg01))) s0_6_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 48 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 48 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg01))) s0_6_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 56 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 56 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg00))) s0_7_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 56 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 56 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg00))) s0_7_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 56 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 56 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg01))) s0_7_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 56 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 56 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg01))) s0_7_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 32 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 32 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg10))) s1_4_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 32 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 32 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg10))) s1_4_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 32 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 32 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 0] != seg11))) s1_4_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 32 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 32 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 32 + 2 * t4 + 1] != seg11))) s1_4_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 40 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 40 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg10))) s1_5_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 40 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 40 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg10))) s1_5_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 40 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 40 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 0] != seg11))) s1_5_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 40 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 40 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 40 + 2 * t4 + 1] != seg11))) s1_5_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 48 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 48 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg10))) s1_6_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 48 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 48 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg10))) s1_6_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 48 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 48 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 0] != seg11))) s1_6_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 48 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 48 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 48 + 2 * t4 + 1] != seg11))) s1_6_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 56 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 56 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg10))) s1_7_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 56 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 56 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg10))) s1_7_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 56 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 56 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 0] != seg11))) s1_7_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 56 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 56 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 56 + 2 * t4 + 1] != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);
@@ -1127,6 +1133,8 @@ public static partial class FlashAttentionHalf
             TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
             nTiles = Math.Min(nTiles, tEnd);
         }
+        // sliding window: the key tiles wholly before the first row's window are masked for the whole block
+        if (p.Window != 0) tFirst = Math.Max(tFirst, Math.Max(0, i0 - p.Window + 1) >> 6);
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
@@ -1161,7 +1169,7 @@ public static partial class FlashAttentionHalf
             }
             default(TP).CommitGroup();
             uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);
-            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);
+            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0) || (p.Window != 0 && i0 + Rows - 1 - j0 >= p.Window);
             { // keys j0 + 0 .. j0 + 63
             float s0_0_0 = 0f, s0_0_1 = 0f, s0_0_2 = 0f, s0_0_3 = 0f, s0_1_0 = 0f, s0_1_1 = 0f, s0_1_2 = 0f, s0_1_3 = 0f, s0_2_0 = 0f, s0_2_1 = 0f, s0_2_2 = 0f, s0_2_3 = 0f, s0_3_0 = 0f, s0_3_1 = 0f, s0_3_2 = 0f, s0_3_3 = 0f, s0_4_0 = 0f, s0_4_1 = 0f, s0_4_2 = 0f, s0_4_3 = 0f, s0_5_0 = 0f, s0_5_1 = 0f, s0_5_2 = 0f, s0_5_3 = 0f, s0_6_0 = 0f, s0_6_1 = 0f, s0_6_2 = 0f, s0_6_3 = 0f, s0_7_0 = 0f, s0_7_1 = 0f, s0_7_2 = 0f, s0_7_3 = 0f;
             float s1_0_0 = 0f, s1_0_1 = 0f, s1_0_2 = 0f, s1_0_3 = 0f, s1_1_0 = 0f, s1_1_1 = 0f, s1_1_2 = 0f, s1_1_3 = 0f, s1_2_0 = 0f, s1_2_1 = 0f, s1_2_2 = 0f, s1_2_3 = 0f, s1_3_0 = 0f, s1_3_1 = 0f, s1_3_2 = 0f, s1_3_3 = 0f, s1_4_0 = 0f, s1_4_1 = 0f, s1_4_2 = 0f, s1_4_3 = 0f, s1_5_0 = 0f, s1_5_1 = 0f, s1_5_2 = 0f, s1_5_3 = 0f, s1_6_0 = 0f, s1_6_1 = 0f, s1_6_2 = 0f, s1_6_3 = 0f, s1_7_0 = 0f, s1_7_1 = 0f, s1_7_2 = 0f, s1_7_3 = 0f;
@@ -1213,112 +1221,112 @@ public static partial class FlashAttentionHalf
                     cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
                     cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
                 }
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Window != 0) & (row00 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Window != 0) & (row00 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Window != 0) & (row01 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Window != 0) & (row01 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Window != 0) & (row10 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Window != 0) & (row10 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Window != 0) & (row11 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Window != 0) & (row11 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
                 int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
                     cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
                 }
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Window != 0) & (row00 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Window != 0) & (row00 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Window != 0) & (row01 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Window != 0) & (row01 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Window != 0) & (row10 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Window != 0) & (row10 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Window != 0) & (row11 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Window != 0) & (row11 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
                 int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
                     cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
                 }
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Window != 0) & (row00 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Window != 0) & (row00 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Window != 0) & (row01 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Window != 0) & (row01 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Window != 0) & (row10 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Window != 0) & (row10 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Window != 0) & (row11 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Window != 0) & (row11 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
                 int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
                     cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
                 }
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Window != 0) & (row00 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Window != 0) & (row00 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Window != 0) & (row01 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Window != 0) & (row01 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Window != 0) & (row10 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Window != 0) & (row10 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Window != 0) & (row11 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Window != 0) & (row11 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
                 int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
                     cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
                 }
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Window != 0) & (row00 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Window != 0) & (row00 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Window != 0) & (row01 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Window != 0) & (row01 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Window != 0) & (row10 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Window != 0) & (row10 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Window != 0) & (row11 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Window != 0) & (row11 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
                 int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
                     cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
                 }
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Window != 0) & (row00 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Window != 0) & (row00 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Window != 0) & (row01 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Window != 0) & (row01 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Window != 0) & (row10 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Window != 0) & (row10 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Window != 0) & (row11 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Window != 0) & (row11 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
                 int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
                     cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
                 }
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Window != 0) & (row00 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Window != 0) & (row00 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Window != 0) & (row01 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Window != 0) & (row01 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Window != 0) & (row10 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Window != 0) & (row10 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Window != 0) & (row11 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Window != 0) & (row11 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
                 int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
                     cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
                 }
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Window != 0) & (row00 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Window != 0) & (row00 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Window != 0) & (row01 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Window != 0) & (row01 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Window != 0) & (row10 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Window != 0) & (row10 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Window != 0) & (row11 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Window != 0) & (row11 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1), s0_4_0), s0_4_1), s0_5_0), s0_5_1), s0_6_0), s0_6_1), s0_7_0), s0_7_1);
@@ -1559,6 +1567,8 @@ public static partial class FlashAttentionHalf
             TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
             nTiles = Math.Min(nTiles, tEnd);
         }
+        // sliding window: the key tiles wholly before the first row's window are masked for the whole block
+        if (p.Window != 0) tFirst = Math.Max(tFirst, Math.Max(0, i0 - p.Window + 1) >> 6);
         LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
@@ -1590,7 +1600,7 @@ public static partial class FlashAttentionHalf
             }
             default(TP).CommitGroup();
             uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);
-            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);
+            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0) || (p.Window != 0 && i0 + Rows - 1 - j0 >= p.Window);
             { // keys j0 + 0 .. j0 + 63
             float s0_0_0 = 0f, s0_0_1 = 0f, s0_0_2 = 0f, s0_0_3 = 0f, s0_1_0 = 0f, s0_1_1 = 0f, s0_1_2 = 0f, s0_1_3 = 0f, s0_2_0 = 0f, s0_2_1 = 0f, s0_2_2 = 0f, s0_2_3 = 0f, s0_3_0 = 0f, s0_3_1 = 0f, s0_3_2 = 0f, s0_3_3 = 0f, s0_4_0 = 0f, s0_4_1 = 0f, s0_4_2 = 0f, s0_4_3 = 0f, s0_5_0 = 0f, s0_5_1 = 0f, s0_5_2 = 0f, s0_5_3 = 0f, s0_6_0 = 0f, s0_6_1 = 0f, s0_6_2 = 0f, s0_6_3 = 0f, s0_7_0 = 0f, s0_7_1 = 0f, s0_7_2 = 0f, s0_7_3 = 0f;
             float s1_0_0 = 0f, s1_0_1 = 0f, s1_0_2 = 0f, s1_0_3 = 0f, s1_1_0 = 0f, s1_1_1 = 0f, s1_1_2 = 0f, s1_1_3 = 0f, s1_2_0 = 0f, s1_2_1 = 0f, s1_2_2 = 0f, s1_2_3 = 0f, s1_3_0 = 0f, s1_3_1 = 0f, s1_3_2 = 0f, s1_3_3 = 0f, s1_4_0 = 0f, s1_4_1 = 0f, s1_4_2 = 0f, s1_4_3 = 0f, s1_5_0 = 0f, s1_5_1 = 0f, s1_5_2 = 0f, s1_5_3 = 0f, s1_6_0 = 0f, s1_6_1 = 0f, s1_6_2 = 0f, s1_6_3 = 0f, s1_7_0 = 0f, s1_7_1 = 0f, s1_7_2 = 0f, s1_7_3 = 0f;
@@ -1692,112 +1702,112 @@ public static partial class FlashAttentionHalf
                     cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
                     cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
                 }
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Window != 0) & (row00 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Window != 0) & (row00 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Window != 0) & (row01 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Window != 0) & (row01 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Window != 0) & (row10 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Window != 0) & (row10 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Window != 0) & (row11 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Window != 0) & (row11 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
                 int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
                     cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
                 }
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Window != 0) & (row00 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Window != 0) & (row00 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Window != 0) & (row01 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Window != 0) & (row01 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Window != 0) & (row10 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Window != 0) & (row10 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Window != 0) & (row11 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Window != 0) & (row11 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
                 int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
                     cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
                 }
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Window != 0) & (row00 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Window != 0) & (row00 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Window != 0) & (row01 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Window != 0) & (row01 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Window != 0) & (row10 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Window != 0) & (row10 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Window != 0) & (row11 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Window != 0) & (row11 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
                 int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
                     cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
                 }
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Window != 0) & (row00 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Window != 0) & (row00 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Window != 0) & (row01 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Window != 0) & (row01 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Window != 0) & (row10 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Window != 0) & (row10 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Window != 0) & (row11 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Window != 0) & (row11 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
                 int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
                     cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
                 }
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Window != 0) & (row00 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Window != 0) & (row00 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Window != 0) & (row01 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Window != 0) & (row01 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Window != 0) & (row10 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Window != 0) & (row10 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Window != 0) & (row11 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Window != 0) & (row11 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
                 int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
                     cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
                 }
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Window != 0) & (row00 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Window != 0) & (row00 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Window != 0) & (row01 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Window != 0) & (row01 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Window != 0) & (row10 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Window != 0) & (row10 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Window != 0) & (row11 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Window != 0) & (row11 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
                 int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
                     cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
                 }
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Window != 0) & (row00 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Window != 0) & (row00 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Window != 0) & (row01 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Window != 0) & (row01 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Window != 0) & (row10 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Window != 0) & (row10 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Window != 0) & (row11 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Window != 0) & (row11 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
                 int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
                     cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
                 }
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Window != 0) & (row00 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Window != 0) & (row00 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Window != 0) & (row01 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Window != 0) & (row01 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Window != 0) & (row10 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Window != 0) & (row10 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Window != 0) & (row11 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Window != 0) & (row11 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -1983,6 +1993,8 @@ public static partial class FlashAttentionHalf
             iStart = Math.Max(iStart, qFirst);
             iEnd = Math.Min(iEnd, qEnd);
         }
+        // sliding window: query tiles wholly past the last key's window see none of the block's keys
+        if (p.Window != 0) iEnd = Math.Min(iEnd, (Math.Min(j0 + Keys, p.Seq) - 1 + p.Window - 1) / BQ + 1);
         int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
@@ -2072,7 +2084,7 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp0_3_0, ref dp0_3_1, ref dp0_3_2, ref dp0_3_3, va0_1_0, va0_1_1, va0_1_2, va0_1_3, vb1_1_2, vb1_1_3, scratch, ws);
             default(TP).Mma<TH>(ref dp1_2_0, ref dp1_2_1, ref dp1_2_2, ref dp1_2_3, va1_1_0, va1_1_1, va1_1_2, va1_1_3, vb1_1_0, vb1_1_1, scratch, ws);
             default(TP).Mma<TH>(ref dp1_3_0, ref dp1_3_1, ref dp1_3_2, ref dp1_3_3, va1_1_0, va1_1_1, va1_1_2, va1_1_3, vb1_1_2, vb1_1_3, scratch, ws);
-            bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0);
+            bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0) || (p.Window != 0 && i0 + BQ - 1 - j0 >= p.Window);
             float lc0_0 = stats[st + 0 + 2 * t4 + 0], dc0_0 = stats[st + 2 * BQ + 0 + 2 * t4 + 0];
             float lc0_1 = stats[st + 0 + 2 * t4 + 1], dc0_1 = stats[st + 2 * BQ + 0 + 2 * t4 + 1];
             float lc1_0 = stats[st + 8 + 2 * t4 + 0], dc1_0 = stats[st + 2 * BQ + 8 + 2 * t4 + 0];
@@ -2084,38 +2096,38 @@ public static partial class FlashAttentionHalf
             if (mask)
             {
                 // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
-                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);
@@ -2284,6 +2296,8 @@ public static partial class FlashAttentionHalf
             TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
             nTiles = Math.Min(nTiles, tEnd);
         }
+        // sliding window: the key tiles wholly before the first row's window are masked for the whole block
+        if (p.Window != 0) tFirst = Math.Max(tFirst, Math.Max(0, i0 - p.Window + 1) >> 6);
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
@@ -2314,7 +2328,7 @@ public static partial class FlashAttentionHalf
             }
             default(TP).CommitGroup();
             uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);
-            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);
+            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0) || (p.Window != 0 && i0 + Rows - 1 - j0 >= p.Window);
             { // keys j0 + 0 .. j0 + 63
             float s0_0_0 = 0f, s0_0_1 = 0f, s0_0_2 = 0f, s0_0_3 = 0f, s0_1_0 = 0f, s0_1_1 = 0f, s0_1_2 = 0f, s0_1_3 = 0f, s0_2_0 = 0f, s0_2_1 = 0f, s0_2_2 = 0f, s0_2_3 = 0f, s0_3_0 = 0f, s0_3_1 = 0f, s0_3_2 = 0f, s0_3_3 = 0f, s0_4_0 = 0f, s0_4_1 = 0f, s0_4_2 = 0f, s0_4_3 = 0f, s0_5_0 = 0f, s0_5_1 = 0f, s0_5_2 = 0f, s0_5_3 = 0f, s0_6_0 = 0f, s0_6_1 = 0f, s0_6_2 = 0f, s0_6_3 = 0f, s0_7_0 = 0f, s0_7_1 = 0f, s0_7_2 = 0f, s0_7_3 = 0f;
             float s1_0_0 = 0f, s1_0_1 = 0f, s1_0_2 = 0f, s1_0_3 = 0f, s1_1_0 = 0f, s1_1_1 = 0f, s1_1_2 = 0f, s1_1_3 = 0f, s1_2_0 = 0f, s1_2_1 = 0f, s1_2_2 = 0f, s1_2_3 = 0f, s1_3_0 = 0f, s1_3_1 = 0f, s1_3_2 = 0f, s1_3_3 = 0f, s1_4_0 = 0f, s1_4_1 = 0f, s1_4_2 = 0f, s1_4_3 = 0f, s1_5_0 = 0f, s1_5_1 = 0f, s1_5_2 = 0f, s1_5_3 = 0f, s1_6_0 = 0f, s1_6_1 = 0f, s1_6_2 = 0f, s1_6_3 = 0f, s1_7_0 = 0f, s1_7_1 = 0f, s1_7_2 = 0f, s1_7_3 = 0f;
@@ -2414,112 +2428,112 @@ public static partial class FlashAttentionHalf
                     cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
                     cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
                 }
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Window != 0) & (row00 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Window != 0) & (row00 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Window != 0) & (row01 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Window != 0) & (row01 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Window != 0) & (row10 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Window != 0) & (row10 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Window != 0) & (row11 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Window != 0) & (row11 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
                 int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
                     cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
                 }
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Window != 0) & (row00 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Window != 0) & (row00 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Window != 0) & (row01 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Window != 0) & (row01 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Window != 0) & (row10 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Window != 0) & (row10 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Window != 0) & (row11 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Window != 0) & (row11 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
                 int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
                     cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
                 }
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Window != 0) & (row00 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Window != 0) & (row00 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Window != 0) & (row01 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Window != 0) & (row01 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Window != 0) & (row10 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Window != 0) & (row10 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Window != 0) & (row11 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Window != 0) & (row11 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
                 int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
                     cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
                 }
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Window != 0) & (row00 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Window != 0) & (row00 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Window != 0) & (row01 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Window != 0) & (row01 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Window != 0) & (row10 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Window != 0) & (row10 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Window != 0) & (row11 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Window != 0) & (row11 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
                 int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
                     cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
                 }
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Window != 0) & (row00 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Window != 0) & (row00 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Window != 0) & (row01 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Window != 0) & (row01 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row10)) | ((p.Window != 0) & (row10 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg10))) s1_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row10)) | ((p.Window != 0) & (row10 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg10))) s1_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row11)) | ((p.Window != 0) & (row11 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg11))) s1_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row11)) | ((p.Window != 0) & (row11 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg11))) s1_4_3 = float.NegativeInfinity;
                 int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
                     cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
                 }
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Window != 0) & (row00 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Window != 0) & (row00 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Window != 0) & (row01 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Window != 0) & (row01 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row10)) | ((p.Window != 0) & (row10 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg10))) s1_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row10)) | ((p.Window != 0) & (row10 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg10))) s1_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row11)) | ((p.Window != 0) & (row11 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg11))) s1_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row11)) | ((p.Window != 0) & (row11 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg11))) s1_5_3 = float.NegativeInfinity;
                 int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
                     cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
                 }
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Window != 0) & (row00 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Window != 0) & (row00 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Window != 0) & (row01 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Window != 0) & (row01 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row10)) | ((p.Window != 0) & (row10 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg10))) s1_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row10)) | ((p.Window != 0) & (row10 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg10))) s1_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row11)) | ((p.Window != 0) & (row11 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg11))) s1_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row11)) | ((p.Window != 0) & (row11 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg11))) s1_6_3 = float.NegativeInfinity;
                 int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
                     cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
                 }
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Window != 0) & (row00 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Window != 0) & (row00 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Window != 0) & (row01 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Window != 0) & (row01 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row10)) | ((p.Window != 0) & (row10 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg10))) s1_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row10)) | ((p.Window != 0) & (row10 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg10))) s1_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row11)) | ((p.Window != 0) & (row11 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg11))) s1_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row11)) | ((p.Window != 0) & (row11 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg11))) s1_7_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1), s0_4_0), s0_4_1), s0_5_0), s0_5_1), s0_6_0), s0_6_1), s0_7_0), s0_7_1);
@@ -2824,6 +2838,8 @@ public static partial class FlashAttentionHalf
             TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
             nTiles = Math.Min(nTiles, tEnd);
         }
+        // sliding window: the key tiles wholly before the first row's window are masked for the whole block
+        if (p.Window != 0) tFirst = Math.Max(tFirst, Math.Max(0, i0 - p.Window + 1) >> 6);
         LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
@@ -2855,7 +2871,7 @@ public static partial class FlashAttentionHalf
             }
             default(TP).CommitGroup();
             uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);
-            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);
+            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0) || (p.Window != 0 && i0 + Rows - 1 - j0 >= p.Window);
             { // keys j0 + 0 .. j0 + 31
             float s0_0_0 = 0f, s0_0_1 = 0f, s0_0_2 = 0f, s0_0_3 = 0f, s0_1_0 = 0f, s0_1_1 = 0f, s0_1_2 = 0f, s0_1_3 = 0f, s0_2_0 = 0f, s0_2_1 = 0f, s0_2_2 = 0f, s0_2_3 = 0f, s0_3_0 = 0f, s0_3_1 = 0f, s0_3_2 = 0f, s0_3_3 = 0f;
             float s1_0_0 = 0f, s1_0_1 = 0f, s1_0_2 = 0f, s1_0_3 = 0f, s1_1_0 = 0f, s1_1_1 = 0f, s1_1_2 = 0f, s1_1_3 = 0f, s1_2_0 = 0f, s1_2_1 = 0f, s1_2_2 = 0f, s1_2_3 = 0f, s1_3_0 = 0f, s1_3_1 = 0f, s1_3_2 = 0f, s1_3_3 = 0f;
@@ -2965,56 +2981,56 @@ public static partial class FlashAttentionHalf
                     cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
                     cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
                 }
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Window != 0) & (row00 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Window != 0) & (row00 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Window != 0) & (row01 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Window != 0) & (row01 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Window != 0) & (row10 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Window != 0) & (row10 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Window != 0) & (row11 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Window != 0) & (row11 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
                 int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
                     cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
                 }
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Window != 0) & (row00 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Window != 0) & (row00 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Window != 0) & (row01 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Window != 0) & (row01 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Window != 0) & (row10 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Window != 0) & (row10 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Window != 0) & (row11 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Window != 0) & (row11 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
                 int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
                     cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
                 }
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Window != 0) & (row00 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Window != 0) & (row00 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Window != 0) & (row01 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Window != 0) & (row01 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Window != 0) & (row10 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Window != 0) & (row10 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Window != 0) & (row11 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Window != 0) & (row11 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
                 int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
                     cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
                 }
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Window != 0) & (row00 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Window != 0) & (row00 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Window != 0) & (row01 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Window != 0) & (row01 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Window != 0) & (row10 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Window != 0) & (row10 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Window != 0) & (row11 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Window != 0) & (row11 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -3202,56 +3218,56 @@ public static partial class FlashAttentionHalf
                     cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
                     cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
                 }
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Window != 0) & (row00 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Window != 0) & (row00 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Window != 0) & (row01 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Window != 0) & (row01 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Window != 0) & (row10 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Window != 0) & (row10 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Window != 0) & (row11 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Window != 0) & (row11 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
                 int col1_0 = j0 + 40 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
                     cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
                 }
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Window != 0) & (row00 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Window != 0) & (row00 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Window != 0) & (row01 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Window != 0) & (row01 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Window != 0) & (row10 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Window != 0) & (row10 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Window != 0) & (row11 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Window != 0) & (row11 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
                 int col2_0 = j0 + 48 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
                     cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
                 }
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Window != 0) & (row00 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Window != 0) & (row00 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Window != 0) & (row01 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Window != 0) & (row01 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Window != 0) & (row10 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Window != 0) & (row10 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Window != 0) & (row11 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Window != 0) & (row11 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
                 int col3_0 = j0 + 56 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
                     cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
                 }
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Window != 0) & (row00 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Window != 0) & (row00 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Window != 0) & (row01 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Window != 0) & (row01 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Window != 0) & (row10 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Window != 0) & (row10 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Window != 0) & (row11 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Window != 0) & (row11 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -3417,6 +3433,8 @@ public static partial class FlashAttentionHalf
             iStart = Math.Max(iStart, qFirst);
             iEnd = Math.Min(iEnd, qEnd);
         }
+        // sliding window: query tiles wholly past the last key's window see none of the block's keys
+        if (p.Window != 0) iEnd = Math.Min(iEnd, (Math.Min(j0 + Keys, p.Seq) - 1 + p.Window - 1) / BQ + 1);
         int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
@@ -3554,7 +3572,7 @@ public static partial class FlashAttentionHalf
             default(TP).Mma<TH>(ref dp0_3_0, ref dp0_3_1, ref dp0_3_2, ref dp0_3_3, va0_3_0, va0_3_1, va0_3_2, va0_3_3, vb3_1_2, vb3_1_3, scratch, ws);
             default(TP).Mma<TH>(ref dp1_2_0, ref dp1_2_1, ref dp1_2_2, ref dp1_2_3, va1_3_0, va1_3_1, va1_3_2, va1_3_3, vb3_1_0, vb3_1_1, scratch, ws);
             default(TP).Mma<TH>(ref dp1_3_0, ref dp1_3_1, ref dp1_3_2, ref dp1_3_3, va1_3_0, va1_3_1, va1_3_2, va1_3_3, vb3_1_2, vb3_1_3, scratch, ws);
-            bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0);
+            bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0) || (p.Window != 0 && i0 + BQ - 1 - j0 >= p.Window);
             float lc0_0 = stats[st + 0 + 2 * t4 + 0], dc0_0 = stats[st + 2 * BQ + 0 + 2 * t4 + 0];
             float lc0_1 = stats[st + 0 + 2 * t4 + 1], dc0_1 = stats[st + 2 * BQ + 0 + 2 * t4 + 1];
             float lc1_0 = stats[st + 8 + 2 * t4 + 0], dc1_0 = stats[st + 2 * BQ + 8 + 2 * t4 + 0];
@@ -3566,38 +3584,38 @@ public static partial class FlashAttentionHalf
             if (mask)
             {
                 // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
-                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg10))) s1_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg10))) s1_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg11))) s1_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg11))) s1_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg10))) s1_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg10))) s1_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg11))) s1_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg11))) s1_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg10))) s1_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg10))) s1_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg11))) s1_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg11))) s1_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg10))) s1_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key10 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key10 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg10))) s1_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg11))) s1_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key11 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key11 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);
@@ -3838,6 +3856,8 @@ public static partial class FlashAttentionHalf
             TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
             nTiles = Math.Min(nTiles, tEnd);
         }
+        // sliding window: the key tiles wholly before the first row's window are masked for the whole block
+        if (p.Window != 0) tFirst = Math.Max(tFirst, Math.Max(0, i0 - p.Window + 1) >> 6);
         const int KAt = 2 * Tile, VAt = KAt + 2 * Tile;
         LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
@@ -3868,7 +3888,7 @@ public static partial class FlashAttentionHalf
             }
             default(TP).CommitGroup();
             uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);
-            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);
+            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0) || (p.Window != 0 && i0 + Rows - 1 - j0 >= p.Window);
             { // keys j0 + 0 .. j0 + 31
             float s0_0_0 = 0f, s0_0_1 = 0f, s0_0_2 = 0f, s0_0_3 = 0f, s0_1_0 = 0f, s0_1_1 = 0f, s0_1_2 = 0f, s0_1_3 = 0f, s0_2_0 = 0f, s0_2_1 = 0f, s0_2_2 = 0f, s0_2_3 = 0f, s0_3_0 = 0f, s0_3_1 = 0f, s0_3_2 = 0f, s0_3_3 = 0f;
             float s1_0_0 = 0f, s1_0_1 = 0f, s1_0_2 = 0f, s1_0_3 = 0f, s1_1_0 = 0f, s1_1_1 = 0f, s1_1_2 = 0f, s1_1_3 = 0f, s1_2_0 = 0f, s1_2_1 = 0f, s1_2_2 = 0f, s1_2_3 = 0f, s1_3_0 = 0f, s1_3_1 = 0f, s1_3_2 = 0f, s1_3_3 = 0f;
@@ -3976,56 +3996,56 @@ public static partial class FlashAttentionHalf
                     cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
                     cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
                 }
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Window != 0) & (row00 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Window != 0) & (row00 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Window != 0) & (row01 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Window != 0) & (row01 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Window != 0) & (row10 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Window != 0) & (row10 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Window != 0) & (row11 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Window != 0) & (row11 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
                 int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
                     cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
                 }
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Window != 0) & (row00 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Window != 0) & (row00 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Window != 0) & (row01 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Window != 0) & (row01 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Window != 0) & (row10 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Window != 0) & (row10 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Window != 0) & (row11 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Window != 0) & (row11 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
                 int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
                     cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
                 }
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Window != 0) & (row00 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Window != 0) & (row00 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Window != 0) & (row01 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Window != 0) & (row01 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Window != 0) & (row10 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Window != 0) & (row10 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Window != 0) & (row11 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Window != 0) & (row11 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
                 int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
                     cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
                 }
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Window != 0) & (row00 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Window != 0) & (row00 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Window != 0) & (row01 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Window != 0) & (row01 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Window != 0) & (row10 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Window != 0) & (row10 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Window != 0) & (row11 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Window != 0) & (row11 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1);
@@ -4317,56 +4337,56 @@ public static partial class FlashAttentionHalf
                     cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
                     cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
                 }
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Window != 0) & (row00 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Window != 0) & (row00 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Window != 0) & (row01 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Window != 0) & (row01 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row10)) | ((p.Window != 0) & (row10 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg10))) s1_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row10)) | ((p.Window != 0) & (row10 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg10))) s1_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row11)) | ((p.Window != 0) & (row11 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg11))) s1_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row11)) | ((p.Window != 0) & (row11 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg11))) s1_0_3 = float.NegativeInfinity;
                 int col1_0 = j0 + 40 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
                     cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
                 }
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Window != 0) & (row00 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Window != 0) & (row00 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Window != 0) & (row01 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Window != 0) & (row01 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row10)) | ((p.Window != 0) & (row10 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg10))) s1_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row10)) | ((p.Window != 0) & (row10 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg10))) s1_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row11)) | ((p.Window != 0) & (row11 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg11))) s1_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row11)) | ((p.Window != 0) & (row11 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg11))) s1_1_3 = float.NegativeInfinity;
                 int col2_0 = j0 + 48 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
                     cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
                 }
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Window != 0) & (row00 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Window != 0) & (row00 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Window != 0) & (row01 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Window != 0) & (row01 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row10)) | ((p.Window != 0) & (row10 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg10))) s1_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row10)) | ((p.Window != 0) & (row10 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg10))) s1_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row11)) | ((p.Window != 0) & (row11 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg11))) s1_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row11)) | ((p.Window != 0) & (row11 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg11))) s1_2_3 = float.NegativeInfinity;
                 int col3_0 = j0 + 56 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
                     cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
                 }
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Window != 0) & (row00 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Window != 0) & (row00 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Window != 0) & (row01 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Window != 0) & (row01 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row10)) | ((p.Window != 0) & (row10 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg10))) s1_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row10)) | ((p.Window != 0) & (row10 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg10))) s1_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row11)) | ((p.Window != 0) & (row11 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg11))) s1_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row11)) | ((p.Window != 0) & (row11 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg11))) s1_3_3 = float.NegativeInfinity;
             }
             {
                 float mx00 = MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(MathF.Max(s0_0_0, s0_0_1), s0_1_0), s0_1_1), s0_2_0), s0_2_1), s0_3_0), s0_3_1);
@@ -4683,6 +4703,8 @@ public static partial class FlashAttentionHalf
             TileSpan(segmentIds, p, tokenBase, 64, i0, Math.Min(i0 + Rows, p.Seq) - 1, out tFirst, out int tEnd);
             nTiles = Math.Min(nTiles, tEnd);
         }
+        // sliding window: the key tiles wholly before the first row's window are masked for the whole block
+        if (p.Window != 0) tFirst = Math.Max(tFirst, Math.Max(0, i0 - p.Window + 1) >> 6);
         LoadRows<TP>(kk, p.KPtr, sm, smBase, KAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         LoadRows<TP>(v, p.VPtr, sm, smBase, VAt + (tFirst & 1) * Tile, 64, Chunks, tokenBase, tFirst * 64, p.NumKvHeads, kvh, p);
         default(TP).CommitGroup();
@@ -4707,7 +4729,7 @@ public static partial class FlashAttentionHalf
             }
             default(TP).CommitGroup();
             uint kS = smBase + (uint)(KAt + cur * Tile), vS = smBase + (uint)(VAt + cur * Tile);
-            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0);
+            bool mask = p.Segmented != 0 || j0 + 64 > p.Seq || (p.Causal != 0 && j0 + 63 > i0) || (p.Window != 0 && i0 + Rows - 1 - j0 >= p.Window);
             { // keys j0 + 0 .. j0 + 63
             float s0_0_0 = 0f, s0_0_1 = 0f, s0_0_2 = 0f, s0_0_3 = 0f, s0_1_0 = 0f, s0_1_1 = 0f, s0_1_2 = 0f, s0_1_3 = 0f, s0_2_0 = 0f, s0_2_1 = 0f, s0_2_2 = 0f, s0_2_3 = 0f, s0_3_0 = 0f, s0_3_1 = 0f, s0_3_2 = 0f, s0_3_3 = 0f, s0_4_0 = 0f, s0_4_1 = 0f, s0_4_2 = 0f, s0_4_3 = 0f, s0_5_0 = 0f, s0_5_1 = 0f, s0_5_2 = 0f, s0_5_3 = 0f, s0_6_0 = 0f, s0_6_1 = 0f, s0_6_2 = 0f, s0_6_3 = 0f, s0_7_0 = 0f, s0_7_1 = 0f, s0_7_2 = 0f, s0_7_3 = 0f;
             default(TP).Ldsm(smBase + (uint)QAt + (uint)(aBase + aX0 + 0), false, sm, scratch, ws, out uint qa0_0_0_0, out uint qa0_0_0_1, out uint qa0_0_0_2, out uint qa0_0_0_3);
@@ -4927,80 +4949,80 @@ public static partial class FlashAttentionHalf
                     cs0_0 = segmentIds[tokenBase + Math.Min(col0_0, p.Seq - 1)];
                     cs0_1 = segmentIds[tokenBase + Math.Min(col0_1, p.Seq - 1)];
                 }
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
-                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
-                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row00)) | ((p.Window != 0) & (row00 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg00))) s0_0_0 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row00)) | ((p.Window != 0) & (row00 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg00))) s0_0_1 = float.NegativeInfinity;
+                if ((col0_0 >= p.Seq) | ((p.Causal != 0) & (col0_0 > row01)) | ((p.Window != 0) & (row01 - col0_0 >= p.Window)) | ((p.Segmented != 0) & (cs0_0 != seg01))) s0_0_2 = float.NegativeInfinity;
+                if ((col0_1 >= p.Seq) | ((p.Causal != 0) & (col0_1 > row01)) | ((p.Window != 0) & (row01 - col0_1 >= p.Window)) | ((p.Segmented != 0) & (cs0_1 != seg01))) s0_0_3 = float.NegativeInfinity;
                 int col1_0 = j0 + 8 + 2 * t4, col1_1 = col1_0 + 1, cs1_0 = 0, cs1_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs1_0 = segmentIds[tokenBase + Math.Min(col1_0, p.Seq - 1)];
                     cs1_1 = segmentIds[tokenBase + Math.Min(col1_1, p.Seq - 1)];
                 }
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
-                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
-                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row00)) | ((p.Window != 0) & (row00 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg00))) s0_1_0 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row00)) | ((p.Window != 0) & (row00 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg00))) s0_1_1 = float.NegativeInfinity;
+                if ((col1_0 >= p.Seq) | ((p.Causal != 0) & (col1_0 > row01)) | ((p.Window != 0) & (row01 - col1_0 >= p.Window)) | ((p.Segmented != 0) & (cs1_0 != seg01))) s0_1_2 = float.NegativeInfinity;
+                if ((col1_1 >= p.Seq) | ((p.Causal != 0) & (col1_1 > row01)) | ((p.Window != 0) & (row01 - col1_1 >= p.Window)) | ((p.Segmented != 0) & (cs1_1 != seg01))) s0_1_3 = float.NegativeInfinity;
                 int col2_0 = j0 + 16 + 2 * t4, col2_1 = col2_0 + 1, cs2_0 = 0, cs2_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs2_0 = segmentIds[tokenBase + Math.Min(col2_0, p.Seq - 1)];
                     cs2_1 = segmentIds[tokenBase + Math.Min(col2_1, p.Seq - 1)];
                 }
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
-                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
-                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row00)) | ((p.Window != 0) & (row00 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg00))) s0_2_0 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row00)) | ((p.Window != 0) & (row00 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg00))) s0_2_1 = float.NegativeInfinity;
+                if ((col2_0 >= p.Seq) | ((p.Causal != 0) & (col2_0 > row01)) | ((p.Window != 0) & (row01 - col2_0 >= p.Window)) | ((p.Segmented != 0) & (cs2_0 != seg01))) s0_2_2 = float.NegativeInfinity;
+                if ((col2_1 >= p.Seq) | ((p.Causal != 0) & (col2_1 > row01)) | ((p.Window != 0) & (row01 - col2_1 >= p.Window)) | ((p.Segmented != 0) & (cs2_1 != seg01))) s0_2_3 = float.NegativeInfinity;
                 int col3_0 = j0 + 24 + 2 * t4, col3_1 = col3_0 + 1, cs3_0 = 0, cs3_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs3_0 = segmentIds[tokenBase + Math.Min(col3_0, p.Seq - 1)];
                     cs3_1 = segmentIds[tokenBase + Math.Min(col3_1, p.Seq - 1)];
                 }
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
-                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
-                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row00)) | ((p.Window != 0) & (row00 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg00))) s0_3_0 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row00)) | ((p.Window != 0) & (row00 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg00))) s0_3_1 = float.NegativeInfinity;
+                if ((col3_0 >= p.Seq) | ((p.Causal != 0) & (col3_0 > row01)) | ((p.Window != 0) & (row01 - col3_0 >= p.Window)) | ((p.Segmented != 0) & (cs3_0 != seg01))) s0_3_2 = float.NegativeInfinity;
+                if ((col3_1 >= p.Seq) | ((p.Causal != 0) & (col3_1 > row01)) | ((p.Window != 0) & (row01 - col3_1 >= p.Window)) | ((p.Segmented != 0) & (cs3_1 != seg01))) s0_3_3 = float.NegativeInfinity;
                 int col4_0 = j0 + 32 + 2 * t4, col4_1 = col4_0 + 1, cs4_0 = 0, cs4_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs4_0 = segmentIds[tokenBase + Math.Min(col4_0, p.Seq - 1)];
                     cs4_1 = segmentIds[tokenBase + Math.Min(col4_1, p.Seq - 1)];
                 }
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
-                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
-                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row00)) | ((p.Window != 0) & (row00 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg00))) s0_4_0 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row00)) | ((p.Window != 0) & (row00 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg00))) s0_4_1 = float.NegativeInfinity;
+                if ((col4_0 >= p.Seq) | ((p.Causal != 0) & (col4_0 > row01)) | ((p.Window != 0) & (row01 - col4_0 >= p.Window)) | ((p.Segmented != 0) & (cs4_0 != seg01))) s0_4_2 = float.NegativeInfinity;
+                if ((col4_1 >= p.Seq) | ((p.Causal != 0) & (col4_1 > row01)) | ((p.Window != 0) & (row01 - col4_1 >= p.Window)) | ((p.Segmented != 0) & (cs4_1 != seg01))) s0_4_3 = float.NegativeInfinity;
                 int col5_0 = j0 + 40 + 2 * t4, col5_1 = col5_0 + 1, cs5_0 = 0, cs5_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs5_0 = segmentIds[tokenBase + Math.Min(col5_0, p.Seq - 1)];
                     cs5_1 = segmentIds[tokenBase + Math.Min(col5_1, p.Seq - 1)];
                 }
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
-                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
-                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row00)) | ((p.Window != 0) & (row00 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg00))) s0_5_0 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row00)) | ((p.Window != 0) & (row00 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg00))) s0_5_1 = float.NegativeInfinity;
+                if ((col5_0 >= p.Seq) | ((p.Causal != 0) & (col5_0 > row01)) | ((p.Window != 0) & (row01 - col5_0 >= p.Window)) | ((p.Segmented != 0) & (cs5_0 != seg01))) s0_5_2 = float.NegativeInfinity;
+                if ((col5_1 >= p.Seq) | ((p.Causal != 0) & (col5_1 > row01)) | ((p.Window != 0) & (row01 - col5_1 >= p.Window)) | ((p.Segmented != 0) & (cs5_1 != seg01))) s0_5_3 = float.NegativeInfinity;
                 int col6_0 = j0 + 48 + 2 * t4, col6_1 = col6_0 + 1, cs6_0 = 0, cs6_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs6_0 = segmentIds[tokenBase + Math.Min(col6_0, p.Seq - 1)];
                     cs6_1 = segmentIds[tokenBase + Math.Min(col6_1, p.Seq - 1)];
                 }
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
-                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
-                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row00)) | ((p.Window != 0) & (row00 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg00))) s0_6_0 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row00)) | ((p.Window != 0) & (row00 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg00))) s0_6_1 = float.NegativeInfinity;
+                if ((col6_0 >= p.Seq) | ((p.Causal != 0) & (col6_0 > row01)) | ((p.Window != 0) & (row01 - col6_0 >= p.Window)) | ((p.Segmented != 0) & (cs6_0 != seg01))) s0_6_2 = float.NegativeInfinity;
+                if ((col6_1 >= p.Seq) | ((p.Causal != 0) & (col6_1 > row01)) | ((p.Window != 0) & (row01 - col6_1 >= p.Window)) | ((p.Segmented != 0) & (cs6_1 != seg01))) s0_6_3 = float.NegativeInfinity;
                 int col7_0 = j0 + 56 + 2 * t4, col7_1 = col7_0 + 1, cs7_0 = 0, cs7_1 = 0;
                 if (p.Segmented != 0)
                 {
                     cs7_0 = segmentIds[tokenBase + Math.Min(col7_0, p.Seq - 1)];
                     cs7_1 = segmentIds[tokenBase + Math.Min(col7_1, p.Seq - 1)];
                 }
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
-                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
-                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row00)) | ((p.Window != 0) & (row00 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg00))) s0_7_0 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row00)) | ((p.Window != 0) & (row00 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg00))) s0_7_1 = float.NegativeInfinity;
+                if ((col7_0 >= p.Seq) | ((p.Causal != 0) & (col7_0 > row01)) | ((p.Window != 0) & (row01 - col7_0 >= p.Window)) | ((p.Segmented != 0) & (cs7_0 != seg01))) s0_7_2 = float.NegativeInfinity;
+                if ((col7_1 >= p.Seq) | ((p.Causal != 0) & (col7_1 > row01)) | ((p.Window != 0) & (row01 - col7_1 >= p.Window)) | ((p.Segmented != 0) & (cs7_1 != seg01))) s0_7_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lse00); dp0_0_0 = s0_0_0 * (dp0_0_0 - dl00);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lse00); dp0_0_1 = s0_0_1 * (dp0_0_1 - dl00);
@@ -5214,6 +5236,8 @@ public static partial class FlashAttentionHalf
             iStart = Math.Max(iStart, qFirst);
             iEnd = Math.Min(iEnd, qEnd);
         }
+        // sliding window: query tiles wholly past the last key's window see none of the block's keys
+        if (p.Window != 0) iEnd = Math.Min(iEnd, (Math.Min(j0 + Keys, p.Seq) - 1 + p.Window - 1) / BQ + 1);
         int nI = iEnd - iStart, total = p.Groups * nI;
         LoadRows<TP>(q, p.QPtr, sm, smBase, 2 * Tile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
         LoadRows<TP>(dO, p.DOPtr, sm, smBase, 2 * Tile + 2 * QTile, BQ, Chunks, tokenBase, iStart * BQ, p.NumHeads, kvh * p.Groups, p);
@@ -5361,7 +5385,7 @@ public static partial class FlashAttentionHalf
             default(TP).Ldsm(oS + (uint)(bBase + bX3 + 4224), false, sm, scratch, ws, out uint vb7_1_0, out uint vb7_1_1, out uint vb7_1_2, out uint vb7_1_3);
             default(TP).Mma<TH>(ref dp0_2_0, ref dp0_2_1, ref dp0_2_2, ref dp0_2_3, va0_7_0, va0_7_1, va0_7_2, va0_7_3, vb7_1_0, vb7_1_1, scratch, ws);
             default(TP).Mma<TH>(ref dp0_3_0, ref dp0_3_1, ref dp0_3_2, ref dp0_3_3, va0_7_0, va0_7_1, va0_7_2, va0_7_3, vb7_1_2, vb7_1_3, scratch, ws);
-            bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0);
+            bool mask = p.Segmented != 0 || (p.Causal != 0 && j0 + Keys - 1 > i0) || (p.Window != 0 && i0 + BQ - 1 - j0 >= p.Window);
             float lc0_0 = stats[st + 0 + 2 * t4 + 0], dc0_0 = stats[st + 2 * BQ + 0 + 2 * t4 + 0];
             float lc0_1 = stats[st + 0 + 2 * t4 + 1], dc0_1 = stats[st + 2 * BQ + 0 + 2 * t4 + 1];
             float lc1_0 = stats[st + 8 + 2 * t4 + 0], dc1_0 = stats[st + 2 * BQ + 8 + 2 * t4 + 0];
@@ -5373,22 +5397,22 @@ public static partial class FlashAttentionHalf
             if (mask)
             {
                 // non-short-circuit tests (the ids are in shared memory, always in range): each mask is a select, not a branch
-                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
-                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg00))) s0_0_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg00))) s0_0_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 0] != seg01))) s0_0_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 0 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 0 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 0 + 2 * t4 + 1] != seg01))) s0_0_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg00))) s0_1_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg00))) s0_1_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 0] != seg01))) s0_1_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 8 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 8 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 8 + 2 * t4 + 1] != seg01))) s0_1_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg00))) s0_2_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg00))) s0_2_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 0] != seg01))) s0_2_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 16 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 16 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 16 + 2 * t4 + 1] != seg01))) s0_2_3 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg00))) s0_3_0 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key00 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key00 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg00))) s0_3_1 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 0)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 0 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 0] != seg01))) s0_3_2 = float.NegativeInfinity;
+                if (((p.Causal != 0) & (key01 > i0 + 24 + 2 * t4 + 1)) | ((p.Window != 0) & (i0 + 24 + 2 * t4 + 1 - key01 >= p.Window)) | ((p.Segmented != 0) & (statsInt[st + 4 * BQ + 24 + 2 * t4 + 1] != seg01))) s0_3_3 = float.NegativeInfinity;
             }
             s0_0_0 = default(TP).Exp2(s0_0_0 * sc - lc0_0); dp0_0_0 = s0_0_0 * (dp0_0_0 - dc0_0);
             s0_0_1 = default(TP).Exp2(s0_0_1 * sc - lc0_1); dp0_0_1 = s0_0_1 * (dp0_0_1 - dc0_1);

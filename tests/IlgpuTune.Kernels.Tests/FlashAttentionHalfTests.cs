@@ -26,7 +26,8 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
 
     // Packed ids that never decrease along each row run with tile skipping, checked against the reference and, bit for bit,
     // against the full loop (segmentsSorted false).
-    void Check(HalfType type, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, int[] segments, int seed)
+    void Check(HalfType type, int batch, int seq, int numHeads, int numKvHeads, int headDim, bool causal, int[] segments, int seed,
+        int window = 0)
     {
         bool sorted = segments.Length > 0 && FlashAttentionHalf.SegmentsSorted(segments, batch, seq);
         int tokens = batch * seq, qn = tokens * numHeads * headDim, kvn = tokens * numKvHeads * headDim, rows = batch * numHeads * seq;
@@ -36,8 +37,8 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
         var (_, dO) = Half16(type, seed + 3, qn, 1f); // exact in 16 bits, so the kernel's cast of dO is lossless
         var (o, lse) = (new float[qn], new float[rows]);
         var (dQ, dK, dV) = (new float[qn], new float[kvn], new float[kvn]);
-        Attention.ForwardCpu<float>(q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim, causal), o, lse);
-        Attention.BackwardCpu<float>(dO, q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim, causal), dQ, dK, dV);
+        Attention.ForwardCpu<float>(q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim, causal, window), o, lse);
+        Attention.BackwardCpu<float>(dO, q, k, v, segments, new(batch, seq, numHeads, numKvHeads, headDim, causal, window), dQ, dK, dV);
 
         var acc = gpu.Accelerator;
         using var gq = acc.Allocate1D(qBits); using var gk = acc.Allocate1D(kBits); using var gv = acc.Allocate1D(vBits);
@@ -49,7 +50,7 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
         using var gdelta = gpu.Upload(Rand.Floats(seed + 8, rows)); using var gdQ = gpu.Upload(Rand.Floats(seed + 9, qn));
         using var gdK = gpu.Upload(Rand.Floats(seed + 10, kvn)); using var gdV = gpu.Upload(Rand.Floats(seed + 11, kvn));
         FlashAttentionHalf.Forward(gpu.Kernels, type, new(gq.View, gk.View, gv.View, segView, sorted), new(batch, seq, numHeads,
-            numKvHeads, headDim, causal), new(go.View, glse.View));
+            numKvHeads, headDim, causal, window), new(go.View, glse.View));
         acc.Synchronize();
         // P (and dS) enter the second products rounded to 16 bits: relative error ~2^-8 of the largest terms.
         double tol = type == HalfType.BFloat16 ? 2e-2 : 4e-3;
@@ -57,7 +58,7 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
         Close.Assert("logSumExp", lse, glse.GetAsArray1D(), 1e-4, 1e-4);
 
         FlashAttentionHalf.Backward(gpu.Kernels, type, gdO.View, new(gq.View, gk.View, gv.View, segView, sorted), new(batch, seq,
-            numHeads, numKvHeads, headDim, causal), new(go.View, glse.View), gdOHalf.View, gdelta.View, new(gdQ.View, gdK.View, gdV.View));
+            numHeads, numKvHeads, headDim, causal, window), new(go.View, glse.View), gdOHalf.View, gdelta.View, new(gdQ.View, gdK.View, gdV.View));
         acc.Synchronize();
         AssertRel("dQ", dQ, gdQ.GetAsArray1D(), tol);
         AssertRel("dK", dK, gdK.GetAsArray1D(), tol);
@@ -70,9 +71,9 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
         using var fdQ = gpu.Upload(Rand.Floats(seed + 14, qn));
         using var fdK = gpu.Upload(Rand.Floats(seed + 15, kvn)); using var fdV = gpu.Upload(Rand.Floats(seed + 16, kvn));
         FlashAttentionHalf.Forward(gpu.Kernels, type, new(gq.View, gk.View, gv.View, segView), new(batch, seq, numHeads, numKvHeads,
-            headDim, causal), new(fo.View, flse.View));
+            headDim, causal, window), new(fo.View, flse.View));
         FlashAttentionHalf.Backward(gpu.Kernels, type, gdO.View, new(gq.View, gk.View, gv.View, segView), new(batch, seq, numHeads,
-            numKvHeads, headDim, causal), new(fo.View, flse.View), gdOHalf.View, gdelta.View, new(fdQ.View, fdK.View, fdV.View));
+            numKvHeads, headDim, causal, window), new(fo.View, flse.View), gdOHalf.View, gdelta.View, new(fdQ.View, fdK.View, fdV.View));
         acc.Synchronize();
         string[] names = ["o", "logSumExp", "dQ", "dK", "dV"];
         var full = new[] { fo, flse, fdQ, fdK, fdV }.Select(b => b.GetAsArray1D()).ToArray();
@@ -135,6 +136,23 @@ public class FlashAttentionHalfTests(IlgpuCpuFixture gpu)
     [InlineData(true, 128)]
     public void Kernel_SampleSpanningTiles(bool causal, int headDim) =>
         Check(HalfType.BFloat16, 2, 200, 2, 1, headDim, causal, Packed(200, [3, 150, 47], [70, 1, 60, 2]), 81 + headDim);
+
+    // Sliding windows (i - j < window): the forward/dQ blocks start past the key tiles before their window, the dK/dV blocks stop
+    // before the query tiles past theirs; with sorted packed rows the skipping is also checked bit for bit against the full loop.
+    // (d 16: the second 128-row block starts at key tile 1; d 128: 64-key dK/dV blocks stop after 3 of 5 query tiles of 32.)
+    [Theory]
+    [InlineData(16, false)]
+    [InlineData(128, true)]
+    public void Kernel_SlidingWindow(int headDim, bool packed) =>
+        Check(HalfType.BFloat16, packed ? 2 : 1, 150, 2, 1, headDim, true, packed ? Packed(150, [3, 100, 47], [70, 1, 60, 2]) : [],
+            91 + headDim, window: 20);
+
+    [Fact]
+    public void Supports_GeneratedHeadDims()
+    {
+        Assert.True(FlashAttentionHalf.Supports(new(1, 8, 2, 1, 64, Window: 3)));
+        Assert.False(FlashAttentionHalf.Supports(new(1, 8, 2, 1, 256)));
+    }
 
     // Ids that go back down within a row are allowed too; they take the full loop.
     [Fact]

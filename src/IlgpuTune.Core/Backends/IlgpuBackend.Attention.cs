@@ -1,7 +1,7 @@
 // Attention on ILGPU devices: tiled FlashAttention-2, O(seq) memory: it keeps only logsumexp[batch, heads, seq] (and
 // q, k, v, o). At a 16-bit precision and a generated head dim it runs on tensor cores (FlashAttentionHalf): q, k, v are
 // rounded once and the 16-bit copies (half the size) are what backward keeps; dO is rounded inside the backward launcher.
-// Sliding windows and head dims without a generated tensor-core kernel (256: Gemma 3) take the fp32 flash kernels.
+// Head dims without a generated tensor-core kernel (256: Gemma 3) take the fp32 flash kernels.
 using ILGPU;
 using IlgpuTune.Kernels;
 using K = IlgpuTune.Kernels;
