@@ -92,7 +92,7 @@ public sealed class TrainLog : IDisposable
         {
             ["lr"] = F(r.Lr), ["data_time"] = F(r.DataTime), ["loss"] = F(r.Loss), ["grad_norm"] = F(r.GradNorm), ["time"] = F(r.Time),
             ["memory"] = F(r.MemoryMiB), ["tokens_per_s"] = F(r.TokensPerSecond), ["iter"] = r.Iter, ["step"] = r.Iter,
-        }));
+        }, TrainingJson.Default.DictionaryStringObject));
     }
 
     private static LogRecord? FromJson(string line)
