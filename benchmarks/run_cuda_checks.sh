@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CUDA checks after a structural change, in one device call (after
-# `../shared/gpu/stage.sh src/IlgpuTune.Cli/IlgpuTune.Cli.csproj benchmarks/IlgpuTune.GpuBench/IlgpuTune.GpuBench.csproj`, carry .gpu):
+# `bash benchmarks/stage_gpu.sh benchmarks/IlgpuTune.GpuBench/IlgpuTune.GpuBench.csproj`, carry .gpu):
 # transformers parity of every tiny family (fp32, bf16, QLoRA), NF4 bytes, the attention and GEMM kernel checks, the
 # tiny demo trained on CUDA through the CLI, and a 1.1B-shape LoRA step for tokens/s. Outputs go to $OUT (or /tmp/out).
 set -uo pipefail

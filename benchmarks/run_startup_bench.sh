@@ -18,11 +18,11 @@ model=$(ls -d "$ILGPUTUNE_CACHE"/tiny-*)
 
 # median wall milliseconds of "$@" over RUNS runs (one warm-up first)
 median_ms() {
-  "$@" >/dev/null 2>&1
+  "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
   local times=()
   for _ in $(seq "$RUNS"); do
     local t0=$(date +%s%N)
-    "$@" >/dev/null 2>&1
+    "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
     times+=($(( ($(date +%s%N) - t0) / 1000000 )))
   done
   printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p"

@@ -37,7 +37,7 @@ fi
 jsonl="$out/dataset-prepare.jsonl"
 : > "$jsonl"
 sync; t0=$(date +%s.%N); cat "$data" > /dev/null; t1=$(date +%s.%N)
-echo "{\"what\":\"cat\",\"records\":$n,\"seconds\":$(echo "$t1 - $t0" | bc),\"load\":\"$(uptime | sed 's/.*load average: //')\"}" >> "$jsonl"
+echo "{\"what\":\"cat\",\"records\":$n,\"seconds\":$(printf "%.3f" "$(echo "$t1 - $t0" | bc)"),\"load\":\"$(uptime | sed 's/.*load average: //')\"}" >> "$jsonl"
 for which in "${!dll[@]}"; do
   rm -rf "$work/cache-$which"
   load="$(uptime | sed 's/.*load average: //')"

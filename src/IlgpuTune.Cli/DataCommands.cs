@@ -156,7 +156,7 @@ public sealed class DataCommands
         Console.WriteLine($"records: {conversations.Count + dropped} ({dropped} dropped by the {o.Format} map fn), turns: {conversations.Sum(c => c.Turns.Count)}");
         Console.WriteLine($"samples: {samples.Length}, without any supervised token (dropped): {stats.DroppedNoLoss}, truncated to {o.MaxLength}: {stats.Truncated}");
         long tokens = samples.Sum(s => (long)s.InputIds.Length), supervised = samples.Sum(s => (long)s.Labels.Count(l => l >= 0));
-        Console.WriteLine($"tokens: {tokens} ({supervised} supervised, {(tokens == 0 ? 0 : 100.0 * supervised / tokens):F1}%), encoded in {encodeSeconds:F2} s on {Environment.ProcessorCount} cores");
+        Console.WriteLine($"tokens: {tokens} ({supervised} supervised, {(tokens == 0 ? 0 : 100.0 * supervised / tokens):F1}%), encoded in {encodeSeconds:F2} s on {Environment.ProcessorCount} cores ({samples.Length / Math.Max(encodeSeconds, 1e-9):F0} samples/s)");
         if (samples.Length > 0)
         {
             var lengths = samples.Select(s => s.InputIds.Length).Order().ToArray();

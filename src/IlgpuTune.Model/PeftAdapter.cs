@@ -127,6 +127,6 @@ public static class PeftAdapter
             ["use_rslora"] = lora.UseRsLora,
         };
         AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile),
-            JsonSerializer.Serialize(config, new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            JsonSerializer.Serialize(config, ModelJson.Default.SortedDictionaryStringObject) + "\n");
     }
 }

@@ -96,7 +96,7 @@ public sealed class TrainLog : IDisposable
             ["memory"] = F(r.MemoryMiB), ["tokens_per_s"] = F(r.TokensPerSecond), ["iter"] = r.Iter, ["step"] = r.Iter,
         };
         foreach (var (k, v) in r.Metrics ?? new Dictionary<string, double>()) scalars[k] = F(v);
-        _scalars?.WriteLine(JsonSerializer.Serialize(scalars));
+        _scalars?.WriteLine(JsonSerializer.Serialize(scalars, TrainingJson.Default.DictionaryStringObject));
     }
 
     private static LogRecord? FromJson(string line)

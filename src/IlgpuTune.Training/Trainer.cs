@@ -184,7 +184,7 @@ public sealed partial class TrainRun : IDisposable
         };
         string cacheDir = cfg.DatasetCacheDir ?? DataPipeline.DefaultCacheDir(), cacheKey = DataPipeline.CacheKey(dataOptions) + PreferenceCacheSuffix();
         var cached = PackedCache.TryOpen(cacheDir, cacheKey);
-        PlannedRows? packed = null;
+        IReadOnlyList<PackedRow>? packed = null;
         PackStats stats;
         if (cached is not null) stats = Own(cached).Stats;
         else if (_preference is not null) (packed, stats) = PreparePreferenceData(dataOptions, tokenizer);
@@ -404,7 +404,7 @@ public sealed partial class TrainRun : IDisposable
         }
         else _optimizer.LoadState(Checkpoint.ReadOptimizer(_resumeDir!));
         if (state.Scaler.Count > 0)
-            _scaler.LoadState(state.Scaler.Deserialize<GradScalerState>() ?? throw new InvalidDataException($"{_resumeDir}: bad scaler state"));
+            _scaler.LoadState(state.Scaler.Deserialize(TrainingJson.Default.GradScalerState) ?? throw new InvalidDataException($"{_resumeDir}: bad scaler state"));
         (_start, _steps, _lastNorm, _windowNonFinite, _saved) = (state.Iter, state.OptimizerSteps, state.LastGradNorm, state.WindowNonFinite, state.Iter);
         _log.Info($"resumed from {_resumeDir} at iteration {_start}");
     }
@@ -419,8 +419,8 @@ public sealed partial class TrainRun : IDisposable
             (_order, _orderEpoch) = (DataShard.ForRank(Trainer.EpochOrder(_rows, cfg.Seed, epoch), _comm?.Rank ?? 0, _comm?.WorldSize ?? 1), epoch);
         var batch = Batch.Assemble(_data, _order!, (iter % _itersPerEpoch) * cfg.BatchSize, cfg.BatchSize);
         var t1 = _clock.Elapsed;
-        _batchLog?.WriteLine(JsonSerializer.Serialize(new { iter, batch.Size, batch.Length, input_ids = batch.InputIds, labels = batch.Labels,
-            position_ids = batch.PositionIds, segment_ids = batch.SegmentIds }));
+        _batchLog?.WriteLine(JsonSerializer.Serialize(new BatchDump(iter, batch.Size, batch.Length, batch.InputIds, batch.Labels,
+            batch.PositionIds, batch.SegmentIds), TrainingJson.Default.BatchDump));
 
         float lr = (float)_schedule.LrAt(iter);
         float loss;
@@ -558,7 +558,7 @@ public sealed partial class TrainRun : IDisposable
             return;
         }
         Checkpoint.Save(_workDir, new CheckpointState(done, _steps, _cfg.Seed,
-                _scaler.Enabled ? (JsonObject)JsonSerializer.SerializeToNode(_scaler.ExportState())! : [],
+                _scaler.Enabled ? (JsonObject)JsonSerializer.SerializeToNode(_scaler.ExportState(), TrainingJson.Default.GradScalerState)! : [],
                 _cfg.Source, Path.GetFullPath(_modelDir), _loraState, _lastNorm, _runId, _logDirs, _windowNonFinite),
             _trainable, optimizerState, _cfg.SaveTotalLimit);
         _dist?.AdoptGrads();

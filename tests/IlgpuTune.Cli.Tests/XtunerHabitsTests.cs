@@ -37,12 +37,12 @@ public class XtunerHabitsTests(ITestOutputHelper log)
     [Fact]
     public void ListCfg_PrintsXtunersFrame_AndFiltersByPattern()
     {
-        var (code, stdout, _) = Run(null, "list-cfg", "-p", "InternLM2_chat");
+        var (code, stdout, _) = Run(null, "list-cfg", "-p", "InternLM2_chat_1_8b_DPO");
         Assert.Equal(0, code);
         var lines = stdout.TrimEnd('\n').Split('\n');
         Assert.Equal("==========================CONFIGS===========================", lines[0]);
-        Assert.Equal(["PATTERN: InternLM2_chat", "-------------------------------"], lines[1..3]);
-        Assert.Equal(["internlm2_chat_1_8b_qlora_alpaca_e3", "internlm2_chat_7b_qlora_oasst1_e3"], lines[3..^1]);
+        Assert.Equal(["PATTERN: InternLM2_chat_1_8b_DPO", "-------------------------------"], lines[1..3]);
+        Assert.Equal(["internlm2_chat_1_8b_dpo_full", "internlm2_chat_1_8b_dpo_lora", "internlm2_chat_1_8b_dpo_qlora"], lines[3..^1]);
         Assert.Equal("=============================================================", lines[^1]);
         var all = Run(null, "list-cfg").Stdout;
         foreach (var name in new[] { "internlm2_7b_qlora_colorist_e5", "internlm_chat_7b_qlora_oasst1_e3", Builtins.DefaultConfig })

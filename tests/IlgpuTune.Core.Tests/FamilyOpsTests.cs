@@ -136,6 +136,33 @@ public class FamilyOpsTests
         Assert.Contains(cpu.DRouter, v => v != 0f);
     }
 
+    [Fact]
+    public void MoeDispatch_GradientEqualsPerExpertGathers()
+    {
+        // One dispatch entry (one dX) against one MoeGather entry per expert (E gradients summed by the tape).
+        using var d = Device.Create("cpu");
+        using var x = Tensor.FromArray(d, Rand.Floats(1, T * H), T, H);
+        using var logits = Tensor.FromArray(d, Rand.Floats(2, T * E, 3f), T, E);
+        x.RequiresGrad = true;
+        using var routing = Ops.MoeRoute(logits, K, true);
+        float[] Grad(bool dispatch)
+        {
+            using (var tape = new Tape())
+            {
+                var parts = dispatch ? Ops.MoeDispatch(x, routing)
+                    : Enumerable.Range(0, E).Select(e => routing.Counts[e] == 0 ? null : Ops.MoeGather(x, routing, e)).ToArray();
+                using var y = Ops.MoeCombine(parts, routing);
+                tape.Backward(y, Tensor.FromArray(d, Rand.Floats(3, T * H), T, H));
+                foreach (var p in parts) p?.Dispose();
+            }
+            var g = x.Grad!.ToFloatArray();
+            x.Grad!.Dispose();
+            x.Grad = null;
+            return g;
+        }
+        Assert.Equal(Grad(false), Grad(true));
+    }
+
     [Theory]
     [InlineData("cpu")]
     [InlineData("ilgpu-cpu")]

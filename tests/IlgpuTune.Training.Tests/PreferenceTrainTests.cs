@@ -75,6 +75,11 @@ public class PreferenceTrainTests
             });
             Assert.True(right >= pairs.Count * 0.9, $"{right} of {pairs.Count}");
         }
+        // `score` reads the same folder.
+        var (code, output) = Cli("score", dir, "--prompt-template", "qwen_chat", "--data", Builtins.ResolveAsset("@tiny/color_preference.jsonl"), "--device", "cpu");
+        Assert.Equal(0, code);
+        Assert.Matches(@"32 pairs, chosen ranked higher in (29|30|31|32) ", output);
+        Assert.Contains("color_preference.jsonl:1\tchosen ", output);
     }
 
     [Fact]
@@ -96,5 +101,30 @@ public class PreferenceTrainTests
         var resumed = Trainer.Run(Builtins.LoadConfig("tiny_llama_lora_color_dpo", o), new TrainOptions { WorkDir = work.Path, Resume = "", Console = _ => { } });
         Assert.Equal(4, resumed.Done);
         Assert.Null(resumed.AdapterDir);
+    }
+
+    [Fact]
+    public void CheckAndLogDataset_ShowPairs()
+    {
+        var (code, output) = Cli("check-dataset", "tiny_llama_lora_color_dpo");
+        Assert.Equal(0, code);
+        Assert.Contains("preference pairs: 32", output);
+        Assert.Contains("packed: 32 rows of ≤ 128 tokens", output);
+        (code, output) = Cli("log-dataset", "tiny_llama_lora_color_dpo", "--show", "masked_text");
+        Assert.Equal(0, code);
+        Assert.Matches(@"pair color_preference\.jsonl:\d+: chosen, \d+ tokens", output);
+        Assert.Matches(@"pair color_preference\.jsonl:\d+: rejected, \d+ tokens", output);
+    }
+
+    static (int Code, string Output) Cli(params string[] args)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ilgpu-tune.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output + err.Result);
     }
 }

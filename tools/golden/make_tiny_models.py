@@ -450,7 +450,9 @@ def internlm_config_json(config):
         "model_type": "internlm",
         "num_attention_heads": SHAPES["num_attention_heads"],
         "num_hidden_layers": SHAPES["num_hidden_layers"],
-        "pad_token_id": 0,
+        # internlm-chat-7b says 0; the golden Llama has no padding_idx (every embedding row gets its gradient), so the
+        # file says so too.
+        "pad_token_id": None,
         "rms_norm_eps": config.rms_norm_eps,
         "rotary": {"base": 10000, "type": "dynamic"},
         "tie_word_embeddings": False,

@@ -99,6 +99,41 @@ public static partial class Ops
     }
 
     /// <summary>
+    /// Every expert's token rows of x [T, H] at once: [e] = [Counts[e], H], null where Counts[e] = 0. One tape entry, so the
+    /// backward scatters all experts' gradients into one dX (MoeGather per expert would add E full-size gradients).
+    /// </summary>
+    public static Tensor?[] MoeDispatch(Tensor x, MoeRouting routing)
+    {
+        const string op = "moe_dispatch";
+        RequireF32(op, x, "x");
+        if (x.Rank != 2 || x.Dim(0) != routing.Tokens) throw new ArgumentException($"{op}: x {ShapeText(x.Shape)} is not [{routing.Tokens}, hidden]");
+        int hidden = x.Dim(1), topK = routing.TopK;
+        var outputs = new Tensor?[routing.NumExperts];
+        var experts = new List<int>();
+        for (int e = 0; e < outputs.Length; e++)
+        {
+            if (routing.Counts[e] == 0) continue;
+            outputs[e] = EmptyF32(x.Device, routing.Counts[e], hidden);
+            B(x).MoeGather(x, routing.Order, routing.Offsets[e], topK, outputs[e]!);
+            experts.Add(e);
+        }
+        if (Tape.IsRecording(x) && experts.Count > 0)
+        {
+            var so = routing.Order.Alias();
+            var offsets = routing.Offsets;
+            var xShape = x.Shape;
+            Tape.Record(op, [x], [.. experts.Select(e => outputs[e]!)], ctx =>
+            {
+                var dX = Tensor.Zeros(so.Device, DType.F32, xShape);
+                for (int j = 0; j < experts.Count; j++)
+                    if (ctx.GradOutput(j) is { } dXe) B(dXe).MoeGatherBackward(dXe, so, offsets[experts[j]], topK, dX);
+                ctx.AddGrad(0, dX);
+            }, so);
+        }
+        return outputs;
+    }
+
+    /// <summary>
     /// y [T, H] = Σ_k weights[t, k] · (output of expert experts[t, k] for token t): expertOutputs[e] is expert e's [Counts[e], H]
     /// (rows as MoeGather gave them; null where Counts[e] = 0). Gradients reach the outputs and the routing weights.
     /// </summary>
@@ -154,26 +189,28 @@ public static partial class Ops
     }
 
     /// <summary>
-    /// The experts of a sparse MLP as grouped products: each expert e with tokens runs <paramref name="expert"/>(e, its rows
-    /// [Counts[e], H]) (e.g. down(act(gate(xe)) * up(xe)) with that expert's Linear / LoRA / NF4 weights), then MoeCombine.
+    /// The experts of a sparse MLP as grouped products: MoeDispatch, then each expert e with tokens runs <paramref name="expert"/>(e,
+    /// its rows [Counts[e], H]) (e.g. down(act(gate(xe)) * up(xe)) with that expert's Linear / LoRA / NF4 weights), then MoeCombine.
     /// Activations scale with the routed rows (T*K), not with T*E.
     /// </summary>
     public static Tensor MoeExperts(Tensor x, MoeRouting routing, Func<int, Tensor, Tensor> expert)
     {
+        var inputs = MoeDispatch(x, routing);
         var outputs = new Tensor?[routing.NumExperts];
         try
         {
             for (int e = 0; e < outputs.Length; e++)
             {
-                if (routing.Counts[e] == 0) continue;
-                using var xe = MoeGather(x, routing, e);
+                if (inputs[e] is not { } xe) continue;
                 outputs[e] = expert(e, xe);
+                xe.Dispose(); // the expert's ops keep what their backward needs
+                inputs[e] = null;
             }
             return MoeCombine(outputs, routing);
         }
         finally
         {
-            foreach (var t in outputs) t?.Dispose();
+            foreach (var t in inputs.Concat(outputs)) t?.Dispose();
         }
     }
 

@@ -140,7 +140,7 @@ public static class DatasetReader
             o.Remove(column);
             o[field] = v;
         }
-        return r with { Value = JsonSerializer.SerializeToElement(o) };
+        return r with { Value = JsonSerializer.SerializeToElement(o, DataJson.Default.JsonObject) };
     }
 
     static DatasetError WrongFormat(RawRecord r, DatasetFormat format, (DatasetFormat Format, string Description) looks, DatasetReadOptions options)

@@ -19,7 +19,7 @@ public static class ParquetRecords
         foreach (var row in rows)
         {
             n++;
-            yield return new RawRecord(JsonSerializer.SerializeToElement(ToNode(row)), $"{name} row {n}");
+            yield return new RawRecord(JsonSerializer.SerializeToElement(ToNode(row), DataJson.Default.JsonNode), $"{name} row {n}");
         }
     }
 

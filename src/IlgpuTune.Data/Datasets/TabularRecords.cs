@@ -58,7 +58,7 @@ public static class TabularRecords
                 cells.Add(KeyValuePair.Create(header[i], string.IsNullOrEmpty(cell) ? null : (JsonNode?)JsonValue.Create(cell)));
             }
             if (cells.All(c => c.Value is null)) continue;   // an empty line
-            yield return new RawRecord(JsonSerializer.SerializeToElement(new JsonObject(cells)), $"{name} row {row}");
+            yield return new RawRecord(JsonSerializer.SerializeToElement(new JsonObject(cells), DataJson.Default.JsonObject), $"{name} row {row}");
         }
     }
 
@@ -92,10 +92,10 @@ public static class TabularRecords
             }
             if (!more) yield break;
             row++;
-            var cells = ((IDictionary<string, object?>)it.Current)
+            var cells = ((IDictionary<string, object?>)(object)it.Current)
                 .Select(kv => KeyValuePair.Create(kv.Key, Cell(kv.Value))).ToList();
             if (cells.All(c => c.Value is null)) continue;
-            yield return new RawRecord(JsonSerializer.SerializeToElement(new JsonObject(cells)), $"{name} row {row}");
+            yield return new RawRecord(JsonSerializer.SerializeToElement(new JsonObject(cells), DataJson.Default.JsonObject), $"{name} row {row}");
         }
     }
 

@@ -58,5 +58,5 @@ public static class TextRecords
     }
 
     static RawRecord Record(string text, string location) =>
-        new(JsonSerializer.SerializeToElement(new Dictionary<string, string> { ["text"] = text }), location);
+        new(JsonSerializer.SerializeToElement(new Dictionary<string, string> { ["text"] = text }, DataJson.Default.DictionaryStringString), location);
 }

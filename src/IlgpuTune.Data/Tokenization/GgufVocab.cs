@@ -26,20 +26,24 @@ public sealed record GgufVocab(string Model, string Pre, string[] Tokens, int[] 
     /// <summary>The vocab of the tokenizer in <paramref name="dir"/>, padded to <paramref name="vocabSize"/> (config.json's).</summary>
     public static GgufVocab FromDirectory(string dir, int vocabSize)
     {
-        var tokenizer = Tokenizers.FromDirectory(dir);
+        // Llama 2 / Mistral folders carry both files: the tokenizer.json is then a byte-fallback BPE made from the
+        // tokenizer.model, and llama.cpp wants the SentencePiece pieces and scores.
+        string json = Path.Combine(dir, "tokenizer.json"), model = Path.Combine(dir, "tokenizer.model");
+        ITokenizer tokenizer = File.Exists(model) && (!File.Exists(json) || ByteFallback(json))
+            ? SentencePieceModelTokenizer.FromDirectory(dir)
+            : Tokenizers.FromDirectory(dir);
         if (tokenizer.VocabSize > vocabSize)
             throw new InvalidDataException($"{dir}: the tokenizer has {tokenizer.VocabSize} tokens, more than config.json's vocab_size {vocabSize}");
         var tokens = new string[vocabSize];
         var types = new int[vocabSize];
         float[]? scores = null;
         string[]? merges = null;
-        string model, pre;
+        string type, pre;
         int? unk = null;
         if (tokenizer is HfTokenizer hf)
         {
-            string path = Path.Combine(dir, "tokenizer.json");
-            (pre, merges) = ReadBpe(path);
-            model = "gpt2";
+            (pre, merges) = ReadBpe(json);
+            type = "gpt2";
             var added = hf.AddedTokens.ToDictionary(t => t.Id);
             for (int i = 0; i < vocabSize; i++)
             {
@@ -51,7 +55,7 @@ public sealed record GgufVocab(string Model, string Pre, string[] Tokens, int[] 
         else
         {
             var sp = (SentencePieceModelTokenizer)tokenizer;
-            (model, pre) = ("llama", "default");
+            (type, pre) = ("llama", "default");
             scores = new float[vocabSize];
             var added = sp.Config.AddedTokensDecoder.ToDictionary(t => t.Id);
             for (int i = 0; i < vocabSize; i++)
@@ -72,7 +76,7 @@ public sealed record GgufVocab(string Model, string Pre, string[] Tokens, int[] 
         var special = tokenizer.Encode("a", addSpecialTokens: true);
         bool addBos = special.Length > plain.Length && tokenizer.BosTokenId is { } bos && special[0] == bos;
         bool addEos = special.Length > plain.Length && tokenizer.EosTokenId is { } eos && special[^1] == eos;
-        return new GgufVocab(model, pre, tokens, types, scores, merges, tokenizer.BosTokenId, tokenizer.EosTokenId, tokenizer.PadTokenId,
+        return new GgufVocab(type, pre, tokens, types, scores, merges, tokenizer.BosTokenId, tokenizer.EosTokenId, tokenizer.PadTokenId,
             unk, addBos, addEos, tokenizer.Config.ChatTemplate);
     }
 
@@ -90,6 +94,13 @@ public sealed record GgufVocab(string Model, string Pre, string[] Tokens, int[] 
             throw new NotSupportedException($"{path}: a BPE with byte_fallback (SentencePiece-style, as Llama 2's) is written from its " +
                 "tokenizer.model; put tokenizer.model next to it");
         return (PreOf(root, path), merges);
+    }
+
+    private static bool ByteFallback(string path)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+        return doc.RootElement.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.Object
+            && m.TryGetProperty("byte_fallback", out var b) && b.ValueKind == JsonValueKind.True;
     }
 
     private static string PreOf(JsonElement root, string path)

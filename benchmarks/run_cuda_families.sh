@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Issue 21's CUDA table in one short device call (after `bash benchmarks/stage_gpu.sh`, carry .gpu): transformers parity
+# of every fixture family on CUDA through the precompiled PTX (fp32 and bf16), the same fp32 cases through ILGPU's JIT
+# (ILGPU_TUNE_JIT=1: both load paths must agree), QLoRA parity, and the tiny DPO demo on CUDA. Outputs go to $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+[ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
+export DOTNET_ROOT=/tmp/dotnet
+T="/tmp/dotnet/dotnet .gpu/app/IlgpuTune.Cli/ilgpu-tune.dll"
+F=$(ls -d tests/fixtures/tiny/*/ | sed "s:/$::")
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+step() { local name=$1; shift; local t0=$SECONDS; timeout 150 "$@" > "$OUT/$name.txt" 2>&1; local rc=$?; echo "$name: exit $rc in $((SECONDS - t0)) s; $(tail -1 "$OUT/$name.txt")"; }
+step parity-cuda $T parity $F --device cuda
+step parity-cuda-bf16 $T parity $F --device cuda --bf16
+step parity-cuda-jit env ILGPU_TUNE_JIT=1 $T parity tests/fixtures/tiny/llama tests/fixtures/tiny/gemma3_text tests/fixtures/tiny/mixtral --device cuda
+step parity-cuda-qlora-bf16 $T parity tests/fixtures/tiny/llama --device cuda --bf16 --qlora tests/fixtures/qlora/qlora.safetensors
+step dpo-cuda $T train tiny_llama_lora_color_dpo --work-dir /tmp/dpo --cfg-options device=cuda dtype=bfloat16
+grep -h "rewards/accuracies" "$OUT/dpo-cuda.txt" | tail -1 | grep -o "rewards/accuracies: [0-9.]*  rewards/margins: [-0-9.]*"
