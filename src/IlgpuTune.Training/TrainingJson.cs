@@ -9,6 +9,7 @@ namespace IlgpuTune.Training;
 [JsonSerializable(typeof(int))]
 [JsonSerializable(typeof(GradScalerState))]
 [JsonSerializable(typeof(BatchDump))]
+[JsonSerializable(typeof(Preference.PreferenceObjective.ReferenceLogps))]
 internal sealed partial class TrainingJson : JsonSerializerContext;
 
 /// <summary>One line of batches.jsonl (dump_batches).</summary>

@@ -63,7 +63,7 @@ public sealed class PreferenceObjective
         if (!NeedsReference) return;
         string path = Path.Combine(workDir, ReferenceFile);
         // A fresh run computes them (an old file may belong to another model); a resumed one reads what its first launch kept.
-        if (resuming && File.Exists(path) && JsonSerializer.Deserialize<ReferenceLogps>(File.ReadAllText(path)) is { } saved && saved.Key == key && saved.Rows.Length == data.RowCount)
+        if (resuming && File.Exists(path) && JsonSerializer.Deserialize(File.ReadAllText(path), TrainingJson.Default.ReferenceLogps) is { } saved && saved.Key == key && saved.Rows.Length == data.RowCount)
         {
             _reference = saved.Rows.Select((r, i) => (r, i)).ToDictionary(x => x.i, x => x.r);
             log($"DPO reference log-probs read from {path}");
@@ -84,7 +84,7 @@ public sealed class PreferenceObjective
                 rows[r] = SequenceSums(logp.ToFloatArray(), row.CumulativeLengths, 0).Sums;
             }
         _reference = rows.Select((r, i) => (r, i)).ToDictionary(x => x.i, x => x.r);
-        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(new ReferenceLogps(key, rows)));
+        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(new ReferenceLogps(key, rows), TrainingJson.Default.ReferenceLogps));
         log($"DPO reference log-probs of {rows.Length} rows computed with the {(lora ? "adapters switched off" : "initial weights")}, kept in {path}");
     }
 
@@ -112,7 +112,7 @@ public sealed class PreferenceObjective
         return (loss, result.Metrics);
     }
 
-    private sealed record ReferenceLogps(string Key, double[][] Rows);
+    internal sealed record ReferenceLogps(string Key, double[][] Rows);
 
     private static int[] Segments(PackedRow row, int len)
     {
