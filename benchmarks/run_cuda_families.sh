@@ -6,7 +6,8 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 [ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
 export DOTNET_ROOT=/tmp/dotnet
-T="/tmp/dotnet/dotnet .gpu/app/IlgpuTune.Cli/ilgpu-tune.dll"
+[ -f /tmp/cli/ilgpu-tune.dll ] || tar -xJf .gpu/cli.tar.xz -C /tmp
+T="/tmp/dotnet/dotnet /tmp/cli/ilgpu-tune.dll"
 F=$(ls -d tests/fixtures/tiny/*/ | sed "s:/$::")
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 step() { local name=$1; shift; local t0=$SECONDS; timeout 150 "$@" > "$OUT/$name.txt" 2>&1; local rc=$?; echo "$name: exit $rc in $((SECONDS - t0)) s; $(tail -1 "$OUT/$name.txt")"; }

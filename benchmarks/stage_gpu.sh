@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# Stage the CLI (and optionally GpuBench) for the GPU machine: ../shared/gpu/stage.sh, plus the ASP.NET Core shared
-# framework in the runtime tarball (the CLI references it for `serve`; stage.sh packs Microsoft.NETCore.App only), minus
-# symbols and XML docs (the device call carries at most 64 MiB with the tree). Then call the device tool with carry [".gpu"].
-#   bash benchmarks/stage_gpu.sh [benchmarks/IlgpuTune.GpuBench/IlgpuTune.GpuBench.csproj]
+# Stage the CLI for the GPU machine within the device call's 64 MiB carry (tree included): ../shared/gpu/stage.sh
+# publishes it and packs Microsoft.NETCore.App; the CLI also references the ASP.NET Core framework (for `serve`), which
+# would not fit, so the staged copy runs on Microsoft.NETCore.App alone with the Microsoft.Extensions.* assemblies it
+# needs copied in (its deps.json dropped so the host loads every assembly in its folder), packed as .gpu/cli.tar.xz.
+# `serve` is not available in that copy. Then: device call with carry [".gpu"]; the run scripts unpack it to /tmp/cli.
+#   bash benchmarks/stage_gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rm -rf .gpu/app .gpu/dotnet-runtime.tar.xz .gpu/fair
-../shared/gpu/stage.sh src/IlgpuTune.Cli/IlgpuTune.Cli.csproj "$@"
+rm -rf .gpu/app .gpu/fair .gpu/cli.tar.xz .gpu/dotnet-runtime.tar.xz
+../shared/gpu/stage.sh src/IlgpuTune.Cli/IlgpuTune.Cli.csproj
 dn=$(dirname "$(readlink -f "$(command -v dotnet)")")
-net=$(ls -d "$dn"/shared/Microsoft.NETCore.App/*/ | sort -V | tail -1)
 asp=$(ls -d "$dn"/shared/Microsoft.AspNetCore.App/*/ | sort -V | tail -1)
-tar -C "$dn" -cf - dotnet host "shared/Microsoft.NETCore.App/$(basename "$net")" "shared/Microsoft.AspNetCore.App/$(basename "$asp")" \
-  | xz -T2 -6 > .gpu/dotnet-runtime.tar.xz
+cli=.gpu/app/IlgpuTune.Cli
+cp -n "$asp"/Microsoft.Extensions.*.dll "$cli"/
+rm -f "$cli"/ilgpu-tune.deps.json
 find .gpu/app \( -name "*.pdb" -o -name "*.xml" \) -delete
+python3 - "$cli/ilgpu-tune.runtimeconfig.json" <<'PY'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p)); ro = c["runtimeOptions"]
+fws = ro.pop("frameworks", None) or [ro.pop("framework")]
+ro["framework"] = next(f for f in fws if f["name"] == "Microsoft.NETCore.App")
+json.dump(c, open(p, "w"), indent=2)
+PY
+mv "$cli" .gpu/cli && tar -C .gpu -cf - cli | xz -T2 -6 > .gpu/cli.tar.xz && rm -rf .gpu/cli .gpu/app
 du -sh .gpu
