@@ -1,6 +1,6 @@
 // `convert gguf`: an HF model folder (+ an optional PEFT LoRA adapter, merged on the fly as `convert merge` does) -> one GGUF
-// v3 file for llama.cpp, as llama.cpp's convert_hf_to_gguf.py writes it: general.architecture llama (Llama and Mistral,
-// which llama.cpp runs as llama), qwen2 or internlm2; the {arch}.* hyperparameters; llama.cpp's tensor names; the q/k rows
+// v3 file for llama.cpp, as llama.cpp's convert_hf_to_gguf.py writes it: general.architecture llama (Llama, Mistral and
+// InternLM v1, which llama.cpp runs as llama), qwen2, qwen3 (with its q/k norms) or internlm2; the {arch}.* hyperparameters; llama.cpp's tensor names; the q/k rows
 // of llama-style attention permuted from HF's rotate-half order to llama.cpp's interleaved pairs (InternLM2's fused wqkv
 // split into q, k, v first); Llama 3 rope scaling as the rope_freqs.weight tensor. Norms and biases are written F32, 2-D
 // weights in the out type (Q8_0 / Q4_0 where rows fill whole blocks of 32, else F16; with q4_0 the output head is Q8_0,
@@ -29,8 +29,10 @@ public static class GgufExport
     /// <summary>llama.cpp's architecture name for a model family.</summary>
     public static string ArchitectureName(Architecture a) => a switch
     {
-        Architecture.Llama or Architecture.Mistral => "llama",
+        // InternLM v1 is Llama with q/k/v/o biases, which llama.cpp's llama reads when present.
+        Architecture.Llama or Architecture.Mistral or Architecture.InternLM => "llama",
         Architecture.Qwen2 => "qwen2",
+        Architecture.Qwen3 => "qwen3",
         Architecture.InternLM2 => "internlm2",
         _ => throw new NotSupportedException($"{a} models cannot be written as GGUF"),
     };
@@ -148,7 +150,7 @@ public static class GgufExport
     // The GGUF tensors in llama.cpp's order (token_embd, per block, then output_norm, output), each with how to compute it.
     private static List<Planned> Plan(ModelConfig c, GgufOutType outType)
     {
-        bool intern = c.Architecture == Architecture.InternLM2, llamaStyle = c.Architecture is Architecture.Llama or Architecture.Mistral;
+        bool intern = c.Architecture == Architecture.InternLM2, llamaStyle = c.Architecture is Architecture.Llama or Architecture.Mistral or Architecture.InternLM;
         int h = c.HiddenSize, d = c.HeadDim, qOut = c.NumAttentionHeads * d, kvOut = c.NumKeyValueHeads * d;
         // HF names (modeling_llama / modeling_internlm2), read here rather than from CausalLM's internals.
         string embed = intern ? "model.tok_embeddings.weight" : "model.embed_tokens.weight", head = intern ? "output.weight" : "lm_head.weight";
@@ -185,6 +187,12 @@ public static class GgufExport
                 Add($"{b}{gguf}.weight", [rows, h], false, src => permute ? Permute(src(hf + "weight"), heads, d, h) : src(hf + "weight"));
                 if (c.AttentionBias)
                     Add($"{b}{gguf}.bias", [rows], false, src => permute ? Permute(src(hf + "bias"), heads, d, 1) : src(hf + "bias"));
+            }
+            if (c.Architecture == Architecture.Qwen3)
+            {
+                // Qwen3's per-head RMSNorm of q and k (over head_dim, before RoPE).
+                Copy(b + "attn_q_norm.weight", l + "self_attn.q_norm.weight", [d]);
+                Copy(b + "attn_k_norm.weight", l + "self_attn.k_norm.weight", [d]);
             }
             Copy(b + "attn_output.weight", l + "self_attn.o_proj.weight", [h, qOut]);
             if (c.OutputBias) Copy(b + "attn_output.bias", l + "self_attn.o_proj.bias", [h]);
