@@ -1,6 +1,6 @@
 // `convert gguf`: an HF model folder (+ an optional PEFT LoRA adapter, merged on the fly as `convert merge` does) -> one GGUF
 // v3 file for llama.cpp, as llama.cpp's convert_hf_to_gguf.py writes it: general.architecture llama (Llama, Mistral and
-// InternLM v1, which llama.cpp runs as llama), qwen2, qwen3 (with its q/k norms) or internlm2; the {arch}.* hyperparameters; llama.cpp's tensor names; the q/k rows
+// InternLM v1 and Mixtral (experts stacked), which llama.cpp runs as llama), qwen2, qwen3 (with its q/k norms) or internlm2; the {arch}.* hyperparameters; llama.cpp's tensor names; the q/k rows
 // of llama-style attention permuted from HF's rotate-half order to llama.cpp's interleaved pairs (InternLM2's fused wqkv
 // split into q, k, v first); Llama 3 rope scaling as the rope_freqs.weight tensor. Norms and biases are written F32, 2-D
 // weights in the out type (Q8_0 / Q4_0 where rows fill whole blocks of 32, else F16; with q4_0 the output head is Q8_0,
@@ -30,7 +30,7 @@ public static class GgufExport
     public static string ArchitectureName(Architecture a) => a switch
     {
         // InternLM v1 is Llama with q/k/v/o biases, which llama.cpp's llama reads when present.
-        Architecture.Llama or Architecture.Mistral or Architecture.InternLM => "llama",
+        Architecture.Llama or Architecture.Mistral or Architecture.InternLM or Architecture.Mixtral => "llama",
         Architecture.Qwen2 => "qwen2",
         Architecture.Qwen3 => "qwen3",
         Architecture.InternLM2 => "internlm2",
@@ -130,6 +130,11 @@ public static class GgufExport
         Add($"{arch}.attention.key_length", GgufValue.U32(c.HeadDim));
         Add($"{arch}.attention.value_length", GgufValue.U32(c.HeadDim));
         Add($"{arch}.attention.layer_norm_rms_epsilon", GgufValue.F32(c.RmsNormEps));
+        if (c.Moe is { } moe)
+        {
+            Add($"{arch}.expert_count", GgufValue.U32(moe.NumExperts));
+            Add($"{arch}.expert_used_count", GgufValue.U32(moe.NumExpertsPerTok));
+        }
         Add($"{arch}.rope.dimension_count", GgufValue.U32(c.HeadDim));
         Add($"{arch}.rope.freq_base", GgufValue.F32(c.RopeTheta));
         switch (c.RopeScaling.Type)
@@ -150,7 +155,7 @@ public static class GgufExport
     // The GGUF tensors in llama.cpp's order (token_embd, per block, then output_norm, output), each with how to compute it.
     private static List<Planned> Plan(ModelConfig c, GgufOutType outType)
     {
-        bool intern = c.Architecture == Architecture.InternLM2, llamaStyle = c.Architecture is Architecture.Llama or Architecture.Mistral or Architecture.InternLM;
+        bool intern = c.Architecture == Architecture.InternLM2, llamaStyle = c.Architecture is Architecture.Llama or Architecture.Mistral or Architecture.InternLM or Architecture.Mixtral;
         int h = c.HiddenSize, d = c.HeadDim, qOut = c.NumAttentionHeads * d, kvOut = c.NumKeyValueHeads * d;
         // HF names (modeling_llama / modeling_internlm2), read here rather than from CausalLM's internals.
         string embed = intern ? "model.tok_embeddings.weight" : "model.embed_tokens.weight", head = intern ? "output.weight" : "lm_head.weight";
@@ -197,6 +202,22 @@ public static class GgufExport
             Copy(b + "attn_output.weight", l + "self_attn.o_proj.weight", [h, qOut]);
             if (c.OutputBias) Copy(b + "attn_output.bias", l + "self_attn.o_proj.bias", [h]);
             Copy(b + "ffn_norm.weight", l + "post_attention_layernorm.weight", [h]);
+            if (c.Moe is { } moe)
+            {
+                // Mixtral: llama.cpp's llama with experts — the router, then each projection's experts stacked [E, rows, cols].
+                int e = moe.NumExperts, inter = moe.ExpertIntermediateSize;
+                string m = l + "block_sparse_moe.";
+                Copy(b + "ffn_gate_inp.weight", m + "gate.weight", [e, h]);
+                foreach (var (w, gguf, rows, cols) in new[] { ("w1", "ffn_gate_exps", inter, h), ("w2", "ffn_down_exps", h, inter),
+                    ("w3", "ffn_up_exps", inter, h) })
+                    Add($"{b}{gguf}.weight", [e, rows, cols], false, src =>
+                    {
+                        var stacked = new float[(long)e * rows * cols];
+                        for (int x = 0; x < e; x++) src($"{m}experts.{x}.{w}.weight").CopyTo(stacked, (long)x * rows * cols);
+                        return stacked;
+                    });
+                continue;
+            }
             foreach (var (proj, gguf, rows, cols) in new[] { ("gate", "ffn_gate", c.IntermediateSize, h), ("down", "ffn_down", h, c.IntermediateSize),
                 ("up", "ffn_up", c.IntermediateSize, h) })
             {

@@ -11,7 +11,7 @@ namespace IlgpuTune.Deploy.Tests;
 /// </summary>
 public static class TinyModels
 {
-    public static readonly string[] Fixtures = ["llama", "mistral", "qwen2", "internlm2", "qwen3", "internlm"];
+    public static readonly string[] Fixtures = ["llama", "mistral", "qwen2", "internlm2", "qwen3", "internlm", "mixtral"];
 
     /// <summary>The product's embedded tiny default (a llama with a 559-token Qwen-style tokenizer).</summary>
     public static string EmbeddedDefault => Path.Combine(TestKit.Repo.Root, "src", "IlgpuTune.Training", "Assets", "tiny");
