@@ -24,16 +24,7 @@ public static partial class Ops
     public static Tensor LinearCrossEntropy(Tensor h, Tensor weight, Tensor targets, int chunkTokens = 0)
     {
         const string op = "linear_cross_entropy";
-        RequireF32(op, h, "h");
-        var dev = h.Device;
-        var precision = dev.Matmuls;
-        if (weight.DType != DType.F32 && (weight.DType != precision.Matmul || weight.RequiresGrad))
-            throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; a 16-bit weight needs an ILGPU device with the " +
-                "same matmul precision and must be frozen");
-        int vocab = weight.Dim(0), hidden = weight.Dim(1);
-        int rows = (int)(h.Length / hidden);
-        if (h.Dim(-1) != hidden || targets.Length != rows || targets.DType != DType.I32)
-            throw new ArgumentException($"{op}: h {ShapeText(h.Shape)}, weight {ShapeText(weight.Shape)}, targets {ShapeText(targets.Shape)} do not fit");
+        var (dev, precision, vocab, hidden, rows) = CheckOutputProjection(op, h, weight, targets);
         int count = targets.ToIntArray().Count(t => t != IgnoreIndex);
         bool record = count > 0 && Tape.IsRecording(h, weight);
         bool needH = record && h.RequiresGrad, needW = record && weight.RequiresGrad;
@@ -53,5 +44,22 @@ public static partial class Ops
             if (dW is not null) ctx.AddGrad(1, ScaleRaw(dW, dLoss));
         }, saved);
         return loss;
+    }
+
+    // The fused output-projection ops' shared contract: h F32 [rows, hidden], weight [vocab, hidden] (F32, or a frozen
+    // 16-bit tensor of the device's matmul precision), targets I32 [rows].
+    private static (Device Dev, Precision Precision, int Vocab, int Hidden, int Rows) CheckOutputProjection(string op, Tensor h, Tensor weight, Tensor targets)
+    {
+        RequireF32(op, h, "h");
+        var dev = h.Device;
+        var precision = dev.Matmuls;
+        if (weight.DType != DType.F32 && (weight.DType != precision.Matmul || weight.RequiresGrad))
+            throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; a 16-bit weight needs an ILGPU device with the " +
+                "same matmul precision and must be frozen");
+        int vocab = weight.Dim(0), hidden = weight.Dim(1);
+        int rows = (int)(h.Length / hidden);
+        if (h.Dim(-1) != hidden || targets.Length != rows || targets.DType != DType.I32)
+            throw new ArgumentException($"{op}: h {ShapeText(h.Shape)}, weight {ShapeText(weight.Shape)}, targets {ShapeText(targets.Shape)} do not fit");
+        return (dev, precision, vocab, hidden, rows);
     }
 }

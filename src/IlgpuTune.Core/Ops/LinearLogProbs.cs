@@ -14,16 +14,7 @@ public static partial class Ops
     public static Tensor LinearLogProbs(Tensor h, Tensor weight, Tensor targets, int chunkTokens = 0)
     {
         const string op = "linear_log_probs";
-        RequireF32(op, h, "h");
-        var dev = h.Device;
-        var precision = dev.Matmuls;
-        if (weight.DType != DType.F32 && (weight.DType != precision.Matmul || weight.RequiresGrad))
-            throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; a 16-bit weight needs an ILGPU device with the " +
-                "same matmul precision and must be frozen");
-        int vocab = weight.Dim(0), hidden = weight.Dim(1);
-        int rows = (int)(h.Length / hidden);
-        if (h.Dim(-1) != hidden || targets.Length != rows || targets.DType != DType.I32)
-            throw new ArgumentException($"{op}: h {ShapeText(h.Shape)}, weight {ShapeText(weight.Shape)}, targets {ShapeText(targets.Shape)} do not fit");
+        var (dev, precision, vocab, hidden, rows) = CheckOutputProjection(op, h, weight, targets);
         int chunk = Math.Max(1, chunkTokens > 0 ? Math.Min(chunkTokens, rows) : ChunkFor(vocab, rows));
         var logp = Tensor.Zeros(dev, DType.F32, rows);
         if (rows > 0) dev.Backend.LinearLogProbs(h, weight, targets, chunk, precision, logp);
