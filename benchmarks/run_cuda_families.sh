@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 21's CUDA table in one short device call (after `bash benchmarks/stage_gpu.sh`, carry .gpu): transformers parity
 # of every fixture family on CUDA through the precompiled PTX (fp32 and bf16), the same fp32 cases through ILGPU's JIT
-# (ILGPU_TUNE_JIT=1: both load paths must agree), QLoRA parity, and the tiny DPO demo on CUDA. Outputs go to $OUT.
+# (ILGPU_TUNE_JIT=1: both load paths must agree), QLoRA parity, the tiny DPO demo on CUDA, and the 200-step HF + PEFT
+# loss-curve replay (tools/compat/check_compat.py) for a dense and an MoE family ($COMPAT_FAMILIES). Outputs go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 [ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
@@ -17,3 +18,8 @@ step parity-cuda-jit env ILGPU_TUNE_JIT=1 $T parity tests/fixtures/tiny/llama te
 step parity-cuda-qlora-bf16 $T parity tests/fixtures/tiny/llama --device cuda --bf16 --qlora tests/fixtures/qlora/qlora.safetensors
 step dpo-cuda $T train tiny_llama_lora_color_dpo --work-dir /tmp/dpo --cfg-options device=cuda dtype=bfloat16
 grep -h "rewards/accuracies" "$OUT/dpo-cuda.txt" | tail -1 | grep -o "rewards/accuracies: [0-9.]*  rewards/margins: [-0-9.]*"
+for fam in ${COMPAT_FAMILIES-qwen3 qwen3_moe}; do
+  ILGPU_TUNE_CLI="$T" step compat-$fam python3 tools/compat/check_compat.py --family $fam --out /tmp/compat-$fam \
+    --report-dir "$OUT" --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  grep -E "^  run |all checks passed|FAILURES" "$OUT/compat-$fam.txt"
+done

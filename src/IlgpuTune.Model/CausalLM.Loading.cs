@@ -64,7 +64,8 @@ public sealed partial class CausalLM
                     quantized[name] = Nf4Weight.Quantize(dense, qt);
                     continue;
                 }
-                parameters[name] = (matrix && linearDtype != DType.F32
+                // A router stays fp32 (E × hidden, small): its top-k must not flip on a 16-bit rounding of the weight.
+                parameters[name] = (matrix && linearDtype != DType.F32 && !IsRouter(config, name)
                     ? Tensor.FromBytes(device, linearDtype, IO.SafetensorsWriter.Encode(read(name), linearDtype).Span, shape)
                     : Tensor.FromArray(device, read(name), shape)).Named(name);
             }

@@ -64,6 +64,13 @@ ITERS, LR, MAX_NORM = 200, 1e-3, 1.0
 
 RESULTS = {}
 FAILURES = []
+# --family: "llama" (the model above) or a fixture family of tests/fixtures/tiny (its config, with the tiny tokenizer's
+# vocabulary): its base is random-initialised by transformers and written in the hub key layout our loader reads.
+FAMILY = "llama"
+FIXTURES = os.path.join(REPO, "tests", "fixtures", "tiny")
+# MoE families: LoRA on attention only (transformers 5 fuses the experts into 3-D parameters PEFT's Linear LoRA does not
+# wrap), as the fixtures' goldens do.
+MOE_FAMILIES = ("mixtral", "qwen3_moe")
 
 
 def log(msg=""):
@@ -125,9 +132,48 @@ def tokenizer_vocab_size():
     return max(ids) + 1
 
 
+def build_family_base(dirname, tiny_cfg):
+    """A random model of the fixture family's config (vocabulary: the tiny tokenizer's), saved with transformers; MoE
+    experts rewritten to the per-expert hub keys by the golden script's moe_to_hub (transformers 5 saves them fused)."""
+    with open(os.path.join(FIXTURES, FAMILY, "config.json")) as f:
+        cfg = json.load(f)
+    cfg.update(vocab_size=tokenizer_vocab_size(), bos_token_id=tiny_cfg.get("bos_token_id"),
+               eos_token_id=tiny_cfg.get("eos_token_id"), pad_token_id=tiny_cfg.get("pad_token_id"))
+    for k in ("architectures", "transformers_version", "torch_dtype", "dtype"):
+        cfg.pop(k, None)
+    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    config._attn_implementation = "eager"
+    torch.manual_seed(SEED)
+    model = transformers.AutoModelForCausalLM.from_config(config).to(torch.float32)
+    g = torch.Generator().manual_seed(SEED + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".experts." in name and p.dim() >= 2:  # fused experts a from_config init may leave unset
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+        for _, m in model.named_modules():
+            if "RMSNorm" in type(m).__name__:
+                m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=g))
+    if FAMILY in MOE_FAMILIES:
+        sys.path.insert(0, os.path.join(REPO, "tools", "golden"))
+        from hub_layout import moe_to_hub
+        os.makedirs(dirname, exist_ok=True)
+        config.save_pretrained(dirname)
+        save_file(moe_to_hub(FAMILY, {k: v.detach().contiguous() for k, v in model.state_dict().items()}, config.hidden_size),
+                  os.path.join(dirname, "model.safetensors"), metadata={"format": "pt"})
+    else:
+        model.save_pretrained(dirname)
+    for fn in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(TINY, fn), os.path.join(dirname, fn))
+    n = sum(p.numel() for p in model.parameters())
+    log(f"  base: {type(model).__name__} vocab {config.vocab_size}, {n:,} parameters -> {dirname}")
+    return config
+
+
 def build_base(dirname):
     with open(os.path.join(TINY, "config.json")) as f:
         tiny_cfg = json.load(f)
+    if FAMILY != "llama":
+        return build_family_base(dirname, tiny_cfg)
     kw = dict(vocab_size=tokenizer_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-6,
               tie_word_embeddings=False, attention_dropout=0.0, initializer_range=0.02,
@@ -157,9 +203,13 @@ def load_base(dirname):
     return transformers.AutoModelForCausalLM.from_pretrained(dirname, dtype=torch.float32, attn_implementation="eager")
 
 
+def lora_targets():
+    return LORA_TARGETS[:4] if FAMILY in MOE_FAMILIES else LORA_TARGETS
+
+
 def make_init_adapter(base_dir, dirname):
     torch.manual_seed(SEED + 2)  # PEFT's kaiming init of lora_A draws from the global generator
-    lcfg = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=list(LORA_TARGETS), bias="none",
+    lcfg = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=list(lora_targets()), bias="none",
                            task_type="CAUSAL_LM")
     pm = peft.get_peft_model(load_base(base_dir), lcfg)
     g = torch.Generator().manual_seed(SEED + 3)
@@ -197,7 +247,7 @@ def micro_batch_loss(model, b):
     labels = torch.tensor(b["labels"]).view(size, length)
     pos = torch.tensor(b["position_ids"]).view(size, length)
     seg = b["segment_ids"]
-    total, count = None, 0
+    total, count, aux_extra = None, 0, None
     for r in range(size):
         t = 0
         while t < length:
@@ -206,12 +256,21 @@ def micro_batch_loss(model, b):
             while e < length and seg[r * length + e] == s:
                 e += 1
             if s != PAD_SEGMENT:
-                logits = model(input_ids=ids[r:r + 1, t:e], position_ids=pos[r:r + 1, t:e], use_cache=False).logits[0]
+                out = model(input_ids=ids[r:r + 1, t:e], position_ids=pos[r:r + 1, t:e], use_cache=False)
+                logits = out.logits[0]
                 ls, n = shifted_ce(logits, labels[r, t:e])
+                if getattr(out, "aux_loss", None) is not None:
+                    # transformers adds router_aux_loss_coef x the load-balancing loss of the forward; one segment per
+                    # micro-batch here (the MoE runs are unpacked, batch 1), so it is the micro-batch's as ours is
+                    if size != 1 or any(x != s for x in seg):
+                        raise RuntimeError("MoE replay needs one sample per micro-batch")
+                    aux_extra = model.config.router_aux_loss_coef * out.aux_loss
+                else:
+                    aux_extra = None
                 total = ls if total is None else total + ls
                 count += n
             t = e
-    return total / count
+    return total / count if aux_extra is None else total / count + aux_extra
 
 
 def lr_at(k, total):
@@ -228,7 +287,7 @@ def train_ours(run, base_dir, init_dir, out, device):
     shutil.rmtree(work, ignore_errors=True)
     cfg = {
         "pretrained_model_name_or_path": base_dir, "tokenizer": base_dir, "dtype": "float32",
-        "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": LORA_TARGETS, "init_adapter": init_dir},
+        "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": lora_targets(), "init_adapter": init_dir},
         "data_path": [os.path.join(TINY, "colorist.jsonl")], "dataset_map_fn": "colors", "prompt_template": "qwen_chat",
         "system_template": "colorist", "max_length": run["max_length"], "pack_to_max_length": run["pack"],
         "shuffle_before_pack": True, "batch_size": run["batch_size"], "accumulative_counts": run["accumulative_counts"],
@@ -480,14 +539,20 @@ def write_report(report_dir, meta):
     os.makedirs(report_dir, exist_ok=True)
     RESULTS["meta"] = meta
     RESULTS["failures"] = FAILURES
-    with open(os.path.join(report_dir, "compat.json"), "w") as f:
+    stem = "compat" if FAMILY == "llama" else f"compat-{FAMILY}"
+    with open(os.path.join(report_dir, stem + ".json"), "w") as f:
         json.dump(RESULTS, f, indent=1)
     L = ["# Compatibility with transformers + PEFT (issue 7, item 9)", "",
          f"Produced by `tools/compat/check_compat.py` on {meta['device']} ({meta['date']}): torch {meta['torch']}, "
          f"transformers {meta['transformers']}, peft {meta['peft']}; ilgpu-tune {meta['commit']} on device `{meta['train_device']}`; "
          f"HF side in fp32, eager attention, on the CPU. Full numbers: `compat.json`.", "",
-         f"Model: tiny random `LlamaForCausalLM` built by transformers (vocab {meta['vocab']}, hidden 64, 2 layers, 4 heads / "
-         "2 KV heads, intermediate 128, fp32, RMSNorm weights 1 + 0.1·N(0,1)); LoRA r 8, alpha 16, dropout 0 on q/k/v/o/gate/up/down, "
+         (f"Model: tiny random `LlamaForCausalLM` built by transformers (vocab {meta['vocab']}, hidden 64, 2 layers, 4 heads / "
+          "2 KV heads, intermediate 128, fp32, RMSNorm weights 1 + 0.1·N(0,1)); LoRA r 8, alpha 16, dropout 0 on q/k/v/o/gate/up/down, "
+          if FAMILY == "llama" else
+          f"Model: tiny random `{FAMILY}` built by transformers from `tests/fixtures/tiny/{FAMILY}/config.json` with the tiny "
+          f"tokenizer's vocabulary ({meta['vocab']}), fp32, RMSNorm weights 1 + 0.1·N(0,1)"
+          + (", MoE experts written in the hub's per-expert keys, router aux loss included on both sides" if FAMILY in MOE_FAMILIES else "")
+          + f"; LoRA r 8, alpha 16, dropout 0 on {'/'.join(lora_targets())}, ") +
          "initial adapter made by PEFT (`get_peft_model` + seeded nonzero lora_B, `save_pretrained`) and given to both sides "
          "(`lora.init_adapter`). Data: the embedded colorist set, qwen_chat template. "
          f"{ITERS} iterations, lr {LR} (cosine per micro-batch, no warmup), AdamW (0.9, 0.999, eps 1e-8, wd 0), max_norm {MAX_NORM}.",
@@ -525,21 +590,27 @@ def write_report(report_dir, meta):
         if len(shown) < len(rows):
             L.append(f"| (all {len(rows)} in compat.json) | | | | | |")
     L += ["", "## Verdict", "", "all checks passed" if not FAILURES else "FAILED: " + "; ".join(FAILURES), ""]
-    with open(os.path.join(report_dir, "compat.md"), "w") as f:
+    with open(os.path.join(report_dir, stem + ".md"), "w") as f:
         f.write("\n".join(L))
-    log(f"report: {report_dir}/compat.md, compat.json")
+    log(f"report: {report_dir}/{stem}.md, {stem}.json")
 
 
 def main():
-    global CLI
+    global CLI, FAMILY
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="scratch folder (models, work dirs, logs)")
     ap.add_argument("--report-dir", default=os.path.join(REPO, "benchmarks", "results", "nvidia-h100-80gb"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="ilgpu-tune's device")
-    ap.add_argument("--runs", default="A,B,C")
+    ap.add_argument("--runs", default=None, help="default A,B,C (llama), A,B (MoE: one sample per micro-batch), A,B,C else")
+    ap.add_argument("--family", default="llama", help="llama, or a family folder of tests/fixtures/tiny (e.g. qwen3, qwen3_moe)")
     ap.add_argument("--budget", type=float, default=420, help="seconds; later runs are skipped once past it")
     ap.add_argument("--commit", default=os.environ.get("ILGPU_TUNE_COMMIT", "(unknown commit)"))
     args = ap.parse_args()
+    FAMILY = args.family
+    if FAMILY != "llama" and not os.path.isdir(os.path.join(FIXTURES, FAMILY)):
+        ap.error(f"--family {FAMILY}: no tests/fixtures/tiny/{FAMILY}")
+    if args.runs is None:
+        args.runs = "A,B" if FAMILY in MOE_FAMILIES else "A,B,C"
     t_start = time.time()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(min(8, os.cpu_count() or 1))
@@ -547,7 +618,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     CLI = find_cli()
     dev_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
-    meta = dict(device=dev_name, date=time.strftime("%Y-%m-%d"), torch=torch.__version__, transformers=transformers.__version__,
+    meta = dict(family=FAMILY, device=dev_name, date=time.strftime("%Y-%m-%d"), torch=torch.__version__, transformers=transformers.__version__,
                 peft=peft.__version__, commit=args.commit, train_device=args.device)
     log(f"python {sys.version.split()[0]} torch {torch.__version__} transformers {transformers.__version__} peft {peft.__version__}; "
         f"{dev_name}; cli: {' '.join(CLI)}")
@@ -572,6 +643,8 @@ def main():
                 traceback.print_exc()
                 FAILURES.append(f"run {run['name']}: exception")
                 continue
+            if first is None and FAMILY != "llama":
+                first = (work, batches)  # the family's parity is the fixture's (`ilgpu-tune parity`); merge is llama's
             if first is None:
                 first = (work, batches)
                 pad_id = config.pad_token_id or 0
