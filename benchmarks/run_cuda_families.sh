@@ -24,3 +24,5 @@ for fam in ${COMPAT_FAMILIES-qwen3 qwen3_moe}; do
     --report-dir "$OUT" --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   grep -E "^  run |all checks passed|FAILURES" "$OUT/compat-$fam.txt"
 done
+# At most 8 files come back from a device call: the raw outputs travel as one archive beside the tables.
+(cd "$OUT" && tar -czf cuda-families-raw.tgz --remove-files $(ls *.txt *.json 2>/dev/null | grep -v '^device.txt$'))

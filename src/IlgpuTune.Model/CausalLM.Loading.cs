@@ -64,8 +64,7 @@ public sealed partial class CausalLM
                     quantized[name] = Nf4Weight.Quantize(dense, qt);
                     continue;
                 }
-                // A router stays fp32 (E × hidden, small): its top-k must not flip on a 16-bit rounding of the weight.
-                parameters[name] = (matrix && linearDtype != DType.F32 && !IsRouter(config, name)
+                parameters[name] = (matrix && linearDtype != DType.F32
                     ? Tensor.FromBytes(device, linearDtype, IO.SafetensorsWriter.Encode(read(name), linearDtype).Span, shape)
                     : Tensor.FromArray(device, read(name), shape)).Named(name);
             }

@@ -67,11 +67,6 @@ public sealed partial class CausalLM
         return list;
     }
 
-    /// <summary>A sparse layer's router weight: kept fp32 when the other linears are stored in 16 bits (routing in fp32).</summary>
-    public static bool IsRouter(ModelConfig c, string name) =>
-        c.Spec.Router is { } r && c.Moe is not null && name.StartsWith("model.layers.", StringComparison.Ordinal) &&
-        name.EndsWith("." + r + ".weight", StringComparison.Ordinal);
-
     /// <summary>Decoder linear weights (quantizable, LoRA targets): the 2-D weights other than the embedding and the head.</summary>
     public static bool IsDecoderLinear(ModelConfig c, string name, int[] shape) =>
         shape.Length == 2 && name != c.Spec.Embed && name != c.Spec.Head;

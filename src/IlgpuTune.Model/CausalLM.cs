@@ -94,8 +94,7 @@ public sealed partial class CausalLM : IDisposable
                 UpProj = plain ? Lin(s.Layer(i, s.Up), config.MlpBias) : null,
                 GateUpProj = fusedMlp ? Lin(s.Layer(i, s.GateUp!), config.MlpBias) : null,
                 DownProj = sparse ? null : Lin(s.Layer(i, s.Down), config.MlpBias),
-                Router = !sparse ? null : quantized.ContainsKey(s.Layer(i, s.Router!) + ".weight") ? Lin(s.Layer(i, s.Router!), false)
-                    : new LinearModule(s.Layer(i, s.Router!), parameters[s.Layer(i, s.Router!) + ".weight"], null) { Fp32 = true },
+                Router = sparse ? Lin(s.Layer(i, s.Router!), false) : null,
                 Experts = sparse
                     ? Enumerable.Range(0, config.Moe!.NumExperts).Select(e => s.Layer(i, $"{s.Experts}.{e}.")).Select(x =>
                         new Expert(Lin(x + s.ExpertGate, false), Lin(x + s.ExpertUp, false), Lin(x + s.ExpertDown, false))).ToArray()

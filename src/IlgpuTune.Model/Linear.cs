@@ -31,9 +31,6 @@ public sealed class LinearModule
     public Tensor? LoraA { get; private set; }
     public Tensor? LoraB { get; private set; }
     public LoraConfig? Lora { get; private set; }
-    /// <summary>The base product in fp32 at any matmul precision (MoE routers; the weight is kept fp32 for it).</summary>
-    public bool Fp32 { get; init; }
-
     /// <summary>Off: Forward is the base layer alone (PEFT's disable_adapter), e.g. for a DPO reference pass.</summary>
     public bool AdapterEnabled { get; set; } = true;
 
@@ -65,7 +62,7 @@ public sealed class LinearModule
         float dropout = rng is null || lora is null ? 0f : lora.Dropout;
         return (lora, Weight) switch
         {
-            (null, { } w) => Ops.Linear(x, w, Bias, Fp32),
+            (null, { } w) => Ops.Linear(x, w, Bias),
             (null, null) => Ops.LinearNf4(x, Quantized!, Bias),
             (_, { } w) => Ops.LoraLinear(x, w, Bias, LoraA!, LoraB!, lora.Scaling, dropout, rng ?? NoDropout),
             _ => Ops.LoraLinear(x, Quantized!, Bias, LoraA!, LoraB!, lora.Scaling, dropout, rng ?? NoDropout),

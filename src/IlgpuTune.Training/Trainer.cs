@@ -374,6 +374,7 @@ public sealed partial class TrainRun : IDisposable
                 profile.Flush(_device.Kernels!.Accelerator);
                 _device.Kernels.Profile = null;
                 _log.Info(profile.Report(profiledIters));
+                _log.Info(MemoryBreakdown());
             }
             _log.WriteCurve();
         }
@@ -465,6 +466,22 @@ public sealed partial class TrainRun : IDisposable
                 TimeSpan.FromSeconds(perIter * (_maxIters - done)), TakeWindowMetrics()));
             (_windowLoss, _windowTime, _windowData, _windowTokens, _windowCount) = (0, 0, 0, 0, 0);
         }
+    }
+
+    // Where the peak device memory goes (train --profile): weights and optimizer as held, the rest is activations, saved
+    // tensors and workspaces at the peak. Gradients of the trainable tensors are fp32 and all live at the end of a backward.
+    private string MemoryBreakdown()
+    {
+        const double GiB = 1 << 30;
+        var trainable = _trainable.ToHashSet();
+        long frozen = _model.Parameters.Values.Where(t => !trainable.Contains(t)).Sum(t => t.Bytes);
+        long quantized = _model.QuantizedWeights.Values.Sum(q => q.Bytes);
+        long weights = _trainable.Sum(t => t.Bytes), grads = _trainable.Sum(t => t.Length * 4);
+        long optimizer = _cfg.PagedOptimizer || _comm is not null ? 0 : 2 * _trainable.Sum(t => t.Length * 4);
+        long peak = _device.Allocator.PeakAllocatedBytes;
+        return $"memory at peak {peak / GiB:F2} GiB: frozen weights {frozen / GiB:F2} (dense) + {quantized / GiB:F2} (4-bit), " +
+            $"trainable {weights / GiB:F2}, their gradients {grads / GiB:F2}, AdamW moments on the device {optimizer / GiB:F2}" +
+            $"{(_cfg.PagedOptimizer ? " (paged to host)" : _comm is not null ? " (sharded across ranks: counted in the rest)" : "")}; activations, saved tensors and workspaces {(peak - frozen - quantized - weights - grads - optimizer) / GiB:F2}";
     }
 
     // mmengine's order: unscale -> clip -> step (skipped on inf/NaN, in every dtype, as torch's GradScaler does in fp16) ->

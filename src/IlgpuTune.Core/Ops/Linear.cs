@@ -8,17 +8,14 @@ public static partial class Ops
     /// <summary>
     /// nn.Linear: x[..., in] · weight[out, in]ᵀ + bias[out] -> y[..., out].
     /// Backward: dX = dY · W, dW += dYᵀ · x, dBias += Σ_rows dY.
-    /// <paramref name="fp32"/>: the product stays fp32 whatever the device's matmul precision (an MoE router, whose top-k choice
-    /// must not flip on a 16-bit rounding); the weight must then be fp32.
     /// </summary>
-    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null, bool fp32 = false)
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
         const string op = "linear";
         RequireF32(op, x, "x");
         RequireSameDevice(op, x, weight);
         if (weight.DType != DType.F32)
         {
-            if (fp32) throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; an fp32 product needs an fp32 weight");
             // A 16-bit weight is a frozen base for the tensor-core path of the same precision.
             if (weight.DType is not (DType.BF16 or DType.F16) || x.Device.Matmuls.Matmul != weight.DType || weight.RequiresGrad)
                 throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; 16-bit weights need an ILGPU device with " +
@@ -31,7 +28,7 @@ public static partial class Ops
         if (bias is not null && (bias.Rank != 1 || bias.Dim(0) != outF))
             throw new ArgumentException($"{op}: bias {bias.Name} {ShapeText(bias.Shape)} does not fit [{outF}]");
 
-        if (x.Device.Matmuls.IsHalf && !fp32) return LinearHalf(x, weight, bias, rows, inF, outF);
+        if (x.Device.Matmuls.IsHalf) return LinearHalf(x, weight, bias, rows, inF, outF);
         var y = EmptyF32(x.Device, WithLast(x.Shape, outF));
         B(x).MatMul(GemmLayout.NT, new(rows, outF, inF), x, weight, bias, 1f, false, y);
 
