@@ -40,12 +40,16 @@ public sealed class CachingAllocator : IDisposable
     /// <summary>Number of times the underlying allocator (driver or GC) was called.</summary>
     public long BackendAllocations { get; private set; }
 
-    /// <summary>Bucket size: ≤512 B → 512; else rounded up to a quarter of its power of two (waste ≤ 25%).</summary>
+    /// <summary>
+    /// Bucket size: ≤512 B → 512; below 1 MiB, rounded up to a quarter of its power of two (waste ≤ 25%); from 1 MiB, to a
+    /// 32nd (waste ≤ 3%), so the large weights and activations that make up the footprint are held at nearly their size
+    /// (an 11008 × 4096 bf16 weight is 86 MiB: 96 MiB in quarter steps, 86 MiB here).
+    /// </summary>
     public static long RoundSize(long bytes)
     {
         if (bytes <= 512) return 512;
         long p = 1L << (63 - System.Numerics.BitOperations.LeadingZeroCount((ulong)bytes));
-        long step = Math.Max(512, p / 4);
+        long step = Math.Max(512, p < 1 << 20 ? p / 4 : p / 32);
         return (bytes + step - 1) / step * step;
     }
 
@@ -56,9 +60,16 @@ public sealed class CachingAllocator : IDisposable
         {
             if (!_free.TryGetValue(size, out var stack) || !stack.TryPop(out var block))
             {
-                block = _accelerator is null
-                    ? new Block(size, GC.AllocateUninitializedArray<byte>(checked((int)size)), null)
-                    : new Block(size, null, _accelerator.Allocate1D<byte>(size));
+                try
+                {
+                    block = Allocate(size);
+                }
+                catch (Exception e) when (e is OutOfMemoryException or ILGPU.Runtime.Cuda.CudaException && _free.Count > 0)
+                {
+                    // Free blocks of other sizes are cached: hand them back and try once more (as torch's allocator does).
+                    EmptyCacheLocked();
+                    block = Allocate(size);
+                }
                 BackendAllocations++;
                 ReservedBytes += size;
             }
@@ -96,19 +107,25 @@ public sealed class CachingAllocator : IDisposable
         lock (_lock) PeakAllocatedBytes = AllocatedBytes;
     }
 
+    private Block Allocate(long size) => _accelerator is null
+        ? new Block(size, GC.AllocateUninitializedArray<byte>(checked((int)size)), null)
+        : new Block(size, null, _accelerator.Allocate1D<byte>(size));
+
     /// <summary>Releases every cached (free) block back to the driver / GC.</summary>
     public void EmptyCache()
     {
-        lock (_lock)
-        {
-            foreach (var stack in _free.Values)
-                while (stack.TryPop(out var b))
-                {
-                    ReservedBytes -= b.Bytes;
-                    b.Buffer?.Dispose();
-                }
-            _free.Clear();
-        }
+        lock (_lock) EmptyCacheLocked();
+    }
+
+    private void EmptyCacheLocked()
+    {
+        foreach (var stack in _free.Values)
+            while (stack.TryPop(out var b))
+            {
+                ReservedBytes -= b.Bytes;
+                b.Buffer?.Dispose();
+            }
+        _free.Clear();
     }
 
     public void Dispose() => EmptyCache();

@@ -113,9 +113,12 @@ public class TapeTests
     [InlineData(1, 512)]
     [InlineData(513, 1024)]
     [InlineData(1025, 1536)]
-    [InlineData((1 << 20) + 1, (1 << 20) + (1 << 18))]
+    [InlineData((1 << 19) + 1, (1 << 19) + (1 << 17))]
+    [InlineData((1 << 20) + 1, (1 << 20) + (1 << 15))]
     [InlineData(3 << 20, 3 << 20)]
-    public void Allocator_RoundsToQuarterPowersOfTwoInStepsOf512(long bytes, long expected) =>
+    [InlineData(11008L * 4096 * 2, 86L << 20)]
+    [InlineData((64L << 20) + 1, (66L << 20))]
+    public void Allocator_RoundsToQuarterPowersOfTwoBelow1MiBAnd32ndsAbove(long bytes, long expected) =>
         Assert.Equal(expected, CachingAllocator.RoundSize(bytes));
 
     [Fact]
