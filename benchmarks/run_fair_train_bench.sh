@@ -6,7 +6,9 @@
 # passes their position_ids. Both take 3 warm-up rows, then time 10 random rows, batch 1. LoRA r 64 / alpha 16 on all 7
 # linear kinds, bf16 base, with and without gradient checkpointing; QLoRA (NF4 + paged AdamW) on our side (the device
 # machine has no bitsandbytes, so the peer for QLoRA is its bf16 LoRA). Results: $OUT/train-fair-<shape>.md.
-#   SHAPE=llama2_7b bash benchmarks/run_fair_train_bench.sh       (or SHAPE=llama3_8b; PEER_ONLY=1 runs the peer rows only)
+#   SHAPE=llama2_7b bash benchmarks/run_fair_train_bench.sh       (or SHAPE=llama3_8b; PEER_ONLY=1 runs the peer rows only;
+#   RUNS="lora-bf16-ckpt qlora-ckpt" runs those rows only (peers: peer-<run>); PROFILE=1 adds a `train --profile` run of
+#   each of our rows (5 iterations, the 5th profiled: kernel times and where the peak memory goes) as profile-<run>.log)
 set -uo pipefail
 if [[ "${1:-}" == "--stage" ]]; then   # here, before the device call: the data set and the tokenizers travel in .gpu/
   set -e
@@ -41,14 +43,22 @@ for part in input_ids labels position_ids; do $T log-dataset $DATA --show $part 
 $T check-dataset $DATA > "$OUT/fair-$SHAPE-check-dataset.txt" 2>&1
 COMMON="pretrained_model_name_or_path=$M tokenizer=$M data_path=/tmp/fair/fair.jsonl dataset_map_fn=alpaca prompt_template=$TEMPLATE shuffle_before_pack=false max_iters=13"
 # tokens/s over iterations 4..13: total tokens / total time, from the log's per-iteration time and tokens/s.
+want() { [[ -z "${RUNS:-}" || " $RUNS " == *" ${1#peer-} "* ]]; }
 ours() { local name=$1; shift
   [[ -n "${PEER_ONLY:-}" ]] && return 0
+  want $name || return 0
+  if [[ -n "${PROFILE:-}" ]]; then
+    timeout 300 $T train benchmarks/configs/qlora_llama2_7b_bench.yaml --work-dir /tmp/p-$name --overwrite --profile 4 \
+      --cfg-options $COMMON max_iters=5 "$@" > "$OUT/profile-$name.log" 2>&1
+    echo "profile-$name exit $?; $(grep -o 'memory at peak.*' "$OUT/profile-$name.log")" >&2
+  fi
   timeout 300 $T train benchmarks/configs/qlora_llama2_7b_bench.yaml --work-dir /tmp/w-$name --overwrite --cfg-options $COMMON "$@" > "$OUT/$name.log" 2>&1
   echo "$name exit $?" >&2
   grep "Iter(train)" "$OUT/$name.log" | awk -v n="$name" '{ for (i = 1; i < NF; i++) { if ($i == "time:") t = $(i+1); if ($i == "memory:") m = $(i+1); if ($i == "tokens/s:") r = $(i+1) }
       k++; if (k > 3) { tt += t; tok += t * r; if (m > mm) mm = m } }
       END { if (tt > 0) printf "| %s | ilgpu-tune | %d | %.0f | %.2f |\n", n, k - 3, tok / tt, mm / 1024 }'; }
 peer() { local name=$1; shift
+  want $name || return 0
   timeout 300 python3 tools/bench/peer_hf_peft_packed.py --model $M --rows $ROWS "$@" > "$OUT/$name.jsonl" 2> "$OUT/$name.err"
   echo "$name exit $?" >&2
   tail -1 "$OUT/$name.jsonl" | python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(f\"| $name | HF+PEFT ({d['attn']}) | {d['rows']} | {d['tokens_per_s']:.0f} | {d['peak_gib']:.2f} |\")" ; }
