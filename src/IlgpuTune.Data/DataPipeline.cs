@@ -353,7 +353,7 @@ public static class DataPipeline
     /// </summary>
     public static string StoreInCache(DataOptions o, IReadOnlyList<EncodedSample> samples)
     {
-        string dir = o.CacheDir ?? DefaultCacheDir(), key = CacheKey(o);
+        string dir = o.CacheDir ?? DefaultCacheDir(), key = CacheKey(o, dir);
         var cached = PackedCache.TryOpen(dir, key);
         if (cached is null)
         {
@@ -364,11 +364,12 @@ public static class DataPipeline
         return PackedCache.PathFor(dir, key);
     }
 
-    public static string CacheKey(DataOptions o) =>
+    /// <summary>The cache key of o's rows; file hashes are remembered in cacheDir (null: o.CacheDir, else the default folder).</summary>
+    public static string CacheKey(DataOptions o, string? cacheDir = null) =>
         PackedCache.Key(DatasetFiles.Expand(o.DataFiles), Tokenizers.Files(o.TokenizerDir), o.Template, DatasetMapFns.Parse(o.Format) +
             (o.Columns is { Count: > 0 } c ? "|columns " + string.Join(",", c.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")) : "") +
             (o.TextSampleBy == TextSampleBy.Line ? "" : "|" + o.TextSampleBy),
-            o.MaxLength, o.ShuffleBeforePack, o.Seed, o.Pack);
+            o.MaxLength, o.ShuffleBeforePack, o.Seed, o.Pack, cacheDir ?? o.CacheDir ?? DefaultCacheDir());
 
     /// <summary>Environment variable that moves the dataset cache (as HF_DATASETS_CACHE does for HF datasets).</summary>
     public const string CacheDirVariable = "ILGPU_TUNE_DATASETS_CACHE";
@@ -396,7 +397,7 @@ public static class DataPipeline
     public static PackedCache Prepare(DataOptions o, ITokenizer tokenizer, string? cacheDir = null, PrepareProgress? progress = null)
     {
         cacheDir ??= o.CacheDir ?? DefaultCacheDir();
-        string key = CacheKey(o);
+        string key = CacheKey(o, cacheDir);
         if (PackedCache.TryOpen(cacheDir, key) is { } cached) return cached;
         var samples = ReadAndEncode(o, CreateEncoder(o, tokenizer), progress).Samples;
         progress?.Phase("packing");

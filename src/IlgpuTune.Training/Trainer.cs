@@ -182,7 +182,7 @@ public sealed partial class TrainRun : IDisposable
             MaxLength = cfg.MaxLength, Pack = cfg.PackToMaxLength, ShuffleBeforePack = cfg.ShuffleBeforePack, Seed = (ulong)cfg.Seed,
             Columns = cfg.DatasetColumns, TextSampleBy = TextRecords.ParseSampleBy(cfg.TextSampleBy),
         };
-        string cacheDir = cfg.DatasetCacheDir ?? DataPipeline.DefaultCacheDir(), cacheKey = DataPipeline.CacheKey(dataOptions) + PreferenceCacheSuffix();
+        string cacheDir = cfg.DatasetCacheDir ?? DataPipeline.DefaultCacheDir(), cacheKey = DataPipeline.CacheKey(dataOptions, cacheDir) + PreferenceCacheSuffix();
         var cached = PackedCache.TryOpen(cacheDir, cacheKey);
         IReadOnlyList<PackedRow>? packed = null;
         PackStats stats;

@@ -222,6 +222,23 @@ public class StreamingPrepareTests : IDisposable
     }
 
     [Fact]
+    public void RememberedFileHashesGiveTheSameKeyUntilTheFileChanges()
+    {
+        string data = WriteJsonl(Records()), tok = Path.Combine(RealTokenizers.Dir("qwen3"), "tokenizer.json"), memo = _temp.File("memo");
+        string Key(string? m) => PackedCache.Key([data], [tok], "qwen_chat", "conversation", 2048, true, 0, memoDir: m);
+        string plain = Key(null);
+        Assert.Equal(plain, Key(memo));
+        Assert.Equal(2, Directory.GetFiles(Path.Combine(memo, "file-hashes")).Length);
+        Assert.Equal(plain, Key(memo));   // from the memo
+        string[] lines = File.ReadAllLines(data);
+        lines[3] = lines[3].Replace("Answer", "Answex");   // same size, new content and time
+        File.WriteAllLines(data, lines);
+        File.SetLastWriteTimeUtc(data, DateTime.UtcNow.AddMinutes(1));
+        Assert.NotEqual(plain, Key(memo));
+        Assert.Equal(Key(null), Key(memo));
+    }
+
+    [Fact]
     public void TheProgressLineSaysSamplesRateShareAndEta()
     {
         var log = new StringWriter();
