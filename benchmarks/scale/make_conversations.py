@@ -1,4 +1,4 @@
-"""Writes an XTuner conversation dataset of the issue-20 shape: N records (default 200,000, ~577 MB), half Chinese,
+"""Writes an XTuner conversation dataset of the issue-20 shape: N records (default 200,000, ~580 MB), half Chinese,
 1-3 turns each, texts drawn from the fresh-text corpora of benchmarks/tokenize (.corpus/english.json, chinese.json).
 English records combine Brown paragraphs; Chinese text is made of the corpus's phrases (cut at punctuation) joined in
 random order, mostly without punctuation between them, so Chinese pre-tokenizer pieces are new strings as in a large
@@ -33,7 +33,7 @@ with open(out, "w", encoding="utf-8") as f:
         pool = chinese if i % 2 else english
         turns = []
         for t in range(rng.randint(1, 3)):
-            turn = {"input": text(pool, 1)[:600], "output": text(pool, rng.randint(1, 3 if pool is english else 5))[:2400]}
+            turn = {"input": text(pool, 1)[:600], "output": text(pool, rng.randint(1, 5 if pool is english else 8))[:3000]}
             if t == 0:
                 turn["system"] = "You are a helpful assistant." if pool is english else "你是一个乐于助人的助手。"
             turns.append(turn)

@@ -5,6 +5,7 @@
 # once more (a cache hit); `cat > /dev/null` of the file is the physical baseline. Writes
 # benchmarks/results/<machine>/dataset-prepare.{jsonl,md}.
 #   benchmarks/scale/run-scale.sh [N] [machine-folder]       BASELINE_COMMIT=<sha> to compare with an older tree
+# ONLY=baseline|current runs one tree and keeps the other's last line (a long baseline can run once, apart).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -18,7 +19,7 @@ tokdir="$(bash "$root/tests/IlgpuTune.Data.Tests/fetch-tokenizers.sh")"
 data="$work/conversations-$n.jsonl"
 [ -f "$data" ] || python3 "$here/make_conversations.py" "$data" "$n"
 build() { dotnet build "$1/benchmarks/IlgpuTune.Benchmarks" -c Release -v q -nologo | grep -E " error |rror\(s\)" || true; }
-build "$root"
+[ "${ONLY:-current}" = current ] && build "$root"
 declare -A dll=([current]="$root/benchmarks/IlgpuTune.Benchmarks/bin/Release/net10.0/IlgpuTune.Benchmarks.dll")
 if [ -n "${BASELINE_COMMIT:-}" ]; then
   base="$work/baseline-$BASELINE_COMMIT"
@@ -35,7 +36,14 @@ if [ -n "${BASELINE_COMMIT:-}" ]; then
   dll[baseline]="$base/benchmarks/IlgpuTune.Benchmarks/bin/Release/net10.0/IlgpuTune.Benchmarks.dll"
 fi
 jsonl="$out/dataset-prepare.jsonl"
-: > "$jsonl"
+if [ -n "${ONLY:-}" ]; then
+  [ "$ONLY" = current ] || unset "dll[current]"
+  [ "$ONLY" = baseline ] || unset "dll[baseline]"
+  [ -f "$jsonl" ] && grep -v -e '"what":"cat"' -e "\"what\":\"$ONLY\"" "$jsonl" > "$jsonl.keep" || : > "$jsonl.keep"
+  mv "$jsonl.keep" "$jsonl"
+else
+  : > "$jsonl"
+fi
 sync; t0=$(date +%s.%N); cat "$data" > /dev/null; t1=$(date +%s.%N)
 echo "{\"what\":\"cat\",\"records\":$n,\"seconds\":$(printf "%.3f" "$(echo "$t1 - $t0" | bc)"),\"load\":\"$(uptime | sed 's/.*load average: //')\"}" >> "$jsonl"
 for which in "${!dll[@]}"; do

@@ -145,18 +145,19 @@ public sealed class DataCommands
         List<Conversation> conversations;
         int dropped;
         EncodedSample[] samples;
-        var sw = System.Diagnostics.Stopwatch.StartNew();
         tok = Tokenizers.FromDirectory(o.TokenizerDir);
-        (conversations, dropped) = DataPipeline.Read(o);
-        sw.Restart();
-        samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        EncodedDataset read;
+        using (var progress = PrepareProgress.ToStderr())
+            read = DataPipeline.ReadAndEncode(o, DataPipeline.CreateEncoder(o, tok), progress, keepConversations: true);
+        (samples, conversations, dropped) = (read.Samples, read.Conversations!, read.Dropped);
         double encodeSeconds = sw.Elapsed.TotalSeconds;
         var (_, stats) = DataPipeline.Pack(samples, o);
         Console.WriteLine($"files: {string.Join(", ", o.DataFiles)}");
         Console.WriteLine($"records: {conversations.Count + dropped} ({dropped} dropped by the {o.Format} map fn), turns: {conversations.Sum(c => c.Turns.Count)}");
         Console.WriteLine($"samples: {samples.Length}, without any supervised token (dropped): {stats.DroppedNoLoss}, truncated to {o.MaxLength}: {stats.Truncated}");
         long tokens = samples.Sum(s => (long)s.InputIds.Length), supervised = samples.Sum(s => (long)s.Labels.Count(l => l >= 0));
-        Console.WriteLine($"tokens: {tokens} ({supervised} supervised, {(tokens == 0 ? 0 : 100.0 * supervised / tokens):F1}%), encoded in {encodeSeconds:F2} s on {Environment.ProcessorCount} cores ({samples.Length / Math.Max(encodeSeconds, 1e-9):F0} samples/s)");
+        Console.WriteLine($"tokens: {tokens} ({supervised} supervised, {(tokens == 0 ? 0 : 100.0 * supervised / tokens):F1}%), read and encoded in {encodeSeconds:F2} s on {Environment.ProcessorCount} cores ({samples.Length / Math.Max(encodeSeconds, 1e-9):F0} samples/s)");
         if (samples.Length > 0)
         {
             var lengths = samples.Select(s => s.InputIds.Length).Order().ToArray();
@@ -206,8 +207,10 @@ public sealed class DataCommands
         List<Conversation> conversations;
         EncodedSample[] samples;
         tok = Tokenizers.FromDirectory(o.TokenizerDir);
-        (conversations, _) = DataPipeline.Read(o);
-        samples = DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(o, tok));
+        EncodedDataset read;
+        using (var progress = PrepareProgress.ToStderr())
+            read = DataPipeline.ReadAndEncode(o, DataPipeline.CreateEncoder(o, tok), progress, keepConversations: true);
+        (samples, conversations) = (read.Samples, read.Conversations!);
         var (rows, _) = DataPipeline.Pack(samples, o);
         foreach (var (row, k) in rows.Take(count).Select((r, k) => (r, k)))
         {

@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using IlgpuTune.Data.Datasets;
 using IlgpuTune.Data.Packing;
 using IlgpuTune.Data.Templates;
@@ -35,6 +37,12 @@ public sealed record DataOptions
     /// <summary>The tokenized-dataset cache folder (dataset_cache_dir); null = <see cref="DataPipeline.DefaultCacheDir"/>.</summary>
     public string? CacheDir { get; init; }
 }
+
+/// <summary>
+/// A dataset read and encoded (<see cref="DataPipeline.ReadAndEncode"/>): samples in record order, the mapped records when
+/// kept, and how many records the map fn dropped.
+/// </summary>
+public sealed record EncodedDataset(EncodedSample[] Samples, List<Conversation>? Conversations, int Dropped);
 
 /// <summary>
 /// What check-dataset and train say about a dataset beyond counts: inputs / outputs left empty by the map fn (a wrong
@@ -75,28 +83,144 @@ public static class DataPipeline
     /// </summary>
     public static (List<Conversation> Conversations, int Dropped) Read(DataOptions o)
     {
-        var format = DatasetMapFns.Parse(o.Format);
-        var all = new List<Conversation>();
         var errors = new List<DatasetError>();
-        bool more = false;
-        int dropped = 0;
+        var counts = new ReadCounts();
+        var all = Stream(o, errors, counts, out var more).ToList();
+        if (errors.Count > 0) throw ReadErrors(o, errors, more);
+        return (all, counts.Dropped);
+    }
+
+    /// <summary>
+    /// The conversations of every data file as they are read; each file's bad records (up to MaxErrors a file, or the one
+    /// error of a file in another format) go to <paramref name="errors"/>, and more.Value says some were left out.
+    /// </summary>
+    static IEnumerable<Conversation> Stream(DataOptions o, List<DatasetError> errors, ReadCounts counts, out StrongBox<bool> more)
+    {
+        var format = DatasetMapFns.Parse(o.Format);
         var readOptions = new DatasetReadOptions { Columns = o.Columns, SampleBy = o.TextSampleBy };
-        foreach (string f in DatasetFiles.Expand(o.DataFiles))
+        more = new StrongBox<bool>();
+        return Files(DatasetFiles.Expand(o.DataFiles), more);
+
+        IEnumerable<Conversation> Files(List<string> files, StrongBox<bool> more)
+        {
+            foreach (string f in files)
+            {
+                var fileErrors = new List<DatasetError>();
+                using var e = DatasetReader.Stream(f, format, o.MaxErrors, readOptions, fileErrors, counts).GetEnumerator();
+                while (true)
+                {
+                    try
+                    {
+                        if (!e.MoveNext()) break;
+                    }
+                    catch (DatasetException x)
+                    {
+                        fileErrors.AddRange(x.Errors);
+                        break;
+                    }
+                    yield return e.Current;
+                }
+                more.Value |= fileErrors.Count > o.MaxErrors;
+                errors.AddRange(fileErrors.Take(o.MaxErrors));
+            }
+        }
+    }
+
+    static DatasetException ReadErrors(DataOptions o, List<DatasetError> errors, StrongBox<bool> more) =>
+        new(errors.Take(o.MaxErrors).ToList(), more.Value || errors.Count > o.MaxErrors);
+
+    /// <summary>
+    /// Reads the data files as a stream and encodes their conversations on all cores while reading (one reader, the other
+    /// cores encoding batches), samples in record order. Read errors are reported before encode errors, as by
+    /// <see cref="Read"/> then <see cref="EncodeAll"/>; keepConversations keeps the mapped records (check-dataset's
+    /// diagnosis, log-dataset's sources), else each is let go once encoded.
+    /// </summary>
+    public static EncodedDataset ReadAndEncode(DataOptions o, ISampleEncoder encoder, PrepareProgress? progress = null,
+        bool keepConversations = false, int maxDegreeOfParallelism = -1)
+    {
+        const int BatchSize = 64;
+        var files = DatasetFiles.Expand(o.DataFiles);
+        var errors = new List<DatasetError>();
+        var counts = new ReadCounts();
+        progress?.Reading(counts.Bytes, files.Where(File.Exists).Sum(f => new FileInfo(f).Length));
+        var kept = keepConversations ? new List<Conversation>() : null;
+        int workers = maxDegreeOfParallelism > 0 ? maxDegreeOfParallelism : Environment.ProcessorCount;
+        var results = new ConcurrentDictionary<int, EncodedSample[]>();
+        var encodeErrors = new ConcurrentDictionary<int, DatasetError[]>();   // by record index
+        using var queue = new BlockingCollection<(int Index, Conversation[] Items)>(workers * 4);
+        using var stop = new CancellationTokenSource();
+        Exception? failed = null;
+        var threads = Enumerable.Range(0, workers).Select(_ => new Thread(() =>
         {
             try
             {
-                var (c, d) = DatasetReader.Read(f, format, o.MaxErrors, readOptions);
-                all.AddRange(c);
-                dropped += d;
+                foreach (var (index, items) in queue.GetConsumingEnumerable(stop.Token))
+                {
+                    var outp = new EncodedSample[items.Length];
+                    for (int i = 0; i < items.Length; i++)
+                    {
+                        try
+                        {
+                            outp[i] = encoder.Encode(items[i]);
+                        }
+                        catch (DatasetException e)
+                        {
+                            encodeErrors[index * BatchSize + i] = [.. e.Errors];
+                        }
+                    }
+                    results[index] = outp;
+                    progress?.AddSamples(items.Length);
+                }
             }
-            catch (DatasetException e)
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
-                errors.AddRange(e.Errors);
-                more |= e.Message.Contains("(more errors omitted)", StringComparison.Ordinal);
             }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref failed, e, null);
+                stop.Cancel();
+            }
+        }) { IsBackground = true, Name = "dataset encode" }).ToList();
+        threads.ForEach(t => t.Start());
+        int batches = 0;
+        StrongBox<bool> more;
+        try
+        {
+            var batch = new List<Conversation>(BatchSize);
+            foreach (var c in Stream(o, errors, counts, out more))
+            {
+                kept?.Add(c);
+                batch.Add(c);
+                if (batch.Count == BatchSize)
+                {
+                    queue.Add((batches++, [.. batch]), stop.Token);
+                    batch.Clear();
+                }
+            }
+            if (batch.Count > 0) queue.Add((batches++, [.. batch]), stop.Token);
+            queue.CompleteAdding();
         }
-        if (errors.Count > 0) throw new DatasetException(errors.Take(o.MaxErrors).ToList(), more || errors.Count > o.MaxErrors);
-        return (all, dropped);
+        catch (OperationCanceledException) when (failed is not null)
+        {
+            more = new StrongBox<bool>();
+        }
+        catch
+        {
+            stop.Cancel();
+            threads.ForEach(t => t.Join());
+            throw;
+        }
+        threads.ForEach(t => t.Join());
+        if (failed is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failed);
+        if (errors.Count > 0) throw ReadErrors(o, errors, more);
+        if (!encodeErrors.IsEmpty)
+        {
+            var all = encodeErrors.OrderBy(kv => kv.Key).SelectMany(kv => kv.Value).ToList();
+            throw new DatasetException(all.Take(o.MaxErrors).ToList(), all.Count > o.MaxErrors);
+        }
+        var samples = new EncodedSample[batches == 0 ? 0 : (batches - 1) * BatchSize + results[batches - 1].Length];
+        for (int b = 0; b < batches; b++) results[b].CopyTo(samples, b * BatchSize);
+        return new EncodedDataset(samples, kept, counts.Dropped);
     }
 
     /// <summary>XTuner's encode_fn for an XTuner template or none; the chat-template encoder for auto or a named chat template.</summary>
@@ -229,7 +353,7 @@ public static class DataPipeline
     /// </summary>
     public static string StoreInCache(DataOptions o, IReadOnlyList<EncodedSample> samples)
     {
-        string dir = o.CacheDir ?? DefaultCacheDir(), key = CacheKey(o);
+        string dir = o.CacheDir ?? DefaultCacheDir(), key = CacheKey(o, dir);
         var cached = PackedCache.TryOpen(dir, key);
         if (cached is null)
         {
@@ -240,11 +364,12 @@ public static class DataPipeline
         return PackedCache.PathFor(dir, key);
     }
 
-    public static string CacheKey(DataOptions o) =>
+    /// <summary>The cache key of o's rows; file hashes are remembered in cacheDir (null: o.CacheDir, else the default folder).</summary>
+    public static string CacheKey(DataOptions o, string? cacheDir = null) =>
         PackedCache.Key(DatasetFiles.Expand(o.DataFiles), Tokenizers.Files(o.TokenizerDir), o.Template, DatasetMapFns.Parse(o.Format) +
             (o.Columns is { Count: > 0 } c ? "|columns " + string.Join(",", c.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")) : "") +
             (o.TextSampleBy == TextSampleBy.Line ? "" : "|" + o.TextSampleBy),
-            o.MaxLength, o.ShuffleBeforePack, o.Seed, o.Pack);
+            o.MaxLength, o.ShuffleBeforePack, o.Seed, o.Pack, cacheDir ?? o.CacheDir ?? DefaultCacheDir());
 
     /// <summary>Environment variable that moves the dataset cache (as HF_DATASETS_CACHE does for HF datasets).</summary>
     public const string CacheDirVariable = "ILGPU_TUNE_DATASETS_CACHE";
@@ -269,15 +394,15 @@ public static class DataPipeline
     /// <paramref name="tokenizer"/> must be the one in o.TokenizerDir.
     /// </summary>
     /// <param name="cacheDir">null: o.CacheDir, else <see cref="DefaultCacheDir"/>.</param>
-    public static PackedCache Prepare(DataOptions o, ITokenizer tokenizer, string? cacheDir = null)
+    public static PackedCache Prepare(DataOptions o, ITokenizer tokenizer, string? cacheDir = null, PrepareProgress? progress = null)
     {
         cacheDir ??= o.CacheDir ?? DefaultCacheDir();
-        string key = CacheKey(o);
+        string key = CacheKey(o, cacheDir);
         if (PackedCache.TryOpen(cacheDir, key) is { } cached) return cached;
-        var (conversations, _) = Read(o);
-        var samples = EncodeAll(conversations, CreateEncoder(o, tokenizer));
-        conversations.Clear();   // the texts are not needed any more: their memory goes before the cache is written
+        var samples = ReadAndEncode(o, CreateEncoder(o, tokenizer), progress).Samples;
+        progress?.Phase("packing");
         var (rows, stats) = Plan(samples, o);
+        progress?.Phase("writing the cache");
         return PackedCache.Write(cacheDir, key, rows, stats);
     }
 }

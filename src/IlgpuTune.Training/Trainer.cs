@@ -182,7 +182,7 @@ public sealed partial class TrainRun : IDisposable
             MaxLength = cfg.MaxLength, Pack = cfg.PackToMaxLength, ShuffleBeforePack = cfg.ShuffleBeforePack, Seed = (ulong)cfg.Seed,
             Columns = cfg.DatasetColumns, TextSampleBy = TextRecords.ParseSampleBy(cfg.TextSampleBy),
         };
-        string cacheDir = cfg.DatasetCacheDir ?? DataPipeline.DefaultCacheDir(), cacheKey = DataPipeline.CacheKey(dataOptions) + PreferenceCacheSuffix();
+        string cacheDir = cfg.DatasetCacheDir ?? DataPipeline.DefaultCacheDir(), cacheKey = DataPipeline.CacheKey(dataOptions, cacheDir) + PreferenceCacheSuffix();
         var cached = PackedCache.TryOpen(cacheDir, cacheKey);
         IReadOnlyList<PackedRow>? packed = null;
         PackStats stats;
@@ -190,9 +190,11 @@ public sealed partial class TrainRun : IDisposable
         else if (_preference is not null) (packed, stats) = PreparePreferenceData(dataOptions, tokenizer);
         else
         {
-            var (conversations, _) = DataPipeline.Read(dataOptions);
-            if (conversations.Count == 0) throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: the dataset has no sample");
-            (packed, stats) = DataPipeline.Plan(DataPipeline.EncodeAll(conversations, DataPipeline.CreateEncoder(dataOptions, tokenizer)), dataOptions);
+            EncodedSample[] samples;
+            using (var progress = _rank0 ? PrepareProgress.ToStderr() : null)
+                samples = DataPipeline.ReadAndEncode(dataOptions, DataPipeline.CreateEncoder(dataOptions, tokenizer), progress).Samples;
+            if (samples.Length == 0) throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: the dataset has no sample");
+            (packed, stats) = DataPipeline.Plan(samples, dataOptions);
         }
         if (stats.Rows == 0)
             throw new InvalidDataException($"{string.Join(", ", cfg.DataPath)}: no trainable sample: {DataPipeline.Diagnose(dataOptions, tokenizer).NoTrainableReason()}");

@@ -28,6 +28,13 @@ public sealed record DatasetReadOptions
     }
 }
 
+/// <summary>What a streamed read counted: records the map fn dropped, bytes of the files read so far.</summary>
+public sealed class ReadCounts
+{
+    public int Dropped { get; set; }
+    public ReadCounter Bytes { get; } = new();
+}
+
 /// <summary>
 /// Reads and maps a dataset file or folder (.json / .jsonl: JSON Lines or one JSON array; .parquet; .csv / .tsv; .xlsx;
 /// .txt; a Hugging Face dataset folder); all bad records are reported together, except that a file whose first record
@@ -41,40 +48,52 @@ public static class DatasetReader
     public static (List<Conversation> Conversations, int Dropped) Read(string path, DatasetFormat format, int maxErrors = DefaultMaxErrors,
         DatasetReadOptions? options = null)
     {
-        options ??= new DatasetReadOptions();
-        var outp = new List<Conversation>();
         var errors = new List<DatasetError>();
-        int dropped = 0;
+        var counts = new ReadCounts();
+        var outp = Stream(path, format, maxErrors, options ?? new DatasetReadOptions(), errors, counts).ToList();
+        if (errors.Count > 0)
+            throw new DatasetException(errors.Take(maxErrors).ToList(), errors.Count > maxErrors);
+        return (outp, counts.Dropped);
+    }
+
+    /// <summary>
+    /// The conversations of a file or dataset folder as they are read (one record in memory at a time); bad records go to
+    /// <paramref name="errors"/> (reading stops once there are more than maxErrors), dropped records and bytes read to
+    /// <paramref name="counts"/>. A first record in another known format throws at once.
+    /// </summary>
+    public static IEnumerable<Conversation> Stream(string path, DatasetFormat format, int maxErrors, DatasetReadOptions options,
+        List<DatasetError> errors, ReadCounts counts)
+    {
         foreach (string file in Directory.Exists(path) ? DatasetFiles.Folder(path) : [path])
         {
             if (!File.Exists(file)) throw new FileNotFoundException($"dataset file not found: {file}", file);
             bool first = true;
-            foreach (var raw in Records(file, options, errors))
+            long before = counts.Bytes.Bytes;
+            foreach (var raw in Records(file, options, errors, counts.Bytes))
             {
                 var r = options.Columns is { Count: > 0 } cols ? Rename(raw, cols) : raw;
-                int before = errors.Count;
+                int errorsBefore = errors.Count;
                 var c = DatasetMapFns.Map(r, format, errors);
-                if (c is not null) outp.Add(c);
-                else if (errors.Count == before) dropped++;
+                if (c is not null) yield return c;
+                else if (errors.Count == errorsBefore) counts.Dropped++;
                 else if (first && DatasetMapFns.Sniff(r.Value) is { } looks && looks.Format != format)
                     throw new DatasetException([WrongFormat(r, format, looks, options)]);
                 first = false;
                 if (errors.Count > maxErrors) break;
             }
-            if (errors.Count > maxErrors) break;
+            // Readers that do not count as they go (parquet, csv, xlsx, txt) count the file once it is read.
+            counts.Bytes.Add(Math.Max(0, before + new FileInfo(file).Length - counts.Bytes.Bytes));
+            if (errors.Count > maxErrors) yield break;
         }
-        if (errors.Count > 0)
-            throw new DatasetException(errors.Take(maxErrors).ToList(), errors.Count > maxErrors);
-        return (outp, dropped);
     }
 
-    /// <summary>The raw records of one file, by its extension.</summary>
-    public static IEnumerable<RawRecord> Records(string file, DatasetReadOptions options, List<DatasetError> errors) =>
+    /// <summary>The raw records of one file, by its extension (.json / .jsonl streamed, counting bytes in counter).</summary>
+    public static IEnumerable<RawRecord> Records(string file, DatasetReadOptions options, List<DatasetError> errors, ReadCounter? counter = null) =>
         Path.GetExtension(file).ToLowerInvariant() switch
         {
-            ".jsonl" or ".json" => StartsWithArray(file) ? JsonRecords.ReadJsonArray(file, errors)
+            ".jsonl" or ".json" => StartsWithArray(file) ? JsonRecords.ReadJsonArray(file, errors, counter)
                 : OneObject(file) is { } why ? throw new DatasetException([new DatasetError(Path.GetFileName(file), "(file)", why)])
-                : JsonRecords.ReadJsonl(file, errors),
+                : JsonRecords.ReadJsonl(file, errors, counter),
             ".parquet" => ParquetRecords.Read(file),
             ".csv" or ".tsv" => TabularRecords.ReadCsv(file, errors),
             ".xlsx" => TabularRecords.ReadXlsx(file, errors),

@@ -58,8 +58,12 @@ public sealed class PackedCache : IDisposable
 
     /// <summary>Cache key: SHA-256 over the data files' contents, tokenizer files, template, format and packing options.</summary>
     /// <param name="pack">false = one sample per row (the key differs from the packed dataset's).</param>
+    /// <param name="memoDir">
+    /// where each file's content hash is remembered with its size and modification time (as HF datasets fingerprint local
+    /// files by path and mtime), so a cache hit does not read a large dataset again; null = hash every file.
+    /// </param>
     public static string Key(IEnumerable<string> dataFiles, IEnumerable<string> tokenizerFiles, string template, string format,
-        int maxLength, bool shuffleBeforePack, ulong seed, bool pack = true)
+        int maxLength, bool shuffleBeforePack, ulong seed, bool pack = true, string? memoDir = null)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         void Add(string s) => h.AppendData(Encoding.UTF8.GetBytes(s + "\n"));
@@ -67,10 +71,44 @@ public sealed class PackedCache : IDisposable
         foreach (var f in dataFiles.Concat(["--"]).Concat(tokenizerFiles))
         {
             if (f == "--") { Add(f); continue; }
-            using var s = File.OpenRead(f);
-            Add(Path.GetFileName(f) + ":" + Convert.ToHexString(SHA256.HashData(s)));
+            Add(Path.GetFileName(f) + ":" + ContentHash(f, memoDir));
         }
         return Convert.ToHexString(h.GetHashAndReset()).ToLowerInvariant();
+    }
+
+    // The file's SHA-256, from memoDir/file-hashes when its size and modification time are those it was hashed at.
+    static string ContentHash(string file, string? memoDir)
+    {
+        var info = new FileInfo(file);
+        string stamp = $"{info.Length} {info.LastWriteTimeUtc.Ticks} ";
+        string? memo = memoDir is null ? null : Path.Combine(memoDir, "file-hashes",
+            Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(Path.GetFullPath(file))))[..32].ToLowerInvariant());
+        try
+        {
+            if (memo is not null && File.Exists(memo) && File.ReadAllText(memo) is { } line && line.StartsWith(stamp, StringComparison.Ordinal))
+                return line[stamp.Length..];
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+        string hash;
+        using (var s = File.OpenRead(file))
+            hash = Convert.ToHexString(SHA256.HashData(s));
+        if (memo is not null && new FileInfo(file) is var after && after.Length == info.Length && after.LastWriteTimeUtc == info.LastWriteTimeUtc)
+        {
+            string tmp = $"{memo}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+            try
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(memo)!);
+                File.WriteAllText(tmp, stamp + hash);
+                File.Move(tmp, memo, overwrite: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                if (File.Exists(tmp)) File.Delete(tmp);   // a read-only cache folder only costs the hashing next time
+            }
+        }
+        return hash;
     }
 
     public static string PathFor(string cacheDir, string key) => Path.Combine(cacheDir, key + ".packed");
