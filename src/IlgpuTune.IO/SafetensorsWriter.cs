@@ -15,6 +15,11 @@ namespace IlgpuTune.IO;
 /// </summary>
 public sealed record TensorToWrite(string Name, DType DType, long[] Shape, ReadOnlyMemory<byte> Data);
 
+/// <summary>How <see cref="SafetensorsWriter.WriteShardedParallel"/> runs ahead of the writer: at most
+/// <paramref name="Parallelism"/> tensors produced at once, their <paramref name="Cost"/> (memory held while produced and
+/// not yet written; default the tensor's bytes) within <paramref name="BudgetBytes"/>.</summary>
+public sealed record WritePipeline(long BudgetBytes, int Parallelism, Func<TensorSpec, long>? Cost = null);
+
 /// <summary>A tensor declared ahead of its data, for streaming writes: the data is asked for when its turn comes.</summary>
 public sealed record TensorSpec(string Name, DType DType, long[] Shape)
 {
@@ -57,8 +62,15 @@ public static class SafetensorsWriter
             case DType.F32: return new ByteView<float>(data).Memory;
             case DType.F16 or DType.BF16:
                 var bits = new ushort[data.Length];
-                if (dtype == DType.F16) TensorPrimitives.ConvertToHalf(data, MemoryMarshal.Cast<ushort, Half>(bits.AsSpan()));
-                else for (int i = 0; i < data.Length; i++) bits[i] = HalfBits.FloatToBf16(data[i]);
+                // Element-wise, so chunks on all cores give the same bytes.
+                const int chunk = 1 << 18;
+                Parallel.For(0, (data.Length + chunk - 1) / chunk, c =>
+                {
+                    var from = data.AsSpan(c * chunk, Math.Min(chunk, data.Length - c * chunk));
+                    var to = bits.AsSpan(c * chunk, from.Length);
+                    if (dtype == DType.F16) TensorPrimitives.ConvertToHalf(from, MemoryMarshal.Cast<ushort, Half>(to));
+                    else for (int i = 0; i < from.Length; i++) to[i] = HalfBits.FloatToBf16(from[i]);
+                });
                 return new ByteView<ushort>(bits).Memory;
             default: throw new ArgumentException($"float data encodes as F32, F16 or BF16, not {dtype}", nameof(dtype));
         }
@@ -96,32 +108,52 @@ public static class SafetensorsWriter
         return WriteShardedCore(directory, prefix, tensors, maxShardBytes, data, metadata);
     }
 
+    /// <summary>
+    /// <see cref="WriteShardedStreaming"/> with the data produced ahead of the writer, in parallel (same files, byte for byte):
+    /// <paramref name="data"/> is called from up to <see cref="WritePipeline.Parallelism"/> threads at once, in write order,
+    /// while earlier tensors are written; the costs (<see cref="WritePipeline.Cost"/>, default the tensor's bytes) of the
+    /// tensors produced but not yet written stay within <see cref="WritePipeline.BudgetBytes"/> (one tensor over the budget
+    /// runs alone).
+    /// </summary>
+    public static IReadOnlyList<string> WriteShardedParallel(string directory, string prefix, IReadOnlyList<TensorSpec> tensors,
+        long maxShardBytes, Func<TensorSpec, ReadOnlyMemory<byte>> data, WritePipeline pipeline,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        Validate(tensors);
+        return WriteShardedCore(directory, prefix, tensors, maxShardBytes, data, metadata, pipeline);
+    }
+
     private static IReadOnlyList<string> WriteShardedCore(string directory, string prefix, IReadOnlyList<TensorSpec> tensors,
-        long maxShardBytes, Func<TensorSpec, ReadOnlyMemory<byte>> data, IReadOnlyDictionary<string, string>? metadata)
+        long maxShardBytes, Func<TensorSpec, ReadOnlyMemory<byte>> data, IReadOnlyDictionary<string, string>? metadata,
+        WritePipeline? pipeline = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
         if (prefix.Length == 0 || System.IO.Path.GetFileName(prefix) != prefix)
             throw new ArgumentException($"prefix '{prefix}' must be a plain file name", nameof(prefix));
         Directory.CreateDirectory(directory);
         var shards = Split(tensors, t => t.ByteLength, maxShardBytes);
-        string indexName = prefix + ".safetensors.index.json";
-        var written = new List<string>();
-        if (shards.Count <= 1)
+        if (shards.Count == 0) shards.Add([]);
+        // The whole layout first (file names, headers, write order), so that a pipeline can run ahead across shard ends.
+        var plan = shards.Select((shard, i) => (
+            File: shards.Count == 1 ? prefix + ".safetensors" : $"{prefix}-{i + 1:D5}-of-{shards.Count:D5}.safetensors",
+            Header: Header(shard, metadata, out var ordered), Ordered: ordered)).ToList();
+        OrderedPipeline<TensorSpec>? ahead = pipeline is null ? null : new OrderedPipeline<TensorSpec>(
+            plan.SelectMany(p => p.Ordered).ToList(), data, pipeline.Cost ?? (t => t.ByteLength), pipeline.BudgetBytes, pipeline.Parallelism);
+        try
         {
-            written.Add(prefix + ".safetensors");
-            List<TensorSpec> shard = shards.Count == 0 ? [] : shards[0];
-            WriteValidated(System.IO.Path.Combine(directory, written[0]), Header(shard, metadata, out var ordered), ordered, data);
+            int taken = 0;
+            Func<TensorSpec, ReadOnlyMemory<byte>> next = ahead is null ? data : _ => ahead.Take(taken++);
+            foreach (var p in plan) WriteValidated(System.IO.Path.Combine(directory, p.File), p.Header, p.Ordered, next);
         }
-        else
+        finally
         {
-            var weightMap = new List<(string Name, string File)>();
-            for (int i = 0; i < shards.Count; i++)
-            {
-                string file = $"{prefix}-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
-                WriteValidated(System.IO.Path.Combine(directory, file), Header(shards[i], metadata, out var ordered), ordered, data);
-                written.Add(file);
-                weightMap.AddRange(shards[i].Select(t => (t.Name, file)));
-            }
+            ahead?.Dispose();
+        }
+        string indexName = prefix + ".safetensors.index.json";
+        var written = plan.Select(p => p.File).ToList();
+        if (plan.Count > 1)
+        {
+            var weightMap = plan.SelectMany(p => p.Ordered.Select(t => (t.Name, p.File))).ToList();
             long totalSize = tensors.Sum(t => t.ByteLength);
             AtomicFile.Write(System.IO.Path.Combine(directory, indexName), s => s.Write(IndexJson(totalSize, weightMap)));
             written.Add(indexName);
