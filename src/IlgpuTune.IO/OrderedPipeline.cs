@@ -13,6 +13,7 @@ public sealed class OrderedPipeline<T> : IDisposable
     private readonly IReadOnlyList<T> _items;
     private readonly Func<T, ReadOnlyMemory<byte>> _produce;
     private readonly Func<T, long> _cost;
+    private readonly Action<T>? _consumed;
     private readonly long _budget;
     private readonly int _parallelism;
     private readonly Task<ReadOnlyMemory<byte>>?[] _tasks;
@@ -21,9 +22,12 @@ public sealed class OrderedPipeline<T> : IDisposable
     private long _held;
     private bool _failed;
 
+    /// <param name="consumed">Called (under the pipeline's lock: keep it short) when an item's bytes are released, e.g. to
+    /// return its buffer to a pool.</param>
     public OrderedPipeline(IReadOnlyList<T> items, Func<T, ReadOnlyMemory<byte>> produce, Func<T, long> cost, long budgetBytes,
-        int parallelism)
+        int parallelism, Action<T>? consumed = null)
     {
+        _consumed = consumed;
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(budgetBytes);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(parallelism);
         (_items, _produce, _cost, _budget, _parallelism) = (items, produce, cost, budgetBytes, parallelism);
@@ -74,6 +78,7 @@ public sealed class OrderedPipeline<T> : IDisposable
         int done = _next - 1;
         if (done < 0 || _tasks[done] is null) return;
         _held -= _cost(_items[done]);
+        if (_tasks[done]!.IsCompletedSuccessfully) _consumed?.Invoke(_items[done]);
         _tasks[done] = null;
     }
 

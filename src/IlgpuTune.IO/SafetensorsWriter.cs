@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Globalization;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
@@ -17,8 +18,10 @@ public sealed record TensorToWrite(string Name, DType DType, long[] Shape, ReadO
 
 /// <summary>How <see cref="SafetensorsWriter.WriteShardedParallel"/> runs ahead of the writer: at most
 /// <paramref name="Parallelism"/> tensors produced at once, their <paramref name="Cost"/> (memory held while produced and
-/// not yet written; default the tensor's bytes) within <paramref name="BudgetBytes"/>.</summary>
-public sealed record WritePipeline(long BudgetBytes, int Parallelism, Func<TensorSpec, long>? Cost = null);
+/// not yet written; default the tensor's bytes) within <paramref name="BudgetBytes"/>. <paramref name="Written"/> is told when
+/// a tensor's bytes have been written and are no longer used (to reuse its buffers).</summary>
+public sealed record WritePipeline(long BudgetBytes, int Parallelism, Func<TensorSpec, long>? Cost = null,
+    Action<TensorSpec>? Written = null);
 
 /// <summary>A tensor declared ahead of its data, for streaming writes: the data is asked for when its turn comes.</summary>
 public sealed record TensorSpec(string Name, DType DType, long[] Shape)
@@ -57,23 +60,50 @@ public static class SafetensorsWriter
     /// nearest even into a new buffer).</summary>
     public static ReadOnlyMemory<byte> Encode(float[] data, DType dtype)
     {
-        switch (dtype)
+        if (dtype == DType.F32) return new ByteView<float>(data).Memory;
+        var bytes = new byte[data.LongLength * 2];
+        Encode(data, dtype, bytes);
+        return bytes;
+    }
+
+    /// <summary>
+    /// <paramref name="data"/> as F16 or BF16 bytes (rounded to nearest even; a NaN stays a quiet NaN) into
+    /// <paramref name="destination"/> (2 bytes per value), in element-wise chunks on all cores: the same bytes whatever the
+    /// split.
+    /// </summary>
+    public static void Encode(float[] data, DType dtype, byte[] destination)
+    {
+        if (dtype is not (DType.F16 or DType.BF16)) throw new ArgumentException($"float data encodes into F16 or BF16 bytes, not {dtype}", nameof(dtype));
+        if (destination.LongLength != data.LongLength * 2)
+            throw new ArgumentException($"{destination.LongLength} bytes for {data.LongLength} values", nameof(destination));
+        const int chunk = 1 << 18;
+        Parallel.For(0, (data.Length + chunk - 1) / chunk, c =>
         {
-            case DType.F32: return new ByteView<float>(data).Memory;
-            case DType.F16 or DType.BF16:
-                var bits = new ushort[data.Length];
-                // Element-wise, so chunks on all cores give the same bytes.
-                const int chunk = 1 << 18;
-                Parallel.For(0, (data.Length + chunk - 1) / chunk, c =>
-                {
-                    var from = data.AsSpan(c * chunk, Math.Min(chunk, data.Length - c * chunk));
-                    var to = bits.AsSpan(c * chunk, from.Length);
-                    if (dtype == DType.F16) TensorPrimitives.ConvertToHalf(from, MemoryMarshal.Cast<ushort, Half>(to));
-                    else for (int i = 0; i < from.Length; i++) to[i] = HalfBits.FloatToBf16(from[i]);
-                });
-                return new ByteView<ushort>(bits).Memory;
-            default: throw new ArgumentException($"float data encodes as F32, F16 or BF16, not {dtype}", nameof(dtype));
+            var from = data.AsSpan(c * chunk, Math.Min(chunk, data.Length - c * chunk));
+            var to = MemoryMarshal.Cast<byte, ushort>(destination.AsSpan()).Slice(c * chunk, from.Length);
+            if (dtype == DType.F16) TensorPrimitives.ConvertToHalf(from, MemoryMarshal.Cast<ushort, Half>(to));
+            else ToBf16(from, to);
+        });
+    }
+
+    // HalfBits.FloatToBf16 on vectors: u + 0x7FFF + ((u >> 16) & 1), top half; NaN: (u >> 16) | 0x40.
+    private static void ToBf16(ReadOnlySpan<float> from, Span<ushort> to)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var bits = MemoryMarshal.Cast<float, uint>(from);
+            for (; i + Vector256<uint>.Count <= from.Length; i += Vector256<uint>.Count)
+            {
+                var u = Vector256.Create(bits.Slice(i, Vector256<uint>.Count));
+                var rounded = (u + Vector256.Create(0x7FFFu) + ((u >> 16) & Vector256<uint>.One)) >> 16;
+                var f = u.AsSingle();
+                var nan = ~Vector256.Equals(f, f).AsUInt32();
+                var r = Vector256.ConditionalSelect(nan, (u >> 16) | Vector256.Create(0x40u), rounded);
+                Vector128.Narrow(r.GetLower(), r.GetUpper()).CopyTo(to.Slice(i, Vector256<uint>.Count));
+            }
         }
+        for (; i < from.Length; i++) to[i] = HalfBits.FloatToBf16(from[i]);
     }
 
     /// <summary>Zero-copy view of <paramref name="data"/>; an empty <paramref name="shape"/> is a scalar.</summary>
@@ -138,7 +168,8 @@ public static class SafetensorsWriter
             File: shards.Count == 1 ? prefix + ".safetensors" : $"{prefix}-{i + 1:D5}-of-{shards.Count:D5}.safetensors",
             Header: Header(shard, metadata, out var ordered), Ordered: ordered)).ToList();
         OrderedPipeline<TensorSpec>? ahead = pipeline is null ? null : new OrderedPipeline<TensorSpec>(
-            plan.SelectMany(p => p.Ordered).ToList(), data, pipeline.Cost ?? (t => t.ByteLength), pipeline.BudgetBytes, pipeline.Parallelism);
+            plan.SelectMany(p => p.Ordered).ToList(), data, pipeline.Cost ?? (t => t.ByteLength), pipeline.BudgetBytes, pipeline.Parallelism,
+            pipeline.Written);
         try
         {
             int taken = 0;

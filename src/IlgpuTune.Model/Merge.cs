@@ -2,7 +2,9 @@
 //   W' = W + scaling · (B @ A)   for each adapted linear (A [r, in], B [out, r]; InternLM2's fused wqkv is just such a linear)
 // computed in fp32 and cast once to the output dtype. Streams tensor by tensor through SafetensorsWriter.WriteShardedParallel:
 // tensors are read, merged and cast on all cores ahead of the writer, and those in flight (fp32 copy, output bytes, A and B)
-// stay within BudgetBytes (one tensor over it runs alone), whatever the model size.
+// stay within BudgetBytes (one tensor over it runs alone), whatever the model size; the buffers kept for reuse between
+// tensors add at most as much again (BufferPool).
+using System.Collections.Concurrent;
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Text.Json.Nodes;
@@ -71,13 +73,32 @@ public static class Merge
             long n = spec.ByteLength / dtype.Size(), held = 4 * n + (dtype == DType.F32 ? 0 : spec.ByteLength);
             return pairs.ContainsKey(spec.Name) ? held + 4L * lora.R * (spec.Shape[0] + spec.Shape[1]) : held;
         }
+        // Buffers reused across tensors of the same size; the encoded (or, for F32, the merged) one goes back once written.
+        var floats = new BufferPool<float>(budgetBytes);
+        var encoded = new BufferPool<byte>(budgetBytes);
+        var held = new ConcurrentDictionary<string, Array>(StringComparer.Ordinal);
         var files = SafetensorsWriter.WriteShardedParallel(directory, "model", specs, maxShardBytes, spec =>
         {
-            var w = baseWeights.ReadFloat32(spec.Name);
+            var w = floats.Rent(spec.ByteLength / dtype.Size());
+            baseWeights.ReadFloat32(spec.Name, w);
             if (pairs.TryGetValue(spec.Name, out var p))
                 AddDelta(w, adapter.ReadFloat32(p.A), adapter.ReadFloat32(p.B), (int)spec.Shape[0], (int)spec.Shape[1], lora.R, lora.Scaling);
-            return SafetensorsWriter.Encode(w, dtype);
-        }, new WritePipeline(budgetBytes, Environment.ProcessorCount, Cost));
+            if (dtype == DType.F32)
+            {
+                held[spec.Name] = w;
+                return SafetensorsWriter.Encode(w, dtype);
+            }
+            var bytes = encoded.Rent(spec.ByteLength);
+            SafetensorsWriter.Encode(w, dtype, bytes);
+            floats.Return(w);
+            held[spec.Name] = bytes;
+            return bytes;
+        }, new WritePipeline(budgetBytes, Environment.ProcessorCount, Cost, spec =>
+        {
+            if (!held.TryRemove(spec.Name, out var buffer)) return;
+            if (buffer is float[] f) floats.Return(f);
+            else encoded.Return((byte[])buffer);
+        }));
         var modules = pairs.Keys.Select(k => k[..^".weight".Length]).Order(StringComparer.Ordinal).ToList();
         return new MergeSummary(modules, files);
     }

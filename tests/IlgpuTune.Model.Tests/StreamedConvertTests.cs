@@ -19,7 +19,7 @@ public class StreamedConvertTests
 {
     // hidden 525 (5 heads of 106), intermediate 1377: gate_proj has 722,925 elements (odd; 11,296 blocks of 64, the last
     // partial), q_proj [530, 525].
-    private static string MakeModel(string dir, DType stored)
+    internal static string MakeModel(string dir, DType stored)
     {
         Directory.CreateDirectory(dir);
         var config = new JsonObject
@@ -41,7 +41,7 @@ public class StreamedConvertTests
         return dir;
     }
 
-    private static string MakeAdapter(string dir, string baseDir, int r)
+    internal static string MakeAdapter(string dir, string baseDir, int r)
     {
         var model = ModelConfig.Load(baseDir);
         var linears = CausalLM.ExpectedWeights(model).Where(e => CausalLM.IsDecoderLinear(model, e.Name, e.Shape)).ToList();

@@ -2,7 +2,7 @@
 // from a folder) and, optionally, a PEFT LoRA adapter on every decoder linear — written by SafetensorsWriter one tensor at
 // a time, so a 13.5 GB 7B-shape folder needs a few hundred MB of memory. Weights are random bf16 of magnitude 2^-7..2^-14
 // (norms 1.0); the adapter is random fp32 with a non-zero lora_B, so a merge really changes every adapted weight.
-//   IlgpuTune.ScaleWeights OUT --tokenizer DIR [--adapter DIR] [--r 64] [--shape 7b|small] [--shard 5GB] [--seed 1]
+//   IlgpuTune.ScaleWeights OUT --tokenizer DIR [--adapter DIR] [--r 64] [--shape 7b|mid|small] [--shard 5GB] [--seed 1]
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
@@ -20,14 +20,16 @@ for (int i = 0; i < args.Length; i++)
 }
 if (outDir is null || !opts.TryGetValue("tokenizer", out var tokenizerDir)) return Usage("OUT and --tokenizer DIR are required");
 string shape = opts.GetValueOrDefault("shape", "7b");
-// Llama-2-7B's config.json (hidden 4096, intermediate 11008, 32 layers, 32 heads, vocab 32000); "small" keeps its form.
+// Llama-2-7B's config.json (hidden 4096, intermediate 11008, 32 layers, 32 heads, vocab 32000); "mid" (1.1 GB) and "small"
+// (4 MB) keep its form, for trying the benchmark quickly.
 (int Hidden, int Inter, int Layers, int Heads, int Vocab) dims = shape switch
 {
     "7b" => (4096, 11008, 32, 32, 32000),
+    "mid" => (2048, 5504, 8, 16, 32000),
     "small" => (256, 688, 2, 4, 1000),
     _ => (0, 0, 0, 0, 0),
 };
-if (dims.Hidden == 0) return Usage($"--shape '{shape}': expected 7b or small");
+if (dims.Hidden == 0) return Usage($"--shape '{shape}': expected 7b, mid or small");
 int r = int.Parse(opts.GetValueOrDefault("r", "64"), CultureInfo.InvariantCulture);
 long shard = SafetensorsWriter.ParseSize(opts.GetValueOrDefault("shard", "5GB"));
 ulong seed = ulong.Parse(opts.GetValueOrDefault("seed", "1"), CultureInfo.InvariantCulture);
@@ -90,7 +92,7 @@ return 0;
 
 static int Usage(string why)
 {
-    Console.Error.WriteLine($"error: {why}\nusage: IlgpuTune.ScaleWeights OUT --tokenizer DIR [--adapter DIR] [--r 64] [--shape 7b|small] [--shard 5GB] [--seed 1]");
+    Console.Error.WriteLine($"error: {why}\nusage: IlgpuTune.ScaleWeights OUT --tokenizer DIR [--adapter DIR] [--r 64] [--shape 7b|mid|small] [--shard 5GB] [--seed 1]");
     return 2;
 }
 
