@@ -7,8 +7,10 @@
 // all cores ahead of a writer that appends their packed bytes to a spill file in the output's temp folder, keeping the
 // small parts (absmax codes, maps, JSON: ~1/64 of the packed size); (2) the shards are written, packed bytes read back
 // from the spill (just written: usually still in the page cache), the other tensors copied from the input. In flight in
-// either stage: at most BudgetBytes (one tensor over it runs alone), plus the small parts.
+// either stage: at most BudgetBytes (one tensor over it runs alone), plus the small parts, plus the buffers kept for reuse
+// (BufferPool: at most BudgetBytes of fp32 copies and as much of packed bytes).
 using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
 using IlgpuTune.Core;
 using IlgpuTune.IO;
@@ -61,6 +63,9 @@ public static class QuantizedExport
                 ?? throw new InvalidDataException($"{weights.Path}: tensor '{name}' has dtype {stored}, which cannot be copied");
         }
         IReadOnlyList<string>? files = null;
+        // Reused between linears of the same size: the fp32 copy, the packed bytes (once in the spill).
+        var floats = new BufferPool<float>(BudgetBytes);
+        var packedPool = new BufferPool<byte>(BudgetBytes);
         AtomicDirectory.Write(target, tmp =>
         {
             string spillPath = Path.Combine(tmp, "packed.spill");
@@ -70,7 +75,7 @@ public static class QuantizedExport
                 using (var spill = new FileStream(spillPath, FileMode.CreateNew, FileAccess.Write, FileShare.Read, 1 << 20))
                 using (var quantized = new OrderedPipeline<string>(order, name =>
                        {
-                           var parts = Bnb4Bit.Tensors(name, Quantize(weights, name, quantType, doubleQuant));
+                           var parts = Bnb4Bit.Tensors(name, Quantize(weights, name, quantType, doubleQuant, floats, packedPool));
                            specOf[name] = [.. parts.Select(t => new TensorSpec(t.Name, t.DType, t.Shape))];
                            foreach (var t in parts.Where(t => t.Name != name)) small[t.Name] = t.Data;
                            return parts.Single(t => t.Name == name).Data;
@@ -81,6 +86,7 @@ public static class QuantizedExport
                         var packed = quantized.Take(i);
                         packedAt[order[i]] = (spill.Position, packed.Length);
                         spill.Write(packed.Span);
+                        if (MemoryMarshal.TryGetArray(packed, out var segment)) packedPool.Return(segment.Array!);
                     }
                 }
                 foreach (var name in weights.Names)
@@ -124,14 +130,16 @@ public static class QuantizedExport
 
     // Bnb4Bit.Quantize with the blocks spread over all cores (each block is quantized alone, so the bytes are the same);
     // the double quantization (1/64 of the work, with a sequential mean) stays as it is.
-    private static Bnb4BitWeight Quantize(IWeightSource weights, string name, string quantType, bool doubleQuant)
+    private static Bnb4BitWeight Quantize(IWeightSource weights, string name, string quantType, bool doubleQuant,
+        BufferPool<float> floats, BufferPool<byte> packedPool)
     {
         string dtype = weights.DTypeOf(name) switch { "BF16" => "bfloat16", "F16" => "float16", _ => "float32" };
         var shape = weights.Shape(name).Select(d => (int)d).ToArray();
-        var x = weights.ReadFloat32(name);
+        var x = floats.Rent(shape.Aggregate(1L, (a, d) => a * d));
+        weights.ReadFloat32(name, x);
         var type = quantType == "nf4" ? QuantType.Nf4 : QuantType.Fp4;
         const int blockSize = Nf4Codec.BlockSize, blocksPerChunk = 4096;
-        var packed = new byte[(x.Length + 1L) / 2];
+        var packed = packedPool.Rent((x.Length + 1L) / 2);
         var absmax = new float[Nf4Codec.Blocks(x.Length, blockSize)];
         Parallel.For(0, (absmax.Length + blocksPerChunk - 1) / blocksPerChunk, c =>
         {
@@ -140,6 +148,7 @@ public static class QuantizedExport
             Nf4Codec.QuantizeCpu(x.AsSpan(start, length), blockSize, type, packed.AsSpan(start / 2, (length + 1) / 2),
                 absmax.AsSpan(first, count));
         });
+        floats.Return(x);
         var map = Nf4Codec.Code(type);
         map[8] = Math.Abs(map[8]); // bnb's Python table: +0.0 (as Bnb4Bit.Quantize)
         if (!doubleQuant) return new Bnb4BitWeight(quantType, blockSize, dtype, shape, packed, null, absmax, map, null, null, 0, 0f);
