@@ -62,6 +62,7 @@ public sealed class SafetensorsModel : IWeightSource
     public long[] Shape(string name) => (long[])Get(name).Shape.Clone();
     public string DTypeOf(string name) => Get(name).DType;
     public float[] ReadFloat32(string name) => FileOf(name).ReadFloat32(name);
+    public void ReadFloat32(string name, Span<float> destination) => FileOf(name).ReadFloat32(name, destination);
     public int[] ReadInt32(string name) => FileOf(name).ReadInt32(name);
     public byte[] ReadBytes(string name) => FileOf(name).ReadBytes(name);
 

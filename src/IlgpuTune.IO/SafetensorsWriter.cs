@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Globalization;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
@@ -14,6 +15,13 @@ namespace IlgpuTune.IO;
 /// A tensor to save: <paramref name="Data"/> holds prod(Shape) little-endian elements of <paramref name="DType"/>, row-major.
 /// </summary>
 public sealed record TensorToWrite(string Name, DType DType, long[] Shape, ReadOnlyMemory<byte> Data);
+
+/// <summary>How <see cref="SafetensorsWriter.WriteShardedParallel"/> runs ahead of the writer: at most
+/// <paramref name="Parallelism"/> tensors produced at once, their <paramref name="Cost"/> (memory held while produced and
+/// not yet written; default the tensor's bytes) within <paramref name="BudgetBytes"/>. <paramref name="Written"/> is told when
+/// a tensor's bytes have been written and are no longer used (to reuse its buffers).</summary>
+public sealed record WritePipeline(long BudgetBytes, int Parallelism, Func<TensorSpec, long>? Cost = null,
+    Action<TensorSpec>? Written = null);
 
 /// <summary>A tensor declared ahead of its data, for streaming writes: the data is asked for when its turn comes.</summary>
 public sealed record TensorSpec(string Name, DType DType, long[] Shape)
@@ -52,16 +60,50 @@ public static class SafetensorsWriter
     /// nearest even into a new buffer).</summary>
     public static ReadOnlyMemory<byte> Encode(float[] data, DType dtype)
     {
-        switch (dtype)
+        if (dtype == DType.F32) return new ByteView<float>(data).Memory;
+        var bytes = new byte[data.LongLength * 2];
+        Encode(data, dtype, bytes);
+        return bytes;
+    }
+
+    /// <summary>
+    /// <paramref name="data"/> as F16 or BF16 bytes (rounded to nearest even; a NaN stays a quiet NaN) into
+    /// <paramref name="destination"/> (2 bytes per value), in element-wise chunks on all cores: the same bytes whatever the
+    /// split.
+    /// </summary>
+    public static void Encode(float[] data, DType dtype, byte[] destination)
+    {
+        if (dtype is not (DType.F16 or DType.BF16)) throw new ArgumentException($"float data encodes into F16 or BF16 bytes, not {dtype}", nameof(dtype));
+        if (destination.LongLength != data.LongLength * 2)
+            throw new ArgumentException($"{destination.LongLength} bytes for {data.LongLength} values", nameof(destination));
+        const int chunk = 1 << 18;
+        Parallel.For(0, (data.Length + chunk - 1) / chunk, c =>
         {
-            case DType.F32: return new ByteView<float>(data).Memory;
-            case DType.F16 or DType.BF16:
-                var bits = new ushort[data.Length];
-                if (dtype == DType.F16) TensorPrimitives.ConvertToHalf(data, MemoryMarshal.Cast<ushort, Half>(bits.AsSpan()));
-                else for (int i = 0; i < data.Length; i++) bits[i] = HalfBits.FloatToBf16(data[i]);
-                return new ByteView<ushort>(bits).Memory;
-            default: throw new ArgumentException($"float data encodes as F32, F16 or BF16, not {dtype}", nameof(dtype));
+            var from = data.AsSpan(c * chunk, Math.Min(chunk, data.Length - c * chunk));
+            var to = MemoryMarshal.Cast<byte, ushort>(destination.AsSpan()).Slice(c * chunk, from.Length);
+            if (dtype == DType.F16) TensorPrimitives.ConvertToHalf(from, MemoryMarshal.Cast<ushort, Half>(to));
+            else ToBf16(from, to);
+        });
+    }
+
+    // HalfBits.FloatToBf16 on vectors: u + 0x7FFF + ((u >> 16) & 1), top half; NaN: (u >> 16) | 0x40.
+    private static void ToBf16(ReadOnlySpan<float> from, Span<ushort> to)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var bits = MemoryMarshal.Cast<float, uint>(from);
+            for (; i + Vector256<uint>.Count <= from.Length; i += Vector256<uint>.Count)
+            {
+                var u = Vector256.Create(bits.Slice(i, Vector256<uint>.Count));
+                var rounded = (u + Vector256.Create(0x7FFFu) + ((u >> 16) & Vector256<uint>.One)) >> 16;
+                var f = u.AsSingle();
+                var nan = ~Vector256.Equals(f, f).AsUInt32();
+                var r = Vector256.ConditionalSelect(nan, (u >> 16) | Vector256.Create(0x40u), rounded);
+                Vector128.Narrow(r.GetLower(), r.GetUpper()).CopyTo(to.Slice(i, Vector256<uint>.Count));
+            }
         }
+        for (; i < from.Length; i++) to[i] = HalfBits.FloatToBf16(from[i]);
     }
 
     /// <summary>Zero-copy view of <paramref name="data"/>; an empty <paramref name="shape"/> is a scalar.</summary>
@@ -96,32 +138,53 @@ public static class SafetensorsWriter
         return WriteShardedCore(directory, prefix, tensors, maxShardBytes, data, metadata);
     }
 
+    /// <summary>
+    /// <see cref="WriteShardedStreaming"/> with the data produced ahead of the writer, in parallel (same files, byte for byte):
+    /// <paramref name="data"/> is called from up to <see cref="WritePipeline.Parallelism"/> threads at once, in write order,
+    /// while earlier tensors are written; the costs (<see cref="WritePipeline.Cost"/>, default the tensor's bytes) of the
+    /// tensors produced but not yet written stay within <see cref="WritePipeline.BudgetBytes"/> (one tensor over the budget
+    /// runs alone).
+    /// </summary>
+    public static IReadOnlyList<string> WriteShardedParallel(string directory, string prefix, IReadOnlyList<TensorSpec> tensors,
+        long maxShardBytes, Func<TensorSpec, ReadOnlyMemory<byte>> data, WritePipeline pipeline,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        Validate(tensors);
+        return WriteShardedCore(directory, prefix, tensors, maxShardBytes, data, metadata, pipeline);
+    }
+
     private static IReadOnlyList<string> WriteShardedCore(string directory, string prefix, IReadOnlyList<TensorSpec> tensors,
-        long maxShardBytes, Func<TensorSpec, ReadOnlyMemory<byte>> data, IReadOnlyDictionary<string, string>? metadata)
+        long maxShardBytes, Func<TensorSpec, ReadOnlyMemory<byte>> data, IReadOnlyDictionary<string, string>? metadata,
+        WritePipeline? pipeline = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
         if (prefix.Length == 0 || System.IO.Path.GetFileName(prefix) != prefix)
             throw new ArgumentException($"prefix '{prefix}' must be a plain file name", nameof(prefix));
         Directory.CreateDirectory(directory);
         var shards = Split(tensors, t => t.ByteLength, maxShardBytes);
-        string indexName = prefix + ".safetensors.index.json";
-        var written = new List<string>();
-        if (shards.Count <= 1)
+        if (shards.Count == 0) shards.Add([]);
+        // The whole layout first (file names, headers, write order), so that a pipeline can run ahead across shard ends.
+        var plan = shards.Select((shard, i) => (
+            File: shards.Count == 1 ? prefix + ".safetensors" : $"{prefix}-{i + 1:D5}-of-{shards.Count:D5}.safetensors",
+            Header: Header(shard, metadata, out var ordered), Ordered: ordered)).ToList();
+        OrderedPipeline<TensorSpec>? ahead = pipeline is null ? null : new OrderedPipeline<TensorSpec>(
+            plan.SelectMany(p => p.Ordered).ToList(), data, pipeline.Cost ?? (t => t.ByteLength), pipeline.BudgetBytes, pipeline.Parallelism,
+            pipeline.Written);
+        try
         {
-            written.Add(prefix + ".safetensors");
-            List<TensorSpec> shard = shards.Count == 0 ? [] : shards[0];
-            WriteValidated(System.IO.Path.Combine(directory, written[0]), Header(shard, metadata, out var ordered), ordered, data);
+            int taken = 0;
+            Func<TensorSpec, ReadOnlyMemory<byte>> next = ahead is null ? data : _ => ahead.Take(taken++);
+            foreach (var p in plan) WriteValidated(System.IO.Path.Combine(directory, p.File), p.Header, p.Ordered, next);
         }
-        else
+        finally
         {
-            var weightMap = new List<(string Name, string File)>();
-            for (int i = 0; i < shards.Count; i++)
-            {
-                string file = $"{prefix}-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
-                WriteValidated(System.IO.Path.Combine(directory, file), Header(shards[i], metadata, out var ordered), ordered, data);
-                written.Add(file);
-                weightMap.AddRange(shards[i].Select(t => (t.Name, file)));
-            }
+            ahead?.Dispose();
+        }
+        string indexName = prefix + ".safetensors.index.json";
+        var written = plan.Select(p => p.File).ToList();
+        if (plan.Count > 1)
+        {
+            var weightMap = plan.SelectMany(p => p.Ordered.Select(t => (t.Name, p.File))).ToList();
             long totalSize = tensors.Sum(t => t.ByteLength);
             AtomicFile.Write(System.IO.Path.Combine(directory, indexName), s => s.Write(IndexJson(totalSize, weightMap)));
             written.Add(indexName);

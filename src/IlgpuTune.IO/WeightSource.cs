@@ -16,6 +16,11 @@ public interface IWeightSource : IDisposable
     string DTypeOf(string name);
 
     float[] ReadFloat32(string name);
+
+    /// <summary><see cref="ReadFloat32(string)"/> into <paramref name="destination"/> (exactly the tensor's element count), so
+    /// that a caller can reuse its buffers.</summary>
+    void ReadFloat32(string name, Span<float> destination) => ReadFloat32(name).CopyTo(destination);
+
     int[] ReadInt32(string name);
 
     /// <summary>

@@ -1,7 +1,11 @@
 // `convert merge`: base model + PEFT LoRA adapter -> a plain HF model folder, as PEFT's merge_and_unload + save_pretrained:
 //   W' = W + scaling · (B @ A)   for each adapted linear (A [r, in], B [out, r]; InternLM2's fused wqkv is just such a linear)
-// computed in fp32 and cast once to the output dtype. Streams tensor by tensor (SafetensorsWriter.WriteShardedStreaming):
-// only one base tensor (plus its A and B) is in memory at a time, whatever the model size.
+// computed in fp32 and cast once to the output dtype. Streams tensor by tensor through SafetensorsWriter.WriteShardedParallel:
+// tensors are read, merged and cast on all cores ahead of the writer, and those in flight (fp32 copy, output bytes, A and B)
+// stay within BudgetBytes (one tensor over it runs alone), whatever the model size; the buffers kept for reuse between
+// tensors add at most as much again (BufferPool).
+using System.Collections.Concurrent;
+using System.Numerics;
 using System.Numerics.Tensors;
 using System.Text.Json.Nodes;
 using IlgpuTune.Core;
@@ -16,6 +20,9 @@ public sealed record MergeSummary(IReadOnlyList<string> MergedModules, IReadOnly
 public static class Merge
 {
     private const string AdapterPrefix = "base_model.model.";
+
+    /// <summary>The most memory the tensors read but not yet written may hold (see the file head).</summary>
+    public const long BudgetBytes = 1L << 30;
 
     /// <summary>
     /// Writes <paramref name="outDir"/> atomically (temp folder, then rename; an existing folder is replaced): config.json with
@@ -45,10 +52,10 @@ public static class Merge
 
     /// <summary>
     /// Streams every base tensor into "model*.safetensors" in <paramref name="directory"/>, adding the adapter's delta to the
-    /// adapted linears. Every adapter tensor must be a lora_A/lora_B pair of a targeted base linear with matching shapes.
+    /// adapted linears; the tensors in flight hold at most <paramref name="budgetBytes"/>. Every adapter tensor must be a lora_A/lora_B pair of a targeted base linear with matching shapes.
     /// </summary>
     public static MergeSummary MergeWeights(IWeightSource baseWeights, IWeightSource adapter, LoraConfig lora, string directory,
-        long maxShardBytes, DType dtype)
+        long maxShardBytes, DType dtype, long budgetBytes = BudgetBytes)
     {
         HfFiles.CheckOutputDtype(dtype);
         var pairs = AdapterPairs(baseWeights, adapter, lora);
@@ -60,32 +67,98 @@ public static class Merge
                     + "tensors only (a quantized base cannot be merged: use its bf16/fp16 original)");
             return new TensorSpec(name, dtype, baseWeights.Shape(name));
         }).ToList();
-        var files = SafetensorsWriter.WriteShardedStreaming(directory, "model", specs, maxShardBytes, spec =>
+        // Memory a tensor holds from its read to its write: the fp32 copy, the encoded bytes (F32 is a view), A and B.
+        long Cost(TensorSpec spec)
         {
-            var w = baseWeights.ReadFloat32(spec.Name);
+            long n = spec.ByteLength / dtype.Size(), held = 4 * n + (dtype == DType.F32 ? 0 : spec.ByteLength);
+            return pairs.ContainsKey(spec.Name) ? held + 4L * lora.R * (spec.Shape[0] + spec.Shape[1]) : held;
+        }
+        // Buffers reused across tensors of the same size; the encoded (or, for F32, the merged) one goes back once written.
+        var floats = new BufferPool<float>(budgetBytes);
+        var encoded = new BufferPool<byte>(budgetBytes);
+        var held = new ConcurrentDictionary<string, Array>(StringComparer.Ordinal);
+        var files = SafetensorsWriter.WriteShardedParallel(directory, "model", specs, maxShardBytes, spec =>
+        {
+            var w = floats.Rent(spec.ByteLength / dtype.Size());
+            baseWeights.ReadFloat32(spec.Name, w);
             if (pairs.TryGetValue(spec.Name, out var p))
                 AddDelta(w, adapter.ReadFloat32(p.A), adapter.ReadFloat32(p.B), (int)spec.Shape[0], (int)spec.Shape[1], lora.R, lora.Scaling);
-            return SafetensorsWriter.Encode(w, dtype);
-        });
+            if (dtype == DType.F32)
+            {
+                held[spec.Name] = w;
+                return SafetensorsWriter.Encode(w, dtype);
+            }
+            var bytes = encoded.Rent(spec.ByteLength);
+            SafetensorsWriter.Encode(w, dtype, bytes);
+            floats.Return(w);
+            held[spec.Name] = bytes;
+            return bytes;
+        }, new WritePipeline(budgetBytes, Environment.ProcessorCount, Cost, spec =>
+        {
+            if (!held.TryRemove(spec.Name, out var buffer)) return;
+            if (buffer is float[] f) floats.Return(f);
+            else encoded.Return((byte[])buffer);
+        }));
         var modules = pairs.Keys.Select(k => k[..^".weight".Length]).Order(StringComparer.Ordinal).ToList();
         return new MergeSummary(modules, files);
     }
 
     /// <summary>w[out, in] += scaling · (b[out, r] @ a[r, in]), the product accumulated in fp32 per row as PEFT's
-    /// get_delta_weight (B @ A, then × scaling).</summary>
+    /// get_delta_weight (B @ A, then × scaling): for each element, acc = 0; acc = a[k]·b[o, k] + acc for k = 0..r-1 (a
+    /// rounded product, then a rounded sum: TensorPrimitives.MultiplyAdd), then w = acc·scaling + w. Four rows share each
+    /// load of a, in registers; the arithmetic per element is the same, so the bytes are.</summary>
     public static void AddDelta(float[] w, float[] a, float[] b, int outFeatures, int inFeatures, int r, float scaling)
     {
         if (w.Length != (long)outFeatures * inFeatures || a.Length != (long)r * inFeatures || b.Length != (long)outFeatures * r)
             throw new ArgumentException($"shapes do not fit: w {w.Length}, a {a.Length}, b {b.Length} for out {outFeatures}, in {inFeatures}, r {r}");
-        Parallel.For(0, outFeatures, () => new float[inFeatures], (o, _, row) =>
+        const int rows = 4;
+        int width = Vector<float>.Count, vectorEnd = inFeatures - inFeatures % width;
+        Parallel.For(0, (outFeatures + rows - 1) / rows, block =>
         {
-            Array.Clear(row);
-            for (int k = 0; k < r; k++)
-                TensorPrimitives.MultiplyAdd(a.AsSpan(k * inFeatures, inFeatures), b[o * r + k], row, row);
-            var wRow = w.AsSpan(o * inFeatures, inFeatures);
-            TensorPrimitives.MultiplyAdd(row, scaling, wRow, wRow);
-            return row;
-        }, _ => { });
+            int o = block * rows;
+            if (outFeatures - o < rows)
+            {
+                var row = new float[inFeatures];
+                for (; o < outFeatures; o++) AddDeltaRow(w, a, b, o, inFeatures, r, scaling, row);
+                return;
+            }
+            var s = new Vector<float>(scaling);
+            for (int j = 0; j < vectorEnd; j += width)
+            {
+                Vector<float> acc0 = Vector<float>.Zero, acc1 = Vector<float>.Zero, acc2 = Vector<float>.Zero, acc3 = Vector<float>.Zero;
+                for (int k = 0; k < r; k++)
+                {
+                    var x = new Vector<float>(a, k * inFeatures + j);
+                    acc0 = x * b[o * r + k] + acc0;
+                    acc1 = x * b[(o + 1) * r + k] + acc1;
+                    acc2 = x * b[(o + 2) * r + k] + acc2;
+                    acc3 = x * b[(o + 3) * r + k] + acc3;
+                }
+                (acc0 * s + new Vector<float>(w, o * inFeatures + j)).CopyTo(w, o * inFeatures + j);
+                (acc1 * s + new Vector<float>(w, (o + 1) * inFeatures + j)).CopyTo(w, (o + 1) * inFeatures + j);
+                (acc2 * s + new Vector<float>(w, (o + 2) * inFeatures + j)).CopyTo(w, (o + 2) * inFeatures + j);
+                (acc3 * s + new Vector<float>(w, (o + 3) * inFeatures + j)).CopyTo(w, (o + 3) * inFeatures + j);
+            }
+            for (int i = o; i < o + rows; i++)
+            {
+                for (int j = vectorEnd; j < inFeatures; j++)
+                {
+                    float acc = 0f;
+                    for (int k = 0; k < r; k++) acc = a[k * inFeatures + j] * b[i * r + k] + acc;
+                    w[i * inFeatures + j] = acc * scaling + w[i * inFeatures + j];
+                }
+            }
+        });
+    }
+
+    // One row the plain way (the rows left over by AddDelta's blocks of four).
+    private static void AddDeltaRow(float[] w, float[] a, float[] b, int o, int inFeatures, int r, float scaling, float[] row)
+    {
+        Array.Clear(row);
+        for (int k = 0; k < r; k++)
+            TensorPrimitives.MultiplyAdd(a.AsSpan(k * inFeatures, inFeatures), b[o * r + k], row, row);
+        var wRow = w.AsSpan(o * inFeatures, inFeatures);
+        TensorPrimitives.MultiplyAdd(row, scaling, wRow, wRow);
     }
 
     // base weight name -> (lora_A key, lora_B key), validated against the base shapes and the adapter config.
