@@ -136,6 +136,27 @@ public sealed class Tensor : IDisposable
         return new Tensor(new Storage(device, Block.Wrap(memory)), dtype, (int[])shape.Clone());
     }
 
+    /// <summary>A tensor holding <paramref name="data"/>: the array itself on the managed CPU path (no copy; the caller must
+    /// not change it afterwards), a copy on an accelerator.</summary>
+    public static Tensor Adopt(Device device, DType dtype, byte[] data, params int[] shape) =>
+        device.Accelerator is null ? ViewHost(device, dtype, new ArrayBytes(data), shape) : FromBytes(device, dtype, data, shape);
+
+    // A managed array as host memory that nothing needs to free.
+    private sealed class ArrayBytes(byte[] data) : System.Buffers.MemoryManager<byte>
+    {
+        public override Span<byte> GetSpan() => data;
+
+        public override System.Buffers.MemoryHandle Pin(int elementIndex = 0) => throw new NotSupportedException("host tensors are not pinned");
+
+        public override void Unpin()
+        {
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+        }
+    }
+
     /// <summary>A second reference to the same storage (shares data; dispose it separately). Not tracked by autograd.</summary>
     public Tensor Alias() => Reshaped(Shape);
 

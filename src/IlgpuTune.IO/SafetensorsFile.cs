@@ -166,7 +166,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         var t = Get(name);
         if (t.ByteLength > Array.MaxLength)
             throw new NotSupportedException($"tensor '{name}' in {Path} is {t.ByteLength} bytes, more than an array holds");
-        var result = new byte[t.ByteLength];
+        var result = GC.AllocateUninitializedArray<byte>((int)t.ByteLength); // every byte is copied below
         for (long i = 0; i < result.Length; i += ChunkElements)
         {
             int count = (int)Math.Min(ChunkElements, result.Length - i);
