@@ -65,7 +65,7 @@ public sealed class ChatCommands
         options.Validate();
 
         using var dev = Device.Create(device);
-        using var lm = ModelLoader.Load(model, dev, quantization: bits is 4 ? IlgpuTune.Numerics.QuantType.Nf4 : null);
+        using var lm = ModelLoader.Load(model, dev, quantization: bits is 4 ? IlgpuTune.Numerics.QuantType.Nf4 : null, frozenAsStored: true);
         if (adapter is not null) PeftAdapter.Load(adapter, lm);
         using var session = new ChatSession(lm, tokenizer, chatPrompt, options, seed) { Stream = !noStreamer };
         if (prompt is not null)

@@ -130,6 +130,7 @@ internal static class ErrorBoundary
         UnauthorizedAccessException when QuotedPath(e.Message) is { } p && Directory.Exists(p) => $"{p} is a folder; expected a file",
         UnauthorizedAccessException => $"permission denied: {e.Message}",
         DllNotFoundException => $"a native library is missing (is the driver installed?): {FirstLine(e.Message)}",
+        InsufficientMemoryException when ThrownByUs(e) => e.Message.TrimEnd(),
         OutOfMemoryException or InsufficientMemoryException => "out of memory (the input or the model does not fit in this machine's memory)",
         _ => e.Message.TrimEnd(),
     };

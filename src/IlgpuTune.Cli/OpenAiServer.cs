@@ -59,7 +59,7 @@ public sealed class OpenAiServer : IDisposable
         _eos = GenerationConfig.EosTokenIds(modelDir, config, _tokenizer.EosTokenId);
         ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(adapterDir ?? modelDir)));
         _device = Device.Create(device);
-        _model = ModelLoader.Load(modelDir, _device);
+        _model = ModelLoader.Load(modelDir, _device, frozenAsStored: true);
         if (adapterDir is not null) PeftAdapter.Load(adapterDir, _model);
     }
 

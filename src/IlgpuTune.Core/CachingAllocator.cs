@@ -23,6 +23,13 @@ public sealed class Block
 
     /// <summary>Storage on an ILGPU accelerator.</summary>
     public MemoryBuffer1D<byte, Stride1D.Dense>? Buffer { get; }
+
+    /// <summary>Host memory the allocator does not own (a view of a memory-mapped weights file): disposed, not cached,
+    /// when its tensors are gone.</summary>
+    public System.Buffers.MemoryManager<byte>? External { get; private init; }
+
+    internal static Block Wrap(System.Buffers.MemoryManager<byte> memory) =>
+        new(memory.Memory.Length, null, null) { External = memory };
 }
 
 public sealed class CachingAllocator : IDisposable

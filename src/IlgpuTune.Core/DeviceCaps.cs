@@ -15,8 +15,11 @@ namespace IlgpuTune.Core;
 public sealed record DeviceCaps(bool Emulated, int GroupSize, (int Major, int Minor)? ComputeCapability, bool Wgmma,
     int SharedMemoryPerBlock, bool HalfMatmuls)
 {
-    /// <summary>The managed CPU path: references only, fp32.</summary>
-    public static DeviceCaps ManagedCpu { get; } = new(false, 0, null, false, 0, false);
+    /// <summary>The managed CPU path: references only, fp32; frozen 16-bit weights are widened inside its products.</summary>
+    public static DeviceCaps ManagedCpu { get; } = new(false, 0, null, false, 0, false) { WidensHalfWeights = true };
+
+    /// <summary>fp32 products take a frozen BF16/F16 weight as stored and widen it block by block (the managed CPU path).</summary>
+    public bool WidensHalfWeights { get; init; }
 
     /// <summary>An accelerator's capabilities, as its kernel registry sees them (the registry decides emulation and wgmma once).</summary>
     public static DeviceCaps Of(KernelRegistry kernels)

@@ -96,7 +96,21 @@ public sealed class Nf4Weight : IDisposable
     /// </summary>
     public static Nf4Weight FromQuantized(Device device, int[] shape, int blockSize, QuantType quantType, ReadOnlySpan<byte> packed,
         ReadOnlySpan<float> quantMap, float[]? absmax = null, byte[]? qabsmax = null, float[]? nestedAbsmax = null,
-        float[]? nestedQuantMap = null, float nestedOffset = 0f, string? name = null)
+        float[]? nestedQuantMap = null, float nestedOffset = 0f, string? name = null) =>
+        FromQuantized(device, shape, blockSize, quantType, packed, null, quantMap, absmax, qabsmax, nestedAbsmax, nestedQuantMap,
+            nestedOffset, name);
+
+    /// <summary>As above, taking the packed array itself where the device keeps host memory (no second copy of a model's
+    /// worth of bytes on the managed CPU path); the caller must not change it afterwards.</summary>
+    public static Nf4Weight FromQuantized(Device device, int[] shape, int blockSize, QuantType quantType, byte[] packed,
+        ReadOnlySpan<float> quantMap, float[]? absmax = null, byte[]? qabsmax = null, float[]? nestedAbsmax = null,
+        float[]? nestedQuantMap = null, float nestedOffset = 0f, string? name = null) =>
+        FromQuantized(device, shape, blockSize, quantType, packed, packed, quantMap, absmax, qabsmax, nestedAbsmax, nestedQuantMap,
+            nestedOffset, name);
+
+    private static Nf4Weight FromQuantized(Device device, int[] shape, int blockSize, QuantType quantType, ReadOnlySpan<byte> packed,
+        byte[]? adopted, ReadOnlySpan<float> quantMap, float[]? absmax, byte[]? qabsmax, float[]? nestedAbsmax,
+        float[]? nestedQuantMap, float nestedOffset, string? name)
     {
         if (shape.Length != 2) throw new ArgumentException($"nf4 {name}: shape must be [out, in], is [{string.Join(", ", shape)}]");
         if (blockSize < 2 || (blockSize & (blockSize - 1)) != 0) throw new ArgumentException($"nf4 {name}: blocksize {blockSize} is not a power of two");
@@ -124,7 +138,8 @@ public sealed class Nf4Weight : IDisposable
         }
         try
         {
-            var p = Keep(Tensor.FromBytes(device, DType.U8, packed, (int)((n + 1) / 2)));
+            int bytes = (int)((n + 1) / 2);
+            var p = Keep(adopted is null ? Tensor.FromBytes(device, DType.U8, packed, bytes) : Tensor.Adopt(device, DType.U8, adopted, bytes));
             var c4 = Keep(Tensor.FromArray(device, quantMap, 16));
             return nested
                 ? new Nf4Weight(device, (int[])shape.Clone(), blockSize, quantType, p, c4, null,

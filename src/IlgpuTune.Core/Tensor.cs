@@ -21,7 +21,9 @@ internal sealed class Storage(Device device, Block block)
 
     public void Release()
     {
-        if (Interlocked.Decrement(ref _refs) == 0) Device.Allocator.Return(Block);
+        if (Interlocked.Decrement(ref _refs) != 0) return;
+        if (Block.External is { } external) ((IDisposable)external).Dispose();
+        else Device.Allocator.Return(Block);
     }
 }
 
@@ -115,6 +117,46 @@ public sealed class Tensor : IDisposable
         return t;
     }
 
+    /// <summary>
+    /// A tensor over host memory it does not copy (the managed CPU path only): e.g. a weight viewing its memory-mapped
+    /// safetensors bytes as stored. Takes ownership of <paramref name="memory"/>, disposed with the last alias. Outside the
+    /// caching allocator's counters (file pages are reclaimable, not allocated).
+    /// </summary>
+    public static Tensor ViewHost(Device device, DType dtype, System.Buffers.MemoryManager<byte> memory, params int[] shape)
+    {
+        long bytes = ShapeLength(shape) * dtype.Size();
+        string? problem = device.Accelerator is not null ? $"device {device.Kind} keeps tensors in its own memory"
+            : memory.Memory.Length != bytes ? $"{memory.Memory.Length} bytes given for a {dtype} tensor of shape [{string.Join(", ", shape)}] ({bytes} bytes)"
+            : null;
+        if (problem is not null)
+        {
+            ((IDisposable)memory).Dispose();
+            throw new ArgumentException($"host view: {problem}");
+        }
+        return new Tensor(new Storage(device, Block.Wrap(memory)), dtype, (int[])shape.Clone());
+    }
+
+    /// <summary>A tensor holding <paramref name="data"/>: the array itself on the managed CPU path (no copy; the caller must
+    /// not change it afterwards), a copy on an accelerator.</summary>
+    public static Tensor Adopt(Device device, DType dtype, byte[] data, params int[] shape) =>
+        device.Accelerator is null ? ViewHost(device, dtype, new ArrayBytes(data), shape) : FromBytes(device, dtype, data, shape);
+
+    // A managed array as host memory that nothing needs to free.
+    private sealed class ArrayBytes(byte[] data) : System.Buffers.MemoryManager<byte>
+    {
+        public override Span<byte> GetSpan() => data;
+
+        public override System.Buffers.MemoryHandle Pin(int elementIndex = 0) => throw new NotSupportedException("host tensors are not pinned");
+
+        public override void Unpin()
+        {
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+        }
+    }
+
     /// <summary>A second reference to the same storage (shares data; dispose it separately). Not tracked by autograd.</summary>
     public Tensor Alias() => Reshaped(Shape);
 
@@ -131,7 +173,7 @@ public sealed class Tensor : IDisposable
     // ---- raw access ----
 
     // Where the storage lives: host memory (the managed CPU path) or an accelerator buffer.
-    private bool OnHost => _storage.Block.Host is not null;
+    private bool OnHost => _storage.Block.Host is not null || _storage.Block.External is not null;
 
     /// <summary>The bytes on the managed CPU path, whatever the dtype (backends' copies).</summary>
     internal Span<byte> RawHostBytes => HostBytes;
@@ -144,7 +186,9 @@ public sealed class Tensor : IDisposable
         get
         {
             ThrowIfDisposed();
-            var host = _storage.Block.Host ?? throw new InvalidOperationException($"tensor {Name} lives on {Device.Kind}, not the managed CPU path");
+            var block = _storage.Block;
+            if (block.External is { } external) return external.GetSpan()[..checked((int)Bytes)];
+            var host = block.Host ?? throw new InvalidOperationException($"tensor {Name} lives on {Device.Kind}, not the managed CPU path");
             return host.AsSpan(0, checked((int)Bytes));
         }
     }

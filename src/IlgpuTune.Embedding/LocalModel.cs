@@ -74,7 +74,7 @@ public sealed class LocalModel : IDisposable
         var device = Core.Device.Create(options.Device);
         try
         {
-            var model = ModelLoader.Load(options.ModelPath, device, quantization: options.Nf4 ? Numerics.QuantType.Nf4 : null);
+            var model = ModelLoader.Load(options.ModelPath, device, quantization: options.Nf4 ? Numerics.QuantType.Nf4 : null, frozenAsStored: true);
             try
             {
                 if (options.AdapterPath is not null) PeftAdapter.Load(options.AdapterPath, model);

@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Unicode;
@@ -55,9 +57,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
             long length = fs.Length;
             if (length < 8)
                 throw Bad(path, $"file is {length} bytes; expected at least 8 (the u64 header length)");
-            map = MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None,
+            // Copy-on-write (a private mapping): shared views (ShareBytes) may then be written without touching the file.
+            map = MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.CopyOnWrite, HandleInheritability.None,
                 leaveOpen: false);
-            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.CopyOnWrite);
             byte* basePtr = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
             pointerHeld = true;
@@ -110,13 +113,60 @@ public sealed unsafe class SafetensorsFile : IDisposable
         return Span(t.Begin + offset, length);
     }
 
+    /// <summary>
+    /// The tensor's bytes as memory viewing the mapping, without a copy: the pages are read from the file when first touched
+    /// and stay reclaimable page cache. The view holds the mapping open until it is disposed, also past this file's
+    /// Dispose. Writes stay private to this process (copy-on-write). Tensors over 2 GiB: null (a span cannot hold them).
+    /// </summary>
+    public MemoryManager<byte>? ShareBytes(string name)
+    {
+        var t = Get(name);
+        ObjectDisposedException.ThrowIf(_data == null, this);
+        return t.ByteLength > int.MaxValue ? null : new MappedBytes(_view.SafeMemoryMappedViewHandle, _data + t.Begin, (int)t.ByteLength);
+    }
+
+    // One reference to the mapped view (SafeHandle counts them: the unmapping waits for the last one).
+    private sealed class MappedBytes : MemoryManager<byte>
+    {
+        private readonly SafeHandle _handle;
+        private readonly byte* _pointer;
+        private readonly int _length;
+        private int _released;
+
+        public MappedBytes(SafeHandle handle, byte* pointer, int length)
+        {
+            bool added = false;
+            handle.DangerousAddRef(ref added);
+            _handle = handle;
+            _pointer = pointer;
+            _length = length;
+        }
+
+        public override Span<byte> GetSpan()
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _released) != 0, this);
+            return new Span<byte>(_pointer, _length);
+        }
+
+        public override MemoryHandle Pin(int elementIndex = 0) => new(_pointer + elementIndex);
+
+        public override void Unpin()
+        {
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (Interlocked.Exchange(ref _released, 1) == 0) _handle.DangerousRelease();
+        }
+    }
+
     /// <summary>A copy of the tensor's bytes (any dtype).</summary>
     public byte[] ReadBytes(string name)
     {
         var t = Get(name);
         if (t.ByteLength > Array.MaxLength)
             throw new NotSupportedException($"tensor '{name}' in {Path} is {t.ByteLength} bytes, more than an array holds");
-        var result = new byte[t.ByteLength];
+        var result = GC.AllocateUninitializedArray<byte>((int)t.ByteLength); // every byte is copied below
         for (long i = 0; i < result.Length; i += ChunkElements)
         {
             int count = (int)Math.Min(ChunkElements, result.Length - i);

@@ -66,6 +66,8 @@ public sealed class SafetensorsModel : IWeightSource
     public int[] ReadInt32(string name) => FileOf(name).ReadInt32(name);
     public byte[] ReadBytes(string name) => FileOf(name).ReadBytes(name);
 
+    public System.Buffers.MemoryManager<byte>? ShareBytes(string name) => FileOf(name).ShareBytes(name);
+
     public void Dispose()
     {
         foreach (var f in _files) f.Dispose();

@@ -29,6 +29,12 @@ public interface IWeightSource : IDisposable
     /// </summary>
     byte[] ReadBytes(string name) =>
         throw new NotSupportedException($"{GetType().Name} ({Path}) cannot read the raw bytes of tensor '{name}'");
+
+    /// <summary>
+    /// The tensor's bytes as stored, viewing a memory-mapped file without a copy (dispose it to drop the view; it stays
+    /// valid after the source is disposed), or null where the source cannot map them (torch pickles, tensors over 2 GiB).
+    /// </summary>
+    System.Buffers.MemoryManager<byte>? ShareBytes(string name) => null;
 }
 
 public static class WeightSource

@@ -15,10 +15,12 @@ public sealed partial class CausalLM
     /// blocks of 64, double quantization) one at a time as they are read, so neither the host nor the device ever holds
     /// the dense model; embeddings, norms, biases and the head stay fp32 (as transformers leaves them, formats.md §5.5).
     /// <paramref name="readQuantized"/> returns a weight already stored in 4 bits (a bitsandbytes checkpoint), null for a dense one.
+    /// <paramref name="readStored"/> returns a matrix as stored (a frozen BF16/F16 tensor, e.g. viewing the mapped file) where
+    /// the device multiplies it so, null to read it as float32.
     /// </summary>
     public static CausalLM FromWeights(ModelConfig config, Device device, IEnumerable<string> availableKeys,
         Func<string, long[]?> shapeOf, Func<string, float[]> read, string source, DType linearDtype = DType.F32,
-        QuantType? quantization = null, Func<string, Nf4Weight?>? readQuantized = null)
+        QuantType? quantization = null, Func<string, Nf4Weight?>? readQuantized = null, Func<string, int[], Tensor?>? readStored = null)
     {
         if (linearDtype is not (DType.F32 or DType.BF16 or DType.F16))
             throw new ArgumentException($"linear weights are stored as F32, BF16 or F16, not {linearDtype}");
@@ -62,6 +64,11 @@ public sealed partial class CausalLM
                 {
                     using var dense = Tensor.FromArray(device, read(name), shape).Named(name);
                     quantized[name] = Nf4Weight.Quantize(dense, qt);
+                    continue;
+                }
+                if (matrix && readStored?.Invoke(name, shape) is { } kept)
+                {
+                    parameters[name] = kept.Named(name);
                     continue;
                 }
                 parameters[name] = (matrix && linearDtype != DType.F32

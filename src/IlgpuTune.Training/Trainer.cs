@@ -264,9 +264,10 @@ public sealed partial class TrainRun : IDisposable
         var cfg = _cfg;
         // LoRA with 16-bit tensor-core matmuls keeps the frozen base in that precision: half the memory, no per-step casts.
         // QLoRA (quantization nf4) keeps the decoder linears in 4 bits instead, dequantized per product to the matmul precision.
+        // On the managed CPU path a LoRA base stored in bf16/fp16 stays so (mapped, widened inside the products).
         var baseDtype = cfg.Lora is null ? DType.F32 : _device.Precision.Matmul;
         var quantization = cfg.Quantization == "nf4" ? Numerics.QuantType.Nf4 : (Numerics.QuantType?)null;
-        _model = Own(ModelLoader.Load(_modelDir, _device, baseDtype, quantization));
+        _model = Own(ModelLoader.Load(_modelDir, _device, baseDtype, quantization, frozenAsStored: cfg.Lora is not null));
         if (quantization is not null)
             _log.Info($"quantized {_model.QuantizedWeights.Count} linear weights to NF4 (double quant, blocks of 64): " +
                 $"{_model.QuantizedWeights.Values.Sum(q => q.Bytes) / 1048576.0:F1} MiB on the device");

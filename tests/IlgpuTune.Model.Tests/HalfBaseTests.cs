@@ -54,15 +54,16 @@ public class HalfBaseTests
     }
 
     [Fact]
-    public void Bf16Base_IsRefusedForFullFineTuning_AndOnTheManagedCpuPath()
+    public void Bf16Base_IsRefusedForFullFineTuning_AndOnAnFp32Accelerator()
     {
         using var gpu = Device.Create("ilgpu-cpu");
         gpu.Precision = Precision.BF16;
         using (var model = ModelLoader.Load(Repo.Fixture("tiny/llama"), gpu, DType.BF16))
             Assert.Contains("needs fp32 weights", Assert.Throws<InvalidOperationException>(model.SetFullFineTuning).Message);
-        using var cpu = Device.Create("cpu");
-        using var cpuModel = ModelLoader.Load(Repo.Fixture("tiny/llama"), cpu, DType.BF16);
-        var e = Assert.Throws<ArgumentException>(() => cpuModel.Forward([1, 2, 3], 1, 3));
+        // (The managed CPU path widens a frozen 16-bit weight inside its products: CpuStoredHalfTests.)
+        gpu.Precision = Precision.F32;
+        using var fp32Model = ModelLoader.Load(Repo.Fixture("tiny/llama"), gpu, DType.BF16);
+        var e = Assert.Throws<ArgumentException>(() => fp32Model.Forward([1, 2, 3], 1, 3));
         Assert.Contains("16-bit weights need an ILGPU device", e.Message);
     }
 }

@@ -1,5 +1,6 @@
 // The managed CPU backend: every op is its CPU reference from kernels/IlgpuTune.Kernels/<Op>.cs (the spec), on host
-// spans (TensorPrimitives + Parallel.For inside the references). Matrix products are fp32 only.
+// spans (TensorPrimitives + Parallel.For inside the references). Matrix products are fp32; a frozen weight may stay BF16/F16
+// and is widened row by row inside the product (ManagedCpuBackend.HalfWeights.cs).
 using System.Numerics.Tensors;
 using IlgpuTune.Kernels;
 using K = IlgpuTune.Kernels;
@@ -116,9 +117,11 @@ internal sealed partial class ManagedCpuBackend : IOpBackend
 
     public void MatMul(GemmLayout layout, MatMulShape s, Tensor a, Tensor b, Tensor? bias, float alpha, bool accumulate, Tensor c)
     {
-        if (a.DType != DType.F32 || b.DType != DType.F32 || c.DType != DType.F32)
-            throw new NotSupportedException($"matmul: the managed CPU path multiplies in F32, not {a.DType} x {b.DType} -> {c.DType}");
-        switch (layout)
+        if (a.DType == DType.F32 && b.DType is (DType.BF16 or DType.F16) && c.DType == DType.F32)
+            MatMulHalfWeight(layout, s, a, b, alpha, accumulate, c);
+        else if (a.DType != DType.F32 || b.DType != DType.F32 || c.DType != DType.F32)
+            throw new NotSupportedException($"matmul: the managed CPU path multiplies in F32 (b may be a frozen 16-bit weight), not {a.DType} x {b.DType} -> {c.DType}");
+        else switch (layout)
         {
             case GemmLayout.NT: K.MatMul.NTCpu<float>(a.F32, b.F32, s.M, s.N, s.K, alpha, accumulate, c.F32); break;
             case GemmLayout.NN: K.MatMul.NNCpu<float>(a.F32, b.F32, s.M, s.N, s.K, alpha, accumulate, c.F32); break;
@@ -141,12 +144,12 @@ internal sealed partial class ManagedCpuBackend : IOpBackend
             var hc = h.F32.Slice(r0 * hidden, n * hidden);
             var lg = logits.F32[..(n * vocab)];
             var tg = targets.I32.Slice(r0, n);
-            K.MatMul.NTCpu<float>(hc, weight.F32, n, vocab, hidden, 1f, false, lg);
+            WeightProduct(GemmLayout.NT, hc, weight, n, vocab, hidden, lg);
             K.CrossEntropy.ForwardCpu<float>(lg, tg, n, vocab, lossRows.F32, lse.F32);
             foreach (var l in lossRows.F32[..n]) sum += l;
             if (!record) continue;
             K.CrossEntropy.BackwardCpu<float>(lg, tg, lse.F32, n, vocab, gradScale, lg);
-            if (dH is not null) K.MatMul.NNCpu<float>(lg, weight.F32, n, hidden, vocab, 1f, false, dH.F32.Slice(r0 * hidden, n * hidden));
+            if (dH is not null) WeightProduct(GemmLayout.NN, lg, weight, n, hidden, vocab, dH.F32.Slice(r0 * hidden, n * hidden));
             if (dW is not null) K.MatMul.TNCpu<float>(lg, hc, vocab, hidden, n, 1f, true, dW.F32);
         }
         return sum;
@@ -161,7 +164,7 @@ internal sealed partial class ManagedCpuBackend : IOpBackend
         {
             int n = Math.Min(chunk, rows - r0);
             var lg = logits.F32[..(n * vocab)];
-            K.MatMul.NTCpu<float>(h.F32.Slice(r0 * hidden, n * hidden), weight.F32, n, vocab, hidden, 1f, false, lg);
+            WeightProduct(GemmLayout.NT, h.F32.Slice(r0 * hidden, n * hidden), weight, n, vocab, hidden, lg);
             K.SequenceLogProb.ForwardCpu<float>(lg, targets.I32.Slice(r0, n), n, vocab, logp.F32.Slice(r0, n), lse.F32);
         }
     }
@@ -178,10 +181,10 @@ internal sealed partial class ManagedCpuBackend : IOpBackend
             var hc = h.F32.Slice(r0 * hidden, n * hidden);
             var lg = logits.F32[..(n * vocab)];
             var tg = targets.I32.Slice(r0, n);
-            K.MatMul.NTCpu<float>(hc, weight.F32, n, vocab, hidden, 1f, false, lg);
+            WeightProduct(GemmLayout.NT, hc, weight, n, vocab, hidden, lg);
             K.SequenceLogProb.ForwardCpu<float>(lg, tg, n, vocab, unused.F32, lse.F32);
             K.SequenceLogProb.BackwardCpu<float>(lg, tg, lse.F32, dLogp.F32.Slice(r0, n), n, vocab, lg);
-            if (dH is not null) K.MatMul.NNCpu<float>(lg, weight.F32, n, hidden, vocab, 1f, false, dH.F32.Slice(r0 * hidden, n * hidden));
+            if (dH is not null) WeightProduct(GemmLayout.NN, lg, weight, n, hidden, vocab, dH.F32.Slice(r0 * hidden, n * hidden));
             if (dW is not null) K.MatMul.TNCpu<float>(lg, hc, vocab, hidden, n, 1f, true, dW.F32);
         }
     }

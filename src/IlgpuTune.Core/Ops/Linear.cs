@@ -14,13 +14,10 @@ public static partial class Ops
         const string op = "linear";
         RequireF32(op, x, "x");
         RequireSameDevice(op, x, weight);
-        if (weight.DType != DType.F32)
-        {
-            // A 16-bit weight is a frozen base for the tensor-core path of the same precision.
-            if (weight.DType is not (DType.BF16 or DType.F16) || x.Device.Matmuls.Matmul != weight.DType || weight.RequiresGrad)
-                throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; 16-bit weights need an ILGPU device with " +
-                    $"matmul precision {weight.DType} and must be frozen");
-        }
+        // A 16-bit weight is a frozen base: for the tensor-core path of the same precision, or widened inside fp32 products.
+        if (weight.DType != DType.F32 && !TakesFrozenHalf(x.Device, weight))
+            throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; 16-bit weights need an ILGPU device with " +
+                $"matmul precision {weight.DType} (or the managed CPU path) and must be frozen");
         if (weight.Rank != 2 || x.Dim(-1) != weight.Dim(1))
             throw new ArgumentException($"{op}: x {ShapeText(x.Shape)} does not fit weight {weight.Name} {ShapeText(weight.Shape)}");
         int outF = weight.Dim(0), inF = weight.Dim(1);
@@ -63,6 +60,12 @@ public static partial class Ops
         }
         return y;
     }
+
+    /// <summary>A frozen BF16/F16 weight the device multiplies as it is: tensor cores of that precision, or fp32 products
+    /// that widen it (the managed CPU path).</summary>
+    internal static bool TakesFrozenHalf(Device dev, Tensor weight) =>
+        weight.DType is DType.BF16 or DType.F16 && !weight.RequiresGrad &&
+        (dev.Matmuls.Matmul == weight.DType || (!dev.Matmuls.IsHalf && dev.Caps.WidensHalfWeights));
 
     // Tensor-core path: x and W rounded to bf16 / fp16, fp32 products and output. Saves the 16-bit copies (half of fp32)
     // for backward, where dY is rounded too: dX = dY·W and dW = dYᵀ·x on tensor cores, dBias from the fp32 dY.

@@ -47,15 +47,15 @@ public static partial class Ops
     }
 
     // The fused output-projection ops' shared contract: h F32 [rows, hidden], weight [vocab, hidden] (F32, or a frozen
-    // 16-bit tensor of the device's matmul precision), targets I32 [rows].
+    // 16-bit tensor of the device's matmul precision or one the managed CPU path widens), targets I32 [rows].
     private static (Device Dev, Precision Precision, int Vocab, int Hidden, int Rows) CheckOutputProjection(string op, Tensor h, Tensor weight, Tensor targets)
     {
         RequireF32(op, h, "h");
         var dev = h.Device;
         var precision = dev.Matmuls;
-        if (weight.DType != DType.F32 && (weight.DType != precision.Matmul || weight.RequiresGrad))
+        if (weight.DType != DType.F32 && !TakesFrozenHalf(dev, weight))
             throw new ArgumentException($"{op}: weight {weight.Name} is {weight.DType}; a 16-bit weight needs an ILGPU device with the " +
-                "same matmul precision and must be frozen");
+                "same matmul precision (or the managed CPU path) and must be frozen");
         int vocab = weight.Dim(0), hidden = weight.Dim(1);
         int rows = (int)(h.Length / hidden);
         if (h.Dim(-1) != hidden || targets.Length != rows || targets.DType != DType.I32)
