@@ -115,6 +115,8 @@ public static class DataPipeline
                     }
                     catch (DatasetException x)
                     {
+                        // A file in another format: its one line replaces the errors of its first record.
+                        fileErrors.Clear();
                         fileErrors.AddRange(x.Errors);
                         break;
                     }

@@ -203,6 +203,14 @@ public class StreamingPrepareTests : IDisposable
             DataPipeline.ReadAndEncode(o, DataPipeline.CreateEncoder(o, RealTokenizers.Get("qwen3")), maxDegreeOfParallelism: 2));
         Assert.Equal(old.Message, now.Message);
         Assert.Equal(["a.jsonl:71", "a.jsonl:131", "b.jsonl:1"], now.Errors.Select(e => e.Location));
+
+        // A file in another format is one line, whichever path reads it.
+        string c = _temp.Write("c.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n");
+        var wrong = o with { DataFiles = [c] };
+        var one = Assert.Single(Assert.Throws<DatasetException>(() =>
+            DataPipeline.ReadAndEncode(wrong, DataPipeline.CreateEncoder(o, RealTokenizers.Get("qwen3")))).Errors);
+        Assert.Equal("dataset_map_fn", one.Field);
+        Assert.Equal(one, Assert.Single(Assert.Throws<DatasetException>(() => DatasetReader.Read(c, DatasetFormat.Conversation)).Errors));
     }
 
     [Fact]
