@@ -4,6 +4,8 @@
 # would not fit, so the staged copy runs on Microsoft.NETCore.App alone with the Microsoft.Extensions.* assemblies it
 # needs copied in (its deps.json dropped so the host loads every assembly in its folder), packed as .gpu/cli.tar.xz.
 # `serve` is not available in that copy. Then: device call with carry [".gpu"]; the run scripts unpack it to /tmp/cli.
+# WITH_GPUBENCH=1 also puts benchmarks/IlgpuTune.GpuBench's dll in that folder (it runs on the CLI's assemblies:
+# `/tmp/dotnet/dotnet /tmp/cli/IlgpuTune.GpuBench.dll MODE ...`), so the kernel bench travels without a second app.
 #   bash benchmarks/stage_gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,11 @@ asp=$(ls -d "$dn"/shared/Microsoft.AspNetCore.App/*/ | sort -V | tail -1)
 cli=.gpu/app/IlgpuTune.Cli
 cp -n "$asp"/Microsoft.Extensions.*.dll "$cli"/
 rm -f "$cli"/ilgpu-tune.deps.json
+if [[ -n "${WITH_GPUBENCH:-}" ]]; then
+  dotnet build benchmarks/IlgpuTune.GpuBench -c Release --nologo -v q >&2
+  gb=benchmarks/IlgpuTune.GpuBench/bin/Release/net10.0
+  cp "$gb"/IlgpuTune.GpuBench.dll "$cli"/ && cp "$gb"/IlgpuTune.GpuBench.runtimeconfig.json "$cli"/
+fi
 find .gpu/app \( -name "*.pdb" -o -name "*.xml" \) -delete
 python3 - "$cli/ilgpu-tune.runtimeconfig.json" <<'PY'
 import json, sys
