@@ -119,8 +119,9 @@ public sealed class Tensor : IDisposable
 
     /// <summary>
     /// A tensor over host memory it does not copy (the managed CPU path only): e.g. a weight viewing its memory-mapped
-    /// safetensors bytes as stored. Takes ownership of <paramref name="memory"/>, disposed with the last alias. Outside the
-    /// caching allocator's counters (file pages are reclaimable, not allocated).
+    /// safetensors bytes as stored (read-only memory: such a tensor is a frozen weight and is never written). Takes ownership
+    /// of <paramref name="memory"/>, disposed with the last alias. Outside the caching allocator's counters (file pages are
+    /// reclaimable, not allocated).
     /// </summary>
     public static Tensor ViewHost(Device device, DType dtype, System.Buffers.MemoryManager<byte> memory, params int[] shape)
     {

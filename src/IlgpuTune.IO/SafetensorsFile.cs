@@ -57,10 +57,11 @@ public sealed unsafe class SafetensorsFile : IDisposable
             long length = fs.Length;
             if (length < 8)
                 throw Bad(path, $"file is {length} bytes; expected at least 8 (the u64 header length)");
-            // Copy-on-write (a private mapping): shared views (ShareBytes) may then be written without touching the file.
-            map = MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.CopyOnWrite, HandleInheritability.None,
+            // Read-only: a writable (copy-on-write) mapping would be charged to the commit limit, and Linux refuses one
+            // larger than RAM + swap even under the default overcommit heuristic.
+            map = MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None,
                 leaveOpen: false);
-            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.CopyOnWrite);
+            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
             byte* basePtr = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
             pointerHeld = true;
@@ -116,7 +117,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
     /// <summary>
     /// The tensor's bytes as memory viewing the mapping, without a copy: the pages are read from the file when first touched
     /// and stay reclaimable page cache. The view holds the mapping open until it is disposed, also past this file's
-    /// Dispose. Writes stay private to this process (copy-on-write). Tensors over 2 GiB: null (a span cannot hold them).
+    /// Dispose. The mapping is read-only: the memory is for frozen weights and must never be written (a write faults).
+    /// Tensors over 2 GiB: null (a span cannot hold them).
     /// </summary>
     public MemoryManager<byte>? ShareBytes(string name)
     {

@@ -61,26 +61,31 @@ public static class ModelLoader
         OutOfMemoryException inner)
     {
         long needed = 0;
+        bool quantized = false;
         foreach (var name in weights.Names)
         {
             long elements = weights.Shape(name).Aggregate(1L, (a, d) => a * d);
-            bool half = weights.DTypeOf(name) is "BF16" or "F16";
+            string dtype = weights.DTypeOf(name);
             bool matrix = weights.Shape(name).Length == 2;
-            needed += elements * (matrix && (linearDtype != DType.F32 || keepsStored && half) ? 2 : 4);
+            quantized |= dtype == "U8";
+            needed += elements * (dtype is "U8" or "I8" or "BOOL" ? 1
+                : matrix && (linearDtype != DType.F32 || keepsStored && dtype is "BF16" or "F16") ? 2 : 4);
         }
         return new InsufficientMemoryException(
             $"out of memory loading {directory}: its weights need about {Gib(needed)} as loaded, and {Gib(AvailableMemory())} of " +
-            "memory is available; free memory, or load it quantized (--bits 4, quantization nf4)", inner);
+            "memory is available; free memory" + (quantized ? "" : ", or load it quantized (chat --bits 4, quantization: nf4)"), inner);
     }
 
-    /// <summary>Memory the system can give this process now: Linux's MemAvailable, elsewhere the GC's view of the total.</summary>
+    /// <summary>Memory this process can have now: Linux's MemAvailable, within the GC's limit (a container's, or
+    /// DOTNET_GCHeapHardLimit).</summary>
     internal static long AvailableMemory()
     {
+        long limit = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
         try
         {
             foreach (var line in File.ReadLines("/proc/meminfo"))
                 if (line.StartsWith("MemAvailable:", StringComparison.Ordinal))
-                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+                    return Math.Min(limit, long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024);
         }
         catch (IOException)
         {
@@ -88,7 +93,7 @@ public static class ModelLoader
         catch (UnauthorizedAccessException)
         {
         }
-        return GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        return limit;
     }
 
     private static string Gib(long bytes) => $"{bytes / (double)(1L << 30):F1} GiB";

@@ -268,6 +268,8 @@ public sealed partial class TrainRun : IDisposable
         var baseDtype = cfg.Lora is null ? DType.F32 : _device.Precision.Matmul;
         var quantization = cfg.Quantization == "nf4" ? Numerics.QuantType.Nf4 : (Numerics.QuantType?)null;
         _model = Own(ModelLoader.Load(_modelDir, _device, baseDtype, quantization, frozenAsStored: cfg.Lora is not null));
+        if (_model.Parameters.Values.Where(p => p.DType != DType.F32).ToList() is [var first, ..] half)
+            _log.Info($"frozen base: {half.Count} weights kept in {first.DType} ({half.Sum(p => p.Bytes) / 1048576.0:F1} MiB)");
         if (quantization is not null)
             _log.Info($"quantized {_model.QuantizedWeights.Count} linear weights to NF4 (double quant, blocks of 64): " +
                 $"{_model.QuantizedWeights.Values.Sum(q => q.Bytes) / 1048576.0:F1} MiB on the device");

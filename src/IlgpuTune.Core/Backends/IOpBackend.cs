@@ -115,7 +115,8 @@ public interface IOpBackend
     // ---- matrix products (MatMul.cs fp32, Gemm.cs 16-bit tensor cores) ----
     /// <summary>
     /// c = alpha·op(a)·op(b) (+ bias[N]) (+ c when accumulating). a, b F32, or both BF16/F16 (tensor cores; c F32 or the
-    /// same 16-bit type). NT: a[M,K], b[N,K]; NN: a[M,K], b[K,N]; TN: a[K,M], b[K,N].
+    /// same 16-bit type), or (DeviceCaps.WidensHalfWeights) a F32 and b a frozen BF16/F16 weight in NT / NN, c F32.
+    /// NT: a[M,K], b[N,K]; NN: a[M,K], b[K,N]; TN: a[K,M], b[K,N].
     /// </summary>
     void MatMul(GemmLayout layout, MatMulShape shape, Tensor a, Tensor b, Tensor? bias, float alpha, bool accumulate, Tensor c);
 
