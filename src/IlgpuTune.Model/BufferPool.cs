@@ -34,5 +34,12 @@ internal sealed class BufferPool<T>(long maxRetainedBytes) where T : unmanaged
         _free.GetOrAdd(array.LongLength, _ => []).Add(array);
     }
 
+    /// <summary>Lets every kept array go.</summary>
+    public void Clear()
+    {
+        _free.Clear();
+        Interlocked.Exchange(ref _retained, 0);
+    }
+
     private static unsafe long Bytes(T[] array) => array.LongLength * sizeof(T);
 }

@@ -89,6 +89,7 @@ public static class QuantizedExport
                         if (MemoryMarshal.TryGetArray(packed, out var segment)) packedPool.Return(segment.Array!);
                     }
                 }
+                floats.Clear();
                 foreach (var name in weights.Names)
                 {
                     if (specOf.TryGetValue(name, out var parts)) specs.AddRange(parts);
@@ -96,16 +97,20 @@ public static class QuantizedExport
                 }
                 // Stage 2: the shards; packed bytes back from the spill, small parts from memory, the rest from the input.
                 using var spillRead = File.OpenHandle(spillPath);
+                var readBack = new ConcurrentDictionary<string, byte[]>(StringComparer.Ordinal);
                 files = SafetensorsWriter.WriteShardedParallel(tmp, "model", specs, maxShardBytes, spec =>
                 {
                     if (small.TryRemove(spec.Name, out var part)) return part;
                     if (!packedAt.TryGetValue(spec.Name, out var at)) return weights.ReadBytes(spec.Name);
-                    var bytes = new byte[at.Length];
+                    var bytes = readBack[spec.Name] = packedPool.Rent(at.Length);
                     for (int done = 0; done < bytes.Length;)
                         done += RandomAccess.Read(spillRead, bytes.AsSpan(done), at.Offset + done) is > 0 and var got ? got
                             : throw new EndOfStreamException($"{spillPath}: ends inside '{spec.Name}'");
                     return bytes;
-                }, new WritePipeline(BudgetBytes, Environment.ProcessorCount));
+                }, new WritePipeline(BudgetBytes, Environment.ProcessorCount, Written: spec =>
+                {
+                    if (readBack.TryRemove(spec.Name, out var bytes)) packedPool.Return(bytes);
+                }));
             }
             finally
             {
@@ -145,8 +150,8 @@ public static class QuantizedExport
         {
             int first = c * blocksPerChunk, count = Math.Min(blocksPerChunk, absmax.Length - first);
             int start = first * blockSize, length = Math.Min(count * blockSize, x.Length - start);
-            Nf4Codec.QuantizeCpu(x.AsSpan(start, length), blockSize, type, packed.AsSpan(start / 2, (length + 1) / 2),
-                absmax.AsSpan(first, count));
+            if (type == QuantType.Nf4) Nf4Blocks.Quantize(x.AsSpan(start, length), packed.AsSpan(start / 2, (length + 1) / 2), absmax.AsSpan(first, count));
+            else Nf4Codec.QuantizeCpu(x.AsSpan(start, length), blockSize, type, packed.AsSpan(start / 2, (length + 1) / 2), absmax.AsSpan(first, count));
         });
         floats.Return(x);
         var map = Nf4Codec.Code(type);

@@ -151,4 +151,29 @@ public class StreamedConvertTests
         Assert.Equal(14, summary.MergedModules.Count);
         AssertSameWeightFiles(expected, actual);
     }
+
+    [Fact]
+    public void Nf4Blocks_GiveNf4CodecsBytes_AtTheThresholdsAndOnOddValues()
+    {
+        // Blocks whose absmax is 1 (so the scaled value is the value): every threshold, its neighbours, NaN, ±0, ±Inf blocks,
+        // then random blocks and a partial last block.
+        float[] thresholds = [-0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f, -0.23460740596055984f,
+            -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f, 0.2035212516784668f,
+            0.2920137718319893f, 0.3893125355243683f, 0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f];
+        var values = new List<float> { 1f, -0f, 0f, float.NaN };
+        foreach (var t in thresholds) values.AddRange([t, MathF.BitIncrement(t), MathF.BitDecrement(t)]);
+        while (values.Count % 64 != 0) values.Add(-1f);
+        values.AddRange(Enumerable.Repeat(0f, 64));                   // absmax 0: 1/0 = Inf, 0·Inf = NaN
+        values.AddRange([float.PositiveInfinity, .. Enumerable.Repeat(0.5f, 63)]);
+        var rng = new Random(9);
+        values.AddRange(Enumerable.Range(0, 64 * 40 + 37).Select(_ => (float)(rng.NextDouble() - 0.5) * (float)Math.Pow(10, rng.Next(-6, 3))));
+        var x = values.ToArray();
+        int blocks = (x.Length + 63) / 64;
+        byte[] expected = new byte[(x.Length + 1) / 2], actual = new byte[expected.Length];
+        float[] expectedAbsmax = new float[blocks], actualAbsmax = new float[blocks];
+        Nf4Codec.QuantizeCpu(x, 64, QuantType.Nf4, expected, expectedAbsmax);
+        Nf4Blocks.Quantize(x, actual, actualAbsmax);
+        Assert.Equal(expected, actual);
+        Assert.Equal(expectedAbsmax, actualAbsmax);
+    }
 }
