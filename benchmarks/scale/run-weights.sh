@@ -19,7 +19,7 @@ shape="${SHAPE:-7b}"
 work="${WEIGHTS_WORK:-/tmp/ilgpu-tune-weights}"
 out="$root/benchmarks/results/$machine"
 mkdir -p "$out" "$work"
-for p in tools/IlgpuTune.ScaleWeights src/IlgpuTune.Cli; do
+[ -n "${SKIP_BUILD:-}" ] || for p in tools/IlgpuTune.ScaleWeights src/IlgpuTune.Cli; do
   dotnet build "$root/$p" -c Release -v q -nologo | grep -E " error |rror\(s\)" || true
 done
 tool="$root/tools/IlgpuTune.ScaleWeights/bin/Release/net10.0/IlgpuTune.ScaleWeights.dll"
@@ -69,8 +69,9 @@ measure() {
   sync
   local secs; secs=$(echo "$(date +%s.%N) - $t0" | bc)
   local rss; rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log.time")
-  printf '{"what":"%s","seconds":%.2f,"peak_rss_mb":%d,"peak_anon_mb":%d,"load":"%s","avail_gb":%s}\n' \
-    "$name" "$secs" "$((rss / 1024))" "$((anon / 1024))" "$load" "$avail" | tee -a "$jsonl"
+  local cpu; cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.1f", s}' "$log.time")
+  printf '{"what":"%s","seconds":%.2f,"cpu_seconds":%s,"peak_rss_mb":%d,"peak_anon_mb":%d,"load":"%s","avail_gb":%s}\n' \
+    "$name" "$secs" "$cpu" "$((rss / 1024))" "$((anon / 1024))" "$load" "$avail" | tee -a "$jsonl"
 }
 
 du_gb() { du -sb "$1" | awk '{printf "%.2f", $1 / 1e9}'; }
@@ -105,11 +106,12 @@ lines = [
     "shared with other jobs (load average at each start below). Each row starts with its inputs' pages evicted "
     "(sync + posix_fadvise DONTNEED) and includes the final sync. Written by benchmarks/scale/run-weights.sh.",
     "",
-    "| operation | seconds | × cp -r + sync | peak RSS (MB) | peak anon (MB) | load avg (1/5/15 min) | free GB at start |",
-    "|---|---:|---:|---:|---:|---|---:|",
+    "| operation | seconds | × cp -r + sync | CPU seconds (user+sys) | cores used | peak RSS (MB) | peak anon (MB) | load avg (1/5/15 min) | free GB at start |",
+    "|---|---:|---:|---:|---:|---:|---:|---|---:|",
 ]
 for r in rows:
-    lines.append(f"| {r['what']} | {r['seconds']:.1f} | {r['seconds'] / cp:.2f} | {r['peak_rss_mb']} | {r['peak_anon_mb']} | {r['load']} | {r['avail_gb']} |")
+    lines.append(f"| {r['what']} | {r['seconds']:.1f} | {r['seconds'] / cp:.2f} | {r['cpu_seconds']:.1f} | {r['cpu_seconds'] / r['seconds']:.2f} | "
+                 f"{r['peak_rss_mb']} | {r['peak_anon_mb']} | {r['load']} | {r['avail_gb']} |")
 lines += ["", "peak anon = the process's anonymous (allocated) memory, sampled every 0.2 s; the rest of the RSS is file pages "
           "mapped from the inputs, which the kernel reclaims under pressure."]
 open(md, "w").write("\n".join(lines) + "\n")

@@ -3,7 +3,7 @@
 // computed in fp32 and cast once to the output dtype. Streams tensor by tensor through SafetensorsWriter.WriteShardedParallel:
 // tensors are read, merged and cast on all cores ahead of the writer, and those in flight (fp32 copy, output bytes, A and B)
 // stay within BudgetBytes (one tensor over it runs alone), whatever the model size; the buffers kept for reuse between
-// tensors add at most as much again (BufferPool).
+// tensors (BufferPool: fp32 copies, encoded bytes) add at most BudgetBytes each.
 using System.Collections.Concurrent;
 using System.Numerics;
 using System.Numerics.Tensors;
