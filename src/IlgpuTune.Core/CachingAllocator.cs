@@ -8,12 +8,16 @@ namespace IlgpuTune.Core;
 
 public sealed class Block
 {
-    internal Block(long bytes, byte[]? host, MemoryBuffer1D<byte, Stride1D.Dense>? device)
+    internal Block(long bytes, byte[]? host, MemoryBuffer1D<byte, Stride1D.Dense>? device, ulong pointer = 0)
     {
         Bytes = bytes;
         Host = host;
         Buffer = device;
+        Pointer = pointer;
     }
+
+    /// <summary>Storage on a GPU opened through the driver runtime (DriverBackend): its device address, else 0.</summary>
+    public ulong Pointer { get; }
 
     /// <summary>Rounded (bucket) size in bytes.</summary>
     public long Bytes { get; }
@@ -28,10 +32,14 @@ public sealed class Block
 public sealed class CachingAllocator : IDisposable
 {
     private readonly Accelerator? _accelerator;
+    private readonly IlgpuTune.Driver.IDriverRuntime? _driver;
     private readonly Dictionary<long, Stack<Block>> _free = new();
     private readonly Lock _lock = new();
 
     public CachingAllocator(Accelerator? accelerator) => _accelerator = accelerator;
+
+    /// <summary>Blocks of device memory from the driver runtime's allocator.</summary>
+    public CachingAllocator(IlgpuTune.Driver.IDriverRuntime driver) => _driver = driver;
 
     public long AllocatedBytes { get; private set; }
     public long ReservedBytes { get; private set; }
@@ -56,7 +64,8 @@ public sealed class CachingAllocator : IDisposable
         {
             if (!_free.TryGetValue(size, out var stack) || !stack.TryPop(out var block))
             {
-                block = _accelerator is null
+                block = _driver is not null ? new Block(size, null, null, _driver.Allocator.Rent(size))
+                    : _accelerator is null
                     ? new Block(size, GC.AllocateUninitializedArray<byte>(checked((int)size)), null)
                     : new Block(size, null, _accelerator.Allocate1D<byte>(size));
                 BackendAllocations++;
@@ -106,8 +115,10 @@ public sealed class CachingAllocator : IDisposable
                 {
                     ReservedBytes -= b.Bytes;
                     b.Buffer?.Dispose();
+                    if (b.Pointer != 0) _driver!.Allocator.Return(b.Pointer);
                 }
             _free.Clear();
+            _driver?.Allocator.ReleaseCached();
         }
     }
 
