@@ -138,13 +138,77 @@ public class DriverBackendTests
             0, 0, 0, 1f, false, 0, Gemm.TileConfig.W2N128, -1));
     }
 
+    [Theory, MemberData(nameof(Architectures))]
+    public void TrainingOpsLaunchFlashAttentionLossOptimizerAndNf4Kernels(string arch)
+    {
+        var (d, r) = Open(arch);
+        using var _ = d;
+        var b = d.Backend;
+        // batch 1 x seq 5, 2 heads over 1 kv head, headDim 16
+        var shape = new AttentionShape(1, 5, 2, 1, 16);
+        using Tensor q = F32(d, 5, 32), k = F32(d, 5, 16), v = F32(d, 5, 16), o = F32(d, 5, 32);
+        AttentionSaved? saved = null;
+        Assert.Equal(["flashattention.forward"], Run(r, () => saved = b.AttentionForward(shape, q, k, v, null, false, Precision.F32, o, keep: true)));
+        Assert.Equal(128u, r.Launches[0].Group.X);
+        using (saved)
+        using (Tensor dQ = F32(d, 5, 32), dK = F32(d, 5, 16), dV = F32(d, 5, 16))
+            Assert.Equal(["flashattention.backward.delta", "flashattention.backward.keyvalue", "flashattention.backward.query"],
+                Run(r, () => b.AttentionBackward(saved!, o, dQ, dK, dV)));
+        // bf16: q, k, v rounded, the mma.sync tensor-core kernels (head dim 16 has no wgmma variant on sm_90 either)
+        Assert.Equal(["cast.tohalf.v4", "cast.tohalf.v4", "cast.tohalf.v4", "flashhalf.Forward.16.BFloat16"],
+            Run(r, () => saved = b.AttentionForward(shape, q, k, v, null, false, Precision.BF16, o, keep: true)));
+        Assert.Equal("flash-half", saved!.Implementation);
+        using (saved)
+        using (Tensor dQ = F32(d, 5, 32), dK = F32(d, 5, 16), dV = F32(d, 5, 16))
+            Assert.Equal(["cast.tohalf.v4", "flashattention.backward.delta", "flashhalf.BackwardQuery.16.BFloat16", "flashhalf.BackwardKeyValue.16.BFloat16"],
+                Run(r, () => b.AttentionBackward(saved!, o, dQ, dK, dV)));
+
+        // output projection + loss over 5 rows in chunks of 4: fp32 (tiled matmuls) and bf16 (Gemm)
+        using Tensor h = F32(d, 5, 16), w = F32(d, 12, 16), dH = F32(d, 5, 16), dW = F32(d, 12, 16);
+        using var targets = Tensor.FromArray(d, [1, 2, -100, 3, 11], 5);
+        Assert.Equal(["matmul.tiled", "crossentropy.forward", "crossentropy.backward", "matmul.tiled", "matmul.tiled",
+                "matmul.tiled", "crossentropy.forward", "crossentropy.backward", "matmul.tiled", "matmul.tiled"],
+            Run(r, () => b.LinearCrossEntropy(h, w, targets, 4, Precision.F32, 1f, dH, dW)));
+        var bf16 = Run(r, () => b.LinearCrossEntropy(h, w, targets, 4, Precision.BF16, 1f, dH, dW));
+        Assert.Equal(["cast.tohalf.v4", "cast.tohalf.v4", "gemm.NT.BFloat16.T2x1", "crossentropy.forward", "crossentropy.backward_half",
+            "gemm.NN.BFloat16.T2x1", "gemm.TN.BFloat16.T2x1"], bf16[..7]);
+
+        // AdamW over 9 parameters: two packs of eight; the grad checks
+        var ps = Enumerable.Range(0, 9).Select(i => F32(d, 3 + i)).ToList();
+        foreach (var p in ps) p.Grad = F32(d, p.Shape);
+        long offset = 0;
+        var slices = ps.Select(p => { var sl = new AdamWSlice(p, offset); offset += p.Length; return sl; }).ToList();
+        using (var state = b.CreateAdamWState(offset, paged: false, 0))
+            Assert.Equal(["adamw.step.multi", "adamw.step.multi"], Run(r, () => state.Step([new AdamWGroup(new AdamWStep(1e-3, 0.9, 0.999, 1e-8, 0, 1), slices)])));
+        var grads = ps.Select(p => p.Grad!).ToList();
+        Assert.Equal(["adamw.unscale.multi", "adamw.unscale.multi"], Run(r, () => b.UnscaleAndCheck(grads, 0.5f)));
+        double[] sums = [];
+        Assert.Equal(["adamw.sumsq.multi", "adamw.sumsq.multi"], Run(r, () => sums = b.SumsOfSquares(grads)));
+        Assert.Equal((512u, 256u), (r.Launches[0].Grid.X, r.Launches[0].Group.X));
+        Assert.Equal(9, sums.Length);
+        foreach (var p in ps) { p.Grad!.Dispose(); p.Dispose(); }
+
+        // NF4: quantize with double quantization, dequantize to bf16 (8 at a time, nested absmax) and to fp32
+        using var weight = F32(d, 8, 64);
+        Nf4Weight? nf4 = null;
+        Assert.Equal(["nf4.quantize", "nf4.mean", "nf4.quantize8"], Run(r, () => nf4 = Nf4Weight.Quantize(weight)));
+        using (nf4)
+        using (Tensor yb = Tensor.Zeros(d, DType.BF16, 8, 64), yf = F32(d, 8, 64))
+        {
+            Assert.Equal(["nf4.dequantize.half8.nested"], Run(r, () => b.Nf4Dequantize(nf4!, yb)));
+            Assert.Equal(["nf4.dequantize.absmax.scale", "nf4.dequantize.absmax.offset", "nf4.dequantize"], Run(r, () => b.Nf4Dequantize(nf4!, yf)));
+        }
+    }
+
     [Fact]
     public void OpsNotPortedNameThemselves()
     {
         var (d, _) = Open("sm_80");
         using var __ = d;
-        var e = Assert.Throws<NotSupportedException>(() => d.Backend.CreateAdamWState(10, false, 0));
-        Assert.StartsWith("adamw is not supported on the driver runtime yet", e.Message);
+        var e = Assert.Throws<NotSupportedException>(() => d.Backend.CreateAdamWState(10, paged: true, 4));
+        Assert.StartsWith("paged adamw is not supported on the driver runtime yet", e.Message);
+        using Tensor experts = Tensor.Zeros(d, DType.I32, 4), counts = Tensor.Zeros(d, DType.I32, 2), order = Tensor.Zeros(d, DType.I32, 4);
+        Assert.StartsWith("moe sort is not supported", Assert.Throws<NotSupportedException>(() => d.Backend.MoeSort(experts, 2, counts, order)).Message);
         Assert.Equal(DeviceKind.Cuda, d.Kind);
         Assert.Equal("recording sm_80 (driver runtime)", d.Name);
         Assert.True(d.Caps.HalfMatmuls);
