@@ -133,7 +133,7 @@ public sealed class Device : IDisposable
         {
             return new Device(DriverDevice.Open(IlgpuTune.Kernels.Ptx.PrecompiledPtx.Library, AheadOfTimePtx.MinimumDriver, ordinal));
         }
-        catch (CudaDriverUnavailableException e)
+        catch (Exception e) when (e is CudaDriverUnavailableException or CudaDriverException)
         {
             throw new InvalidOperationException($"no CUDA device: {e.Message}", e);
         }
@@ -145,9 +145,9 @@ public sealed class Device : IDisposable
         {
             return new Device(DriverDevice.Open(IlgpuTune.Kernels.Ptx.PrecompiledPtx.Library, AheadOfTimePtx.MinimumDriver, ordinal));
         }
-        catch (CudaDriverUnavailableException)
+        catch (Exception e) when (e is CudaDriverUnavailableException or CudaDriverException)
         {
-            return null;
+            return null; // auto: no usable GPU through the driver, the managed CPU path
         }
     }
 

@@ -15,10 +15,13 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 AOT=${AOT:-.gpu/aot/IlgpuTune.AotSample}
-[ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
-export DOTNET_ROOT=/tmp/dotnet
-[ -f /tmp/cli/ilgpu-tune.dll ] || tar -xJf .gpu/cli.tar.xz -C /tmp
-JIT=(/tmp/dotnet/dotnet /tmp/cli/ilgpu-tune.dll)
+if [ -z "${JIT_CMD:-}" ]; then # the staged JIT CLI (a dry run elsewhere may set JIT_CMD="dotnet path/to/ilgpu-tune.dll")
+  [ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
+  export DOTNET_ROOT=/tmp/dotnet
+  [ -f /tmp/cli/ilgpu-tune.dll ] || tar -xJf .gpu/cli.tar.xz -C /tmp
+  JIT_CMD="/tmp/dotnet/dotnet /tmp/cli/ilgpu-tune.dll"
+fi
+read -ra JIT <<< "$JIT_CMD"
 export ILGPUTUNE_CACHE=/tmp/aot-cache
 chmod +x "$AOT" 2>/dev/null
 S="$OUT/summary.txt"; : > "$S"
@@ -32,6 +35,14 @@ step() {
   timeout -k 5 "$limit" "$@" > "$OUT/$name.txt" 2>&1; local rc=$?
   say "$name: exit $rc in $((SECONDS - t0)) s; $(grep -v '^\s*$' "$OUT/$name.txt" | tail -1 | cut -c1-160)"
   return $rc
+}
+# chat NAME CMD...: as step, the answer (stdout) alone in $OUT/NAME.txt, stderr in $OUT/NAME.err.
+chat() {
+  local name=$1; shift
+  if (( SECONDS + 20 > BUDGET )); then say "$name: skipped (time budget)"; return 124; fi
+  local t0=$SECONDS
+  timeout -k 5 40 "$@" > "$OUT/$name.txt" 2> "$OUT/$name.err"; local rc=$?
+  say "$name: exit $rc in $((SECONDS - t0)) s; $(tail -1 "$OUT/$name.err" | cut -c1-160)"
 }
 # ms CMD...: wall milliseconds of one run (output to $OUT/timing.log); "fail" when it fails.
 ms() {
@@ -58,13 +69,13 @@ fi
 
 # 2. greedy chat: AOT CUDA == AOT CPU == JIT CLI CUDA (fp32, then the base weights in NF4: --bits 4)
 ask=(--prompt "What color is the sky?" --temperature 0 --max-new-tokens 24)
-step aot-chat-cuda 40 "$AOT" chat "$model" --adapter "$adapter" --template auto --device cuda "${ask[@]}"
-step aot-chat-cpu 40 "$AOT" chat "$model" --adapter "$adapter" --template auto --device cpu "${ask[@]}"
-step jit-chat-cuda 60 "${JIT[@]}" chat "$model" --adapter "$adapter" --prompt-template auto --device cuda "${ask[@]}"
-step aot-chat-cuda-nf4 40 "$AOT" chat "$model" --adapter "$adapter" --template auto --device cuda --bits 4 "${ask[@]}"
-step jit-chat-cuda-nf4 60 "${JIT[@]}" chat "$model" --adapter "$adapter" --prompt-template auto --device cuda --bits 4 "${ask[@]}"
-answer() { head -1 "$OUT/$1.txt"; }
-same() { [ "$(answer "$1")" = "$(answer "$2")" ] && echo equal || echo DIFFERENT; }
+chat aot-chat-cuda "$AOT" chat "$model" --adapter "$adapter" --template auto --device cuda "${ask[@]}"
+chat aot-chat-cpu "$AOT" chat "$model" --adapter "$adapter" --template auto --device cpu "${ask[@]}"
+chat jit-chat-cuda "${JIT[@]}" chat "$model" --adapter "$adapter" --prompt-template auto --device cuda "${ask[@]}"
+chat aot-chat-cuda-nf4 "$AOT" chat "$model" --adapter "$adapter" --template auto --device cuda --bits 4 "${ask[@]}"
+chat jit-chat-cuda-nf4 "${JIT[@]}" chat "$model" --adapter "$adapter" --prompt-template auto --device cuda --bits 4 "${ask[@]}"
+answer() { head -c 300 "$OUT/$1.txt" | tr '\n' ' '; }
+same() { [ -s "$OUT/$1.txt" ] && cmp -s "$OUT/$1.txt" "$OUT/$2.txt" && echo equal || echo DIFFERENT; }
 say "chat answer (AOT, CUDA): $(answer aot-chat-cuda)"
 say "chat equalities: AOT cuda vs AOT cpu: $(same aot-chat-cuda aot-chat-cpu); AOT cuda vs JIT cuda: $(same aot-chat-cuda jit-chat-cuda); nf4 AOT vs JIT: $(same aot-chat-cuda-nf4 jit-chat-cuda-nf4)"
 
