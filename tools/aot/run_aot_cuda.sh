@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Issue 22 in one device call: the Native AOT sample on CUDA through the driver runtime (precompiled PTX, no .NET, no CUDA
-# toolkit) against its own CPU answer and the JIT CLI on the same GPU. Needs, carried in .gpu/:
-#   .gpu/aot/IlgpuTune.AotSample  published here as tools/aot/check_aot_sample.sh does:
-#                                 dotnet publish src/IlgpuTune.AotSample -r linux-x64 -c Release -o .gpu/aot
+# toolkit) against its own CPU answer and the JIT CLI on the same GPU. Needs, carried in .gpu/ (the 26 MB binary packed,
+# so that it fits the carry next to the staged CLI; fair.tar.xz is not needed here):
+#   .gpu/aot.tar.xz   published and packed here (as tools/aot/check_aot_sample.sh publishes it):
+#                     dotnet publish src/IlgpuTune.AotSample -r linux-x64 -c Release -o /tmp/aot-pub
+#                     tar -C /tmp/aot-pub -cf - IlgpuTune.AotSample | xz -T2 -6 > .gpu/aot.tar.xz
 #   .gpu/cli.tar.xz, .gpu/dotnet-runtime.tar.xz   bash benchmarks/stage_gpu.sh (the JIT CLI and its runtime)
 # Steps (each with its own timeout and a time budget, so the call never hangs and ends within 4 minutes):
 #   1. LoRA and QLoRA training steps on CUDA with the AOT binary (the LoRA run's adapter is the one chat uses);
@@ -14,7 +16,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-AOT=${AOT:-.gpu/aot/IlgpuTune.AotSample}
+if [ -z "${AOT:-}" ]; then
+  [ -x /tmp/aot/IlgpuTune.AotSample ] || { mkdir -p /tmp/aot && tar -xJf .gpu/aot.tar.xz -C /tmp/aot; }
+  AOT=/tmp/aot/IlgpuTune.AotSample
+fi
 if [ -z "${JIT_CMD:-}" ]; then # the staged JIT CLI (a dry run elsewhere may set JIT_CMD="dotnet path/to/ilgpu-tune.dll")
   [ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
   export DOTNET_ROOT=/tmp/dotnet
