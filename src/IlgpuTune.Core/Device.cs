@@ -123,7 +123,7 @@ public sealed class Device : IDisposable
                 var context = Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).EnableAlgorithms());
                 return new Device(DeviceKind.IlgpuCpu, context, context.GetCPUDevice(0).CreateAccelerator(context));
             default:
-                throw new ArgumentException($"unknown device '{kind}': expected cuda, cpu, ilgpu-cpu or auto");
+                throw new ArgumentException($"unknown device '{kind}': expected cuda, cpu, ilgpu-cpu, driver or auto");
         }
     }
 
