@@ -190,7 +190,9 @@ public static class AdamW
     }
 
     /// <summary>Partial sums written per tensor by <see cref="SumOfSquares"/> (the groups of its fixed grid).</summary>
-    public static int PartialsPerTensor(KernelRegistry k) => k.IsEmulated ? 2 : 512;
+    public static int PartialsPerTensor(KernelRegistry k) => PartialsPerTensor(k.Target);
+
+    internal static int PartialsPerTensor(LaunchTarget t) => t.Emulated ? 2 : 512;
 
     // xs[i][len_i] -> partials[xs.Count * PartialsPerTensor(k)]: partials[i*P + g] = group g's share of sum(xs[i]^2)
     public static void SumOfSquares(KernelRegistry k, IReadOnlyList<FloatView> xs, FloatView partials)

@@ -396,15 +396,18 @@ public static class FlashAttention
     }
 
     // Tile loops stride by the group: 32 emulated threads keep CPU tests cheap, 128 on a GPU cover a 16x16 score tile in two steps.
-    static KernelConfig Config(KernelRegistry k, int groups, int floats) =>
-        new(groups, k.IsEmulated ? 32 : 128, SharedMemoryConfig.RequestDynamic<float>(floats));
+    // The plan pieces (the driver runtime's backend launches with them too): 4 warps per group, the tiles in dynamic shared memory.
+    internal static KernelConfig Config(LaunchTarget t, int groups, int floats) =>
+        new(groups, t.Emulated ? 32 : 128, SharedMemoryConfig.RequestDynamic<float>(floats));
 
-    static int Blocks(Attention.Sizes s, int heads, int block) => checked(s.Batch * heads * ((s.Seq + block - 1) / block));
+    static KernelConfig Config(KernelRegistry k, int groups, int floats) => Config(k.Target, groups, floats);
 
-    static Dims ToDims(Attention.Sizes s) =>
+    internal static int Blocks(Attention.Sizes s, int heads, int block) => checked(s.Batch * heads * ((s.Seq + block - 1) / block));
+
+    internal static Dims ToDims(Attention.Sizes s) =>
         new(s.Seq, s.NumHeads, s.NumKvHeads, s.HeadDim, s.ScoreScale, s.Window, s.HeadDim > 128 ? 8 : 16);
 
-    static void Validate(Attention.Sizes s)
+    internal static void Validate(Attention.Sizes s)
     {
         s.Validate();
         if (s.HeadDim > MaxHeadDim) throw new ArgumentException($"flash attention supports headDim <= {MaxHeadDim}, got {s.HeadDim}",

@@ -270,10 +270,10 @@ public static partial class FlashAttentionHalf
         Attention.Need(s.ScoreRows, (nameof(logSumExp), logSumExp.Length));
         if (segmentIds.Length != 0) Attention.Need(s.Tokens, (nameof(segmentIds), segmentIds.Length));
         if (s.Tokens == 0) return;
-        var p = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, default, out int smem, (ForwardRows + 4 * 64) * headDim * 2);
+        var plan = ForwardPlan(k.Target, type, s, segmentIds.Length != 0, segmentsSorted, Address(q), Address(kk), Address(v));
         var kernel = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, IntView, Params,
-            FloatView, FloatView>>(k, "Forward", headDim, type, smem);
-        kernel(k.Stream, Config(s.Batch * s.NumHeads, seq, ForwardRows, smem), q, kk, v, segmentIds, p, o, logSumExp);
+            FloatView, FloatView>>(k, "Forward", headDim, type, plan.Config.SharedMemoryConfig.ArraySize);
+        kernel(k.Stream, plan.Config, q, kk, v, segmentIds, plan.Params, o, logSumExp);
     }
 
     // dO (fp32)[batch*seq, numHeads, headDim]; x, s as in Forward; forward: o and logSumExp from Forward;
@@ -316,11 +316,10 @@ public static partial class FlashAttentionHalf
             BackwardKeyValueWgmma(k, type, q, kk, v, dOHalf, segmentIds, logSumExp, delta, s, causal, segmentsSorted, dK, dV);
             return;
         }
-        int bq = KeyValueBlockQ(headDim), keys = KeyValueKeys(headDim);
-        var pKv = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, dOHalf, out int smemKv, (2 * keys + 4 * bq) * headDim * 2 + 6 * bq * 4);
+        var kv = KeyValuePlan(k.Target, type, s, segmentIds.Length != 0, segmentsSorted, Address(q), Address(kk), Address(v), Address(dOHalf));
         var keyValue = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
-            IntView, FloatView, FloatView, Params, FloatView, FloatView>>(k, "BackwardKeyValue", headDim, type, smemKv);
-        keyValue(k.Stream, Config(s.Batch * s.NumKvHeads, seq, keys, smemKv), q, kk, v, dOHalf, segmentIds, logSumExp, delta, pKv, dK, dV);
+            IntView, FloatView, FloatView, Params, FloatView, FloatView>>(k, "BackwardKeyValue", headDim, type, kv.Config.SharedMemoryConfig.ArraySize);
+        keyValue(k.Stream, kv.Config, q, kk, v, dOHalf, segmentIds, logSumExp, delta, kv.Params, dK, dV);
     }
 
     // dQ[batch*seq, numHeads, headDim] (overwritten) through the mma.sync dQ kernel; inputs as in Backward.
@@ -328,11 +327,10 @@ public static partial class FlashAttentionHalf
         ArrayView<ushort> dOHalf, IntView segmentIds, FloatView logSumExp, FloatView delta, Attention.Sizes s, bool causal, bool segmentsSorted,
         FloatView dQ)
     {
-        int rowsQ = BackwardQueryRows(s.HeadDim);
-        var p = MakeParams(k, s, causal, segmentIds, segmentsSorted, q, kk, v, dOHalf, out int smemQ, (2 * rowsQ + 4 * 64) * s.HeadDim * 2);
+        var plan = QueryPlan(k.Target, type, s, segmentIds.Length != 0, segmentsSorted, Address(q), Address(kk), Address(v), Address(dOHalf));
         var query = Load<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
-            IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQuery", s.HeadDim, type, smemQ);
-        query(k.Stream, Config(s.Batch * s.NumHeads, s.Seq, rowsQ, smemQ), q, kk, v, dOHalf, segmentIds, logSumExp, delta, p, dQ);
+            IntView, FloatView, FloatView, Params, FloatView>>(k, "BackwardQuery", s.HeadDim, type, plan.Config.SharedMemoryConfig.ArraySize);
+        query(k.Stream, plan.Config, q, kk, v, dOHalf, segmentIds, logSumExp, delta, plan.Params, dQ);
     }
 
     /// <summary>Whether segmentIds[batch*seq] never decrease along each row: the precondition of segmentsSorted.</summary>
@@ -358,22 +356,10 @@ public static partial class FlashAttentionHalf
     static KernelConfig Config(int heads, int seq, int rows, int smem) =>
         new(new Index3D(heads, (seq + rows - 1) / rows, 1), new Index3D(Threads, 1, 1), SharedMemoryConfig.RequestDynamic<byte>(smem));
 
-    // tileBytes: the kernel's shared tiles; the CPU emulation's per-warp scratch goes after them.
+    // The wgmma launchers' Params (FlashAttentionHalf.Plan.cs).
     static Params MakeParams(KernelRegistry k, Attention.Sizes s, bool causal, IntView segmentIds, bool segmentsSorted, ArrayView<ushort> q,
-        ArrayView<ushort> kk, ArrayView<ushort> v, ArrayView<ushort> dO, out int smemBytes, int tileBytes)
-    {
-        bool aligned = k.IsEmulated || (Address(q) % 16 == 0 && Address(kk) % 16 == 0 && Address(v) % 16 == 0 && Address(dO) % 16 == 0);
-        int scratchOffset = (tileBytes + 15) / 16 * 4;
-        smemBytes = k.IsEmulated ? scratchOffset * 4 + Threads / 32 * ScratchPerWarp * 4 : tileBytes;
-        return new Params
-        {
-            QPtr = Address(q), KPtr = Address(kk), VPtr = Address(v), DOPtr = Address(dO),
-            Seq = s.Seq, NumHeads = s.NumHeads, NumKvHeads = s.NumKvHeads, Groups = s.Groups,
-            Causal = causal ? 1 : 0, Segmented = segmentIds.Length != 0 ? 1 : 0, Sorted = segmentIds.Length != 0 && segmentsSorted ? 1 : 0,
-            Vec = aligned ? 1 : 0, ScratchOffset = scratchOffset, Window = Windowed(s) ? s.Window : 0,
-            Scale = s.ScoreScale, ScaleLog2 = s.ScoreScale * Log2E,
-        };
-    }
+        ArrayView<ushort> kk, ArrayView<ushort> v, ArrayView<ushort> dO, out int smemBytes, int tileBytes) =>
+        MakeParams(k.Target, s, causal, segmentIds.Length != 0, segmentsSorted, Address(q), Address(kk), Address(v), Address(dO), out smemBytes, tileBytes);
 
     static ulong Address(ArrayView<ushort> v) => v.Length == 0 ? 0 : (ulong)v.LoadEffectiveAddressAsPtr().ToInt64();
 
@@ -383,7 +369,7 @@ public static partial class FlashAttentionHalf
     /// raises the limit past 48 KB). The GPU bench compiles it to PTX offline.
     /// </summary>
     internal static KernelDeclaration Declaration(string kind, int headDim, HalfType type, bool emulated, int smemBytes) =>
-        new($"flashhalf.{kind}.{headDim}.{type}",
+        new(KernelName(kind, headDim, type),
             typeof(FlashAttentionHalf).GetMethod($"{kind}{headDim}Kernel", BindingFlags.NonPublic | BindingFlags.Static)!
                 .MakeGenericMethod(type == HalfType.BFloat16 ? typeof(Bf16) : typeof(F16), emulated ? typeof(Emulated) : typeof(Ptx)),
             smemBytes, kind.EndsWith("Wgmma", StringComparison.Ordinal) ? KernelTarget.Sm90a : KernelTarget.Sm80, PtxPasses.PromoteLocals);

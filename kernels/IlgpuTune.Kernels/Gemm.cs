@@ -676,9 +676,11 @@ public static partial class Gemm
             cType == HalfType.BFloat16 ? 1 : 2, default, c, null, -1);
 
     /// <summary>The tile configuration and split count the launcher picks on its own (exposed for the bench).</summary>
-    internal static (TileConfig Tile, int Splits) Choose(KernelRegistry k, int batch, int m, int n, int kDim)
+    internal static (TileConfig Tile, int Splits) Choose(KernelRegistry k, int batch, int m, int n, int kDim) => Choose(k.Target, batch, m, n, kDim);
+
+    internal static (TileConfig Tile, int Splits) Choose(LaunchTarget k, int batch, int m, int n, int kDim)
     {
-        if (k.IsEmulated) return (TileConfig.T1x1, 1);
+        if (k.Emulated) return (TileConfig.T1x1, 1);
         // Skinny products (LoRA rank r <= 64 on one side) get a 128x64 or 64x128 group tile, the rest 128x128.
         var tile = n <= 64 ? TileConfig.T2x1 : m <= 64 ? TileConfig.T1x2 : TileConfig.T2x2;
         // From 8192x8192 outputs on, one 8-warp 128x256 group per SM beats two 128x128 ones (432 vs 419 TFLOP/s on the
@@ -686,11 +688,11 @@ public static partial class Gemm
         if (tile == TileConfig.T2x2 && (long)m * n >= 8192L * 8192) tile = TileConfig.T2x4;
         // Hopper: wgmma groups for everything but the skinny products; 128x256 beat 128x128 (one or two groups per SM)
         // at every shape measured on the H100 (4096^3: 704-714 vs 493-530 TFLOP/s), 128x128 only for narrower C.
-        if (Hopper(k) && tile is TileConfig.T2x2 or TileConfig.T2x4) tile = n >= 256 ? TileConfig.W2N256 : TileConfig.W2N128;
+        if (k.Wgmma && tile is TileConfig.T2x2 or TileConfig.T2x4) tile = n >= 256 ? TileConfig.W2N256 : TileConfig.W2N128;
         var (bm, bn) = TileSize(tile);
         long groups = (long)((m + bm - 1) / bm) * ((n + bn - 1) / bn) * batch;
         int kTiles = (kDim + Shape(tile).Bk - 1) / Shape(tile).Bk;
-        int sms = k.Accelerator.NumMultiprocessors;
+        int sms = k.Multiprocessors;
         int splits = 1;
         // Too few groups to fill the GPU and a long K: split K so that about two waves of groups run.
         if (groups < sms && kTiles >= 16) splits = (int)Math.Clamp(2L * sms / groups, 1, kTiles / 4);
@@ -711,9 +713,6 @@ public static partial class Gemm
         return main + (emulated ? warps * ScratchPerWarp * 4 : 0);
     }
 
-    // Hopper (sm_90): the wgmma tiles need sm_90a PTX, which only a compute capability 9.0 device runs.
-    static bool Hopper(KernelRegistry k) => k.Wgmma;
-
     /// <summary>The loaded kernel of one configuration (the GPU bench reads its register and local-memory use).</summary>
     internal static ILGPU.Runtime.Kernel LoadedKernel(KernelRegistry k, GemmLayout layout, HalfType type, TileConfig tile)
     {
@@ -728,6 +727,9 @@ public static partial class Gemm
     /// </summary>
     internal static ref readonly KernelDeclaration Declaration(GemmLayout layout, HalfType type, TileConfig tile, bool emulated) =>
         ref Declarations[DeclarationIndex(layout, type, tile, emulated)];
+
+    /// <summary>The cache (and precompiled PTX) name of one configuration.</summary>
+    internal static string KernelName(GemmLayout layout, HalfType type, TileConfig tile) => $"gemm.{layout}.{type}.{tile}";
 
     static int DeclarationIndex(GemmLayout layout, HalfType type, TileConfig tile, bool emulated) =>
         ((((int)layout * 2 + (int)type) * TileCount) + (int)tile) * 2 + (emulated ? 1 : 0);
@@ -744,7 +746,7 @@ public static partial class Gemm
             foreach (var type in Enum.GetValues<HalfType>())
                 foreach (var tile in Enum.GetValues<TileConfig>())
                     foreach (bool emulated in (bool[])[false, true])
-                        all[DeclarationIndex(layout, type, tile, emulated)] = new($"gemm.{layout}.{type}.{tile}",
+                        all[DeclarationIndex(layout, type, tile, emulated)] = new(KernelName(layout, type, tile),
                             typeof(Gemm).GetMethod($"{layout}Kernel{tile}", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
                                 .MakeGenericMethod(type == HalfType.BFloat16 ? typeof(Bf16) : typeof(F16), emulated ? typeof(Emulated) : typeof(Ptx)),
                             SharedBytes(emulated, tile), Shape(tile).Wgmma ? KernelTarget.Sm90a : KernelTarget.Sm80, PtxPasses.PromoteLocals);
@@ -775,62 +777,20 @@ public static partial class Gemm
         bool hasBias = bias.Length > 0;
         if (hasBias) Launch.Need(bias, n, nameof(bias));
 
-        var (autoTile, autoSplits) = Choose(k, batch, m, n, kDim);
-        var t = tile ?? autoTile;
-        if (Shape(t).Wgmma && !k.IsEmulated && !Hopper(k))
-            throw new ArgumentException($"GEMM tile {t} uses wgmma (sm_90a), which needs a compute capability 9.0 GPU", nameof(tile));
-        int bk = Shape(t).Bk;
-        int kTiles = (kDim + bk - 1) / bk;
-        splits = Math.Clamp(splits > 0 ? splits : autoSplits, 1, Math.Max(1, kTiles));
-        int tilesPerSplit = (kTiles + splits - 1) / Math.Max(splits, 1);
-        if (kTiles > 0) splits = (kTiles + tilesPerSplit - 1) / tilesPerSplit; // no empty splits
-
-        // Rows of the contiguous dim must be whole 16-byte chunks for cp.async (and the base 16-byte aligned on CUDA).
-        long ldA = layout == GemmLayout.TN ? m : kDim, ldB = layout == GemmLayout.NT ? kDim : n;
-        bool vecA = ldA % 8 == 0 && (batch == 1 || strideA % 8 == 0) && (k.IsEmulated || Address(a) % 16 == 0);
-        bool vecB = ldB % 8 == 0 && (batch == 1 || strideB % 8 == 0) && (k.IsEmulated || Address(b) % 16 == 0);
-
-        var p = new Params
+        var plan = Plan(k.Target, layout, type, Address(a), Address(b), outMode == 0 ? Address(cF) : Address(cH), hasBias, batch, m, n, kDim,
+            strideA, strideB, strideC, alpha, accumulate, outMode, tile, splits);
+        var kernel = Kernel(k, Declaration(layout, type, plan.Tile, k.IsEmulated));
+        if (plan.Splits == 1)
         {
-            APtr = Address(a), BPtr = Address(b), StrideA = strideA, StrideB = strideB,
-            M = m, N = n, K = kDim, VecA = vecA ? 1 : 0, VecB = vecB ? 1 : 0,
-            Splits = splits, TilesPerSplit = tilesPerSplit,
-        };
-        var epilogue = p;
-        epilogue.StrideC = strideC;
-        epilogue.Alpha = alpha;
-        epilogue.Accumulate = accumulate ? 1 : 0;
-        epilogue.OutMode = outMode;
-        epilogue.HasBias = hasBias ? 1 : 0;
-        // Vector stores of four need rows (n) and batch strides in whole quads, and an aligned base (16 B fp32, 8 B 16-bit).
-        epilogue.CPtr = outMode == 0 ? Address(cF) : Address(cH);
-        epilogue.VecC = n % 4 == 0 && (batch == 1 || strideC % 4 == 0) && (k.IsEmulated || epilogue.CPtr % (outMode == 0 ? 16UL : 8UL) == 0) ? 1 : 0;
-
-        var (bm, bn) = TileSize(t);
-        int tiles = ((m + bm - 1) / bm) * ((n + bn - 1) / bn);
-        int threads = Shape(t).Threads;
-        int smem = SharedBytes(k.IsEmulated, t);
-        var kernel = Kernel(k, Declaration(layout, type, t, k.IsEmulated));
-        var config = new KernelConfig(new Index3D(tiles, 1, batch * splits), new Index3D(threads, 1, 1),
-            SharedMemoryConfig.RequestDynamic<byte>(smem));
-        if (splits == 1)
-        {
-            kernel(config, a, b, bias, epilogue, cF, cH);
+            kernel(plan.Config, a, b, bias, plan.Epilogue, cF, cH);
             return;
         }
         // Partials: ws[s][b][m][n] fp32, raw sums (alpha 1, no bias, overwrite).
-        long total = (long)batch * m * n;
-        var ws = k.Workspace(total * splits);
-        var partial = p;
-        partial.StrideC = (long)m * n;
-        partial.SplitStrideC = total;
-        partial.Alpha = 1f;
-        partial.CPtr = Address(ws);
-        partial.VecC = n % 4 == 0 && (k.IsEmulated || partial.CPtr % 16 == 0) ? 1 : 0;
-        kernel(config, a, b, default, partial, ws, default);
+        var ws = k.Workspace(plan.WorkspaceFloats);
+        kernel(plan.Config, a, b, default, plan.Partial(Address(ws)), ws, default);
         var reduce = k.Get<Action<KernelConfig, FloatView, FloatView, Params, int, int, FloatView, ArrayView<ushort>>>(
             new("gemm.splitreduce", k.IsEmulated ? SplitReduceKernel<Emulated> : SplitReduceKernel<Ptx>));
-        reduce(Launch.Flat(k, total), ws, bias, epilogue, batch, splits, cF, cH);
+        reduce(plan.ReduceConfig, ws, bias, plan.Epilogue, batch, plan.Splits, cF, cH);
     }
 
     static Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, FloatView, Params, FloatView, ArrayView<ushort>> Kernel(

@@ -39,7 +39,7 @@ public sealed class KernelRegistry : IDisposable
         _loader = loader ?? new IlgpuKernelLoader();
         // The CPU accelerator runs one OS thread per simulated GPU thread: keep its groups small.
         IsEmulated = accelerator is CPUAccelerator;
-        RowGroupSize = IsEmulated ? 32 : 256;
+        RowGroupSize = IsEmulated ? LaunchTarget.EmulatedRowGroupSize : LaunchTarget.GpuRowGroupSize;
         Wgmma = !IsEmulated && accelerator is CudaAccelerator { Architecture: { Major: 9, Minor: 0 } };
     }
 
@@ -57,6 +57,9 @@ public sealed class KernelRegistry : IDisposable
 
     /// <summary>Threads per group for one-group-per-row kernels (a multiple of the warp size).</summary>
     public int RowGroupSize { get; }
+
+    /// <summary>What the launchers' plans depend on here.</summary>
+    public LaunchTarget Target => new(IsEmulated, RowGroupSize, Wgmma, Accelerator.NumMultiprocessors);
 
     /// <summary>
     /// The launcher of <paramref name="kernel"/>, loaded on first use. <typeparamref name="T"/> is ILGPU's launcher shape:

@@ -11,10 +11,13 @@ namespace IlgpuTune.Kernels;
 internal static class Launch
 {
     /// <summary>Grid-stride launch over n elements: groups of k.RowGroupSize, capped so huge n reuse threads.</summary>
-    public static KernelConfig Flat(KernelRegistry k, long n)
+    public static KernelConfig Flat(KernelRegistry k, long n) => Flat(k.Target, n);
+
+    /// <inheritdoc cref="Flat(KernelRegistry, long)"/>
+    public static KernelConfig Flat(LaunchTarget t, long n)
     {
-        int group = k.RowGroupSize;
-        long groups = Math.Clamp((n + group - 1) / group, 1, k.IsEmulated ? 8 : 1 << 16);
+        int group = t.RowGroupSize;
+        long groups = Math.Clamp((n + group - 1) / group, 1, t.Emulated ? 8 : 1 << 16);
         return new KernelConfig((int)groups, group);
     }
 
@@ -35,6 +38,9 @@ internal static class Launch
     /// <summary>Whether the view's first element sits on a multiple of <paramref name="bytes"/> in device memory.</summary>
     public static bool AlignedTo<T>(ArrayView<T> view, int bytes) where T : unmanaged =>
         view.Length == 0 || (((IArrayView)view).Buffer.NativePtr.ToInt64() + ((IContiguousArrayView)view).IndexInBytes) % bytes == 0;
+
+    /// <summary><see cref="AlignedTo"/> for a raw device address of a view of <paramref name="length"/> elements.</summary>
+    public static bool AlignedTo(ulong address, long length, int bytes) => length == 0 || address % (ulong)bytes == 0;
 
     /// <summary>Throws unless <paramref name="view"/> holds at least <paramref name="count"/> elements.</summary>
     public static void Need<T>(ArrayView<T> view, long count, string name) where T : unmanaged

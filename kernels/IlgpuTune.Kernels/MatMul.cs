@@ -64,15 +64,27 @@ public static class MatMul
 
     // a[m,k], b[n,k] -> c[m,n]
     public static void NT(KernelRegistry k, FloatView a, FloatView b, int m, int n, int kDim, float alpha, bool accumulate, FloatView c) =>
-        Run(k, a, b, m, n, kDim, new Layout(kDim, 1, 1, kDim), alpha, accumulate, c);
+        Run(k, a, b, m, n, kDim, Strides(GemmLayout.NT, m, n, kDim), alpha, accumulate, c);
 
     // a[m,k], b[k,n] -> c[m,n]
     public static void NN(KernelRegistry k, FloatView a, FloatView b, int m, int n, int kDim, float alpha, bool accumulate, FloatView c) =>
-        Run(k, a, b, m, n, kDim, new Layout(kDim, 1, n, 1), alpha, accumulate, c);
+        Run(k, a, b, m, n, kDim, Strides(GemmLayout.NN, m, n, kDim), alpha, accumulate, c);
 
     // a[k,m], b[k,n] -> c[m,n]
     public static void TN(KernelRegistry k, FloatView a, FloatView b, int m, int n, int kDim, float alpha, bool accumulate, FloatView c) =>
-        Run(k, a, b, m, n, kDim, new Layout(1, m, n, 1), alpha, accumulate, c);
+        Run(k, a, b, m, n, kDim, Strides(GemmLayout.TN, m, n, kDim), alpha, accumulate, c);
+
+    /// <summary>The element strides of a layout (the kernel's Layout argument).</summary>
+    internal static Layout Strides(GemmLayout layout, int m, int n, int kDim) => layout switch
+    {
+        GemmLayout.NT => new Layout(kDim, 1, 1, kDim),
+        GemmLayout.NN => new Layout(kDim, 1, n, 1),
+        _ => new Layout(1, m, n, 1),
+    };
+
+    /// <summary>matmul.tiled's shape: a 16x16 group per output tile, grid (n/16, m/16).</summary>
+    internal static KernelConfig Plan(int m, int n) =>
+        new(new Index2D((n + Tile - 1) / Tile, (m + Tile - 1) / Tile), new Index2D(Tile, Tile));
 
     static void Run(KernelRegistry k, FloatView a, FloatView b, int m, int n, int kDim, Layout s, float alpha, bool accumulate, FloatView c)
     {
@@ -85,8 +97,7 @@ public static class MatMul
         if (m == 0 || n == 0) return;
         var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, int, int, int, Layout, float, int, FloatView>>(
             new("matmul.tiled", TiledKernel));
-        var grid = new Index2D((n + Tile - 1) / Tile, (m + Tile - 1) / Tile);
-        kernel(new KernelConfig(grid, new Index2D(Tile, Tile)), a, b, m, n, kDim, s, alpha, accumulate ? 1 : 0, c);
+        kernel(Plan(m, n), a, b, m, n, kDim, s, alpha, accumulate ? 1 : 0, c);
     }
 
     // ---- CPU reference (and CPU training path) ----

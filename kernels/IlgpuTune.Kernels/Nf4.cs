@@ -27,7 +27,7 @@ namespace IlgpuTune.Kernels;
 
 public static class Nf4
 {
-    const int MaxGroup = 1024;
+    internal const int MaxGroup = 1024;
 
     // max that skips NaN, as CUDA's fmaxf (MathF.Max would propagate it on the CPU)
     static float MaxAbs(float acc, float v)

@@ -182,29 +182,55 @@ public static class RmsNorm
 
     // Threads per row on the vector path: Slots.Count Float4 each, a multiple of the warp size; 0 when the row is too
     // wide for one group (the CPU accelerator's groups are kept small).
-    static int VecThreads(KernelRegistry k, int dim)
+    static int VecThreads(LaunchTarget t, int dim)
     {
         int threads = ((dim / 4 + Slots.Count - 1) / Slots.Count + 31) / 32 * 32;
-        return dim % 4 == 0 && threads <= (k.IsEmulated ? 64 : 1024) ? Math.Max(threads, 32) : 0;
+        return dim % 4 == 0 && threads <= (t.Emulated ? 64 : 1024) ? Math.Max(threads, 32) : 0;
+    }
+
+    /// <summary>Forward's kernel and shape: the vector kernel when x, weight, y are 16-byte aligned and a row fits a group.</summary>
+    internal static (string Kernel, KernelConfig Config, int Cached) ForwardPlan(LaunchTarget t, int rows, int dim, bool aligned16)
+    {
+        int threads = VecThreads(t, dim);
+        if (threads > 0 && aligned16) return ("rmsnorm.forward.v4", new KernelConfig(rows, threads), 0);
+        bool cached = RowFits(dim);
+        return ("rmsnorm.forward", new KernelConfig(rows, t.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? dim : 1)), cached ? 1 : 0);
+    }
+
+    /// <summary>
+    /// Backward's kernels and shapes: the vector kernel (dX and per-block partials) or the input kernel (Cached as in forward) plus
+    /// the implicitly grouped partial kernel (PartialExtent threads); then the column reduce. Partials: Blocks x dim workspace floats.
+    /// </summary>
+    internal readonly record struct BackwardPlanned(bool Vector, KernelConfig Main, int Cached, int Blocks, int PartialExtent, KernelConfig Reduce);
+
+    internal static BackwardPlanned BackwardPlan(LaunchTarget t, int rows, int dim, bool aligned16)
+    {
+        int threads = VecThreads(t, dim);
+        // Up to 32 warps share the blocks of 32 columns (the reduce kernel's shared sums hold 32 x 32).
+        var reduce = new KernelConfig((dim + 31) / 32, Math.Min(4 * t.RowGroupSize, 1024));
+        if (threads > 0 && aligned16)
+            return new(true, new KernelConfig((rows + VecRows - 1) / VecRows, threads), 0, (rows + VecRows - 1) / VecRows, 0, reduce);
+        bool cached = RowFits(2 * dim);
+        int blocks = (rows + WeightRows - 1) / WeightRows;
+        return new(false, new KernelConfig(rows, t.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? 2 * dim : 1)), cached ? 1 : 0,
+            blocks, blocks * dim, reduce);
     }
 
     // x, y[rows, dim]; weight[dim]; rstd[rows]
     public static void Forward(KernelRegistry k, FloatView x, FloatView weight, int rows, int dim, float eps, FloatView y, FloatView rstd)
     {
         if (rows == 0) return;
-        int threads = VecThreads(k, dim);
-        if (threads > 0 && Launch.Aligned16(x, weight, y))
+        var (name, config, cached) = ForwardPlan(k.Target, rows, dim, Launch.Aligned16(x, weight, y));
+        if (name == "rmsnorm.forward.v4")
         {
             var vec = k.Get<Action<KernelConfig, ArrayView<Float4>, ArrayView<Float4>, int, float, ArrayView<Float4>, FloatView>>(
                 new("rmsnorm.forward.v4", ForwardVecKernel));
-            vec(new KernelConfig(rows, threads), x.Cast<Float4>(), weight.Cast<Float4>(), dim, eps, y.Cast<Float4>(), rstd);
+            vec(config, x.Cast<Float4>(), weight.Cast<Float4>(), dim, eps, y.Cast<Float4>(), rstd);
             return;
         }
         var kernel = k.Get<Action<KernelConfig, FloatView, FloatView, int, float, int, FloatView, FloatView>>(
             new("rmsnorm.forward", ForwardKernel));
-        bool cached = RowFits(dim);
-        kernel(new KernelConfig(rows, k.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? dim : 1)), x, weight, dim, eps,
-            cached ? 1 : 0, y, rstd);
+        kernel(config, x, weight, dim, eps, cached, y, rstd);
     }
 
     // dY, x, dX[rows, dim]; weight, dWeight[dim]; rstd[rows]; dX is overwritten, dWeight accumulated
@@ -212,36 +238,28 @@ public static class RmsNorm
         FloatView dX, FloatView dWeight)
     {
         if (rows == 0) return;
-        int threads = VecThreads(k, dim);
-        int blocks;
-        FloatView partials;
-        if (threads > 0 && Launch.Aligned16(dY, x, weight, dX))
+        var plan = BackwardPlan(k.Target, rows, dim, Launch.Aligned16(dY, x, weight, dX));
+        var partials = k.Workspace((long)plan.Blocks * dim); // the workspace buffer starts at offset 0: aligned
+        if (plan.Vector)
         {
-            blocks = (rows + VecRows - 1) / VecRows;
-            partials = k.Workspace((long)blocks * dim); // the workspace buffer starts at offset 0: aligned
             var vec = k.Get<Action<KernelConfig, ArrayView<Float4>, ArrayView<Float4>, ArrayView<Float4>, FloatView, int, int,
                     ArrayView<Float4>, ArrayView<Float4>>>(
                 new("rmsnorm.backward.v4", BackwardVecKernel));
-            vec(new KernelConfig(blocks, threads), dY.Cast<Float4>(), x.Cast<Float4>(), weight.Cast<Float4>(), rstd, rows, dim,
+            vec(plan.Main, dY.Cast<Float4>(), x.Cast<Float4>(), weight.Cast<Float4>(), rstd, rows, dim,
                 dX.Cast<Float4>(), partials.Cast<Float4>());
         }
         else
         {
             var input = k.Get<Action<KernelConfig, FloatView, FloatView, FloatView, FloatView, int, int, FloatView>>(
                 new("rmsnorm.backward.input", BackwardInputKernel));
-            bool cached = RowFits(2 * dim);
-            input(new KernelConfig(rows, k.RowGroupSize, SharedMemoryConfig.RequestDynamic<float>(cached ? 2 * dim : 1)), dY, x, weight, rstd,
-                dim, cached ? 1 : 0, dX);
-            blocks = (rows + WeightRows - 1) / WeightRows;
-            partials = k.Workspace((long)blocks * dim);
+            input(plan.Main, dY, x, weight, rstd, dim, plan.Cached, dX);
             var partial = k.Get<Action<Index1D, FloatView, FloatView, FloatView, int, int, FloatView>>(
                 new("rmsnorm.backward.weight.partial", BackwardWeightPartialKernel));
-            partial(blocks * dim, dY, x, rstd, rows, dim, partials);
+            partial(plan.PartialExtent, dY, x, rstd, rows, dim, partials);
         }
         var reduce = k.Get<Action<KernelConfig, FloatView, int, int, FloatView>>(
             new("rmsnorm.backward.weight.reduce", ReduceColumnsKernel));
-        // Up to 32 warps share the blocks of 32 columns (the kernel's shared sums hold 32 x 32).
-        reduce(new KernelConfig((dim + 31) / 32, Math.Min(4 * k.RowGroupSize, 1024)), partials, blocks, dim, dWeight);
+        reduce(plan.Reduce, partials, plan.Blocks, dim, dWeight);
     }
 
     // ---- CPU reference: the spec ----

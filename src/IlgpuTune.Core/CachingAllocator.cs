@@ -8,12 +8,16 @@ namespace IlgpuTune.Core;
 
 public sealed class Block
 {
-    internal Block(long bytes, byte[]? host, MemoryBuffer1D<byte, Stride1D.Dense>? device)
+    internal Block(long bytes, byte[]? host, MemoryBuffer1D<byte, Stride1D.Dense>? device, ulong pointer = 0)
     {
         Bytes = bytes;
         Host = host;
         Buffer = device;
+        Pointer = pointer;
     }
+
+    /// <summary>Storage on a GPU opened through the driver runtime (DriverBackend): its device address, else 0.</summary>
+    public ulong Pointer { get; }
 
     /// <summary>Rounded (bucket) size in bytes.</summary>
     public long Bytes { get; }
@@ -35,10 +39,14 @@ public sealed class Block
 public sealed class CachingAllocator : IDisposable
 {
     private readonly Accelerator? _accelerator;
+    private readonly IlgpuTune.Driver.IDriverRuntime? _driver;
     private readonly Dictionary<long, Stack<Block>> _free = new();
     private readonly Lock _lock = new();
 
     public CachingAllocator(Accelerator? accelerator) => _accelerator = accelerator;
+
+    /// <summary>Blocks of device memory from the driver runtime's allocator.</summary>
+    public CachingAllocator(IlgpuTune.Driver.IDriverRuntime driver) => _driver = driver;
 
     public long AllocatedBytes { get; private set; }
     public long ReservedBytes { get; private set; }
@@ -71,7 +79,8 @@ public sealed class CachingAllocator : IDisposable
                 {
                     block = Allocate(size);
                 }
-                catch (Exception e) when (e is OutOfMemoryException or ILGPU.Runtime.Cuda.CudaException && _free.Count > 0)
+                catch (Exception e) when (e is OutOfMemoryException or ILGPU.Runtime.Cuda.CudaException or IlgpuTune.Driver.CudaDriverException
+                                          && _free.Count > 0)
                 {
                     // Free blocks of other sizes are cached: hand them back and try once more (as torch's allocator does).
                     EmptyCacheLocked();
@@ -114,7 +123,8 @@ public sealed class CachingAllocator : IDisposable
         lock (_lock) PeakAllocatedBytes = AllocatedBytes;
     }
 
-    private Block Allocate(long size) => _accelerator is null
+    private Block Allocate(long size) => _driver is not null ? new Block(size, null, null, _driver.Allocator.Rent(size))
+        : _accelerator is null
         ? new Block(size, GC.AllocateUninitializedArray<byte>(checked((int)size)), null)
         : new Block(size, null, _accelerator.Allocate1D<byte>(size));
 
@@ -131,8 +141,10 @@ public sealed class CachingAllocator : IDisposable
             {
                 ReservedBytes -= b.Bytes;
                 b.Buffer?.Dispose();
+                if (b.Pointer != 0) _driver!.Allocator.Return(b.Pointer);
             }
         _free.Clear();
+        _driver?.Allocator.ReleaseCached();
     }
 
     public void Dispose() => EmptyCache();

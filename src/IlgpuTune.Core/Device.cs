@@ -1,11 +1,13 @@
 // The compute device: one object owning an ILGPU Context + Accelerator (or none, for the managed CPU path),
 // the kernel registry, the caching allocator, its capabilities (DeviceCaps) and its op backend, both decided here once.
-// Nothing above Core asks which kind of device it runs on. ILGPUTUNE_DEVICE=cuda|cpu|ilgpu-cpu forces a kind.
+// Nothing above Core asks which kind of device it runs on. ILGPUTUNE_DEVICE=cuda|cpu|ilgpu-cpu|driver forces a kind.
+// In a Native AOT process (no ILGPU Context) CUDA is the driver runtime: precompiled PTX through the driver API (DriverBackend).
 using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
+using IlgpuTune.Driver;
 using IlgpuTune.Kernels;
 
 namespace IlgpuTune.Core;
@@ -14,7 +16,7 @@ public enum DeviceKind
 {
     /// <summary>Managed CPU path: the CPU reference implementations (TensorPrimitives + Parallel.For).</summary>
     Cpu,
-    /// <summary>NVIDIA GPU through ILGPU's CUDA backend.</summary>
+    /// <summary>NVIDIA GPU: through ILGPU's CUDA backend, or (Native AOT, or asked for as "driver") the driver runtime.</summary>
     Cuda,
     /// <summary>ILGPU's CPU accelerator (Nvidia kind, warp 32): runs the GPU kernels in an emulator, for tests.</summary>
     IlgpuCpu,
@@ -38,7 +40,24 @@ public sealed class Device : IDisposable
         Backend = Kernels is null || !RuntimeFeature.IsDynamicCodeSupported ? new ManagedCpuBackend() : new IlgpuBackend(this, Kernels);
     }
 
+    // The driver runtime's GPU: precompiled PTX launched through the CUDA driver API, no ILGPU Context (Native AOT).
+    private Device(IDriverRuntime driver)
+    {
+        Kind = DeviceKind.Cuda;
+        Driver = driver;
+        Allocator = new CachingAllocator(driver);
+        Caps = new DeviceCaps(false, LaunchTarget.GpuRowGroupSize, (driver.Major, driver.Minor), driver.Major == 9 && driver.Minor == 0,
+            driver.SharedMemoryPerGroup, HalfMatmuls: true);
+        Backend = new DriverBackend(this, driver);
+    }
+
+    /// <summary>A device over an opened driver runtime (a GPU, or a recording runtime in tests); it owns the runtime.</summary>
+    public static Device FromDriver(IDriverRuntime driver) => new(driver);
+
     public DeviceKind Kind { get; }
+
+    /// <summary>The driver runtime when this GPU runs precompiled PTX without ILGPU; else null.</summary>
+    public IDriverRuntime? Driver { get; }
 
     /// <summary>What this device can do, computed once.</summary>
     public DeviceCaps Caps { get; }
@@ -67,24 +86,32 @@ public sealed class Device : IDisposable
     /// </summary>
     public void UseTrainingPrecision(Precision precision) => Precision = Caps.HalfMatmuls && !Caps.Emulated ? precision : Precision.F32;
 
-    public string Name => Accelerator?.Name ?? $"managed CPU ({Environment.ProcessorCount} threads)";
+    public string Name => Driver is not null ? $"{Driver.Name} (driver runtime)" : Accelerator?.Name ?? $"managed CPU ({Environment.ProcessorCount} threads)";
 
     /// <summary>
-    /// Creates the device named by <paramref name="kind"/> ("cuda", "cpu", "ilgpu-cpu", or null/"auto": CUDA when a GPU is
-    /// present, else the managed CPU path). Without an argument, ILGPUTUNE_DEVICE decides. <paramref name="cudaOrdinal"/> picks
-    /// the GPU (a multi-GPU job's LOCAL_RANK).
+    /// Creates the device named by <paramref name="kind"/> ("cuda", "cpu", "ilgpu-cpu", "driver", or null/"auto": CUDA when a
+    /// GPU is present, else the managed CPU path). Without an argument, ILGPUTUNE_DEVICE decides. <paramref name="cudaOrdinal"/>
+    /// picks the GPU (a multi-GPU job's LOCAL_RANK). "driver" is CUDA through the driver runtime (precompiled PTX, no ILGPU),
+    /// which is what "cuda" is in a Native AOT app.
     /// </summary>
     public static Device Create(string? kind = null, int cudaOrdinal = 0)
     {
         kind ??= Environment.GetEnvironmentVariable(EnvironmentVariable);
-        // Native AOT: ILGPU compiles kernels with Reflection.Emit, so its Context cannot exist there; the managed CPU path
-        // (the constant-false check lets the AOT compiler drop the ILGPU paths entirely).
+        // Native AOT: ILGPU compiles kernels with Reflection.Emit, so its Context cannot exist there; CUDA goes through the
+        // driver runtime (the constant-false check lets the AOT compiler drop the ILGPU paths entirely).
         if (!RuntimeFeature.IsDynamicCodeSupported)
-            return kind?.Trim().ToLowerInvariant() is null or "" or "auto" or "cpu"
-                ? new Device(DeviceKind.Cpu, null, null)
-                : throw new NotSupportedException($"device '{kind}' needs ILGPU, which does not run in a Native AOT app; use cpu or auto");
+            return kind?.Trim().ToLowerInvariant() switch
+            {
+                null or "" or "auto" => TryOpenDriver(cudaOrdinal) ?? new Device(DeviceKind.Cpu, null, null),
+                "cpu" => new Device(DeviceKind.Cpu, null, null),
+                "cuda" or "driver" => OpenDriver(cudaOrdinal),
+                "ilgpu-cpu" => throw new NotSupportedException("device 'ilgpu-cpu' needs ILGPU, which does not run in a Native AOT app; use cuda, cpu or auto"),
+                _ => throw new ArgumentException($"unknown device '{kind}': expected cuda, cpu or auto"),
+            };
         switch (kind?.Trim().ToLowerInvariant())
         {
+            case "driver":
+                return OpenDriver(cudaOrdinal);
             case null or "" or "auto":
                 return TryCreateCuda(cudaOrdinal) ?? new Device(DeviceKind.Cpu, null, null);
             case "cpu":
@@ -96,7 +123,31 @@ public sealed class Device : IDisposable
                 var context = Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).EnableAlgorithms());
                 return new Device(DeviceKind.IlgpuCpu, context, context.GetCPUDevice(0).CreateAccelerator(context));
             default:
-                throw new ArgumentException($"unknown device '{kind}': expected cuda, cpu, ilgpu-cpu or auto");
+                throw new ArgumentException($"unknown device '{kind}': expected cuda, cpu, ilgpu-cpu, driver or auto");
+        }
+    }
+
+    private static Device OpenDriver(int ordinal)
+    {
+        try
+        {
+            return new Device(DriverDevice.Open(IlgpuTune.Kernels.Ptx.PrecompiledPtx.Library, AheadOfTimePtx.MinimumDriver, ordinal));
+        }
+        catch (Exception e) when (e is CudaDriverUnavailableException or CudaDriverException)
+        {
+            throw new InvalidOperationException($"no CUDA device: {e.Message}", e);
+        }
+    }
+
+    private static Device? TryOpenDriver(int ordinal)
+    {
+        try
+        {
+            return new Device(DriverDevice.Open(IlgpuTune.Kernels.Ptx.PrecompiledPtx.Library, AheadOfTimePtx.MinimumDriver, ordinal));
+        }
+        catch (Exception e) when (e is CudaDriverUnavailableException or CudaDriverException)
+        {
+            return null; // auto: no usable GPU through the driver, the managed CPU path
         }
     }
 
@@ -129,7 +180,11 @@ public sealed class Device : IDisposable
     public KernelRegistry RequireKernels() =>
         Kernels ?? throw new InvalidOperationException("the managed CPU device has no kernel registry");
 
-    public void Synchronize() => Accelerator?.Synchronize();
+    public void Synchronize()
+    {
+        Accelerator?.Synchronize();
+        Driver?.Synchronize();
+    }
 
     private StreamOrder? _streamOrder;
 
@@ -142,7 +197,9 @@ public sealed class Device : IDisposable
     {
         _streamOrder?.Dispose();
         Kernels?.Dispose();
+        (Backend as IDisposable)?.Dispose();
         Allocator.Dispose();
+        Driver?.Dispose();
         Accelerator?.Dispose();
         _context?.Dispose();
     }

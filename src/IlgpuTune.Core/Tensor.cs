@@ -173,8 +173,21 @@ public sealed class Tensor : IDisposable
 
     // ---- raw access ----
 
-    // Where the storage lives: host memory (the managed CPU path) or an accelerator buffer.
+    // Where the storage lives: host memory (the managed CPU path, owned or a view of mapped file bytes), driver memory
+    // (DriverBackend) or an accelerator buffer.
     private bool OnHost => _storage.Block.Host is not null || _storage.Block.External is not null;
+
+    private bool OnDriver => _storage.Block.Pointer != 0;
+
+    /// <summary>The device address of the first element on a GPU opened through the driver runtime (DriverBackend).</summary>
+    internal ulong DevicePointer
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return OnDriver ? _storage.Block.Pointer : throw new InvalidOperationException($"tensor {Name} does not live in driver memory");
+        }
+    }
 
     /// <summary>The bytes on the managed CPU path, whatever the dtype (backends' copies).</summary>
     internal Span<byte> RawHostBytes => HostBytes;
@@ -241,6 +254,7 @@ public sealed class Tensor : IDisposable
     {
         if (data.Length != Bytes) throw new ArgumentException($"expected {Bytes} bytes, got {data.Length}");
         if (OnHost) data.CopyTo(HostBytes);
+        else if (OnDriver) Device.Driver!.CopyToDevice(data, DevicePointer);
         else if (data.Length > 0) DeviceBytes.SubView(0, data.Length).CopyFromCPU(data);
     }
 
@@ -249,6 +263,12 @@ public sealed class Tensor : IDisposable
         if (DType != DType.F32 || data.Length != Length)
             throw new ArgumentException($"expected {Length} F32 values for tensor {Name}, got {data.Length} floats ({DType})");
         if (OnHost) { data.CopyTo(F32); return; }
+        if (OnDriver)
+        {
+            for (int off = 0; off < data.Length; off += CopyChunkFloats)
+                Device.Driver!.CopyToDevice(MemoryMarshal.AsBytes(data.Slice(off, Math.Min(CopyChunkFloats, data.Length - off))), DevicePointer + (ulong)off * 4);
+            return;
+        }
         var view = DeviceBytes.Cast<float>();
         for (int off = 0; off < data.Length; off += CopyChunkFloats)
         {
@@ -261,6 +281,7 @@ public sealed class Tensor : IDisposable
     {
         if (destination.Length != Bytes) throw new ArgumentException($"expected {Bytes} bytes, got {destination.Length}");
         if (OnHost) HostBytes.CopyTo(destination);
+        else if (OnDriver) Device.Driver!.CopyFromDevice(DevicePointer, destination);
         else if (Bytes > 0) DeviceBytes.SubView(0, Bytes).CopyToCPU(destination);
     }
 
@@ -283,6 +304,13 @@ public sealed class Tensor : IDisposable
     /// <summary>Copies to the host as float32 (bf16/f16 widened exactly).</summary>
     public float[] ToFloatArray()
     {
+        if (DType == DType.F32 && OnDriver)
+        {
+            var f = new float[Length];
+            for (int off = 0; off < f.Length; off += CopyChunkFloats)
+                Device.Driver!.CopyFromDevice(DevicePointer + (ulong)off * 4, MemoryMarshal.AsBytes(f.AsSpan(off, Math.Min(CopyChunkFloats, f.Length - off))));
+            return f;
+        }
         if (DType == DType.F32 && !OnHost)
         {
             var f = new float[Length];
@@ -327,6 +355,7 @@ public sealed class Tensor : IDisposable
     public void Clear()
     {
         if (OnHost) HostBytes.Clear();
+        else if (OnDriver) Device.Driver!.Zero(DevicePointer, Bytes);
         else DeviceBytes.MemSetToZero(Device.Accelerator!.DefaultStream);
     }
 

@@ -6,16 +6,18 @@ using System.Text;
 
 namespace IlgpuTune.Driver;
 
-public sealed class DriverDevice : IDisposable
+public sealed class DriverDevice : IDriverRuntime
 {
     // CUdevice_attribute / CUfunction_attribute / CUjit_option values used here.
     private const int ComputeCapabilityMajor = 75, ComputeCapabilityMinor = 76, MaxDynamicSharedSizeBytes = 8;
+    private const int MultiprocessorCount = 16, MaxSharedMemoryPerBlockOptin = 97, DefaultSharedLimit = 48 * 1024;
     private const int JitErrorLogBuffer = 5, JitErrorLogBufferSize = 6;
 
     private readonly int _device;
     private readonly IntPtr _context;
     private readonly Dictionary<string, DriverKernel> _kernels = new(StringComparer.Ordinal);
     private readonly List<IntPtr> _modules = [];
+    private readonly Dictionary<string, int> _sharedLimits = new(StringComparer.Ordinal);
     private bool _disposed;
 
     private DriverDevice(int device, IntPtr context, int driverVersion, int major, int minor, string name, PtxLibrary library)
@@ -37,6 +39,10 @@ public sealed class DriverDevice : IDisposable
     public int Minor { get; }
 
     public string Name { get; }
+
+    public int Multiprocessors { get; private init; }
+
+    public int SharedMemoryPerGroup { get; private init; }
 
     /// <summary>"sm_80" or "sm_90": the precompiled PTX this device loads.</summary>
     public string Architecture => Major == 9 && Minor == 0 ? "sm_90" : "sm_80";
@@ -82,7 +88,9 @@ public sealed class DriverDevice : IDisposable
             throw new CudaDriverUnavailableException($"{name} has compute capability {major}.{minor}; the precompiled kernels need 8.0 or later");
         CudaDriverException.Check(CudaApi.PrimaryCtxRetain(out var context, device), "cuDevicePrimaryCtxRetain");
         CudaDriverException.Check(CudaApi.CtxSetCurrent(context), "cuCtxSetCurrent");
-        return new DriverDevice(device, context, version, major, minor, name, library);
+        CudaDriverException.Check(CudaApi.DeviceGetAttribute(out int sms, MultiprocessorCount, device), "cuDeviceGetAttribute");
+        CudaDriverException.Check(CudaApi.DeviceGetAttribute(out int shared, MaxSharedMemoryPerBlockOptin, device), "cuDeviceGetAttribute");
+        return new DriverDevice(device, context, version, major, minor, name, library) { Multiprocessors = sms, SharedMemoryPerGroup = shared };
     }
 
     internal static string Version(int version) => $"{version / 1000}.{version % 1000 / 10}";
@@ -145,6 +153,45 @@ public sealed class DriverDevice : IDisposable
         Bind();
         arguments.Pinned(parameters => CudaDriverException.Check(CudaApi.LaunchKernel(kernel.Function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z,
             (uint)sharedBytes, stream?.Handle ?? IntPtr.Zero, (void**)parameters, null), $"cuLaunchKernel({kernel.Name})"));
+    }
+
+    public PtxEntry Entry(string name) => Kernel(name).Entry;
+
+    public int GroupSize(string name) => GroupSize(Kernel(name));
+
+    public void Launch(string name, Dim3 grid, Dim3 group, int sharedBytes, KernelArguments arguments)
+    {
+        var kernel = Kernel(name);
+        if (sharedBytes > DefaultSharedLimit)
+            lock (_sharedLimits)
+                if (_sharedLimits.GetValueOrDefault(name) < sharedBytes)
+                {
+                    RaiseSharedMemory(kernel, sharedBytes);
+                    _sharedLimits[name] = sharedBytes;
+                }
+        Launch(kernel, (grid.X, grid.Y, grid.Z), (group.X, group.Y, group.Z), sharedBytes, arguments);
+    }
+
+    public void CopyToDevice(ReadOnlySpan<byte> source, ulong destination) => CopyToDevice<byte>(source, destination);
+
+    public void CopyFromDevice(ulong source, Span<byte> destination) => CopyFromDevice<byte>(source, destination);
+
+    public void Copy(ulong source, ulong destination, long bytes)
+    {
+        Bind();
+        Copy(source, destination, bytes, null);
+    }
+
+    public void Zero(ulong destination, long bytes)
+    {
+        Bind();
+        Zero(destination, bytes, null);
+    }
+
+    public void Synchronize()
+    {
+        Bind();
+        Synchronize(null);
     }
 
     /// <summary>The occupancy-derived group size of a kernel ILGPU groups implicitly.</summary>

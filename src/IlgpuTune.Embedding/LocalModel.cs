@@ -20,7 +20,7 @@ public sealed record LocalModelOptions
     /// <summary>Quantize the linear weights to NF4 on load (chat --bits 4).</summary>
     public bool Nf4 { get; init; }
 
-    /// <summary>cuda, cpu, ilgpu-cpu or auto (null: ILGPUTUNE_DEVICE, else auto). Native AOT apps get the managed CPU path.</summary>
+    /// <summary>cuda, cpu, ilgpu-cpu or auto (null: ILGPUTUNE_DEVICE, else auto). In Native AOT apps cuda is the driver runtime.</summary>
     public string? Device { get; init; }
 
     /// <summary>XTuner template name, "auto" (the model's), or null / "none" for raw text (chat --prompt-template).</summary>

@@ -134,7 +134,7 @@ public sealed class TrainConfig
         new("max_skipped_steps", (c, n, w) => c.MaxSkippedSteps = Int(n, w, min: 1)),
         new("seed", (c, n, w) => c.Seed = Int(n, w, min: 0)),
         new("work_dir", (c, n, w) => c.WorkDir = NullableStr(n, w)),
-        new("device", (c, n, w) => c.Device = IsNull(n) ? null : OneOf(n, w, "cuda", "cpu", "ilgpu-cpu", "auto")),
+        new("device", (c, n, w) => c.Device = IsNull(n) ? null : OneOf(n, w, "cuda", "cpu", "ilgpu-cpu", "driver", "auto")),
         new("dump_batches", (c, n, w) => c.DumpBatches = Bool(n, w)),
         new("preference", (c, n, w) => c.Preference = OneOf(n, w, "none", "dpo", "orpo", "reward")),
         new("reward_token_id", (c, n, w) => c.RewardTokenId = IsNull(n) ? null : Int(n, w, min: 0)),
