@@ -31,6 +31,10 @@ WG_TILES = {
     "W2N128S3": (2, 128, 3),
     "W2N256": (2, 256, 4),
 }
+# Fused NF4 weight (B operand read as packed 4-bit codes + block scales, dequantized in the load stage): the layouts of a
+# linear layer's forward (NT, x·Wᵀ) and input grad (NN, dY·W), on the tiles Gemm.ChooseNf4 picks plus the emulation sizes.
+NF4_LAYOUTS = ["NT", "NN"]
+NF4_TILES = ["T1x1", "T1x2", "T2x2", "W1N64", "W1N128", "W2N128", "W2N256"]
 
 
 def swz(r, c, chunks, rows=None):
@@ -70,10 +74,11 @@ def emit_group_setup(w):
     w("        uint smBase = default(TP).SmemBase();")
 
 
-def load_plans(w, a_k, b_k, bm, bn, bk, threads, a_bytes, offset):
+def load_plans(w, a_k, b_k, bm, bn, bk, threads, a_bytes, offset, nf4=False):
     """Declares this thread's cp.async plan for both operands of a stage: its first chunk (row R, chunk C), its global
     element index and byte address at K tile 0, and the step between its chunks (rpp rows further). offset(r, c, chunks,
-    rows) is the C# expression of a chunk's byte offset in the tile."""
+    rows) is the C# expression of a chunk's byte offset in the tile. nf4: B is the packed weight, read by element index
+    (8 elements = one 32-bit word of codes) instead of by cp.async, so it has no byte address."""
     plans = []
     for op, kmaj, rows_mn, base in (("a", a_k, bm, "aOff"), ("b", b_k, bn, "bOff")):
         chunks, rows, rpp, passes = tile_loads(op, kmaj, rows_mn, bk, threads)
@@ -83,45 +88,102 @@ def load_plans(w, a_k, b_k, bm, bn, bk, threads, a_bytes, offset):
         if kmaj:
             # row = M/N index, contiguous K: element (mn0 + r, k0 + 8c) at base + (mn0 + r) * K + k0 + 8c
             w(f"        long {op}G = {base} + (long)({mn0} + {op}R) * p.K + {op}C * 8, {op}Step = (long){rpp} * p.K;")
-            w(f"        ulong {op}P = p.{op.upper()}Ptr + (ulong){op}G * 2, {op}PStep = (ulong){op}Step * 2;")
+            if not (nf4 and op == "b"):
+                w(f"        ulong {op}P = p.{op.upper()}Ptr + (ulong){op}G * 2, {op}PStep = (ulong){op}Step * 2;")
             kstep = f"(long)kt * Bk"
         else:
             # row = K index, contiguous M/N: element (k0 + r, mn0 + 8c) at base + (k0 + r) * ext + mn0 + 8c
             w(f"        long {op}G = {base} + (long){op}R * {ext_mn} + {mn0} + {op}C * 8, {op}Step = (long){rpp} * {ext_mn};")
-            w(f"        ulong {op}P = p.{op.upper()}Ptr + (ulong){op}G * 2, {op}PStep = (ulong){op}Step * 2;")
+            if not (nf4 and op == "b"):
+                w(f"        ulong {op}P = p.{op.upper()}Ptr + (ulong){op}G * 2, {op}PStep = (ulong){op}Step * 2;")
             kstep = f"(long)kt * Bk * {ext_mn}"
         period_ok = rpp % 8 == 0
         if period_ok:
             w(f"        int {op}D = {offset(op + 'R', op + 'C', chunks, rows)};")
-        plans.append((op, chunks, rows, rpp, passes, period_ok, kstep, 0 if op == "a" else a_bytes, offset))
+        plans.append((op, chunks, rows, rpp, passes, period_ok, kstep, 0 if op == "a" else a_bytes, offset, nf4 and op == "b"))
     return plans
 
 
-def emit_load_block(w, plans, indent, kt, slot, a_k, b_k, panels):
+def chunk_dst(plan, j, slot, panels):
+    """C# expression of the shared-memory byte offset of this thread's j-th chunk of a plan's tile in the stage at slot."""
+    op, chunks, rows, rpp, passes, period_ok, kstep, tile_off, offset, _ = plan
+    if period_ok:
+        # rows a multiple of 8 apart share their swizzle: a constant offset
+        step = j * rpp * (128 if panels else chunks * 16)
+        return f"{slot} + {tile_off + step} + {op}D"
+    return f"{slot} + {tile_off} + {offset(f'{op}R + {j * rpp}', op + 'C', chunks, rows)}"
+
+
+def emit_nf4_fetch(w, plan, ind, kt, declare):
+    """First half of a fused NF4 tile load: this thread's words of packed codes (8 elements each) and their block scales
+    into registers qw<j>, qs<j>; every word load is issued before the scales' (no branch between them)."""
+    op, chunks, rows, rpp, passes, period_ok, kstep, tile_off, offset, _ = plan
+    w(f"{ind}long qg = {op}G + {kstep.replace('kt', kt)};")
+    for j in range(passes):
+        w(f"{ind}{'uint ' if declare else ''}qw{j} = q.Words[(qg + {op}Step * {j}) >> 3];")
+    for j in range(passes):
+        w(f"{ind}{'float ' if declare else ''}qs{j} = Nf4Scale(q, (qg + {op}Step * {j}) >> q.Log2Block);")
+
+
+def emit_nf4_store(w, plan, ind, slot, panels):
+    """Second half: the registers dequantized to 16 bits, each chunk one 16-byte shared-memory store."""
+    for j in range(plan[4]):
+        w(f"{ind}Nf4Chunk<TH, TP>(q, sm, smBase, {chunk_dst(plan, j, slot, panels)}, qw{j}, qs{j});")
+
+
+def emit_load_block(w, plans, indent, kt, slot, a_k, b_k, panels, defer=False):
     """Loads K tile kt into the stage at byte offset slot: straight-line cp.async when the group tile is in range (K
-    tiles < ktFull), else the guarded LoadStage. panels: the wgmma layout (WgChunkOffset), else ChunkOffset."""
+    tiles < ktFull), else the guarded LoadStage. panels: the wgmma layout (WgChunkOffset), else ChunkOffset. A fused NF4
+    B operand is fetched into registers first and stored dequantized after A's cp.async; defer: leave the store to the
+    caller (emit_nf4_store, when qNext), so that the mma of a k16 step hide the fetch's latency."""
     ind = " " * indent
+    nf4 = any(pl[-1] for pl in plans)
     w(f"{ind}if (fast && {kt} < ktFull)")
     w(f"{ind}{{")
-    for op, chunks, rows, rpp, passes, period_ok, kstep, tile_off, offset in plans:
+    for plan in plans:
+        if plan[-1]:
+            emit_nf4_fetch(w, plan, ind + "    ", kt, not defer)
+    for plan in plans:
+        op, chunks, rows, rpp, passes, period_ok, kstep, tile_off, offset, q = plan
+        if q:
+            continue
         w(f"{ind}    long {op}g = {op}G + {kstep.replace('kt', kt)};")
         w(f"{ind}    ulong {op}p = {op}P + (ulong)({kstep.replace('kt', kt)}) * 2;")
         for j in range(passes):
-            if period_ok:
-                # rows a multiple of 8 apart share their swizzle: a constant offset
-                step = j * rpp * (128 if panels else chunks * 16)
-                dst = f"{slot} + {tile_off + step} + {op}D"
-            else:
-                dst = f"{slot} + {tile_off} + {offset(f'{op}R + {j * rpp}', op + 'C', chunks, rows)}"
-            w(f"{ind}    default(TP).CopyChunk({op}, {op}p, {op}g, sm, smBase, {dst});")
+            w(f"{ind}    default(TP).CopyChunk({op}, {op}p, {op}g, sm, smBase, {chunk_dst(plan, j, slot, panels)});")
             if j + 1 < passes:
                 w(f"{ind}    {op}g += {op}Step; {op}p += {op}PStep;")
+    for plan in plans:
+        if plan[-1]:
+            if defer:
+                w(f"{ind}    qNext = true;")
+            else:
+                emit_nf4_store(w, plan, ind + "    ", slot, panels)
     w(f"{ind}}}")
-    w(f"{ind}else LoadStage<TP>(a, b, sm, p, smBase, {slot}, {kt}, m0, n0, aOff, bOff, {'true' if a_k else 'false'}, "
-      f"{'true' if b_k else 'false'}, Bm, Bn, Bk, Threads, {'true' if panels else 'false'});")
+    if nf4:
+        w(f"{ind}else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, {slot}, {kt}, m0, n0, aOff, {'true' if a_k else 'false'}, "
+          f"{'true' if b_k else 'false'}, Bm, Bn, Bk, Threads, {'true' if panels else 'false'});")
+    else:
+        w(f"{ind}else LoadStage<TP>(a, b, sm, p, smBase, {slot}, {kt}, m0, n0, aOff, bOff, {'true' if a_k else 'false'}, "
+          f"{'true' if b_k else 'false'}, Bm, Bn, Bk, Threads, {'true' if panels else 'false'});")
 
 
-def kernel(name, a_k, b_k, tile):
+NF4_PARAMS = ("ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, "
+              "FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, "
+              "ArrayView<ushort> cH")
+
+
+def signature(w, name, tile, nf4):
+    """The kernel's head: B as 16-bit elements, or (nf4) as the packed weight's views."""
+    if nf4:
+        w(f"    static void {name}Nf4Kernel{tile}<TH, TP>({NF4_PARAMS})")
+        w("        where TH : struct, INf4Half where TP : struct, IPlatform")
+    else:
+        w(f"    static void {name}Kernel{tile}<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)")
+        w("        where TH : struct, IHalf where TP : struct, IPlatform")
+
+
+def kernel(name, a_k, b_k, tile, nf4=False):
     wmn, wnn, bk, stages = TILES[tile]
     bm, bn, threads = wmn * 64, wnn * 64, wmn * wnn * 32
     a_bytes = bm * bk * 2
@@ -130,9 +192,9 @@ def kernel(name, a_k, b_k, tile):
     o = []
     w = o.append
     w(f"    // {name}, {tile}: {bm}x{bn} group tile, {threads} threads, K {bk} per stage, {stages} stages; "
-      f"{'A K-major' if a_k else 'A M-major (ldmatrix.trans)'}, {'B K-major' if b_k else 'B N-major (ldmatrix.trans)'}.")
-    w(f"    static void {name}Kernel{tile}<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)")
-    w("        where TH : struct, IHalf where TP : struct, IPlatform")
+      f"{'A K-major' if a_k else 'A M-major (ldmatrix.trans)'}, {'B K-major' if b_k else 'B N-major (ldmatrix.trans)'}"
+      f"{'; B the NF4 weight, dequantized in the load stage' if nf4 else ''}.")
+    signature(w, name, tile, nf4)
     w("    {")
     smem_main = max(stages * stage_bytes, wmn * wnn * 64 * EPI_STRIDE * 4)  # SharedBytes in Gemm.cs: the same
     w(f"        const int Bm = {bm}, Bn = {bn}, Bk = {bk}, Stages = {stages}, Threads = {threads}, StageBytes = {stage_bytes}, SmemMain = {smem_main};")
@@ -143,12 +205,14 @@ def kernel(name, a_k, b_k, tile):
     w(f"        int wm = warp / {wnn}, wn = warp - wm * {wnn};")
     emit_group_setup(w)
     w("        int ws = SmemMain / 4 + warp * ScratchPerWarp;")
-    w("        int q = lane / 8, r8 = lane % 8;")
+    if nf4:
+        w("        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);")
+    w("        int q8 = lane / 8, r8 = lane % 8;")
 
-    plans = load_plans(w, a_k, b_k, bm, bn, bk, threads, a_bytes, swz)
+    plans = load_plans(w, a_k, b_k, bm, bn, bk, threads, a_bytes, swz, nf4)
 
-    def load_block(indent, kt, slot):
-        emit_load_block(w, plans, indent, kt, slot, a_k, b_k, False)
+    def load_block(indent, kt, slot, defer=False):
+        emit_load_block(w, plans, indent, kt, slot, a_k, b_k, False, defer)
 
     # Per-lane ldmatrix offsets inside a stage's A / B tile. Row starts are multiples of 64 bytes and the swizzled chunk index (2x + h) ^ s = ((h ^ s) ^ 2x), so the offset of
     # k16 step kk (K-major) or of m/n16 tile x (M/N-major) is the lane's first offset XOR 32x: no register per step.
@@ -156,12 +220,12 @@ def kernel(name, a_k, b_k, tile):
         w("        int ar = wm * 64 + lane % 16;")
         w(f"        uint aL = (uint){swz('ar', 'lane / 16', bk // 8)};")
     else:
-        w(f"        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);")
+        w(f"        uint aL = (uint)(((q8 / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q8 % 2) ^ r8) * 16);")
     if b_k:
-        w("        int br = wn * 64 + (q / 2) * 8 + r8;")
-        w(f"        uint bL = (uint){swz('br', 'q % 2', bk // 8)};")
+        w("        int br = wn * 64 + (q8 / 2) * 8 + r8;")
+        w(f"        uint bL = (uint){swz('br', 'q8 % 2', bk // 8)};")
     else:
-        w(f"        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);")
+        w(f"        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);")
     for i in range(MI):
         w("        " + "float " + ", ".join(f"c{i}_{j}_{e} = 0f" for j in range(NJ) for e in range(4)) + ";")
     w("        for (int s = 0; s < Stages - 1; s++)")
@@ -219,7 +283,20 @@ def kernel(name, a_k, b_k, tile):
             frag_loads(12, f"n", 0, True)
         else:
             frag_loads(12, kk + 1, kk + 1, True)
-        if kk == 0:
+        if kk == 0 and nf4:
+            # the packed weight's words of tile `next` are fetched here and stored dequantized after this step's mma
+            qpasses = plans[1][4]
+            w("            int next = kt + Stages - 1;")
+            w("            int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage")
+            w("            bool qNext = false;")
+            w("            uint " + ", ".join(f"qw{j} = 0" for j in range(qpasses)) + ";")
+            w("            float " + ", ".join(f"qs{j} = 0f" for j in range(qpasses)) + ";")
+            w("            if (next < kt1)")
+            w("            {")
+            load_block(16, "next", "wr", defer=True)
+            w("            }")
+            w("            default(TP).CommitGroup();")
+        elif kk == 0:
             w("            int next = kt + Stages - 1;")
             w("            if (next < kt1)")
             w("            {")
@@ -233,6 +310,11 @@ def kernel(name, a_k, b_k, tile):
                 cs = ", ".join(f"ref c{i}_{j}_{e}" for e in range(4))
                 aa = ", ".join(f"a{kk}_{i}_{r}" for r in range(4))
                 w(f"            default(TP).Mma<TH>({cs}, {aa}, b{kk}_{j}_0, b{kk}_{j}_1, scratch, ws);")
+        if kk == 0 and nf4:
+            w("            if (qNext)")
+            w("            {")
+            emit_nf4_store(w, plans[1], " " * 16, "wr", False)
+            w("            }")
     # carry the next tile's first fragments into the kk = 0 registers
     w("            " + " ".join(f"a0_{i}_{r} = an_{i}_{r};" for i in range(MI) for r in range(4)))
     w("            " + " ".join(f"b0_{j}_{h} = bn_{j}_{h};" for j in range(NJ) for h in range(2)))
@@ -259,7 +341,7 @@ def kernel(name, a_k, b_k, tile):
     return o
 
 
-def wg_kernel(name, a_k, b_k, tile):
+def wg_kernel(name, a_k, b_k, tile, nf4=False):
     """Hopper body: warpgroup w of the group owns C rows 64w..64w+63 of the Bm x Bn tile and issues one
     wgmma.mma_async m64nBnk16 per k16 step, A and B read from the stage through shared-memory matrix descriptors."""
     wgs, bn, stages = WG_TILES[tile]
@@ -271,9 +353,9 @@ def wg_kernel(name, a_k, b_k, tile):
     o = []
     w = o.append
     w(f"    // {name}, {tile}: {bm}x{bn} group tile, {wgs} warpgroup(s) of 128 threads, K {bk} per stage, {stages} stages; "
-      f"wgmma m64n{bn}k16, {'A K-major' if a_k else 'A M-major'}, {'B K-major' if b_k else 'B N-major'}.")
-    w(f"    static void {name}Kernel{tile}<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)")
-    w("        where TH : struct, IHalf where TP : struct, IPlatform")
+      f"wgmma m64n{bn}k16, {'A K-major' if a_k else 'A M-major'}, {'B K-major' if b_k else 'B N-major'}"
+      f"{'; B the NF4 weight, dequantized in the load stage' if nf4 else ''}.")
+    signature(w, name, tile, nf4)
     w("    {")
     w(f"        const int Bm = {bm}, Bn = {bn}, Bk = {bk}, Stages = {stages}, Threads = {threads}, StageBytes = {stage_bytes}, "
       f"SmemMain = {smem_main}, EpiW = {epi};")
@@ -284,7 +366,9 @@ def wg_kernel(name, a_k, b_k, tile):
     w("        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.")
     w("        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);")
     w(f"        int accOff = (SmemMain + 1024) / 4 + tid * {bn // 2}; // CPU emulation: this thread's accumulators")
-    plans = load_plans(w, a_k, b_k, bm, bn, bk, threads, a_bytes, wg_swz)
+    if nf4:
+        w("        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);")
+    plans = load_plans(w, a_k, b_k, bm, bn, bk, threads, a_bytes, wg_swz, nf4)
 
     def load_block(indent, kt, slot):
         emit_load_block(w, plans, indent, kt, slot, a_k, b_k, True)
@@ -420,6 +504,9 @@ def main():
     out.append("        _ => throw new ArgumentOutOfRangeException(nameof(t)),")
     out.append("    };")
     out.append("")
+    out.append("    /// <summary>The tiles with a fused-NF4 kernel (NT and NN).</summary>")
+    out.append("    internal static readonly TileConfig[] Nf4Tiles = [" + ", ".join(f"TileConfig.{t}" for t in NF4_TILES) + "];")
+    out.append("")
     for tile in TILES:
         for name, (a_k, b_k) in LAYOUTS.items():
             out += kernel(name, a_k, b_k, tile)
@@ -427,6 +514,11 @@ def main():
     for tile in WG_TILES:
         for name, (a_k, b_k) in LAYOUTS.items():
             out += wg_kernel(name, a_k, b_k, tile)
+            out.append("")
+    for tile in NF4_TILES:
+        for name in NF4_LAYOUTS:
+            a_k, b_k = LAYOUTS[name]
+            out += (wg_kernel if tile in WG_TILES else kernel)(name, a_k, b_k, tile, nf4=True)
             out.append("")
     out += wg_ptx()
     while out[-1] == "":

@@ -115,6 +115,8 @@ public static partial class Gemm
         float F16ToFloat(ushort h);
         // Epilogue staging in shared memory at byte offset off: two floats (8-byte aligned) in, four (16-byte) out.
         void StoreShared2(ArrayView<float> smf, uint smBase, int off, float v0, float v1);
+        // Four words (eight 16-bit values, lower-index element in each low half) to a 16-byte-aligned tile chunk (fused NF4 loads).
+        void StoreShared4(ArrayView<ushort> sm, uint smBase, int off, uint x0, uint x1, uint x2, uint x3);
         void LoadShared4(ArrayView<float> smf, uint smBase, int off, out float v0, out float v1, out float v2, out float v3);
         // Four adjacent C elements at element index o (a multiple of 4) of the output at cPtr; 16-bit values go as two
         // words, each packed with its lower-index element in the low half.
@@ -211,6 +213,11 @@ public static partial class Gemm
         public void StoreShared2(ArrayView<float> smf, uint smBase, int off, float v0, float v1)
         {
             if (CudaAsm.IsSupported) CudaAsm.Emit("st.shared.v2.f32 [%0], {%1, %2};", smBase + (uint)off, v0, v1);
+        }
+
+        public void StoreShared4(ArrayView<ushort> sm, uint smBase, int off, uint x0, uint x1, uint x2, uint x3)
+        {
+            if (CudaAsm.IsSupported) CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", smBase + (uint)off, x0, x1, x2, x3);
         }
 
         public void LoadShared4(ArrayView<float> smf, uint smBase, int off, out float v0, out float v1, out float v2, out float v3)
@@ -320,6 +327,13 @@ public static partial class Gemm
         public void StoreShared2(ArrayView<float> smf, uint smBase, int off, float v0, float v1)
         {
             smf[off / 4] = v0; smf[off / 4 + 1] = v1;
+        }
+
+        public void StoreShared4(ArrayView<ushort> sm, uint smBase, int off, uint x0, uint x1, uint x2, uint x3)
+        {
+            int e = off / 2;
+            sm[e] = (ushort)x0; sm[e + 1] = (ushort)(x0 >> 16); sm[e + 2] = (ushort)x1; sm[e + 3] = (ushort)(x1 >> 16);
+            sm[e + 4] = (ushort)x2; sm[e + 5] = (ushort)(x2 >> 16); sm[e + 6] = (ushort)x3; sm[e + 7] = (ushort)(x3 >> 16);
         }
 
         public void LoadShared4(ArrayView<float> smf, uint smBase, int off, out float v0, out float v1, out float v2, out float v3)

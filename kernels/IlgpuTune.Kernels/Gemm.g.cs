@@ -31,6 +31,9 @@ public static partial class Gemm
         _ => throw new ArgumentOutOfRangeException(nameof(t)),
     };
 
+    /// <summary>The tiles with a fused-NF4 kernel (NT and NN).</summary>
+    internal static readonly TileConfig[] Nf4Tiles = [TileConfig.T1x1, TileConfig.T1x2, TileConfig.T2x2, TileConfig.W1N64, TileConfig.W1N128, TileConfig.W2N128, TileConfig.W2N256];
+
     // NT, T1x1: 64x64 group tile, 32 threads, K 32 per stage, 4 stages; A K-major, B K-major.
     static void NTKernelT1x1<TH, TP>(ArrayView<ushort> a, ArrayView<ushort> b, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
         where TH : struct, IHalf where TP : struct, IPlatform
@@ -54,7 +57,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 4, aC = tid - aR * 4;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -65,8 +68,8 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 4);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
-        int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL = (uint)ChunkOffset(br, q % 2, 4);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 4);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -430,7 +433,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 4, aC = tid - aR * 4;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -440,7 +443,7 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -804,15 +807,15 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)4 * p.M;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
         int bR = tid / 8, bC = tid - bR * 8;
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)4 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
-        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q8 / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q8 % 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -1176,7 +1179,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -1187,8 +1190,8 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL = (uint)ChunkOffset(br, q % 2, 8);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -1664,7 +1667,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -1675,7 +1678,7 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -2151,7 +2154,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 16, aC = tid - aR * 16;
         long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)4 * p.M;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -2159,8 +2162,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 8);
-        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q8 / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q8 % 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -2636,7 +2639,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -2647,8 +2650,8 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL = (uint)ChunkOffset(br, q % 2, 8);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -3124,7 +3127,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -3134,7 +3137,7 @@ public static partial class Gemm
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -3610,7 +3613,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)8 * p.M;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -3618,8 +3621,8 @@ public static partial class Gemm
         int bR = tid / 16, bC = tid - bR * 16;
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)4 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
-        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q8 / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q8 % 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -4095,7 +4098,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -4106,8 +4109,8 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL = (uint)ChunkOffset(br, q % 2, 8);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -4551,7 +4554,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -4562,7 +4565,7 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 16);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -5006,7 +5009,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 16, aC = tid - aR * 16;
         long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)8 * p.M;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -5015,8 +5018,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 16);
-        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q8 / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q8 % 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -5460,7 +5463,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 4, aC = tid - aR * 4;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -5471,8 +5474,8 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 4);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
-        int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL = (uint)ChunkOffset(br, q % 2, 4);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 4);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -5804,7 +5807,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 4, aC = tid - aR * 4;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -5815,7 +5818,7 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 16);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -6147,7 +6150,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 16, aC = tid - aR * 16;
         long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)8 * p.M;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -6156,8 +6159,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 16);
-        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q8 / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q8 % 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -6489,7 +6492,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 4, aC = tid - aR * 4;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -6500,8 +6503,8 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 4);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
-        int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL = (uint)ChunkOffset(br, q % 2, 4);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 4);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -6833,7 +6836,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 4, aC = tid - aR * 4;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -6844,7 +6847,7 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 16);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -7176,7 +7179,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 16, aC = tid - aR * 16;
         long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)8 * p.M;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -7185,8 +7188,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 16);
-        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q8 / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q8 % 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -7518,7 +7521,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -7529,8 +7532,8 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL = (uint)ChunkOffset(br, q % 2, 8);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -7958,7 +7961,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -7969,7 +7972,7 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 32);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -8397,7 +8400,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 16, aC = tid - aR * 16;
         long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)16 * p.M;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -8406,8 +8409,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 32);
-        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q8 / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q8 % 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -8835,7 +8838,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -8846,8 +8849,8 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL = (uint)ChunkOffset(br, q % 2, 8);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -9275,7 +9278,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -9286,7 +9289,7 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 16);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -9714,7 +9717,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 32, aC = tid - aR * 32;
         long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)8 * p.M;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -9723,8 +9726,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 16);
-        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q8 / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q8 % 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -10152,7 +10155,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -10163,8 +10166,8 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 8);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        int br = wn * 64 + (q / 2) * 8 + r8;
-        uint bL = (uint)ChunkOffset(br, q % 2, 8);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 8);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -10592,7 +10595,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 8, aC = tid - aR * 8;
         long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -10603,7 +10606,7 @@ public static partial class Gemm
         int bD = ChunkOffset(bR, bC, 32);
         int ar = wm * 64 + lane % 16;
         uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -11031,7 +11034,7 @@ public static partial class Gemm
         bool fast = inside && p.VecA != 0 && p.VecB != 0;
         uint smBase = default(TP).SmemBase();
         int ws = SmemMain / 4 + warp * ScratchPerWarp;
-        int q = lane / 8, r8 = lane % 8;
+        int q8 = lane / 8, r8 = lane % 8;
         int aR = tid / 16, aC = tid - aR * 16;
         long aG = aOff + (long)aR * p.M + m0 + aC * 8, aStep = (long)16 * p.M;
         ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
@@ -11040,8 +11043,8 @@ public static partial class Gemm
         long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
         ulong bP = p.BPtr + (ulong)bG * 2, bPStep = (ulong)bStep * 2;
         int bD = ChunkOffset(bR, bC, 32);
-        uint aL = (uint)(((q / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q % 2) ^ r8) * 16);
-        uint bL = (uint)(((q % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q / 2) ^ r8) * 16);
+        uint aL = (uint)(((q8 / 2) * 8 + r8) * Bm * 2 + wm * 128 + ((q8 % 2) ^ r8) * 16);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
         float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
         float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
         float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
@@ -13468,6 +13471,4011 @@ public static partial class Gemm
                     default(TP).CopyChunk(b, bp, bg, sm, smBase, wr + 23552 + bD);
                 }
                 else LoadStage<TP>(a, b, sm, p, smBase, wr, next, m0, n0, aOff, bOff, false, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NT, T1x1: 64x64 group tile, 32 threads, K 32 per stage, 4 stages; A K-major, B K-major; B the NF4 weight, dequantized in the load stage.
+    static void NTNf4KernelT1x1<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 64, Bk = 32, Stages = 4, Threads = 32, StageBytes = 8192, SmemMain = 32768;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 1, wn = warp - wm * 1;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = SmemMain / 4 + warp * ScratchPerWarp;
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int q8 = lane / 8, r8 = lane % 8;
+        int aR = tid / 4, aC = tid - aR * 4;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 4);
+        int bR = tid / 4, bC = tid - bR * 4;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)8 * p.K;
+        int bD = ChunkOffset(bR, bC, 4);
+        int ar = wm * 64 + lane % 16;
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 4);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 512 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1536 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2560 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3584 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 4096 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 4608 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 5120 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 5632 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 6144 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 6656 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 7168 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 7680 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+        }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 4096;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 1024, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 3072, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 1024, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 3072, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            int next = kt + Stages - 1;
+            int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+            bool qNext = false;
+            uint qw0 = 0, qw1 = 0, qw2 = 0, qw3 = 0, qw4 = 0, qw5 = 0, qw6 = 0, qw7 = 0;
+            float qs0 = 0f, qs1 = 0f, qs2 = 0f, qs3 = 0f, qs4 = 0f, qs5 = 0f, qs6 = 0f, qs7 = 0f;
+            if (next < kt1)
+            {
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk;
+                    qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 512 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1536 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2560 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3584 + aD);
+                    qNext = true;
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            if (qNext)
+            {
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 4096 + bD, qw0, qs0);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 4608 + bD, qw1, qs1);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 5120 + bD, qw2, qs2);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 5632 + bD, qw3, qs3);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 6144 + bD, qw4, qs4);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 6656 + bD, qw5, qs5);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 7168 + bD, qw6, qs6);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 7680 + bD, qw7, qs7);
+            }
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 4096;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 1024, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 3072, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
+        }
+        default(TP).WaitGroups(0);
+        // Epilogue through shared memory: each warp parks its 64x64 fp32 tile in a patch over the ring (rows padded
+        // to EpiStride floats against bank conflicts), then each half-warp writes one 64-wide row segment: 16 (fp32)
+        // or 8 (16-bit) contiguous bytes per lane, whole 128-byte lines per row instead of 16-byte pieces.
+        Group.Barrier(); // every warp is done reading the ring
+        int patch = warp * (64 * EpiStride * 4), fr = lane / 4, fc = (lane % 4) * 2;
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4, c0_0_0, c0_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c0_0_2, c0_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4, c0_1_0, c0_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c0_1_2, c0_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4, c0_2_0, c0_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c0_2_2, c0_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4, c0_3_0, c0_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c0_3_2, c0_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4, c0_4_0, c0_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c0_4_2, c0_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4, c0_5_0, c0_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c0_5_2, c0_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4, c0_6_0, c0_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c0_6_2, c0_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4, c0_7_0, c0_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c0_7_2, c0_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4, c1_0_0, c1_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c1_0_2, c1_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4, c1_1_0, c1_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c1_1_2, c1_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4, c1_2_0, c1_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c1_2_2, c1_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4, c1_3_0, c1_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c1_3_2, c1_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4, c1_4_0, c1_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c1_4_2, c1_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4, c1_5_0, c1_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c1_5_2, c1_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4, c1_6_0, c1_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c1_6_2, c1_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4, c1_7_0, c1_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c1_7_2, c1_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4, c2_0_0, c2_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c2_0_2, c2_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4, c2_1_0, c2_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c2_1_2, c2_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4, c2_2_0, c2_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c2_2_2, c2_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4, c2_3_0, c2_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c2_3_2, c2_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4, c2_4_0, c2_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c2_4_2, c2_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4, c2_5_0, c2_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c2_5_2, c2_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4, c2_6_0, c2_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c2_6_2, c2_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4, c2_7_0, c2_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c2_7_2, c2_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4, c3_0_0, c3_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c3_0_2, c3_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4, c3_1_0, c3_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c3_1_2, c3_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4, c3_2_0, c3_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c3_2_2, c3_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4, c3_3_0, c3_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c3_3_2, c3_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4, c3_4_0, c3_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c3_4_2, c3_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4, c3_5_0, c3_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c3_5_2, c3_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4, c3_6_0, c3_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c3_6_2, c3_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4, c3_7_0, c3_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c3_7_2, c3_7_3);
+        Warp.Barrier();
+        int qr = lane / 16, qc = (lane % 16) * 4;
+        int row = m0 + wm * 64 + qr, col = n0 + wn * 64 + qc;
+        bool quads = inside && p.VecC != 0;
+        default(TP).LoadShared4(smf, smBase, patch + (0 + qr) * EpiStride * 4 + qc * 4, out float v0_0, out float v0_1, out float v0_2, out float v0_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 0, col, mStart, nStart, quads, v0_0, v0_1, v0_2, v0_3);
+        default(TP).LoadShared4(smf, smBase, patch + (2 + qr) * EpiStride * 4 + qc * 4, out float v1_0, out float v1_1, out float v1_2, out float v1_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 2, col, mStart, nStart, quads, v1_0, v1_1, v1_2, v1_3);
+        default(TP).LoadShared4(smf, smBase, patch + (4 + qr) * EpiStride * 4 + qc * 4, out float v2_0, out float v2_1, out float v2_2, out float v2_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 4, col, mStart, nStart, quads, v2_0, v2_1, v2_2, v2_3);
+        default(TP).LoadShared4(smf, smBase, patch + (6 + qr) * EpiStride * 4 + qc * 4, out float v3_0, out float v3_1, out float v3_2, out float v3_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 6, col, mStart, nStart, quads, v3_0, v3_1, v3_2, v3_3);
+        default(TP).LoadShared4(smf, smBase, patch + (8 + qr) * EpiStride * 4 + qc * 4, out float v4_0, out float v4_1, out float v4_2, out float v4_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 8, col, mStart, nStart, quads, v4_0, v4_1, v4_2, v4_3);
+        default(TP).LoadShared4(smf, smBase, patch + (10 + qr) * EpiStride * 4 + qc * 4, out float v5_0, out float v5_1, out float v5_2, out float v5_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 10, col, mStart, nStart, quads, v5_0, v5_1, v5_2, v5_3);
+        default(TP).LoadShared4(smf, smBase, patch + (12 + qr) * EpiStride * 4 + qc * 4, out float v6_0, out float v6_1, out float v6_2, out float v6_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 12, col, mStart, nStart, quads, v6_0, v6_1, v6_2, v6_3);
+        default(TP).LoadShared4(smf, smBase, patch + (14 + qr) * EpiStride * 4 + qc * 4, out float v7_0, out float v7_1, out float v7_2, out float v7_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 14, col, mStart, nStart, quads, v7_0, v7_1, v7_2, v7_3);
+        default(TP).LoadShared4(smf, smBase, patch + (16 + qr) * EpiStride * 4 + qc * 4, out float v8_0, out float v8_1, out float v8_2, out float v8_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 16, col, mStart, nStart, quads, v8_0, v8_1, v8_2, v8_3);
+        default(TP).LoadShared4(smf, smBase, patch + (18 + qr) * EpiStride * 4 + qc * 4, out float v9_0, out float v9_1, out float v9_2, out float v9_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 18, col, mStart, nStart, quads, v9_0, v9_1, v9_2, v9_3);
+        default(TP).LoadShared4(smf, smBase, patch + (20 + qr) * EpiStride * 4 + qc * 4, out float v10_0, out float v10_1, out float v10_2, out float v10_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 20, col, mStart, nStart, quads, v10_0, v10_1, v10_2, v10_3);
+        default(TP).LoadShared4(smf, smBase, patch + (22 + qr) * EpiStride * 4 + qc * 4, out float v11_0, out float v11_1, out float v11_2, out float v11_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 22, col, mStart, nStart, quads, v11_0, v11_1, v11_2, v11_3);
+        default(TP).LoadShared4(smf, smBase, patch + (24 + qr) * EpiStride * 4 + qc * 4, out float v12_0, out float v12_1, out float v12_2, out float v12_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 24, col, mStart, nStart, quads, v12_0, v12_1, v12_2, v12_3);
+        default(TP).LoadShared4(smf, smBase, patch + (26 + qr) * EpiStride * 4 + qc * 4, out float v13_0, out float v13_1, out float v13_2, out float v13_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 26, col, mStart, nStart, quads, v13_0, v13_1, v13_2, v13_3);
+        default(TP).LoadShared4(smf, smBase, patch + (28 + qr) * EpiStride * 4 + qc * 4, out float v14_0, out float v14_1, out float v14_2, out float v14_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 28, col, mStart, nStart, quads, v14_0, v14_1, v14_2, v14_3);
+        default(TP).LoadShared4(smf, smBase, patch + (30 + qr) * EpiStride * 4 + qc * 4, out float v15_0, out float v15_1, out float v15_2, out float v15_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 30, col, mStart, nStart, quads, v15_0, v15_1, v15_2, v15_3);
+        default(TP).LoadShared4(smf, smBase, patch + (32 + qr) * EpiStride * 4 + qc * 4, out float v16_0, out float v16_1, out float v16_2, out float v16_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 32, col, mStart, nStart, quads, v16_0, v16_1, v16_2, v16_3);
+        default(TP).LoadShared4(smf, smBase, patch + (34 + qr) * EpiStride * 4 + qc * 4, out float v17_0, out float v17_1, out float v17_2, out float v17_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 34, col, mStart, nStart, quads, v17_0, v17_1, v17_2, v17_3);
+        default(TP).LoadShared4(smf, smBase, patch + (36 + qr) * EpiStride * 4 + qc * 4, out float v18_0, out float v18_1, out float v18_2, out float v18_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 36, col, mStart, nStart, quads, v18_0, v18_1, v18_2, v18_3);
+        default(TP).LoadShared4(smf, smBase, patch + (38 + qr) * EpiStride * 4 + qc * 4, out float v19_0, out float v19_1, out float v19_2, out float v19_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 38, col, mStart, nStart, quads, v19_0, v19_1, v19_2, v19_3);
+        default(TP).LoadShared4(smf, smBase, patch + (40 + qr) * EpiStride * 4 + qc * 4, out float v20_0, out float v20_1, out float v20_2, out float v20_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 40, col, mStart, nStart, quads, v20_0, v20_1, v20_2, v20_3);
+        default(TP).LoadShared4(smf, smBase, patch + (42 + qr) * EpiStride * 4 + qc * 4, out float v21_0, out float v21_1, out float v21_2, out float v21_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 42, col, mStart, nStart, quads, v21_0, v21_1, v21_2, v21_3);
+        default(TP).LoadShared4(smf, smBase, patch + (44 + qr) * EpiStride * 4 + qc * 4, out float v22_0, out float v22_1, out float v22_2, out float v22_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 44, col, mStart, nStart, quads, v22_0, v22_1, v22_2, v22_3);
+        default(TP).LoadShared4(smf, smBase, patch + (46 + qr) * EpiStride * 4 + qc * 4, out float v23_0, out float v23_1, out float v23_2, out float v23_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 46, col, mStart, nStart, quads, v23_0, v23_1, v23_2, v23_3);
+        default(TP).LoadShared4(smf, smBase, patch + (48 + qr) * EpiStride * 4 + qc * 4, out float v24_0, out float v24_1, out float v24_2, out float v24_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 48, col, mStart, nStart, quads, v24_0, v24_1, v24_2, v24_3);
+        default(TP).LoadShared4(smf, smBase, patch + (50 + qr) * EpiStride * 4 + qc * 4, out float v25_0, out float v25_1, out float v25_2, out float v25_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 50, col, mStart, nStart, quads, v25_0, v25_1, v25_2, v25_3);
+        default(TP).LoadShared4(smf, smBase, patch + (52 + qr) * EpiStride * 4 + qc * 4, out float v26_0, out float v26_1, out float v26_2, out float v26_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 52, col, mStart, nStart, quads, v26_0, v26_1, v26_2, v26_3);
+        default(TP).LoadShared4(smf, smBase, patch + (54 + qr) * EpiStride * 4 + qc * 4, out float v27_0, out float v27_1, out float v27_2, out float v27_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 54, col, mStart, nStart, quads, v27_0, v27_1, v27_2, v27_3);
+        default(TP).LoadShared4(smf, smBase, patch + (56 + qr) * EpiStride * 4 + qc * 4, out float v28_0, out float v28_1, out float v28_2, out float v28_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 56, col, mStart, nStart, quads, v28_0, v28_1, v28_2, v28_3);
+        default(TP).LoadShared4(smf, smBase, patch + (58 + qr) * EpiStride * 4 + qc * 4, out float v29_0, out float v29_1, out float v29_2, out float v29_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 58, col, mStart, nStart, quads, v29_0, v29_1, v29_2, v29_3);
+        default(TP).LoadShared4(smf, smBase, patch + (60 + qr) * EpiStride * 4 + qc * 4, out float v30_0, out float v30_1, out float v30_2, out float v30_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 60, col, mStart, nStart, quads, v30_0, v30_1, v30_2, v30_3);
+        default(TP).LoadShared4(smf, smBase, patch + (62 + qr) * EpiStride * 4 + qc * 4, out float v31_0, out float v31_1, out float v31_2, out float v31_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 62, col, mStart, nStart, quads, v31_0, v31_1, v31_2, v31_3);
+    }
+
+    // NN, T1x1: 64x64 group tile, 32 threads, K 32 per stage, 4 stages; A K-major, B N-major (ldmatrix.trans); B the NF4 weight, dequantized in the load stage.
+    static void NNNf4KernelT1x1<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 64, Bk = 32, Stages = 4, Threads = 32, StageBytes = 8192, SmemMain = 32768;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 1, wn = warp - wm * 1;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = SmemMain / 4 + warp * ScratchPerWarp;
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int q8 = lane / 8, r8 = lane % 8;
+        int aR = tid / 4, aC = tid - aR * 4;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 4);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)4 * p.N;
+        int ar = wm * 64 + lane % 16;
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 4);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 512 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1536 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2560 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3584 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 4096 + ChunkOffset(bR + 0, bC, 8), qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 4096 + ChunkOffset(bR + 4, bC, 8), qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 4096 + ChunkOffset(bR + 8, bC, 8), qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 4096 + ChunkOffset(bR + 12, bC, 8), qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 4096 + ChunkOffset(bR + 16, bC, 8), qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 4096 + ChunkOffset(bR + 20, bC, 8), qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 4096 + ChunkOffset(bR + 24, bC, 8), qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 4096 + ChunkOffset(bR + 28, bC, 8), qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+        }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 4096;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 1024, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 3072, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            int next = kt + Stages - 1;
+            int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+            bool qNext = false;
+            uint qw0 = 0, qw1 = 0, qw2 = 0, qw3 = 0, qw4 = 0, qw5 = 0, qw6 = 0, qw7 = 0;
+            float qs0 = 0f, qs1 = 0f, qs2 = 0f, qs3 = 0f, qs4 = 0f, qs5 = 0f, qs6 = 0f, qs7 = 0f;
+            if (next < kt1)
+            {
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk * p.N;
+                    qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 512 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1536 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2560 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3584 + aD);
+                    qNext = true;
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            if (qNext)
+            {
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 4096 + ChunkOffset(bR + 0, bC, 8), qw0, qs0);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 4096 + ChunkOffset(bR + 4, bC, 8), qw1, qs1);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 4096 + ChunkOffset(bR + 8, bC, 8), qw2, qs2);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 4096 + ChunkOffset(bR + 12, bC, 8), qw3, qs3);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 4096 + ChunkOffset(bR + 16, bC, 8), qw4, qs4);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 4096 + ChunkOffset(bR + 20, bC, 8), qw5, qs5);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 4096 + ChunkOffset(bR + 24, bC, 8), qw6, qs6);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 4096 + ChunkOffset(bR + 28, bC, 8), qw7, qs7);
+            }
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 4096;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 1024, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 3072, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
+        }
+        default(TP).WaitGroups(0);
+        // Epilogue through shared memory: each warp parks its 64x64 fp32 tile in a patch over the ring (rows padded
+        // to EpiStride floats against bank conflicts), then each half-warp writes one 64-wide row segment: 16 (fp32)
+        // or 8 (16-bit) contiguous bytes per lane, whole 128-byte lines per row instead of 16-byte pieces.
+        Group.Barrier(); // every warp is done reading the ring
+        int patch = warp * (64 * EpiStride * 4), fr = lane / 4, fc = (lane % 4) * 2;
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4, c0_0_0, c0_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c0_0_2, c0_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4, c0_1_0, c0_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c0_1_2, c0_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4, c0_2_0, c0_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c0_2_2, c0_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4, c0_3_0, c0_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c0_3_2, c0_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4, c0_4_0, c0_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c0_4_2, c0_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4, c0_5_0, c0_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c0_5_2, c0_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4, c0_6_0, c0_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c0_6_2, c0_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4, c0_7_0, c0_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c0_7_2, c0_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4, c1_0_0, c1_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c1_0_2, c1_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4, c1_1_0, c1_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c1_1_2, c1_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4, c1_2_0, c1_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c1_2_2, c1_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4, c1_3_0, c1_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c1_3_2, c1_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4, c1_4_0, c1_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c1_4_2, c1_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4, c1_5_0, c1_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c1_5_2, c1_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4, c1_6_0, c1_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c1_6_2, c1_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4, c1_7_0, c1_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c1_7_2, c1_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4, c2_0_0, c2_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c2_0_2, c2_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4, c2_1_0, c2_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c2_1_2, c2_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4, c2_2_0, c2_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c2_2_2, c2_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4, c2_3_0, c2_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c2_3_2, c2_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4, c2_4_0, c2_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c2_4_2, c2_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4, c2_5_0, c2_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c2_5_2, c2_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4, c2_6_0, c2_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c2_6_2, c2_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4, c2_7_0, c2_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c2_7_2, c2_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4, c3_0_0, c3_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c3_0_2, c3_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4, c3_1_0, c3_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c3_1_2, c3_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4, c3_2_0, c3_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c3_2_2, c3_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4, c3_3_0, c3_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c3_3_2, c3_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4, c3_4_0, c3_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c3_4_2, c3_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4, c3_5_0, c3_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c3_5_2, c3_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4, c3_6_0, c3_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c3_6_2, c3_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4, c3_7_0, c3_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c3_7_2, c3_7_3);
+        Warp.Barrier();
+        int qr = lane / 16, qc = (lane % 16) * 4;
+        int row = m0 + wm * 64 + qr, col = n0 + wn * 64 + qc;
+        bool quads = inside && p.VecC != 0;
+        default(TP).LoadShared4(smf, smBase, patch + (0 + qr) * EpiStride * 4 + qc * 4, out float v0_0, out float v0_1, out float v0_2, out float v0_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 0, col, mStart, nStart, quads, v0_0, v0_1, v0_2, v0_3);
+        default(TP).LoadShared4(smf, smBase, patch + (2 + qr) * EpiStride * 4 + qc * 4, out float v1_0, out float v1_1, out float v1_2, out float v1_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 2, col, mStart, nStart, quads, v1_0, v1_1, v1_2, v1_3);
+        default(TP).LoadShared4(smf, smBase, patch + (4 + qr) * EpiStride * 4 + qc * 4, out float v2_0, out float v2_1, out float v2_2, out float v2_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 4, col, mStart, nStart, quads, v2_0, v2_1, v2_2, v2_3);
+        default(TP).LoadShared4(smf, smBase, patch + (6 + qr) * EpiStride * 4 + qc * 4, out float v3_0, out float v3_1, out float v3_2, out float v3_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 6, col, mStart, nStart, quads, v3_0, v3_1, v3_2, v3_3);
+        default(TP).LoadShared4(smf, smBase, patch + (8 + qr) * EpiStride * 4 + qc * 4, out float v4_0, out float v4_1, out float v4_2, out float v4_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 8, col, mStart, nStart, quads, v4_0, v4_1, v4_2, v4_3);
+        default(TP).LoadShared4(smf, smBase, patch + (10 + qr) * EpiStride * 4 + qc * 4, out float v5_0, out float v5_1, out float v5_2, out float v5_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 10, col, mStart, nStart, quads, v5_0, v5_1, v5_2, v5_3);
+        default(TP).LoadShared4(smf, smBase, patch + (12 + qr) * EpiStride * 4 + qc * 4, out float v6_0, out float v6_1, out float v6_2, out float v6_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 12, col, mStart, nStart, quads, v6_0, v6_1, v6_2, v6_3);
+        default(TP).LoadShared4(smf, smBase, patch + (14 + qr) * EpiStride * 4 + qc * 4, out float v7_0, out float v7_1, out float v7_2, out float v7_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 14, col, mStart, nStart, quads, v7_0, v7_1, v7_2, v7_3);
+        default(TP).LoadShared4(smf, smBase, patch + (16 + qr) * EpiStride * 4 + qc * 4, out float v8_0, out float v8_1, out float v8_2, out float v8_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 16, col, mStart, nStart, quads, v8_0, v8_1, v8_2, v8_3);
+        default(TP).LoadShared4(smf, smBase, patch + (18 + qr) * EpiStride * 4 + qc * 4, out float v9_0, out float v9_1, out float v9_2, out float v9_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 18, col, mStart, nStart, quads, v9_0, v9_1, v9_2, v9_3);
+        default(TP).LoadShared4(smf, smBase, patch + (20 + qr) * EpiStride * 4 + qc * 4, out float v10_0, out float v10_1, out float v10_2, out float v10_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 20, col, mStart, nStart, quads, v10_0, v10_1, v10_2, v10_3);
+        default(TP).LoadShared4(smf, smBase, patch + (22 + qr) * EpiStride * 4 + qc * 4, out float v11_0, out float v11_1, out float v11_2, out float v11_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 22, col, mStart, nStart, quads, v11_0, v11_1, v11_2, v11_3);
+        default(TP).LoadShared4(smf, smBase, patch + (24 + qr) * EpiStride * 4 + qc * 4, out float v12_0, out float v12_1, out float v12_2, out float v12_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 24, col, mStart, nStart, quads, v12_0, v12_1, v12_2, v12_3);
+        default(TP).LoadShared4(smf, smBase, patch + (26 + qr) * EpiStride * 4 + qc * 4, out float v13_0, out float v13_1, out float v13_2, out float v13_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 26, col, mStart, nStart, quads, v13_0, v13_1, v13_2, v13_3);
+        default(TP).LoadShared4(smf, smBase, patch + (28 + qr) * EpiStride * 4 + qc * 4, out float v14_0, out float v14_1, out float v14_2, out float v14_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 28, col, mStart, nStart, quads, v14_0, v14_1, v14_2, v14_3);
+        default(TP).LoadShared4(smf, smBase, patch + (30 + qr) * EpiStride * 4 + qc * 4, out float v15_0, out float v15_1, out float v15_2, out float v15_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 30, col, mStart, nStart, quads, v15_0, v15_1, v15_2, v15_3);
+        default(TP).LoadShared4(smf, smBase, patch + (32 + qr) * EpiStride * 4 + qc * 4, out float v16_0, out float v16_1, out float v16_2, out float v16_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 32, col, mStart, nStart, quads, v16_0, v16_1, v16_2, v16_3);
+        default(TP).LoadShared4(smf, smBase, patch + (34 + qr) * EpiStride * 4 + qc * 4, out float v17_0, out float v17_1, out float v17_2, out float v17_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 34, col, mStart, nStart, quads, v17_0, v17_1, v17_2, v17_3);
+        default(TP).LoadShared4(smf, smBase, patch + (36 + qr) * EpiStride * 4 + qc * 4, out float v18_0, out float v18_1, out float v18_2, out float v18_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 36, col, mStart, nStart, quads, v18_0, v18_1, v18_2, v18_3);
+        default(TP).LoadShared4(smf, smBase, patch + (38 + qr) * EpiStride * 4 + qc * 4, out float v19_0, out float v19_1, out float v19_2, out float v19_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 38, col, mStart, nStart, quads, v19_0, v19_1, v19_2, v19_3);
+        default(TP).LoadShared4(smf, smBase, patch + (40 + qr) * EpiStride * 4 + qc * 4, out float v20_0, out float v20_1, out float v20_2, out float v20_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 40, col, mStart, nStart, quads, v20_0, v20_1, v20_2, v20_3);
+        default(TP).LoadShared4(smf, smBase, patch + (42 + qr) * EpiStride * 4 + qc * 4, out float v21_0, out float v21_1, out float v21_2, out float v21_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 42, col, mStart, nStart, quads, v21_0, v21_1, v21_2, v21_3);
+        default(TP).LoadShared4(smf, smBase, patch + (44 + qr) * EpiStride * 4 + qc * 4, out float v22_0, out float v22_1, out float v22_2, out float v22_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 44, col, mStart, nStart, quads, v22_0, v22_1, v22_2, v22_3);
+        default(TP).LoadShared4(smf, smBase, patch + (46 + qr) * EpiStride * 4 + qc * 4, out float v23_0, out float v23_1, out float v23_2, out float v23_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 46, col, mStart, nStart, quads, v23_0, v23_1, v23_2, v23_3);
+        default(TP).LoadShared4(smf, smBase, patch + (48 + qr) * EpiStride * 4 + qc * 4, out float v24_0, out float v24_1, out float v24_2, out float v24_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 48, col, mStart, nStart, quads, v24_0, v24_1, v24_2, v24_3);
+        default(TP).LoadShared4(smf, smBase, patch + (50 + qr) * EpiStride * 4 + qc * 4, out float v25_0, out float v25_1, out float v25_2, out float v25_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 50, col, mStart, nStart, quads, v25_0, v25_1, v25_2, v25_3);
+        default(TP).LoadShared4(smf, smBase, patch + (52 + qr) * EpiStride * 4 + qc * 4, out float v26_0, out float v26_1, out float v26_2, out float v26_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 52, col, mStart, nStart, quads, v26_0, v26_1, v26_2, v26_3);
+        default(TP).LoadShared4(smf, smBase, patch + (54 + qr) * EpiStride * 4 + qc * 4, out float v27_0, out float v27_1, out float v27_2, out float v27_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 54, col, mStart, nStart, quads, v27_0, v27_1, v27_2, v27_3);
+        default(TP).LoadShared4(smf, smBase, patch + (56 + qr) * EpiStride * 4 + qc * 4, out float v28_0, out float v28_1, out float v28_2, out float v28_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 56, col, mStart, nStart, quads, v28_0, v28_1, v28_2, v28_3);
+        default(TP).LoadShared4(smf, smBase, patch + (58 + qr) * EpiStride * 4 + qc * 4, out float v29_0, out float v29_1, out float v29_2, out float v29_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 58, col, mStart, nStart, quads, v29_0, v29_1, v29_2, v29_3);
+        default(TP).LoadShared4(smf, smBase, patch + (60 + qr) * EpiStride * 4 + qc * 4, out float v30_0, out float v30_1, out float v30_2, out float v30_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 60, col, mStart, nStart, quads, v30_0, v30_1, v30_2, v30_3);
+        default(TP).LoadShared4(smf, smBase, patch + (62 + qr) * EpiStride * 4 + qc * 4, out float v31_0, out float v31_1, out float v31_2, out float v31_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 62, col, mStart, nStart, quads, v31_0, v31_1, v31_2, v31_3);
+    }
+
+    // NT, T1x2: 64x128 group tile, 64 threads, K 64 per stage, 4 stages; A K-major, B K-major; B the NF4 weight, dequantized in the load stage.
+    static void NTNf4KernelT1x2<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 128, Bk = 64, Stages = 4, Threads = 64, StageBytes = 24576, SmemMain = 98304;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = SmemMain / 4 + warp * ScratchPerWarp;
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int q8 = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)8 * p.K;
+        int bD = ChunkOffset(bR, bC, 8);
+        int ar = wm * 64 + lane % 16;
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 8);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    uint qw8 = q.Words[(qg + bStep * 8) >> 3];
+                    uint qw9 = q.Words[(qg + bStep * 9) >> 3];
+                    uint qw10 = q.Words[(qg + bStep * 10) >> 3];
+                    uint qw11 = q.Words[(qg + bStep * 11) >> 3];
+                    uint qw12 = q.Words[(qg + bStep * 12) >> 3];
+                    uint qw13 = q.Words[(qg + bStep * 13) >> 3];
+                    uint qw14 = q.Words[(qg + bStep * 14) >> 3];
+                    uint qw15 = q.Words[(qg + bStep * 15) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    float qs8 = Nf4Scale(q, (qg + bStep * 8) >> q.Log2Block);
+                    float qs9 = Nf4Scale(q, (qg + bStep * 9) >> q.Log2Block);
+                    float qs10 = Nf4Scale(q, (qg + bStep * 10) >> q.Log2Block);
+                    float qs11 = Nf4Scale(q, (qg + bStep * 11) >> q.Log2Block);
+                    float qs12 = Nf4Scale(q, (qg + bStep * 12) >> q.Log2Block);
+                    float qs13 = Nf4Scale(q, (qg + bStep * 13) >> q.Log2Block);
+                    float qs14 = Nf4Scale(q, (qg + bStep * 14) >> q.Log2Block);
+                    float qs15 = Nf4Scale(q, (qg + bStep * 15) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 7168 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 9216 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 10240 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 11264 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 12288 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 13312 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 14336 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 15360 + bD, qw7, qs7);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 16384 + bD, qw8, qs8);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 17408 + bD, qw9, qs9);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 18432 + bD, qw10, qs10);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 19456 + bD, qw11, qs11);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 20480 + bD, qw12, qs12);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 21504 + bD, qw13, qs13);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 22528 + bD, qw14, qs14);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 23552 + bD, qw15, qs15);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+        }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 8192;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            int next = kt + Stages - 1;
+            int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+            bool qNext = false;
+            uint qw0 = 0, qw1 = 0, qw2 = 0, qw3 = 0, qw4 = 0, qw5 = 0, qw6 = 0, qw7 = 0, qw8 = 0, qw9 = 0, qw10 = 0, qw11 = 0, qw12 = 0, qw13 = 0, qw14 = 0, qw15 = 0;
+            float qs0 = 0f, qs1 = 0f, qs2 = 0f, qs3 = 0f, qs4 = 0f, qs5 = 0f, qs6 = 0f, qs7 = 0f, qs8 = 0f, qs9 = 0f, qs10 = 0f, qs11 = 0f, qs12 = 0f, qs13 = 0f, qs14 = 0f, qs15 = 0f;
+            if (next < kt1)
+            {
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk;
+                    qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    qw8 = q.Words[(qg + bStep * 8) >> 3];
+                    qw9 = q.Words[(qg + bStep * 9) >> 3];
+                    qw10 = q.Words[(qg + bStep * 10) >> 3];
+                    qw11 = q.Words[(qg + bStep * 11) >> 3];
+                    qw12 = q.Words[(qg + bStep * 12) >> 3];
+                    qw13 = q.Words[(qg + bStep * 13) >> 3];
+                    qw14 = q.Words[(qg + bStep * 14) >> 3];
+                    qw15 = q.Words[(qg + bStep * 15) >> 3];
+                    qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    qs8 = Nf4Scale(q, (qg + bStep * 8) >> q.Log2Block);
+                    qs9 = Nf4Scale(q, (qg + bStep * 9) >> q.Log2Block);
+                    qs10 = Nf4Scale(q, (qg + bStep * 10) >> q.Log2Block);
+                    qs11 = Nf4Scale(q, (qg + bStep * 11) >> q.Log2Block);
+                    qs12 = Nf4Scale(q, (qg + bStep * 12) >> q.Log2Block);
+                    qs13 = Nf4Scale(q, (qg + bStep * 13) >> q.Log2Block);
+                    qs14 = Nf4Scale(q, (qg + bStep * 14) >> q.Log2Block);
+                    qs15 = Nf4Scale(q, (qg + bStep * 15) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 7168 + aD);
+                    qNext = true;
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            if (qNext)
+            {
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + bD, qw0, qs0);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 9216 + bD, qw1, qs1);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 10240 + bD, qw2, qs2);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 11264 + bD, qw3, qs3);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 12288 + bD, qw4, qs4);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 13312 + bD, qw5, qs5);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 14336 + bD, qw6, qs6);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 15360 + bD, qw7, qs7);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 16384 + bD, qw8, qs8);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 17408 + bD, qw9, qs9);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 18432 + bD, qw10, qs10);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 19456 + bD, qw11, qs11);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 20480 + bD, qw12, qs12);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 21504 + bD, qw13, qs13);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 22528 + bD, qw14, qs14);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 23552 + bD, qw15, qs15);
+            }
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 8192;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
+        }
+        default(TP).WaitGroups(0);
+        // Epilogue through shared memory: each warp parks its 64x64 fp32 tile in a patch over the ring (rows padded
+        // to EpiStride floats against bank conflicts), then each half-warp writes one 64-wide row segment: 16 (fp32)
+        // or 8 (16-bit) contiguous bytes per lane, whole 128-byte lines per row instead of 16-byte pieces.
+        Group.Barrier(); // every warp is done reading the ring
+        int patch = warp * (64 * EpiStride * 4), fr = lane / 4, fc = (lane % 4) * 2;
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4, c0_0_0, c0_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c0_0_2, c0_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4, c0_1_0, c0_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c0_1_2, c0_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4, c0_2_0, c0_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c0_2_2, c0_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4, c0_3_0, c0_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c0_3_2, c0_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4, c0_4_0, c0_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c0_4_2, c0_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4, c0_5_0, c0_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c0_5_2, c0_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4, c0_6_0, c0_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c0_6_2, c0_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4, c0_7_0, c0_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c0_7_2, c0_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4, c1_0_0, c1_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c1_0_2, c1_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4, c1_1_0, c1_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c1_1_2, c1_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4, c1_2_0, c1_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c1_2_2, c1_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4, c1_3_0, c1_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c1_3_2, c1_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4, c1_4_0, c1_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c1_4_2, c1_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4, c1_5_0, c1_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c1_5_2, c1_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4, c1_6_0, c1_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c1_6_2, c1_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4, c1_7_0, c1_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c1_7_2, c1_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4, c2_0_0, c2_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c2_0_2, c2_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4, c2_1_0, c2_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c2_1_2, c2_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4, c2_2_0, c2_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c2_2_2, c2_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4, c2_3_0, c2_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c2_3_2, c2_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4, c2_4_0, c2_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c2_4_2, c2_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4, c2_5_0, c2_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c2_5_2, c2_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4, c2_6_0, c2_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c2_6_2, c2_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4, c2_7_0, c2_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c2_7_2, c2_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4, c3_0_0, c3_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c3_0_2, c3_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4, c3_1_0, c3_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c3_1_2, c3_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4, c3_2_0, c3_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c3_2_2, c3_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4, c3_3_0, c3_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c3_3_2, c3_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4, c3_4_0, c3_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c3_4_2, c3_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4, c3_5_0, c3_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c3_5_2, c3_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4, c3_6_0, c3_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c3_6_2, c3_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4, c3_7_0, c3_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c3_7_2, c3_7_3);
+        Warp.Barrier();
+        int qr = lane / 16, qc = (lane % 16) * 4;
+        int row = m0 + wm * 64 + qr, col = n0 + wn * 64 + qc;
+        bool quads = inside && p.VecC != 0;
+        default(TP).LoadShared4(smf, smBase, patch + (0 + qr) * EpiStride * 4 + qc * 4, out float v0_0, out float v0_1, out float v0_2, out float v0_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 0, col, mStart, nStart, quads, v0_0, v0_1, v0_2, v0_3);
+        default(TP).LoadShared4(smf, smBase, patch + (2 + qr) * EpiStride * 4 + qc * 4, out float v1_0, out float v1_1, out float v1_2, out float v1_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 2, col, mStart, nStart, quads, v1_0, v1_1, v1_2, v1_3);
+        default(TP).LoadShared4(smf, smBase, patch + (4 + qr) * EpiStride * 4 + qc * 4, out float v2_0, out float v2_1, out float v2_2, out float v2_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 4, col, mStart, nStart, quads, v2_0, v2_1, v2_2, v2_3);
+        default(TP).LoadShared4(smf, smBase, patch + (6 + qr) * EpiStride * 4 + qc * 4, out float v3_0, out float v3_1, out float v3_2, out float v3_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 6, col, mStart, nStart, quads, v3_0, v3_1, v3_2, v3_3);
+        default(TP).LoadShared4(smf, smBase, patch + (8 + qr) * EpiStride * 4 + qc * 4, out float v4_0, out float v4_1, out float v4_2, out float v4_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 8, col, mStart, nStart, quads, v4_0, v4_1, v4_2, v4_3);
+        default(TP).LoadShared4(smf, smBase, patch + (10 + qr) * EpiStride * 4 + qc * 4, out float v5_0, out float v5_1, out float v5_2, out float v5_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 10, col, mStart, nStart, quads, v5_0, v5_1, v5_2, v5_3);
+        default(TP).LoadShared4(smf, smBase, patch + (12 + qr) * EpiStride * 4 + qc * 4, out float v6_0, out float v6_1, out float v6_2, out float v6_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 12, col, mStart, nStart, quads, v6_0, v6_1, v6_2, v6_3);
+        default(TP).LoadShared4(smf, smBase, patch + (14 + qr) * EpiStride * 4 + qc * 4, out float v7_0, out float v7_1, out float v7_2, out float v7_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 14, col, mStart, nStart, quads, v7_0, v7_1, v7_2, v7_3);
+        default(TP).LoadShared4(smf, smBase, patch + (16 + qr) * EpiStride * 4 + qc * 4, out float v8_0, out float v8_1, out float v8_2, out float v8_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 16, col, mStart, nStart, quads, v8_0, v8_1, v8_2, v8_3);
+        default(TP).LoadShared4(smf, smBase, patch + (18 + qr) * EpiStride * 4 + qc * 4, out float v9_0, out float v9_1, out float v9_2, out float v9_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 18, col, mStart, nStart, quads, v9_0, v9_1, v9_2, v9_3);
+        default(TP).LoadShared4(smf, smBase, patch + (20 + qr) * EpiStride * 4 + qc * 4, out float v10_0, out float v10_1, out float v10_2, out float v10_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 20, col, mStart, nStart, quads, v10_0, v10_1, v10_2, v10_3);
+        default(TP).LoadShared4(smf, smBase, patch + (22 + qr) * EpiStride * 4 + qc * 4, out float v11_0, out float v11_1, out float v11_2, out float v11_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 22, col, mStart, nStart, quads, v11_0, v11_1, v11_2, v11_3);
+        default(TP).LoadShared4(smf, smBase, patch + (24 + qr) * EpiStride * 4 + qc * 4, out float v12_0, out float v12_1, out float v12_2, out float v12_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 24, col, mStart, nStart, quads, v12_0, v12_1, v12_2, v12_3);
+        default(TP).LoadShared4(smf, smBase, patch + (26 + qr) * EpiStride * 4 + qc * 4, out float v13_0, out float v13_1, out float v13_2, out float v13_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 26, col, mStart, nStart, quads, v13_0, v13_1, v13_2, v13_3);
+        default(TP).LoadShared4(smf, smBase, patch + (28 + qr) * EpiStride * 4 + qc * 4, out float v14_0, out float v14_1, out float v14_2, out float v14_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 28, col, mStart, nStart, quads, v14_0, v14_1, v14_2, v14_3);
+        default(TP).LoadShared4(smf, smBase, patch + (30 + qr) * EpiStride * 4 + qc * 4, out float v15_0, out float v15_1, out float v15_2, out float v15_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 30, col, mStart, nStart, quads, v15_0, v15_1, v15_2, v15_3);
+        default(TP).LoadShared4(smf, smBase, patch + (32 + qr) * EpiStride * 4 + qc * 4, out float v16_0, out float v16_1, out float v16_2, out float v16_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 32, col, mStart, nStart, quads, v16_0, v16_1, v16_2, v16_3);
+        default(TP).LoadShared4(smf, smBase, patch + (34 + qr) * EpiStride * 4 + qc * 4, out float v17_0, out float v17_1, out float v17_2, out float v17_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 34, col, mStart, nStart, quads, v17_0, v17_1, v17_2, v17_3);
+        default(TP).LoadShared4(smf, smBase, patch + (36 + qr) * EpiStride * 4 + qc * 4, out float v18_0, out float v18_1, out float v18_2, out float v18_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 36, col, mStart, nStart, quads, v18_0, v18_1, v18_2, v18_3);
+        default(TP).LoadShared4(smf, smBase, patch + (38 + qr) * EpiStride * 4 + qc * 4, out float v19_0, out float v19_1, out float v19_2, out float v19_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 38, col, mStart, nStart, quads, v19_0, v19_1, v19_2, v19_3);
+        default(TP).LoadShared4(smf, smBase, patch + (40 + qr) * EpiStride * 4 + qc * 4, out float v20_0, out float v20_1, out float v20_2, out float v20_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 40, col, mStart, nStart, quads, v20_0, v20_1, v20_2, v20_3);
+        default(TP).LoadShared4(smf, smBase, patch + (42 + qr) * EpiStride * 4 + qc * 4, out float v21_0, out float v21_1, out float v21_2, out float v21_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 42, col, mStart, nStart, quads, v21_0, v21_1, v21_2, v21_3);
+        default(TP).LoadShared4(smf, smBase, patch + (44 + qr) * EpiStride * 4 + qc * 4, out float v22_0, out float v22_1, out float v22_2, out float v22_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 44, col, mStart, nStart, quads, v22_0, v22_1, v22_2, v22_3);
+        default(TP).LoadShared4(smf, smBase, patch + (46 + qr) * EpiStride * 4 + qc * 4, out float v23_0, out float v23_1, out float v23_2, out float v23_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 46, col, mStart, nStart, quads, v23_0, v23_1, v23_2, v23_3);
+        default(TP).LoadShared4(smf, smBase, patch + (48 + qr) * EpiStride * 4 + qc * 4, out float v24_0, out float v24_1, out float v24_2, out float v24_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 48, col, mStart, nStart, quads, v24_0, v24_1, v24_2, v24_3);
+        default(TP).LoadShared4(smf, smBase, patch + (50 + qr) * EpiStride * 4 + qc * 4, out float v25_0, out float v25_1, out float v25_2, out float v25_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 50, col, mStart, nStart, quads, v25_0, v25_1, v25_2, v25_3);
+        default(TP).LoadShared4(smf, smBase, patch + (52 + qr) * EpiStride * 4 + qc * 4, out float v26_0, out float v26_1, out float v26_2, out float v26_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 52, col, mStart, nStart, quads, v26_0, v26_1, v26_2, v26_3);
+        default(TP).LoadShared4(smf, smBase, patch + (54 + qr) * EpiStride * 4 + qc * 4, out float v27_0, out float v27_1, out float v27_2, out float v27_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 54, col, mStart, nStart, quads, v27_0, v27_1, v27_2, v27_3);
+        default(TP).LoadShared4(smf, smBase, patch + (56 + qr) * EpiStride * 4 + qc * 4, out float v28_0, out float v28_1, out float v28_2, out float v28_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 56, col, mStart, nStart, quads, v28_0, v28_1, v28_2, v28_3);
+        default(TP).LoadShared4(smf, smBase, patch + (58 + qr) * EpiStride * 4 + qc * 4, out float v29_0, out float v29_1, out float v29_2, out float v29_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 58, col, mStart, nStart, quads, v29_0, v29_1, v29_2, v29_3);
+        default(TP).LoadShared4(smf, smBase, patch + (60 + qr) * EpiStride * 4 + qc * 4, out float v30_0, out float v30_1, out float v30_2, out float v30_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 60, col, mStart, nStart, quads, v30_0, v30_1, v30_2, v30_3);
+        default(TP).LoadShared4(smf, smBase, patch + (62 + qr) * EpiStride * 4 + qc * 4, out float v31_0, out float v31_1, out float v31_2, out float v31_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 62, col, mStart, nStart, quads, v31_0, v31_1, v31_2, v31_3);
+    }
+
+    // NN, T1x2: 64x128 group tile, 64 threads, K 64 per stage, 4 stages; A K-major, B N-major (ldmatrix.trans); B the NF4 weight, dequantized in the load stage.
+    static void NNNf4KernelT1x2<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 128, Bk = 64, Stages = 4, Threads = 64, StageBytes = 24576, SmemMain = 98304;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = SmemMain / 4 + warp * ScratchPerWarp;
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int q8 = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)8 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)4 * p.N;
+        int ar = wm * 64 + lane % 16;
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    uint qw8 = q.Words[(qg + bStep * 8) >> 3];
+                    uint qw9 = q.Words[(qg + bStep * 9) >> 3];
+                    uint qw10 = q.Words[(qg + bStep * 10) >> 3];
+                    uint qw11 = q.Words[(qg + bStep * 11) >> 3];
+                    uint qw12 = q.Words[(qg + bStep * 12) >> 3];
+                    uint qw13 = q.Words[(qg + bStep * 13) >> 3];
+                    uint qw14 = q.Words[(qg + bStep * 14) >> 3];
+                    uint qw15 = q.Words[(qg + bStep * 15) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    float qs8 = Nf4Scale(q, (qg + bStep * 8) >> q.Log2Block);
+                    float qs9 = Nf4Scale(q, (qg + bStep * 9) >> q.Log2Block);
+                    float qs10 = Nf4Scale(q, (qg + bStep * 10) >> q.Log2Block);
+                    float qs11 = Nf4Scale(q, (qg + bStep * 11) >> q.Log2Block);
+                    float qs12 = Nf4Scale(q, (qg + bStep * 12) >> q.Log2Block);
+                    float qs13 = Nf4Scale(q, (qg + bStep * 13) >> q.Log2Block);
+                    float qs14 = Nf4Scale(q, (qg + bStep * 14) >> q.Log2Block);
+                    float qs15 = Nf4Scale(q, (qg + bStep * 15) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 7168 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 0, bC, 16), qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 4, bC, 16), qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 8, bC, 16), qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 12, bC, 16), qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 16, bC, 16), qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 20, bC, 16), qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 24, bC, 16), qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 28, bC, 16), qw7, qs7);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 32, bC, 16), qw8, qs8);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 36, bC, 16), qw9, qs9);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 40, bC, 16), qw10, qs10);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 44, bC, 16), qw11, qs11);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 48, bC, 16), qw12, qs12);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 52, bC, 16), qw13, qs13);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 56, bC, 16), qw14, qs14);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + ChunkOffset(bR + 60, bC, 16), qw15, qs15);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+        }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 8192;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            int next = kt + Stages - 1;
+            int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+            bool qNext = false;
+            uint qw0 = 0, qw1 = 0, qw2 = 0, qw3 = 0, qw4 = 0, qw5 = 0, qw6 = 0, qw7 = 0, qw8 = 0, qw9 = 0, qw10 = 0, qw11 = 0, qw12 = 0, qw13 = 0, qw14 = 0, qw15 = 0;
+            float qs0 = 0f, qs1 = 0f, qs2 = 0f, qs3 = 0f, qs4 = 0f, qs5 = 0f, qs6 = 0f, qs7 = 0f, qs8 = 0f, qs9 = 0f, qs10 = 0f, qs11 = 0f, qs12 = 0f, qs13 = 0f, qs14 = 0f, qs15 = 0f;
+            if (next < kt1)
+            {
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk * p.N;
+                    qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    qw8 = q.Words[(qg + bStep * 8) >> 3];
+                    qw9 = q.Words[(qg + bStep * 9) >> 3];
+                    qw10 = q.Words[(qg + bStep * 10) >> 3];
+                    qw11 = q.Words[(qg + bStep * 11) >> 3];
+                    qw12 = q.Words[(qg + bStep * 12) >> 3];
+                    qw13 = q.Words[(qg + bStep * 13) >> 3];
+                    qw14 = q.Words[(qg + bStep * 14) >> 3];
+                    qw15 = q.Words[(qg + bStep * 15) >> 3];
+                    qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    qs8 = Nf4Scale(q, (qg + bStep * 8) >> q.Log2Block);
+                    qs9 = Nf4Scale(q, (qg + bStep * 9) >> q.Log2Block);
+                    qs10 = Nf4Scale(q, (qg + bStep * 10) >> q.Log2Block);
+                    qs11 = Nf4Scale(q, (qg + bStep * 11) >> q.Log2Block);
+                    qs12 = Nf4Scale(q, (qg + bStep * 12) >> q.Log2Block);
+                    qs13 = Nf4Scale(q, (qg + bStep * 13) >> q.Log2Block);
+                    qs14 = Nf4Scale(q, (qg + bStep * 14) >> q.Log2Block);
+                    qs15 = Nf4Scale(q, (qg + bStep * 15) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 1024 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 3072 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 5120 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 7168 + aD);
+                    qNext = true;
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            if (qNext)
+            {
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 0, bC, 16), qw0, qs0);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 4, bC, 16), qw1, qs1);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 8, bC, 16), qw2, qs2);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 12, bC, 16), qw3, qs3);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 16, bC, 16), qw4, qs4);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 20, bC, 16), qw5, qs5);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 24, bC, 16), qw6, qs6);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 28, bC, 16), qw7, qs7);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 32, bC, 16), qw8, qs8);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 36, bC, 16), qw9, qs9);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 40, bC, 16), qw10, qs10);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 44, bC, 16), qw11, qs11);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 48, bC, 16), qw12, qs12);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 52, bC, 16), qw13, qs13);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 56, bC, 16), qw14, qs14);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + ChunkOffset(bR + 60, bC, 16), qw15, qs15);
+            }
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 12288, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 12288, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 12288, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 12288, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 8192;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
+        }
+        default(TP).WaitGroups(0);
+        // Epilogue through shared memory: each warp parks its 64x64 fp32 tile in a patch over the ring (rows padded
+        // to EpiStride floats against bank conflicts), then each half-warp writes one 64-wide row segment: 16 (fp32)
+        // or 8 (16-bit) contiguous bytes per lane, whole 128-byte lines per row instead of 16-byte pieces.
+        Group.Barrier(); // every warp is done reading the ring
+        int patch = warp * (64 * EpiStride * 4), fr = lane / 4, fc = (lane % 4) * 2;
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4, c0_0_0, c0_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c0_0_2, c0_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4, c0_1_0, c0_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c0_1_2, c0_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4, c0_2_0, c0_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c0_2_2, c0_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4, c0_3_0, c0_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c0_3_2, c0_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4, c0_4_0, c0_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c0_4_2, c0_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4, c0_5_0, c0_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c0_5_2, c0_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4, c0_6_0, c0_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c0_6_2, c0_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4, c0_7_0, c0_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c0_7_2, c0_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4, c1_0_0, c1_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c1_0_2, c1_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4, c1_1_0, c1_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c1_1_2, c1_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4, c1_2_0, c1_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c1_2_2, c1_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4, c1_3_0, c1_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c1_3_2, c1_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4, c1_4_0, c1_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c1_4_2, c1_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4, c1_5_0, c1_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c1_5_2, c1_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4, c1_6_0, c1_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c1_6_2, c1_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4, c1_7_0, c1_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c1_7_2, c1_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4, c2_0_0, c2_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c2_0_2, c2_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4, c2_1_0, c2_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c2_1_2, c2_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4, c2_2_0, c2_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c2_2_2, c2_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4, c2_3_0, c2_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c2_3_2, c2_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4, c2_4_0, c2_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c2_4_2, c2_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4, c2_5_0, c2_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c2_5_2, c2_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4, c2_6_0, c2_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c2_6_2, c2_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4, c2_7_0, c2_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c2_7_2, c2_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4, c3_0_0, c3_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c3_0_2, c3_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4, c3_1_0, c3_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c3_1_2, c3_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4, c3_2_0, c3_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c3_2_2, c3_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4, c3_3_0, c3_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c3_3_2, c3_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4, c3_4_0, c3_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c3_4_2, c3_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4, c3_5_0, c3_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c3_5_2, c3_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4, c3_6_0, c3_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c3_6_2, c3_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4, c3_7_0, c3_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c3_7_2, c3_7_3);
+        Warp.Barrier();
+        int qr = lane / 16, qc = (lane % 16) * 4;
+        int row = m0 + wm * 64 + qr, col = n0 + wn * 64 + qc;
+        bool quads = inside && p.VecC != 0;
+        default(TP).LoadShared4(smf, smBase, patch + (0 + qr) * EpiStride * 4 + qc * 4, out float v0_0, out float v0_1, out float v0_2, out float v0_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 0, col, mStart, nStart, quads, v0_0, v0_1, v0_2, v0_3);
+        default(TP).LoadShared4(smf, smBase, patch + (2 + qr) * EpiStride * 4 + qc * 4, out float v1_0, out float v1_1, out float v1_2, out float v1_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 2, col, mStart, nStart, quads, v1_0, v1_1, v1_2, v1_3);
+        default(TP).LoadShared4(smf, smBase, patch + (4 + qr) * EpiStride * 4 + qc * 4, out float v2_0, out float v2_1, out float v2_2, out float v2_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 4, col, mStart, nStart, quads, v2_0, v2_1, v2_2, v2_3);
+        default(TP).LoadShared4(smf, smBase, patch + (6 + qr) * EpiStride * 4 + qc * 4, out float v3_0, out float v3_1, out float v3_2, out float v3_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 6, col, mStart, nStart, quads, v3_0, v3_1, v3_2, v3_3);
+        default(TP).LoadShared4(smf, smBase, patch + (8 + qr) * EpiStride * 4 + qc * 4, out float v4_0, out float v4_1, out float v4_2, out float v4_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 8, col, mStart, nStart, quads, v4_0, v4_1, v4_2, v4_3);
+        default(TP).LoadShared4(smf, smBase, patch + (10 + qr) * EpiStride * 4 + qc * 4, out float v5_0, out float v5_1, out float v5_2, out float v5_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 10, col, mStart, nStart, quads, v5_0, v5_1, v5_2, v5_3);
+        default(TP).LoadShared4(smf, smBase, patch + (12 + qr) * EpiStride * 4 + qc * 4, out float v6_0, out float v6_1, out float v6_2, out float v6_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 12, col, mStart, nStart, quads, v6_0, v6_1, v6_2, v6_3);
+        default(TP).LoadShared4(smf, smBase, patch + (14 + qr) * EpiStride * 4 + qc * 4, out float v7_0, out float v7_1, out float v7_2, out float v7_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 14, col, mStart, nStart, quads, v7_0, v7_1, v7_2, v7_3);
+        default(TP).LoadShared4(smf, smBase, patch + (16 + qr) * EpiStride * 4 + qc * 4, out float v8_0, out float v8_1, out float v8_2, out float v8_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 16, col, mStart, nStart, quads, v8_0, v8_1, v8_2, v8_3);
+        default(TP).LoadShared4(smf, smBase, patch + (18 + qr) * EpiStride * 4 + qc * 4, out float v9_0, out float v9_1, out float v9_2, out float v9_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 18, col, mStart, nStart, quads, v9_0, v9_1, v9_2, v9_3);
+        default(TP).LoadShared4(smf, smBase, patch + (20 + qr) * EpiStride * 4 + qc * 4, out float v10_0, out float v10_1, out float v10_2, out float v10_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 20, col, mStart, nStart, quads, v10_0, v10_1, v10_2, v10_3);
+        default(TP).LoadShared4(smf, smBase, patch + (22 + qr) * EpiStride * 4 + qc * 4, out float v11_0, out float v11_1, out float v11_2, out float v11_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 22, col, mStart, nStart, quads, v11_0, v11_1, v11_2, v11_3);
+        default(TP).LoadShared4(smf, smBase, patch + (24 + qr) * EpiStride * 4 + qc * 4, out float v12_0, out float v12_1, out float v12_2, out float v12_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 24, col, mStart, nStart, quads, v12_0, v12_1, v12_2, v12_3);
+        default(TP).LoadShared4(smf, smBase, patch + (26 + qr) * EpiStride * 4 + qc * 4, out float v13_0, out float v13_1, out float v13_2, out float v13_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 26, col, mStart, nStart, quads, v13_0, v13_1, v13_2, v13_3);
+        default(TP).LoadShared4(smf, smBase, patch + (28 + qr) * EpiStride * 4 + qc * 4, out float v14_0, out float v14_1, out float v14_2, out float v14_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 28, col, mStart, nStart, quads, v14_0, v14_1, v14_2, v14_3);
+        default(TP).LoadShared4(smf, smBase, patch + (30 + qr) * EpiStride * 4 + qc * 4, out float v15_0, out float v15_1, out float v15_2, out float v15_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 30, col, mStart, nStart, quads, v15_0, v15_1, v15_2, v15_3);
+        default(TP).LoadShared4(smf, smBase, patch + (32 + qr) * EpiStride * 4 + qc * 4, out float v16_0, out float v16_1, out float v16_2, out float v16_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 32, col, mStart, nStart, quads, v16_0, v16_1, v16_2, v16_3);
+        default(TP).LoadShared4(smf, smBase, patch + (34 + qr) * EpiStride * 4 + qc * 4, out float v17_0, out float v17_1, out float v17_2, out float v17_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 34, col, mStart, nStart, quads, v17_0, v17_1, v17_2, v17_3);
+        default(TP).LoadShared4(smf, smBase, patch + (36 + qr) * EpiStride * 4 + qc * 4, out float v18_0, out float v18_1, out float v18_2, out float v18_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 36, col, mStart, nStart, quads, v18_0, v18_1, v18_2, v18_3);
+        default(TP).LoadShared4(smf, smBase, patch + (38 + qr) * EpiStride * 4 + qc * 4, out float v19_0, out float v19_1, out float v19_2, out float v19_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 38, col, mStart, nStart, quads, v19_0, v19_1, v19_2, v19_3);
+        default(TP).LoadShared4(smf, smBase, patch + (40 + qr) * EpiStride * 4 + qc * 4, out float v20_0, out float v20_1, out float v20_2, out float v20_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 40, col, mStart, nStart, quads, v20_0, v20_1, v20_2, v20_3);
+        default(TP).LoadShared4(smf, smBase, patch + (42 + qr) * EpiStride * 4 + qc * 4, out float v21_0, out float v21_1, out float v21_2, out float v21_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 42, col, mStart, nStart, quads, v21_0, v21_1, v21_2, v21_3);
+        default(TP).LoadShared4(smf, smBase, patch + (44 + qr) * EpiStride * 4 + qc * 4, out float v22_0, out float v22_1, out float v22_2, out float v22_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 44, col, mStart, nStart, quads, v22_0, v22_1, v22_2, v22_3);
+        default(TP).LoadShared4(smf, smBase, patch + (46 + qr) * EpiStride * 4 + qc * 4, out float v23_0, out float v23_1, out float v23_2, out float v23_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 46, col, mStart, nStart, quads, v23_0, v23_1, v23_2, v23_3);
+        default(TP).LoadShared4(smf, smBase, patch + (48 + qr) * EpiStride * 4 + qc * 4, out float v24_0, out float v24_1, out float v24_2, out float v24_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 48, col, mStart, nStart, quads, v24_0, v24_1, v24_2, v24_3);
+        default(TP).LoadShared4(smf, smBase, patch + (50 + qr) * EpiStride * 4 + qc * 4, out float v25_0, out float v25_1, out float v25_2, out float v25_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 50, col, mStart, nStart, quads, v25_0, v25_1, v25_2, v25_3);
+        default(TP).LoadShared4(smf, smBase, patch + (52 + qr) * EpiStride * 4 + qc * 4, out float v26_0, out float v26_1, out float v26_2, out float v26_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 52, col, mStart, nStart, quads, v26_0, v26_1, v26_2, v26_3);
+        default(TP).LoadShared4(smf, smBase, patch + (54 + qr) * EpiStride * 4 + qc * 4, out float v27_0, out float v27_1, out float v27_2, out float v27_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 54, col, mStart, nStart, quads, v27_0, v27_1, v27_2, v27_3);
+        default(TP).LoadShared4(smf, smBase, patch + (56 + qr) * EpiStride * 4 + qc * 4, out float v28_0, out float v28_1, out float v28_2, out float v28_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 56, col, mStart, nStart, quads, v28_0, v28_1, v28_2, v28_3);
+        default(TP).LoadShared4(smf, smBase, patch + (58 + qr) * EpiStride * 4 + qc * 4, out float v29_0, out float v29_1, out float v29_2, out float v29_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 58, col, mStart, nStart, quads, v29_0, v29_1, v29_2, v29_3);
+        default(TP).LoadShared4(smf, smBase, patch + (60 + qr) * EpiStride * 4 + qc * 4, out float v30_0, out float v30_1, out float v30_2, out float v30_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 60, col, mStart, nStart, quads, v30_0, v30_1, v30_2, v30_3);
+        default(TP).LoadShared4(smf, smBase, patch + (62 + qr) * EpiStride * 4 + qc * 4, out float v31_0, out float v31_1, out float v31_2, out float v31_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 62, col, mStart, nStart, quads, v31_0, v31_1, v31_2, v31_3);
+    }
+
+    // NT, T2x2: 128x128 group tile, 128 threads, K 64 per stage, 3 stages; A K-major, B K-major; B the NF4 weight, dequantized in the load stage.
+    static void NTNf4KernelT2x2<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 3, Threads = 128, StageBytes = 32768, SmemMain = 98304;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = SmemMain / 4 + warp * ScratchPerWarp;
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int q8 = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)16 * p.K;
+        int bD = ChunkOffset(bR, bC, 8);
+        int ar = wm * 64 + lane % 16;
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        int br = wn * 64 + (q8 / 2) * 8 + r8;
+        uint bL = (uint)ChunkOffset(br, q8 % 2, 8);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 14336 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 16384 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 18432 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 20480 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 22528 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 24576 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 26624 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 28672 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 30720 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+        }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, false, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 2048, false, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, false, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 6144, false, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            int next = kt + Stages - 1;
+            int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+            bool qNext = false;
+            uint qw0 = 0, qw1 = 0, qw2 = 0, qw3 = 0, qw4 = 0, qw5 = 0, qw6 = 0, qw7 = 0;
+            float qs0 = 0f, qs1 = 0f, qs2 = 0f, qs3 = 0f, qs4 = 0f, qs5 = 0f, qs6 = 0f, qs7 = 0f;
+            if (next < kt1)
+            {
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk;
+                    qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 14336 + aD);
+                    qNext = true;
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            if (qNext)
+            {
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 16384 + bD, qw0, qs0);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 18432 + bD, qw1, qs1);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 20480 + bD, qw2, qs2);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 22528 + bD, qw3, qs3);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 24576 + bD, qw4, qs4);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 26624 + bD, qw5, qs5);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 28672 + bD, qw6, qs6);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 30720 + bD, qw7, qs7);
+            }
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, false, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 2048, false, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, false, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 6144, false, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, false, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 2048, false, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, false, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 6144, false, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, false, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 2048, false, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, false, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 0) + 6144, false, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
+        }
+        default(TP).WaitGroups(0);
+        // Epilogue through shared memory: each warp parks its 64x64 fp32 tile in a patch over the ring (rows padded
+        // to EpiStride floats against bank conflicts), then each half-warp writes one 64-wide row segment: 16 (fp32)
+        // or 8 (16-bit) contiguous bytes per lane, whole 128-byte lines per row instead of 16-byte pieces.
+        Group.Barrier(); // every warp is done reading the ring
+        int patch = warp * (64 * EpiStride * 4), fr = lane / 4, fc = (lane % 4) * 2;
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4, c0_0_0, c0_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c0_0_2, c0_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4, c0_1_0, c0_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c0_1_2, c0_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4, c0_2_0, c0_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c0_2_2, c0_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4, c0_3_0, c0_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c0_3_2, c0_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4, c0_4_0, c0_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c0_4_2, c0_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4, c0_5_0, c0_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c0_5_2, c0_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4, c0_6_0, c0_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c0_6_2, c0_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4, c0_7_0, c0_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c0_7_2, c0_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4, c1_0_0, c1_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c1_0_2, c1_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4, c1_1_0, c1_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c1_1_2, c1_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4, c1_2_0, c1_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c1_2_2, c1_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4, c1_3_0, c1_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c1_3_2, c1_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4, c1_4_0, c1_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c1_4_2, c1_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4, c1_5_0, c1_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c1_5_2, c1_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4, c1_6_0, c1_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c1_6_2, c1_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4, c1_7_0, c1_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c1_7_2, c1_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4, c2_0_0, c2_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c2_0_2, c2_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4, c2_1_0, c2_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c2_1_2, c2_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4, c2_2_0, c2_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c2_2_2, c2_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4, c2_3_0, c2_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c2_3_2, c2_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4, c2_4_0, c2_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c2_4_2, c2_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4, c2_5_0, c2_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c2_5_2, c2_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4, c2_6_0, c2_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c2_6_2, c2_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4, c2_7_0, c2_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c2_7_2, c2_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4, c3_0_0, c3_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c3_0_2, c3_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4, c3_1_0, c3_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c3_1_2, c3_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4, c3_2_0, c3_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c3_2_2, c3_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4, c3_3_0, c3_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c3_3_2, c3_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4, c3_4_0, c3_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c3_4_2, c3_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4, c3_5_0, c3_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c3_5_2, c3_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4, c3_6_0, c3_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c3_6_2, c3_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4, c3_7_0, c3_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c3_7_2, c3_7_3);
+        Warp.Barrier();
+        int qr = lane / 16, qc = (lane % 16) * 4;
+        int row = m0 + wm * 64 + qr, col = n0 + wn * 64 + qc;
+        bool quads = inside && p.VecC != 0;
+        default(TP).LoadShared4(smf, smBase, patch + (0 + qr) * EpiStride * 4 + qc * 4, out float v0_0, out float v0_1, out float v0_2, out float v0_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 0, col, mStart, nStart, quads, v0_0, v0_1, v0_2, v0_3);
+        default(TP).LoadShared4(smf, smBase, patch + (2 + qr) * EpiStride * 4 + qc * 4, out float v1_0, out float v1_1, out float v1_2, out float v1_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 2, col, mStart, nStart, quads, v1_0, v1_1, v1_2, v1_3);
+        default(TP).LoadShared4(smf, smBase, patch + (4 + qr) * EpiStride * 4 + qc * 4, out float v2_0, out float v2_1, out float v2_2, out float v2_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 4, col, mStart, nStart, quads, v2_0, v2_1, v2_2, v2_3);
+        default(TP).LoadShared4(smf, smBase, patch + (6 + qr) * EpiStride * 4 + qc * 4, out float v3_0, out float v3_1, out float v3_2, out float v3_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 6, col, mStart, nStart, quads, v3_0, v3_1, v3_2, v3_3);
+        default(TP).LoadShared4(smf, smBase, patch + (8 + qr) * EpiStride * 4 + qc * 4, out float v4_0, out float v4_1, out float v4_2, out float v4_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 8, col, mStart, nStart, quads, v4_0, v4_1, v4_2, v4_3);
+        default(TP).LoadShared4(smf, smBase, patch + (10 + qr) * EpiStride * 4 + qc * 4, out float v5_0, out float v5_1, out float v5_2, out float v5_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 10, col, mStart, nStart, quads, v5_0, v5_1, v5_2, v5_3);
+        default(TP).LoadShared4(smf, smBase, patch + (12 + qr) * EpiStride * 4 + qc * 4, out float v6_0, out float v6_1, out float v6_2, out float v6_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 12, col, mStart, nStart, quads, v6_0, v6_1, v6_2, v6_3);
+        default(TP).LoadShared4(smf, smBase, patch + (14 + qr) * EpiStride * 4 + qc * 4, out float v7_0, out float v7_1, out float v7_2, out float v7_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 14, col, mStart, nStart, quads, v7_0, v7_1, v7_2, v7_3);
+        default(TP).LoadShared4(smf, smBase, patch + (16 + qr) * EpiStride * 4 + qc * 4, out float v8_0, out float v8_1, out float v8_2, out float v8_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 16, col, mStart, nStart, quads, v8_0, v8_1, v8_2, v8_3);
+        default(TP).LoadShared4(smf, smBase, patch + (18 + qr) * EpiStride * 4 + qc * 4, out float v9_0, out float v9_1, out float v9_2, out float v9_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 18, col, mStart, nStart, quads, v9_0, v9_1, v9_2, v9_3);
+        default(TP).LoadShared4(smf, smBase, patch + (20 + qr) * EpiStride * 4 + qc * 4, out float v10_0, out float v10_1, out float v10_2, out float v10_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 20, col, mStart, nStart, quads, v10_0, v10_1, v10_2, v10_3);
+        default(TP).LoadShared4(smf, smBase, patch + (22 + qr) * EpiStride * 4 + qc * 4, out float v11_0, out float v11_1, out float v11_2, out float v11_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 22, col, mStart, nStart, quads, v11_0, v11_1, v11_2, v11_3);
+        default(TP).LoadShared4(smf, smBase, patch + (24 + qr) * EpiStride * 4 + qc * 4, out float v12_0, out float v12_1, out float v12_2, out float v12_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 24, col, mStart, nStart, quads, v12_0, v12_1, v12_2, v12_3);
+        default(TP).LoadShared4(smf, smBase, patch + (26 + qr) * EpiStride * 4 + qc * 4, out float v13_0, out float v13_1, out float v13_2, out float v13_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 26, col, mStart, nStart, quads, v13_0, v13_1, v13_2, v13_3);
+        default(TP).LoadShared4(smf, smBase, patch + (28 + qr) * EpiStride * 4 + qc * 4, out float v14_0, out float v14_1, out float v14_2, out float v14_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 28, col, mStart, nStart, quads, v14_0, v14_1, v14_2, v14_3);
+        default(TP).LoadShared4(smf, smBase, patch + (30 + qr) * EpiStride * 4 + qc * 4, out float v15_0, out float v15_1, out float v15_2, out float v15_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 30, col, mStart, nStart, quads, v15_0, v15_1, v15_2, v15_3);
+        default(TP).LoadShared4(smf, smBase, patch + (32 + qr) * EpiStride * 4 + qc * 4, out float v16_0, out float v16_1, out float v16_2, out float v16_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 32, col, mStart, nStart, quads, v16_0, v16_1, v16_2, v16_3);
+        default(TP).LoadShared4(smf, smBase, patch + (34 + qr) * EpiStride * 4 + qc * 4, out float v17_0, out float v17_1, out float v17_2, out float v17_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 34, col, mStart, nStart, quads, v17_0, v17_1, v17_2, v17_3);
+        default(TP).LoadShared4(smf, smBase, patch + (36 + qr) * EpiStride * 4 + qc * 4, out float v18_0, out float v18_1, out float v18_2, out float v18_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 36, col, mStart, nStart, quads, v18_0, v18_1, v18_2, v18_3);
+        default(TP).LoadShared4(smf, smBase, patch + (38 + qr) * EpiStride * 4 + qc * 4, out float v19_0, out float v19_1, out float v19_2, out float v19_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 38, col, mStart, nStart, quads, v19_0, v19_1, v19_2, v19_3);
+        default(TP).LoadShared4(smf, smBase, patch + (40 + qr) * EpiStride * 4 + qc * 4, out float v20_0, out float v20_1, out float v20_2, out float v20_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 40, col, mStart, nStart, quads, v20_0, v20_1, v20_2, v20_3);
+        default(TP).LoadShared4(smf, smBase, patch + (42 + qr) * EpiStride * 4 + qc * 4, out float v21_0, out float v21_1, out float v21_2, out float v21_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 42, col, mStart, nStart, quads, v21_0, v21_1, v21_2, v21_3);
+        default(TP).LoadShared4(smf, smBase, patch + (44 + qr) * EpiStride * 4 + qc * 4, out float v22_0, out float v22_1, out float v22_2, out float v22_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 44, col, mStart, nStart, quads, v22_0, v22_1, v22_2, v22_3);
+        default(TP).LoadShared4(smf, smBase, patch + (46 + qr) * EpiStride * 4 + qc * 4, out float v23_0, out float v23_1, out float v23_2, out float v23_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 46, col, mStart, nStart, quads, v23_0, v23_1, v23_2, v23_3);
+        default(TP).LoadShared4(smf, smBase, patch + (48 + qr) * EpiStride * 4 + qc * 4, out float v24_0, out float v24_1, out float v24_2, out float v24_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 48, col, mStart, nStart, quads, v24_0, v24_1, v24_2, v24_3);
+        default(TP).LoadShared4(smf, smBase, patch + (50 + qr) * EpiStride * 4 + qc * 4, out float v25_0, out float v25_1, out float v25_2, out float v25_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 50, col, mStart, nStart, quads, v25_0, v25_1, v25_2, v25_3);
+        default(TP).LoadShared4(smf, smBase, patch + (52 + qr) * EpiStride * 4 + qc * 4, out float v26_0, out float v26_1, out float v26_2, out float v26_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 52, col, mStart, nStart, quads, v26_0, v26_1, v26_2, v26_3);
+        default(TP).LoadShared4(smf, smBase, patch + (54 + qr) * EpiStride * 4 + qc * 4, out float v27_0, out float v27_1, out float v27_2, out float v27_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 54, col, mStart, nStart, quads, v27_0, v27_1, v27_2, v27_3);
+        default(TP).LoadShared4(smf, smBase, patch + (56 + qr) * EpiStride * 4 + qc * 4, out float v28_0, out float v28_1, out float v28_2, out float v28_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 56, col, mStart, nStart, quads, v28_0, v28_1, v28_2, v28_3);
+        default(TP).LoadShared4(smf, smBase, patch + (58 + qr) * EpiStride * 4 + qc * 4, out float v29_0, out float v29_1, out float v29_2, out float v29_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 58, col, mStart, nStart, quads, v29_0, v29_1, v29_2, v29_3);
+        default(TP).LoadShared4(smf, smBase, patch + (60 + qr) * EpiStride * 4 + qc * 4, out float v30_0, out float v30_1, out float v30_2, out float v30_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 60, col, mStart, nStart, quads, v30_0, v30_1, v30_2, v30_3);
+        default(TP).LoadShared4(smf, smBase, patch + (62 + qr) * EpiStride * 4 + qc * 4, out float v31_0, out float v31_1, out float v31_2, out float v31_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 62, col, mStart, nStart, quads, v31_0, v31_1, v31_2, v31_3);
+    }
+
+    // NN, T2x2: 128x128 group tile, 128 threads, K 64 per stage, 3 stages; A K-major, B N-major (ldmatrix.trans); B the NF4 weight, dequantized in the load stage.
+    static void NNNf4KernelT2x2<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 3, Threads = 128, StageBytes = 32768, SmemMain = 98304;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var scratch = SharedMemory.GetDynamic<uint>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = Warp.WarpIdx;
+        int wm = warp / 2, wn = warp - wm * 2;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        int ws = SmemMain / 4 + warp * ScratchPerWarp;
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int q8 = lane / 8, r8 = lane % 8;
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = ChunkOffset(aR, aC, 8);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        int bD = ChunkOffset(bR, bC, 16);
+        int ar = wm * 64 + lane % 16;
+        uint aL = (uint)ChunkOffset(ar, lane / 16, 8);
+        uint bL = (uint)(((q8 % 2) * 8 + r8) * Bn * 2 + wn * 128 + ((q8 / 2) ^ r8) * 16);
+        float c0_0_0 = 0f, c0_0_1 = 0f, c0_0_2 = 0f, c0_0_3 = 0f, c0_1_0 = 0f, c0_1_1 = 0f, c0_1_2 = 0f, c0_1_3 = 0f, c0_2_0 = 0f, c0_2_1 = 0f, c0_2_2 = 0f, c0_2_3 = 0f, c0_3_0 = 0f, c0_3_1 = 0f, c0_3_2 = 0f, c0_3_3 = 0f, c0_4_0 = 0f, c0_4_1 = 0f, c0_4_2 = 0f, c0_4_3 = 0f, c0_5_0 = 0f, c0_5_1 = 0f, c0_5_2 = 0f, c0_5_3 = 0f, c0_6_0 = 0f, c0_6_1 = 0f, c0_6_2 = 0f, c0_6_3 = 0f, c0_7_0 = 0f, c0_7_1 = 0f, c0_7_2 = 0f, c0_7_3 = 0f;
+        float c1_0_0 = 0f, c1_0_1 = 0f, c1_0_2 = 0f, c1_0_3 = 0f, c1_1_0 = 0f, c1_1_1 = 0f, c1_1_2 = 0f, c1_1_3 = 0f, c1_2_0 = 0f, c1_2_1 = 0f, c1_2_2 = 0f, c1_2_3 = 0f, c1_3_0 = 0f, c1_3_1 = 0f, c1_3_2 = 0f, c1_3_3 = 0f, c1_4_0 = 0f, c1_4_1 = 0f, c1_4_2 = 0f, c1_4_3 = 0f, c1_5_0 = 0f, c1_5_1 = 0f, c1_5_2 = 0f, c1_5_3 = 0f, c1_6_0 = 0f, c1_6_1 = 0f, c1_6_2 = 0f, c1_6_3 = 0f, c1_7_0 = 0f, c1_7_1 = 0f, c1_7_2 = 0f, c1_7_3 = 0f;
+        float c2_0_0 = 0f, c2_0_1 = 0f, c2_0_2 = 0f, c2_0_3 = 0f, c2_1_0 = 0f, c2_1_1 = 0f, c2_1_2 = 0f, c2_1_3 = 0f, c2_2_0 = 0f, c2_2_1 = 0f, c2_2_2 = 0f, c2_2_3 = 0f, c2_3_0 = 0f, c2_3_1 = 0f, c2_3_2 = 0f, c2_3_3 = 0f, c2_4_0 = 0f, c2_4_1 = 0f, c2_4_2 = 0f, c2_4_3 = 0f, c2_5_0 = 0f, c2_5_1 = 0f, c2_5_2 = 0f, c2_5_3 = 0f, c2_6_0 = 0f, c2_6_1 = 0f, c2_6_2 = 0f, c2_6_3 = 0f, c2_7_0 = 0f, c2_7_1 = 0f, c2_7_2 = 0f, c2_7_3 = 0f;
+        float c3_0_0 = 0f, c3_0_1 = 0f, c3_0_2 = 0f, c3_0_3 = 0f, c3_1_0 = 0f, c3_1_1 = 0f, c3_1_2 = 0f, c3_1_3 = 0f, c3_2_0 = 0f, c3_2_1 = 0f, c3_2_2 = 0f, c3_2_3 = 0f, c3_3_0 = 0f, c3_3_1 = 0f, c3_3_2 = 0f, c3_3_3 = 0f, c3_4_0 = 0f, c3_4_1 = 0f, c3_4_2 = 0f, c3_4_3 = 0f, c3_5_0 = 0f, c3_5_1 = 0f, c3_5_2 = 0f, c3_5_3 = 0f, c3_6_0 = 0f, c3_6_1 = 0f, c3_6_2 = 0f, c3_6_3 = 0f, c3_7_0 = 0f, c3_7_1 = 0f, c3_7_2 = 0f, c3_7_3 = 0f;
+        for (int s = 0; s < Stages - 1; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 14336 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 16384 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 18432 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 20480 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 22528 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 24576 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 26624 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 28672 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 30720 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+        }
+        default(TP).WaitGroups(Stages - 2);
+        Group.Barrier();
+        int rd = 0; // byte offset of K tile kt's stage in the ring
+        uint aS = smBase, bS = smBase + 16384;
+        default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint a0_0_0, out uint a0_0_1, out uint a0_0_2, out uint a0_0_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint a0_1_0, out uint a0_1_1, out uint a0_1_2, out uint a0_1_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint a0_2_0, out uint a0_2_1, out uint a0_2_2, out uint a0_2_3);
+        default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint a0_3_0, out uint a0_3_1, out uint a0_3_2, out uint a0_3_3);
+        default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint b0_0_0, out uint b0_0_1, out uint b0_1_0, out uint b0_1_1);
+        default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint b0_2_0, out uint b0_2_1, out uint b0_3_0, out uint b0_3_1);
+        default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint b0_4_0, out uint b0_4_1, out uint b0_5_0, out uint b0_5_1);
+        default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint b0_6_0, out uint b0_6_1, out uint b0_7_0, out uint b0_7_1);
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).Ldsm(aS + (aL ^ 32) + 0, false, sm, scratch, ws, out uint a1_0_0, out uint a1_0_1, out uint a1_0_2, out uint a1_0_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 2048, false, sm, scratch, ws, out uint a1_1_0, out uint a1_1_1, out uint a1_1_2, out uint a1_1_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 4096, false, sm, scratch, ws, out uint a1_2_0, out uint a1_2_1, out uint a1_2_2, out uint a1_2_3);
+            default(TP).Ldsm(aS + (aL ^ 32) + 6144, false, sm, scratch, ws, out uint a1_3_0, out uint a1_3_1, out uint a1_3_2, out uint a1_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 4096, true, sm, scratch, ws, out uint b1_0_0, out uint b1_0_1, out uint b1_1_0, out uint b1_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 4096, true, sm, scratch, ws, out uint b1_2_0, out uint b1_2_1, out uint b1_3_0, out uint b1_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 4096, true, sm, scratch, ws, out uint b1_4_0, out uint b1_4_1, out uint b1_5_0, out uint b1_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 4096, true, sm, scratch, ws, out uint b1_6_0, out uint b1_6_1, out uint b1_7_0, out uint b1_7_1);
+            int next = kt + Stages - 1;
+            int wr = (rd == 0 ? Stages * StageBytes : rd) - StageBytes; // tile kt-1's stage
+            bool qNext = false;
+            uint qw0 = 0, qw1 = 0, qw2 = 0, qw3 = 0, qw4 = 0, qw5 = 0, qw6 = 0, qw7 = 0;
+            float qs0 = 0f, qs1 = 0f, qs2 = 0f, qs3 = 0f, qs4 = 0f, qs5 = 0f, qs6 = 0f, qs7 = 0f;
+            if (next < kt1)
+            {
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk * p.N;
+                    qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 10240 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 14336 + aD);
+                    qNext = true;
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, false);
+            }
+            default(TP).CommitGroup();
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a0_0_0, a0_0_1, a0_0_2, a0_0_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a0_1_0, a0_1_1, a0_1_2, a0_1_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_0_0, b0_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a0_2_0, a0_2_1, a0_2_2, a0_2_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_7_0, b0_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_6_0, b0_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_5_0, b0_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_4_0, b0_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_3_0, b0_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_2_0, b0_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_1_0, b0_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a0_3_0, a0_3_1, a0_3_2, a0_3_3, b0_0_0, b0_0_1, scratch, ws);
+            if (qNext)
+            {
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 16384 + bD, qw0, qs0);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 18432 + bD, qw1, qs1);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 20480 + bD, qw2, qs2);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 22528 + bD, qw3, qs3);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 24576 + bD, qw4, qs4);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 26624 + bD, qw5, qs5);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 28672 + bD, qw6, qs6);
+                Nf4Chunk<TH, TP>(q, sm, smBase, wr + 30720 + bD, qw7, qs7);
+            }
+            default(TP).Ldsm(aS + (aL ^ 64) + 0, false, sm, scratch, ws, out uint a2_0_0, out uint a2_0_1, out uint a2_0_2, out uint a2_0_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 2048, false, sm, scratch, ws, out uint a2_1_0, out uint a2_1_1, out uint a2_1_2, out uint a2_1_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 4096, false, sm, scratch, ws, out uint a2_2_0, out uint a2_2_1, out uint a2_2_2, out uint a2_2_3);
+            default(TP).Ldsm(aS + (aL ^ 64) + 6144, false, sm, scratch, ws, out uint a2_3_0, out uint a2_3_1, out uint a2_3_2, out uint a2_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 8192, true, sm, scratch, ws, out uint b2_0_0, out uint b2_0_1, out uint b2_1_0, out uint b2_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 8192, true, sm, scratch, ws, out uint b2_2_0, out uint b2_2_1, out uint b2_3_0, out uint b2_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 8192, true, sm, scratch, ws, out uint b2_4_0, out uint b2_4_1, out uint b2_5_0, out uint b2_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 8192, true, sm, scratch, ws, out uint b2_6_0, out uint b2_6_1, out uint b2_7_0, out uint b2_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a1_0_0, a1_0_1, a1_0_2, a1_0_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a1_1_0, a1_1_1, a1_1_2, a1_1_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a1_2_0, a1_2_1, a1_2_2, a1_2_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_7_0, b1_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_6_0, b1_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_5_0, b1_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_4_0, b1_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_3_0, b1_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_2_0, b1_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_1_0, b1_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a1_3_0, a1_3_1, a1_3_2, a1_3_3, b1_0_0, b1_0_1, scratch, ws);
+            default(TP).Ldsm(aS + (aL ^ 96) + 0, false, sm, scratch, ws, out uint a3_0_0, out uint a3_0_1, out uint a3_0_2, out uint a3_0_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 2048, false, sm, scratch, ws, out uint a3_1_0, out uint a3_1_1, out uint a3_1_2, out uint a3_1_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 4096, false, sm, scratch, ws, out uint a3_2_0, out uint a3_2_1, out uint a3_2_2, out uint a3_2_3);
+            default(TP).Ldsm(aS + (aL ^ 96) + 6144, false, sm, scratch, ws, out uint a3_3_0, out uint a3_3_1, out uint a3_3_2, out uint a3_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 12288, true, sm, scratch, ws, out uint b3_0_0, out uint b3_0_1, out uint b3_1_0, out uint b3_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 12288, true, sm, scratch, ws, out uint b3_2_0, out uint b3_2_1, out uint b3_3_0, out uint b3_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 12288, true, sm, scratch, ws, out uint b3_4_0, out uint b3_4_1, out uint b3_5_0, out uint b3_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 12288, true, sm, scratch, ws, out uint b3_6_0, out uint b3_6_1, out uint b3_7_0, out uint b3_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a2_0_0, a2_0_1, a2_0_2, a2_0_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a2_1_0, a2_1_1, a2_1_2, a2_1_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_0_0, b2_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a2_2_0, a2_2_1, a2_2_2, a2_2_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_7_0, b2_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_6_0, b2_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_5_0, b2_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_4_0, b2_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_3_0, b2_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_2_0, b2_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_1_0, b2_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a2_3_0, a2_3_1, a2_3_2, a2_3_3, b2_0_0, b2_0_1, scratch, ws);
+            // tile kt+1 has landed for every thread, and everyone has its last fragments of tile kt-1's stage
+            if (kt + 1 < kt1)
+            {
+                default(TP).WaitGroups(Stages - 2);
+                Group.Barrier();
+            }
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+            aS = smBase + (uint)rd; bS = aS + 16384;
+            default(TP).Ldsm(aS + (aL ^ 0) + 0, false, sm, scratch, ws, out uint an_0_0, out uint an_0_1, out uint an_0_2, out uint an_0_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 2048, false, sm, scratch, ws, out uint an_1_0, out uint an_1_1, out uint an_1_2, out uint an_1_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 4096, false, sm, scratch, ws, out uint an_2_0, out uint an_2_1, out uint an_2_2, out uint an_2_3);
+            default(TP).Ldsm(aS + (aL ^ 0) + 6144, false, sm, scratch, ws, out uint an_3_0, out uint an_3_1, out uint an_3_2, out uint an_3_3);
+            default(TP).Ldsm(bS + (bL ^ 0) + 0, true, sm, scratch, ws, out uint bn_0_0, out uint bn_0_1, out uint bn_1_0, out uint bn_1_1);
+            default(TP).Ldsm(bS + (bL ^ 32) + 0, true, sm, scratch, ws, out uint bn_2_0, out uint bn_2_1, out uint bn_3_0, out uint bn_3_1);
+            default(TP).Ldsm(bS + (bL ^ 64) + 0, true, sm, scratch, ws, out uint bn_4_0, out uint bn_4_1, out uint bn_5_0, out uint bn_5_1);
+            default(TP).Ldsm(bS + (bL ^ 96) + 0, true, sm, scratch, ws, out uint bn_6_0, out uint bn_6_1, out uint bn_7_0, out uint bn_7_1);
+            default(TP).Mma<TH>(ref c0_0_0, ref c0_0_1, ref c0_0_2, ref c0_0_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_1_0, ref c0_1_1, ref c0_1_2, ref c0_1_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_2_0, ref c0_2_1, ref c0_2_2, ref c0_2_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_3_0, ref c0_3_1, ref c0_3_2, ref c0_3_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_4_0, ref c0_4_1, ref c0_4_2, ref c0_4_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_5_0, ref c0_5_1, ref c0_5_2, ref c0_5_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_6_0, ref c0_6_1, ref c0_6_2, ref c0_6_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c0_7_0, ref c0_7_1, ref c0_7_2, ref c0_7_3, a3_0_0, a3_0_1, a3_0_2, a3_0_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_7_0, ref c1_7_1, ref c1_7_2, ref c1_7_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_6_0, ref c1_6_1, ref c1_6_2, ref c1_6_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_5_0, ref c1_5_1, ref c1_5_2, ref c1_5_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_4_0, ref c1_4_1, ref c1_4_2, ref c1_4_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_3_0, ref c1_3_1, ref c1_3_2, ref c1_3_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_2_0, ref c1_2_1, ref c1_2_2, ref c1_2_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_1_0, ref c1_1_1, ref c1_1_2, ref c1_1_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c1_0_0, ref c1_0_1, ref c1_0_2, ref c1_0_3, a3_1_0, a3_1_1, a3_1_2, a3_1_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_0_0, ref c2_0_1, ref c2_0_2, ref c2_0_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_0_0, b3_0_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_1_0, ref c2_1_1, ref c2_1_2, ref c2_1_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_2_0, ref c2_2_1, ref c2_2_2, ref c2_2_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_3_0, ref c2_3_1, ref c2_3_2, ref c2_3_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_4_0, ref c2_4_1, ref c2_4_2, ref c2_4_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_5_0, ref c2_5_1, ref c2_5_2, ref c2_5_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_6_0, ref c2_6_1, ref c2_6_2, ref c2_6_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c2_7_0, ref c2_7_1, ref c2_7_2, ref c2_7_3, a3_2_0, a3_2_1, a3_2_2, a3_2_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_7_0, ref c3_7_1, ref c3_7_2, ref c3_7_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_7_0, b3_7_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_6_0, ref c3_6_1, ref c3_6_2, ref c3_6_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_6_0, b3_6_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_5_0, ref c3_5_1, ref c3_5_2, ref c3_5_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_5_0, b3_5_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_4_0, ref c3_4_1, ref c3_4_2, ref c3_4_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_4_0, b3_4_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_3_0, ref c3_3_1, ref c3_3_2, ref c3_3_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_3_0, b3_3_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_2_0, ref c3_2_1, ref c3_2_2, ref c3_2_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_2_0, b3_2_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_1_0, ref c3_1_1, ref c3_1_2, ref c3_1_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_1_0, b3_1_1, scratch, ws);
+            default(TP).Mma<TH>(ref c3_0_0, ref c3_0_1, ref c3_0_2, ref c3_0_3, a3_3_0, a3_3_1, a3_3_2, a3_3_3, b3_0_0, b3_0_1, scratch, ws);
+            a0_0_0 = an_0_0; a0_0_1 = an_0_1; a0_0_2 = an_0_2; a0_0_3 = an_0_3; a0_1_0 = an_1_0; a0_1_1 = an_1_1; a0_1_2 = an_1_2; a0_1_3 = an_1_3; a0_2_0 = an_2_0; a0_2_1 = an_2_1; a0_2_2 = an_2_2; a0_2_3 = an_2_3; a0_3_0 = an_3_0; a0_3_1 = an_3_1; a0_3_2 = an_3_2; a0_3_3 = an_3_3;
+            b0_0_0 = bn_0_0; b0_0_1 = bn_0_1; b0_1_0 = bn_1_0; b0_1_1 = bn_1_1; b0_2_0 = bn_2_0; b0_2_1 = bn_2_1; b0_3_0 = bn_3_0; b0_3_1 = bn_3_1; b0_4_0 = bn_4_0; b0_4_1 = bn_4_1; b0_5_0 = bn_5_0; b0_5_1 = bn_5_1; b0_6_0 = bn_6_0; b0_6_1 = bn_6_1; b0_7_0 = bn_7_0; b0_7_1 = bn_7_1;
+        }
+        default(TP).WaitGroups(0);
+        // Epilogue through shared memory: each warp parks its 64x64 fp32 tile in a patch over the ring (rows padded
+        // to EpiStride floats against bank conflicts), then each half-warp writes one 64-wide row segment: 16 (fp32)
+        // or 8 (16-bit) contiguous bytes per lane, whole 128-byte lines per row instead of 16-byte pieces.
+        Group.Barrier(); // every warp is done reading the ring
+        int patch = warp * (64 * EpiStride * 4), fr = lane / 4, fc = (lane % 4) * 2;
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4, c0_0_0, c0_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c0_0_2, c0_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4, c0_1_0, c0_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c0_1_2, c0_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4, c0_2_0, c0_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c0_2_2, c0_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4, c0_3_0, c0_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c0_3_2, c0_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4, c0_4_0, c0_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c0_4_2, c0_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4, c0_5_0, c0_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c0_5_2, c0_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4, c0_6_0, c0_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c0_6_2, c0_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4, c0_7_0, c0_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 0) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c0_7_2, c0_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4, c1_0_0, c1_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c1_0_2, c1_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4, c1_1_0, c1_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c1_1_2, c1_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4, c1_2_0, c1_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c1_2_2, c1_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4, c1_3_0, c1_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c1_3_2, c1_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4, c1_4_0, c1_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c1_4_2, c1_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4, c1_5_0, c1_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c1_5_2, c1_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4, c1_6_0, c1_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c1_6_2, c1_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4, c1_7_0, c1_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 16) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c1_7_2, c1_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4, c2_0_0, c2_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c2_0_2, c2_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4, c2_1_0, c2_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c2_1_2, c2_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4, c2_2_0, c2_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c2_2_2, c2_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4, c2_3_0, c2_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c2_3_2, c2_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4, c2_4_0, c2_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c2_4_2, c2_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4, c2_5_0, c2_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c2_5_2, c2_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4, c2_6_0, c2_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c2_6_2, c2_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4, c2_7_0, c2_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 32) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c2_7_2, c2_7_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4, c3_0_0, c3_0_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 0) * 4 + 8 * EpiStride * 4, c3_0_2, c3_0_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4, c3_1_0, c3_1_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 8) * 4 + 8 * EpiStride * 4, c3_1_2, c3_1_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4, c3_2_0, c3_2_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 16) * 4 + 8 * EpiStride * 4, c3_2_2, c3_2_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4, c3_3_0, c3_3_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 24) * 4 + 8 * EpiStride * 4, c3_3_2, c3_3_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4, c3_4_0, c3_4_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 32) * 4 + 8 * EpiStride * 4, c3_4_2, c3_4_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4, c3_5_0, c3_5_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 40) * 4 + 8 * EpiStride * 4, c3_5_2, c3_5_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4, c3_6_0, c3_6_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 48) * 4 + 8 * EpiStride * 4, c3_6_2, c3_6_3);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4, c3_7_0, c3_7_1);
+        default(TP).StoreShared2(smf, smBase, patch + ((fr + 48) * EpiStride + fc + 56) * 4 + 8 * EpiStride * 4, c3_7_2, c3_7_3);
+        Warp.Barrier();
+        int qr = lane / 16, qc = (lane % 16) * 4;
+        int row = m0 + wm * 64 + qr, col = n0 + wn * 64 + qc;
+        bool quads = inside && p.VecC != 0;
+        default(TP).LoadShared4(smf, smBase, patch + (0 + qr) * EpiStride * 4 + qc * 4, out float v0_0, out float v0_1, out float v0_2, out float v0_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 0, col, mStart, nStart, quads, v0_0, v0_1, v0_2, v0_3);
+        default(TP).LoadShared4(smf, smBase, patch + (2 + qr) * EpiStride * 4 + qc * 4, out float v1_0, out float v1_1, out float v1_2, out float v1_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 2, col, mStart, nStart, quads, v1_0, v1_1, v1_2, v1_3);
+        default(TP).LoadShared4(smf, smBase, patch + (4 + qr) * EpiStride * 4 + qc * 4, out float v2_0, out float v2_1, out float v2_2, out float v2_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 4, col, mStart, nStart, quads, v2_0, v2_1, v2_2, v2_3);
+        default(TP).LoadShared4(smf, smBase, patch + (6 + qr) * EpiStride * 4 + qc * 4, out float v3_0, out float v3_1, out float v3_2, out float v3_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 6, col, mStart, nStart, quads, v3_0, v3_1, v3_2, v3_3);
+        default(TP).LoadShared4(smf, smBase, patch + (8 + qr) * EpiStride * 4 + qc * 4, out float v4_0, out float v4_1, out float v4_2, out float v4_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 8, col, mStart, nStart, quads, v4_0, v4_1, v4_2, v4_3);
+        default(TP).LoadShared4(smf, smBase, patch + (10 + qr) * EpiStride * 4 + qc * 4, out float v5_0, out float v5_1, out float v5_2, out float v5_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 10, col, mStart, nStart, quads, v5_0, v5_1, v5_2, v5_3);
+        default(TP).LoadShared4(smf, smBase, patch + (12 + qr) * EpiStride * 4 + qc * 4, out float v6_0, out float v6_1, out float v6_2, out float v6_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 12, col, mStart, nStart, quads, v6_0, v6_1, v6_2, v6_3);
+        default(TP).LoadShared4(smf, smBase, patch + (14 + qr) * EpiStride * 4 + qc * 4, out float v7_0, out float v7_1, out float v7_2, out float v7_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 14, col, mStart, nStart, quads, v7_0, v7_1, v7_2, v7_3);
+        default(TP).LoadShared4(smf, smBase, patch + (16 + qr) * EpiStride * 4 + qc * 4, out float v8_0, out float v8_1, out float v8_2, out float v8_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 16, col, mStart, nStart, quads, v8_0, v8_1, v8_2, v8_3);
+        default(TP).LoadShared4(smf, smBase, patch + (18 + qr) * EpiStride * 4 + qc * 4, out float v9_0, out float v9_1, out float v9_2, out float v9_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 18, col, mStart, nStart, quads, v9_0, v9_1, v9_2, v9_3);
+        default(TP).LoadShared4(smf, smBase, patch + (20 + qr) * EpiStride * 4 + qc * 4, out float v10_0, out float v10_1, out float v10_2, out float v10_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 20, col, mStart, nStart, quads, v10_0, v10_1, v10_2, v10_3);
+        default(TP).LoadShared4(smf, smBase, patch + (22 + qr) * EpiStride * 4 + qc * 4, out float v11_0, out float v11_1, out float v11_2, out float v11_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 22, col, mStart, nStart, quads, v11_0, v11_1, v11_2, v11_3);
+        default(TP).LoadShared4(smf, smBase, patch + (24 + qr) * EpiStride * 4 + qc * 4, out float v12_0, out float v12_1, out float v12_2, out float v12_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 24, col, mStart, nStart, quads, v12_0, v12_1, v12_2, v12_3);
+        default(TP).LoadShared4(smf, smBase, patch + (26 + qr) * EpiStride * 4 + qc * 4, out float v13_0, out float v13_1, out float v13_2, out float v13_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 26, col, mStart, nStart, quads, v13_0, v13_1, v13_2, v13_3);
+        default(TP).LoadShared4(smf, smBase, patch + (28 + qr) * EpiStride * 4 + qc * 4, out float v14_0, out float v14_1, out float v14_2, out float v14_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 28, col, mStart, nStart, quads, v14_0, v14_1, v14_2, v14_3);
+        default(TP).LoadShared4(smf, smBase, patch + (30 + qr) * EpiStride * 4 + qc * 4, out float v15_0, out float v15_1, out float v15_2, out float v15_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 30, col, mStart, nStart, quads, v15_0, v15_1, v15_2, v15_3);
+        default(TP).LoadShared4(smf, smBase, patch + (32 + qr) * EpiStride * 4 + qc * 4, out float v16_0, out float v16_1, out float v16_2, out float v16_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 32, col, mStart, nStart, quads, v16_0, v16_1, v16_2, v16_3);
+        default(TP).LoadShared4(smf, smBase, patch + (34 + qr) * EpiStride * 4 + qc * 4, out float v17_0, out float v17_1, out float v17_2, out float v17_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 34, col, mStart, nStart, quads, v17_0, v17_1, v17_2, v17_3);
+        default(TP).LoadShared4(smf, smBase, patch + (36 + qr) * EpiStride * 4 + qc * 4, out float v18_0, out float v18_1, out float v18_2, out float v18_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 36, col, mStart, nStart, quads, v18_0, v18_1, v18_2, v18_3);
+        default(TP).LoadShared4(smf, smBase, patch + (38 + qr) * EpiStride * 4 + qc * 4, out float v19_0, out float v19_1, out float v19_2, out float v19_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 38, col, mStart, nStart, quads, v19_0, v19_1, v19_2, v19_3);
+        default(TP).LoadShared4(smf, smBase, patch + (40 + qr) * EpiStride * 4 + qc * 4, out float v20_0, out float v20_1, out float v20_2, out float v20_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 40, col, mStart, nStart, quads, v20_0, v20_1, v20_2, v20_3);
+        default(TP).LoadShared4(smf, smBase, patch + (42 + qr) * EpiStride * 4 + qc * 4, out float v21_0, out float v21_1, out float v21_2, out float v21_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 42, col, mStart, nStart, quads, v21_0, v21_1, v21_2, v21_3);
+        default(TP).LoadShared4(smf, smBase, patch + (44 + qr) * EpiStride * 4 + qc * 4, out float v22_0, out float v22_1, out float v22_2, out float v22_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 44, col, mStart, nStart, quads, v22_0, v22_1, v22_2, v22_3);
+        default(TP).LoadShared4(smf, smBase, patch + (46 + qr) * EpiStride * 4 + qc * 4, out float v23_0, out float v23_1, out float v23_2, out float v23_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 46, col, mStart, nStart, quads, v23_0, v23_1, v23_2, v23_3);
+        default(TP).LoadShared4(smf, smBase, patch + (48 + qr) * EpiStride * 4 + qc * 4, out float v24_0, out float v24_1, out float v24_2, out float v24_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 48, col, mStart, nStart, quads, v24_0, v24_1, v24_2, v24_3);
+        default(TP).LoadShared4(smf, smBase, patch + (50 + qr) * EpiStride * 4 + qc * 4, out float v25_0, out float v25_1, out float v25_2, out float v25_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 50, col, mStart, nStart, quads, v25_0, v25_1, v25_2, v25_3);
+        default(TP).LoadShared4(smf, smBase, patch + (52 + qr) * EpiStride * 4 + qc * 4, out float v26_0, out float v26_1, out float v26_2, out float v26_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 52, col, mStart, nStart, quads, v26_0, v26_1, v26_2, v26_3);
+        default(TP).LoadShared4(smf, smBase, patch + (54 + qr) * EpiStride * 4 + qc * 4, out float v27_0, out float v27_1, out float v27_2, out float v27_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 54, col, mStart, nStart, quads, v27_0, v27_1, v27_2, v27_3);
+        default(TP).LoadShared4(smf, smBase, patch + (56 + qr) * EpiStride * 4 + qc * 4, out float v28_0, out float v28_1, out float v28_2, out float v28_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 56, col, mStart, nStart, quads, v28_0, v28_1, v28_2, v28_3);
+        default(TP).LoadShared4(smf, smBase, patch + (58 + qr) * EpiStride * 4 + qc * 4, out float v29_0, out float v29_1, out float v29_2, out float v29_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 58, col, mStart, nStart, quads, v29_0, v29_1, v29_2, v29_3);
+        default(TP).LoadShared4(smf, smBase, patch + (60 + qr) * EpiStride * 4 + qc * 4, out float v30_0, out float v30_1, out float v30_2, out float v30_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 60, col, mStart, nStart, quads, v30_0, v30_1, v30_2, v30_3);
+        default(TP).LoadShared4(smf, smBase, patch + (62 + qr) * EpiStride * 4 + qc * 4, out float v31_0, out float v31_1, out float v31_2, out float v31_3);
+        StoreQuad<TP>(p, bias, cF, cH, cOff, row + 62, col, mStart, nStart, quads, v31_0, v31_1, v31_2, v31_3);
+    }
+
+    // NT, W1N64: 64x64 group tile, 1 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n64k16, A K-major, B K-major; B the NF4 weight, dequantized in the load stage.
+    static void NTNf4KernelW1N64<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 64, Bk = 64, Stages = 4, Threads = 128, StageBytes = 16384, SmemMain = 65536, EpiW = 72;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 32; // CPU emulation: this thread's accumulators
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)16 * p.K;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(64, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 10240 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 12288 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 14336 + bD, qw3, qs3);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 8192), 16, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(64, false, false, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, false, dA + sd + 2, dB + sd + 2, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, false, dA + sd + 4, dB + sd + 4, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, false, dA + sd + 6, dB + sd + 6, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 10240 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 12288 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 14336 + bD, qw3, qs3);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NN, W1N64: 64x64 group tile, 1 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n64k16, A K-major, B N-major; B the NF4 weight, dequantized in the load stage.
+    static void NNNf4KernelW1N64<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 64, Bk = 64, Stages = 4, Threads = 128, StageBytes = 16384, SmemMain = 65536, EpiW = 72;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 32; // CPU emulation: this thread's accumulators
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(64, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 10240 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 12288 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 14336 + bD, qw3, qs3);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 8192), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(64, false, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, true, dA + sd + 2, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, true, dA + sd + 4, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(64, false, true, dA + sd + 6, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 10240 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 12288 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 14336 + bD, qw3, qs3);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NT, W1N128: 64x128 group tile, 1 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n128k16, A K-major, B K-major; B the NF4 weight, dequantized in the load stage.
+    static void NTNf4KernelW1N128<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 128, Bk = 64, Stages = 4, Threads = 128, StageBytes = 24576, SmemMain = 98304, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)16 * p.K;
+        int bD = WgChunkOffset(bR, bC, 128);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 10240 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 12288 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 14336 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 16384 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 18432 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 20480 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 22528 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 8192), 16, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 2, dB + sd + 2, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 4, dB + sd + 4, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 6, dB + sd + 6, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 10240 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 12288 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 14336 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 16384 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 18432 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 20480 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 22528 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NN, W1N128: 64x128 group tile, 1 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n128k16, A K-major, B N-major; B the NF4 weight, dequantized in the load stage.
+    static void NNNf4KernelW1N128<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 64, Bn = 128, Bk = 64, Stages = 4, Threads = 128, StageBytes = 24576, SmemMain = 98304, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)16 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 64);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 6144 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 8192 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 9216 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 10240 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 11264 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 12288 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 13312 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 14336 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 15360 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 8192), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 2, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 4, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 6, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 2048 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 6144 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 8192 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 9216 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 10240 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 11264 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 12288 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 13312 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 14336 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 15360 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NT, W2N128: 128x128 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n128k16, A K-major, B K-major; B the NF4 weight, dequantized in the load stage.
+    static void NTNf4KernelW2N128<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 4, Threads = 256, StageBytes = 32768, SmemMain = 131072, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 128);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)32 * p.K;
+        int bD = WgChunkOffset(bR, bC, 128);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 16384 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 20480 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 24576 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 28672 + bD, qw3, qs3);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 16, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 2, dB + sd + 2, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 4, dB + sd + 4, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, false, dA + sd + 6, dB + sd + 6, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 16384 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 20480 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 24576 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 28672 + bD, qw3, qs3);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NN, W2N128: 128x128 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n128k16, A K-major, B N-major; B the NF4 weight, dequantized in the load stage.
+    static void NNNf4KernelW2N128<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 128, Bk = 64, Stages = 4, Threads = 256, StageBytes = 32768, SmemMain = 131072, EpiW = 136;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 64; // CPU emulation: this thread's accumulators
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 128);
+        int bR = tid / 16, bC = tid - bR * 16;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)16 * p.N;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(128, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 16384 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 18432 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 20480 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 22528 + bD, qw3, qs3);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 2, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 4, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(128, false, true, dA + sd + 6, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 16384 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 18432 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 20480 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 22528 + bD, qw3, qs3);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NT, W2N256: 128x256 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n256k16, A K-major, B K-major; B the NF4 weight, dequantized in the load stage.
+    static void NTNf4KernelW2N256<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 4, Threads = 256, StageBytes = 49152, SmemMain = 196608, EpiW = 264;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 128; // CPU emulation: this thread's accumulators
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 128);
+        int bR = tid / 8, bC = tid - bR * 8;
+        long bG = bOff + (long)(n0 + bR) * p.K + bC * 8, bStep = (long)32 * p.K;
+        int bD = WgChunkOffset(bR, bC, 256);
+        default(TP).WgAccZero(256, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 16384 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 20480 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 24576 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 28672 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 32768 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 36864 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 40960 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 45056 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 16, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(256, false, false, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, false, dA + sd + 2, dB + sd + 2, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, false, dA + sd + 4, dB + sd + 4, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, false, dA + sd + 6, dB + sd + 6, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 16384 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 20480 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 24576 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 28672 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 32768 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 36864 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 40960 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 45056 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, true, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+            default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done
+            rd += StageBytes;
+            if (rd == Stages * StageBytes) rd = 0;
+        }
+        default(TP).WaitGroups(0);
+        default(TP).WgWait(0);
+        // Epilogue through shared memory: the accumulators go to a Bm x EpiW fp32 patch over the ring (fragment: row
+        // 16 * warp + lane / 4 (+8), columns 8i + 2 * (lane % 4) (+1)), then each thread writes four adjacent columns
+        // per step, a warp 128 contiguous columns of one row.
+        Group.Barrier(); // every warpgroup is done reading the ring
+        int fl = t % 32;
+        default(TP).WgStoreAcc(Bn, smf, smBase, ring + ((wg * 64 + (t / 32) * 16 + fl / 4) * EpiW + (fl % 4) * 2) * 4, accOff);
+        Group.Barrier();
+        bool quads = inside && p.VecC != 0;
+        for (int idx = tid; idx < Bm * Bn / 4; idx += Threads)
+        {
+            int r = idx / (Bn / 4), c4 = (idx - r * (Bn / 4)) * 4;
+            default(TP).LoadShared4(smf, smBase, ring + (r * EpiW + c4) * 4, out float v0, out float v1, out float v2, out float v3);
+            StoreQuad<TP>(p, bias, cF, cH, cOff, m0 + r, n0 + c4, mStart, nStart, quads, v0, v1, v2, v3);
+        }
+    }
+
+    // NN, W2N256: 128x256 group tile, 2 warpgroup(s) of 128 threads, K 64 per stage, 4 stages; wgmma m64n256k16, A K-major, B N-major; B the NF4 weight, dequantized in the load stage.
+    static void NNNf4KernelW2N256<TH, TP>(ArrayView<ushort> a, ArrayView<uint> qWords, ArrayView<byte> qBytes, ArrayView<byte> qAbsmax, FloatView qScales, FloatView qOffset, FloatView qCode8, FloatView qCode4, int log2Block, FloatView bias, Params p, FloatView cF, ArrayView<ushort> cH)
+        where TH : struct, INf4Half where TP : struct, IPlatform
+    {
+        const int Bm = 128, Bn = 256, Bk = 64, Stages = 4, Threads = 256, StageBytes = 49152, SmemMain = 196608, EpiW = 264;
+        var sm = SharedMemory.GetDynamic<ushort>();
+        var smf = SharedMemory.GetDynamic<float>();
+        int tid = Group.IdxX, wg = tid / 128, t = tid - wg * 128;
+        TileOf(Grid.IdxX, (p.M + Bm - 1) / Bm, (p.N + Bn - 1) / Bn, out int tm, out int tn);
+        // A tail tile slides back to end at M (N) when the matrix holds a whole tile, so its loads stay whole and in range
+        // (the fast path); it then stores only from its own start mStart (nStart) on, leaving the overlap to its neighbour.
+        int mStart = tm * Bm, nStart = tn * Bn;
+        int m0 = Math.Min(mStart, Math.Max(p.M - Bm, 0)), n0 = Math.Min(nStart, Math.Max(p.N - Bn, 0));
+        int z = Grid.IdxZ, bIdx = z / p.Splits, split = z - bIdx * p.Splits;
+        long aOff = bIdx * p.StrideA, bOff = bIdx * p.StrideB, cOff = bIdx * p.StrideC + split * p.SplitStrideC;
+        int kt0 = split * p.TilesPerSplit, kt1 = Math.Min((p.K + Bk - 1) / Bk, kt0 + p.TilesPerSplit), ktFull = p.K / Bk;
+        // Whole group tile in range with aligned rows: cp.async every chunk, no per-chunk tests (K tiles < ktFull).
+        bool inside = m0 + Bm <= p.M && n0 + Bn <= p.N;
+        bool fast = inside && p.VecA != 0 && p.VecB != 0;
+        uint smBase = default(TP).SmemBase();
+        // The ring starts 1024-byte aligned: the 128-byte swizzle repeats every 8 rows of 128 bytes, on address bits.
+        int ring = (int)(((smBase + 1023) & ~1023u) - smBase);
+        int accOff = (SmemMain + 1024) / 4 + tid * 128; // CPU emulation: this thread's accumulators
+        var q = Nf4Source.Of(qWords, qBytes, qAbsmax, qScales, qOffset, qCode8, qCode4, log2Block);
+        int aR = tid / 8, aC = tid - aR * 8;
+        long aG = aOff + (long)(m0 + aR) * p.K + aC * 8, aStep = (long)32 * p.K;
+        ulong aP = p.APtr + (ulong)aG * 2, aPStep = (ulong)aStep * 2;
+        int aD = WgChunkOffset(aR, aC, 128);
+        int bR = tid / 32, bC = tid - bR * 32;
+        long bG = bOff + (long)bR * p.N + n0 + bC * 8, bStep = (long)8 * p.N;
+        int bD = WgChunkOffset(bR, bC, 64);
+        default(TP).WgAccZero(256, smf, accOff);
+        // Ring of Stages slots, tile kt in slot kt % Stages, loads issued Stages - 2 tiles ahead: the slot a load
+        // overwrites held tile kt-2, whose wgmma every warpgroup has waited for before this iteration's barrier.
+        for (int s = 0; s < Stages - 2; s++)
+        {
+            if (kt0 + s < kt1)
+            {
+                int kl = kt0 + s, slot = ring + s * StageBytes;
+                if (fast && kl < ktFull)
+                {
+                    long qg = bG + (long)kl * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)kl * Bk;
+                    ulong ap = aP + (ulong)((long)kl * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, slot + 12288 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 16384 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 17408 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 18432 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 19456 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 20480 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 21504 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 22528 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, slot + 23552 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, slot, kl, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, true);
+            }
+            default(TP).CommitGroup();
+        }
+        ulong dA = WgDesc(smBase + (uint)(ring + wg * 8192), 16, 1024), dB = WgDesc(smBase + (uint)(ring + 16384), 8192, 1024);
+        int rd = 0; // byte offset of K tile kt's slot in the ring
+        for (int kt = kt0; kt < kt1; kt++)
+        {
+            default(TP).WaitGroups(Stages - 3);
+            default(TP).FenceProxyAsync(); // cp.async and st.shared (generic proxy) -> wgmma reads (async proxy)
+            Group.Barrier();
+            default(TP).WgFence();
+            ulong sd = (ulong)(rd >> 4);
+            default(TP).Wgmma<TH>(256, false, true, dA + sd + 0, dB + sd + 0, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, true, dA + sd + 2, dB + sd + 128, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, true, dA + sd + 4, dB + sd + 256, sm, smf, accOff);
+            default(TP).Wgmma<TH>(256, false, true, dA + sd + 6, dB + sd + 384, sm, smf, accOff);
+            default(TP).WgCommit();
+            int next = kt + Stages - 2;
+            if (next < kt1)
+            {
+                int wr = rd + (Stages - 2) * StageBytes;
+                if (wr >= Stages * StageBytes) wr -= Stages * StageBytes;
+                wr += ring;
+                if (fast && next < ktFull)
+                {
+                    long qg = bG + (long)next * Bk * p.N;
+                    uint qw0 = q.Words[(qg + bStep * 0) >> 3];
+                    uint qw1 = q.Words[(qg + bStep * 1) >> 3];
+                    uint qw2 = q.Words[(qg + bStep * 2) >> 3];
+                    uint qw3 = q.Words[(qg + bStep * 3) >> 3];
+                    uint qw4 = q.Words[(qg + bStep * 4) >> 3];
+                    uint qw5 = q.Words[(qg + bStep * 5) >> 3];
+                    uint qw6 = q.Words[(qg + bStep * 6) >> 3];
+                    uint qw7 = q.Words[(qg + bStep * 7) >> 3];
+                    float qs0 = Nf4Scale(q, (qg + bStep * 0) >> q.Log2Block);
+                    float qs1 = Nf4Scale(q, (qg + bStep * 1) >> q.Log2Block);
+                    float qs2 = Nf4Scale(q, (qg + bStep * 2) >> q.Log2Block);
+                    float qs3 = Nf4Scale(q, (qg + bStep * 3) >> q.Log2Block);
+                    float qs4 = Nf4Scale(q, (qg + bStep * 4) >> q.Log2Block);
+                    float qs5 = Nf4Scale(q, (qg + bStep * 5) >> q.Log2Block);
+                    float qs6 = Nf4Scale(q, (qg + bStep * 6) >> q.Log2Block);
+                    float qs7 = Nf4Scale(q, (qg + bStep * 7) >> q.Log2Block);
+                    long ag = aG + (long)next * Bk;
+                    ulong ap = aP + (ulong)((long)next * Bk) * 2;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 0 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 4096 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 8192 + aD);
+                    ag += aStep; ap += aPStep;
+                    default(TP).CopyChunk(a, ap, ag, sm, smBase, wr + 12288 + aD);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 16384 + bD, qw0, qs0);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 17408 + bD, qw1, qs1);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 18432 + bD, qw2, qs2);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 19456 + bD, qw3, qs3);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 20480 + bD, qw4, qs4);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 21504 + bD, qw5, qs5);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 22528 + bD, qw6, qs6);
+                    Nf4Chunk<TH, TP>(q, sm, smBase, wr + 23552 + bD, qw7, qs7);
+                }
+                else LoadStageNf4<TH, TP>(a, q, sm, p, smBase, wr, next, m0, n0, aOff, true, false, Bm, Bn, Bk, Threads, true);
             }
             default(TP).CommitGroup();
             default(TP).WgWait(1); // this warpgroup's wgmma of tile kt-1 are done

@@ -70,6 +70,7 @@ public static partial class KernelCatalogue
             foreach (var type in Enum.GetValues<HalfType>())
                 foreach (var tile in Enum.GetValues<Gemm.TileConfig>())
                     Add(Gemm.Declaration(layout, type, tile, emulated: false));
+        foreach (var d in Gemm.Nf4CudaDeclarations()) Add(d);
         foreach (var method in typeof(FlashAttentionHalf).GetMethods(BindingFlags.NonPublic | BindingFlags.Static))
             if (FlashKernelName().Match(method.Name) is { Success: true } m)
                 foreach (var type in Enum.GetValues<HalfType>())

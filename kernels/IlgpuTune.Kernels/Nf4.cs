@@ -161,7 +161,7 @@ public static class Nf4
         }
     }
 
-    static float MulRn(float a, float b)
+    internal static float MulRn(float a, float b)
     {
         float r;
         if (CudaAsm.IsSupported) CudaAsm.Emit("mul.rn.f32 %0, %1, %2;", out r, a, b);

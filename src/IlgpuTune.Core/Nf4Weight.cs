@@ -3,7 +3,8 @@
 //   absmax   either F32 [blocks]          (plain), or double-quantized (bnb_4bit_use_double_quant, the QLoRA default):
 //            qabsmax U8 [blocks] + absmax2 F32 [ceil(blocks/256)] + offset F32 [1] with the 8-bit map code8 F32 [256]
 //   code4    F32 [16]                    the 4-bit code (quant_map)
-// blocks = ceil(n / blocksize). The weight is never trained: Ops.LinearNf4 dequantizes it into a transient workspace per use.
+// blocks = ceil(n / blocksize). The weight is never trained; Ops.LinearNf4 multiplies by it through IOpBackend.MatMulNf4 (on
+// tensor cores the GEMM dequantizes it in its load stage; elsewhere into a transient workspace per product).
 using IlgpuTune.Kernels;
 using IlgpuTune.Numerics;
 

@@ -126,6 +126,44 @@ public class LinearNf4Tests
         Close.Assert("dBias", want.DB, got.DB, 0, 0);
     }
 
+    // On tensor cores the GEMM dequantizes the weight in its load stage: neither the forward nor dX allocates a 16-bit copy
+    // of it (16 KB here; everything else the step allocates is under 8 KB).
+    [Theory]
+    [InlineData(DType.BF16)]
+    [InlineData(DType.F16)]
+    public void LinearNf4_OnTensorCores_AllocatesNoDequantizedWeight(DType precision)
+    {
+        const int rows = 2, outF = 64, inF = 128;
+        using var d = Create("ilgpu-cpu", precision);
+        using var w = Tensor.FromArray(d, Rand.Floats(5, outF * inF, 0.5f), outF, inF);
+        using var q = Nf4Weight.Quantize(w);
+        using var dense = q.Dequantize(precision);
+        using var x = Tensor.FromArray(d, Rand.Floats(6, rows * inF), rows, inF);
+        var g = Rand.Floats(7, rows * outF);
+        x.RequiresGrad = true;
+        float[] wantY, wantDX;
+        using (var tape = new Tape())
+        using (var y = Ops.Linear(x, dense))
+        {
+            wantY = y.ToFloatArray();
+            tape.Backward(y, Tensor.FromArray(d, g, rows, outF));
+            wantDX = x.Grad!.ToFloatArray();
+            x.Grad.Dispose();
+            x.Grad = null;
+        }
+        d.Allocator.ResetPeak();
+        long before = d.Allocator.AllocatedBytes;
+        using (var tape = new Tape())
+        using (var y = Ops.LinearNf4(x, q))
+        {
+            tape.Backward(y, Tensor.FromArray(d, g, rows, outF));
+            Assert.Equal(wantY, y.ToFloatArray());
+            Assert.Equal(wantDX, x.Grad!.ToFloatArray());
+        }
+        long peak = d.Allocator.PeakAllocatedBytes - before;
+        Assert.True(peak < 8192, $"LinearNf4 forward+backward peaked at {peak} bytes over its inputs (a dense weight is {dense.Bytes})");
+    }
+
     [Theory]
     [MemberData(nameof(Devices))]
     public void QLoraLinear_EqualsLoraLinearOnTheDequantizedWeight(string kind, DType precision)

@@ -177,6 +177,16 @@ public interface IOpBackend
     void Nf4DoubleQuantize(Tensor absmax, Tensor code8, Tensor qabsmax, Tensor absmax2, Tensor offset);
     /// <summary>The weight dequantized into y (F32, BF16 or F16 [out, in]).</summary>
     void Nf4Dequantize(Nf4Weight w, Tensor y);
+    /// <summary>
+    /// c [M, N] F32 = a · op(dequant(w)) (+ bias[N]) for a frozen 4-bit weight w [out, in]: NT (a [M, in], N = out: the
+    /// forward) or NN (a [M, out], N = in: the input grad); a F32, or BF16/F16 for tensor cores (w dequantized to a's type).
+    /// This default dequantizes w into a transient workspace; a backend may read the packed weight inside the product.
+    /// </summary>
+    void MatMulNf4(GemmLayout layout, MatMulShape shape, Tensor a, Nf4Weight w, Tensor? bias, Tensor c)
+    {
+        using var dense = w.Dequantize(a.DType);
+        MatMul(layout, shape, a, dense, bias, 1f, false, c);
+    }
 
     // ---- optimizer (AdamW.cs) ----
     /// <summary>grads *= factor in place; true if any element was inf or NaN before.</summary>

@@ -7,9 +7,10 @@ public static partial class Ops
 {
     /// <summary>
     /// bitsandbytes' Linear4bit / MatMul4Bit: x[..., in] · dequant(W)[out, in]ᵀ + bias[out] -> y[..., out], W frozen.
-    /// Backward: dX = dY · dequant(W) (W dequantized again: the dense weight lives only during one product, which is the
-    /// point of 4-bit storage), dBias += Σ_rows dY; no dW. With bf16/fp16 matmuls on an ILGPU device W is dequantized to that
-    /// precision and the product runs on tensor cores (x and dY rounded, fp32 accumulation); otherwise fp32 throughout.
+    /// Backward: dX = dY · dequant(W) (no dense weight is kept: that is the point of 4-bit storage), dBias += Σ_rows dY; no dW.
+    /// With bf16/fp16 matmuls on an ILGPU device the products run on tensor cores with W dequantized to that precision inside
+    /// the GEMM's load stage (x and dY rounded, fp32 accumulation; IOpBackend.MatMulNf4); otherwise W is dequantized into a
+    /// transient workspace per product, fp32 throughout on the CPU.
     /// </summary>
     public static Tensor LinearNf4(Tensor x, Nf4Weight weight, Tensor? bias = null)
     {
@@ -29,9 +30,8 @@ public static partial class Ops
         var dtype = dev.Matmuls.Matmul;
         bool half = dtype != DType.F32;
         var y = EmptyF32(dev, WithLast(x.Shape, outF));
-        using (var w = weight.Dequantize(dtype))
         using (var xb = half ? CastRaw(x, dtype) : x.Alias())
-            backend.MatMul(GemmLayout.NT, new(rows, outF, inF), xb, w, bias, 1f, false, y);
+            backend.MatMulNf4(GemmLayout.NT, new(rows, outF, inF), xb, weight, bias, y);
         if (!Tape.IsRecording(x, bias)) return y;
 
         var inShape = x.Shape;
@@ -41,9 +41,8 @@ public static partial class Ops
             if (ctx.NeedsGrad(0))
             {
                 var dX = EmptyF32(dev, inShape);
-                using var w = weight.Dequantize(dtype);
                 using var dYb = half ? CastRaw(dY, dtype) : dY.Alias();
-                backend.MatMul(GemmLayout.NN, new(rows, inF, outF), dYb, w, null, 1f, false, dX);
+                backend.MatMulNf4(GemmLayout.NN, new(rows, inF, outF), dYb, weight, null, dX);
                 ctx.AddGrad(0, dX);
             }
             if (ctx.NeedsGrad(1))
