@@ -201,7 +201,7 @@ public static partial class Gemm
 
         var (autoTile, autoSplits) = ChooseNf4(k, m, n, kDim);
         var t = tile ?? autoTile;
-        if (Shape(t).Wgmma && !k.IsEmulated && !Hopper(k))
+        if (Shape(t).Wgmma && !k.IsEmulated && !k.Wgmma)
             throw new ArgumentException($"GEMM tile {t} uses wgmma (sm_90a), which needs a compute capability 9.0 GPU", nameof(tile));
         int bk = Shape(t).Bk;
         int kTiles = (kDim + bk - 1) / bk;
