@@ -20,7 +20,7 @@ rate() { grep "Iter(train)" "$1" | awk '{ for (i = 1; i < NF; i++) { if ($i == "
 {
   echo "# TinyLlama-1.1B-shape LoRA step: ILGPU's CUDA accelerator vs the driver runtime ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
   echo
-  for dev in cuda driver cuda driver; do
+  for dev in cuda driver; do
     timeout 150 $T train tiny_llama_lora_colorist_e3 --work-dir /tmp/ds-$dev --overwrite --cfg-options \
       pretrained_model_name_or_path=$M tokenizer=$M device=$dev dtype=bfloat16 max_length=2048 pack_to_max_length=true \
       lora.r=64 lora.lora_alpha=16 "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]" \
