@@ -7,8 +7,8 @@
 # linear kinds, bf16 base, with and without gradient checkpointing; QLoRA (NF4 + paged AdamW) on our side (the device
 # machine has no bitsandbytes, so the peer for QLoRA is its bf16 LoRA). Results: $OUT/train-fair-<shape>.md.
 #   SHAPE=llama2_7b bash benchmarks/run_fair_train_bench.sh       (or SHAPE=llama3_8b; PEER_ONLY=1 runs the peer rows only;
-#   RUNS="lora-bf16-ckpt qlora-ckpt" runs those rows only (peers: peer-<run>); PROFILE=1 adds a `train --profile` run of
-#   each of our rows (5 iterations, the 5th profiled: kernel times and where the peak memory goes) as profile-<run>.log)
+#   RUNS="lora-bf16-ckpt qlora-ckpt" runs those rows only (peers: peer-<run>); PROFILE=1 (or PROFILE="run ...") adds a `train --profile` run of
+#   each of our rows (or of those named) (5 iterations, the 5th profiled: kernel times and where the peak memory goes) as profile-<run>.log)
 set -uo pipefail
 if [[ "${1:-}" == "--stage" ]]; then   # here, before the device call: the data set and the tokenizers travel in .gpu/
   set -e
@@ -47,7 +47,7 @@ want() { [[ -z "${RUNS:-}" || " $RUNS " == *" ${1#peer-} "* ]]; }
 ours() { local name=$1; shift
   [[ -n "${PEER_ONLY:-}" ]] && return 0
   want $name || return 0
-  if [[ -n "${PROFILE:-}" ]]; then
+  if [[ "${PROFILE:-}" == 1 || " ${PROFILE:-} " == *" $name "* ]]; then
     timeout 300 $T train benchmarks/configs/qlora_llama2_7b_bench.yaml --work-dir /tmp/p-$name --overwrite --profile 4 \
       --cfg-options $COMMON max_iters=5 "$@" > "$OUT/profile-$name.log" 2>&1
     echo "profile-$name exit $?; $(grep -o 'memory at peak.*' "$OUT/profile-$name.log")" >&2
