@@ -138,6 +138,25 @@ public class DriverBackendTests
             0, 0, 0, 1f, false, 0, Gemm.TileConfig.W2N128, -1));
     }
 
+    // Head dim 128 at 16 bits, where ILGPU's path takes Hopper's wgmma kernels: the driver runtime takes the mma.sync ones,
+    // on sm_90 as on sm_80 (each launch is checked against that architecture's PTX by the recording runtime).
+    [Theory, MemberData(nameof(Architectures))]
+    public void HalfAttentionAtHeadDim128TakesTheMmaSyncKernels(string arch)
+    {
+        var (d, r) = Open(arch);
+        using var _ = d;
+        var b = d.Backend;
+        var shape = new AttentionShape(1, 64, 2, 2, 128);
+        using Tensor q = F32(d, 64, 256), k = F32(d, 64, 256), v = F32(d, 64, 256), o = F32(d, 64, 256);
+        AttentionSaved? saved = null;
+        Assert.Equal(["cast.tohalf.v4", "cast.tohalf.v4", "cast.tohalf.v4", "flashhalf.Forward.128.BFloat16"],
+            Run(r, () => saved = b.AttentionForward(shape, q, k, v, null, false, Precision.BF16, o, keep: true)));
+        using (saved)
+        using (Tensor dQ = F32(d, 64, 256), dK = F32(d, 64, 256), dV = F32(d, 64, 256))
+            Assert.Equal(["cast.tohalf.v4", "flashattention.backward.delta", "flashhalf.BackwardQuery.128.BFloat16", "flashhalf.BackwardKeyValue.128.BFloat16"],
+                Run(r, () => b.AttentionBackward(saved!, o, dQ, dK, dV)));
+    }
+
     [Theory, MemberData(nameof(Architectures))]
     public void TrainingOpsLaunchFlashAttentionLossOptimizerAndNf4Kernels(string arch)
     {

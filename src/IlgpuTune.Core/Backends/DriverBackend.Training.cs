@@ -24,13 +24,8 @@ internal sealed partial class DriverBackend
         Tensor qs, ks, vs;
         if (half)
         {
-            if (FlashAttentionHalf.WgmmaApplies(_t, s, segments is not null, segmentsSorted).Forward)
-            {
-                lse.Dispose();
-                throw NotYet("attention on Hopper's wgmma tensor cores (head dim 128)");
-            }
             (qs, ks, vs) = (Ops.CastRaw(q, precision.Matmul), Ops.CastRaw(k, precision.Matmul), Ops.CastRaw(v, precision.Matmul));
-            var plan = FlashAttentionHalf.ForwardPlan(_t, precision.Half, s, segments is not null, segmentsSorted, qs.DevicePointer, ks.DevicePointer,
+            var plan = FlashAttentionHalf.ForwardPlan(MmaAttention, precision.Half, s, segments is not null, segmentsSorted, qs.DevicePointer, ks.DevicePointer,
                 vs.DevicePointer);
             if (s.Tokens > 0)
                 Run(plan.Kernel, plan.Config, Args(plan.Kernel).Add(V(qs)).Add(V(ks)).Add(V(vs)).Add(Segments(segments)).Add(plan.Params).Add(V(o)).Add(V(lse)));
@@ -64,18 +59,16 @@ internal sealed partial class DriverBackend
         if (saved.Implementation == "flash-half")
         {
             bool segmented = t[5] is not null;
-            var wgmma = FlashAttentionHalf.WgmmaApplies(_t, s, segmented, saved.SegmentsSorted);
-            if (wgmma.Backward) throw NotYet("attention backward on Hopper's wgmma tensor cores (head dim 128)");
             var type = Precision.HalfOf(q.DType);
             using var dOHalf = Tensor.Empty(device, q.DType, dO.Shape);
             Cast(dO, dOHalf);
             RunImplicit("flashattention.backward.delta", s.ScoreRows, Implicit("flashattention.backward.delta", s.ScoreRows).Add(V(dO)).Add(V(o))
                 .Add(dims).Add(V(delta)));
             var (qp, kp, vp, dp) = (q.DevicePointer, k.DevicePointer, v.DevicePointer, dOHalf.DevicePointer);
-            var query = FlashAttentionHalf.QueryPlan(_t, type, s, segmented, saved.SegmentsSorted, qp, kp, vp, dp);
+            var query = FlashAttentionHalf.QueryPlan(MmaAttention, type, s, segmented, saved.SegmentsSorted, qp, kp, vp, dp);
             Run(query.Kernel, query.Config, Args(query.Kernel).Add(V(q)).Add(V(k)).Add(V(v)).Add(V(dOHalf)).Add(segments).Add(V(lse)).Add(V(delta))
                 .Add(query.Params).Add(V(dQ)));
-            var keyValue = FlashAttentionHalf.KeyValuePlan(_t, type, s, segmented, saved.SegmentsSorted, qp, kp, vp, dp);
+            var keyValue = FlashAttentionHalf.KeyValuePlan(MmaAttention, type, s, segmented, saved.SegmentsSorted, qp, kp, vp, dp);
             Run(keyValue.Kernel, keyValue.Config, Args(keyValue.Kernel).Add(V(q)).Add(V(k)).Add(V(v)).Add(V(dOHalf)).Add(segments).Add(V(lse))
                 .Add(V(delta)).Add(keyValue.Params).Add(V(dK)).Add(V(dV)));
             return;

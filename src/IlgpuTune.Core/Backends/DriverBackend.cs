@@ -14,6 +14,10 @@ namespace IlgpuTune.Core;
 internal sealed partial class DriverBackend(Device device, IDriverRuntime runtime) : IOpBackend, IDisposable
 {
     private readonly LaunchTarget _t = LaunchTarget.Cuda(runtime.Major == 9 && runtime.Minor == 0, runtime.Multiprocessors);
+
+    // 16-bit flash attention takes the mma.sync kernels on every GPU: Hopper's wgmma attention kernels are not launched
+    // through the driver yet, and the mma.sync ones are in the sm_90 PTX too (ILGPU's path runs them on Hopper for packed rows).
+    private LaunchTarget MmaAttention => _t with { Wgmma = false };
     private ulong _workspace;
     private long _workspaceBytes;
 
