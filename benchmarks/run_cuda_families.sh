@@ -5,10 +5,7 @@
 # loss-curve replay (tools/compat/check_compat.py) for a dense and an MoE family ($COMPAT_FAMILIES). Outputs go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-[ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
-export DOTNET_ROOT=/tmp/dotnet
-[ -f /tmp/cli/ilgpu-tune.dll ] || tar -xJf .gpu/cli.tar.xz -C /tmp
-T="/tmp/dotnet/dotnet /tmp/cli/ilgpu-tune.dll"
+source benchmarks/staged_cli.sh
 F=$(ls -d tests/fixtures/tiny/*/ | sed "s:/$::")
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 step() { local name=$1; shift; local t0=$SECONDS; timeout 150 "$@" > "$OUT/$name.txt" 2>&1; local rc=$?; echo "$name: exit $rc in $((SECONDS - t0)) s; $(tail -1 "$OUT/$name.txt")"; }

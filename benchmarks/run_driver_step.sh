@@ -6,10 +6,7 @@
 # iterations 4-12 of each. Writes $OUT/driver-step.md.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-[ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
-export DOTNET_ROOT=/tmp/dotnet
-[ -f /tmp/cli/ilgpu-tune.dll ] || tar -xJf .gpu/cli.tar.xz -C /tmp
-T="/tmp/dotnet/dotnet /tmp/cli/ilgpu-tune.dll"
+source benchmarks/staged_cli.sh
 M=/tmp/m-tinyllama
 TINY=src/IlgpuTune.Training/Assets/tiny
 # the embedded tokenizer's vocabulary (559), so the colorist set trains it; every other size is TinyLlama-1.1B's

@@ -28,10 +28,7 @@ case $SHAPE in
   llama3_8b) VOCAB=128256; TOK=llama3; TEMPLATE=llama3_chat ;;
   *) echo "SHAPE: llama2_7b or llama3_8b" >&2; exit 2 ;;
 esac
-[ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
-export DOTNET_ROOT=/tmp/dotnet
-[ -f /tmp/cli/ilgpu-tune.dll ] || tar -xJf .gpu/cli.tar.xz -C /tmp
-T="/tmp/dotnet/dotnet /tmp/cli/ilgpu-tune.dll"
+source benchmarks/staged_cli.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 [ -f /tmp/fair/fair.jsonl ] || tar -xJf .gpu/fair.tar.xz -C /tmp
 M=/tmp/m-$SHAPE

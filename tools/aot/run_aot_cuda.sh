@@ -21,10 +21,8 @@ if [ -z "${AOT:-}" ]; then
   AOT=/tmp/aot/IlgpuTune.AotSample
 fi
 if [ -z "${JIT_CMD:-}" ]; then # the staged JIT CLI (a dry run elsewhere may set JIT_CMD="dotnet path/to/ilgpu-tune.dll")
-  [ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpu/dotnet-runtime.tar.xz -C /tmp/dotnet; }
-  export DOTNET_ROOT=/tmp/dotnet
-  [ -f /tmp/cli/ilgpu-tune.dll ] || tar -xJf .gpu/cli.tar.xz -C /tmp
-  JIT_CMD="/tmp/dotnet/dotnet /tmp/cli/ilgpu-tune.dll"
+  source benchmarks/staged_cli.sh
+  JIT_CMD=$T
 fi
 read -ra JIT <<< "$JIT_CMD"
 export ILGPUTUNE_CACHE=/tmp/aot-cache
