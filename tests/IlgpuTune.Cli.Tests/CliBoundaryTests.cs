@@ -104,7 +104,8 @@ public class CliBoundaryTests(ITestOutputHelper log)
         Assert.Empty(Directory.GetFiles(dir.Path, "crash-*"));
     }
 
-    static Exception Catch(Action a)
+    /// <summary>The exception <paramref name="a"/> throws, with its stack trace (as ErrorBoundary gets it).</summary>
+    internal static Exception Catch(Action a)
     {
         try
         {
