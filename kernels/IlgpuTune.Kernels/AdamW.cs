@@ -147,10 +147,11 @@ public static class AdamW
     }
 
     // tensors[i]: grad[n_i] -> param, expAvg, expAvgSq [n_i] updated in place, n_i = Param.Length; one launch per PackSize
-    public static void StepMulti(KernelRegistry k, IReadOnlyList<AdamWTensor> tensors, AdamWStep step)
+    public static void StepMulti(KernelRegistry k, IReadOnlyList<AdamWTensor> tensors, AdamWStep step, AcceleratorStream? stream = null)
     {
         CheckStep(step);
-        var kernel = k.Get<Action<KernelConfig, StepPack, Coefficients>>(new("adamw.step.multi", StepPackKernel));
+        var kernel = k.Get<Action<AcceleratorStream, KernelConfig, StepPack, Coefficients>>(new("adamw.step.multi", StepPackKernel));
+        stream ??= k.Stream;
         var c = new Coefficients(step);
         for (int start = 0; start < tensors.Count; start += PackSize)
         {
@@ -173,7 +174,7 @@ public static class AdamW
             {
                 S0 = slots[0], S1 = slots[1], S2 = slots[2], S3 = slots[3], S4 = slots[4], S5 = slots[5], S6 = slots[6], S7 = slots[7],
             };
-            kernel(Launch.Flat(k, total), pack, c);
+            kernel(stream, Launch.Flat(k, total), pack, c);
         }
     }
 

@@ -47,3 +47,70 @@ internal sealed class StreamOrder : IDisposable
         _event = IntPtr.Zero;
     }
 }
+
+/// <summary>
+/// A point in one stream's work that later work elsewhere waits for: its own CUDA event, so fences recorded one after another
+/// stay distinct (StreamOrder's single event binds each wait at once). Elsewhere recording waits on the host (ILGPU's CPU
+/// accelerator runs everything synchronously anyway) and waiting is free.
+/// </summary>
+internal sealed class StreamFence : IDisposable
+{
+    private readonly Accelerator _accelerator;
+    private IntPtr _event;
+
+    public StreamFence(Accelerator accelerator)
+    {
+        _accelerator = accelerator;
+        if (accelerator is not CudaAccelerator) return;
+        using var bound = accelerator.BindScoped();
+        CudaException.ThrowIfFailed(CudaAPI.CurrentAPI.CreateEvent(out _event, CudaEventFlags.CU_EVENT_DISABLE_TIMING));
+    }
+
+    /// <summary>Marks the work enqueued on <paramref name="stream"/> so far (a later record moves the mark).</summary>
+    public void Record(AcceleratorStream stream)
+    {
+        if (_event == IntPtr.Zero)
+        {
+            stream.Synchronize();
+            return;
+        }
+        using var bound = _accelerator.BindScoped();
+        CudaException.ThrowIfFailed(CudaAPI.CurrentAPI.RecordEvent(_event, ((CudaStream)stream).StreamPtr));
+    }
+
+    /// <summary>Work enqueued on <paramref name="stream"/> from now on waits for the last <see cref="Record"/>.</summary>
+    public void Wait(AcceleratorStream stream)
+    {
+        if (_event == IntPtr.Zero) return;
+        using var bound = _accelerator.BindScoped();
+        CudaDriver.WaitEvent((CudaStream)stream, _event);
+    }
+
+    /// <summary>Work on the accelerator's default stream waits for the last <see cref="Record"/>.</summary>
+    public void WaitOnDefault() => Wait(_accelerator.DefaultStream);
+
+    public void Dispose()
+    {
+        if (_event == IntPtr.Zero) return;
+        using var bound = _accelerator.BindScoped();
+        CudaException.ThrowIfFailed(CudaAPI.CurrentAPI.DestroyEvent(_event));
+        _event = IntPtr.Zero;
+    }
+}
+
+/// <summary>
+/// A write to a tensor in flight on another stream: the fence to wait for and what the writer still reads (released once the
+/// default stream is ordered after it, so the caching allocator hands that memory out again only behind the write).
+/// </summary>
+internal sealed class PendingWrite(StreamFence fence, IDisposable? reads)
+{
+    private IDisposable? _reads = reads;
+
+    /// <summary>Work on the default stream from now on runs after the write; the write's inputs are released.</summary>
+    public void Settle()
+    {
+        fence.WaitOnDefault();
+        _reads?.Dispose();
+        _reads = null;
+    }
+}

@@ -17,6 +17,9 @@ internal sealed class Storage(Device device, Block block)
 
     public bool IsShared => Volatile.Read(ref _refs) > 1;
 
+    /// <summary>Work on another stream still writing these bytes: the default stream waits for it before the next use.</summary>
+    public PendingWrite? PendingWrite { get; set; }
+
     public void Retain() => Interlocked.Increment(ref _refs);
 
     public void Release()
@@ -171,6 +174,25 @@ public sealed class Tensor : IDisposable
         return new Tensor(_storage, DType, (int[])shape.Clone()) { Name = Name };
     }
 
+    /// <summary>
+    /// Work on another stream writes this tensor: the next launch or copy that takes its view waits for it first (on the
+    /// default stream), and so does <see cref="SettlePendingWrite"/>.
+    /// </summary>
+    internal void SetPendingWrite(PendingWrite pending)
+    {
+        ThrowIfDisposed();
+        _storage.PendingWrite?.Settle();
+        _storage.PendingWrite = pending;
+    }
+
+    /// <summary>Orders the default stream after a pending write, if there is one.</summary>
+    internal void SettlePendingWrite()
+    {
+        if (_storage.PendingWrite is not { } pending) return;
+        _storage.PendingWrite = null;
+        pending.Settle();
+    }
+
     // ---- raw access ----
 
     // Where the storage lives: host memory (the managed CPU path, owned or a view of mapped file bytes), driver memory
@@ -213,6 +235,13 @@ public sealed class Tensor : IDisposable
         {
             ThrowIfDisposed();
             var buffer = _storage.Block.Buffer ?? throw new InvalidOperationException($"tensor {Name} lives on the managed CPU path");
+            // Every launch and copy gets its view here, so this is where the default stream waits for an update in flight
+            // (the paged optimizer's, which overlaps the next forward pass).
+            if (_storage.PendingWrite is { } pending)
+            {
+                _storage.PendingWrite = null;
+                pending.Settle();
+            }
             return buffer.View.SubView(0, Math.Max(Bytes, 1));
         }
     }

@@ -80,9 +80,15 @@ public sealed class AdamW : IDisposable
     public long StepOf(int index) => _steps[index];
 
     /// <summary>One AdamW update of every parameter that has a gradient, with the current <see cref="Lr"/>.</summary>
+    /// <remarks>
+    /// With paged state the update runs beside the next launches on the device (its PCIe traffic hides under the next forward
+    /// pass; a launch reading a parameter waits for that parameter's update, and the update keeps that parameter's gradient
+    /// alive until then); <see cref="Settle"/> joins what is left.
+    /// </remarks>
     public void Step()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        Settle();
         var active = new List<int>();
         for (int i = 0; i < _params.Length; i++)
         {
@@ -105,10 +111,17 @@ public sealed class AdamW : IDisposable
     {
         foreach (var p in _params)
         {
-            p.Grad?.Dispose();
+            p.Grad?.Dispose(); // a paged step still running holds its own reference (IAdamWState.Step)
             p.Grad = null;
         }
     }
+
+    /// <summary>
+    /// Orders all later device work after the last <see cref="Step"/> (on the device; the host does not wait), releasing the
+    /// gradients it still held. The trainer calls it after the forward pass, which has by then waited for every parameter
+    /// it read (and so released most of them); a no-op for state on the device or the host.
+    /// </summary>
+    public void Settle() => _state.Settle();
 
     // ---- state export / import (checkpoints) ----
 
@@ -137,6 +150,7 @@ public sealed class AdamW : IDisposable
     public void LoadState(IReadOnlyDictionary<string, float[]> state)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        Settle();
         var expected = new HashSet<string>();
         var avg = new float[_total];
         var avgSq = new float[_total];
@@ -170,6 +184,7 @@ public sealed class AdamW : IDisposable
     public void Dispose()
     {
         if (_disposed) return;
+        Settle();
         _disposed = true;
         _state.Dispose();
     }

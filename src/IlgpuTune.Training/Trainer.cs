@@ -439,6 +439,8 @@ public sealed partial class TrainRun : IDisposable
                 : PreferenceLoss(iter, batch, rng);
             loss = lossTensor.Item();
             tForward = _clock.Elapsed;
+            // The forward pass has waited for every parameter the last (paged) optimizer step updated: its gradients can go.
+            _optimizer?.Settle();
             // A non-finite loss poisons the window: no backward (its gradients would be NaN), and the window's step is skipped.
             if (!float.IsFinite(loss)) _windowNonFinite = true;
             else if (lossTensor.RequiresGrad) tape.Backward(lossTensor, _scaler.Scale / _plan.LossDivisor(iter));

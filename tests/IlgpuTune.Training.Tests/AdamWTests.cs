@@ -94,6 +94,38 @@ public class AdamWTests(Devices devices)
         foreach (var p in a.Concat(b)) p.Dispose();
     }
 
+    // The paged step runs beside the next launches: it keeps each gradient alive until a launch reading that parameter (or
+    // Settle) has been ordered behind its update, and reading the parameters between steps, as a forward pass does, changes
+    // nothing in the numbers.
+    [Fact]
+    public void Paged_HoldsEachGradientUntilItsParameterIsRead()
+    {
+        var d = devices.Get("ilgpu-cpu");
+        var a = Params(d, 5);
+        var b = Params(d, 5);
+        using var resident = new AdamW(a, lr: 0.01, weightDecay: 0.1);
+        using var paged = new AdamW(b, 0.01, 0.9, 0.999, 1e-8, 0.1, pagedState: true, 4);
+        for (int t = 1; t <= 3; t++)
+        {
+            SetGrads(a, t); resident.Step(); resident.ZeroGrad();
+            long withoutGrads = d.Allocator.AllocatedBytes;
+            SetGrads(b, t);
+            long before = d.Allocator.AllocatedBytes;
+            paged.Step();
+            paged.ZeroGrad();
+            Assert.Equal(before, d.Allocator.AllocatedBytes); // every gradient still held by the step
+            Assert.Equal(a[0].ToFloatArray(), b[0].ToFloatArray()); // a read: ordered behind parameter 0's update
+            Assert.True(d.Allocator.AllocatedBytes < before, "parameter 0's gradient released");
+            paged.Settle();
+            Assert.Equal(withoutGrads, d.Allocator.AllocatedBytes);
+            for (int i = 1; i < a.Length; i++) Assert.Equal(a[i].ToFloatArray(), b[i].ToFloatArray());
+        }
+        var sa = resident.ExportState();
+        var sb = paged.ExportState();
+        for (int i = 0; i < sa.Count; i++) Assert.Equal(sa[i].Value, sb[i].Value);
+        foreach (var p in a.Concat(b)) p.Dispose();
+    }
+
     [Theory]
     [InlineData("cpu", false, "cpu", false)]
     [InlineData("ilgpu-cpu", true, "ilgpu-cpu", false)]

@@ -52,8 +52,16 @@ public interface IAdamWState : IDisposable
     /// <summary>True when the state lives in page-locked host memory and streams through the device per step.</summary>
     bool IsPaged { get; }
 
-    /// <summary>One update of the given parameters (their Grad set), group by group.</summary>
+    /// <summary>
+    /// One update of the given parameters (their Grad set), group by group. A paged state may still be running it when this
+    /// returns: launches that read a parameter wait for its part, and the gradients must stay alive until <see cref="Settle"/>.
+    /// </summary>
     void Step(IReadOnlyList<AdamWGroup> groups);
+
+    /// <summary>Orders all later device work after the last <see cref="Step"/>, so its gradients may be freed.</summary>
+    void Settle()
+    {
+    }
 
     void Export(float[] avg, float[] avgSq);
 

@@ -1,9 +1,11 @@
 // AdamW's flat state on an accelerator: device buffers updated by the multi-tensor kernel (one launch per 8 tensors of
 // equal step), or, paged, page-locked host memory streamed through the device in chunks of at most pagedChunkElements
 // state elements (a parameter may span chunks: the update is elementwise, so the pieces give bitwise the same result).
-// Three staging slots in a ring and two copy streams of their own overlap, while chunk j is updated on the default
-// stream, the upload of chunk j+1 with the download of chunk j-1 (PCIe copies both ways at once; the copies, not the
-// kernel, bound this path). See PagedAdamWState.Step for the ordering.
+// Three staging slots in a ring and two copy streams of their own overlap, while chunk j is updated on the update stream,
+// the upload of chunk j+1 with the download of chunk j-1 (PCIe copies both ways at once; the copies, not the kernel,
+// bound this path). The paged update runs beside the default stream: it waits for the gradients, and each parameter
+// carries a fence that the next launch reading it waits for, so the PCIe traffic hides under the next forward pass
+// (layer by layer, as that pass reaches each parameter). See PagedAdamWState.Step for the ordering.
 using ILGPU;
 using ILGPU.Runtime;
 using IlgpuTune.Kernels;
@@ -76,7 +78,9 @@ internal sealed partial class IlgpuBackend
         private readonly PageLockedArray1D<float> _pinnedAvg, _pinnedAvgSq;
         private readonly MemoryBuffer1D<float, Stride1D.Dense>[] _stages; // per slot: exp_avg in [0, c), exp_avg_sq in [c, 2c)
         private readonly long _chunkElements;
-        private readonly AcceleratorStream _upload, _download;
+        private readonly AcceleratorStream _upload, _download, _update;
+        private readonly List<StreamFence> _fences = []; // one per chunk: chunk j's update done
+        private readonly List<Tensor> _fenced = [];        // parameters given a fence by the last step
         private readonly long _bytes;
 
         public PagedAdamWState(Device device, long total, long pagedChunkElements)
@@ -93,6 +97,7 @@ internal sealed partial class IlgpuBackend
             _bytes = StagingSlots * 2 * _chunkElements * sizeof(float);
             _upload = acc.CreateStream();
             _download = acc.CreateStream();
+            _update = acc.CreateStream();
             device.Allocator.TrackExternal(_bytes); // the reported peak includes the optimizer's share
         }
 
@@ -128,38 +133,61 @@ internal sealed partial class IlgpuBackend
         }
 
         // Chunk j uses slot j % 3. Enqueued per j, in this order (Order(a, b): later work on b waits for the work on a so far):
-        //   Order(upload, compute)     kernel j after upload j (upload j+1 is not enqueued yet)
-        //   kernel j                   on the default stream, where the gradients were made and the allocator expects its users
+        //   Order(upload, update)      kernel j after upload j (upload j+1 is not enqueued yet)
+        //   kernel j                   on the update stream; then fence j, which every parameter ending in chunk j carries
         //   Order(download, upload)    upload j+1 into the slot of chunk j-2 after download j-2 (download j-1 is not enqueued yet)
         //   upload j+1
         //   download j-1               already behind kernel j-1 (the Order below, one round earlier)
-        //   Order(compute, download)   download j after kernel j
-        // so kernel j, upload j+1 and download j-1 run at once. A step starts behind the last step's downloads (they may still
-        // run while the next forward pass does), because its uploads read the host state those downloads write.
+        //   Order(update, download)    download j after kernel j
+        // so kernel j, upload j+1 and download j-1 run at once. The update stream starts behind the default stream's work so
+        // far (the gradients, clipped); the default stream does not wait for the step as a whole: a launch that reads a
+        // parameter waits for its fence (Tensor.SetPendingWrite), and Settle joins the rest. A step starts behind the last
+        // step's downloads (they may still run while the next forward pass does), because its uploads read the host state
+        // those downloads write.
         public void Step(IReadOnlyList<AdamWGroup> groups)
         {
             var chunks = groups.SelectMany(g => Chunks(g.Members, g.Hyper)).ToList();
             if (chunks.Count == 0) return;
-            var compute = _device.Accelerator!.DefaultStream;
+            Settle();
+            var acc = _device.Accelerator!;
             var kernels = _device.RequireKernels();
+            while (_fences.Count < chunks.Count) _fences.Add(new StreamFence(acc));
+            _device.Order(acc.DefaultStream, _update);
             _device.Order(_download, _upload);
             Copy(chunks[0], 0, toDevice: true);
             for (int j = 0; j < chunks.Count; j++)
             {
-                _device.Order(_upload, compute);
+                _device.Order(_upload, _update);
                 var stage = _stages[j % StagingSlots].View.AsContiguous();
                 AdamWKernels.StepMulti(kernels, chunks[j].Pieces.Select(c =>
                     new AdamWTensor(c.Param.F32View.SubView(c.From, c.Length), c.Param.Grad!.F32View.SubView(c.From, c.Length),
-                        stage.SubView(c.At, c.Length), stage.SubView(_chunkElements + c.At, c.Length))).ToList(), chunks[j].Hyper);
+                        stage.SubView(c.At, c.Length), stage.SubView(_chunkElements + c.At, c.Length))).ToList(), chunks[j].Hyper, _update);
+                _fences[j].Record(_update);
+                // A parameter is written once its last piece is: the launches that read it next wait for this chunk, and
+                // its gradient stays alive (an alias) until they have been ordered behind it.
+                foreach (var piece in chunks[j].Pieces)
+                    if (piece.From + piece.Length == piece.Param.Length)
+                    {
+                        piece.Param.SetPendingWrite(new PendingWrite(_fences[j], piece.Param.Grad!.Alias()));
+                        _fenced.Add(piece.Param);
+                    }
                 if (j + 1 < chunks.Count)
                 {
                     _device.Order(_download, _upload);
                     Copy(chunks[j + 1], j + 1, toDevice: true);
                 }
                 if (j > 0) Copy(chunks[j - 1], j - 1, toDevice: false);
-                _device.Order(compute, _download);
+                _device.Order(_update, _download);
             }
             Copy(chunks[^1], chunks.Count - 1, toDevice: false);
+        }
+
+        // The default stream waits for whatever of the last update no launch has waited for yet, releasing those gradients.
+        public void Settle()
+        {
+            foreach (var p in _fenced)
+                if (!p.IsDisposed) p.SettlePendingWrite();
+            _fenced.Clear();
         }
 
         // Both moments of chunk `number` between host state and its slot, on the upload or download stream. Pieces that are
@@ -210,8 +238,11 @@ internal sealed partial class IlgpuBackend
         public void Dispose()
         {
             _device.Synchronize(); // copies into the page-locked state may still be in flight (on every stream)
+            Settle();
+            foreach (var fence in _fences) fence.Dispose();
             _upload.Dispose();
             _download.Dispose();
+            _update.Dispose();
             foreach (var stage in _stages) stage.Dispose();
             _pinnedAvg.Dispose();
             _pinnedAvgSq.Dispose();

@@ -105,6 +105,7 @@ public sealed class DistributedOptimizer : IDisposable
             if (step)
             {
                 _adamW.Step();
+                _adamW.Settle(); // the all-gather reads the shard on its own stream
                 using var flat = Tensor.Empty(_device, DType.F32, checked((int)(_shard * _comm.WorldSize)));
                 _comm.AllGather(_shardParam, flat);
                 for (int i = 0; i < _params.Length; i++) _device.Backend.Copy(flat, _offsets[i], _params[i], 0, _params[i].Length);
@@ -123,7 +124,11 @@ public sealed class DistributedOptimizer : IDisposable
         AllReduceGrads();
         float norm = maxNorm > 0 ? GradClipping.ClipGradNorm(_params, maxNorm) : GradClipping.GradNorm(_params);
         bool step = !skip && float.IsFinite(norm);
-        if (step) _adamW.Step();
+        if (step)
+        {
+            _adamW.Step();
+            _adamW.Settle(); // the next all-reduce of gradients runs on its own stream
+        }
         return (norm, step);
     }
 
