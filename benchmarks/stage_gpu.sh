@@ -15,6 +15,8 @@ dn=$(dirname "$(readlink -f "$(command -v dotnet)")")
 asp=$(ls -d "$dn"/shared/Microsoft.AspNetCore.App/*/ | sort -V | tail -1)
 cli=.gpu/app/IlgpuTune.Cli
 cp -n "$asp"/Microsoft.Extensions.*.dll "$cli"/
+# ASP.NET's own extensions the CLI never loads (the carry has no room for them)
+(cd "$cli" && rm -f Microsoft.Extensions.{Identity.Core,Identity.Stores,Http,Localization,Localization.Abstractions,ObjectPool,WebEncoders,Validation,Caching.Memory,Diagnostics.HealthChecks,Diagnostics.HealthChecks.Abstractions,Features,Configuration.Ini,Configuration.Xml,Configuration.KeyPerFile,FileProviders.Embedded,FileProviders.Composite}.dll)
 rm -f "$cli"/ilgpu-tune.deps.json
 if [[ -n "${WITH_GPUBENCH:-}" ]]; then
   dotnet build benchmarks/IlgpuTune.GpuBench -c Release --nologo -v q >&2
@@ -29,5 +31,7 @@ fws = ro.pop("frameworks", None) or [ro.pop("framework")]
 ro["framework"] = next(f for f in fws if f["name"] == "Microsoft.NETCore.App")
 json.dump(c, open(p, "w"), indent=2)
 PY
-mv "$cli" .gpu/cli && tar -C .gpu -cf - cli | xz -T2 -6 > .gpu/cli.tar.xz && rm -rf .gpu/cli .gpu/app
+mv "$cli" .gpu/cli && tar -C .gpu -cf - cli | xz -T2 -9e > .gpu/cli.tar.xz && rm -rf .gpu/cli .gpu/app .gpu/bench
+# the strongest xz setting buys the ~1 MB the carry needs next to the tree and a data set
+xz -dc .gpu/dotnet-runtime.tar.xz | xz -T2 -9e > .gpu/runtime.tmp && mv .gpu/runtime.tmp .gpu/dotnet-runtime.tar.xz
 du -sh .gpu

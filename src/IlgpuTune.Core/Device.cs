@@ -188,6 +188,17 @@ public sealed class Device : IDisposable
 
     private StreamOrder? _streamOrder;
 
+    /// <summary>
+    /// A stream beside the default one for copies and updates that should overlap it. On CUDA it is non-blocking: ILGPU's
+    /// default stream is the legacy NULL stream, which would otherwise serialise with every other blocking stream, so the
+    /// only order between them is the one made explicit (<see cref="Order"/>, fences).
+    /// </summary>
+    public AcceleratorStream CreateSideStream()
+    {
+        var acc = Accelerator ?? throw new InvalidOperationException("the managed CPU device has no streams");
+        return acc is CudaAccelerator cuda ? cuda.CreateStream(StreamFlags.CU_STREAM_NON_BLOCKING) : acc.CreateStream();
+    }
+
     /// <summary>Work enqueued on <paramref name="then"/> from now on waits for the work enqueued on <paramref name="first"/> so far
     /// (a CUDA event, without blocking the host; elsewhere the host waits for <paramref name="first"/>).</summary>
     public void Order(AcceleratorStream first, AcceleratorStream then) =>

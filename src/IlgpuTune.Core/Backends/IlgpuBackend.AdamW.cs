@@ -95,9 +95,9 @@ internal sealed partial class IlgpuBackend
             _stages = new MemoryBuffer1D<float, Stride1D.Dense>[StagingSlots];
             for (int s = 0; s < StagingSlots; s++) _stages[s] = acc.Allocate1D<float>(2 * _chunkElements);
             _bytes = StagingSlots * 2 * _chunkElements * sizeof(float);
-            _upload = acc.CreateStream();
-            _download = acc.CreateStream();
-            _update = acc.CreateStream();
+            _upload = device.CreateSideStream();
+            _download = device.CreateSideStream();
+            _update = device.CreateSideStream();
             device.Allocator.TrackExternal(_bytes); // the reported peak includes the optimizer's share
         }
 
