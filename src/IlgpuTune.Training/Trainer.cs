@@ -452,10 +452,12 @@ public sealed partial class TrainRun : IDisposable
         if (_plan.EndsStep(iter)) OptimizerStep(iter, lr, loss);
         if (profiling)
         {
+            var tEnqueued = _clock.Elapsed; // a paged step returns once enqueued: it runs under the next forward pass
             _device.Synchronize();
             if (_device.Kernels!.Profile is null)
                 _log.Info($"iteration {iter + 1} unprofiled: data {(t1 - t0).TotalMilliseconds:F1} ms, forward {(tForward - t1).TotalMilliseconds:F1} ms, " +
-                    $"backward {(tBackward - tForward).TotalMilliseconds:F1} ms, clip + optimizer {(_clock.Elapsed - tBackward).TotalMilliseconds:F1} ms");
+                    $"backward {(tBackward - tForward).TotalMilliseconds:F1} ms, clip + optimizer {(_clock.Elapsed - tBackward).TotalMilliseconds:F1} ms " +
+                    $"(host {(tEnqueued - tBackward).TotalMilliseconds:F1} ms)");
         }
 
         var t2 = _clock.Elapsed;
