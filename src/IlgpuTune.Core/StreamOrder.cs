@@ -99,16 +99,18 @@ internal sealed class StreamFence : IDisposable
 }
 
 /// <summary>
-/// A write to a tensor in flight on another stream: the fence to wait for and what the writer still reads (released once the
-/// default stream is ordered after it, so the caching allocator hands that memory out again only behind the write).
+/// A write to a tensor on another stream: the fence to wait for, what the writer still reads (released once the default stream
+/// is ordered after it, so the caching allocator hands that memory out again only behind the write), and what enqueues the
+/// write if the host has not yet (a lazily enqueued optimizer step).
 /// </summary>
-internal sealed class PendingWrite(StreamFence fence, IDisposable? reads)
+internal sealed class PendingWrite(StreamFence fence, IDisposable? reads, Action? enqueue = null)
 {
     private IDisposable? _reads = reads;
 
     /// <summary>Work on the default stream from now on runs after the write; the write's inputs are released.</summary>
     public void Settle()
     {
+        enqueue?.Invoke();
         fence.WaitOnDefault();
         _reads?.Dispose();
         _reads = null;

@@ -132,6 +132,12 @@ internal sealed partial class IlgpuBackend
             return chunks;
         }
 
+        // The step being enqueued: its chunks, each chunk's kernel arguments (views taken before any pending write is set, so
+        // enqueueing never reads a parameter's view) and how many chunks are enqueued so far.
+        private List<Chunk>? _queued;
+        private List<List<AdamWTensor>>? _arguments;
+        private int _enqueued;
+
         // Chunk j uses slot j % 3. Enqueued per j, in this order (Order(a, b): later work on b waits for the work on a so far):
         //   Order(upload, update)      kernel j after upload j (upload j+1 is not enqueued yet)
         //   kernel j                   on the update stream; then fence j, which every parameter ending in chunk j carries
@@ -141,36 +147,53 @@ internal sealed partial class IlgpuBackend
         //   Order(update, download)    download j after kernel j
         // so kernel j, upload j+1 and download j-1 run at once. The update stream starts behind the default stream's work so
         // far (the gradients, clipped); the default stream does not wait for the step as a whole: a launch that reads a
-        // parameter waits for its fence (Tensor.SetPendingWrite), and Settle joins the rest. A step starts behind the last
-        // step's downloads (they may still run while the next forward pass does), because its uploads read the host state
-        // those downloads write.
+        // parameter waits for its fence (Tensor.SetPendingWrite), and Settle joins the rest. Chunks are enqueued lazily, when
+        // the host first takes the view of a parameter in them (the next forward pass, layer by layer) or at Settle, so the
+        // step costs the host almost nothing before that pass can be enqueued. A step starts behind the last step's downloads
+        // (they may still run while the next forward pass does), because its uploads read the host state those downloads write.
         public void Step(IReadOnlyList<AdamWGroup> groups)
         {
             var chunks = groups.SelectMany(g => Chunks(g.Members, g.Hyper)).ToList();
             if (chunks.Count == 0) return;
             Settle();
             var acc = _device.Accelerator!;
-            var kernels = _device.RequireKernels();
             while (_fences.Count < chunks.Count) _fences.Add(new StreamFence(acc));
+            _arguments = chunks.Select((chunk, j) =>
+            {
+                var stage = _stages[j % StagingSlots].View.AsContiguous();
+                return chunk.Pieces.Select(c => new AdamWTensor(c.Param.F32View.SubView(c.From, c.Length),
+                    c.Param.Grad!.F32View.SubView(c.From, c.Length), stage.SubView(c.At, c.Length),
+                    stage.SubView(_chunkElements + c.At, c.Length))).ToList();
+            }).ToList();
             _device.Order(acc.DefaultStream, _update);
             _device.Order(_download, _upload);
             Copy(chunks[0], 0, toDevice: true);
+            (_queued, _enqueued) = (chunks, 0);
+            // A parameter is written once its last piece is: the launches that read it next enqueue that chunk (if not yet)
+            // and wait for it, and its gradient stays alive (an alias) until they have been ordered behind it.
             for (int j = 0; j < chunks.Count; j++)
             {
-                _device.Order(_upload, _update);
-                var stage = _stages[j % StagingSlots].View.AsContiguous();
-                AdamWKernels.StepMulti(kernels, chunks[j].Pieces.Select(c =>
-                    new AdamWTensor(c.Param.F32View.SubView(c.From, c.Length), c.Param.Grad!.F32View.SubView(c.From, c.Length),
-                        stage.SubView(c.At, c.Length), stage.SubView(_chunkElements + c.At, c.Length))).ToList(), chunks[j].Hyper, _update);
-                _fences[j].Record(_update);
-                // A parameter is written once its last piece is: the launches that read it next wait for this chunk, and
-                // its gradient stays alive (an alias) until they have been ordered behind it.
+                int last = j;
                 foreach (var piece in chunks[j].Pieces)
                     if (piece.From + piece.Length == piece.Param.Length)
                     {
-                        piece.Param.SetPendingWrite(new PendingWrite(_fences[j], piece.Param.Grad!.Alias()));
+                        piece.Param.SetPendingWrite(new PendingWrite(_fences[j], piece.Param.Grad!.Alias(), () => EnqueueThrough(last)));
                         _fenced.Add(piece.Param);
                     }
+            }
+            EnqueueThrough(0);
+        }
+
+        private void EnqueueThrough(int last)
+        {
+            if (_queued is not { } chunks) return;
+            var kernels = _device.RequireKernels();
+            for (; _enqueued <= last && _enqueued < chunks.Count; _enqueued++)
+            {
+                int j = _enqueued;
+                _device.Order(_upload, _update);
+                AdamWKernels.StepMulti(kernels, _arguments![j], chunks[j].Hyper, _update);
+                _fences[j].Record(_update);
                 if (j + 1 < chunks.Count)
                 {
                     _device.Order(_download, _upload);
@@ -179,12 +202,16 @@ internal sealed partial class IlgpuBackend
                 if (j > 0) Copy(chunks[j - 1], j - 1, toDevice: false);
                 _device.Order(_update, _download);
             }
+            if (_enqueued < chunks.Count) return;
             Copy(chunks[^1], chunks.Count - 1, toDevice: false);
+            (_queued, _arguments) = (null, null);
         }
 
-        // The default stream waits for whatever of the last update no launch has waited for yet, releasing those gradients.
+        // The rest of the last step is enqueued, and the default stream waits for whatever of it no launch has waited for yet,
+        // releasing those gradients.
         public void Settle()
         {
+            EnqueueThrough(int.MaxValue);
             foreach (var p in _fenced)
                 if (!p.IsDisposed) p.SettlePendingWrite();
             _fenced.Clear();
@@ -223,6 +250,7 @@ internal sealed partial class IlgpuBackend
 
         public void Export(float[] avg, float[] avgSq)
         {
+            EnqueueThrough(int.MaxValue);
             _device.Synchronize(); // the whole context: the copy streams too
             _pinnedAvg.Span[..avg.Length].CopyTo(avg);
             _pinnedAvgSq.Span[..avgSq.Length].CopyTo(avgSq);
@@ -230,6 +258,7 @@ internal sealed partial class IlgpuBackend
 
         public void Import(float[] avg, float[] avgSq)
         {
+            EnqueueThrough(int.MaxValue);
             _device.Synchronize(); // no upload may still be reading the state
             avg.CopyTo(_pinnedAvg.Span);
             avgSq.CopyTo(_pinnedAvgSq.Span);
@@ -237,8 +266,8 @@ internal sealed partial class IlgpuBackend
 
         public void Dispose()
         {
-            _device.Synchronize(); // copies into the page-locked state may still be in flight (on every stream)
             Settle();
+            _device.Synchronize(); // copies into the page-locked state may still be in flight (on every stream)
             foreach (var fence in _fences) fence.Dispose();
             _upload.Dispose();
             _download.Dispose();
