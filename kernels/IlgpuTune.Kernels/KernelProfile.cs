@@ -47,6 +47,9 @@ public sealed class KernelProfile
         _last = null;
     }
 
+    /// <summary>Launches timed so far of the kernels whose name starts with <paramref name="prefix"/> (the last one after Flush).</summary>
+    public long Launches(string prefix) => _rows.Where(p => p.Key.StartsWith(prefix, StringComparison.Ordinal)).Sum(p => p.Value.Calls);
+
     /// <summary>A table of the <paramref name="top"/> kernels by host + device time, per step of <paramref name="steps"/>.</summary>
     public string Report(int steps, int top = 40)
     {

@@ -8,7 +8,7 @@ using IlgpuTune.Numerics;
 
 namespace IlgpuTune.Core;
 
-internal sealed class Storage(Device device, Block block)
+internal sealed partial class Storage(Device device, Block block)
 {
     private int _refs = 1;
 
@@ -25,6 +25,7 @@ internal sealed class Storage(Device device, Block block)
     public void Release()
     {
         if (Interlocked.Decrement(ref _refs) != 0) return;
+        DropHalf();
         if (Block.External is { } external) ((IDisposable)external).Dispose();
         else Device.Allocator.Return(Block);
     }
@@ -63,6 +64,17 @@ public sealed class Tensor : IDisposable
 
     /// <summary>True when another tensor (an alias) shares this storage, so in-place writes would be seen there too.</summary>
     public bool IsStorageShared => _storage.IsShared;
+
+    /// <summary>Counts writes of this tensor's data (shared by its aliases): CopyFrom, Clear and <see cref="BumpVersion"/>.</summary>
+    public int Version => _storage.Version;
+
+    /// <summary>
+    /// Call after writing a parameter's data in place other than by CopyFrom / Clear (an optimizer step, a copy into it):
+    /// a 16-bit cast kept of the old data (LoRA's A and B, Ops.SharedCast) is dropped and cast again at its next use.
+    /// </summary>
+    public void BumpVersion() => _storage.Written();
+
+    internal Storage SharedStorage => _storage;
 
     public int Dim(int i) => Shape[i < 0 ? Shape.Length + i : i];
 
@@ -282,6 +294,7 @@ public sealed class Tensor : IDisposable
     public void CopyFrom(ReadOnlySpan<byte> data)
     {
         if (data.Length != Bytes) throw new ArgumentException($"expected {Bytes} bytes, got {data.Length}");
+        _storage.Written();
         if (OnHost) data.CopyTo(HostBytes);
         else if (OnDriver) Device.Driver!.CopyToDevice(data, DevicePointer);
         else if (data.Length > 0) DeviceBytes.SubView(0, data.Length).CopyFromCPU(data);
@@ -291,6 +304,7 @@ public sealed class Tensor : IDisposable
     {
         if (DType != DType.F32 || data.Length != Length)
             throw new ArgumentException($"expected {Length} F32 values for tensor {Name}, got {data.Length} floats ({DType})");
+        _storage.Written();
         if (OnHost) { data.CopyTo(F32); return; }
         if (OnDriver)
         {
@@ -383,6 +397,7 @@ public sealed class Tensor : IDisposable
 
     public void Clear()
     {
+        _storage.Written();
         if (OnHost) HostBytes.Clear();
         else if (OnDriver) Device.Driver!.Zero(DevicePointer, Bytes);
         else DeviceBytes.MemSetToZero(Device.Accelerator!.DefaultStream);

@@ -377,6 +377,7 @@ public sealed partial class CausalLM : IDisposable
             }
             else
             {
+                using var shared = Ops.ShareHalfCast(x); // q, k and v round x to 16 bits once
                 q = layer.QProj!.Forward(x, rng);
                 k = layer.KProj!.Forward(x, rng);
                 v = layer.VProj!.Forward(x, rng);
@@ -418,6 +419,7 @@ public sealed partial class CausalLM : IDisposable
         }
         else
         {
+            using var shared = Ops.ShareHalfCast(x); // gate and up round x to 16 bits once
             gate = layer.GateProj!.Forward(x, rng);
             up = layer.UpProj!.Forward(x, rng);
         }
@@ -439,6 +441,7 @@ public sealed partial class CausalLM : IDisposable
             return Ops.MoeExperts(x, routing, (e, xe) =>
             {
                 var expert = layer.Experts![e];
+                using var shared = Ops.ShareHalfCast(xe);
                 using var gate = expert.Gate.Forward(xe, rng);
                 using var up = expert.Up.Forward(xe, rng);
                 using var act = Ops.SwiGlu(gate, up);

@@ -103,6 +103,7 @@ public sealed class AdamW : IDisposable
             if (!ReferenceEquals(g.Device, _device)) throw new InvalidOperationException($"gradient of {p.Name} lives on another device");
             _steps[i]++;
             active.Add(i);
+            p.BumpVersion(); // its kept 16-bit casts (LoRA's A and B) are stale from here
         }
         // Parameters of equal step share the bias corrections, so each group is one set of launches.
         _state.Step(active.GroupBy(i => _steps[i]).Select(group => new AdamWGroup(

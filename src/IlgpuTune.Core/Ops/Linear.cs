@@ -74,7 +74,7 @@ public static partial class Ops
         var backend = B(x);
         var dtype = x.Device.Matmuls.Matmul;
         var y = EmptyF32(x.Device, WithLast(x.Shape, outF));
-        var xb = CastRaw(x, dtype);
+        var xb = SharedCast(x, dtype, keep: false);
         var wb = weight.DType == dtype ? weight.Alias() : CastRaw(weight, dtype);
         backend.MatMul(GemmLayout.NT, new(rows, outF, inF), xb, wb, bias, 1f, false, y);
         if (!Tape.IsRecording(x, weight, bias))

@@ -30,7 +30,7 @@ public static partial class Ops
         var dtype = dev.Matmuls.Matmul;
         bool half = dtype != DType.F32;
         var y = EmptyF32(dev, WithLast(x.Shape, outF));
-        using (var xb = half ? CastRaw(x, dtype) : x.Alias())
+        using (var xb = half ? SharedCast(x, dtype, keep: false) : x.Alias())
             backend.MatMulNf4(GemmLayout.NT, new(rows, outF, inF), xb, weight, bias, y);
         if (!Tape.IsRecording(x, bias)) return y;
 

@@ -86,10 +86,11 @@ public static partial class Ops
 
         // Dropout on the branch's input is its own tape op; without it the branch reads x (and dX sums in place).
         var xa = dropout > 0 ? Dropout(x, dropout, rng) : null;
-        var xh = CastRaw(x, dtype);
+        // x's cast is shared with the other projections of x (Ops.ShareHalfCast); A's and B's are kept until written.
+        var xh = SharedCast(x, dtype, keep: false);
         var xah = xa is null ? xh.Alias() : CastRaw(xa, dtype);
-        var ah = CastRaw(loraA, dtype);
-        var bh = CastRaw(loraB, dtype);
+        var ah = SharedCast(loraA, dtype, keep: true);
+        var bh = SharedCast(loraB, dtype, keep: true);
         var downH = Tensor.Empty(dev, dtype, rows, r);
         var y = EmptyF32(dev, WithLast(x.Shape, outF));
 
@@ -111,6 +112,9 @@ public static partial class Ops
         var inShape = x.Shape;
         Tape.Record(op, [x, xa, loraA, loraB, bias], [y], ctx =>
         {
+            // The last read of A's and B's casts this step (ah, bh stay alive as saved tensors).
+            DropSharedCast(loraA);
+            DropSharedCast(loraB);
             var dY = ctx.GradOutput()!;
             using var dYh = CastRaw(dY, dtype);
             using var dDownH = Tensor.Empty(dev, dtype, rows, r);

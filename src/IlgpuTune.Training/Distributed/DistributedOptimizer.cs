@@ -108,7 +108,11 @@ public sealed class DistributedOptimizer : IDisposable
                 _adamW.Settle(); // the all-gather reads the shard on its own stream
                 using var flat = Tensor.Empty(_device, DType.F32, checked((int)(_shard * _comm.WorldSize)));
                 _comm.AllGather(_shardParam, flat);
-                for (int i = 0; i < _params.Length; i++) _device.Backend.Copy(flat, _offsets[i], _params[i], 0, _params[i].Length);
+                for (int i = 0; i < _params.Length; i++)
+                {
+                    _device.Backend.Copy(flat, _offsets[i], _params[i], 0, _params[i].Length);
+                    _params[i].BumpVersion();
+                }
             }
             _adamW.ZeroGrad();
             return (norm, step);
