@@ -38,6 +38,7 @@ public sealed class Tape : IDisposable
 
     [ThreadStatic] private static Tape? s_current;
     [ThreadStatic] private static int s_noGrad;
+    [ThreadStatic] private static int s_checkpointForward;
 
     private readonly Tape? _parent;
     private readonly List<Entry> _entries = [];
@@ -54,6 +55,12 @@ public sealed class Tape : IDisposable
 
     /// <summary>The tape ops record into now, or null (no tape, or inside a NoGrad scope).</summary>
     public static Tape? Current => s_noGrad > 0 ? null : s_current;
+
+    /// <summary>
+    /// True while a checkpointed block runs its first, unrecorded forward: its activations are dropped at once, and so should
+    /// be anything an op would keep only for reuse (it would pile up over every layer until backward).
+    /// </summary>
+    public static bool InCheckpointForward => s_checkpointForward > 0;
 
     public int Count => _entries.Count;
 
@@ -142,7 +149,18 @@ public sealed class Tape : IDisposable
     {
         if (Current is null) return block(inputs);
         Tensor output;
-        using (NoGrad()) output = block(inputs);
+        using (NoGrad())
+        {
+            s_checkpointForward++;
+            try
+            {
+                output = block(inputs);
+            }
+            finally
+            {
+                s_checkpointForward--;
+            }
+        }
         var saved = inputs.Select((t, i) => i == 0 && storeFirstAs is { } d ? Ops.CastRaw(t, d) : t.Alias()).ToArray();
         var needs = inputs.Select(t => t.RequiresGrad).ToArray();
         var dtypes = inputs.Select(t => t.DType).ToArray(); // the inputs may be disposed before backward
