@@ -1,0 +1,124 @@
+using System.Text.Json.Nodes;
+using IlgpuTune.Core;
+using IlgpuTune.Numerics;
+using IlgpuTune.TestKit;
+
+namespace IlgpuTune.Model.Tests;
+
+/// <summary>
+/// Gradient checkpoints offloaded to page-locked host memory (CausalLM.OffloadCheckpoints) on ILGPU's CPU accelerator:
+/// the same numbers as checkpoints kept on the device, less device memory between forward and backward, and a pinned
+/// pool that is allocated once and reused step after step.
+/// </summary>
+[Collection("ILGPU emulator")]
+public class OffloadCheckpointsTests
+{
+    private const int Batch = 1, Seq = 16, Steps = 2;
+
+    [Theory]
+    [InlineData(false)] // LoRA with dropout on every linear, 4 layers
+    [InlineData(true)] // QLoRA: the tiny Llama's linears in NF4
+    public void Offloaded_TrainsBitwiseAsKeptOnTheDevice_AndReusesItsPinnedBuffers(bool qlora)
+    {
+        using var device = Device.Create("ilgpu-cpu");
+        device.Precision = Precision.BF16; // checkpoints stored in bf16, as a GPU trains
+        var kept = Train(device, qlora, offload: false);
+        var away = Train(device, qlora, offload: true);
+
+        Assert.Equal(kept.Losses, away.Losses);
+        for (int s = 0; s < Steps; s++)
+            foreach (var (name, g) in kept.Grads[s]) Assert.True(g.SequenceEqual(away.Grads[s][name]), $"step {s}: {name}.grad differs");
+        foreach (var (name, w) in kept.Weights) Assert.True(w.SequenceEqual(away.Weights[name]), $"{name} differs after {Steps} steps");
+
+        // Between forward and backward every layer input but the last (fetched first, it never leaves) is on the host. (From
+        // the second step: the first run's first step also grew the device's kernel workspaces, which count as allocated.)
+        long input = CachingAllocator.RoundSize(Batch * Seq * away.Hidden * sizeof(ushort));
+        Assert.All(Enumerable.Range(1, Steps - 1), s => Assert.Equal((away.Layers - 1) * input, kept.AfterForward[s] - away.AfterForward[s]));
+        Assert.All(kept.Pinned, p => Assert.Equal(0, p));
+        Assert.All(away.Pinned, p => Assert.Equal(away.Layers * input, p)); // one buffer per layer, the same ones every step
+    }
+
+    [Fact]
+    public void ManagedCpu_KeepsTheCheckpointsWhereTheyAre()
+    {
+        using var device = Device.Create("cpu");
+        Assert.Null(device.Backend.HostOffload);
+        var kept = Train(device, qlora: false, offload: false, steps: 1);
+        var away = Train(device, qlora: false, offload: true, steps: 1);
+        Assert.Equal(kept.Losses, away.Losses);
+        Assert.Equal(kept.AfterForward, away.AfterForward);
+    }
+
+    [Fact]
+    public void Chain_FetchesEachTensorBack_Bitwise_InAnyStateOfItsUpload()
+    {
+        using var device = Device.Create("ilgpu-cpu");
+        var host = device.Backend.HostOffload!;
+        var chain = new OffloadChain(host);
+        var data = Enumerable.Range(0, 3).Select(i => Rand.Floats(i + 1, 1000 + i * 300, 1f)).ToArray();
+        var handles = data.Select(d => chain.Offload(Tensor.FromArray(device, d, d.Length))).ToArray();
+        long held = device.Allocator.AllocatedBytes;
+        // The last is still on the device; fetching it starts the upload of the one before, which is fetched next.
+        for (int i = handles.Length - 1; i >= 0; i--)
+        {
+            using (var back = handles[i].Fetch()) Assert.Equal(data[i], back.ToFloatArray());
+            using (var again = handles[i].Fetch()) Assert.Equal(data[i], again.ToFloatArray());
+        }
+        foreach (var h in handles) h.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => handles[0].Fetch());
+        Assert.True(device.Allocator.AllocatedBytes < held, "the fetched tensors' device memory is freed with their handles");
+        long pinned = host.HostBytes;
+        Assert.True(pinned >= data.Sum(d => d.Length * 4L), $"{pinned} B pinned");
+
+        // A second pass takes the same buffers; a disposed handle that was never fetched returns its buffer too.
+        var second = new OffloadChain(host);
+        var unfetched = data.Select(d => second.Offload(Tensor.FromArray(device, d, d.Length))).ToArray();
+        foreach (var h in unfetched) h.Dispose();
+        Assert.Equal(pinned, host.HostBytes);
+    }
+
+    private sealed record Run(List<float> Losses, List<Dictionary<string, float[]>> Grads, Dictionary<string, float[]> Weights,
+        List<long> AfterForward, List<long> Pinned, int Layers, int Hidden);
+
+    private static Run Train(Device device, bool qlora, bool offload, int steps = Steps)
+    {
+        using var model = qlora ? ModelLoader.Load(Repo.Fixture("tiny/llama"), device, quantization: QuantType.Nf4) : FourLayers(device);
+        model.ApplyLora(new LoraConfig(4, 8, 0.1f, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), seed: 3);
+        model.GradientCheckpointing = true;
+        model.OffloadCheckpoints = offload;
+        var run = new Run([], [], [], [], [], model.Layers.Length, model.Config.HiddenSize);
+        for (int s = 0; s < steps; s++)
+        {
+            var ids = Enumerable.Range(0, Batch * Seq).Select(i => (i * 37 + 11 * s + 5) % 128).ToArray();
+            using (var tape = new Tape())
+            {
+                var (logits, loss) = model.ForwardWithLoss(ids, ids, Batch, Seq, rng: new Random(s));
+                using (logits)
+                using (loss)
+                {
+                    run.AfterForward.Add(device.Allocator.AllocatedBytes);
+                    run.Losses.Add(loss.Item());
+                    tape.Backward(loss);
+                }
+            }
+            run.Grads.Add(model.TrainableParameters.ToDictionary(p => p.Name!, p => p.Grad!.ToFloatArray()));
+            foreach (var p in model.TrainableParameters)
+            {
+                using var step = Ops.Scale(p.Grad!, -0.5f); // plain SGD: each step's weights depend on the last step's gradients
+                Ops.AccumulateInPlace(p, step);
+            }
+            model.ZeroGrad();
+            run.Pinned.Add(device.Backend.HostOffload?.HostBytes ?? 0);
+        }
+        foreach (var p in model.TrainableParameters) run.Weights[p.Name!] = p.ToFloatArray();
+        return run;
+    }
+
+    // The tiny Llama's shape with four layers, randomly initialized: the chain of offloads is longer than one link.
+    private static CausalLM FourLayers(Device device)
+    {
+        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(Repo.Fixture("tiny/llama"), "config.json")))!.AsObject();
+        json["num_hidden_layers"] = 4;
+        return CausalLM.CreateRandom(ModelConfig.FromJson(json, "tiny llama, 4 layers"), device, seed: 7, initializerRange: 0.2f);
+    }
+}
