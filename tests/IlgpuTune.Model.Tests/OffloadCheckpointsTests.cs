@@ -6,18 +6,17 @@ namespace IlgpuTune.Model.Tests;
 
 /// <summary>
 /// Gradient checkpoints offloaded to page-locked host memory (CausalLM.OffloadCheckpoints) on ILGPU's CPU accelerator:
-/// the same numbers as checkpoints kept on the device, less device memory between forward and backward, and a pinned
-/// pool that is allocated once and reused step after step.
+/// the same loss, gradients and updated weights as checkpoints kept on the device, one pinned buffer per layer.
 /// </summary>
 [Collection("ILGPU emulator")]
 public class OffloadCheckpointsTests
 {
-    private const int Batch = 1, Seq = 16, Steps = 2;
+    private const int Batch = 1, Seq = 16, Steps = 1;
 
     // QLoRA (the tiny Llama's linears in NF4) with LoRA dropout, in fp32: the emulator's bf16 kernels are slow; HostOffloadTests
     // checks bf16-stored checkpoints and longer chains.
     [Fact]
-    public void Offloaded_TrainsBitwiseAsKeptOnTheDevice_AndReusesItsPinnedBuffers()
+    public void Offloaded_TrainsBitwiseAsKeptOnTheDevice()
     {
         using var device = Device.Create("ilgpu-cpu");
         var kept = Train(device, qlora: true, offload: false);
@@ -28,12 +27,11 @@ public class OffloadCheckpointsTests
             foreach (var (name, g) in kept.Grads[s]) Assert.True(g.SequenceEqual(away.Grads[s][name]), $"step {s}: {name}.grad differs");
         foreach (var (name, w) in kept.Weights) Assert.True(w.SequenceEqual(away.Weights[name]), $"{name} differs after {Steps} steps");
 
-        // Between forward and backward every layer input but the last (fetched first, it never leaves) is on the host. (From
-        // the second step: the first run's first step also grew the device's kernel workspaces, which count as allocated.)
+        // One pinned buffer per layer. HostOffloadTests checks their reuse and the device memory saved between forward and
+        // backward (a second step here would double the emulator's time; the first also grows the kernel workspaces).
         long input = CachingAllocator.RoundSize(Batch * Seq * away.Hidden * sizeof(float));
-        Assert.All(Enumerable.Range(1, Steps - 1), s => Assert.Equal((away.Layers - 1) * input, kept.AfterForward[s] - away.AfterForward[s]));
         Assert.All(kept.Pinned, p => Assert.Equal(0, p));
-        Assert.All(away.Pinned, p => Assert.Equal(away.Layers * input, p)); // one buffer per layer, the same ones every step
+        Assert.All(away.Pinned, p => Assert.Equal(away.Layers * input, p));
     }
 
     [Fact]
