@@ -34,7 +34,7 @@ public sealed class BackwardContext
 
 public sealed class Tape : IDisposable
 {
-    internal sealed record Entry(string Op, Tensor?[] Inputs, Tensor[] Outputs, Tensor[] Saved, Action<BackwardContext> Backward);
+    internal sealed record Entry(string Op, Tensor?[] Inputs, Tensor[] Outputs, IDisposable[] Saved, Action<BackwardContext> Backward);
 
     [ThreadStatic] private static Tape? s_current;
     [ThreadStatic] private static int s_noGrad;
@@ -84,7 +84,10 @@ public sealed class Tape : IDisposable
     /// Records an op. Outputs are marked RequiresGrad. The tape owns <paramref name="saved"/> (aliases the closure reads) and
     /// disposes them after the entry's backward ran or when the tape is disposed.
     /// </summary>
-    public static void Record(string op, Tensor?[] inputs, Tensor[] outputs, Action<BackwardContext> backward, params Tensor[] saved)
+    public static void Record(string op, Tensor?[] inputs, Tensor[] outputs, Action<BackwardContext> backward, params Tensor[] saved) =>
+        Record(op, inputs, outputs, backward, (IDisposable[])saved);
+
+    private static void Record(string op, Tensor?[] inputs, Tensor[] outputs, Action<BackwardContext> backward, IDisposable[] saved)
     {
         var tape = Current ?? throw new InvalidOperationException($"{op}: Record called while not recording");
         foreach (var o in outputs)
@@ -145,7 +148,14 @@ public sealed class Tape : IDisposable
     /// (BF16/F16; half the memory of an F32 activation) until the recompute widens it again. Exact only when that input
     /// holds 16-bit values already (Ops.RoundTo); its gradient stays F32.
     /// </summary>
-    public static Tensor Checkpoint(Func<Tensor[], Tensor> block, DType? storeFirstAs, params Tensor[] inputs)
+    public static Tensor Checkpoint(Func<Tensor[], Tensor> block, DType? storeFirstAs, params Tensor[] inputs) =>
+        Checkpoint(block, storeFirstAs, null, inputs);
+
+    /// <summary>
+    /// <see cref="Checkpoint(Func{Tensor[], Tensor}, DType?, Tensor[])"/> handing its stored first input to host memory
+    /// through <paramref name="offloadFirst"/> until the recompute fetches it back (bitwise); the other inputs stay.
+    /// </summary>
+    public static Tensor Checkpoint(Func<Tensor[], Tensor> block, DType? storeFirstAs, OffloadChain? offloadFirst, params Tensor[] inputs)
     {
         if (Current is null) return block(inputs);
         Tensor output;
@@ -162,8 +172,10 @@ public sealed class Tape : IDisposable
             }
         }
         var saved = inputs.Select((t, i) => i == 0 && storeFirstAs is { } d ? Ops.CastRaw(t, d) : t.Alias()).ToArray();
+        var away = offloadFirst?.Offload(saved[0]); // owns saved[0] from here
         var needs = inputs.Select(t => t.RequiresGrad).ToArray();
         var dtypes = inputs.Select(t => t.DType).ToArray(); // the inputs may be disposed before backward
+        IDisposable[] owned = away is null ? saved : [away, .. saved[1..]];
         Record("checkpoint", inputs, [output], ctx =>
         {
             int outer = s_noGrad;
@@ -171,12 +183,15 @@ public sealed class Tape : IDisposable
             try
             {
                 using var tape = new Tape();
-                var leaves = saved.Select((t, i) =>
-                {
-                    var l = t.DType == dtypes[i] ? t.Alias() : Ops.CastRaw(t, dtypes[i]);
-                    l.RequiresGrad = needs[i];
-                    return l;
-                }).ToArray();
+                Tensor[] leaves;
+                using (var first = away?.Fetch())
+                    leaves = saved.Select((t, i) =>
+                    {
+                        if (i == 0 && first is not null) t = first;
+                        var l = t.DType == dtypes[i] ? t.Alias() : Ops.CastRaw(t, dtypes[i]);
+                        l.RequiresGrad = needs[i];
+                        return l;
+                    }).ToArray();
                 try
                 {
                     using var recomputed = block(leaves);
@@ -197,7 +212,7 @@ public sealed class Tape : IDisposable
             {
                 s_noGrad = outer;
             }
-        }, saved);
+        }, owned);
         return output;
     }
 

@@ -124,6 +124,10 @@ public sealed partial class CausalLM : IDisposable
 
     /// <summary>Recompute each decoder layer's activations in backward instead of keeping them (Tape.Checkpoint).</summary>
     public bool GradientCheckpointing { get; set; }
+
+    /// <summary>With <see cref="GradientCheckpointing"/>: the layer inputs it keeps wait in host memory until their layer's
+    /// backward (IOpBackend.HostOffload; where the device has none, they stay on the device).</summary>
+    public bool OffloadCheckpoints { get; set; }
     public Tensor EmbedTokens { get; }
     public DecoderLayer[] Layers { get; }
     public Tensor Norm { get; }
@@ -259,6 +263,7 @@ public sealed partial class CausalLM : IDisposable
         // With bf16 matmuls the layer inputs kept for the recompute are stored in bf16 (half the memory of the
         // checkpoints), so the residual stream is rounded to bf16 between layers, as a bf16 model has it.
         DType? store = GradientCheckpointing && Device.Matmuls.Matmul == DType.BF16 ? DType.BF16 : null;
+        var offload = GradientCheckpointing && OffloadCheckpoints && Device.Backend.HostOffload is { } host ? new OffloadChain(host) : null;
         foreach (var layer in Layers)
         {
             // One seed per layer, so a checkpointed block re-draws the same dropout masks when it is recomputed.
@@ -275,7 +280,7 @@ public sealed partial class CausalLM : IDisposable
                     h = rounded;
                 }
                 Tensor[] inputs = segments is null ? [h, cos, sin] : [h, cos, sin, segments];
-                next = Tape.Checkpoint(t => Block(layer, t[0], t[1], t[2], new Random(seed), Causal(layer, t.Length > 3 ? t[3] : null)), store, inputs);
+                next = Tape.Checkpoint(t => Block(layer, t[0], t[1], t[2], new Random(seed), Causal(layer, t.Length > 3 ? t[3] : null)), store, offload, inputs);
             }
             else next = Block(layer, h, cos, sin, new Random(seed), Causal(layer, segments), router);
             h.Dispose();

@@ -30,6 +30,8 @@ public sealed class TrainConfig
     /// <summary>none | nf4.</summary>
     public string Quantization { get; set; } = "none";
     public bool GradientCheckpointing { get; set; } = true;
+    /// <summary>Keep the layer inputs gradient checkpointing saves in page-locked host memory; null = auto (on for QLoRA on a GPU).</summary>
+    public bool? OffloadCheckpoints { get; set; }
     /// <summary>null = full fine-tuning.</summary>
     public LoraSettings? Lora { get; set; }
     public List<string> DataPath { get; set; } = [];
@@ -102,6 +104,7 @@ public sealed class TrainConfig
         new("dtype", (c, n, w) => c.Dtype = OneOf(n, w, "bfloat16", "float16", "float32")),
         new("quantization", (c, n, w) => c.Quantization = OneOf(n, w, "none", "nf4")),
         new("gradient_checkpointing", (c, n, w) => c.GradientCheckpointing = Bool(n, w)),
+        new("offload_checkpoints", (c, n, w) => c.OffloadCheckpoints = IsNull(n) ? null : Bool(n, w)),
         new("lora", (c, n, w) => c.Lora = IsNull(n) ? null : ReadLora(n, w, c.Lora ?? new LoraSettings())),
         new("data_path", (c, n, w) => c.DataPath = StrList(n, w)),
         // null is XTuner's dataset_map_fn=None (records already in its conversation format) and template_map_fn=None.
@@ -193,6 +196,9 @@ public sealed class TrainConfig
         if (DataPath.Count == 0) throw new ConfigException($"{source}: key 'data_path' is required (a file or a list of files)");
         if (Quantization == "nf4" && Lora is null)
             throw new ConfigException($"{source}: quantization nf4 (QLoRA) needs a 'lora' section");
+        if (OffloadCheckpoints == true && !GradientCheckpointing)
+            throw new ConfigException($"{source}: key 'offload_checkpoints' is true but 'gradient_checkpointing' is false: only the layer " +
+                "inputs that gradient checkpointing keeps are offloaded (turn gradient_checkpointing on, or drop offload_checkpoints)");
     }
 
     private static void Apply(TrainConfig config, string name, YamlNode value, string keyWhere, string valueWhere)

@@ -285,6 +285,12 @@ public sealed partial class TrainRun : IDisposable
         }
         else _model.SetFullFineTuning();
         _model.GradientCheckpointing = cfg.GradientCheckpointing;
+        // Auto: QLoRA on a GPU, where the checkpointed layer inputs are a sizeable share of the little memory it needs.
+        _model.OffloadCheckpoints = cfg.OffloadCheckpoints ??
+            (quantization is not null && cfg.GradientCheckpointing && _device.Backend.HostOffload is { SavesDeviceMemory: true });
+        if (_model.OffloadCheckpoints && cfg.GradientCheckpointing && _device.Backend.HostOffload is not null)
+            _log.Info("gradient checkpoints: the layer inputs wait in page-locked host memory between forward and backward");
+        else if (cfg.OffloadCheckpoints == true) _log.Info("offload_checkpoints: this device keeps the checkpointed layer inputs in its own memory");
         _trainable = _model.TrainableParameters.ToList();
         AddPreferenceHead();
         var attached = _model.Linears.Where(m => m.Lora is not null).ToList();
@@ -490,7 +496,8 @@ public sealed partial class TrainRun : IDisposable
         long peak = _device.Allocator.PeakAllocatedBytes;
         return $"memory at peak {peak / GiB:F2} GiB: frozen weights {frozen / GiB:F2} (dense) + {quantized / GiB:F2} (4-bit), " +
             $"trainable {weights / GiB:F2}, their gradients {grads / GiB:F2}, AdamW moments on the device {optimizer / GiB:F2}" +
-            $"{(_cfg.PagedOptimizer ? " (paged to host)" : _comm is not null ? " (sharded across ranks: counted in the rest)" : "")}; activations, saved tensors and workspaces {(peak - frozen - quantized - weights - grads - optimizer) / GiB:F2}";
+            $"{(_cfg.PagedOptimizer ? " (paged to host)" : _comm is not null ? " (sharded across ranks: counted in the rest)" : "")}; activations, saved tensors and workspaces {(peak - frozen - quantized - weights - grads - optimizer) / GiB:F2}" +
+            (_model.OffloadCheckpoints && _device.Backend.HostOffload is { HostBytes: > 0 and var pinned } ? $"; checkpoints offloaded to host {pinned / GiB:F2} (pinned)" : "");
     }
 
     // mmengine's order: unscale -> clip -> step (skipped on inf/NaN, in every dtype, as torch's GradScaler does in fp16) ->

@@ -38,10 +38,23 @@ public class TrainConfigTests
     [InlineData("betas: [0.9]", "expected two numbers")]
     [InlineData("pack_to_max_length: maybe", "expected true or false")]
     [InlineData("quantization: nf4", "needs a 'lora' section")]
+    [InlineData("offload_checkpoints: sometimes", "key 'offload_checkpoints': expected true or false")]
+    [InlineData("offload_checkpoints: true\ngradient_checkpointing: false", "key 'offload_checkpoints' is true but 'gradient_checkpointing' is false")]
     public void BadValues_NameTheKey(string line, string expected)
     {
         var e = Assert.Throws<ConfigException>(() => TrainConfig.Parse(Minimal + "\n" + line + "\n", "c.yaml"));
         Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void OffloadCheckpoints_IsAutoUnlessSet()
+    {
+        Assert.Null(TrainConfig.Parse(Minimal, "c.yaml").OffloadCheckpoints);
+        Assert.Null(TrainConfig.Parse(Minimal + "\noffload_checkpoints: null\n", "c.yaml").OffloadCheckpoints);
+        Assert.True(TrainConfig.Parse(Minimal, "c.yaml", ["offload_checkpoints=true"]).OffloadCheckpoints);
+        Assert.False(TrainConfig.Parse(Minimal + "\ngradient_checkpointing: false\noffload_checkpoints: false\n", "c.yaml").OffloadCheckpoints);
+        var e = Assert.Throws<ConfigException>(() => TrainConfig.Parse(Minimal, "c.yaml", ["gradient_checkpointing=false", "offload_checkpoints=true"]));
+        Assert.StartsWith("c.yaml: key 'offload_checkpoints'", e.Message);
     }
 
     [Fact]

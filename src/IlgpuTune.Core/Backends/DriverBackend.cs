@@ -3,6 +3,7 @@
 // CUDA (same kernel, grid, group, shared memory, arguments), from the launchers' own plan functions where a choice is made
 // (LaunchTarget: RmsNorm, MatMul, Gemm); the rest is a flat grid-stride launch (Launch.Flat) or a per-row group. Ops not yet
 // ported throw NotSupportedException naming the op. Arguments follow ILGPU's ABI: a view is {pointer, length}.
+// No HostOffload (IOpBackend's null): offload_checkpoints keeps the checkpointed layer inputs on the GPU here.
 using IlgpuTune.Driver;
 using IlgpuTune.Kernels;
 using K = IlgpuTune.Kernels;

@@ -203,4 +203,9 @@ public interface IOpBackend
     double[] SumsOfSquares(IReadOnlyList<Tensor> grads);
     /// <summary>Zeroed AdamW state of <paramref name="total"/> elements per moment.</summary>
     IAdamWState CreateAdamWState(long total, bool paged, long pagedChunkElements);
+
+    // ---- host memory (HostOffload.cs) ----
+    /// <summary>Keeps device tensors in host memory until needed (gradient checkpoints); null where tensors stay where they
+    /// are: the managed CPU path (host memory already) and the driver runtime (not implemented there: they stay on the GPU).</summary>
+    IHostOffload? HostOffload => null;
 }
