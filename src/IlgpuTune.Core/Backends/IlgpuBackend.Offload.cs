@@ -34,8 +34,8 @@ internal sealed partial class IlgpuBackend : IDisposable
         public PinnedOffload(Device device)
         {
             _device = device;
-            _down = device.Accelerator!.CreateStream();
-            _up = device.Accelerator.CreateStream();
+            _down = device.CreateSideStream();
+            _up = device.CreateSideStream();
         }
 
         public long HostBytes { get; private set; }
