@@ -30,6 +30,9 @@ public sealed class TrainConfig
     /// <summary>none | nf4.</summary>
     public string Quantization { get; set; } = "none";
     public bool GradientCheckpointing { get; set; } = true;
+    /// <summary>Keep the frozen input embedding in host memory, uploading each batch's rows. null = auto: on for QLoRA on a GPU
+    /// with an untied head.</summary>
+    public bool? OffloadEmbeddings { get; set; }
     /// <summary>null = full fine-tuning.</summary>
     public LoraSettings? Lora { get; set; }
     public List<string> DataPath { get; set; } = [];
@@ -102,6 +105,7 @@ public sealed class TrainConfig
         new("dtype", (c, n, w) => c.Dtype = OneOf(n, w, "bfloat16", "float16", "float32")),
         new("quantization", (c, n, w) => c.Quantization = OneOf(n, w, "none", "nf4")),
         new("gradient_checkpointing", (c, n, w) => c.GradientCheckpointing = Bool(n, w)),
+        new("offload_embeddings", (c, n, w) => c.OffloadEmbeddings = IsNull(n) ? null : Bool(n, w)),
         new("lora", (c, n, w) => c.Lora = IsNull(n) ? null : ReadLora(n, w, c.Lora ?? new LoraSettings())),
         new("data_path", (c, n, w) => c.DataPath = StrList(n, w)),
         // null is XTuner's dataset_map_fn=None (records already in its conversation format) and template_map_fn=None.
@@ -193,6 +197,9 @@ public sealed class TrainConfig
         if (DataPath.Count == 0) throw new ConfigException($"{source}: key 'data_path' is required (a file or a list of files)");
         if (Quantization == "nf4" && Lora is null)
             throw new ConfigException($"{source}: quantization nf4 (QLoRA) needs a 'lora' section");
+        if (OffloadEmbeddings == true && Lora is null)
+            throw new ConfigException($"{source}: key 'offload_embeddings': full fine-tuning (no 'lora' section) trains the embedding, " +
+                "so it stays on the device; remove the key or train LoRA");
     }
 
     private static void Apply(TrainConfig config, string name, YamlNode value, string keyWhere, string valueWhere)
