@@ -315,12 +315,12 @@ public sealed partial class TrainRun : IDisposable
         _scaler = new GradScaler(enabled: cfg.Dtype == "float16");
     }
 
-    // offload_embeddings: unset = on for QLoRA on a GPU; a frozen embedding (LoRA) and an untied head only (Validate and Setup
-    // refuse asking for it otherwise). The managed CPU path's tensors are host memory already.
+    // offload_embeddings: unset = on for QLoRA on a GPU (the managed CPU path's tensors are host memory already); a frozen
+    // embedding (LoRA) and an untied head only (Validate and Setup refuse asking for it otherwise).
     internal static bool OffloadEmbeddings(TrainConfig cfg, ModelConfig modelConfig, DeviceKind device, DType tableDtype)
     {
         bool wanted = cfg.OffloadEmbeddings ?? (cfg.Quantization == "nf4" && device == DeviceKind.Cuda);
-        if (!wanted || cfg.Lora is null || modelConfig.TieWordEmbeddings || device == DeviceKind.Cpu) return false;
+        if (!wanted || cfg.Lora is null || modelConfig.TieWordEmbeddings) return false;
         long bytes = (long)modelConfig.VocabSize * modelConfig.HiddenSize * tableDtype.Size();
         if (bytes <= CausalLM.MaxHostTableBytes) return true;
         if (cfg.OffloadEmbeddings == true)
