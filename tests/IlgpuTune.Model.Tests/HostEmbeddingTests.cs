@@ -7,23 +7,26 @@ using IlgpuTune.TestKit;
 namespace IlgpuTune.Model.Tests;
 
 /// <summary>A frozen input embedding kept in host memory (offload_embeddings) gives the very same numbers as the table on
-/// the device: losses, LoRA gradients and generated tokens (the bf16 QLoRA case on ILGPU's CPU accelerator, which runs the
-/// GPU kernels; the fp32 LoRA case and generation on the managed CPU path, to keep the emulator's time down).</summary>
+/// the device: losses, LoRA gradients, logits and generated tokens. The upload and the embedding kernel run on ILGPU's CPU
+/// accelerator (fp32 logits, the emulator's cheapest path); the bf16 QLoRA case, gradients and generation on the managed
+/// CPU path, for time.</summary>
 [Collection("ILGPU emulator")]
 public class HostEmbeddingTests
 {
     private static string Llama => Repo.Fixture("tiny/llama");
 
     [Theory]
-    [InlineData("cpu", false)]      // fp32 LoRA: an fp32 table encoded from the file
-    [InlineData("ilgpu-cpu", true)] // QLoRA with bf16 matmuls: the bf16 table as stored, a view of the mapped file
+    [InlineData("ilgpu-cpu", false)] // fp32 LoRA: an fp32 table encoded from the file, uploaded to the accelerator
+    [InlineData("cpu", false)]
+    [InlineData("cpu", true)]        // QLoRA on a bf16 table as stored (a view of the mapped file), with checkpointing
     public void OffloadedEmbedding_GivesBitwiseTheSameLossGradsAndTokens(string kind, bool qlora)
     {
         using var device = Device.Create(kind);
         using var tmp = new TempDir();
         string dir = qlora ? Bf16EmbeddingCopy(Llama, tmp.Path) : Llama;
-        if (qlora) device.Precision = Precision.BF16;
         var dtype = qlora ? DType.BF16 : DType.F32;
+        // The emulator compiles every kernel it runs (minutes for a backward): there the forward's logits alone.
+        bool full = kind == "cpu";
         // Two rows with repeated tokens: the host gathers each distinct row once.
         int[] ids = [5, 17, 17, 99, 3, 5, 64, 127, 0, 17, 5, 5, 42, 99, 1, 2];
         int[] labels = [.. ids.Select((t, i) => i % 5 == 0 ? Ops.IgnoreIndex : t)];
@@ -36,21 +39,25 @@ public class HostEmbeddingTests
             Assert.Equal(dtype, model.EmbedTokens.DType);
             PeftAdapter.Load(Path.Combine(Llama, "adapter"), model);
             model.GradientCheckpointing = qlora;
-            float loss;
-            using (var tape = new Tape())
-            using (var l = model.Loss(ids, labels, 2, 8))
+            float loss = 0;
+            var grads = new Dictionary<string, float[]>();
+            if (full)
             {
-                tape.Backward(l);
-                loss = l.Item();
+                using (var tape = new Tape())
+                using (var l = model.Loss(ids, labels, 2, 8))
+                {
+                    tape.Backward(l);
+                    loss = l.Item();
+                }
+                grads = model.TrainableParameters.ToDictionary(p => p.Name!, p => p.Grad!.ToFloatArray());
+                model.ZeroGrad();
             }
-            var grads = model.TrainableParameters.ToDictionary(p => p.Name!, p => p.Grad!.ToFloatArray());
-            model.ZeroGrad();
             float[] logits;
             using (Tape.NoGrad())
             using (var t = model.Forward(ids, 2, 8))
                 logits = t.ToFloatArray();
             int[] tokens = [];
-            if (!qlora)
+            if (full)
             {
                 using var g = new Generator(model, t => string.Concat(t.Select(i => (char)('a' + i % 26))));
                 tokens = g.Generate([1, 17, 99, 3, 64], new GenerationOptions { MaxNewTokens = 5 }, new Random(0)).Tokens;
@@ -66,7 +73,7 @@ public class HostEmbeddingTests
         Assert.Equal(want.Grads.Keys, got.Grads.Keys);
         foreach (var (name, grad) in want.Grads) Assert.Equal(grad, got.Grads[name]);
         Assert.Equal(want.Tokens, got.Tokens);
-        Assert.Equal(qlora, got.Tokens.Length == 0);
+        Assert.Equal(full, got.Tokens.Length > 0 && got.Grads.Count > 0);
         Assert.Equal(128L * 64 * dtype.Size(), want.DeviceBytes - got.DeviceBytes);
     }
 
