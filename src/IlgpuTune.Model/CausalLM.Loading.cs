@@ -17,13 +17,36 @@ public sealed partial class CausalLM
     /// <paramref name="readQuantized"/> returns a weight already stored in 4 bits (a bitsandbytes checkpoint), null for a dense one.
     /// <paramref name="readStored"/> returns a matrix as stored (a frozen BF16/F16 tensor, e.g. viewing the mapped file) where
     /// the device multiplies it so, null to read it as float32.
+    /// <paramref name="embeddingHost"/> (a managed CPU device, which the model owns from here on, also when this throws): the
+    /// frozen input embedding is kept there in linearDtype instead of on <paramref name="device"/> (offload_embeddings; an
+    /// untied head only); <paramref name="readOnHost"/> returns its stored bytes viewed on that device, null to encode it.
     /// </summary>
     public static CausalLM FromWeights(ModelConfig config, Device device, IEnumerable<string> availableKeys,
         Func<string, long[]?> shapeOf, Func<string, float[]> read, string source, DType linearDtype = DType.F32,
-        QuantType? quantization = null, Func<string, Nf4Weight?>? readQuantized = null, Func<string, int[], Tensor?>? readStored = null)
+        QuantType? quantization = null, Func<string, Nf4Weight?>? readQuantized = null, Func<string, int[], Tensor?>? readStored = null,
+        Device? embeddingHost = null, Func<string, int[], Tensor?>? readOnHost = null)
+    {
+        try
+        {
+            return Build(config, device, availableKeys, shapeOf, read, source, linearDtype, quantization, readQuantized, readStored,
+                embeddingHost, readOnHost);
+        }
+        catch
+        {
+            embeddingHost?.Dispose();
+            throw;
+        }
+    }
+
+    private static CausalLM Build(ModelConfig config, Device device, IEnumerable<string> availableKeys,
+        Func<string, long[]?> shapeOf, Func<string, float[]> read, string source, DType linearDtype,
+        QuantType? quantization, Func<string, Nf4Weight?>? readQuantized, Func<string, int[], Tensor?>? readStored,
+        Device? embeddingHost, Func<string, int[], Tensor?>? readOnHost)
     {
         if (linearDtype is not (DType.F32 or DType.BF16 or DType.F16))
             throw new ArgumentException($"linear weights are stored as F32, BF16 or F16, not {linearDtype}");
+        if (embeddingHost is not null && config.TieWordEmbeddings)
+            throw new ArgumentException($"{source}: the embedding cannot be kept on the host: tie_word_embeddings makes it the output head too");
         var expected = ExpectedWeights(config);
         var expectedNames = expected.Select(e => e.Name).ToHashSet();
         var available = availableKeys.ToHashSet();
@@ -66,6 +89,11 @@ public sealed partial class CausalLM
                     quantized[name] = Nf4Weight.Quantize(dense, qt);
                     continue;
                 }
+                if (embeddingHost is not null && name == config.Spec.Embed)
+                {
+                    parameters[name] = HostTable(embeddingHost, linearDtype, name, shape, read, readOnHost).Named(name);
+                    continue;
+                }
                 if (matrix && readStored?.Invoke(name, shape) is { } kept)
                 {
                     parameters[name] = kept.Named(name);
@@ -84,7 +112,7 @@ public sealed partial class CausalLM
         }
         // The dense staging blocks of the quantized weights are free now: hand them back to the driver.
         if (quantized.Count > 0) device.Allocator.EmptyCache();
-        return new CausalLM(config, device, parameters, quantized);
+        return new CausalLM(config, device, parameters, quantized, embeddingHost);
     }
 
     /// <summary>A randomly initialized model (normal(0, initializerRange), norms = 1), as transformers' _init_weights.</summary>

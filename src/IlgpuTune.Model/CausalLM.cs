@@ -56,12 +56,14 @@ public sealed partial class CausalLM : IDisposable
     // Column maps: split a fused qkv / gate_up output; reorder q and k heads for partial rotary. Null when not needed.
     private readonly Tensor? _qIndex, _kIndex, _vIndex, _gateIndex, _upIndex, _qRotary, _kRotary;
 
-    private CausalLM(ModelConfig config, Device device, Dictionary<string, Tensor> parameters, Dictionary<string, Nf4Weight> quantized)
+    private CausalLM(ModelConfig config, Device device, Dictionary<string, Tensor> parameters, Dictionary<string, Nf4Weight> quantized,
+        Device? embeddingHost = null)
     {
         Config = config;
         Device = device;
         _parameters = parameters;
         _quantized = quantized;
+        _embeddingHost = embeddingHost;
         var s = config.Spec;
         EmbedTokens = parameters[s.Embed];
         Norm = parameters[s.FinalNorm];
@@ -128,6 +130,8 @@ public sealed partial class CausalLM : IDisposable
     /// <summary>With <see cref="GradientCheckpointing"/>: the layer inputs it keeps wait in host memory until their layer's
     /// backward (IOpBackend.HostOffload; where the device has none, they stay on the device).</summary>
     public bool OffloadCheckpoints { get; set; }
+
+    /// <summary>The input embedding; with <see cref="EmbeddingOnHost"/> a frozen table in host memory, not on <see cref="Device"/>.</summary>
     public Tensor EmbedTokens { get; }
     public DecoderLayer[] Layers { get; }
     public Tensor Norm { get; }
@@ -316,7 +320,7 @@ public sealed partial class CausalLM : IDisposable
     // (the tied head's still reaches it). Pad positions take their rows as constants: h·keep + stop_grad(h)·(1 − keep).
     private Tensor Lookup(Tensor ids, int[] hostIds)
     {
-        var h = Ops.Embedding(ids, EmbedTokens);
+        var h = _embeddingHost is null ? Ops.Embedding(ids, EmbedTokens) : HostLookup(hostIds);
         if (!Tape.IsRecording(EmbedTokens) || Config.PadTokenId is not { } pad || Array.IndexOf(hostIds, pad) < 0) return h;
         int width = Config.HiddenSize;
         var keep = new float[hostIds.Length * width];
@@ -633,5 +637,6 @@ public sealed partial class CausalLM : IDisposable
         foreach (var t in _parameters.Values) t.Dispose();
         foreach (var q in _quantized.Values) q.Dispose();
         foreach (var t in new[] { _qIndex, _kIndex, _vIndex, _gateIndex, _upIndex, _qRotary, _kRotary }) t?.Dispose();
+        _embeddingHost?.Dispose();
     }
 }

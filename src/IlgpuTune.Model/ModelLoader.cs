@@ -15,9 +15,11 @@ public static class ModelLoader
     /// NF4/FP4 weights as they are, whatever <paramref name="quantization"/> says.
     /// <paramref name="frozenAsStored"/> (inference, a LoRA base): where the device's fp32 products widen 16-bit weights
     /// themselves (the managed CPU path), the matrices stored in BF16/F16 stay so, as views of the memory-mapped safetensors
-    /// (no copy: a bf16 model takes its file size, in reclaimable page cache). Full fine-tuning needs fp32 masters: leave it off.</summary>
+    /// (no copy: a bf16 model takes its file size, in reclaimable page cache). Full fine-tuning needs fp32 masters: leave it off.
+    /// <paramref name="embeddingOnHost"/> (a frozen embedding, untied head): the input embedding stays in host memory in
+    /// linearDtype (a view of the mapped file where it is stored so) and each lookup uploads the batch's rows.</summary>
     public static CausalLM Load(string directory, Device device, DType linearDtype = DType.F32, QuantType? quantization = null,
-        bool frozenAsStored = false)
+        bool frozenAsStored = false, bool embeddingOnHost = false)
     {
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"model folder {directory} does not exist");
         var config = ModelConfig.Load(directory);
@@ -28,17 +30,20 @@ public static class ModelLoader
         try
         {
             var layout = Bnb4Bit.Layout(weights, Path.Combine(directory, "config.json"));
+            // The host device of an offloaded embedding: the model's from here on (FromWeights disposes it if it throws).
+            var host = embeddingOnHost ? Device.Create("cpu") : null;
+            Func<string, int[], Tensor?>? onHost = host is null ? null : (name, shape) => AsStored(weights, host, name, shape);
             if (layout.QuantizedWeights.Count == 0)
                 return CausalLM.FromWeights(config, device, weights.Names,
                     name => weights.Contains(name) ? weights.Shape(name) : null,
-                    weights.ReadFloat32, directory, linearDtype, quantization, readStored: stored);
+                    weights.ReadFloat32, directory, linearDtype, quantization, readStored: stored, embeddingHost: host, readOnHost: onHost);
 
             var quantized = layout.QuantizedWeights.ToHashSet(StringComparer.Ordinal);
             return CausalLM.FromWeights(config, device, layout.PlainTensors.Concat(layout.QuantizedWeights),
                 name => quantized.Contains(name) ? Bnb4Bit.Shape(weights, name).Select(d => (long)d).ToArray()
                     : weights.Contains(name) ? weights.Shape(name) : null,
                 weights.ReadFloat32, directory, linearDtype, quantization,
-                name => quantized.Contains(name) ? FromBnb(device, name, Bnb4Bit.Read(weights, name)) : null, stored);
+                name => quantized.Contains(name) ? FromBnb(device, name, Bnb4Bit.Read(weights, name)) : null, stored, host, onHost);
         }
         catch (OutOfMemoryException e) when (e is not InsufficientMemoryException)
         {

@@ -32,6 +32,9 @@ public sealed class TrainConfig
     public bool GradientCheckpointing { get; set; } = true;
     /// <summary>Keep the layer inputs gradient checkpointing saves in page-locked host memory; null = auto (on for QLoRA on a GPU).</summary>
     public bool? OffloadCheckpoints { get; set; }
+    /// <summary>Keep the frozen input embedding in host memory, uploading each batch's rows. null = auto: on for QLoRA on a GPU
+    /// with an untied head.</summary>
+    public bool? OffloadEmbeddings { get; set; }
     /// <summary>null = full fine-tuning.</summary>
     public LoraSettings? Lora { get; set; }
     public List<string> DataPath { get; set; } = [];
@@ -105,6 +108,7 @@ public sealed class TrainConfig
         new("quantization", (c, n, w) => c.Quantization = OneOf(n, w, "none", "nf4")),
         new("gradient_checkpointing", (c, n, w) => c.GradientCheckpointing = Bool(n, w)),
         new("offload_checkpoints", (c, n, w) => c.OffloadCheckpoints = IsNull(n) ? null : Bool(n, w)),
+        new("offload_embeddings", (c, n, w) => c.OffloadEmbeddings = IsNull(n) ? null : Bool(n, w)),
         new("lora", (c, n, w) => c.Lora = IsNull(n) ? null : ReadLora(n, w, c.Lora ?? new LoraSettings())),
         new("data_path", (c, n, w) => c.DataPath = StrList(n, w)),
         // null is XTuner's dataset_map_fn=None (records already in its conversation format) and template_map_fn=None.
@@ -199,6 +203,9 @@ public sealed class TrainConfig
         if (OffloadCheckpoints == true && !GradientCheckpointing)
             throw new ConfigException($"{source}: key 'offload_checkpoints' is true but 'gradient_checkpointing' is false: only the layer " +
                 "inputs that gradient checkpointing keeps are offloaded (turn gradient_checkpointing on, or drop offload_checkpoints)");
+        if (OffloadEmbeddings == true && Lora is null)
+            throw new ConfigException($"{source}: key 'offload_embeddings': full fine-tuning (no 'lora' section) trains the embedding, " +
+                "so it stays on the device; remove the key or train LoRA");
     }
 
     private static void Apply(TrainConfig config, string name, YamlNode value, string keyWhere, string valueWhere)

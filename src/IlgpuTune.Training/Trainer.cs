@@ -170,6 +170,9 @@ public sealed partial class TrainRun : IDisposable
         if (!Directory.Exists(_modelDir))
             throw new DirectoryNotFoundException($"pretrained_model_name_or_path: model folder {_modelDir} does not exist");
         var modelConfig = ModelConfig.Load(_modelDir);
+        if (cfg.OffloadEmbeddings == true && modelConfig.TieWordEmbeddings)
+            throw new ConfigException($"offload_embeddings: {Path.Combine(_modelDir, "config.json")} has tie_word_embeddings: the embedding " +
+                "is the output head too, so it stays on the device; remove the key");
         _vocab = modelConfig.VocabSize;
         string tokenizerDir = cfg.Tokenizer ?? _modelDir;
         var tokenizer = Tokenizers.FromDirectory(tokenizerDir);
@@ -267,7 +270,11 @@ public sealed partial class TrainRun : IDisposable
         // On the managed CPU path a LoRA base stored in bf16/fp16 stays so (mapped, widened inside the products).
         var baseDtype = cfg.Lora is null ? DType.F32 : _device.Precision.Matmul;
         var quantization = cfg.Quantization == "nf4" ? Numerics.QuantType.Nf4 : (Numerics.QuantType?)null;
-        _model = Own(ModelLoader.Load(_modelDir, _device, baseDtype, quantization, frozenAsStored: cfg.Lora is not null));
+        _model = Own(ModelLoader.Load(_modelDir, _device, baseDtype, quantization, frozenAsStored: cfg.Lora is not null,
+            embeddingOnHost: OffloadEmbeddings(cfg, modelConfig, _device.Kind, baseDtype)));
+        if (_model.EmbeddingOnHost)
+            _log.Info($"offload_embeddings: the frozen embedding ({_model.EmbedTokens.Bytes / 1048576.0:F1} MiB, {_model.EmbedTokens.DType}) " +
+                "stays in host memory; each step uploads its batch's rows");
         if (_model.Parameters.Values.Where(p => p.DType != DType.F32).ToList() is [var first, ..] half)
             _log.Info($"frozen base: {half.Count} weights kept in {first.DType} ({half.Sum(p => p.Bytes) / 1048576.0:F1} MiB)");
         if (quantization is not null)
@@ -312,6 +319,20 @@ public sealed partial class TrainRun : IDisposable
         }
         else _optimizer = Own(new AdamW(_trainable, cfg.Lr, cfg.Betas[0], cfg.Betas[1], 1e-8, cfg.WeightDecay, cfg.PagedOptimizer));
         _scaler = new GradScaler(enabled: cfg.Dtype == "float16");
+    }
+
+    // offload_embeddings: unset = on for QLoRA on a GPU (the managed CPU path's tensors are host memory already); a frozen
+    // embedding (LoRA) and an untied head only (Validate and Setup refuse asking for it otherwise).
+    internal static bool OffloadEmbeddings(TrainConfig cfg, ModelConfig modelConfig, DeviceKind device, DType tableDtype)
+    {
+        bool wanted = cfg.OffloadEmbeddings ?? (cfg.Quantization == "nf4" && device == DeviceKind.Cuda);
+        if (!wanted || cfg.Lora is null || modelConfig.TieWordEmbeddings) return false;
+        long bytes = (long)modelConfig.VocabSize * modelConfig.HiddenSize * tableDtype.Size();
+        if (bytes <= CausalLM.MaxHostTableBytes) return true;
+        if (cfg.OffloadEmbeddings == true)
+            throw new ConfigException($"offload_embeddings: the {tableDtype} embedding table is {bytes / (double)(1L << 30):F2} GiB, more than a " +
+                $"host tensor holds ({CausalLM.MaxHostTableBytes / (double)(1L << 30):F0} GiB); train with dtype bfloat16 or remove the key");
+        return false;
     }
 
     // A checkpoint holds fp32 weights, two AdamW moments and (mid-window) gradients of every trainable tensor.
@@ -489,12 +510,13 @@ public sealed partial class TrainRun : IDisposable
     {
         const double GiB = 1 << 30;
         var trainable = _trainable.ToHashSet();
-        long frozen = _model.Parameters.Values.Where(t => !trainable.Contains(t)).Sum(t => t.Bytes);
+        long frozen = _model.Parameters.Values.Where(t => !trainable.Contains(t) && t.Device == _device).Sum(t => t.Bytes);
         long quantized = _model.QuantizedWeights.Values.Sum(q => q.Bytes);
         long weights = _trainable.Sum(t => t.Bytes), grads = _trainable.Sum(t => t.Length * 4);
         long optimizer = _cfg.PagedOptimizer || _comm is not null ? 0 : 2 * _trainable.Sum(t => t.Length * 4);
         long peak = _device.Allocator.PeakAllocatedBytes;
-        return $"memory at peak {peak / GiB:F2} GiB: frozen weights {frozen / GiB:F2} (dense) + {quantized / GiB:F2} (4-bit), " +
+        return $"memory at peak {peak / GiB:F2} GiB: frozen weights {frozen / GiB:F2} (dense" +
+            $"{(_model.EmbeddingOnHost ? $"; the embedding's {_model.EmbedTokens.Bytes / GiB:F2} are on the host" : "")}) + {quantized / GiB:F2} (4-bit), " +
             $"trainable {weights / GiB:F2}, their gradients {grads / GiB:F2}, AdamW moments on the device {optimizer / GiB:F2}" +
             $"{(_cfg.PagedOptimizer ? " (paged to host)" : _comm is not null ? " (sharded across ranks: counted in the rest)" : "")}; activations, saved tensors and workspaces {(peak - frozen - quantized - weights - grads - optimizer) / GiB:F2}" +
             (_model.OffloadCheckpoints && _device.Backend.HostOffload is { HostBytes: > 0 and var pinned } ? $"; checkpoints offloaded to host {pinned / GiB:F2} (pinned)" : "");
