@@ -120,7 +120,10 @@ public sealed class Device : IDisposable
                 return TryCreateCuda(cudaOrdinal) ?? throw new InvalidOperationException(
                     $"{EnvironmentVariable}=cuda but no CUDA device was found (is the NVIDIA driver installed?)");
             case "ilgpu-cpu":
-                var context = Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).EnableAlgorithms());
+                // The emulator's kernels are compiled at O0 with conservative inlining: the same semantics, compiled ~15x faster
+                // (a tiny test is all compile time at O1 with every call inlined), run a few times slower.
+                var context = Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).EnableAlgorithms()
+                    .Optimize(OptimizationLevel.O0).Inlining(InliningMode.Conservative));
                 return new Device(DeviceKind.IlgpuCpu, context, context.GetCPUDevice(0).CreateAccelerator(context));
             default:
                 throw new ArgumentException($"unknown device '{kind}': expected cuda, cpu, ilgpu-cpu, driver or auto");

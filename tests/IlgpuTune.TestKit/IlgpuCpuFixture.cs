@@ -17,7 +17,8 @@ public sealed class IlgpuCpuFixture : IDisposable
         bool cuda = Environment.GetEnvironmentVariable("ILGPUTUNE_TEST_DEVICE") == "cuda";
         Context = cuda
             ? Context.Create(b => b.Cuda().EnableAlgorithms())
-            : Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).EnableAlgorithms());
+            : Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).EnableAlgorithms()
+                .Optimize(OptimizationLevel.O0).Inlining(InliningMode.Conservative)); // as Device's emulator: compiles ~15x faster
         Accelerator = cuda
             ? Context.GetCudaDevice(0).CreateAccelerator(Context)
             : Context.GetCPUDevice(0).CreateAccelerator(Context);
