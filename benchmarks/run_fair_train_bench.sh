@@ -71,5 +71,7 @@ peer() { local name=$1; shift
   ours lora-bf16-nockpt quantization=none paged_optimizer=false gradient_checkpointing=false
   peer peer-lora-bf16-nockpt --ckpt 0
   ours qlora-ckpt quantization=nf4 paged_optimizer=true gradient_checkpointing=true
+  # the same with the checkpoints and the frozen embedding kept on the device (QLoRA offloads both to host memory by default)
+  ours qlora-ckpt-ondevice quantization=nf4 paged_optimizer=true gradient_checkpointing=true offload_checkpoints=false offload_embeddings=false
   ours qlora-nockpt quantization=nf4 paged_optimizer=true gradient_checkpointing=false
 } | tee "$OUT/train-fair-$SHAPE.md"
