@@ -7,8 +7,6 @@
 //   dotnet IlgpuTune.GpuBench.dll ptx DIR   compiles the GEMM and tensor-core flash-attention kernels to PTX offline (no GPU needed)
 //   dotnet IlgpuTune.GpuBench.dll membound --out DIR   memory-bound kernels in GB/s against the device copy bandwidth
 //   dotnet IlgpuTune.GpuBench.dll nf4 [FIXTURE]        NF4/FP4 kernels on CUDA, byte-exact against the torch golden
-//   dotnet IlgpuTune.GpuBench.dll nf4dequant [--out DIR]   NF4 dequantize to bf16 (7B shapes), the 32-per-thread kernel vs the
-//     8-per-thread one it replaced, byte-checked against each other and the CPU reference, see Nf4DequantBench.cs
 //   dotnet IlgpuTune.GpuBench.dll nf4gemm [--m 4096] [--tiles T2x2,W2N128] [--out DIR]   7B-shape QLoRA linear, forward and dX:
 //     dequantize + GEMM vs the fused NF4 GEMM, times and max difference, see Nf4GemmBench.cs
 //   dotnet IlgpuTune.GpuBench.dll attention [--peer peers.jsonl] [--out DIR] [--quick]   flash attention (fp32 and tensor-core)
@@ -32,7 +30,6 @@ static class Program
         if (mode == "ptx") return Ptx(args.Length > 1 ? args[1] : ".", args.Length > 2 ? args[2] : "");
         if (mode == "membound") return MemBoundBench.Run(Arg(args, "--out") ?? ".");
         if (mode == "nf4") return Nf4Check.Run(args.Length > 1 ? args[1] : "tests/fixtures/nf4/nf4.safetensors");
-        if (mode == "nf4dequant") return Nf4DequantBench.Run(Arg(args, "--out") ?? ".");
         if (mode == "nf4gemm")
             return Nf4GemmBench.Run(int.Parse(Arg(args, "--m") ?? "4096", System.Globalization.CultureInfo.InvariantCulture),
                 Arg(args, "--tiles")?.Split(',') ?? [], Arg(args, "--out") ?? ".");

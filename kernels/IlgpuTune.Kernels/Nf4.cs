@@ -133,33 +133,31 @@ public static class Nf4
         }
     }
 
-    // Fast path of DequantizeBf16/F16: 32 elements a thread, one 16-byte load of packed nibbles in and four 16-byte
-    // stores out. The 32 share one absmax block (blocksize a power of two >= 32), found by a shift and read once; the
-    // 16-entry code table is read into shared memory once per group. Byte k of word j holds elements 8j + 2k (high nibble)
-    // and 8j + 2k + 1, which land in output vector j, word k, low and high half (little-endian). int indices: the
-    // launcher keeps 4 * chunks below 2^31.
-    static void DequantizeHalf32Kernel(ArrayView<ILGPU.Util.Int4> packed, FloatView absmax, FloatView code4, int chunks, int log2ChunksPerBlock,
-        int isF16, ArrayView<ILGPU.Util.Int4> y)
+    // Fast path of DequantizeBf16/F16: eight elements per thread, one 32-bit word of packed nibbles in and one 16-byte store
+    // out, the absmax block found by a shift (blocksize a power of two >= 8, so the eight share it). Byte k of the word
+    // holds elements 2k (high nibble) and 2k+1, which land in output word k low and high half (little-endian).
+    static void DequantizeHalf8Kernel(ArrayView<uint> packed, FloatView absmax, FloatView code4, long groups, int log2Blocksize, int isF16,
+        ArrayView<ILGPU.Util.Int4> y)
     {
-        var code = CodeTable(code4);
-        int stride = Grid.DimX * Group.DimX;
-        for (int c = Grid.GlobalIndex.X; c < chunks; c += stride)
-            HalfThirtyTwo(packed[c], absmax[c >> log2ChunksPerBlock], code, isF16, y, c);
+        for (long g = Grid.GlobalIndex.X; g < groups; g += Launch.GridStride())
+        {
+            uint w = packed[g];
+            y[g] = HalfEight(w, absmax[(g << 3) >> log2Blocksize], code4, isF16);
+        }
     }
 
     // Double-quantized weights: the same, with each thread rebuilding its block's absmax (code8[q] * absmax2 + offset)
     // instead of a separate pass over the blocks. bnb rounds the product and the sum separately; the product goes through
     // mul.rn, which ptxas never contracts into an fma (ILGPU and ptxas would contract a plain multiply-add).
-    static void DequantizeHalf32NestedKernel(ArrayView<ILGPU.Util.Int4> packed, ArrayView<byte> qabsmax, FloatView absmax2, FloatView offset,
-        FloatView code8, FloatView code4, int chunks, int log2ChunksPerBlock, int isF16, ArrayView<ILGPU.Util.Int4> y)
+    static void DequantizeHalf8NestedKernel(ArrayView<uint> packed, ArrayView<byte> qabsmax, FloatView absmax2, FloatView offset,
+        FloatView code8, FloatView code4, long groups, int log2Blocksize, int isF16, ArrayView<ILGPU.Util.Int4> y)
     {
-        var code = CodeTable(code4);
         float off = offset[0];
-        int stride = Grid.DimX * Group.DimX;
-        for (int c = Grid.GlobalIndex.X; c < chunks; c += stride)
+        for (long g = Grid.GlobalIndex.X; g < groups; g += Launch.GridStride())
         {
-            int blk = c >> log2ChunksPerBlock;
-            HalfThirtyTwo(packed[c], MulRn(code8[(int)qabsmax[blk]], absmax2[blk / NestedBlockSize]) + off, code, isF16, y, c);
+            uint w = packed[g];
+            long blk = (g << 3) >> log2Blocksize;
+            y[g] = HalfEight(w, MulRn(code8[(int)qabsmax[blk]], absmax2[blk / NestedBlockSize]) + off, code4, isF16);
         }
     }
 
@@ -171,34 +169,15 @@ public static class Nf4
         return r;
     }
 
-    // The 16 codes in the group's shared memory (a lookup there instead of a load through L1 per element).
-    static ArrayView<float> CodeTable(FloatView code4)
-    {
-        var code = SharedMemory.Allocate<float>(16);
-        for (int i = Group.IdxX; i < 16; i += Group.DimX) code[i] = code4[i];
-        Group.Barrier();
-        return code;
-    }
+    // The eight elements of one packed word, dequantized with absmax a, as one 16-byte store.
+    static ILGPU.Util.Int4 HalfEight(uint w, float a, FloatView code4, int isF16) =>
+        new((int)HalfPair(w, 0, a, code4, isF16), (int)HalfPair(w, 8, a, code4, isF16),
+            (int)HalfPair(w, 16, a, code4, isF16), (int)HalfPair(w, 24, a, code4, isF16));
 
-    // The 32 elements of chunk c (four packed words), dequantized with absmax a, as four 16-byte stores at y[4c ..].
-    static void HalfThirtyTwo(ILGPU.Util.Int4 w, float a, ArrayView<float> code, int isF16, ArrayView<ILGPU.Util.Int4> y, int c)
-    {
-        int o = c << 2;
-        y[o] = HalfEight((uint)w.X, a, code, isF16);
-        y[o + 1] = HalfEight((uint)w.Y, a, code, isF16);
-        y[o + 2] = HalfEight((uint)w.Z, a, code, isF16);
-        y[o + 3] = HalfEight((uint)w.W, a, code, isF16);
-    }
-
-    // The eight elements of one packed word, dequantized with absmax a, as one 16-byte vector.
-    static ILGPU.Util.Int4 HalfEight(uint w, float a, ArrayView<float> code, int isF16) =>
-        new((int)HalfPair(w, 0, a, code, isF16), (int)HalfPair(w, 8, a, code, isF16),
-            (int)HalfPair(w, 16, a, code, isF16), (int)HalfPair(w, 24, a, code, isF16));
-
-    static uint HalfPair(uint w, int shift, float a, ArrayView<float> code, int isF16)
+    static uint HalfPair(uint w, int shift, float a, FloatView code4, int isF16)
     {
         int b = (int)((w >> shift) & 0xFF);
-        float even = code[b >> 4] * a, odd = code[b & 15] * a;
+        float even = code4[b >> 4] * a, odd = code4[b & 15] * a;
         return isF16 != 0
             ? Cast.FloatToF16(even) | ((uint)Cast.FloatToF16(odd) << 16)
             : Cast.FloatToBf16(even) | ((uint)Cast.FloatToBf16(odd) << 16);
@@ -286,32 +265,28 @@ public static class Nf4
     {
         CheckDequantize(packed, absmax, code4, n, blocksize);
         Launch.Need(y, n, nameof(y));
-        if (n == 0 || DequantizeHalf32(k, packed, absmax, code4, n, blocksize, f16, y)) return;
+        if (n == 0 || DequantizeHalf8(k, packed, absmax, code4, n, blocksize, f16, y)) return;
         var kernel = k.Get<Action<KernelConfig, ArrayView<byte>, FloatView, FloatView, long, int, int, ArrayView<ushort>>>(
             new("nf4.dequantize.half", DequantizeHalfKernel));
         kernel(Launch.Flat(k, n), packed, absmax, code4, n, blocksize, f16 ? 1 : 0, y);
     }
 
-    // 32 elements a thread: whole 16-byte chunks of packed nibbles in one absmax block, 16-byte-aligned loads and stores,
-    // and int indices (4 * chunks, the output vectors, below 2^31).
-    static bool Half32Fits(ArrayView<byte> packed, long n, int blocksize, ArrayView<ushort> y) =>
-        n % 32 == 0 && blocksize >= 32 && n / 8 <= int.MaxValue && Launch.AlignedTo(packed, 16) && Launch.AlignedTo(y, 16);
+    // Eight elements a thread: whole words of packed nibbles, a block shared by the eight, 16-byte-aligned stores.
+    static bool Half8Fits(ArrayView<byte> packed, long n, int blocksize, ArrayView<ushort> y) =>
+        n % 8 == 0 && blocksize >= 8 && Launch.AlignedTo(packed, 4) && Launch.AlignedTo(y, 16);
 
-    // Runs the 32-per-thread kernel when n, blocksize and the views' alignment allow; false when they do not.
-    static bool DequantizeHalf32(KernelRegistry k, ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize, bool f16,
+    // Runs the eight-per-thread kernel when n, blocksize and the views' alignment allow; false when they do not.
+    static bool DequantizeHalf8(KernelRegistry k, ArrayView<byte> packed, FloatView absmax, FloatView code4, long n, int blocksize, bool f16,
         ArrayView<ushort> y)
     {
-        if (!Half32Fits(packed, n, blocksize, y)) return false;
-        int chunks = (int)(n / 32);
-        var kernel = k.Get<Action<KernelConfig, ArrayView<ILGPU.Util.Int4>, FloatView, FloatView, int, int, int, ArrayView<ILGPU.Util.Int4>>>(
-            new("nf4.dequantize.half32", DequantizeHalf32Kernel));
-        kernel(Launch.Flat(k, chunks), packed.SubView(0, n / 2).Cast<ILGPU.Util.Int4>(), absmax, code4, chunks, Log2ChunksPerBlock(blocksize),
+        if (!Half8Fits(packed, n, blocksize, y)) return false;
+        long groups = n / 8;
+        var kernel = k.Get<Action<KernelConfig, ArrayView<uint>, FloatView, FloatView, long, int, int, ArrayView<ILGPU.Util.Int4>>>(
+            new("nf4.dequantize.half8", DequantizeHalf8Kernel));
+        kernel(Launch.Flat(k, groups), packed.SubView(0, groups * 4).Cast<uint>(), absmax, code4, groups, System.Numerics.BitOperations.Log2((uint)blocksize),
             f16 ? 1 : 0, y.SubView(0, n).Cast<ILGPU.Util.Int4>());
         return true;
     }
-
-    /// <summary>log2(blocksize / 32): the shift from a 32-element chunk to its absmax block (blocksize a power of two >= 32).</summary>
-    public static int Log2ChunksPerBlock(int blocksize) => System.Numerics.BitOperations.Log2((uint)blocksize) - 5;
 
     /// <summary>
     /// Dequantizes a double-quantized weight to bf16 / fp16 bits in one pass, its absmax rebuilt per block (as
@@ -326,13 +301,13 @@ public static class Nf4
         Launch.Need(packed, (n + 1) / 2, nameof(packed)); Launch.Need(qabsmax, m, nameof(qabsmax));
         Launch.Need(absmax2, Blocks(m, NestedBlockSize), nameof(absmax2)); Launch.Need(offset, 1, nameof(offset));
         Launch.Need(code8, 256, nameof(code8)); Launch.Need(code4, 16, nameof(code4)); Launch.Need(y, n, nameof(y));
-        if (n == 0 || !Half32Fits(packed, n, blocksize, y)) return false;
-        int chunks = (int)(n / 32);
-        var kernel = k.Get<Action<KernelConfig, ArrayView<ILGPU.Util.Int4>, ArrayView<byte>, FloatView, FloatView, FloatView, FloatView, int,
+        if (n == 0 || !Half8Fits(packed, n, blocksize, y)) return false;
+        long groups = n / 8;
+        var kernel = k.Get<Action<KernelConfig, ArrayView<uint>, ArrayView<byte>, FloatView, FloatView, FloatView, FloatView, long,
                 int, int, ArrayView<ILGPU.Util.Int4>>>(
-            new("nf4.dequantize.half32.nested", DequantizeHalf32NestedKernel));
-        kernel(Launch.Flat(k, chunks), packed.SubView(0, n / 2).Cast<ILGPU.Util.Int4>(), qabsmax, absmax2, offset, code8, code4, chunks,
-            Log2ChunksPerBlock(blocksize), f16 ? 1 : 0, y.SubView(0, n).Cast<ILGPU.Util.Int4>());
+            new("nf4.dequantize.half8.nested", DequantizeHalf8NestedKernel));
+        kernel(Launch.Flat(k, groups), packed.SubView(0, groups * 4).Cast<uint>(), qabsmax, absmax2, offset, code8, code4, groups,
+            System.Numerics.BitOperations.Log2((uint)blocksize), f16 ? 1 : 0, y.SubView(0, n).Cast<ILGPU.Util.Int4>());
         return true;
     }
 

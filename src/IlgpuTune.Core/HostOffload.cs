@@ -22,9 +22,6 @@ public interface IHostOffload
 
     /// <summary>Host memory held for offloaded tensors now (page-locked buffers, reused across steps).</summary>
     long HostBytes { get; }
-
-    /// <summary>The device's memory is not the host's (a GPU), so offloading frees some; false on ILGPU's CPU accelerator.</summary>
-    bool SavesDeviceMemory { get; }
 }
 
 /// <summary>One forward pass's offloads, in order: each is told its predecessor (see <see cref="IHostOffload.Offload"/>).</summary>

@@ -30,7 +30,7 @@ public sealed class TrainConfig
     /// <summary>none | nf4.</summary>
     public string Quantization { get; set; } = "none";
     public bool GradientCheckpointing { get; set; } = true;
-    /// <summary>Keep the layer inputs gradient checkpointing saves in page-locked host memory; null = auto (on for QLoRA on a GPU).</summary>
+    /// <summary>Keep the layer inputs gradient checkpointing saves in page-locked host memory (null or false: on the device).</summary>
     public bool? OffloadCheckpoints { get; set; }
     /// <summary>Keep the frozen input embedding in host memory, uploading each batch's rows. null = auto: on for QLoRA on a GPU
     /// with an untied head.</summary>

@@ -12,7 +12,6 @@ public class HostOffloadTests
     {
         using var device = Device.Create("ilgpu-cpu");
         var host = device.Backend.HostOffload!;
-        Assert.False(host.SavesDeviceMemory); // the emulator's device memory is host memory: auto leaves offload off here
         var chain = new OffloadChain(host);
         var data = Enumerable.Range(0, 3).Select(i => Rand.Floats(i + 1, 1000 + i * 300, 1f)).ToArray();
         var handles = data.Select(d => chain.Offload(Tensor.FromArray(device, d, d.Length))).ToArray();

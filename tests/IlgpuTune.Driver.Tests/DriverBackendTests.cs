@@ -207,14 +207,14 @@ public class DriverBackendTests
         Assert.Equal(9, sums.Length);
         foreach (var p in ps) { p.Grad!.Dispose(); p.Dispose(); }
 
-        // NF4: quantize with double quantization, dequantize to bf16 (32 at a time, nested absmax) and to fp32
+        // NF4: quantize with double quantization, dequantize to bf16 (8 at a time, nested absmax) and to fp32
         using var weight = F32(d, 8, 64);
         Nf4Weight? nf4 = null;
         Assert.Equal(["nf4.quantize", "nf4.mean", "nf4.quantize8"], Run(r, () => nf4 = Nf4Weight.Quantize(weight)));
         using (nf4)
         using (Tensor yb = Tensor.Zeros(d, DType.BF16, 8, 64), yf = F32(d, 8, 64))
         {
-            Assert.Equal(["nf4.dequantize.half32.nested"], Run(r, () => b.Nf4Dequantize(nf4!, yb)));
+            Assert.Equal(["nf4.dequantize.half8.nested"], Run(r, () => b.Nf4Dequantize(nf4!, yb)));
             Assert.Equal(["nf4.dequantize.absmax.scale", "nf4.dequantize.absmax.offset", "nf4.dequantize"], Run(r, () => b.Nf4Dequantize(nf4!, yf)));
         }
     }

@@ -1,5 +1,5 @@
 // NF4 / FP4 (Nf4.cs) on the driver runtime: quantize, double-quantize and dequantize with the launchers' kernels and shapes
-// (the 32-at-a-time 16-bit kernels where the weight is whole aligned chunks of 32 in blocks of >= 32, as Nf4.Half32Fits).
+// (the 8-at-a-time 16-bit kernels where rows are whole groups of 8 and aligned, as Nf4.Half8Fits).
 using IlgpuTune.Driver;
 using IlgpuTune.Kernels;
 using IlgpuTune.Numerics;
@@ -33,16 +33,16 @@ internal sealed partial class DriverBackend
         long n = w.Length;
         if (n == 0) return;
         bool half = y.DType != DType.F32, f16 = y.DType == DType.F16;
-        // Nf4.Half32Fits: whole chunks of 32 in a block, int indices, the packed bytes and the output 16-byte aligned.
-        bool half32 = half && n % 32 == 0 && w.BlockSize >= 32 && n / 8 <= int.MaxValue && Aligned(V(w.Packed), 16) && Aligned(V(y), 16);
-        int chunks = (int)Math.Min(n / 32, int.MaxValue);
-        int log2 = Nf4.Log2ChunksPerBlock(Math.Max(w.BlockSize, 32));
-        var packed16 = new DeviceView(w.Packed.DevicePointer, chunks); // packed.SubView(0, n / 2).Cast<Int4>()
-        var y16 = new DeviceView(y.DevicePointer, 4L * chunks);        // y.SubView(0, n).Cast<Int4>()
-        if (w.DoubleQuant && half32)
+        // Nf4.Half8Fits: whole groups of 8 in a block, the packed bytes 4-byte and the output 16-byte aligned.
+        bool half8 = half && n % 8 == 0 && w.BlockSize >= 8 && Aligned(V(w.Packed), 4) && Aligned(V(y), 16);
+        long groups = n / 8;
+        int log2 = System.Numerics.BitOperations.Log2((uint)w.BlockSize);
+        var packed32 = new DeviceView(w.Packed.DevicePointer, groups); // packed.SubView(0, groups * 4).Cast<uint>()
+        var y8 = new DeviceView(y.DevicePointer, groups);               // y.SubView(0, n).Cast<Int4>()
+        if (w.DoubleQuant && half8)
         {
-            Run("nf4.dequantize.half32.nested", Launch.Flat(_t, chunks), Args("nf4.dequantize.half32.nested").Add(packed16).Add(V(w.QAbsmax!))
-                .Add(V(w.Absmax2!)).Add(V(w.Offset!)).Add(V(w.Code8!)).Add(V(w.Code4)).Add(chunks).Add(log2).Add(f16 ? 1 : 0).Add(y16));
+            Run("nf4.dequantize.half8.nested", Launch.Flat(_t, groups), Args("nf4.dequantize.half8.nested").Add(packed32).Add(V(w.QAbsmax!))
+                .Add(V(w.Absmax2!)).Add(V(w.Offset!)).Add(V(w.Code8!)).Add(V(w.Code4)).Add(groups).Add(log2).Add(f16 ? 1 : 0).Add(y8));
             return;
         }
         int blocks = (int)w.Blocks;
@@ -57,9 +57,9 @@ internal sealed partial class DriverBackend
         var absmax = V(scratch ?? w.Absmax!);
         if (!half)
             Run("nf4.dequantize", Launch.Flat(_t, n), Args("nf4.dequantize").Add(V(w.Packed)).Add(absmax).Add(V(w.Code4)).Add(n).Add(w.BlockSize).Add(V(y)));
-        else if (half32)
-            Run("nf4.dequantize.half32", Launch.Flat(_t, chunks), Args("nf4.dequantize.half32").Add(packed16).Add(absmax).Add(V(w.Code4)).Add(chunks)
-                .Add(log2).Add(f16 ? 1 : 0).Add(y16));
+        else if (half8)
+            Run("nf4.dequantize.half8", Launch.Flat(_t, groups), Args("nf4.dequantize.half8").Add(packed32).Add(absmax).Add(V(w.Code4)).Add(groups)
+                .Add(log2).Add(f16 ? 1 : 0).Add(y8));
         else
             Run("nf4.dequantize.half", Launch.Flat(_t, n), Args("nf4.dequantize.half").Add(V(w.Packed)).Add(absmax).Add(V(w.Code4)).Add(n)
                 .Add(w.BlockSize).Add(f16 ? 1 : 0).Add(V(y)));

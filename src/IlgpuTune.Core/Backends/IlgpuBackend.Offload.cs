@@ -40,8 +40,6 @@ internal sealed partial class IlgpuBackend : IDisposable
 
         public long HostBytes { get; private set; }
 
-        public bool SavesDeviceMemory => !_device.Caps.Emulated;
-
         private AcceleratorStream Compute => _device.Accelerator!.DefaultStream;
 
         public IOffloaded Offload(Tensor t, IOffloaded? previous)
