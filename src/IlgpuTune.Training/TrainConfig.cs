@@ -30,8 +30,8 @@ public sealed class TrainConfig
     /// <summary>none | nf4.</summary>
     public string Quantization { get; set; } = "none";
     public bool GradientCheckpointing { get; set; } = true;
-    /// <summary>Keep the layer inputs gradient checkpointing saves in page-locked host memory (null or false: on the device).</summary>
-    public bool? OffloadCheckpoints { get; set; }
+    /// <summary>Keep the layer inputs gradient checkpointing saves in page-locked host memory until their layer's backward.</summary>
+    public bool OffloadCheckpoints { get; set; }
     /// <summary>Keep the frozen input embedding in host memory, uploading each batch's rows. null = auto: on for QLoRA on a GPU
     /// with an untied head.</summary>
     public bool? OffloadEmbeddings { get; set; }
@@ -107,7 +107,7 @@ public sealed class TrainConfig
         new("dtype", (c, n, w) => c.Dtype = OneOf(n, w, "bfloat16", "float16", "float32")),
         new("quantization", (c, n, w) => c.Quantization = OneOf(n, w, "none", "nf4")),
         new("gradient_checkpointing", (c, n, w) => c.GradientCheckpointing = Bool(n, w)),
-        new("offload_checkpoints", (c, n, w) => c.OffloadCheckpoints = IsNull(n) ? null : Bool(n, w)),
+        new("offload_checkpoints", (c, n, w) => c.OffloadCheckpoints = Bool(n, w)),
         new("offload_embeddings", (c, n, w) => c.OffloadEmbeddings = IsNull(n) ? null : Bool(n, w)),
         new("lora", (c, n, w) => c.Lora = IsNull(n) ? null : ReadLora(n, w, c.Lora ?? new LoraSettings())),
         new("data_path", (c, n, w) => c.DataPath = StrList(n, w)),
@@ -200,7 +200,7 @@ public sealed class TrainConfig
         if (DataPath.Count == 0) throw new ConfigException($"{source}: key 'data_path' is required (a file or a list of files)");
         if (Quantization == "nf4" && Lora is null)
             throw new ConfigException($"{source}: quantization nf4 (QLoRA) needs a 'lora' section");
-        if (OffloadCheckpoints == true && !GradientCheckpointing)
+        if (OffloadCheckpoints && !GradientCheckpointing)
             throw new ConfigException($"{source}: key 'offload_checkpoints' is true but 'gradient_checkpointing' is false: only the layer " +
                 "inputs that gradient checkpointing keeps are offloaded (turn gradient_checkpointing on, or drop offload_checkpoints)");
         if (OffloadEmbeddings == true && Lora is null)

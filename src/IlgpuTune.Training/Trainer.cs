@@ -294,10 +294,10 @@ public sealed partial class TrainRun : IDisposable
         _model.GradientCheckpointing = cfg.GradientCheckpointing;
         // Opt-in: at 7B and 2,048 tokens the peak comes at the end of backward (every LoRA gradient made, the checkpoints
         // gone), so offloading them saved nothing there and cost ~3% of the step on the H100; it pays with long rows.
-        _model.OffloadCheckpoints = cfg.OffloadCheckpoints == true;
+        _model.OffloadCheckpoints = cfg.OffloadCheckpoints;
         if (_model.OffloadCheckpoints && cfg.GradientCheckpointing && _device.Backend.HostOffload is not null)
             _log.Info("gradient checkpoints: the layer inputs wait in page-locked host memory between forward and backward");
-        else if (cfg.OffloadCheckpoints == true) _log.Info("offload_checkpoints: this device keeps the checkpointed layer inputs in its own memory");
+        else if (cfg.OffloadCheckpoints) _log.Info("offload_checkpoints: this device keeps the checkpointed layer inputs in its own memory");
         _trainable = _model.TrainableParameters.ToList();
         AddPreferenceHead();
         var attached = _model.Linears.Where(m => m.Lora is not null).ToList();

@@ -145,6 +145,19 @@ public class SharedCastTests
         Assert.NotEqual(written, halved);
     }
 
+    // A checkpointed block's first forward drops its activations at once; keeping A's and B's casts from there to the
+    // recompute would hold every layer's until backward (0.3 GiB at 7B), so they are not kept there.
+    [Fact]
+    public void LoraWeightCasts_AreNotKept_ByACheckpointsFirstForward()
+    {
+        using var d = Bf16Device();
+        using var p = new Projections(d, nf4: false);
+        using (new Tape())
+            Assert.Equal(4, CastsIn(d, () => Tape.Checkpoint(_ => p.Lora(0), p.X).Dispose())); // x, A, B, W
+        Assert.Equal(4, CastsIn(d, () => p.Lora(0).Dispose())); // A and B cast again: nothing was kept
+        Assert.Equal(2, CastsIn(d, () => p.Lora(0).Dispose())); // kept outside a checkpoint
+    }
+
     [Fact]
     public void ClosedScope_DropsTheSharedCast()
     {

@@ -47,10 +47,9 @@ public class TrainConfigTests
     }
 
     [Fact]
-    public void OffloadCheckpoints_IsAutoUnlessSet()
+    public void OffloadCheckpoints_IsOffUnlessSet()
     {
-        Assert.Null(TrainConfig.Parse(Minimal, "c.yaml").OffloadCheckpoints);
-        Assert.Null(TrainConfig.Parse(Minimal + "\noffload_checkpoints: null\n", "c.yaml").OffloadCheckpoints);
+        Assert.False(TrainConfig.Parse(Minimal, "c.yaml").OffloadCheckpoints);
         Assert.True(TrainConfig.Parse(Minimal, "c.yaml", ["offload_checkpoints=true"]).OffloadCheckpoints);
         Assert.False(TrainConfig.Parse(Minimal + "\ngradient_checkpointing: false\noffload_checkpoints: false\n", "c.yaml").OffloadCheckpoints);
         var e = Assert.Throws<ConfigException>(() => TrainConfig.Parse(Minimal, "c.yaml", ["gradient_checkpointing=false", "offload_checkpoints=true"]));
