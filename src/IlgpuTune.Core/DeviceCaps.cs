@@ -21,6 +21,10 @@ public sealed record DeviceCaps(bool Emulated, int GroupSize, (int Major, int Mi
     /// <summary>fp32 products take a frozen BF16/F16 weight as stored and widen it block by block (the managed CPU path).</summary>
     public bool WidensHalfWeights { get; init; }
 
+    /// <summary>A GPU's memory, apart from the host's: what keeping a tensor in host memory frees (not the managed CPU path
+    /// or ILGPU's CPU emulator, whose device memory is host memory).</summary>
+    public bool SeparateMemory => ComputeCapability is not null;
+
     /// <summary>An accelerator's capabilities, as its kernel registry sees them (the registry decides emulation and wgmma once).</summary>
     public static DeviceCaps Of(KernelRegistry kernels)
     {

@@ -271,7 +271,7 @@ public sealed partial class TrainRun : IDisposable
         var baseDtype = cfg.Lora is null ? DType.F32 : _device.Precision.Matmul;
         var quantization = cfg.Quantization == "nf4" ? Numerics.QuantType.Nf4 : (Numerics.QuantType?)null;
         _model = Own(ModelLoader.Load(_modelDir, _device, baseDtype, quantization, frozenAsStored: cfg.Lora is not null,
-            embeddingOnHost: OffloadEmbeddings(cfg, modelConfig, _device.Kind, baseDtype)));
+            embeddingOnHost: OffloadEmbeddings(cfg, modelConfig, _device.Caps, baseDtype)));
         if (_model.EmbeddingOnHost)
             _log.Info($"offload_embeddings: the frozen embedding ({_model.EmbedTokens.Bytes / 1048576.0:F1} MiB, {_model.EmbedTokens.DType}) " +
                 "stays in host memory; each step uploads its batch's rows");
@@ -323,9 +323,9 @@ public sealed partial class TrainRun : IDisposable
 
     // offload_embeddings: unset = on for QLoRA on a GPU (the managed CPU path's tensors are host memory already); a frozen
     // embedding (LoRA) and an untied head only (Validate and Setup refuse asking for it otherwise).
-    internal static bool OffloadEmbeddings(TrainConfig cfg, ModelConfig modelConfig, DeviceKind device, DType tableDtype)
+    internal static bool OffloadEmbeddings(TrainConfig cfg, ModelConfig modelConfig, DeviceCaps caps, DType tableDtype)
     {
-        bool wanted = cfg.OffloadEmbeddings ?? (cfg.Quantization == "nf4" && device == DeviceKind.Cuda);
+        bool wanted = cfg.OffloadEmbeddings ?? (cfg.Quantization == "nf4" && caps.SeparateMemory);
         if (!wanted || cfg.Lora is null || modelConfig.TieWordEmbeddings) return false;
         long bytes = (long)modelConfig.VocabSize * modelConfig.HiddenSize * tableDtype.Size();
         if (bytes <= CausalLM.MaxHostTableBytes) return true;

@@ -19,7 +19,14 @@ public class OffloadEmbeddingsTests
         var llama = ModelConfig.Load(Repo.Fixture("tiny/llama"));
         var tied = ModelConfig.Load(Repo.Fixture("tiny/qwen2"));
         Assert.True(tied.TieWordEmbeddings);
-        bool Rule(TrainConfig c, ModelConfig m, DeviceKind d) => TrainRun.OffloadEmbeddings(c, m, d, DType.BF16);
+        bool Rule(TrainConfig c, ModelConfig m, DeviceKind d) => TrainRun.OffloadEmbeddings(c, m, Caps(d), DType.BF16);
+        // what Device.Create gives each kind (a CUDA GPU, ILGPU's CPU emulator, the managed CPU path)
+        static DeviceCaps Caps(DeviceKind d) => d switch
+        {
+            DeviceKind.Cuda => new DeviceCaps(false, 128, (9, 0), true, 48 << 10, true),
+            DeviceKind.IlgpuCpu => new DeviceCaps(true, 32, null, false, 48 << 10, true),
+            _ => DeviceCaps.ManagedCpu,
+        };
 
         var qlora = Config();
         Assert.True(Rule(qlora, llama, DeviceKind.Cuda));
