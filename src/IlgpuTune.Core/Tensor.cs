@@ -249,11 +249,7 @@ public sealed class Tensor : IDisposable
             var buffer = _storage.Block.Buffer ?? throw new InvalidOperationException($"tensor {Name} lives on the managed CPU path");
             // Every launch and copy gets its view here, so this is where the default stream waits for an update in flight
             // (the paged optimizer's, which overlaps the next forward pass).
-            if (_storage.PendingWrite is { } pending)
-            {
-                _storage.PendingWrite = null;
-                pending.Settle();
-            }
+            SettlePendingWrite();
             return buffer.View.SubView(0, Math.Max(Bytes, 1));
         }
     }

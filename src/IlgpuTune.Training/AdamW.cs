@@ -92,7 +92,6 @@ public sealed class AdamW : IDisposable
     public void Step()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        Settle();
         var active = new List<int>();
         for (int i = 0; i < _params.Length; i++)
         {
